@@ -1,0 +1,33 @@
+# smile_hf developer commands. `make test` and `make demo` create .venv if missing and install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+# Users with GPUs: make test TORCH_SPEC="torch==2.13.0" TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu128"
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.smile_hf-installed
+
+.PHONY: test test-all demo bench clean
+
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" $(TORCH_INDEX)
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q tests
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(PY) examples/run_smile.py
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) benchmarks/speed.py
+	$(PY) benchmarks/accuracy.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,39 @@
+from setuptools import find_packages, setup
+
+# torch is pinned by the Makefile (TORCH_SPEC) before this package is installed; a range here lets users with
+# GPUs keep the build they have.
+install_requires = [
+    "torch>=2.1",
+    "transformers>=4.56",
+    "accelerate>=1.0",
+    "datasets>=3.0",
+    "huggingface_hub>=0.34",
+    "safetensors>=0.4",
+    "numpy>=1.24",
+    "pillow>=10.0",
+    "pyyaml>=6.0",
+]
+extras = {
+    "test": ["pytest>=8", "scikit-learn>=1.3"],
+    "bench": ["matplotlib>=3.7", "scikit-learn>=1.3"],
+}
+extras["dev"] = sorted(set(extras["test"] + extras["bench"] + ["ruff>=0.5"]))
+
+setup(
+    name="smile_hf",
+    version="0.1.0",
+    description="SMILE (Self-Distilled MIxup for Efficient Transfer LEarning) and transfer-learning baselines "
+    "for the Hugging Face Trainer",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=find_packages(include=["smile_hf", "smile_hf.*"]),
+    package_data={"smile_hf": ["py.typed"]},
+    python_requires=">=3.10",
+    install_requires=install_requires,
+    extras_require=extras,
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

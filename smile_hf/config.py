@@ -1,0 +1,213 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""Training arguments of [`SmileTrainer`]: every hyperparameter of SMILE and of the baselines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from transformers import TrainingArguments
+
+from .methods import parse_method
+
+# The reference recipe of SMILE (PaddlePaddle/Research, CV/SMILE/finetune.py): 9000 iterations in all,
+# the last 1000 plain fine-tuning, the learning rate x0.1 once at iteration floor(2 * (9000 + 1000) / 3).
+REFERENCE_TOTAL_STEPS = 9000
+REFERENCE_FINAL_FINETUNE_FRACTION = 1000 / REFERENCE_TOTAL_STEPS
+REFERENCE_LR_STEP_FRACTION = (2 * (9000 + 1000) // 3) / REFERENCE_TOTAL_STEPS
+
+# Values `reference_recipe=True` puts into fields that the user left at their `TrainingArguments` default.
+REFERENCE_RECIPE = {
+    "optim": "sgd",
+    "optim_args": "momentum=0.9,nesterov=True",
+    "learning_rate": 0.01,
+    "weight_decay": 1e-4,
+    "max_grad_norm": 0.0,
+    "lr_scheduler_type": "constant",
+    "per_device_train_batch_size": 48,
+}
+
+
+@dataclass
+class SmileTrainingArguments(TrainingArguments):
+    r"""
+    Configuration class for [`SmileTrainer`].
+
+    Extends [`~transformers.TrainingArguments`] with the hyperparameters of SMILE (Self-Distilled MIxup for Efficient
+    Transfer LEarning, arXiv 2103.13941) and of the transfer-learning baselines it is compared against. Every default
+    of the SMILE group is the default of the authors' reference implementation.
+
+    Parameters:
+        > Parameters that choose the method
+
+        method (`str`, *optional*, defaults to `"smile"`):
+            Training method: a regulariser (`"finetune"`, `"smile"`, `"l2sp"`, `"delta"`, `"bss"`, `"rifle"`,
+            `"cotuning"`), a mixing strategy (`"mixup"`, `"cutmix"`, `"manifold_mixup"`, which mean plain
+            fine-tuning with that mixing), or both joined by `+` (e.g. `"l2sp+mixup"`, `"smile+cutmix"`).
+            `"smile"` alone mixes with mixup, as in the paper.
+        reference_recipe (`bool`, *optional*, defaults to `False`):
+            Use the optimisation recipe of the SMILE reference (SGD, Nesterov momentum 0.9, lr 0.01, weight decay
+            1e-4, no gradient clipping, batch 48, lr x0.1 once at `lr_step_fraction`) for every field left at its
+            `TrainingArguments` default. Values set explicitly are kept.
+        lr_step_fraction (`float` or `None`, *optional*, defaults to `None`):
+            If set, multiply the learning rate by `lr_step_gamma` once, after this fraction of the training steps
+            (step decay of the reference: 6666/9000). Requires `lr_scheduler_type="constant"`.
+        lr_step_gamma (`float`, *optional*, defaults to `0.1`):
+            Factor of the single learning-rate step.
+
+        > Parameters that control mixing
+
+        mixup_alpha (`float`, *optional*, defaults to `0.2`):
+            Mixup coefficient lambda ~ Beta(alpha, alpha), for SMILE, `mixup` and `manifold_mixup`.
+        cutmix_alpha (`float`, *optional*, defaults to `1.0`):
+            CutMix coefficient lambda ~ Beta(alpha, alpha) for `cutmix`.
+
+        > Parameters that control SMILE
+
+        reg_lambda (`float`, *optional*, defaults to `0.01`):
+            Weight of the sample-to-feature mixup term `L_reg` (distance between the student's feature map of the
+            mixed image and the mix of the teacher's feature maps).
+        aux_lambda (`float`, *optional*, defaults to `0.1`):
+            Weight of the auxiliary-head term `L_aux` (soft cross-entropy of the mixed teacher source probabilities).
+        cls_lambda (`float`, *optional*, defaults to `1e-4`):
+            Weight of `L_cls`, half the squared L2 norm of both heads' parameters.
+        ema_decay (`float`, *optional*, defaults to `0.999`):
+            Decay d of the mean teacher: `teacher <- d * teacher + (1 - d) * student` (backbone parameters only).
+        ema_update_every (`int`, *optional*, defaults to `10`):
+            Optimizer steps between two EMA updates of the teacher. Use 1 with `ema_decay=0.999**0.1` for a
+            per-step EMA with the same effective decay.
+        ema_buffers (`bool`, *optional*, defaults to `False`):
+            Also average floating-point buffers (BatchNorm running statistics). The reference does not.
+        final_finetune_fraction (`float`, *optional*, defaults to `1/9`):
+            Fraction of the training steps, at the end, trained with plain fine-tuning (no mixing, no teacher, no
+            EMA): the reference trains the last 1000 of 9000 iterations so.
+
+        > Parameters that control the baselines
+
+        l2sp_alpha (`float`, *optional*, defaults to `0.01`):
+            L2-SP: weight of 1/2 ||w - w0||^2 on the pre-trained backbone weights.
+        l2sp_beta (`float`, *optional*, defaults to `0.01`):
+            L2-SP, DELTA: weight of 1/2 ||w||^2 on the new head.
+        delta_alpha (`float`, *optional*, defaults to `0.01`):
+            DELTA: weight of the feature-map distance to the frozen pre-trained backbone.
+        delta_attention (`bool`, *optional*, defaults to `True`):
+            DELTA: weight channels by their importance for the target task (computed once before training).
+        delta_attention_batches (`int`, *optional*, defaults to `10`):
+            DELTA: batches used to measure each channel's importance.
+        delta_num_layers (`int`, *optional*, defaults to `4`):
+            DELTA: number of backbone stages (counted from the last) whose outputs are regularised.
+        bss_lambda (`float`, *optional*, defaults to `0.001`):
+            BSS: weight of the sum of the k smallest squared singular values of the batch features.
+        bss_k (`int`, *optional*, defaults to `1`):
+            BSS: number of smallest singular values penalised.
+        rifle_num_reinits (`int`, *optional*, defaults to `1`):
+            RIFLE: how many times the new head is re-initialised, evenly spaced over training.
+        cotuning_lambda (`float`, *optional*, defaults to `2.3`):
+            Co-Tuning: weight of the source-head cross-entropy against the translated source labels.
+    """
+
+    # ---- method ---------------------------------------------------------------------------------------------
+    method: str = field(
+        default="smile",
+        metadata={
+            "help": "Training method: finetune, smile, l2sp, delta, bss, rifle, cotuning, a mixing strategy (mixup, "
+            "cutmix, manifold_mixup) or a regulariser and a mixing strategy joined by '+' (e.g. l2sp+mixup)."
+        },
+    )
+    reference_recipe: bool = field(
+        default=False,
+        metadata={
+            "help": "Use the SMILE reference optimisation recipe (SGD Nesterov 0.9, lr 0.01, wd 1e-4, no clipping, "
+            "batch 48, one lr step x0.1) for the fields left at their TrainingArguments default."
+        },
+    )
+    lr_step_fraction: float | None = field(
+        default=None,
+        metadata={"help": "Multiply the lr by lr_step_gamma once after this fraction of training (needs constant lr)."},
+    )
+    lr_step_gamma: float = field(default=0.1, metadata={"help": "Factor of the single learning-rate step."})
+
+    # ---- mixing ---------------------------------------------------------------------------------------------
+    mixup_alpha: float = field(
+        default=0.2, metadata={"help": "Beta(alpha, alpha) parameter of mixup (SMILE, mixup, manifold_mixup)."}
+    )
+    cutmix_alpha: float = field(default=1.0, metadata={"help": "Beta(alpha, alpha) parameter of CutMix."})
+
+    # ---- SMILE ----------------------------------------------------------------------------------------------
+    reg_lambda: float = field(default=0.01, metadata={"help": "SMILE: weight of the feature mixup term L_reg."})
+    aux_lambda: float = field(default=0.1, metadata={"help": "SMILE: weight of the auxiliary-head term L_aux."})
+    cls_lambda: float = field(default=1e-4, metadata={"help": "SMILE: weight of L_cls (1/2 squared norm of both heads)."})
+    ema_decay: float = field(default=0.999, metadata={"help": "SMILE: decay of the EMA (mean) teacher, in [0, 1]."})
+    ema_update_every: int = field(default=10, metadata={"help": "SMILE: optimizer steps between EMA updates."})
+    ema_buffers: bool = field(
+        default=False, metadata={"help": "SMILE: also average BatchNorm running statistics (the reference does not)."}
+    )
+    final_finetune_fraction: float = field(
+        default=REFERENCE_FINAL_FINETUNE_FRACTION,
+        metadata={"help": "SMILE: fraction of steps at the end trained with plain fine-tuning (reference: 1000/9000)."},
+    )
+
+    # ---- baselines ------------------------------------------------------------------------------------------
+    l2sp_alpha: float = field(default=0.01, metadata={"help": "L2-SP: weight of 1/2 ||w - w0||^2 on the backbone."})
+    l2sp_beta: float = field(default=0.01, metadata={"help": "L2-SP and DELTA: weight of 1/2 ||w||^2 on the new head."})
+    delta_alpha: float = field(default=0.01, metadata={"help": "DELTA: weight of the feature-map distance."})
+    delta_attention: bool = field(
+        default=True, metadata={"help": "DELTA: weight channels by their importance for the target task."}
+    )
+    delta_attention_batches: int = field(
+        default=10, metadata={"help": "DELTA: batches used to measure channel importance."}
+    )
+    delta_num_layers: int = field(default=4, metadata={"help": "DELTA: number of last backbone stages regularised."})
+    bss_lambda: float = field(default=0.001, metadata={"help": "BSS: weight of the spectral shrinkage penalty."})
+    bss_k: int = field(default=1, metadata={"help": "BSS: number of smallest singular values penalised."})
+    rifle_num_reinits: int = field(default=1, metadata={"help": "RIFLE: number of re-initialisations of the head."})
+    cotuning_lambda: float = field(default=2.3, metadata={"help": "Co-Tuning: weight of the source-head term."})
+
+    def __post_init__(self):
+        self.method = self.method.strip().lower()
+        self.regularizer, self.mixing = parse_method(self.method)
+        if self.reference_recipe:
+            self._apply_reference_recipe()
+        self._validate_smile_arguments()
+        super().__post_init__()
+
+    def _apply_reference_recipe(self) -> None:
+        defaults = {f.name: f.default for f in fields(TrainingArguments)}
+        for name, value in REFERENCE_RECIPE.items():
+            if getattr(self, name) == defaults[name]:
+                setattr(self, name, value)
+        if self.lr_step_fraction is None:
+            self.lr_step_fraction = REFERENCE_LR_STEP_FRACTION
+
+    def _validate_smile_arguments(self) -> None:
+        non_negative = (
+            "reg_lambda", "aux_lambda", "cls_lambda", "l2sp_alpha", "l2sp_beta", "delta_alpha", "bss_lambda",
+            "cotuning_lambda",
+        )  # fmt: skip
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
+        if not 0.0 <= self.ema_decay <= 1.0:
+            raise ValueError(f"`ema_decay` must be in [0, 1], got {self.ema_decay}.")
+        for name in ("ema_update_every", "delta_attention_batches", "delta_num_layers", "bss_k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        if self.rifle_num_reinits < 0:
+            raise ValueError(f"`rifle_num_reinits` must be >= 0, got {self.rifle_num_reinits}.")
+        if not 0.0 <= self.final_finetune_fraction < 1.0:
+            raise ValueError(f"`final_finetune_fraction` must be in [0, 1), got {self.final_finetune_fraction}.")
+        alpha_name = "cutmix_alpha" if self.mixing == "cutmix" else "mixup_alpha"
+        if self.mixing is not None and getattr(self, alpha_name) <= 0:
+            raise ValueError(
+                f"`{alpha_name}` must be > 0 with method '{self.method}' (it mixes with {self.mixing}); "
+                f"got {getattr(self, alpha_name)}. Use method 'finetune' to train without mixing."
+            )
+        if self.lr_step_fraction is not None:
+            if not 0.0 < self.lr_step_fraction < 1.0:
+                raise ValueError(f"`lr_step_fraction` must be in (0, 1), got {self.lr_step_fraction}.")
+            if str(getattr(self.lr_scheduler_type, "value", self.lr_scheduler_type)) != "constant":
+                raise ValueError(
+                    "`lr_step_fraction` replaces the learning-rate schedule: set `lr_scheduler_type='constant'` "
+                    f"(got '{self.lr_scheduler_type}') or leave `lr_step_fraction` unset."
+                )
+        if not 0.0 < self.lr_step_gamma <= 1.0:
+            raise ValueError(f"`lr_step_gamma` must be in (0, 1], got {self.lr_step_gamma}.")

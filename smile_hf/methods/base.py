@@ -1,0 +1,102 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""What a transfer-learning method is to [`SmileTrainer`]: a set of loss terms and a few declared needs.
+
+The trainer does the wiring (mixing, forward passes, the teacher, logging); a method only turns the outputs of
+one step into named, weighted loss terms. Adding a method is one new module with one class decorated by
+[`register_method`].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import TrainerCallback
+
+    from ..backbones import BackboneAdapter, ForwardOutput
+    from ..config import SmileTrainingArguments
+    from ..mixing import Mix
+    from ..trainer import SmileTrainer
+
+
+@dataclass
+class LossInputs:
+    """Everything a method may read to compute its terms for one batch.
+
+    Attributes:
+        pixel_values: the unmixed images.
+        labels: hard labels (B,).
+        mix: the mix applied to the student's input (None without mixing or in the final phase).
+        student: the student's forward output on the (mixed) images.
+        teacher: the teacher's forward output on the unmixed images (methods that need a teacher).
+        model: the unwrapped student.
+        adapter: the backbone adapter of the student's family.
+        final_phase: whether the step belongs to the final plain fine-tuning phase.
+    """
+
+    pixel_values: torch.Tensor
+    labels: torch.Tensor
+    mix: Mix | None
+    student: ForwardOutput
+    teacher: ForwardOutput | None
+    model: nn.Module
+    adapter: BackboneAdapter
+    final_phase: bool = False
+
+
+LossTerms = dict[str, tuple[float, torch.Tensor]]
+"""Named loss terms: name -> (weight, unweighted value). Logged as `loss_<name>`; the loss is the weighted sum."""
+
+
+class TransferMethod:
+    """Base class of the methods. Subclasses set the class attributes they need and override `loss_terms`.
+
+    Class attributes:
+        name: the value of `SmileTrainingArguments.method` that selects the method.
+        default_mixing: mixing used when the method is named alone (SMILE: "mixup").
+        needs_teacher: a frozen copy of the source model is run on the unmixed images each step.
+        ema_teacher: the teacher follows the student's backbone by EMA (`ema_decay`, `ema_update_every`).
+        needs_source_head: a trainable copy of the source head is attached to the student and applied to its pooled
+            feature inside the forward pass (`ForwardOutput.source_logits`).
+        needs_hidden_states: the per-stage feature maps of student and teacher are computed.
+        has_final_phase: the last `final_finetune_fraction` of training drops mixing and the teacher.
+    """
+
+    name: ClassVar[str]
+    default_mixing: ClassVar[str | None] = None
+    needs_teacher: ClassVar[bool] = False
+    ema_teacher: ClassVar[bool] = False
+    needs_source_head: ClassVar[bool] = False
+    needs_hidden_states: ClassVar[bool] = False
+    has_final_phase: ClassVar[bool] = False
+
+    def __init__(self, args: SmileTrainingArguments):
+        self.args = args
+
+    def setup(self, trainer: SmileTrainer) -> None:
+        """One-off work before training (starting weights, statistics of the source model on the data...)."""
+
+    def loss_terms(self, inputs: LossInputs) -> LossTerms:
+        """The method's terms beyond the main (mixed) cross-entropy."""
+        return {}
+
+    def callbacks(self, trainer: SmileTrainer) -> list[TrainerCallback]:
+        """Trainer callbacks the method needs (e.g. head re-initialisation)."""
+        return []
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """State to save in checkpoints (tensors only, for safetensors)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what `state_dict` returned."""
+
+
+def half_squared_norm(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
+    """1/2 * sum of squared L2 norms: the weight penalty of L2-SP's head term and SMILE's L_cls."""
+    return 0.5 * sum(t.pow(2).sum() for t in tensors)

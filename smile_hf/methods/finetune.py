@@ -1,0 +1,14 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""Plain fine-tuning: the (mixed) cross-entropy of the new head and nothing else."""
+
+from __future__ import annotations
+
+from . import register_method
+from .base import TransferMethod
+
+
+@register_method
+class FineTune(TransferMethod):
+    """Fine-tuning: `L = CE(logits, y)`; with a mixing strategy, the mixed cross-entropy."""
+
+    name = "finetune"

@@ -1,0 +1,65 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""Loading the two models of transfer learning from one checkpoint: the student (pre-trained backbone + a new
+head for the target classes) and the source model (pre-trained backbone + its original head, for the teacher)."""
+
+from __future__ import annotations
+
+from torch import nn
+from transformers import AutoModelForImageClassification, PreTrainedModel
+
+from .backbones import BackboneAdapter
+
+
+def load_source_model(name_or_path: str, *, trust_remote_code: bool = False, **kwargs) -> PreTrainedModel:
+    """The pre-trained classifier with its source head, as published (local path or Hub id)."""
+    return AutoModelForImageClassification.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+
+
+def load_student(
+    name_or_path: str,
+    num_labels: int,
+    *,
+    id2label: dict[int, str] | None = None,
+    label2id: dict[str, int] | None = None,
+    trust_remote_code: bool = False,
+    **kwargs,
+) -> PreTrainedModel:
+    """The pre-trained backbone with a new, freshly initialised head of `num_labels` classes.
+
+    `from_pretrained(..., num_labels=N, ignore_mismatched_sizes=True)` keeps the source head whenever the source
+    already has N classes; here the head is always re-initialised (PyTorch's default `nn.Linear` initialisation),
+    as in the SMILE reference.
+    """
+    if id2label is None:
+        id2label = {i: str(i) for i in range(num_labels)}
+    model = AutoModelForImageClassification.from_pretrained(
+        name_or_path,
+        num_labels=num_labels,
+        id2label=id2label,
+        label2id=label2id or {v: k for k, v in id2label.items()},
+        ignore_mismatched_sizes=True,
+        trust_remote_code=trust_remote_code,
+        **kwargs,
+    )
+    reset_head(model)
+    return model
+
+
+def reset_head(model: nn.Module) -> None:
+    """Re-initialise the final linear classifier of `model` in place."""
+    BackboneAdapter(model).head(model).reset_parameters()
+
+
+def check_teacher_matches(adapter: BackboneAdapter, student: nn.Module, teacher: nn.Module) -> None:
+    """Raise a clear error unless `teacher` has the student's backbone (same names and shapes)."""
+    student_type, teacher_type = student.config.model_type, getattr(getattr(teacher, "config", None), "model_type", None)
+    if student_type != teacher_type:
+        raise ValueError(
+            f"The teacher (source model) is a '{teacher_type}' but the student is a '{student_type}': pass the "
+            "pre-trained checkpoint the student was loaded from as `teacher_model`."
+        )
+    student_shapes = {n: p.shape for n, p in adapter.backbone_named_parameters(student)}
+    teacher_shapes = {n: p.shape for n, p in adapter.backbone_named_parameters(teacher)}
+    if student_shapes != teacher_shapes:
+        diff = sorted(set(student_shapes.items()) ^ set(teacher_shapes.items()))[:3]
+        raise ValueError(f"The teacher's backbone differs from the student's (e.g. {diff}): use the same checkpoint.")

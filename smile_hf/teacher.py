@@ -1,0 +1,107 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""The frozen (optionally EMA) teacher: a copy of the pre-trained source model, source head included.
+
+SMILE's mean teacher follows the student's backbone by an exponential moving average,
+`theta_t <- d * theta_t + (1 - d) * theta_s`, every `update_every` optimizer steps, with one fused
+`torch._foreach_lerp_` over all tensors. Its head (the source classifier) is never updated, it stays in eval
+mode (BatchNorm uses running statistics) and no gradient ever reaches it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import TrainerCallback
+
+from .backbones import BackboneAdapter, ForwardOutput
+
+
+class EmaTeacher:
+    """A frozen source model that can follow a student's backbone by EMA.
+
+    Args:
+        model (`PreTrainedModel`): the source model (pre-trained backbone + source head). It is frozen in place.
+        adapter (`BackboneAdapter`): the adapter of the model family (shared with the student).
+        decay (`float`): EMA decay d in [0, 1]; 1 keeps the teacher fixed.
+        update_every (`int`): optimizer steps between two updates.
+        include_buffers (`bool`): also average floating-point buffers (BatchNorm running statistics).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        adapter: BackboneAdapter,
+        decay: float = 0.999,
+        update_every: int = 10,
+        include_buffers: bool = False,
+    ):
+        self.model = model.eval().requires_grad_(False)
+        self.adapter = adapter
+        self.decay = decay
+        self.update_every = update_every
+        self.include_buffers = include_buffers
+        self.num_updates = 0
+
+    def to(self, *args, **kwargs) -> EmaTeacher:
+        self.model.to(*args, **kwargs)
+        return self
+
+    @torch.no_grad()
+    def __call__(self, pixel_values: torch.Tensor, output_hidden_states: bool = False) -> ForwardOutput:
+        """Source logits and feature maps of the (unmixed) images, without autograd state."""
+        self.model.eval()
+        return self.adapter.forward(self.model, pixel_values, output_hidden_states=output_hidden_states)
+
+    def _pairs(self, student: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(teacher tensors, student tensors) matched by name over the backbone."""
+        teacher_tensors = dict(self.adapter.backbone_named_parameters(self.model))
+        student_tensors = dict(self.adapter.backbone_named_parameters(student))
+        if self.include_buffers:
+            teacher_tensors.update(self.adapter.backbone_named_buffers(self.model))
+            student_tensors.update(self.adapter.backbone_named_buffers(student))
+        names = [n for n, t in teacher_tensors.items() if t.is_floating_point()]
+        missing = [n for n in names if n not in student_tensors]
+        if missing:
+            raise ValueError(f"Teacher and student backbones differ: the student has no {missing[:3]}.")
+        return [teacher_tensors[n] for n in names], [student_tensors[n].detach() for n in names]
+
+    @torch.no_grad()
+    def update(self, student: nn.Module) -> None:
+        """One EMA step towards `student`'s backbone: teacher <- lerp(teacher, student, 1 - decay)."""
+        teacher_tensors, student_tensors = self._pairs(student)
+        student_tensors = [s.to(dtype=t.dtype) for t, s in zip(teacher_tensors, student_tensors)]
+        torch._foreach_lerp_(teacher_tensors, student_tensors, 1.0 - self.decay)
+        self.num_updates += 1
+
+    def should_update(self, global_step: int) -> bool:
+        """Whether the EMA runs after optimizer step number `global_step` (1-based)."""
+        return self.decay < 1.0 and global_step % self.update_every == 0
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Teacher weights and buffers (prefixed `model.`) and the update counter, for safetensors."""
+        state = {f"model.{k}": v.detach().contiguous() for k, v in self.model.state_dict().items()}
+        state["num_updates"] = torch.tensor(self.num_updates, dtype=torch.int64)
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict({k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")})
+        self.num_updates = int(state["num_updates"])
+
+
+class EmaTeacherCallback(TrainerCallback):
+    """Moves the teacher towards the (unwrapped) student after every `update_every`-th optimizer step,
+    except during the final plain fine-tuning phase.
+
+    Args:
+        teacher (`EmaTeacher`): the teacher to update.
+        in_final_phase (`Callable[[int], bool]`): tells whether a step belongs to the final plain phase.
+    """
+
+    def __init__(self, teacher: EmaTeacher, in_final_phase):
+        self.teacher = teacher
+        self.in_final_phase = in_final_phase
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        step = state.global_step
+        if self.teacher.should_update(step) and not self.in_final_phase(step - 1):
+            self.teacher.update(model)

@@ -1,0 +1,250 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""[`SmileTrainer`]: a `transformers.Trainer` whose `compute_loss` adds mixing and the loss terms of a transfer
+learning method (SMILE by default) to the fine-tuning of any supported `AutoModelForImageClassification`."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+
+import safetensors.torch
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import Trainer
+
+from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, ForwardOutput, build_source_head_copy, unwrap_model
+from .config import SmileTrainingArguments
+from .methods import LossInputs, build_method
+from .mixing import Mix, mix_inputs, mix_tensor, mixed_cross_entropy, mixing_generator, sample_mix
+from .modeling import check_teacher_matches, load_source_model
+from .teacher import EmaTeacher, EmaTeacherCallback
+
+SMILE_STATE_NAME = "smile_state.safetensors"
+"""File, in each Trainer checkpoint, holding the state the stock Trainer does not know about."""
+
+
+class SmileTrainer(Trainer):
+    """Trainer for transfer learning of image classifiers with SMILE and its baselines.
+
+    Args:
+        model (`PreTrainedModel`): the student, a pre-trained `AutoModelForImageClassification` whose head has been
+            replaced for the target classes (see [`load_student`]).
+        args (`SmileTrainingArguments`): the training arguments, the method and its hyperparameters.
+        teacher_model (`PreTrainedModel`, *optional*): the source model (the same pre-trained checkpoint, with its
+            original head) for the methods that need one. Defaults to loading `model.name_or_path` again.
+        **kwargs: every other `Trainer` argument (`train_dataset`, `eval_dataset`, `data_collator`,
+            `compute_metrics`, `processing_class`, `callbacks`...).
+    """
+
+    _tag_names = ["smile_hf", "image-classification", "transfer-learning"]
+    _paper = {
+        "title": "SMILE: Self-Distilled MIxup for Efficient Transfer LEarning",
+        "id": "2103.13941",
+        "citation": (
+            "@article{li2021smile,\n  title={{SMILE: Self-Distilled MIxup for Efficient Transfer LEarning}},\n"
+            "  author={Li, Xingjian and Xiong, Haoyi and Xu, Chengzhong and Dou, Dejing},\n"
+            "  journal={arXiv preprint arXiv:2103.13941},\n  year={2021}\n}"
+        ),
+    }
+    # compute_loss returns a per-batch mean: the Trainer divides it by the gradient accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, model: nn.Module, args: SmileTrainingArguments, teacher_model: nn.Module | None = None, **kwargs):
+        if not isinstance(args, SmileTrainingArguments):
+            raise TypeError(f"SmileTrainer needs SmileTrainingArguments, got {type(args).__name__}.")
+        self.adapter = BackboneAdapter(model)
+        self.method = build_method(args)
+        source_model = self._source_model(model, teacher_model)
+        if self.method.needs_source_head and not hasattr(model, SOURCE_HEAD_NAME):
+            model.add_module(SOURCE_HEAD_NAME, build_source_head_copy(self.adapter, source_model))
+        super().__init__(model=model, args=args, **kwargs)
+        self.model_accepts_loss_kwargs = False
+        self.teacher = None
+        if self.method.needs_teacher:
+            decay = args.ema_decay if self.method.ema_teacher else 1.0
+            self.teacher = EmaTeacher(
+                source_model, self.adapter, decay, args.ema_update_every, include_buffers=args.ema_buffers
+            ).to(args.device)
+            if self.method.ema_teacher:
+                self.add_callback(EmaTeacherCallback(self.teacher, self.in_final_phase))
+        for callback in self.method.callbacks(self):
+            self.add_callback(callback)
+        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._micro_position = (-1, 0)
+        self._method_ready = False
+
+    def _source_model(self, model: nn.Module, teacher_model: nn.Module | None) -> nn.Module | None:
+        if not (self.method.needs_teacher or self.method.needs_source_head):
+            return None
+        if teacher_model is None:
+            source = getattr(model, "name_or_path", "")
+            if not source:
+                raise ValueError(
+                    f"Method '{self.method.name}' needs the pre-trained source model (with its original head), but "
+                    "the student was not loaded from a checkpoint: pass `teacher_model=`."
+                )
+            teacher_model = load_source_model(source)
+        check_teacher_matches(self.adapter, model, teacher_model)
+        return teacher_model
+
+    # ---- schedule ---------------------------------------------------------------------------------------------
+
+    @property
+    def final_phase_start(self) -> int:
+        """First (0-based) step of the final plain fine-tuning phase."""
+        max_steps = self.state.max_steps
+        return max_steps - int(round(max_steps * self.args.final_finetune_fraction))
+
+    def in_final_phase(self, step: int) -> bool:
+        """Whether 0-based step `step` is trained with plain fine-tuning (no mixing, teacher or EMA)."""
+        return self.method.has_final_phase and self.state.max_steps > 0 and step >= self.final_phase_start
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        """The Trainer's schedule, or with `lr_step_fraction` a constant lr (after warm-up) multiplied once by
+        `lr_step_gamma` at that fraction of training."""
+        if self.args.lr_step_fraction is None or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        milestone = int(self.args.lr_step_fraction * num_training_steps)
+        warmup = self.args.get_warmup_steps(num_training_steps)
+        gamma = self.args.lr_step_gamma
+
+        def factor(step: int) -> float:
+            return min(1.0, (step + 1) / warmup if warmup else 1.0) * (gamma if step >= milestone else 1.0)
+
+        self.lr_scheduler = LambdaLR(optimizer or self.optimizer, factor)
+        self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    def train(self, *args, **kwargs):
+        if not self._method_ready:
+            self.method.setup(self)
+            self._method_ready = True
+        return super().train(*args, **kwargs)
+
+    # ---- loss -------------------------------------------------------------------------------------------------
+
+    def _next_micro_step(self) -> int:
+        step, micro = self._micro_position
+        micro = micro + 1 if step == self.state.global_step else 0
+        self._micro_position = (self.state.global_step, micro)
+        return micro
+
+    def sample_mix(self, pixel_values: torch.Tensor, model: nn.Module) -> Mix:
+        """The mix of this micro-batch, determined by (seed, step, micro-batch, rank)."""
+        args = self.args
+        rng = mixing_generator(args.seed, self.state.global_step, self._next_micro_step(), args.process_index)
+        alpha = args.cutmix_alpha if args.mixing == "cutmix" else args.mixup_alpha
+        mix = sample_mix(
+            args.mixing,
+            alpha,
+            pixel_values.shape[0],
+            rng,
+            image_hw=tuple(pixel_values.shape[-2:]),
+            num_stages=len(self.adapter.stages(model)),
+            dominant=self.method.name == "smile",
+        )
+        return mix.to(pixel_values.device)
+
+    def student_forward(self, model: nn.Module, pixel_values: torch.Tensor, mix: Mix | None) -> ForwardOutput:
+        """One forward pass of the student on the mixed batch (the mix is inside the backbone for manifold mixup)."""
+        inputs = pixel_values if mix is None else mix_inputs(pixel_values, mix)
+        source_head = getattr(unwrap_model(model), SOURCE_HEAD_NAME, None)
+        forward = lambda: self.adapter.forward(  # noqa: E731
+            model, inputs, source_head=source_head, output_hidden_states=self.method.needs_hidden_states
+        )
+        if mix is None or mix.strategy != "manifold_mixup" or mix.stage == 0:
+            return forward()
+        with self.adapter.mix_stage_output(model, mix.stage - 1, lambda h: mix_tensor(h, mix)):
+            return forward()
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Training: the method's loss on the (mixed) batch, each term recorded for logging. Evaluation: plain CE."""
+        if not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        pixel_values, labels = inputs["pixel_values"], inputs["labels"]
+        final_phase = self.in_final_phase(self.state.global_step)
+        mix = None if final_phase or self.args.mixing is None else self.sample_mix(pixel_values, model)
+        student = self.student_forward(model, pixel_values, mix)
+        teacher = None
+        if self.teacher is not None and not final_phase:
+            teacher = self.teacher(pixel_values, output_hidden_states=self.method.needs_hidden_states)
+        loss_inputs = LossInputs(
+            pixel_values, labels, mix, student, teacher, unwrap_model(model), self.adapter, final_phase
+        )
+        terms = {"main": (1.0, mixed_cross_entropy(student.logits.float(), labels, mix))}
+        terms.update(self.method.loss_terms(loss_inputs))
+        loss = sum(weight * value for weight, value in terms.values())
+        self._record_terms(terms, mix)
+        return (loss, {"logits": student.logits}) if return_outputs else loss
+
+    # ---- logging ----------------------------------------------------------------------------------------------
+
+    def _record_terms(self, terms, mix: Mix | None) -> None:
+        metrics = self._metrics["train"]
+        for name, (_, value) in terms.items():
+            metrics[f"loss_{name}"].append(value.detach().float())
+        if self.args.mixing is not None:
+            metrics["mix_lambda"].append(torch.tensor(mix.lam if mix is not None else 1.0))
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Adds the mean of each recorded loss term (averaged over processes) since the last log."""
+        mode = "train" if self.model.training else "eval"
+        prefix = "eval_" if mode == "eval" else ""
+        for key, values in sorted(self._metrics[mode].items()):
+            mean = torch.stack(values).mean().to(self.args.device)
+            logs[prefix + key] = self.accelerator.reduce(mean, reduction="mean").item()
+        self._metrics[mode].clear()
+        super().log(logs, start_time)
+
+    # ---- saving -----------------------------------------------------------------------------------------------
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Save the student as a plain checkpoint of its class: attached training-only heads are left out."""
+        if state_dict is None:
+            state_dict = unwrap_model(self.model).state_dict()
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(SOURCE_HEAD_NAME + ".")}
+        super()._save(output_dir, state_dict=state_dict)
+
+    def smile_state_dict(self) -> dict[str, torch.Tensor]:
+        """The training state the stock Trainer does not checkpoint: source head, teacher, method state."""
+        state = {}
+        source_head = getattr(unwrap_model(self.model), SOURCE_HEAD_NAME, None)
+        if source_head is not None:
+            state.update({f"source_head.{k}": v for k, v in source_head.state_dict().items()})
+        if self.teacher is not None:
+            state.update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
+        state.update({f"method.{k}": v for k, v in self.method.state_dict().items()})
+        return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+    def load_smile_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what `smile_state_dict` returned."""
+
+        def part(prefix):
+            return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+        source_head = getattr(unwrap_model(self.model), SOURCE_HEAD_NAME, None)
+        if source_head is not None:
+            source_head.load_state_dict(part("source_head."))
+        if self.teacher is not None:
+            self.teacher.load_state_dict(part("teacher."))
+        self.method.load_state_dict(part("method."))
+
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            output_dir = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
+            tmp_path = os.path.join(output_dir, SMILE_STATE_NAME + ".tmp")
+            safetensors.torch.save_file(self.smile_state_dict(), tmp_path, metadata={"format": "pt"})
+            os.replace(tmp_path, os.path.join(output_dir, SMILE_STATE_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, SMILE_STATE_NAME)
+        if os.path.isfile(path):
+            self.load_smile_state_dict(safetensors.torch.load_file(path, device=str(self.args.device)))
+        elif self.smile_state_dict():
+            raise FileNotFoundError(
+                f"{resume_from_checkpoint} has no {SMILE_STATE_NAME}: it was not written by a complete SmileTrainer "
+                "checkpoint save, so the teacher and auxiliary head cannot be restored."
+            )
