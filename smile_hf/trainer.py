@@ -11,17 +11,33 @@ import safetensors.torch
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
+from huggingface_hub import ModelCard
 from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers.utils import logging
 
 from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, ForwardOutput, build_source_head_copy, unwrap_model
+from .checkpoints import (
+    check_checkpoint,
+    discard_checkpoint,
+    get_last_checkpoint,
+    incomplete_checkpoints,
+    save_safetensors_atomic,
+    write_completion_marker,
+)
 from .config import SmileTrainingArguments
-from .methods import LossInputs, build_method
+from .hub import fill_label_names, label_names_from_dataset, model_card_from_trainer
+from .methods import LossInputs, build_method, parse_method
 from .mixing import Mix, mix_inputs, mix_tensor, mixed_cross_entropy, mixing_generator, sample_mix
 from .modeling import check_teacher_matches, load_source_model
 from .teacher import EmaTeacher, EmaTeacherCallback
 
+logger = logging.get_logger(__name__)
+
 SMILE_STATE_NAME = "smile_state.safetensors"
 """File, in each Trainer checkpoint, holding the state the stock Trainer does not know about."""
+TRAINING_ARGS_JSON_NAME = "training_args.json"
+"""The training arguments saved with the model, as JSON (replaces the Trainer's pickled `training_args.bin`)."""
 
 
 class SmileTrainer(Trainer):
@@ -116,11 +132,29 @@ class SmileTrainer(Trainer):
         self._created_lr_scheduler = True
         return self.lr_scheduler
 
-    def train(self, *args, **kwargs):
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        """`Trainer.train`, resuming only from complete checkpoints.
+
+        `resume_from_checkpoint=True` picks the newest *complete* checkpoint of `output_dir`
+        ([`smile_hf.checkpoints.get_last_checkpoint`]: checkpoints whose save was interrupted are skipped with a
+        warning); a given path must be a complete checkpoint, else [`~smile_hf.checkpoints.IncompleteCheckpointError`]
+        says what is wrong with it. The student, the teacher, the auxiliary head and the method's state are restored.
+        """
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                incomplete = incomplete_checkpoints(self.args.output_dir)
+                raise ValueError(
+                    f"No complete checkpoint to resume from in output directory ({self.args.output_dir})"
+                    + (f"; incomplete ones (interrupted saves): {incomplete}" if incomplete else "")
+                    + "."
+                )
+        elif resume_from_checkpoint is not None and resume_from_checkpoint is not False:
+            check_checkpoint(os.fspath(resume_from_checkpoint))
         if not self._method_ready:
             self.method.setup(self)
             self._method_ready = True
-        return super().train(*args, **kwargs)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     # ---- loss -------------------------------------------------------------------------------------------------
 
@@ -200,14 +234,36 @@ class SmileTrainer(Trainer):
     # ---- saving -----------------------------------------------------------------------------------------------
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """Save the student as a plain checkpoint of its class: attached training-only heads are left out."""
+        """Save the student as a plain checkpoint of its class, loadable by `AutoModelForImageClassification` and
+        `pipeline("image-classification")`: attached training-only heads are left out, placeholder `id2label`
+        names are replaced by the class names of the training set (a `ClassLabel` column), and the training
+        arguments are written as JSON (`training_args.json`) instead of the Trainer's pickled `training_args.bin`."""
         if state_dict is None:
             state_dict = unwrap_model(self.model).state_dict()
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith(SOURCE_HEAD_NAME + ".")}
+        config = getattr(unwrap_model(self.model), "config", None)
+        if config is not None and fill_label_names(config, label_names_from_dataset(self.train_dataset)):
+            logger.info("Saving the class names of the training set as `id2label` / `label2id`.")
         super()._save(output_dir, state_dict=state_dict)
+        if not self.args.should_save:
+            return
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        pickled_args = os.path.join(output_dir, "training_args.bin")
+        if os.path.isfile(pickled_args):
+            os.remove(pickled_args)
+        with open(os.path.join(output_dir, TRAINING_ARGS_JSON_NAME), "w", encoding="utf-8") as f:
+            f.write(self.args.to_json_string())
+        if self.processing_class is None and not getattr(self, "_saving_checkpoint", False):
+            logger.warning(
+                f"No image processor saved in {output_dir}: `pipeline('image-classification')` needs one. Pass "
+                "`processing_class=AutoImageProcessor.from_pretrained(<pre-trained checkpoint>)` to SmileTrainer."
+            )
 
     def smile_state_dict(self) -> dict[str, torch.Tensor]:
-        """The training state the stock Trainer does not checkpoint: source head, teacher, method state."""
+        """The training state the stock Trainer does not checkpoint: source head, teacher, method state.
+
+        Keys are prefixed `source_head.`, `teacher.` (weights, buffers and the EMA counter `teacher.num_updates`)
+        and `method.`; tensors are copied to the CPU (so that tied or shared tensors can go to safetensors)."""
         state = {}
         source_head = getattr(unwrap_model(self.model), SOURCE_HEAD_NAME, None)
         if source_head is not None:
@@ -215,15 +271,23 @@ class SmileTrainer(Trainer):
         if self.teacher is not None:
             state.update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
         state.update({f"method.{k}": v for k, v in self.method.state_dict().items()})
-        return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
 
     def load_smile_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore what `smile_state_dict` returned."""
+        """Restore what `smile_state_dict` returned (strictly: every expected part must be there, and nothing else)."""
 
         def part(prefix):
             return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
         source_head = getattr(unwrap_model(self.model), SOURCE_HEAD_NAME, None)
+        expected = {"method"} | ({"source_head"} if source_head is not None else set())
+        expected |= {"teacher"} if self.teacher is not None else set()
+        found = {k.split(".", 1)[0] for k in state}
+        if found - expected or (expected - {"method"}) - found:
+            raise ValueError(
+                f"The saved SMILE state has parts {sorted(found)} but method '{self.args.method}' needs "
+                f"{sorted(expected - {'method'} | (found & {'method'}))}: was the checkpoint written with another method?"
+            )
         if source_head is not None:
             source_head.load_state_dict(part("source_head."))
         if self.teacher is not None:
@@ -231,20 +295,108 @@ class SmileTrainer(Trainer):
         self.method.load_state_dict(part("method."))
 
     def _save_checkpoint(self, model, trial) -> None:
-        super()._save_checkpoint(model, trial)
+        """The stock checkpoint, then `smile_state.safetensors`, then (once every process is done) the completion
+        marker of [`smile_hf.checkpoints`]. Pushing the checkpoint to the Hub and deleting old checkpoints
+        (`save_total_limit`) wait until the marker is written, so an interrupted save never replaces the last
+        complete checkpoint, locally or on the Hub."""
+        run_dir = self._get_output_dir(trial=trial)
+        output_dir = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if self.args.should_save and os.path.exists(output_dir):
+            logger.warning(f"Replacing {output_dir} (left by an earlier run or an interrupted save).")
+            discard_checkpoint(output_dir)
+        self.accelerator.wait_for_everyone()
+        save_total_limit, push_to_hub = self.args.save_total_limit, self.args.push_to_hub
+        self.args.save_total_limit, self.args.push_to_hub = None, False
+        self._saving_checkpoint = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit, self.args.push_to_hub = save_total_limit, push_to_hub
+            self._saving_checkpoint = False
         if self.args.should_save:
-            output_dir = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
-            tmp_path = os.path.join(output_dir, SMILE_STATE_NAME + ".tmp")
-            safetensors.torch.save_file(self.smile_state_dict(), tmp_path, metadata={"format": "pt"})
-            os.replace(tmp_path, os.path.join(output_dir, SMILE_STATE_NAME))
+            metadata = {"format": "pt", "method": self.args.method, "global_step": str(self.state.global_step)}
+            save_safetensors_atomic(self.smile_state_dict(), os.path.join(output_dir, SMILE_STATE_NAME), metadata)
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            write_completion_marker(output_dir, self.state.global_step, method=self.args.method)
+        if push_to_hub:
+            self._push_from_checkpoint(output_dir)
+        if self.args.should_save:
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=True,
+            )
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """The stock loading of the student, then the SMILE state (`smile_state.safetensors`)."""
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         path = os.path.join(resume_from_checkpoint, SMILE_STATE_NAME)
         if os.path.isfile(path):
-            self.load_smile_state_dict(safetensors.torch.load_file(path, device=str(self.args.device)))
+            with safetensors.safe_open(path, framework="pt") as f:
+                written_by = (f.metadata() or {}).get("method")
+            if written_by is not None and parse_method(written_by)[0] != self.args.regularizer:
+                raise ValueError(
+                    f"{resume_from_checkpoint} was written by method '{written_by}', not '{self.args.method}': resume "
+                    "with the same method."
+                )
+            self.load_smile_state_dict(safetensors.torch.load_file(path, device="cpu"))
         elif self.smile_state_dict():
             raise FileNotFoundError(
                 f"{resume_from_checkpoint} has no {SMILE_STATE_NAME}: it was not written by a complete SmileTrainer "
                 "checkpoint save, so the teacher and auxiliary head cannot be restored."
             )
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        """The stock warnings about missing / unexpected keys, except for the attached source head: it is not part
+        of the saved student, and `_load_from_checkpoint` restores it from `smile_state.safetensors`."""
+        missing = [k for k in load_result.missing_keys if not k.startswith(SOURCE_HEAD_NAME + ".")]
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
+
+    # ---- model card / Hub -------------------------------------------------------------------------------------
+
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+        template_path: str | None = None,
+    ) -> None:
+        """Write the model card, `README.md` in `output_dir`: the method and its hyperparameters, the evaluation
+        results (also as `model-index` metadata), the loss terms, intended use and limitations, the SMILE citation
+        (see [`smile_hf.hub.model_card_from_trainer`]). Called by `push_to_hub`; never uses the network.
+
+        Args: those of `Trainer.create_model_card` (`finetuned_from` is the base model, `dataset_tags` the dataset's
+        Hub id, `dataset` its name, `dataset_args` its configuration), and `template_path` for another template.
+        """
+        if not self.is_world_process_zero():
+            return
+        path = os.path.join(self.args.output_dir, "README.md")
+        tags = [tags] if isinstance(tags, str) else list(tags or [])
+        if os.path.isfile(path):  # keep the tags of an existing card, as the stock Trainer does
+            try:
+                tags += [t for t in (ModelCard.load(path).data.tags or []) if t not in tags]
+            except Exception as error:  # an unreadable card is replaced
+                logger.warning(f"Replacing the model card {path}, which cannot be parsed ({error}).")
+        card = model_card_from_trainer(
+            self,
+            language=language,
+            license=license,
+            tags=tags,
+            model_name=model_name,
+            finetuned_from=finetuned_from,
+            tasks=tasks,
+            dataset_tags=dataset_tags,
+            dataset=dataset,
+            dataset_args=dataset_args,
+            template_path=template_path,
+        )
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        card.save(path)

@@ -1,0 +1,193 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""Checkpoints that are either complete or recognisably incomplete.
+
+A Trainer checkpoint is a folder of many files written one after the other (weights, optimizer, scheduler, RNG
+states, trainer state and, for [`SmileTrainer`], `smile_state.safetensors`). A crash in the middle leaves a folder
+named like a checkpoint that cannot be resumed from, and `transformers.trainer_utils.get_last_checkpoint` would pick
+it. [`SmileTrainer`] therefore writes a completion marker, `checkpoint_complete.json`, as the very last file of each
+checkpoint (after every process has written its part): it lists every file of the checkpoint with its size. A folder
+is a complete checkpoint when the marker is there and every file it lists has the size it records.
+
+[`get_last_checkpoint`] returns the newest complete checkpoint of an output folder and reports (log warning) the
+newer folders it skipped and why; `SmileTrainer.train(resume_from_checkpoint=True)` and the run script use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Mapping
+
+import safetensors.torch
+import torch
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+COMPLETE_MARKER_NAME = "checkpoint_complete.json"
+"""Last file written into each checkpoint; its presence (with matching file sizes) means the checkpoint is whole."""
+
+MARKER_FORMAT = "smile_hf.checkpoint"
+MARKER_VERSION = 1
+
+_CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+
+
+class IncompleteCheckpointError(ValueError):
+    """Raised when asked to resume from a folder that is not a complete checkpoint."""
+
+
+# ---- writing ------------------------------------------------------------------------------------------------------
+
+
+def _fsync_path(path: str) -> None:
+    """Flush a file (or a directory entry, where the platform allows it) to stable storage."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if os.path.isdir(path) else os.O_RDONLY
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # directories cannot be opened on some platforms (Windows)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: str, write) -> None:
+    """Write `path` through a temporary file in the same folder renamed into place: readers see the old file or
+    the whole new one, never a truncated one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp_path = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        write(tmp_path)
+        _fsync_path(tmp_path)
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+    _fsync_path(folder)
+
+
+def save_safetensors_atomic(tensors: Mapping[str, torch.Tensor], path: str, metadata: dict[str, str] | None = None):
+    """`safetensors.torch.save_file`, written atomically (temporary file + rename)."""
+    _write_atomic(path, lambda tmp: safetensors.torch.save_file(dict(tensors), tmp, metadata=metadata))
+
+
+def _checkpoint_files(checkpoint_dir: str) -> dict[str, int]:
+    """Relative path (POSIX separators) -> size in bytes of every file under `checkpoint_dir` but the marker."""
+    files = {}
+    for root, _, names in os.walk(checkpoint_dir):
+        for name in names:
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, checkpoint_dir).replace(os.sep, "/")
+            if rel != COMPLETE_MARKER_NAME and not (name.startswith(".") and name.endswith(".tmp")):
+                files[rel] = os.path.getsize(path)
+    return dict(sorted(files.items()))
+
+
+def write_completion_marker(checkpoint_dir: str, global_step: int | None = None, **extra) -> str:
+    """Mark `checkpoint_dir` complete: flush every file in it, then write `checkpoint_complete.json` atomically.
+
+    Call it once every process has finished writing its part of the checkpoint, from the main process only.
+    Returns the path of the marker.
+    """
+    files = _checkpoint_files(checkpoint_dir)
+    for rel in files:
+        _fsync_path(os.path.join(checkpoint_dir, rel))
+    marker = {"format": MARKER_FORMAT, "version": MARKER_VERSION, "global_step": global_step, **extra, "files": files}
+    path = os.path.join(checkpoint_dir, COMPLETE_MARKER_NAME)
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(marker, f, indent=2)
+
+    _write_atomic(path, write)
+    return path
+
+
+def discard_checkpoint(checkpoint_dir: str) -> None:
+    """Delete a checkpoint folder, marker first, so that a crash during the deletion cannot leave a folder that
+    claims to be complete. Used before a checkpoint of the same step is written again."""
+    marker = os.path.join(checkpoint_dir, COMPLETE_MARKER_NAME)
+    if os.path.exists(marker):
+        os.remove(marker)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+
+# ---- reading ------------------------------------------------------------------------------------------------------
+
+
+def checkpoint_problem(checkpoint_dir: str) -> str | None:
+    """Why `checkpoint_dir` is not a complete checkpoint, or None when it is."""
+    if not os.path.isdir(checkpoint_dir):
+        return "it is not a folder"
+    marker_path = os.path.join(checkpoint_dir, COMPLETE_MARKER_NAME)
+    if not os.path.isfile(marker_path):
+        return (
+            f"it has no {COMPLETE_MARKER_NAME}: its save was interrupted (or it was not written by SmileTrainer)"
+        )
+    try:
+        with open(marker_path, encoding="utf-8") as f:
+            marker = json.load(f)
+        files = marker["files"]
+        if marker.get("format") != MARKER_FORMAT or not isinstance(files, dict):
+            raise ValueError("not a smile_hf checkpoint marker")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"its {COMPLETE_MARKER_NAME} cannot be read ({error})"
+    for rel, size in files.items():
+        path = os.path.join(checkpoint_dir, *rel.split("/"))
+        if not os.path.isfile(path):
+            return f"{rel} is missing"
+        if os.path.getsize(path) != size:
+            return f"{rel} has {os.path.getsize(path)} bytes instead of {size}"
+    return None
+
+
+def is_complete_checkpoint(checkpoint_dir: str) -> bool:
+    """Whether `checkpoint_dir` holds a whole checkpoint (see the module docstring)."""
+    return checkpoint_problem(checkpoint_dir) is None
+
+
+def check_checkpoint(checkpoint_dir: str) -> None:
+    """Raise [`IncompleteCheckpointError`] with the reason unless `checkpoint_dir` is a complete checkpoint."""
+    problem = checkpoint_problem(checkpoint_dir)
+    if problem is not None:
+        raise IncompleteCheckpointError(f"Cannot resume from {checkpoint_dir}: {problem}.")
+
+
+def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
+    """(step, path) of every `checkpoint-<step>` folder of `output_dir`, complete or not, oldest step first."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = []
+    for name in os.listdir(output_dir):
+        match = _CHECKPOINT_RE.match(name)
+        path = os.path.join(output_dir, name)
+        if match is not None and os.path.isdir(path):
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def get_last_checkpoint(output_dir: str) -> str | None:
+    """The newest complete checkpoint of `output_dir` (highest step), or None.
+
+    Drop-in for `transformers.trainer_utils.get_last_checkpoint` (which returns the highest step whether complete or
+    not): newer folders that are not complete checkpoints are skipped, each with a warning saying why.
+    """
+    for step, path in reversed(list_checkpoints(output_dir)):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        logger.warning(f"Skipping {path} (step {step}) when looking for the last checkpoint: {problem}.")
+    return None
+
+
+def incomplete_checkpoints(output_dir: str) -> list[str]:
+    """The `checkpoint-<step>` folders of `output_dir` that are not complete checkpoints."""
+    return [path for _, path in list_checkpoints(output_dir) if checkpoint_problem(path) is not None]

@@ -1,0 +1,420 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""Model cards for models trained with [`SmileTrainer`], and the label names of the exported model.
+
+[`build_model_card`] fills `model_cards/template.md` (Jinja) and a `huggingface_hub.ModelCardData` whose
+`eval_results` become the Hub's `model-index` metadata. [`model_card_from_trainer`] collects everything from a
+trainer (method and hyperparameters, evaluation results and loss terms from `state.log_history`, base model, dataset,
+labels); `SmileTrainer.create_model_card` and `SmileTrainer.push_to_hub` use it. Nothing here touches the network
+(unlike transformers' `TrainingSummary`, which looks the base model up on the Hub).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+TEMPLATE_NAME = "template.md"
+DEFAULT_TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "model_cards" / TEMPLATE_NAME
+"""`model_cards/template.md` of the source tree (pass `template_path=` for another one)."""
+
+TASK = "image-classification"
+LIBRARY_TAGS = ("smile_hf", "image-classification", "transfer-learning")
+
+METHOD_TITLES = {
+    "finetune": "fine-tuning",
+    "smile": "SMILE (Self-Distilled MIxup for Efficient Transfer LEarning)",
+    "l2sp": "L2-SP",
+    "delta": "DELTA",
+    "bss": "BSS (Batch Spectral Shrinkage)",
+    "rifle": "RIFLE",
+    "cotuning": "Co-Tuning",
+}
+MIXING_TITLES = {"mixup": "mixup", "cutmix": "CutMix", "manifold_mixup": "manifold mixup"}
+
+METHOD_DESCRIPTIONS = {
+    "finetune": "The pre-trained backbone and a new, randomly initialised classification head were trained together "
+    "with the cross-entropy of the target labels.",
+    "smile": "SMILE (Li, Xiong, Xu, Dou, 2021) fine-tunes the pre-trained backbone with a new head on mixed-up images "
+    "and regularises it with three terms: the mixed cross-entropy of the target labels, the distance between the "
+    "student's feature map of a mixed image and the mix of a mean teacher's feature maps of the two images "
+    "(`loss_reg`), and the soft cross-entropy of an auxiliary copy of the source head against the mixed source "
+    "predictions of the teacher (`loss_aux`), plus a weight penalty on both heads (`loss_cls`). The teacher is an "
+    "exponential moving average of the student's backbone, started from the pre-trained model. The last part of "
+    "training is plain fine-tuning.",
+    "l2sp": "L2-SP (Li, Grandvalet, Davoine, 2018) penalises the squared distance of the backbone to its pre-trained "
+    "weights and the squared norm of the new head.",
+    "delta": "DELTA (Li et al., 2019) penalises the distance between the student's feature maps and those of the "
+    "frozen pre-trained backbone, weighted by channel importance.",
+    "bss": "BSS (Chen et al., 2019) penalises the smallest singular values of the batch features.",
+    "rifle": "RIFLE (Li et al., 2020) re-initialises the new head a few times during fine-tuning.",
+    "cotuning": "Co-Tuning (You et al., 2020) also trains the source head against source labels translated from the "
+    "target labels by a learned category relationship.",
+}
+
+SMILE_HYPERPARAMETERS = (
+    "reg_lambda", "aux_lambda", "cls_lambda", "ema_decay", "ema_update_every", "ema_buffers", "final_finetune_fraction",
+)  # fmt: skip
+EXTRA_HYPERPARAMETERS = {"smile": SMILE_HYPERPARAMETERS, "delta": ("l2sp_beta",)}
+MIXING_HYPERPARAMETERS = {"mixup": ("mixup_alpha",), "manifold_mixup": ("mixup_alpha",), "cutmix": ("cutmix_alpha",)}
+
+TRAINING_HYPERPARAMETERS = (
+    "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+    "optim", "optim_args", "weight_decay", "max_grad_norm", "lr_scheduler_type", "warmup_steps", "lr_step_fraction",
+    "lr_step_gamma", "num_train_epochs", "max_steps", "seed", "reference_recipe",
+)  # fmt: skip
+
+_NOT_METRICS = {"runtime", "samples_per_second", "steps_per_second", "epoch", "step", "jit_compilation_time"}
+_GENERIC_LABEL = re.compile(r"^(LABEL_)?\d+$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+DEFAULT_INTENDED_USE = (
+    "Classifying images into the classes of the fine-tuning dataset, for the same kind of images as those it was "
+    "trained on, and as a starting point for further fine-tuning."
+)
+
+
+# ---- labels -------------------------------------------------------------------------------------------------------
+
+
+def label_names_from_dataset(dataset, label_columns: Sequence[str] = ("labels", "label")) -> list[str] | None:
+    """The class names of a `datasets` dataset whose label column is a `ClassLabel`, else None."""
+    features = getattr(dataset, "features", None)
+    if not features:
+        return None
+    for column in label_columns:
+        names = getattr(features.get(column), "names", None)
+        if names:
+            return [str(name) for name in names]
+    return None
+
+
+def has_generic_labels(config) -> bool:
+    """Whether `config.id2label` holds placeholder names (`LABEL_0`, `0`...) rather than class names."""
+    return all(_GENERIC_LABEL.match(str(name)) for name in (getattr(config, "id2label", None) or {}).values())
+
+
+def fill_label_names(config, names: Sequence[str] | None) -> bool:
+    """Put `names` into `config.id2label` / `label2id` when the config only has placeholder names and the number of
+    classes agrees. Returns whether the config was changed."""
+    if not names or len(names) != config.num_labels or not has_generic_labels(config):
+        return False
+    config.id2label = dict(enumerate(names))
+    config.label2id = {name: i for i, name in enumerate(names)}
+    return True
+
+
+# ---- what goes into the card --------------------------------------------------------------------------------------
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else str(value)
+    return str(getattr(value, "value", value))
+
+
+def method_title(method: str) -> str:
+    """Readable name of a method string (`"smile"`, `"l2sp+mixup"`...)."""
+    from .methods import parse_method
+
+    regularizer, mixing = parse_method(method)
+    title = METHOD_TITLES.get(regularizer, regularizer)
+    if mixing is None or (regularizer == "smile" and mixing == "mixup"):
+        return title
+    if regularizer == "finetune":
+        return f"fine-tuning with {MIXING_TITLES.get(mixing, mixing)}"
+    return f"{title} with {MIXING_TITLES.get(mixing, mixing)}"
+
+
+def method_hyperparameters(args) -> dict[str, Any]:
+    """The arguments of `args` (a `SmileTrainingArguments`) that the chosen method and mixing read."""
+    from transformers import TrainingArguments
+
+    from .methods import METHODS
+
+    regularizer, mixing = args.regularizer, args.mixing
+    own = {f.name for f in fields(args)} - {f.name for f in fields(TrainingArguments)}
+    declared = getattr(METHODS.get(regularizer), "hyperparameters", None)
+    if declared is None:
+        declared = [n for n in sorted(own) if n.startswith(regularizer + "_")]
+        declared += [n for n in EXTRA_HYPERPARAMETERS.get(regularizer, ()) if n not in declared]
+    names = ["method", *declared, *MIXING_HYPERPARAMETERS.get(mixing, ())]
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+
+def training_hyperparameters(args) -> dict[str, Any]:
+    """The optimisation arguments of a run, with the total batch size."""
+    values = {name: getattr(args, name) for name in TRAINING_HYPERPARAMETERS if hasattr(args, name)}
+    if values.get("max_steps", -1) > 0:
+        values.pop("num_train_epochs", None)
+    else:
+        values.pop("max_steps", None)
+    if values.get("lr_step_fraction") is None:
+        values.pop("lr_step_fraction", None)
+        values.pop("lr_step_gamma", None)
+    if not values.get("optim_args"):
+        values.pop("optim_args", None)
+    world_size = getattr(args, "world_size", 1)
+    values["total_train_batch_size"] = args.per_device_train_batch_size * args.gradient_accumulation_steps * world_size
+    if world_size > 1:
+        values["num_processes"] = world_size
+    precision = "bf16" if getattr(args, "bf16", False) else "fp16" if getattr(args, "fp16", False) else None
+    if precision:
+        values["mixed_precision"] = precision
+    return values
+
+
+@dataclass
+class TrainingResults:
+    """What a run's `log_history` says about it.
+
+    Attributes:
+        eval_metrics: the last evaluation, `eval_` prefix removed (`{"accuracy": 0.9, "loss": 0.3}`).
+        eval_step: the step of that evaluation.
+        loss_terms: each `loss_<term>` -> (last logged value, step).
+        history_columns / history_rows: one row per evaluation (step, epoch, last training loss, metrics).
+    """
+
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+    eval_step: int | None = None
+    loss_terms: dict[str, tuple[float, int]] = field(default_factory=dict)
+    history_columns: list[str] = field(default_factory=list)
+    history_rows: list[list[str]] = field(default_factory=list)
+
+
+def _eval_metrics(entry: dict) -> dict[str, float]:
+    return {
+        key[len("eval_") :]: value
+        for key, value in entry.items()
+        if key.startswith("eval_") and key[len("eval_") :] not in _NOT_METRICS and isinstance(value, (int, float))
+    }
+
+
+def training_results(log_history: Iterable[dict]) -> TrainingResults:
+    """Summarise a `TrainerState.log_history`: last evaluation, last value of each loss term, evaluation history."""
+    results = TrainingResults()
+    history, last_train_loss, metric_names = [], None, []
+    for entry in log_history:
+        step = entry.get("step")
+        if "loss" in entry:
+            last_train_loss = entry["loss"]
+        for key, value in entry.items():
+            if key.startswith("loss_") and isinstance(value, (int, float)):
+                results.loss_terms[key] = (value, step)
+        metrics = _eval_metrics(entry)
+        if metrics:
+            results.eval_metrics, results.eval_step = metrics, step
+            history.append((step, entry.get("epoch"), last_train_loss, metrics))
+            metric_names += [name for name in metrics if name not in metric_names]
+    if history:
+        results.history_columns = ["Step", "Epoch", "Training loss", *(f"Validation {n}" for n in metric_names)]
+        for step, epoch, train_loss, metrics in history:
+            cells = [step, epoch, train_loss if train_loss is not None else "-"]
+            cells += [metrics.get(n, "-") for n in metric_names]
+            results.history_rows.append([_format(c) for c in cells])
+    return results
+
+
+def _framework_versions() -> list[tuple[str, str]]:
+    import importlib.metadata
+
+    versions = []
+    for package in ("smile_hf", "transformers", "torch", "datasets", "accelerate"):
+        try:
+            versions.append((package, importlib.metadata.version(package)))
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def hub_base_model(name_or_path: str | None) -> str | None:
+    """`name_or_path` if it can be a Hub repo id (and is not a local folder), else None."""
+    if not name_or_path or os.path.exists(name_or_path) or not _HUB_ID.match(name_or_path):
+        return None
+    return name_or_path
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _smile_citation() -> str:
+    from .trainer import SmileTrainer
+
+    return SmileTrainer._paper["citation"]
+
+
+def build_model_card(
+    *,
+    model_name: str,
+    method: str,
+    method_hyperparameters: dict[str, Any] | None = None,
+    training_hyperparameters: dict[str, Any] | None = None,
+    results: TrainingResults | None = None,
+    base_model: str | None = None,
+    dataset_id: str | None = None,
+    dataset_name: str | None = None,
+    dataset_config: str | None = None,
+    dataset_split: str = "validation",
+    labels: Sequence[str] | None = None,
+    architecture: str = "AutoModelForImageClassification",
+    repo_id: str | None = None,
+    tags: Sequence[str] = (),
+    license: str | None = None,
+    language: str | list[str] | None = None,
+    intended_use: str | None = None,
+    limitations: Sequence[str] = (),
+    citation: str | None = None,
+    template_path: str | os.PathLike | None = None,
+) -> ModelCard:
+    """Render the model card of a model trained with smile_hf.
+
+    The metadata (`ModelCardData`) has the base model (when it is a Hub id), the dataset, the tags, and one
+    `EvalResult` per metric of the last evaluation in `results`, serialised by `huggingface_hub` as `model-index`.
+
+    Args:
+        model_name: name of the model (the Hub repo name).
+        method: the `SmileTrainingArguments.method` string.
+        method_hyperparameters / training_hyperparameters: tables of the card (see [`method_hyperparameters`]).
+        results: evaluation results and loss terms (see [`training_results`]).
+        base_model: the pre-trained checkpoint fine-tuned (a Hub id goes into the metadata).
+        dataset_id: the dataset's Hub id (`datasets` metadata and `dataset_type` of the results).
+        dataset_name / dataset_config / dataset_split: how the dataset is named in the results.
+        labels: the class names, in label id order.
+        template_path: a Jinja template; defaults to `model_cards/template.md`.
+    """
+    results = results or TrainingResults()
+    hub_model = hub_base_model(base_model)
+    dataset_ids = _as_list(dataset_id)
+    name = dataset_name or (dataset_ids[0] if dataset_ids else None)
+    eval_results = [
+        EvalResult(
+            task_type=TASK,
+            task_name="Image Classification",
+            dataset_type=dataset_ids[0] if dataset_ids else (name or "custom"),
+            dataset_name=name or "custom",
+            dataset_config=dataset_config,
+            dataset_split=dataset_split,
+            metric_type=metric,
+            metric_name=metric.replace("_", " ").capitalize(),
+            metric_value=float(value),
+        )
+        for metric, value in results.eval_metrics.items()
+    ]
+    all_tags = list(dict.fromkeys([*LIBRARY_TAGS, *_as_list(tags), method.replace("+", "-")]))
+    card_data = ModelCardData(
+        model_name=model_name,
+        base_model=hub_model,
+        datasets=dataset_ids or None,
+        library_name="transformers",
+        pipeline_tag=TASK,
+        license=license,
+        language=language,
+        tags=all_tags,
+        metrics=list(results.eval_metrics) or None,
+        eval_results=eval_results or None,
+    )
+    labels = list(labels or [])
+    preview = ", ".join(labels[:10]) + (f", ... ({len(labels)} in all)" if len(labels) > 10 else "")
+    template_path = Path(template_path or DEFAULT_TEMPLATE_PATH)
+    if not template_path.is_file():
+        raise FileNotFoundError(
+            f"Model card template {template_path} not found: pass `template_path=` (the default is "
+            "model_cards/template.md of the smile_hf source tree)."
+        )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template_path),
+        model_name=model_name,
+        base_model=hub_model or base_model,
+        base_model_url=f"https://huggingface.co/{hub_model}" if hub_model else None,
+        dataset_name=name,
+        dataset_config=dataset_config,
+        dataset_split=dataset_split,
+        num_labels=len(labels) if labels else "its",
+        labels_preview=preview if labels else None,
+        method_title=method_title(method),
+        method_description=METHOD_DESCRIPTIONS.get(method.split("+")[0], ""),
+        architecture=architecture,
+        repo_id=repo_id or model_name,
+        eval_metrics=[(k, _format(v)) for k, v in results.eval_metrics.items()],
+        eval_step=results.eval_step,
+        loss_terms=[(k, _format(v), s) for k, (v, s) in results.loss_terms.items()],
+        history_columns=results.history_columns,
+        history_rows=results.history_rows,
+        method_hyperparameters=[(k, _format(v)) for k, v in (method_hyperparameters or {}).items()],
+        training_hyperparameters=[(k, _format(v)) for k, v in (training_hyperparameters or {}).items()],
+        intended_use=intended_use or DEFAULT_INTENDED_USE,
+        limitations=list(limitations),
+        framework_versions=_framework_versions(),
+        citation=citation or _smile_citation(),
+    )
+
+
+def _split_name(dataset) -> str | None:
+    split = getattr(dataset, "split", None)
+    return str(split) if split else None
+
+
+def model_card_from_trainer(
+    trainer,
+    *,
+    language: str | list[str] | None = None,
+    license: str | None = None,
+    tags: str | list[str] | None = None,
+    model_name: str | None = None,
+    finetuned_from: str | None = None,
+    tasks: str | list[str] | None = None,
+    dataset_tags: str | list[str] | None = None,
+    dataset: str | list[str] | None = None,
+    dataset_args: str | list[str] | None = None,
+    template_path: str | os.PathLike | None = None,
+) -> ModelCard:
+    """The card of `trainer`'s model; the arguments are those of `Trainer.create_model_card`.
+
+    `finetuned_from` defaults to the student's `name_or_path`, `dataset_tags` (Hub ids) to `dataset`, and the
+    evaluation results and loss terms come from `trainer.state.log_history`.
+    """
+    from .backbones import unwrap_model
+
+    args = trainer.args
+    model = unwrap_model(trainer.model)
+    config = model.config
+    if model_name is None:
+        model_name = (args.hub_model_id or Path(args.output_dir).name).split("/")[-1]
+    if tasks is not None and TASK not in _as_list(tasks):
+        raise ValueError(f"smile_hf trains image classifiers: `tasks` must be '{TASK}', got {tasks!r}.")
+    dataset_ids = _as_list(dataset_tags) or _as_list(dataset)
+    dataset_names = _as_list(dataset)
+    configs = _as_list(dataset_args)
+    labels = [config.id2label[i] for i in range(config.num_labels)] if getattr(config, "id2label", None) else None
+    return build_model_card(
+        model_name=model_name,
+        method=args.method,
+        method_hyperparameters=method_hyperparameters(args),
+        training_hyperparameters=training_hyperparameters(args),
+        results=training_results(trainer.state.log_history),
+        base_model=finetuned_from or getattr(model, "name_or_path", None) or None,
+        dataset_id=dataset_ids[0] if dataset_ids else None,
+        dataset_name=dataset_names[0] if dataset_names else None,
+        dataset_config=configs[0] if configs else None,
+        dataset_split=_split_name(trainer.eval_dataset) or "validation",
+        labels=labels,
+        architecture=type(model).__name__,
+        repo_id=getattr(trainer, "hub_model_id", None) or args.hub_model_id,
+        tags=[*_as_list(tags), *_as_list(getattr(trainer, "_tag_names", None))],
+        license=license,
+        language=language,
+        citation=trainer._paper["citation"],
+        template_path=template_path,
+    )
