@@ -93,6 +93,9 @@ class SmileTrainingArguments(TrainingArguments):
             DELTA: weight channels by their importance for the target task (computed once before training).
         delta_attention_batches (`int`, *optional*, defaults to `10`):
             DELTA: batches used to measure each channel's importance.
+        delta_attention_epochs (`int`, *optional*, defaults to `10`):
+            DELTA: epochs of training of the linear classifier (on frozen pre-trained features) whose loss increase
+            measures each channel's importance (TLlib: 10).
         delta_num_layers (`int`, *optional*, defaults to `4`):
             DELTA: number of backbone stages (counted from the last) whose outputs are regularised.
         bss_lambda (`float`, *optional*, defaults to `0.001`):
@@ -156,6 +159,9 @@ class SmileTrainingArguments(TrainingArguments):
     delta_attention_batches: int = field(
         default=10, metadata={"help": "DELTA: batches used to measure channel importance."}
     )
+    delta_attention_epochs: int = field(
+        default=10, metadata={"help": "DELTA: epochs of the linear classifier trained on frozen features for the attention."}
+    )
     delta_num_layers: int = field(default=4, metadata={"help": "DELTA: number of last backbone stages regularised."})
     bss_lambda: float = field(default=0.001, metadata={"help": "BSS: weight of the spectral shrinkage penalty."})
     bss_k: int = field(default=1, metadata={"help": "BSS: number of smallest singular values penalised."})
@@ -188,7 +194,7 @@ class SmileTrainingArguments(TrainingArguments):
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
         if not 0.0 <= self.ema_decay <= 1.0:
             raise ValueError(f"`ema_decay` must be in [0, 1], got {self.ema_decay}.")
-        for name in ("ema_update_every", "delta_attention_batches", "delta_num_layers", "bss_k"):
+        for name in ("ema_update_every", "delta_attention_batches", "delta_attention_epochs", "delta_num_layers", "bss_k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
         if self.rifle_num_reinits < 0:

@@ -35,6 +35,6 @@ def build_method(args) -> TransferMethod:
     return METHODS[parse_method(args.method)[0]](args)
 
 
-from . import finetune, smile  # noqa: E402,F401  (register the built-in methods)
+from . import bss, cotuning, delta, finetune, l2sp, rifle, smile  # noqa: E402,F401  (register the built-in methods)
 
 __all__ = ["METHODS", "LossInputs", "LossTerms", "TransferMethod", "build_method", "half_squared_norm", "parse_method", "register_method"]

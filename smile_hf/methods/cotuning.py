@@ -1,0 +1,131 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""Co-Tuning for Transfer Learning (You, Kou, Long, Wang; NeurIPS 2020).
+
+The pre-trained (source) head is kept, as a trainable copy attached to the student (`smile_source_head`), next to
+the new target head; both read the same pooled feature f. A category relationship R (K target x S source classes),
+R[y] ~ p(y_s | y_t = y), turns each target label into a soft source label, which the source head learns:
+
+    R[y]   = mean over the training images x of class y of softmax(source_model(x))   (computed once)
+    L_co   = mean_b [ - sum_s R[y_b, s] * log_softmax(source_head(f_b))_s ]
+    L      = L_main + cotuning_lambda * L_co,    cotuning_lambda = 2.3
+
+This is TLlib's "direct approach" (`tllib/regularization/co_tuning.py` `Relationship`, `CoTuningLoss`;
+`examples/.../co_tuning.py`, trade-off 2.3, weight decay 5e-4): R is computed from the pre-trained model in eval
+mode over one pass of the target training set, before the first optimizer step, and saved in checkpoints (a
+resumed run does not recompute it). One difference: TLlib reads the training set with the evaluation transform;
+we read it as the Trainer does (`get_train_dataloader`, so with the training transform, as PaddleTransfer does),
+because a `Trainer` has no generic handle on an evaluation transform of the training set. A target class with no
+training image gets a uniform row. With several processes, the per-class sums are added over processes.
+TLlib also trains the backbone and the source head at 0.1x the new head's learning rate; `SmileTrainer` uses one
+learning rate for all parameters.
+
+Under mixing the second target is mixed like the first: the source head of the mixed image learns
+lambda * R[y] + (1 - lambda) * R[y[perm]] (the soft cross-entropy is linear in its target, so this equals
+lambda * H(R[y]) + (1 - lambda) * H(R[y[perm]]), the same convention as the mixed cross-entropy of the new head).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from transformers import TrainerCallback
+
+from ..backbones import SOURCE_HEAD_NAME, unwrap_model
+from ..mixing import mix_tensor, soft_cross_entropy
+from . import register_method
+from .base import LossInputs, LossTerms, TransferMethod
+
+
+def for_each_training_batch(trainer, fn: Callable[[torch.Tensor, torch.Tensor], None], max_batches=None) -> int:
+    """Call `fn(pixel_values, labels)` on the batches of `trainer`'s training dataloader (at most `max_batches`),
+    on the training device, leaving the global random state as it was. Returns the number of batches seen."""
+    device = trainer.args.device
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    seen = 0
+    with torch.random.fork_rng(devices=devices):
+        for batch in trainer.get_train_dataloader():
+            if max_batches is not None and seen >= max_batches:
+                break
+            fn(batch["pixel_values"].to(device), batch["labels"].to(device))
+            seen += 1
+    return seen
+
+
+class PrepareCallback(TrainerCallback):
+    """Runs `method.prepare(trainer)` when training begins: after a checkpoint's state has been restored (so a
+    resumed run does not recompute what it saved) and before the first optimizer step."""
+
+    def __init__(self, method, trainer):
+        self.method = method
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.method.prepare(self.trainer)
+
+
+def relationship_from_sums(prob_sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """R = per-class mean of the source probabilities (K x S), from their per-class sums and counts; a class
+    without images gets the uniform distribution."""
+    uniform = torch.full_like(prob_sums, 1.0 / prob_sums.shape[1])
+    means = prob_sums / counts.clamp(min=1).unsqueeze(1).to(prob_sums.dtype)
+    return torch.where(counts.unsqueeze(1) > 0, means, uniform)
+
+
+@register_method
+class CoTuning(TransferMethod):
+    """Co-Tuning (see the module docstring for the formula, the reference and the behaviour under mixing)."""
+
+    name = "cotuning"
+    needs_source_head = True
+
+    def __init__(self, args):
+        super().__init__(args)
+        self.relationship: torch.Tensor | None = None
+
+    def callbacks(self, trainer) -> list[TrainerCallback]:
+        return [PrepareCallback(self, trainer)]
+
+    @torch.no_grad()
+    def prepare(self, trainer) -> None:
+        """Compute R with the student's current (pre-trained) backbone and source head, unless already known."""
+        if self.relationship is not None:
+            return
+        model = unwrap_model(trainer.model)
+        source_head = getattr(model, SOURCE_HEAD_NAME)
+        num_classes = trainer.adapter.head(model).out_features
+        device = trainer.args.device
+        sums = torch.zeros(num_classes, source_head.out_features, dtype=torch.float64, device=device)
+        counts = torch.zeros(num_classes, dtype=torch.int64, device=device)
+
+        def accumulate(pixel_values, labels):
+            logits = trainer.adapter.forward(model, pixel_values, source_head=source_head).source_logits
+            sums.index_add_(0, labels, F.softmax(logits.double(), dim=-1))
+            counts.add_(torch.bincount(labels, minlength=num_classes))
+
+        was_training = model.training
+        model.eval()
+        try:
+            for_each_training_batch(trainer, accumulate)
+        finally:
+            model.train(was_training)
+        sums = trainer.accelerator.reduce(sums, reduction="sum")
+        counts = trainer.accelerator.reduce(counts, reduction="sum")
+        self.relationship = relationship_from_sums(sums, counts).float()
+
+    def loss_terms(self, inputs: LossInputs) -> LossTerms:
+        if self.relationship is None:
+            raise RuntimeError("Co-Tuning's category relationship is not computed: call `prepare(trainer)` first.")
+        relationship = self.relationship.to(inputs.student.source_logits.device)
+        target = relationship[inputs.labels]
+        if inputs.mix is not None:
+            target = mix_tensor(target, inputs.mix)
+        return {"cotuning": (self.args.cotuning_lambda, soft_cross_entropy(inputs.student.source_logits.float(), target))}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {} if self.relationship is None else {"relationship": self.relationship}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if "relationship" in state:
+            self.relationship = state["relationship"].float()

@@ -1,0 +1,285 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""DELTA: DEep Learning Transfer using Feature Map with Attention for Convolutional Networks (Li, Xiong, Wang, Rao,
+Liu, Chen, Huan; ICLR 2019, arXiv 1901.09229).
+
+The student's feature maps are kept close to those of the frozen pre-trained model (the teacher, never updated,
+eval mode) on the same input, channel by channel, each channel weighted by how much the pre-trained model needs it
+to classify the target data. With F_s^j, F_t^j (B x C_j x H_j x W_j) the outputs of layer j of student and teacher
+and a^j the channel attention of layer j (sum_c a^j_c = 1):
+
+    Omega   = sum_j 1/2 sum_{b,c} C_j * a^j_c * ||F_t^j[b,c] - F_s^j[b,c]||^2 / (H_j * W_j)     (delta_attention)
+    Omega   = sum_j 1/2 ||F_t^j - F_s^j||_F^2                                                  (no attention)
+    L       = L_main + delta_alpha * Omega + l2sp_beta * 1/2 ||w_head||^2
+
+summed over the batch, not averaged, with delta_alpha = l2sp_beta = 0.01: TLlib
+`AttentionBehavioralRegularization` / `BehavioralRegularization` + `L2Regularization`
+(`examples/task_adaptation/image_classification/delta.py`, which trains with weight decay 0).
+
+Layers: the outputs of the last `delta_num_layers` (default 4) backbone stages, i.e. the last entries of the
+model's `hidden_states` (for ViT-like models the patch tokens as a map, special tokens excluded). TLlib hooks the
+last convolution of each of the 4 ResNet-50 stages (before its BatchNorm and the residual sum); the stage output is
+the architecture-independent equivalent, and for a ResNet-50 it gives the same four stages.
+
+Channel attention a^j, computed once, when training begins (before the first optimizer step; after a checkpoint is
+restored, so a resumed run reuses the saved attention instead of recomputing it), with the frozen pre-trained
+model in eval mode and the global random state left untouched:
+  1. pooled features of the pre-trained backbone are computed over one pass of the training dataloader;
+  2. a new linear classifier is trained on them (backbone frozen) for `delta_attention_epochs` (TLlib: 10) epochs:
+     PyTorch's default init, SGD lr 0.01, momentum 0.9 Nesterov, no weight decay, batches of 32, the lr multiplied
+     by 0.1 over 6 epochs (exponential decay per epoch), shuffling and init seeded by `seed` (TLlib
+     `calculate_channel_attention` and its `--attention-*` defaults);
+  3. for each of the first `delta_attention_batches` (TLlib: 10) training batches, each layer j and each channel c,
+     the increase of the classifier's cross-entropy when channel c of layer j's output is set to zero (for every
+     position; for token layouts every token, special tokens included):
+        Delta^j_c = mean over batches of [CE(zeroed) - CE(intact)];
+  4. z^j = (Delta^j - mean_c Delta^j) / std_c Delta^j (population std), a^j = softmax(z^j / 5)  (uniform if the
+     std is 0).
+With several processes, the features of step 2 are gathered from all processes and Delta is averaged over
+processes, so every process uses the same attention. The attention is saved in checkpoints (`method.attention.*`).
+Two departures from TLlib, both towards the paper: TLlib sets `classifier.backbone.requires_grad = False`, a
+no-op on a Module, so its "frozen" classifier actually fine-tunes the backbone for 10 epochs; here the backbone is
+really frozen, which also lets its features be computed once. And TLlib zeroes a convolution's filter (the
+channel then still carries the BatchNorm shift); here the channel of the hooked stage output itself is zeroed.
+The cost of step 3 is one forward pass of the layers after layer j per channel of layer j and batch; channels are
+processed in groups stacked along the batch dimension.
+
+Under mixing the regulariser compares student and teacher on the same input, the one the student is trained on:
+the teacher is run again on the mixed images (for manifold mixup, with the same stage output mixed), so
+`delta+mixup` costs one more teacher forward than `delta`. (Mixing the teacher's features of the unmixed images
+instead would be SMILE's feature mixup, a different regulariser.)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import TrainerCallback
+
+from ..backbones import unwrap_model
+from ..mixing import Mix, mix_inputs, mix_tensor
+from . import register_method
+from .base import LossInputs, LossTerms, TransferMethod
+from .cotuning import PrepareCallback, for_each_training_batch
+from .l2sp import head_penalty
+
+ATTENTION_LR = 0.01
+ATTENTION_MOMENTUM = 0.9
+ATTENTION_BATCH_SIZE = 32
+ATTENTION_LR_DECAY_EPOCHS = 6
+ATTENTION_TEMPERATURE = 5.0
+ATTENTION_SAMPLES_PER_PASS = 256
+"""Channel importance: channels are zeroed in groups of about this many samples per forward pass."""
+
+
+def behavioral_distance(student_maps, teacher_maps, attention=None) -> torch.Tensor:
+    """Omega of the module docstring (float32): attention-weighted if `attention` is given, else plain."""
+    total = 0.0
+    for j, (student_map, teacher_map) in enumerate(zip(student_maps, teacher_maps, strict=True)):
+        diff = student_map.float() - teacher_map.detach().float()
+        if attention is None:
+            total = total + 0.5 * diff.pow(2).sum()
+            continue
+        _, channels, height, width = diff.shape
+        per_channel = diff.pow(2).sum(dim=(2, 3))  # B x C
+        weights = attention[j].to(per_channel.device)
+        total = total + 0.5 * channels * (per_channel * weights).sum() / (height * width)
+    return total
+
+
+def attention_from_importance(importance: torch.Tensor, temperature: float = ATTENTION_TEMPERATURE) -> torch.Tensor:
+    """softmax(z / temperature) with z the importance standardised over the layer's channels (population std)."""
+    importance = importance.double()
+    std = importance.std(unbiased=False)
+    if not std > 0:
+        return torch.full_like(importance, 1.0 / importance.numel()).float()
+    z = (importance - importance.mean()) / std
+    return torch.softmax(z / temperature, dim=0).float()
+
+
+def train_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int, seed: int) -> nn.Linear:
+    """A linear classifier trained on fixed features (step 2 of the module docstring)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = nn.Linear(features.shape[1], num_classes)
+    head = head.to(features.device)
+    optimizer = torch.optim.SGD(head.parameters(), lr=ATTENTION_LR, momentum=ATTENTION_MOMENTUM, nesterov=True)
+    decay = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=math.exp(math.log(0.1) / ATTENTION_LR_DECAY_EPOCHS))
+    with torch.enable_grad():
+        for _ in range(epochs):
+            order = torch.randperm(len(features), generator=generator).to(features.device)
+            for start in range(0, len(features), ATTENTION_BATCH_SIZE):
+                index = order[start : start + ATTENTION_BATCH_SIZE]
+                loss = F.cross_entropy(head(features[index]), labels[index])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            decay.step()
+    return head.eval().requires_grad_(False)
+
+
+def _channel_dim(adapter, state: torch.Tensor) -> int:
+    """The channel dimension of a stage output: last for token layouts (B x N x C), 1 for maps (B x C x H x W)."""
+    return -1 if adapter.spec.tokens and state.dim() == 3 else 1
+
+
+def _first(output) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def stage_output_channels(adapter, model, stage_indices, pixel_values) -> list[int]:
+    """The number of channels of the outputs of the given stages (one forward pass on one image)."""
+    stages, captured = adapter.stages(model), {}
+    handles = [
+        stages[i].register_forward_hook(lambda _m, _a, out, i=i: captured.__setitem__(i, _first(out)))
+        for i in stage_indices
+    ]
+    try:
+        adapter.forward(model, pixel_values[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [captured[i].shape[_channel_dim(adapter, captured[i])] for i in stage_indices]
+
+
+def _zeroed_copies_hook(adapter, mask: torch.Tensor):
+    """A forward hook stacking G copies of a stage output along the batch dimension, copy g multiplied channel-wise
+    by row g of the G x C 0/1 `mask`."""
+
+    def apply(state: torch.Tensor) -> torch.Tensor:
+        shape = [1] * (state.dim() + 1)
+        shape[0] = mask.shape[0]
+        shape[_channel_dim(adapter, state) % state.dim() + 1] = mask.shape[1]
+        copies = state.unsqueeze(0) * mask.view(shape).to(state.dtype)
+        return copies.reshape(-1, *state.shape[1:])
+
+    def hook(_module, _args, output):
+        if isinstance(output, tuple):
+            return (apply(output[0]), *output[1:])
+        return apply(output)
+
+    return hook
+
+
+@torch.no_grad()
+def channel_importance(teacher, head: nn.Module, stage_indices, batches) -> list[torch.Tensor]:
+    """Delta^j_c (step 3): mean over `batches` of CE(channel c of stage j zeroed) - CE(intact), per stage index."""
+    adapter, model = teacher.adapter, teacher.model
+    stages = adapter.stages(model)
+    channels = stage_output_channels(adapter, model, stage_indices, batches[0][0])
+    totals = [torch.zeros(c, dtype=torch.float64, device=batches[0][0].device) for c in channels]
+    for pixel_values, labels in batches:
+        intact = F.cross_entropy(adapter.forward(model, pixel_values, source_head=head).source_logits.float(), labels)
+        group = max(1, ATTENTION_SAMPLES_PER_PASS // len(pixel_values))
+        for total, index, num_channels in zip(totals, stage_indices, channels):
+            for first in range(0, num_channels, group):
+                count = min(group, num_channels - first)
+                mask = torch.ones(count, num_channels, device=pixel_values.device)
+                mask[torch.arange(count), torch.arange(first, first + count)] = 0.0
+                handle = stages[index].register_forward_hook(_zeroed_copies_hook(adapter, mask))
+                try:
+                    logits = adapter.forward(model, pixel_values, source_head=head).source_logits.float()
+                finally:
+                    handle.remove()
+                zeroed = F.cross_entropy(logits, labels.repeat(count), reduction="none").view(count, -1).mean(dim=1)
+                total[first : first + count] += (zeroed - intact).double()
+    return [total / len(batches) for total in totals]
+
+
+@register_method
+class Delta(TransferMethod):
+    """DELTA (see the module docstring for the formula, the attention procedure and the reference)."""
+
+    name = "delta"
+    needs_teacher = True
+    ema_teacher = False
+    needs_hidden_states = True
+
+    def __init__(self, args):
+        super().__init__(args)
+        self.attention: list[torch.Tensor] | None = None
+        self.teacher = None
+
+    def setup(self, trainer) -> None:
+        self.teacher = trainer.teacher
+
+    def callbacks(self, trainer) -> list[TrainerCallback]:
+        return [PrepareCallback(self, trainer)] if self.args.delta_attention else []
+
+    def num_layers(self, num_hidden_maps: int) -> int:
+        """How many layers are regularised: the last `delta_num_layers` hidden maps (fewer if the model has fewer)."""
+        return min(self.args.delta_num_layers, num_hidden_maps)
+
+    def stage_indices(self, pixel_values: torch.Tensor) -> list[int]:
+        """Indices of the stages whose outputs are the regularised hidden maps (the last ones: a model's hidden
+        states end with its last stage's output)."""
+        adapter, model = self.teacher.adapter, self.teacher.model
+        num_stages = len(adapter.stages(model))
+        num_maps = len(adapter.forward(model, pixel_values[:1], output_hidden_states=True).hidden_maps)
+        if num_maps > num_stages:
+            raise ValueError(f"{adapter.model_type}: {num_maps} hidden maps for {num_stages} stages; cannot align them.")
+        return list(range(num_stages - self.num_layers(num_maps), num_stages))
+
+    @torch.no_grad()
+    def prepare(self, trainer) -> None:
+        """Compute the channel attention (module docstring, steps 1-4) unless it is already known."""
+        if self.attention is not None or not self.args.delta_attention:
+            return
+        self.setup(trainer)
+        adapter, model = self.teacher.adapter, self.teacher.model
+        features, labels = [], []
+
+        def collect(pixel_values, batch_labels):
+            features.append(adapter.forward(model, pixel_values).pooled.float())
+            labels.append(batch_labels)
+
+        for_each_training_batch(trainer, collect)
+        features = trainer.accelerator.gather(torch.cat(features))
+        labels = trainer.accelerator.gather(torch.cat(labels))
+        num_classes = adapter.head(unwrap_model(trainer.model)).out_features
+        head = train_linear_probe(features, labels, num_classes, self.args.delta_attention_epochs, self.args.seed)
+
+        batches = []
+        for_each_training_batch(trainer, lambda x, y: batches.append((x, y)), self.args.delta_attention_batches)
+        importance = channel_importance(self.teacher, head, self.stage_indices(batches[0][0]), batches)
+        importance = [trainer.accelerator.reduce(i, reduction="mean") for i in importance]
+        self.attention = [attention_from_importance(i) for i in importance]
+
+    def teacher_maps(self, inputs: LossInputs) -> list[torch.Tensor]:
+        """The teacher's stage outputs on the student's input (re-running the teacher on a mixed batch)."""
+        if inputs.mix is None:
+            return inputs.teacher.hidden_maps
+        return teacher_on_mix(self.teacher, inputs.pixel_values, inputs.mix).hidden_maps
+
+    def loss_terms(self, inputs: LossInputs) -> LossTerms:
+        if self.args.delta_attention and self.attention is None:
+            raise RuntimeError("DELTA's channel attention is not computed: call `prepare(trainer)` first.")
+        num_layers = self.num_layers(len(inputs.student.hidden_maps))
+        if self.attention is not None and len(self.attention) != num_layers:
+            raise ValueError(f"DELTA has attention for {len(self.attention)} layers but regularises {num_layers}.")
+        student_maps = inputs.student.hidden_maps[-num_layers:]
+        teacher_maps = self.teacher_maps(inputs)[-num_layers:]
+        return {
+            "delta": (self.args.delta_alpha, behavioral_distance(student_maps, teacher_maps, self.attention)),
+            "head": (self.args.l2sp_beta, head_penalty(inputs)),
+        }
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {} if self.attention is None else {f"attention.{j}": a for j, a in enumerate(self.attention)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        keys = sorted((k for k in state if k.startswith("attention.")), key=lambda k: int(k.split(".")[1]))
+        if keys:
+            self.attention = [state[k].float() for k in keys]
+
+
+def teacher_on_mix(teacher, pixel_values: torch.Tensor, mix: Mix):
+    """The teacher's forward output (with hidden states) on the batch mixed by `mix`, the way the student saw it."""
+    inputs = mix_inputs(pixel_values, mix)
+    if mix.strategy != "manifold_mixup" or mix.stage == 0:
+        return teacher(inputs, output_hidden_states=True)
+    with teacher.adapter.mix_stage_output(teacher.model, mix.stage - 1, lambda h: mix_tensor(h, mix)):
+        return teacher(inputs, output_hidden_states=True)

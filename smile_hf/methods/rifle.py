@@ -1,0 +1,79 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""RIFLE: Backpropagation in Deep Transfer Learning with RIFLE (Li, Xiong, An, Xu, Dou; ICML 2020,
+arXiv 2007.03349).
+
+No extra loss term: the new classifier is re-initialised `rifle_num_reinits` = n times during training, so that
+the backbone keeps receiving large gradients from a head that has to be re-learnt. Training is cut into n + 1
+equal periods; with T = `max_steps`, the head is re-initialised right after optimizer step
+
+    s_i = round(i * T / (n + 1)),   i = 1..n,
+
+(steps counted from 1; a step s_i <= 0 or >= T is dropped) and then keeps the last period, T / (n + 1) steps, to
+converge: no re-initialisation ever happens near the end of training. This is the RIFLE reference
+(lixingjian/RIFLE `train.py`: periods = re-inits + 1, re-init after epoch e when (e + 1) % (E // periods) == 0),
+expressed in steps and without its re-initialisation after the very last epoch, which would throw the trained
+head away. The default is one re-initialisation, at half of training.
+
+A re-initialisation is PyTorch's default `nn.Linear` initialisation of the weight and the bias (the reference calls
+`reset_parameters()`), drawn from a generator seeded by (`seed`, step) so that it is reproducible and identical on
+every process. As in the reference, the optimizer state of the head (momentum) is left as it is.
+
+Mixing does not interact with the schedule.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import TrainerCallback
+
+from ..backbones import unwrap_model
+from . import register_method
+from .base import TransferMethod
+
+
+def reinit_steps(max_steps: int, num_reinits: int) -> list[int]:
+    """The optimizer steps (1-based) after which the head is re-initialised: n evenly spaced period ends."""
+    periods = num_reinits + 1
+    steps = {round(i * max_steps / periods) for i in range(1, periods)}
+    return sorted(s for s in steps if 0 < s < max_steps)
+
+
+@torch.no_grad()
+def reinitialize_linear(head: nn.Linear, seed: int) -> None:
+    """Reset `head` in place to a fresh default `nn.Linear` initialisation drawn with `torch.manual_seed(seed)`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = nn.Linear(head.in_features, head.out_features, bias=head.bias is not None)
+    head.weight.copy_(fresh.weight)
+    if head.bias is not None:
+        head.bias.copy_(fresh.bias)
+
+
+class RifleCallback(TrainerCallback):
+    """Re-initialises the student's head after each scheduled optimizer step."""
+
+    def __init__(self, trainer, num_reinits: int):
+        self.trainer = trainer
+        self.num_reinits = num_reinits
+        self.steps: list[int] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.steps = reinit_steps(state.max_steps, self.num_reinits)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step in self.steps:
+            model = unwrap_model(self.trainer.model)
+            seed = int(np.random.SeedSequence([args.seed, state.global_step]).generate_state(1)[0])
+            reinitialize_linear(self.trainer.adapter.head(model), seed)
+
+
+@register_method
+class Rifle(TransferMethod):
+    """RIFLE (see the module docstring for the schedule and the reference)."""
+
+    name = "rifle"
+
+    def callbacks(self, trainer) -> list[TrainerCallback]:
+        return [RifleCallback(trainer, self.args.rifle_num_reinits)]

@@ -1,0 +1,92 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""Classification metrics computed locally (no `evaluate.load`, which needs the network): top-k accuracy and
+expected calibration error, packaged as a `compute_metrics` function for the `Trainer`.
+
+The Trainer gathers the predictions of every process before calling `compute_metrics`, so under several processes
+the metrics are those of the whole evaluation set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64, stable for large logits."""
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def top_k_accuracy(logits: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
+    """Fraction of examples whose label is among the `k` highest logits (all of them when `k` >= classes).
+
+    Ties are broken towards the lower class index (a stable sort), so the result does not depend on chance.
+    """
+    logits, labels = np.asarray(logits), np.asarray(labels)
+    if len(labels) == 0:
+        return float("nan")
+    k = min(k, logits.shape[-1])
+    order = np.argsort(-logits, axis=-1, kind="stable")[:, :k]
+    return float((order == labels[:, None]).any(axis=-1).mean())
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, num_bins: int = 15) -> float:
+    """Expected calibration error (Guo et al., 2017) of the top-1 predictions.
+
+    Confidences (the highest probability) are put in `num_bins` equal-width bins ((0, 1/M], (1/M, 2/M], ...);
+    `ECE = sum_b |B_b| / n * |accuracy(B_b) - mean confidence(B_b)|`.
+    """
+    probabilities, labels = np.asarray(probabilities, dtype=np.float64), np.asarray(labels)
+    if len(labels) == 0:
+        return float("nan")
+    confidence = probabilities.max(axis=-1)
+    correct = (probabilities.argmax(axis=-1) == labels).astype(np.float64)
+    bins = np.clip(np.ceil(confidence * num_bins).astype(np.int64) - 1, 0, num_bins - 1)
+    ece = 0.0
+    for b in np.unique(bins):
+        members = bins == b
+        ece += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(ece)
+
+
+class ClassificationMetrics:
+    """`compute_metrics` for the `Trainer`: `accuracy` (top-1), `top{k}_accuracy` for each extra `k`, `ece`, and
+    `num_samples` (how many predictions were scored, i.e. gathered from every process).
+
+    Args:
+        top_k (`Sequence[int]`, *optional*, defaults to `(1, 5)`): the k of the reported top-k accuracies; k = 1 is
+            reported as `accuracy`.
+        ece_bins (`int`, *optional*, defaults to 15): bins of the expected calibration error.
+
+    Example:
+
+    ```python
+    trainer = SmileTrainer(..., compute_metrics=ClassificationMetrics())
+    trainer.evaluate()  # {"eval_accuracy": ..., "eval_top5_accuracy": ..., "eval_ece": ..., ...}
+    ```
+    """
+
+    def __init__(self, top_k: Sequence[int] = (1, 5), ece_bins: int = 15):
+        if any(k < 1 for k in top_k) or ece_bins < 1:
+            raise ValueError(f"top_k values and ece_bins must be >= 1, got {tuple(top_k)} and {ece_bins}.")
+        self.top_k = tuple(top_k)
+        self.ece_bins = ece_bins
+
+    def __call__(self, eval_prediction) -> dict[str, float]:
+        logits, labels = eval_prediction.predictions, eval_prediction.label_ids
+        if isinstance(logits, (tuple, list)):
+            logits = logits[0]
+        logits, labels = np.asarray(logits), np.asarray(labels).reshape(-1)
+        metrics = {}
+        for k in self.top_k:
+            metrics["accuracy" if k == 1 else f"top{k}_accuracy"] = top_k_accuracy(logits, labels, k)
+        metrics["ece"] = expected_calibration_error(softmax(logits), labels, self.ece_bins)
+        metrics["num_samples"] = int(labels.shape[0])
+        return metrics
+
+
+__all__ = ["ClassificationMetrics", "expected_calibration_error", "softmax", "top_k_accuracy"]

@@ -1,0 +1,246 @@
+"""Checkpoints: exact resume of every piece of SMILE state, and interrupted saves that are never resumed from."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import json
+import logging
+
+import pytest
+import safetensors.torch
+import torch
+from transformers import TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint as stock_get_last_checkpoint
+
+import smile_hf.checkpoints as ckpt
+import smile_hf.trainer as trainer_module
+from smile_hf import SmileTrainer, SmileTrainingArguments
+from smile_hf.methods import METHODS, TransferMethod, register_method
+
+from .testing_utils import random_image_dataset, source_and_student
+
+N = 3  # steps before the interruption; the runs train 2N steps in all
+STATEFUL_METHOD = "running_center_test"
+
+
+class RunningCenter(TransferMethod):
+    """A test method whose state changes at every step: an EMA of the batch's mean pooled feature, which the loss
+    pulls the features towards. A resume that did not restore it would train differently afterwards."""
+
+    name = STATEFUL_METHOD
+
+    def __init__(self, args):
+        super().__init__(args)
+        self.center = None
+
+    def setup(self, trainer):
+        self.center = torch.zeros(trainer.adapter.head(trainer.model).in_features)
+
+    def loss_terms(self, inputs):
+        pooled = inputs.student.pooled.float()
+        term = (pooled - self.center.to(pooled.device)).pow(2).mean()
+        self.center = 0.7 * self.center + 0.3 * pooled.detach().mean(0).cpu()
+        return {"center": (0.1, term)}
+
+    def state_dict(self):
+        return {"center": self.center}
+
+    def load_state_dict(self, state):
+        self.center = state["center"].clone()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def running_center_method():
+    register_method(RunningCenter)
+    yield
+    METHODS.pop(STATEFUL_METHOD, None)
+
+
+RESUME_METHODS = ["smile", STATEFUL_METHOD] + (["l2sp"] if "l2sp" in METHODS else [])
+
+
+class StopAt(TrainerCallback):
+    """Stops training after optimizer step `step`, as an interruption would (the checkpoint of that step is saved)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def make_trainer(output_dir, method, seed=0, callbacks=(), **kwargs):
+    """A deterministic tiny run: ResNet, SGD, 16 images in batches of 4 (an epoch boundary after step 4)."""
+    source, student = source_and_student("resnet", seed=seed)
+    options = dict(
+        output_dir=str(output_dir), report_to="none", use_cpu=True, method=method, max_steps=2 * N,
+        per_device_train_batch_size=4, optim="sgd", learning_rate=0.05, lr_scheduler_type="linear", logging_steps=1,
+        seed=42, save_strategy="no", ema_decay=0.8, ema_update_every=2, final_finetune_fraction=1 / 3,
+        disable_tqdm=True,
+    )  # fmt: skip
+    options.update(kwargs)
+    args = SmileTrainingArguments(**options)
+    return SmileTrainer(
+        model=student, args=args, teacher_model=source, train_dataset=random_image_dataset(16), callbacks=list(callbacks)
+    )
+
+
+def full_state(trainer):
+    """Everything that must match: the student (source head included), teacher, EMA counter, method state."""
+    state = {f"student.{k}": v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    state.update({f"smile.{k}": v for k, v in trainer.smile_state_dict().items()})
+    return state
+
+
+def train_losses(trainer, first_step):
+    """(step, name) -> value of every loss logged from `first_step` on."""
+    return {
+        (entry["step"], k): v
+        for entry in trainer.state.log_history
+        if "loss" in entry and entry["step"] >= first_step
+        for k, v in entry.items()
+        if k == "loss" or k.startswith("loss_")
+    }
+
+
+def assert_states_close(actual, expected):
+    assert actual.keys() == expected.keys()
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=1e-5, atol=1e-6, msg=lambda m: f"{key}: {m}")
+
+
+@pytest.mark.parametrize("method", RESUME_METHODS)
+def test_resume_gives_the_same_run_as_training_in_one_go(tmp_path, method, monkeypatch):
+    reference = make_trainer(tmp_path / "one_go", method)
+    reference.train()
+    expected = full_state(reference)
+
+    interrupted = make_trainer(tmp_path / "run", method, save_strategy="steps", save_steps=N, callbacks=[StopAt(N)])
+    interrupted.train()
+    assert interrupted.state.global_step == N
+    checkpoint = tmp_path / "run" / f"checkpoint-{N}"
+    assert ckpt.is_complete_checkpoint(str(checkpoint))
+
+    # A new process would start from freshly loaded models: here even differently initialised ones, so that every
+    # value after the resume has to come from the checkpoint.
+    resumed = make_trainer(tmp_path / "run", method, seed=5, save_strategy="steps", save_steps=N)
+    saved = safetensors.torch.load_file(str(checkpoint / trainer_module.SMILE_STATE_NAME))
+    if resumed.teacher is not None:
+        assert not torch.equal(resumed.smile_state_dict()["teacher.model.classifier.1.weight"],
+                               saved["teacher.model.classifier.1.weight"])  # fmt: skip
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(k.get("weights_only")) or real_load(*a, **k))
+    resumed.train(resume_from_checkpoint=True)
+
+    assert resumed.state.global_step == 2 * N
+    assert_states_close(full_state(resumed), expected)
+    expected_losses = train_losses(reference, N + 1)
+    assert len(expected_losses) >= N and train_losses(resumed, N + 1) == pytest.approx(expected_losses, rel=1e-5, abs=1e-6)
+    if method == "smile":
+        # EMA after steps 2 and 4; none after step 6, which is in the final plain phase (steps 5, 6)
+        assert resumed.teacher.num_updates == reference.teacher.num_updates == 2
+        assert int(saved["teacher.num_updates"]) == 1
+    assert loads and all(w is True for w in loads), "a checkpoint file was unpickled without weights_only=True"
+
+
+def test_checkpoint_files_are_safetensors_and_complete(tmp_path):
+    trainer = make_trainer(tmp_path, "smile", max_steps=2, save_strategy="steps", save_steps=2)
+    trainer.train()
+    folder = tmp_path / "checkpoint-2"
+    marker = json.loads((folder / ckpt.COMPLETE_MARKER_NAME).read_text())
+    assert marker["global_step"] == 2 and marker["method"] == "smile"
+    on_disk = {p.relative_to(folder).as_posix(): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+    assert marker["files"] == {k: v for k, v in on_disk.items() if k != ckpt.COMPLETE_MARKER_NAME}
+    state = safetensors.torch.load_file(str(folder / trainer_module.SMILE_STATE_NAME))
+    expected = trainer.smile_state_dict()
+    assert_states_close(state, expected)
+    assert any(k.startswith("source_head.") for k in state) and "teacher.num_updates" in state
+    weights = safetensors.torch.load_file(str(folder / "model.safetensors"))
+    assert not any(k.startswith("smile_source_head.") for k in weights)
+    assert not (folder / "training_args.bin").exists() and (folder / "training_args.json").exists()
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_interrupted_save_is_never_resumed_from(tmp_path, monkeypatch, caplog):
+    # The save of checkpoint-4 dies after the stock files and the SMILE state, before the completion marker.
+    real_marker = trainer_module.write_completion_marker
+
+    def dying_marker(folder, step, **kwargs):
+        if step == 4:
+            raise Crash("killed while saving")
+        return real_marker(folder, step, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "write_completion_marker", dying_marker)
+    trainer = make_trainer(tmp_path, "smile", max_steps=6, save_strategy="steps", save_steps=2, save_total_limit=1)
+    with pytest.raises(Crash):
+        trainer.train()
+    monkeypatch.setattr(trainer_module, "write_completion_marker", real_marker)
+    partial, last_good = str(tmp_path / "checkpoint-4"), str(tmp_path / "checkpoint-2")
+    assert os.path.isfile(os.path.join(partial, "model.safetensors"))  # it looks like a checkpoint...
+    assert stock_get_last_checkpoint(str(tmp_path)) == partial  # ...and transformers would resume from it
+    # save_total_limit=1 must not have deleted the last complete checkpoint for the incomplete one
+    assert os.path.isdir(last_good)
+
+    with caplog.at_level(logging.WARNING, logger="smile_hf.checkpoints"):
+        assert ckpt.get_last_checkpoint(str(tmp_path)) == last_good
+    assert "checkpoint-4" in caplog.text and ckpt.COMPLETE_MARKER_NAME in caplog.text
+    assert ckpt.incomplete_checkpoints(str(tmp_path)) == [partial]
+
+    resumed = make_trainer(tmp_path, "smile", max_steps=6, save_strategy="steps", save_steps=2, save_total_limit=1)
+    with pytest.raises(ckpt.IncompleteCheckpointError, match="checkpoint_complete.json"):
+        resumed.train(resume_from_checkpoint=partial)
+    seen, load = [], SmileTrainer._load_from_checkpoint
+    monkeypatch.setattr(SmileTrainer, "_load_from_checkpoint", lambda self, path, model=None: seen.append(path) or
+                        load(self, path, model))  # fmt: skip
+    resumed.train(resume_from_checkpoint=True)
+    assert seen == [last_good]
+    # the partial folder was replaced by a whole checkpoint-4, and rotation then kept only the last one
+    assert ckpt.list_checkpoints(str(tmp_path)) == [(6, str(tmp_path / "checkpoint-6"))]
+    assert ckpt.is_complete_checkpoint(str(tmp_path / "checkpoint-6"))
+
+
+def test_damaged_or_missing_files_are_reported(tmp_path):
+    trainer = make_trainer(tmp_path, "smile", max_steps=2, save_strategy="steps", save_steps=1)
+    trainer.train()
+    first, second = tmp_path / "checkpoint-1", tmp_path / "checkpoint-2"
+    weights = second / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    assert "model.safetensors has 100 bytes" in ckpt.checkpoint_problem(str(second))
+    assert ckpt.get_last_checkpoint(str(tmp_path)) == str(first)
+    os.remove(first / trainer_module.SMILE_STATE_NAME)
+    assert ckpt.checkpoint_problem(str(first)) == f"{trainer_module.SMILE_STATE_NAME} is missing"
+    assert ckpt.get_last_checkpoint(str(tmp_path)) is None
+    with pytest.raises(ValueError, match="No complete checkpoint.*checkpoint-1.*checkpoint-2"):
+        make_trainer(tmp_path, "smile").train(resume_from_checkpoint=True)
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    path = str(tmp_path / "state.safetensors")
+    ckpt.save_safetensors_atomic({"a": torch.ones(3)}, path)
+
+    def half_write(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"\0" * 10)
+        raise Crash("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", half_write)
+    with pytest.raises(Crash):
+        ckpt.save_safetensors_atomic({"a": torch.zeros(3)}, path)
+    assert os.listdir(tmp_path) == ["state.safetensors"]  # no temporary file left, the old file untouched
+    monkeypatch.undo()
+    torch.testing.assert_close(safetensors.torch.load_file(path)["a"], torch.ones(3))
+
+
+def test_resuming_with_another_method_is_refused(tmp_path):
+    make_trainer(tmp_path, "smile", max_steps=1, save_strategy="steps", save_steps=1).train()
+    other = make_trainer(tmp_path, STATEFUL_METHOD, max_steps=2)
+    with pytest.raises(ValueError, match="written by method 'smile'"):
+        other.train(resume_from_checkpoint=True)

@@ -1,0 +1,154 @@
+"""SmileTrainer.compute_loss against the SMILE loss rebuilt by hand from the models' own outputs.
+
+The hand computation reads the feature map and pooled feature straight from the base model (`model.resnet(x)`,
+`model.vit(x)`, ...), not through the adapter's hooks, and writes each term as in SMILE.md. Tolerance: 1e-5
+relative (float32; both paths run the same kernels on the same inputs, only the summation order of the final
+reductions differs).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from smile_hf import Mix, SmileTrainer, SmileTrainingArguments
+from smile_hf.backbones import SOURCE_HEAD_NAME
+
+from .testing_utils import IMAGE_SIZE, source_and_student
+
+RTOL = 1e-5
+
+
+def base_features(family: str, model, pixel_values):
+    """(feature map B x C x H x W, pooled B x D) of a model, read directly from its base model."""
+    base = model.base_model(pixel_values)
+    if family == "resnet":
+        return base.last_hidden_state, base.pooler_output.flatten(1)
+    if family == "convnext":
+        return base.last_hidden_state, base.pooler_output
+    if family == "vit":
+        tokens = base.last_hidden_state
+        patches = tokens[:, 1:]  # drop the CLS token
+        side = int(patches.shape[1] ** 0.5)
+        return patches.transpose(1, 2).reshape(len(tokens), -1, side, side), tokens[:, 0]
+    if family == "swin":
+        tokens = base.last_hidden_state
+        side = int(tokens.shape[1] ** 0.5)
+        return tokens.transpose(1, 2).reshape(len(tokens), -1, side, side), base.pooler_output
+    raise ValueError(family)
+
+
+def head_of(family, model):
+    return model.classifier[1] if family == "resnet" else model.classifier
+
+
+def make_trainer(student, source, tmp_path, **kwargs):
+    args = SmileTrainingArguments(
+        output_dir=str(tmp_path), report_to="none", use_cpu=True, save_strategy="no", **kwargs
+    )
+    return SmileTrainer(model=student, args=args, teacher_model=source)
+
+
+@pytest.mark.parametrize("family", ["resnet", "vit", "convnext", "swin"])
+def test_smile_loss_equals_hand_computation(family, tmp_path):
+    source, student = source_and_student(family, num_source=7, num_target=3)
+    trainer = make_trainer(student, source, tmp_path, method="smile")
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    lam, perm = 0.7, torch.tensor([3, 0, 5, 1, 2, 4])
+    trainer.sample_mix = lambda pixel_values, model: Mix("mixup", lam, perm)
+    model = trainer.model.train()
+
+    loss = trainer.compute_loss(model, {"pixel_values": x, "labels": y})
+
+    with torch.no_grad():
+        mixed = lam * x + (1 - lam) * x[perm]
+        logits = model(pixel_values=mixed).logits
+        feat_s, pooled_s = base_features(family, model, mixed)
+        aux_logits = getattr(model, SOURCE_HEAD_NAME)(pooled_s)
+        source.eval()
+        p_t = torch.softmax(source(pixel_values=x).logits, dim=-1)
+        feat_t, _ = base_features(family, source, x)
+
+        l_main = lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[perm])
+
+        def soft_ce(q, z):
+            return (-(q * F.log_softmax(z, dim=-1)).sum(dim=1)).mean()
+
+        l_aux = lam * soft_ce(p_t, aux_logits) + (1 - lam) * soft_ce(p_t[perm], aux_logits)
+        height, width = feat_s.shape[-2:]
+        assert height * width >= 4, "the feature map must be at least 2x2 to tell it from the pooled vector"
+        l_reg = torch.sqrt(((lam * feat_t + (1 - lam) * feat_t[perm] - feat_s) ** 2).sum()) / (height * width)
+        heads = [head_of(family, model), getattr(model, SOURCE_HEAD_NAME)]
+        l_cls = 0.5 * sum((p**2).sum() for h in heads for p in (h.weight, h.bias))
+        expected = l_main + 0.1 * l_aux + 0.01 * l_reg + 1e-4 * l_cls
+
+    torch.testing.assert_close(loss.detach(), expected, rtol=RTOL, atol=0)
+    logged = {k: torch.stack(v).item() for k, v in trainer._metrics["train"].items()}
+    for name, value in [("main", l_main), ("aux", l_aux), ("reg", l_reg), ("cls", l_cls)]:
+        assert logged[f"loss_{name}"] == pytest.approx(value.item(), rel=RTOL)
+    assert logged["mix_lambda"] == pytest.approx(lam)
+
+
+def test_default_mix_follows_smile_convention(tmp_path):
+    """lambda ~ Beta(0.2, 0.2) flipped to >= 0.5, a permutation, from a generator keyed by (seed, step, micro, rank)."""
+    source, student = source_and_student("resnet")
+    trainer = make_trainer(student, source, tmp_path, method="smile", seed=123)
+    x = torch.randn(8, 3, IMAGE_SIZE, IMAGE_SIZE)
+    mixes = [trainer.sample_mix(x, trainer.model) for _ in range(2)]  # micro-batches 0 and 1 of step 0
+    import numpy as np
+
+    for micro, mix in enumerate(mixes):
+        rng = np.random.default_rng([123, 0, micro, 0])
+        lam = rng.beta(0.2, 0.2)
+        assert mix.lam == pytest.approx(max(lam, 1 - lam))
+        assert mix.perm.tolist() == rng.permutation(8).tolist()
+    assert mixes[0].lam >= 0.5 and mixes[1].lam >= 0.5
+
+
+def test_final_phase_loss_is_plain_finetuning(tmp_path):
+    source, student = source_and_student("resnet")
+    trainer = make_trainer(student, source, tmp_path, method="smile", final_finetune_fraction=0.25)
+    trainer.state.max_steps, trainer.state.global_step = 8, 6  # steps 6 and 7 are the final phase
+    assert trainer.final_phase_start == 6 and trainer.in_final_phase(6) and not trainer.in_final_phase(5)
+    calls = []
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("the teacher ran in the final phase")
+
+    trainer.teacher = no_teacher
+    trainer.sample_mix = lambda *a: calls.append("mix")
+    x, y = torch.randn(4, 3, IMAGE_SIZE, IMAGE_SIZE), torch.tensor([0, 1, 2, 1])
+    model = trainer.model.train()
+
+    loss = trainer.compute_loss(model, {"pixel_values": x, "labels": y})
+
+    with torch.no_grad():
+        heads = [model.classifier[1], getattr(model, SOURCE_HEAD_NAME)]
+        l_cls = 0.5 * sum((p**2).sum() for h in heads for p in h.parameters())
+        expected = F.cross_entropy(model(pixel_values=x).logits, y) + 1e-4 * l_cls
+    torch.testing.assert_close(loss.detach(), expected, rtol=RTOL, atol=0)
+    assert calls == []
+    assert set(trainer._metrics["train"]) == {"loss_main", "loss_cls", "mix_lambda"}
+
+
+def test_student_backbone_runs_once_per_step(tmp_path):
+    source, student = source_and_student("vit")
+    trainer = make_trainer(student, source, tmp_path, method="smile")
+    counts = {"student": 0, "teacher": 0}
+    student.base_model.register_forward_hook(lambda *a: counts.__setitem__("student", counts["student"] + 1))
+    source.base_model.register_forward_hook(lambda *a: counts.__setitem__("teacher", counts["teacher"] + 1))
+    x, y = torch.randn(4, 3, IMAGE_SIZE, IMAGE_SIZE), torch.tensor([0, 1, 2, 1])
+    trainer.compute_loss(trainer.model.train(), {"pixel_values": x, "labels": y})
+    assert counts == {"student": 1, "teacher": 1}
+
+
+def test_teacher_forward_has_no_autograd_state(tmp_path):
+    source, student = source_and_student("resnet")
+    trainer = make_trainer(student, source, tmp_path, method="smile")
+    out = trainer.teacher(torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE))
+    assert not out.logits.requires_grad and out.logits.grad_fn is None
+    assert not out.feature_map.requires_grad
+    assert not trainer.teacher.model.training

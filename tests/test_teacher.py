@@ -1,0 +1,110 @@
+"""The EMA teacher: exact EMA formula, update schedule, untouched heads, no gradients."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from transformers import TrainerCallback
+
+from smile_hf import EmaTeacher, SmileTrainer, SmileTrainingArguments
+from smile_hf.backbones import SOURCE_HEAD_NAME, BackboneAdapter
+
+from .testing_utils import random_image_dataset, source_and_student
+
+
+class RecordStudentBackbone(TrainerCallback):
+    """Snapshots the student's backbone after each optimizer step (what the EMA reads)."""
+
+    def __init__(self):
+        self.snapshots = {}
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.snapshots[state.global_step] = {k: v.detach().clone() for k, v in model.base_model.named_parameters()}
+
+
+def train_smile(tmp_path, family="resnet", **kwargs):
+    source, student = source_and_student(family)
+    source_before = copy.deepcopy(source)
+    recorder = RecordStudentBackbone()
+    defaults = dict(max_steps=6, ema_update_every=2, ema_decay=0.9, final_finetune_fraction=0.0, learning_rate=1e-2)
+    defaults.update(kwargs)
+    args = SmileTrainingArguments(
+        output_dir=str(tmp_path), report_to="none", use_cpu=True, save_strategy="no", method="smile",
+        per_device_train_batch_size=4, logging_steps=1, **defaults,
+    )  # fmt: skip
+    trainer = SmileTrainer(
+        model=student, args=args, teacher_model=source, train_dataset=random_image_dataset(24), callbacks=[recorder]
+    )
+    trainer.train()
+    return trainer, source_before, recorder
+
+
+def test_teacher_moves_exactly_by_ema_every_k_steps(tmp_path):
+    trainer, source_before, recorder = train_smile(tmp_path)
+    expected = dict(source_before.base_model.named_parameters())
+    expected = {k: v.detach().clone() for k, v in expected.items()}
+    for step in range(1, 7):
+        if step % 2 == 0:  # updates after steps 2, 4, 6 only
+            for k in expected:
+                expected[k] = 0.9 * expected[k] + 0.1 * recorder.snapshots[step][k]
+    teacher = dict(trainer.teacher.model.base_model.named_parameters())
+    for k, v in expected.items():
+        torch.testing.assert_close(teacher[k], v, rtol=1e-5, atol=1e-7)
+    assert trainer.teacher.num_updates == 3
+    # the student really moved, so a teacher that never updated would fail the comparison above
+    moved = max((recorder.snapshots[6][k] - source_before.base_model.get_parameter(k)).abs().max() for k in expected)
+    assert moved > 1e-3
+
+
+def test_buffers_are_not_averaged_by_default(tmp_path):
+    trainer, source_before, _ = train_smile(tmp_path)
+    for (name, before), after in zip(source_before.named_buffers(), trainer.teacher.model.buffers()):
+        assert torch.equal(before, after), name
+
+
+def test_heads_untouched_by_ema_and_no_gradient_reaches_teacher(tmp_path):
+    trainer, source_before, _ = train_smile(tmp_path)
+    teacher = trainer.teacher.model
+    torch.testing.assert_close(teacher.classifier[1].weight, source_before.classifier[1].weight, rtol=0, atol=0)
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    student = trainer.model
+    assert student.classifier[1].weight.shape[0] == 3  # the target head, never mixed with the 7-class source head
+    # the student's heads receive gradients; the teacher's parameters are not in the optimizer
+    optimized = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert id(getattr(student, SOURCE_HEAD_NAME).weight) in optimized
+    assert not optimized & {id(p) for p in teacher.parameters()}
+
+
+def test_update_changes_only_the_teacher_backbone():
+    source, student = source_and_student("vit")
+    adapter = BackboneAdapter(student)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    student_before = copy.deepcopy(student.state_dict())
+    teacher_head_before = copy.deepcopy(source.classifier.state_dict())
+    teacher = EmaTeacher(source, adapter, decay=0.75, update_every=1)
+    old = {k: v.clone() for k, v in source.base_model.named_parameters()}
+    teacher.update(student)
+    for k, v in source.base_model.named_parameters():
+        torch.testing.assert_close(v, 0.75 * old[k] + 0.25 * student.base_model.get_parameter(k), rtol=0, atol=1e-6)
+    for k, v in student.state_dict().items():
+        assert torch.equal(v, student_before[k]), k
+    for k, v in source.classifier.state_dict().items():
+        assert torch.equal(v, teacher_head_before[k]), k
+
+
+def test_no_ema_in_final_phase(tmp_path):
+    # 10 steps, last 30% plain: updates after steps 1..7 only (every step), none after steps 8, 9, 10
+    trainer, _, _ = train_smile(tmp_path, max_steps=10, ema_update_every=1, final_finetune_fraction=0.3)
+    assert trainer.teacher.num_updates == 7
+    logs = [h for h in trainer.state.log_history if "loss_main" in h]
+    assert [("loss_reg" in h) for h in logs] == [True] * 7 + [False] * 3
+
+
+def test_decay_one_keeps_teacher_fixed(tmp_path):
+    trainer, source_before, _ = train_smile(tmp_path, ema_decay=1.0)
+    assert trainer.teacher.num_updates == 0
+    for a, b in zip(trainer.teacher.model.parameters(), source_before.parameters()):
+        assert torch.equal(a, b)
