@@ -59,6 +59,15 @@ def running_center_method():
     METHODS.pop(STATEFUL_METHOD, None)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: one thread is faster, and far faster on a shared, busy machine (no OpenMP oversubscription)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 RESUME_METHODS = ["smile", STATEFUL_METHOD] + (["l2sp"] if "l2sp" in METHODS else [])
 
 
