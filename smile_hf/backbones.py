@@ -228,14 +228,16 @@ class BackboneAdapter:
     @contextmanager
     def mix_stage_output(self, model: nn.Module, stage_index: int, mix_fn):
         """Within the context, the output of stage `stage_index` of `model` is replaced by `mix_fn(output)`
-        (manifold mixup). Tuple outputs have their first element mixed."""
+        (manifold mixup). Tuple outputs have their first element mixed. The hook runs before any other forward hook
+        of the stage (such as the ones `transformers` installs, once, to record `hidden_states`), so that the
+        recorded hidden state of the mixed stage is the mixed one whatever the order the hooks were installed in."""
 
         def hook(_module, _args, output):
             if isinstance(output, tuple):
                 return (mix_fn(output[0]), *output[1:])
             return mix_fn(output)
 
-        handle = self.stages(model)[stage_index].register_forward_hook(hook)
+        handle = self.stages(model)[stage_index].register_forward_hook(hook, prepend=True)
         try:
             yield
         finally:

@@ -179,7 +179,7 @@ def channel_importance(teacher, head: nn.Module, stage_indices, batches) -> list
                 count = min(group, num_channels - first)
                 mask = torch.ones(count, num_channels, device=pixel_values.device)
                 mask[torch.arange(count), torch.arange(first, first + count)] = 0.0
-                handle = stages[index].register_forward_hook(_zeroed_copies_hook(adapter, mask))
+                handle = stages[index].register_forward_hook(_zeroed_copies_hook(adapter, mask), prepend=True)
                 try:
                     logits = adapter.forward(model, pixel_values, source_head=head).source_logits.float()
                 finally:
