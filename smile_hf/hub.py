@@ -191,11 +191,13 @@ class TrainingResults:
 
 
 def _eval_metrics(entry: dict) -> dict[str, float]:
-    return {
+    """The metrics of an evaluation log entry, `eval_` prefix removed, the loss last."""
+    metrics = {
         key[len("eval_") :]: value
         for key, value in entry.items()
         if key.startswith("eval_") and key[len("eval_") :] not in _NOT_METRICS and isinstance(value, (int, float))
     }
+    return dict(sorted(metrics.items(), key=lambda item: item[0] == "loss"))
 
 
 def training_results(log_history: Iterable[dict]) -> TrainingResults:

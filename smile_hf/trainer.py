@@ -37,7 +37,7 @@ logger = logging.get_logger(__name__)
 SMILE_STATE_NAME = "smile_state.safetensors"
 """File, in each Trainer checkpoint, holding the state the stock Trainer does not know about."""
 TRAINING_ARGS_JSON_NAME = "training_args.json"
-"""The training arguments saved with the model, as JSON (replaces the Trainer's pickled `training_args.bin`)."""
+"""The training arguments saved with the model as JSON, readable without unpickling the Trainer's `training_args.bin`."""
 
 
 class SmileTrainer(Trainer):
@@ -237,7 +237,8 @@ class SmileTrainer(Trainer):
         """Save the student as a plain checkpoint of its class, loadable by `AutoModelForImageClassification` and
         `pipeline("image-classification")`: attached training-only heads are left out, placeholder `id2label`
         names are replaced by the class names of the training set (a `ClassLabel` column), and the training
-        arguments are written as JSON (`training_args.json`) instead of the Trainer's pickled `training_args.bin`."""
+        arguments are also written as JSON (`training_args.json`). smile_hf never loads the Trainer's pickled
+        `training_args.bin` (nor does the Trainer)."""
         if state_dict is None:
             state_dict = unwrap_model(self.model).state_dict()
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith(SOURCE_HEAD_NAME + ".")}
@@ -248,9 +249,6 @@ class SmileTrainer(Trainer):
         if not self.args.should_save:
             return
         output_dir = output_dir if output_dir is not None else self.args.output_dir
-        pickled_args = os.path.join(output_dir, "training_args.bin")
-        if os.path.isfile(pickled_args):
-            os.remove(pickled_args)
         with open(os.path.join(output_dir, TRAINING_ARGS_JSON_NAME), "w", encoding="utf-8") as f:
             f.write(self.args.to_json_string())
         if self.processing_class is None and not getattr(self, "_saving_checkpoint", False):
