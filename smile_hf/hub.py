@@ -289,7 +289,8 @@ def build_model_card(
         method: the `SmileTrainingArguments.method` string.
         method_hyperparameters / training_hyperparameters: tables of the card (see [`method_hyperparameters`]).
         results: evaluation results and loss terms (see [`training_results`]).
-        base_model: the pre-trained checkpoint fine-tuned (a Hub id goes into the metadata).
+        base_model: the pre-trained checkpoint fine-tuned: a Hub id goes into the metadata; of a local folder, only
+            its name is shown.
         dataset_id: the dataset's Hub id (`datasets` metadata and `dataset_type` of the results).
         dataset_name / dataset_config / dataset_split: how the dataset is named in the results.
         labels: the class names, in label id order.
@@ -323,7 +324,7 @@ def build_model_card(
         license=license,
         language=language,
         tags=all_tags,
-        metrics=list(results.eval_metrics) or None,
+        metrics=[m for m in results.eval_metrics if m != "loss"] or None,
         eval_results=eval_results or None,
     )
     labels = list(labels or [])
@@ -338,7 +339,7 @@ def build_model_card(
         card_data,
         template_path=str(template_path),
         model_name=model_name,
-        base_model=hub_model or base_model,
+        base_model=hub_model or (os.path.basename(os.path.normpath(base_model)) if base_model else None),
         base_model_url=f"https://huggingface.co/{hub_model}" if hub_model else None,
         dataset_name=name,
         dataset_config=dataset_config,

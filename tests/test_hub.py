@@ -182,7 +182,8 @@ def test_card_from_pieces_round_trips(tmp_path):
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
     assert {r.metric_type: r.metric_value for r in loaded.data.eval_results} == {"loss": 0.8, "accuracy": 0.75}
-    assert loaded.data.base_model is None  # a local folder is not a Hub id
+    assert loaded.data.base_model is None  # a local folder is not a Hub id, and its path is not published
+    assert str(tmp_path) not in loaded.text and f"`{tmp_path.name}`" in loaded.text
     assert "| `loss_aux` | 3 | 1 |" in loaded.text and "x, y" in loaded.text
 
 
