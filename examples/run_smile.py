@@ -1,0 +1,464 @@
+#!/usr/bin/env python
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""Fine-tune any `AutoModelForImageClassification` checkpoint on a target dataset with SMILE or a baseline.
+
+In the style of transformers' `examples/pytorch/image-classification/run_image_classification.py`; the data work
+is done by `smile_hf.data`, the metrics by `smile_hf.metrics`, the training by `smile_hf.SmileTrainer`.
+
+    # Offline demo (no argument): plain fine-tuning vs SMILE on few-shot digits, from a bundled Fashion-MNIST ResNet
+    python examples/run_smile.py
+
+    # A benchmark preset, the reference's optimisation recipe
+    python examples/run_smile.py --dataset cub200 --model_name_or_path microsoft/resnet-50 \\
+        --method smile --reference_recipe True --max_steps 9000 --output_dir runs/cub200-smile
+
+    # Your own image folders (one sub-folder per class), a 10-shot subset
+    python examples/run_smile.py --train_dir data/train --validation_dir data/val --train_samples_per_class 10 \\
+        --model_name_or_path microsoft/resnet-50 --output_dir runs/mine
+
+    # Arguments from a file
+    python examples/run_smile.py config.json   # or config.yaml
+
+    # Two processes: on GPUs, or on a CPU-only machine (gloo)
+    accelerate launch --multi_gpu --num_processes 2 examples/run_smile.py ...
+    torchrun --nproc_per_node 2 examples/run_smile.py ...
+
+Bad input (unknown dataset, missing columns, labels out of range, empty folders, a model that is not an image
+classifier or cannot be reached) stops the script with one `run_smile.py: error: ...` line before training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoConfig, AutoImageProcessor, HfArgumentParser, set_seed
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
+
+from smile_hf import SmileTrainer, SmileTrainingArguments, load_source_model, load_student
+from smile_hf.backbones import unwrap_model
+from smile_hf.data import (
+    CORRUPT_IMAGE_POLICIES,
+    DATASET_PRESETS,
+    DataError,
+    PreparedData,
+    TransformConfig,
+    collate,
+    prepare_datasets,
+    set_transforms,
+)
+from smile_hf.methods import METHODS
+from smile_hf.metrics import ClassificationMetrics
+
+logger = logging.getLogger("run_smile")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLED_CHECKPOINT = "checkpoints/fmnist-resnet-tiny"
+"""Source checkpoint shipped in the repository (a tiny ResNet pre-trained on Fashion-MNIST)."""
+
+DEMO_ARGS = [
+    "--dataset", "digits",
+    "--train_samples_per_class", "10",
+    "--random_horizontal_flip", "False",  # digits are not mirror-symmetric
+    "--compare_methods", "finetune,smile",
+    "--seeds", "0,1,2",
+    "--reference_recipe", "True",  # SGD Nesterov 0.9, lr 0.01, wd 1e-4, batch 48, lr x0.1 at 2/3
+    "--max_steps", "200",
+    "--per_device_eval_batch_size", "256",
+    "--eval_strategy", "no",
+    "--save_strategy", "no",
+    "--logging_steps", "50",
+    "--report_to", "none",
+    "--output_dir", "outputs/run_smile_demo",
+]  # fmt: skip
+"""What `python examples/run_smile.py` (no argument, e.g. `make demo`) runs: a few minutes on 2 CPU cores."""
+
+
+@dataclass
+class ModelArguments:
+    """Which checkpoint to fine-tune."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Any AutoModelForImageClassification checkpoint: a local folder or a Hub id (e.g. "
+            f"microsoft/resnet-50). Default: the bundled {BUNDLED_CHECKPOINT}."
+        },
+    )
+    num_labels: int | None = field(
+        default=None, metadata={"help": "Classes of the new head (default: the number of classes of the data)."}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where to cache downloaded models and datasets."})
+    model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the checkpoint."})
+    token: str | None = field(default=None, metadata={"help": "Hub token for private models or datasets."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
+
+
+@dataclass
+class DataTrainingArguments:
+    """What data to train and evaluate on."""
+
+    dataset: str | None = field(
+        default=None, metadata={"help": f"A dataset preset: {', '.join(sorted(DATASET_PRESETS))}."}
+    )
+    train_dir: str | None = field(
+        default=None, metadata={"help": "Folder of training images, one sub-folder per class (instead of --dataset)."}
+    )
+    validation_dir: str | None = field(
+        default=None, metadata={"help": "Folder of evaluation images (default: --train_val_split of --train_dir)."}
+    )
+    image_column: str | None = field(default=None, metadata={"help": "Image column (default: the preset's/image)."})
+    label_column: str | None = field(default=None, metadata={"help": "Label column (default: the preset's/label)."})
+    train_val_split: float = field(
+        default=0.15, metadata={"help": "Fraction of train held out for evaluation when there is no eval split."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on a random subset of this size."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on a random subset of this size."})
+    train_samples_per_class: int | None = field(
+        default=None, metadata={"help": "Few-shot: train on this many examples of each class (drawn with --seed)."}
+    )
+    corrupt_images: str = field(
+        default="error",
+        metadata={
+            "help": "Undecodable images: 'error' stops at the first one and names it; 'skip' drops them all "
+            "(after a scan) and logs their indices.",
+            "choices": list(CORRUPT_IMAGE_POLICIES),
+        },
+    )
+    random_horizontal_flip: bool = field(default=True, metadata={"help": "Flip training images left-right."})
+    crop_pct: float | None = field(
+        default=None, metadata={"help": "Crop size / resize size (default: the processor's, else 224/256)."}
+    )
+
+
+@dataclass
+class ExperimentArguments:
+    """Several runs in one call, and diagnostics."""
+
+    compare_methods: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated methods trained one after the other on every seed, e.g. finetune,smile."},
+    )
+    seeds: str | None = field(default=None, metadata={"help": "Comma-separated seeds (default: --seed)."})
+    results_file: str = field(default="results.json", metadata={"help": "Results file name in --output_dir."})
+    save_rank_states: bool = field(
+        default=False,
+        metadata={"help": "Debug: save every process's student, auxiliary head and teacher to output_dir/rank_states."},
+    )
+
+
+class InputError(ValueError):
+    """Bad command-line input found before training (one line, shown as is)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Arguments
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> HfArgumentParser:
+    return HfArgumentParser((ModelArguments, DataTrainingArguments, SmileTrainingArguments, ExperimentArguments))
+
+
+def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, SmileTrainingArguments, ExperimentArguments]:
+    """Parse the command line, or a single `.json` / `.yaml` file of arguments; no argument runs [`DEMO_ARGS`]."""
+    parser = build_parser()
+    if not argv:
+        argv = DEMO_ARGS
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        parsed = parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+    elif len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        parsed = parser.parse_yaml_file(yaml_file=os.path.abspath(argv[0]))
+    else:
+        parsed = parser.parse_args_into_dataclasses(args=argv)
+    model_args, data_args, training_args, experiment_args = parsed
+    finalize_args(model_args, training_args)
+    return model_args, data_args, training_args, experiment_args
+
+
+def finalize_args(model_args: ModelArguments, training_args: SmileTrainingArguments) -> None:
+    """Fill in what the script needs whatever the user passed."""
+    if model_args.model_name_or_path is None:
+        model_args.model_name_or_path = resolve_bundled(BUNDLED_CHECKPOINT)
+    # The transforms read the image column, which the Trainer would drop; labels are called `labels`.
+    training_args.remove_unused_columns = False
+    training_args.label_names = ["labels"]
+
+
+def resolve_bundled(path: str) -> str:
+    """A repository-relative path, found from the current directory or from the repository root."""
+    return path if os.path.isdir(path) else str(REPO_ROOT / path)
+
+
+def parse_list(text: str | None, cast=str) -> list:
+    return [cast(item.strip()) for item in text.split(",") if item.strip()] if text else []
+
+
+def find_last_checkpoint(output_dir: str) -> str | None:
+    """The last `checkpoint-*` folder of `output_dir` to resume from, if any (one place to swap the detection)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def check_model(model_args: ModelArguments) -> None:
+    """Raise an [`InputError`] unless the checkpoint can be read and is an image classifier (config only)."""
+    name = model_args.model_name_or_path
+    try:
+        config = AutoConfig.from_pretrained(
+            name, cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token,
+            trust_remote_code=model_args.trust_remote_code,
+        )  # fmt: skip
+    except (OSError, ValueError) as error:
+        where = "not a local folder with a config.json, and the Hugging Face Hub"
+        raise InputError(
+            f"Cannot load --model_name_or_path '{name}': {where} cannot be reached or has no such model "
+            f"(offline?). Pass a local checkpoint folder. [{type(error).__name__}]"
+        ) from error
+    if type(config) not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING and not _has_remote_classifier(config):
+        raise InputError(
+            f"--model_name_or_path '{name}' is a '{config.model_type}' model, not an image classifier: "
+            "AutoModelForImageClassification cannot load it. Use an image classification checkpoint."
+        )
+
+
+def _has_remote_classifier(config) -> bool:
+    return "AutoModelForImageClassification" in (getattr(config, "auto_map", None) or {})
+
+
+def load_image_processor(model_args: ModelArguments):
+    """The checkpoint's image processor, or `None` (ImageNet defaults) if it has none."""
+    try:
+        return AutoImageProcessor.from_pretrained(
+            model_args.model_name_or_path, cache_dir=model_args.cache_dir, revision=model_args.model_revision,
+            token=model_args.token, trust_remote_code=model_args.trust_remote_code,
+        )  # fmt: skip
+    except (OSError, ValueError):
+        logger.warning("The checkpoint has no image processor: using 224 x 224 crops and ImageNet mean / std.")
+        return None
+
+
+def needs_source_model(training_args: SmileTrainingArguments) -> bool:
+    """Whether the method needs the source model (a teacher or the source head)."""
+    method = METHODS[training_args.regularizer]
+    return method.needs_teacher or method.needs_source_head
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One run
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def prepare_data(data_args: DataTrainingArguments, model_args: ModelArguments, seed: int, processor) -> PreparedData:
+    data = prepare_datasets(
+        dataset=data_args.dataset,
+        train_dir=data_args.train_dir,
+        validation_dir=data_args.validation_dir,
+        image_column=data_args.image_column,
+        label_column=data_args.label_column,
+        num_labels=model_args.num_labels,
+        train_val_split=data_args.train_val_split,
+        max_train_samples=data_args.max_train_samples,
+        max_eval_samples=data_args.max_eval_samples,
+        train_samples_per_class=data_args.train_samples_per_class,
+        corrupt_images=data_args.corrupt_images,
+        seed=seed,
+        cache_dir=model_args.cache_dir,
+        token=model_args.token,
+    )
+    config = TransformConfig.from_image_processor(processor, data_args.crop_pct, data_args.random_horizontal_flip)
+    set_transforms(data, config)
+    return data
+
+
+def train_one(
+    model_args: ModelArguments, training_args: SmileTrainingArguments, data: PreparedData, processor
+) -> tuple[dict, SmileTrainer]:
+    """Train and evaluate one (method, seed); return its results."""
+    set_seed(training_args.seed)
+    load_kwargs = {
+        "cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token,
+        "trust_remote_code": model_args.trust_remote_code,
+    }  # fmt: skip
+    model = load_student(model_args.model_name_or_path, len(data.label_names), id2label=data.id2label, **load_kwargs)
+    teacher = load_source_model(model_args.model_name_or_path, **load_kwargs) if needs_source_model(training_args) else None
+    trainer = SmileTrainer(
+        model=model,
+        args=training_args,
+        teacher_model=teacher,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        data_collator=collate,
+        compute_metrics=ClassificationMetrics(),
+        processing_class=processor,
+    )
+    resume = training_args.resume_from_checkpoint or find_last_checkpoint(training_args.output_dir)
+    if resume:
+        logger.info(f"Resuming from {resume}")
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    metrics = trainer.evaluate()
+    if training_args.save_strategy != "no":
+        trainer.save_model()
+        trainer.save_state()
+    return {
+        "method": training_args.method,
+        "seed": training_args.seed,
+        "model": model_args.model_name_or_path,
+        "data": data.description,
+        "num_labels": len(data.label_names),
+        "num_train": len(data.train),
+        "num_eval": len(data.eval),
+        "world_size": training_args.world_size,
+        "global_step": trainer.state.global_step,
+        "train_runtime": train_result.metrics.get("train_runtime"),
+        "metrics": metrics,
+    }, trainer
+
+
+def save_rank_state(trainer: SmileTrainer, output_dir: str) -> None:
+    """Write this process's student (with its auxiliary head), teacher and world size, for cross-rank checks."""
+    import safetensors.torch
+
+    rank = trainer.args.process_index
+    folder = os.path.join(output_dir, "rank_states")
+    os.makedirs(folder, exist_ok=True)
+    state = {f"student.{k}": v for k, v in unwrap_model(trainer.model).state_dict().items()}
+    if trainer.teacher is not None:
+        state.update({f"teacher.{k}": v for k, v in trainer.teacher.model.state_dict().items()})
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    safetensors.torch.save_file(state, os.path.join(folder, f"rank{rank}.safetensors"))
+    with open(os.path.join(folder, f"rank{rank}.json"), "w") as f:
+        json.dump({"rank": rank, "world_size": trainer.args.world_size}, f)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reporting
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return _pct(values[0])
+    return f"{_pct(statistics.mean(values))} ± {100 * statistics.stdev(values):.2f}"
+
+
+def results_table(runs: list[dict]) -> str:
+    """A Markdown table: one row per seed, top-1 of each method side by side, then mean ± std, top-5 and ECE."""
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    seeds = list(dict.fromkeys(r["seed"] for r in runs))
+    by_key = {(r["method"], r["seed"]): r["metrics"] for r in runs}
+    lines = ["| seed | " + " | ".join(f"{m} top-1 (%)" for m in methods) + " |"]
+    lines.append("|---|" + "---:|" * len(methods))
+    for seed in seeds:
+        cells = [_pct(by_key.get((m, seed), {}).get("eval_accuracy")) for m in methods]
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+
+    def column(method: str, key: str) -> list[float]:
+        return [by_key[(method, s)][key] for s in seeds if key in by_key.get((method, s), {})]
+
+    for label, key in (("top-1", "eval_accuracy"), ("top-5", "eval_top5_accuracy"), ("ECE", "eval_ece")):
+        lines.append(f"| mean {label} | " + " | ".join(_mean_std(column(m, key)) for m in methods) + " |")
+    return "\n".join(lines)
+
+
+def write_results(runs: list[dict], output_dir: str, file_name: str) -> str:
+    path = os.path.join(output_dir, file_name)
+    os.makedirs(output_dir, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"runs": runs, "table": results_table(runs)}, f, indent=2, default=str)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def run_plan(training_args: SmileTrainingArguments, experiment_args: ExperimentArguments) -> list[SmileTrainingArguments]:
+    """One `SmileTrainingArguments` per (method, seed), each with its own output folder when there are several."""
+    methods = parse_list(experiment_args.compare_methods) or [training_args.method]
+    seeds = parse_list(experiment_args.seeds, int) or [training_args.seed]
+    if len(methods) * len(seeds) == 1:
+        return [replace(training_args, method=methods[0], seed=seeds[0])]
+    return [
+        replace(training_args, method=m, seed=s, output_dir=os.path.join(training_args.output_dir, f"{m}-seed{s}"))
+        for s in seeds
+        for m in methods
+    ]
+
+
+def configure_logging(training_args: SmileTrainingArguments) -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler()])
+    level = training_args.get_process_log_level()
+    for name in ("run_smile", "smile_hf"):
+        logging.getLogger(name).setLevel(level if level != logging.WARNING else logging.INFO)
+    transformers.utils.logging.set_verbosity(level)
+    import datasets
+
+    datasets.utils.logging.set_verbosity(level)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        print("No arguments: running the offline demo (plain fine-tuning vs SMILE on few-shot digits):\n  "
+              "python examples/run_smile.py " + " ".join(DEMO_ARGS), flush=True)  # fmt: skip
+    model_args, data_args, training_args, experiment_args = parse_args(argv)
+    configure_logging(training_args)
+    check_model(model_args)
+    processor = load_image_processor(model_args)
+    plan = run_plan(training_args, experiment_args)
+    datasets_by_seed = {}
+    with training_args.main_process_first(desc="loading the datasets"):
+        for args in plan:
+            if args.seed not in datasets_by_seed:
+                datasets_by_seed[args.seed] = prepare_data(data_args, model_args, args.seed, processor)
+    logger.info(
+        f"Data: {datasets_by_seed[plan[0].seed].description}: {len(datasets_by_seed[plan[0].seed].train)} train / "
+        f"{len(datasets_by_seed[plan[0].seed].eval)} eval examples; world size {training_args.world_size}"
+    )
+    runs = []
+    for args in plan:
+        result, trainer = train_one(model_args, args, datasets_by_seed[args.seed], processor)
+        runs.append(result)
+        if experiment_args.save_rank_states:
+            save_rank_state(trainer, args.output_dir)
+        if args.should_save:
+            write_results([result], args.output_dir, experiment_args.results_file)
+    if training_args.should_save:
+        path = write_results(runs, training_args.output_dir, experiment_args.results_file)
+        data = datasets_by_seed[plan[0].seed]
+        print(f"\nResults ({data.description}, {len(data.eval)} eval images, model {model_args.model_name_or_path}):")
+        print(results_table(runs))
+        print(f"Saved to {path}", flush=True)
+    return runs
+
+
+def cli() -> None:
+    try:
+        main()
+    except (DataError, InputError) as error:
+        print(f"run_smile.py: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    cli()
