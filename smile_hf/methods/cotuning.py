@@ -117,8 +117,9 @@ class CoTuning(TransferMethod):
     def loss_terms(self, inputs: LossInputs) -> LossTerms:
         if self.relationship is None:
             raise RuntimeError("Co-Tuning's category relationship is not computed: call `prepare(trainer)` first.")
-        relationship = self.relationship.to(inputs.student.source_logits.device)
-        target = relationship[inputs.labels]
+        if self.relationship.device != inputs.labels.device:  # once, after a checkpoint was loaded on the CPU
+            self.relationship = self.relationship.to(inputs.labels.device)
+        target = self.relationship[inputs.labels]
         if inputs.mix is not None:
             target = mix_tensor(target, inputs.mix)
         return {"cotuning": (self.args.cotuning_lambda, soft_cross_entropy(inputs.student.source_logits.float(), target))}

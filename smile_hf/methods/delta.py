@@ -84,8 +84,7 @@ def behavioral_distance(student_maps, teacher_maps, attention=None) -> torch.Ten
             continue
         _, channels, height, width = diff.shape
         per_channel = diff.pow(2).sum(dim=(2, 3))  # B x C
-        weights = attention[j].to(per_channel.device)
-        total = total + 0.5 * channels * (per_channel * weights).sum() / (height * width)
+        total = total + 0.5 * channels * (per_channel * attention[j].to(per_channel.device)).sum() / (height * width)
     return total
 
 
@@ -260,6 +259,8 @@ class Delta(TransferMethod):
         num_layers = self.num_layers(len(inputs.student.hidden_maps))
         if self.attention is not None and len(self.attention) != num_layers:
             raise ValueError(f"DELTA has attention for {len(self.attention)} layers but regularises {num_layers}.")
+        if self.attention is not None and self.attention[0].device != inputs.labels.device:
+            self.attention = [a.to(inputs.labels.device) for a in self.attention]  # once, after a checkpoint load
         student_maps = inputs.student.hidden_maps[-num_layers:]
         teacher_maps = self.teacher_maps(inputs)[-num_layers:]
         return {

@@ -66,10 +66,18 @@ class L2SP(TransferMethod):
         if not self.starting_point:
             raise RuntimeError("L2-SP has no starting point: SmileTrainer.train() calls `setup` before training.")
         params = trainable_backbone_parameters(inputs.adapter, inputs.model)
+        self._follow_devices(params)
         return {
             "sp": (self.args.l2sp_alpha, starting_point_distance(params, self.starting_point)),
             "head": (self.args.l2sp_beta, head_penalty(inputs)),
         }
+
+    def _follow_devices(self, params: dict[str, torch.Tensor]) -> None:
+        """Move w0 next to the parameters once (a checkpoint's state is loaded on the CPU)."""
+        for name, p in params.items():
+            start = self.starting_point.get(name)
+            if start is not None and start.device != p.device:
+                self.starting_point[name] = start.to(p.device)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"w0.{name}": t for name, t in self.starting_point.items()}
@@ -81,4 +89,4 @@ class L2SP(TransferMethod):
         if self.starting_point and loaded.keys() != self.starting_point.keys():
             raise ValueError("The checkpoint's L2-SP starting point does not match this model's backbone.")
         devices = {name: t.device for name, t in self.starting_point.items()}
-        self.starting_point = {name: t.to(devices.get(name, t.device)).clone() for name, t in loaded.items()}
+        self.starting_point = {name: t.to(devices.get(name, t.device), copy=True) for name, t in loaded.items()}
