@@ -245,3 +245,46 @@ def test_resuming_with_another_method_is_refused(tmp_path):
     other = make_trainer(tmp_path, STATEFUL_METHOD, max_steps=2)
     with pytest.raises(ValueError, match="written by method 'smile'"):
         other.train(resume_from_checkpoint=True)
+
+
+DDP_SCRIPT = """
+import os, sys
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import torch
+torch.set_num_threads(1)
+sys.path.insert(0, sys.argv[1])
+from tests.testing_utils import random_image_dataset, source_and_student
+from smile_hf import SmileTrainer, SmileTrainingArguments
+output_dir, max_steps, resume = sys.argv[2], int(sys.argv[3]), sys.argv[4] == "resume"
+source, student = source_and_student("resnet")
+args = SmileTrainingArguments(
+    output_dir=output_dir, report_to="none", use_cpu=True, method="l2sp", max_steps=max_steps, disable_tqdm=True,
+    per_device_train_batch_size=2, save_strategy="steps", save_steps=1, save_total_limit=1,
+)
+trainer = SmileTrainer(model=student, args=args, teacher_model=source, train_dataset=random_image_dataset(8))
+trainer.train(resume_from_checkpoint=resume or None)
+print(f"rank {args.process_index} of {args.world_size} at step {trainer.state.global_step}", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_two_process_checkpoints_are_complete_and_resume(tmp_path):
+    """Under DDP the marker is written after every rank's files (each rank saves its own RNG state)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp_run.py"
+    script.write_text(DDP_SCRIPT)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for steps, mode in ((2, "fresh"), (3, "resume")):
+        run = subprocess.run([*torchrun, str(script), repo, str(tmp_path / "out"), str(steps), mode],
+                             capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        for rank in (0, 1):
+            assert f"rank {rank} of 2 at step {steps}" in run.stdout
+        assert ckpt.list_checkpoints(str(tmp_path / "out")) == [(steps, str(tmp_path / "out" / f"checkpoint-{steps}"))]
+        marker = json.loads((tmp_path / "out" / f"checkpoint-{steps}" / ckpt.COMPLETE_MARKER_NAME).read_text())
+        assert {"rng_state_0.pth", "rng_state_1.pth", trainer_module.SMILE_STATE_NAME} <= set(marker["files"])
+        assert ckpt.is_complete_checkpoint(str(tmp_path / "out" / f"checkpoint-{steps}"))
