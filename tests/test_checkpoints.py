@@ -60,7 +60,9 @@ def running_center_method():
     METHODS.pop(STATEFUL_METHOD, None)
 
 
-RESUME_METHODS = ["smile", STATEFUL_METHOD] + (["l2sp"] if "l2sp" in METHODS else [])
+# every stateful method present (the baselines are added as they land), plus one mixing strategy
+RESUME_METHODS = ["smile", STATEFUL_METHOD, "finetune+cutmix"]
+RESUME_METHODS += [m for m in ("l2sp", "delta", "cotuning", "rifle", "bss") if m in METHODS]
 
 
 class StopAt(TrainerCallback):
