@@ -9,11 +9,16 @@ mode (BatchNorm uses running statistics) and no gradient ever reaches it.
 
 from __future__ import annotations
 
+import contextlib
+import weakref
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
 import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from .backbones import BackboneAdapter, ForwardOutput
+from .backbones import BackboneAdapter, ForwardOutput, unwrap_model
 
 
 class EmaTeacher:
@@ -25,6 +30,9 @@ class EmaTeacher:
         decay (`float`): EMA decay d in [0, 1]; 1 keeps the teacher fixed.
         update_every (`int`): optimizer steps between two updates.
         include_buffers (`bool`): also average floating-point buffers (BatchNorm running statistics).
+        autocast (`Callable[[], AbstractContextManager]`, *optional*): returns the mixed-precision context the
+            teacher's forward runs under; [`SmileTrainer`] passes its accelerator's, the one the student's forward
+            runs under (`bf16=True` / `fp16=True`). Defaults to none (the teacher's own precision).
     """
 
     def __init__(
@@ -34,26 +42,49 @@ class EmaTeacher:
         decay: float = 0.999,
         update_every: int = 10,
         include_buffers: bool = False,
+        autocast: Callable[[], AbstractContextManager] | None = None,
     ):
         self.model = model.eval().requires_grad_(False)
+        self.autocast = autocast or contextlib.nullcontext
         self.adapter = adapter
         self.decay = decay
         self.update_every = update_every
         self.include_buffers = include_buffers
         self.num_updates = 0
+        # (weak reference to the student, teacher tensors, student tensors) of the last update: the pairs are
+        # matched by name once, not at every update (see `_pairs`).
+        self._pairs_cache: tuple[weakref.ref, list[torch.Tensor], list[torch.Tensor]] | None = None
 
     def to(self, *args, **kwargs) -> EmaTeacher:
         self.model.to(*args, **kwargs)
+        self._pairs_cache = None
         return self
 
     @torch.no_grad()
     def __call__(self, pixel_values: torch.Tensor, output_hidden_states: bool = False) -> ForwardOutput:
-        """Source logits and feature maps of the (unmixed) images, without autograd state."""
-        self.model.eval()
-        return self.adapter.forward(self.model, pixel_values, output_hidden_states=output_hidden_states)
+        """Source logits and feature maps of the images, without autograd state, under `autocast`."""
+        if self.model.training:  # `eval()` walks every submodule: only when someone switched the teacher to train
+            self.model.eval()
+        with self.autocast():
+            return self.adapter.forward(self.model, pixel_values, output_hidden_states=output_hidden_states)
 
     def _pairs(self, student: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """(teacher tensors, student tensors) matched by name over the backbone."""
+        """(teacher tensors, student tensors) matched by name over the backbone.
+
+        The parameter lists are built once per student and reused: parameters keep their identity through
+        in-place updates, `load_state_dict` and `Module.to`. Buffers can be replaced (`Module.to` re-creates
+        them), so with `include_buffers` the lists are rebuilt at every update.
+        """
+        inner = unwrap_model(student)
+        cached = self._pairs_cache
+        if cached is not None and cached[0]() is inner:
+            return cached[1], cached[2]
+        teacher_tensors, student_tensors = self._match(inner)
+        if not self.include_buffers:
+            self._pairs_cache = (weakref.ref(inner), teacher_tensors, student_tensors)
+        return teacher_tensors, student_tensors
+
+    def _match(self, student: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         teacher_tensors = dict(self.adapter.backbone_named_parameters(self.model))
         student_tensors = dict(self.adapter.backbone_named_parameters(student))
         if self.include_buffers:
@@ -63,13 +94,14 @@ class EmaTeacher:
         missing = [n for n in names if n not in student_tensors]
         if missing:
             raise ValueError(f"Teacher and student backbones differ: the student has no {missing[:3]}.")
-        return [teacher_tensors[n] for n in names], [student_tensors[n].detach() for n in names]
+        return [teacher_tensors[n] for n in names], [student_tensors[n] for n in names]
 
     @torch.no_grad()
     def update(self, student: nn.Module) -> None:
         """One EMA step towards `student`'s backbone: teacher <- lerp(teacher, student, 1 - decay)."""
         teacher_tensors, student_tensors = self._pairs(student)
-        student_tensors = [s.to(dtype=t.dtype) for t, s in zip(teacher_tensors, student_tensors)]
+        if any(s.dtype != t.dtype for t, s in zip(teacher_tensors, student_tensors)):
+            student_tensors = [s.to(dtype=t.dtype) for t, s in zip(teacher_tensors, student_tensors)]
         torch._foreach_lerp_(teacher_tensors, student_tensors, 1.0 - self.decay)
         self.num_updates += 1
 
@@ -85,6 +117,7 @@ class EmaTeacher:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict({k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")})
+        self._pairs_cache = None
         self.num_updates = int(state["num_updates"])
 
 

@@ -80,7 +80,12 @@ class SmileTrainer(Trainer):
         if self.method.needs_teacher:
             decay = args.ema_decay if self.method.ema_teacher else 1.0
             self.teacher = EmaTeacher(
-                source_model, self.adapter, decay, args.ema_update_every, include_buffers=args.ema_buffers
+                source_model,
+                self.adapter,
+                decay,
+                args.ema_update_every,
+                include_buffers=args.ema_buffers,
+                autocast=lambda: self.accelerator.autocast(),  # the student's mixed precision (accelerate's)
             ).to(args.device)
             if self.method.ema_teacher:
                 self.add_callback(EmaTeacherCallback(self.teacher, self.in_final_phase))
