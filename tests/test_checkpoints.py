@@ -260,8 +260,9 @@ from smile_hf import SmileTrainer, SmileTrainingArguments
 output_dir, max_steps, resume = sys.argv[2], int(sys.argv[3]), sys.argv[4] == "resume"
 source, student = source_and_student("resnet")
 args = SmileTrainingArguments(
-    output_dir=output_dir, report_to="none", use_cpu=True, method="l2sp", max_steps=max_steps, disable_tqdm=True,
-    per_device_train_batch_size=2, save_strategy="steps", save_steps=1, save_total_limit=1,
+    output_dir=output_dir, report_to="none", use_cpu=True, method="smile", max_steps=max_steps, disable_tqdm=True,
+    per_device_train_batch_size=2, save_strategy="steps", save_steps=1, save_total_limit=1, ema_update_every=1,
+    ddp_find_unused_parameters=False,  # the source head's output is not among the model's outputs
 )
 trainer = SmileTrainer(model=student, args=args, teacher_model=source, train_dataset=random_image_dataset(8))
 trainer.train(resume_from_checkpoint=resume or None)
