@@ -106,6 +106,10 @@ class SmileTrainingArguments(TrainingArguments):
             RIFLE: how many times the new head is re-initialised, evenly spaced over training.
         cotuning_lambda (`float`, *optional*, defaults to `2.3`):
             Co-Tuning: weight of the source-head cross-entropy against the translated source labels.
+
+    Unlike `TrainingArguments`, `ddp_find_unused_parameters` defaults to `False`: the auxiliary (source) head is
+    applied inside the student's forward pass but its output is not one of the model's outputs, which DDP's search
+    for unused parameters cannot follow.
     """
 
     # ---- method ---------------------------------------------------------------------------------------------
@@ -173,6 +177,11 @@ class SmileTrainingArguments(TrainingArguments):
         self.regularizer, self.mixing = parse_method(self.method)
         if self.reference_recipe:
             self._apply_reference_recipe()
+        if self.ddp_find_unused_parameters is None:
+            # Every parameter gets a gradient at every step (the attached source head through its outputs, or through
+            # L_cls in the final phase), but its outputs are not among the model's: DDP's unused-parameter search
+            # would mark it ready twice.
+            self.ddp_find_unused_parameters = False
         self._validate_smile_arguments()
         super().__post_init__()
 
