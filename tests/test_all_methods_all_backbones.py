@@ -1,0 +1,50 @@
+"""Every method, mixing strategy and a few regulariser + mixing combinations train end to end, for two steps, on a
+tiny model of every supported backbone family (64 x 64 images, batch 2), with finite losses and the method's own
+loss terms logged. The formulas themselves are checked in test_methods.py and test_smile_loss.py."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from smile_hf import SmileTrainer, SmileTrainingArguments
+
+from .test_methods import single_thread  # noqa: F401  (autouse fixture)
+from .testing_utils import FAMILIES, random_image_dataset, source_and_student
+
+# method -> loss terms it must log (besides `loss_main`)
+METHODS = {
+    "l2sp": {"loss_sp", "loss_head"},
+    "delta": {"loss_delta", "loss_head"},
+    "bss": {"loss_bss"},
+    "rifle": set(),
+    "cotuning": {"loss_cotuning"},
+    "mixup": {"mix_lambda"},
+    "cutmix": {"mix_lambda"},
+    "manifold_mixup": {"mix_lambda"},
+    "l2sp+mixup": {"loss_sp", "loss_head", "mix_lambda"},
+    "delta+manifold_mixup": {"loss_delta", "loss_head", "mix_lambda"},
+    "cotuning+cutmix": {"loss_cotuning", "mix_lambda"},
+    "smile+cutmix": {"loss_aux", "loss_reg", "loss_cls", "mix_lambda"},
+}
+
+DATASET = random_image_dataset(4, num_labels=3)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("family", FAMILIES)
+def test_method_trains_on_backbone(family, method, tmp_path):
+    source, student = source_and_student(family, num_source=7, num_target=3)
+    args = SmileTrainingArguments(
+        output_dir=str(tmp_path), report_to="none", use_cpu=True, save_strategy="no", method=method,
+        max_steps=2, per_device_train_batch_size=2, logging_steps=1, disable_tqdm=True, final_finetune_fraction=0.0,
+        delta_attention_batches=1, delta_attention_epochs=1, rifle_num_reinits=1,
+    )  # fmt: skip
+    trainer = SmileTrainer(model=student, args=args, teacher_model=source, train_dataset=DATASET)
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2
+    for log in logs:
+        assert METHODS[method] | {"loss_main"} <= set(log), log
+        assert all(math.isfinite(v) for k, v in log.items() if k.startswith("loss")), log
