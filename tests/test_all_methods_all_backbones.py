@@ -10,7 +10,6 @@ import pytest
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
 
-from .test_methods import single_thread  # noqa: F401  (autouse fixture)
 from .testing_utils import FAMILIES, random_image_dataset, source_and_student
 
 # method -> loss terms it must log (besides `loss_main`)

@@ -25,15 +25,6 @@ from .testing_utils import IMAGE_SIZE, random_image_dataset, source_and_student
 
 RTOL = 1e-5
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models on a shared, busy CPU run many times faster on one thread than on several."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 LABELS = torch.tensor([0, 1, 2, 0, 1, 2])
 PERM = torch.tensor([3, 0, 5, 1, 2, 4])
 

@@ -169,9 +169,13 @@ def channel_importance(teacher, head: nn.Module, stage_indices, batches) -> list
     adapter, model = teacher.adapter, teacher.model
     stages = adapter.stages(model)
     channels = stage_output_channels(adapter, model, stage_indices, batches[0][0])
+
+    def classify(pooled: torch.Tensor) -> torch.Tensor:  # the float32 probe on features of any dtype
+        return head(pooled.float())
+
     totals = [torch.zeros(c, dtype=torch.float64, device=batches[0][0].device) for c in channels]
     for pixel_values, labels in batches:
-        intact = F.cross_entropy(adapter.forward(model, pixel_values, source_head=head).source_logits.float(), labels)
+        intact = F.cross_entropy(adapter.forward(model, pixel_values, source_head=classify).source_logits, labels)
         group = max(1, ATTENTION_SAMPLES_PER_PASS // len(pixel_values))
         for total, index, num_channels in zip(totals, stage_indices, channels):
             for first in range(0, num_channels, group):
@@ -180,7 +184,7 @@ def channel_importance(teacher, head: nn.Module, stage_indices, batches) -> list
                 mask[torch.arange(count), torch.arange(first, first + count)] = 0.0
                 handle = stages[index].register_forward_hook(_zeroed_copies_hook(adapter, mask), prepend=True)
                 try:
-                    logits = adapter.forward(model, pixel_values, source_head=head).source_logits.float()
+                    logits = adapter.forward(model, pixel_values, source_head=classify).source_logits
                 finally:
                     handle.remove()
                 zeroed = F.cross_entropy(logits, labels.repeat(count), reduction="none").view(count, -1).mean(dim=1)
