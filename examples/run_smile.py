@@ -44,6 +44,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATIO
 
 from smile_hf import SmileTrainer, SmileTrainingArguments, load_source_model, load_student
 from smile_hf.backbones import unwrap_model
+from smile_hf.distributed import add_buffer_sync
 from smile_hf.data import (
     CORRUPT_IMAGE_POLICIES,
     DATASET_PRESETS,
@@ -69,6 +70,7 @@ DEMO_ARGS = [
     "--random_horizontal_flip", "False",  # digits are not mirror-symmetric
     "--compare_methods", "finetune,smile",
     "--seeds", "0,1,2",
+    "--torch_num_threads", "1",  # a 80k-parameter model: threads cost more than they give
     "--reference_recipe", "True",  # SGD Nesterov 0.9, lr 0.01, wd 1e-4, batch 48, lr x0.1 at 2/3
     "--max_steps", "200",
     "--per_device_eval_batch_size", "256",
@@ -148,6 +150,13 @@ class ExperimentArguments:
     )
     seeds: str | None = field(default=None, metadata={"help": "Comma-separated seeds (default: --seed)."})
     results_file: str = field(default="results.json", metadata={"help": "Results file name in --output_dir."})
+    torch_num_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "CPU threads of torch's intra-op pool (default: torch's choice). 1 is fastest for tiny models "
+            "and on shared CPUs, where extra threads mostly wait for each other."
+        },
+    )
     save_rank_states: bool = field(
         default=False,
         metadata={"help": "Debug: save every process's student, auxiliary head and teacher to output_dir/rank_states."},
@@ -195,6 +204,14 @@ def finalize_args(model_args: ModelArguments, training_args: SmileTrainingArgume
 def resolve_bundled(path: str) -> str:
     """A repository-relative path, found from the current directory or from the repository root."""
     return path if os.path.isdir(path) else str(REPO_ROOT / path)
+
+
+def run_processes_on_cpu_without_accelerator() -> None:
+    """Several processes (torchrun, `accelerate launch --multi_gpu`) on a machine without an accelerator: tell the
+    Trainer to run them on CPU with gloo; unless told, transformers leaves each process alone (world size 1)."""
+    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator:
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
 
 
 def parse_list(text: str | None, cast=str) -> list:
@@ -304,6 +321,8 @@ def train_one(
         compute_metrics=ClassificationMetrics(),
         processing_class=processor,
     )
+    if training_args.world_size > 1:
+        add_buffer_sync(trainer)  # BatchNorm statistics: the same on every rank for evaluation, saving and the EMA
     resume = training_args.resume_from_checkpoint or find_last_checkpoint(training_args.output_dir)
     if resume:
         logger.info(f"Resuming from {resume}")
@@ -421,8 +440,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if not argv:
         print("No arguments: running the offline demo (plain fine-tuning vs SMILE on few-shot digits):\n  "
               "python examples/run_smile.py " + " ".join(DEMO_ARGS), flush=True)  # fmt: skip
+    run_processes_on_cpu_without_accelerator()
     model_args, data_args, training_args, experiment_args = parse_args(argv)
     configure_logging(training_args)
+    if experiment_args.torch_num_threads:
+        torch.set_num_threads(experiment_args.torch_num_threads)
     check_model(model_args)
     processor = load_image_processor(model_args)
     plan = run_plan(training_args, experiment_args)

@@ -1,0 +1,205 @@
+"""examples/run_smile.py: argument parsing (CLI, JSON, YAML, the no-argument demo), the run plan, the results table,
+each bad input (one clear error before training), and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertConfig
+
+from smile_hf import SmileTrainer, SmileTrainingArguments
+from smile_hf.data import DataError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = REPO_ROOT / "examples" / "run_smile.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("run_smile", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["run_smile"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+run_smile = load_script()
+
+
+# ---- parsing ------------------------------------------------------------------------------------------------------
+
+CLI = [
+    "--dataset", "cub200", "--method", "l2sp+mixup", "--learning_rate", "0.1", "--train_samples_per_class", "5",
+    "--image_column", "img", "--max_eval_samples", "7", "--corrupt_images", "skip", "--seeds", "1,2",
+]  # fmt: skip
+
+
+def check_parsed(parsed, output_dir):
+    model_args, data_args, training_args, experiment_args = parsed
+    assert isinstance(training_args, SmileTrainingArguments)
+    assert data_args.dataset == "cub200" and data_args.image_column == "img" and data_args.label_column is None
+    assert data_args.train_samples_per_class == 5 and data_args.max_eval_samples == 7
+    assert data_args.corrupt_images == "skip"
+    assert (training_args.method, training_args.regularizer, training_args.mixing) == ("l2sp+mixup", "l2sp", "mixup")
+    assert training_args.learning_rate == 0.1 and training_args.output_dir == output_dir
+    assert experiment_args.seeds == "1,2"
+    # forced whatever the user passes: the transforms need the image column, the metrics the labels
+    assert training_args.remove_unused_columns is False and training_args.label_names == ["labels"]
+    assert os.path.isfile(os.path.join(model_args.model_name_or_path, "config.json"))  # the bundled checkpoint
+
+
+def test_parse_command_line(tmp_path):
+    check_parsed(run_smile.parse_args(CLI + ["--output_dir", str(tmp_path)]), str(tmp_path))
+
+
+FILE_CONFIG = {
+    "dataset": "cub200", "method": "l2sp+mixup", "learning_rate": 0.1, "train_samples_per_class": 5,
+    "image_column": "img", "max_eval_samples": 7, "corrupt_images": "skip", "seeds": "1,2",
+}  # fmt: skip (the same as CLI, typed as in a JSON / YAML file)
+
+
+def test_parse_json_file(tmp_path):
+    config = FILE_CONFIG | {"output_dir": str(tmp_path)}
+    path = tmp_path / "args.json"
+    path.write_text(json.dumps(config))
+    check_parsed(run_smile.parse_args([str(path)]), str(tmp_path))
+
+
+def test_parse_yaml_file(tmp_path):
+    import yaml
+
+    config = FILE_CONFIG | {"output_dir": str(tmp_path)}
+    path = tmp_path / "args.yaml"
+    path.write_text(yaml.safe_dump(config))
+    check_parsed(run_smile.parse_args([str(path)]), str(tmp_path))
+
+
+def test_no_argument_is_the_offline_demo():
+    model_args, data_args, training_args, experiment_args = run_smile.parse_args([])
+    assert data_args.dataset == "digits" and data_args.train_samples_per_class == 10
+    assert experiment_args.compare_methods == "finetune,smile"
+    assert training_args.reference_recipe and training_args.optim == "sgd"
+    assert model_args.model_name_or_path.endswith("checkpoints/fmnist-resnet-tiny")
+
+
+def test_run_plan_is_every_method_on_every_seed(tmp_path):
+    _, _, training_args, experiment_args = run_smile.parse_args(
+        ["--output_dir", str(tmp_path), "--compare_methods", "finetune,smile", "--seeds", "3,4"]
+    )
+    plan = run_smile.run_plan(training_args, experiment_args)
+    assert [(a.method, a.seed) for a in plan] == [("finetune", 3), ("smile", 3), ("finetune", 4), ("smile", 4)]
+    assert plan[1].output_dir == os.path.join(str(tmp_path), "smile-seed3")
+    assert plan[1].regularizer == "smile" and plan[0].regularizer == "finetune"
+    single = run_smile.run_plan(training_args, run_smile.ExperimentArguments())
+    assert [(a.method, a.seed, a.output_dir) for a in single] == [("smile", 42, str(tmp_path))]
+
+
+def test_results_table():
+    runs = [
+        {"method": "finetune", "seed": 0, "metrics": {"eval_accuracy": 0.5, "eval_top5_accuracy": 0.9, "eval_ece": 0.1}},
+        {"method": "smile", "seed": 0, "metrics": {"eval_accuracy": 0.6, "eval_top5_accuracy": 1.0, "eval_ece": 0.2}},
+        {"method": "finetune", "seed": 1, "metrics": {"eval_accuracy": 0.7, "eval_top5_accuracy": 0.9, "eval_ece": 0.3}},
+        {"method": "smile", "seed": 1, "metrics": {"eval_accuracy": 0.8, "eval_top5_accuracy": 1.0, "eval_ece": 0.2}},
+    ]
+    table = run_smile.results_table(runs).splitlines()
+    assert table[0] == "| seed | finetune top-1 (%) | smile top-1 (%) |"
+    assert table[2] == "| 0 | 50.00 | 60.00 |"
+    assert table[3] == "| 1 | 70.00 | 80.00 |"
+    # mean ± sample standard deviation: 60 ± 14.14 and 70 ± 14.14
+    assert table[4] == "| mean top-1 | 60.00 ± 14.14 | 70.00 ± 14.14 |"
+    assert table[6] == "| mean ECE | 20.00 ± 14.14 | 20.00 ± 0.00 |"
+
+
+# ---- bad input: one clear error, before any training ------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("training started despite bad input")
+
+    monkeypatch.setattr(SmileTrainer, "train", fail)
+
+
+def run_main(tmp_path, *argv):
+    return run_smile.main(["--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--report_to", "none", *argv])
+
+
+def test_unknown_dataset(tmp_path, no_training):
+    with pytest.raises(DataError, match="Unknown --dataset 'imagenet'. Known datasets: cifar100, cub200, digits, dtd"):
+        run_main(tmp_path, "--dataset", "imagenet")
+
+
+def test_missing_columns_name_what_was_found(tmp_path, no_training):
+    with pytest.raises(DataError, match=r"no column 'pixels'; found columns \['image', 'label'\]"):
+        run_main(tmp_path, "--dataset", "digits", "--image_column", "pixels")
+
+
+def test_labels_outside_the_model_range(tmp_path, no_training):
+    with pytest.raises(DataError, match=r"label\(s\) outside the model's range 0\.\.4"):
+        run_main(tmp_path, "--dataset", "digits", "--num_labels", "5")
+
+
+def test_train_dir_missing_or_empty(tmp_path, no_training):
+    with pytest.raises(DataError, match="--train_dir '.*nowhere' does not exist"):
+        run_main(tmp_path, "--train_dir", str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="--train_dir '.*empty' contains no image files"):
+        run_main(tmp_path, "--train_dir", str(tmp_path / "empty"))
+
+
+def test_model_that_is_not_an_image_classifier(tmp_path, no_training):
+    BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(tmp_path / "bert")
+    with pytest.raises(run_smile.InputError, match="is a 'bert' model, not an image classifier"):
+        run_main(tmp_path, "--dataset", "digits", "--model_name_or_path", str(tmp_path / "bert"))
+
+
+def test_unreachable_model_is_one_line_on_stderr(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))
+    argv = ["--dataset", "digits", "--model_name_or_path", "no-such-org/no-such-model", "--output_dir", str(tmp_path)]
+    result = subprocess.run([sys.executable, str(SCRIPT), *argv], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [
+        "run_smile.py: error: Cannot load --model_name_or_path 'no-such-org/no-such-model': not a local folder with a "
+        "config.json, and the Hugging Face Hub cannot be reached or has no such model (offline?). Pass a local "
+        "checkpoint folder. [OSError]"
+    ], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "results.json").exists()
+
+
+# ---- a tiny end-to-end run ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_tiny_comparison_run(tmp_path, capsys, restore_threads):
+    runs = run_smile.main([
+        "--dataset", "digits", "--train_samples_per_class", "3", "--max_eval_samples", "40",
+        "--compare_methods", "finetune,smile", "--seeds", "0", "--max_steps", "3", "--per_device_train_batch_size", "8",
+        "--per_device_eval_batch_size", "64", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "True",
+        "--torch_num_threads", "1", "--output_dir", str(tmp_path),
+    ])  # fmt: skip
+    assert [(r["method"], r["seed"], r["num_train"], r["num_eval"], r["global_step"]) for r in runs] == [
+        ("finetune", 0, 30, 40, 3), ("smile", 0, 30, 40, 3),
+    ]  # fmt: skip
+    for run in runs:
+        metrics = run["metrics"]
+        assert metrics["eval_num_samples"] == 40
+        assert 0.0 <= metrics["eval_accuracy"] <= metrics["eval_top5_accuracy"] <= 1.0 and 0.0 <= metrics["eval_ece"] <= 1.0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [r["method"] for r in saved["runs"]] == ["finetune", "smile"]
+    assert (tmp_path / "smile-seed0" / "results.json").is_file()
+    assert "| seed | finetune top-1 (%) | smile top-1 (%) |" in capsys.readouterr().out
