@@ -16,8 +16,8 @@ resumed run does not recompute it). One difference: TLlib reads the training set
 we read it as the Trainer does (`get_train_dataloader`, so with the training transform, as PaddleTransfer does),
 because a `Trainer` has no generic handle on an evaluation transform of the training set. A target class with no
 training image gets a uniform row. With several processes, the per-class sums are added over processes.
-TLlib also trains the backbone and the source head at 0.1x the new head's learning rate; `SmileTrainer` uses one
-learning rate for all parameters.
+TLlib's scripts (`--finetune`) also train the backbone and the source head at 0.1x the new head's learning rate;
+`SmileTrainer` uses one learning rate for all parameters.
 
 Under mixing the second target is mixed like the first: the source head of the mixed image learns
 lambda * R[y] + (1 - lambda) * R[y[perm]] (the soft cross-entropy is linear in its target, so this equals
