@@ -473,3 +473,64 @@ def test_rifle_reinitialises_the_head_exactly_at_the_scheduled_steps(tmp_path, m
     for s in changed:
         assert float(snapshots[s].abs().max()) <= bound
     assert head.weight.shape == (3, 16)
+
+
+# ---- several processes --------------------------------------------------------------------------------------
+
+DDP_SCRIPT = """
+import os, sys
+from safetensors.torch import save_file
+from smile_hf import SmileTrainer, SmileTrainingArguments
+from tests.testing_utils import random_image_dataset, source_and_student
+
+state = {}
+for method in ("cotuning", "delta"):
+    source, student = source_and_student("resnet")
+    args = SmileTrainingArguments(
+        output_dir=sys.argv[1], method=method, report_to="none", use_cpu=True, save_strategy="no", max_steps=1,
+        per_device_train_batch_size=4, delta_attention_batches=1, delta_attention_epochs=2, disable_tqdm=True,
+        ddp_find_unused_parameters=False,
+    )
+    trainer = SmileTrainer(model=student, args=args, teacher_model=source, train_dataset=random_image_dataset(16))
+    trainer.train()
+    state.update({f"{method}.{k}": v.cpu().contiguous() for k, v in trainer.method.state_dict().items()})
+    state[f"{method}.world_size"] = __import__("torch").tensor(args.world_size)
+save_file(state, os.path.join(sys.argv[1], f"rank{os.environ.get('RANK', 0)}.safetensors"))
+"""
+
+
+def test_relationship_and_attention_are_the_same_on_every_process(tmp_path):
+    """Two processes (torchrun, gloo), each reading half of the training set: Co-Tuning's R is the single-process
+    R over the whole set, and DELTA's attention is the same on both ranks."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    root = Path(__file__).resolve().parents[1]
+    script = tmp_path / "run.py"
+    script.write_text(DDP_SCRIPT)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root), HF_HUB_OFFLINE="1")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+              "--master_port", str(port), str(script), str(tmp_path)]  # fmt: skip
+    result = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
+    assert int(rank0["delta.world_size"]) == 2
+    assert rank0.keys() == rank1.keys() and {"cotuning.relationship", "delta.attention.0"} <= set(rank0)
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+
+    with torch.no_grad():  # R over the whole training set, computed by hand in this process
+        source, _ = source_and_student("resnet")
+        data = random_image_dataset(16)[:]
+        probs = torch.softmax(source.eval()(pixel_values=data["pixel_values"]).logits.double(), dim=-1)
+        labels = data["labels"]
+        expected = torch.stack([probs[labels == c].mean(0) for c in range(3)])
+    torch.testing.assert_close(rank0["cotuning.relationship"].double(), expected, atol=1e-6, rtol=0)
