@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from smile_hf import METHODS, Mix, SmileTrainer, SmileTrainingArguments
-from smile_hf.backbones import SOURCE_HEAD_NAME, BackboneAdapter
+from smile_hf.backbones import BackboneAdapter
 from smile_hf.methods import delta as delta_module
 from smile_hf.methods import parse_method, rifle
 
@@ -280,7 +280,8 @@ DELTA_CASES = [
 @pytest.mark.parametrize("family,mix,attention", DELTA_CASES)
 def test_delta_loss_matches_formula(family, mix, attention, tmp_path):
     trainer, source = make_trainer(
-        family, tmp_path, with_mixing("delta", mix), delta_alpha=0.05, l2sp_beta=0.2, delta_attention=attention, delta_num_layers=4
+        family, tmp_path, with_mixing("delta", mix), delta_alpha=0.05, l2sp_beta=0.2, delta_attention=attention,
+        delta_num_layers=4,
     )
     trainer.method.setup(trainer)
     g = torch.Generator().manual_seed(7)

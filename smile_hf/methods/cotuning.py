@@ -42,7 +42,9 @@ def for_each_training_batch(trainer, fn: Callable[[torch.Tensor, torch.Tensor], 
     """Call `fn(pixel_values, labels)` on the batches of `trainer`'s training dataloader (at most `max_batches`),
     on the training device, leaving the global random state as it was. Returns the number of batches seen."""
     device = trainer.args.device
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    devices = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
     seen = 0
     with torch.random.fork_rng(devices=devices):
         for batch in trainer.get_train_dataloader():
@@ -122,7 +124,8 @@ class CoTuning(TransferMethod):
         target = self.relationship[inputs.labels]
         if inputs.mix is not None:
             target = mix_tensor(target, inputs.mix)
-        return {"cotuning": (self.args.cotuning_lambda, soft_cross_entropy(inputs.student.source_logits.float(), target))}
+        loss = soft_cross_entropy(inputs.student.source_logits.float(), target)
+        return {"cotuning": (self.args.cotuning_lambda, loss)}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {} if self.relationship is None else {"relationship": self.relationship}

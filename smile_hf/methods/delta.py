@@ -98,7 +98,9 @@ def attention_from_importance(importance: torch.Tensor, temperature: float = ATT
     return torch.softmax(z / temperature, dim=0).float()
 
 
-def train_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int, seed: int) -> nn.Linear:
+def train_linear_probe(
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int, seed: int
+) -> nn.Linear:
     """A linear classifier trained on fixed features (step 2 of the module docstring)."""
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
@@ -223,7 +225,7 @@ class Delta(TransferMethod):
         num_stages = len(adapter.stages(model))
         num_maps = len(adapter.forward(model, pixel_values[:1], output_hidden_states=True).hidden_maps)
         if num_maps > num_stages:
-            raise ValueError(f"{adapter.model_type}: {num_maps} hidden maps for {num_stages} stages; cannot align them.")
+            raise ValueError(f"{adapter.model_type}: {num_maps} hidden maps but {num_stages} stages, cannot align.")
         return list(range(num_stages - self.num_layers(num_maps), num_stages))
 
     @torch.no_grad()
