@@ -1,6 +1,6 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
-"""RIFLE: Backpropagation in Deep Transfer Learning with RIFLE (Li, Xiong, An, Xu, Dou; ICML 2020,
-arXiv 2007.03349).
+"""RIFLE: Backpropagation in Depth for Deep Transfer Learning through Re-Initializing the Fully-connected LayEr
+(Li, Xiong, An, Xu, Dou; ICML 2020, arXiv 2007.03349).
 
 No extra loss term: the new classifier is re-initialised `rifle_num_reinits` = n times during training, so that
 the backbone keeps receiving large gradients from a head that has to be re-learnt. Training is cut into n + 1
