@@ -216,7 +216,9 @@ class BackboneAdapter:
         hidden_maps = []
         if output_hidden_states:
             states = outputs[self.spec.hidden_states_key]
-            hidden_maps = [self.to_map(s, image_hw) for s in states[1:]]
+            # one map per stage: most families also return the embedding output first, MobileNetV2 does not
+            states = states[len(states) - len(self.stages(inner)) :]
+            hidden_maps = [self.to_map(state, image_hw) for state in states]
         return ForwardOutput(
             logits=outputs["logits"],
             feature_map=self.to_map(captured["last"], image_hw),

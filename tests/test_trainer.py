@@ -161,3 +161,18 @@ def test_source_head_starts_as_the_source_head_and_is_not_exported(tmp_path):
     reloaded = T.AutoModelForImageClassification.from_pretrained(str(tmp_path / "export"))
     assert not hasattr(reloaded, SOURCE_HEAD_NAME)
     assert set(reloaded.state_dict()) == {k for k in student.state_dict() if not k.startswith(SOURCE_HEAD_NAME)}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_hidden_maps_are_one_per_stage_and_end_with_the_last_stage(family):
+    model = tiny_model(family, 3).eval()
+    adapter = BackboneAdapter(model)
+    x = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE)
+    outputs = {}
+    last_stage = adapter.stages(model)[-1]
+    last_stage.register_forward_hook(lambda m, a, o: outputs.__setitem__("last", o[0] if isinstance(o, tuple) else o))
+    out = adapter.forward(model, x, output_hidden_states=True)
+    assert len(out.hidden_maps) == len(adapter.stages(model))
+    assert all(h.dim() == 4 for h in out.hidden_maps)
+    if family not in ("swin", "vit", "deit"):  # CNN stages output maps directly
+        torch.testing.assert_close(out.hidden_maps[-1], outputs["last"])
