@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .mixing import Mix, mix_inputs, mix_tensor
+
 SOURCE_HEAD_NAME = "smile_source_head"
 """Attribute under which a trainable copy of the source (pre-trained) head is attached to the student."""
 
@@ -182,15 +184,25 @@ class BackboneAdapter:
         *,
         source_head: nn.Module | None = None,
         output_hidden_states: bool = False,
+        mix: Mix | None = None,
     ) -> ForwardOutput:
         """Run `model` once and return its logits, last feature map, pooled feature (and more on request).
 
         Args:
             model: the classifier to run, possibly wrapped (DDP); hooks go on the unwrapped module.
-            pixel_values: B x 3 x H x W images.
+            pixel_values: B x 3 x H x W images (unmixed).
             source_head: a module applied to the pooled feature inside the forward pass (so that DDP sees it).
             output_hidden_states: also return the per-stage feature maps.
+            mix: mix the batch first: the images (mixup, CutMix) or, for manifold mixup at stage k > 0, the output
+                of stage k - 1 inside the forward pass.
         """
+        if mix is not None and mix.strategy == "manifold_mixup" and mix.stage > 0:
+            with self.mix_stage_output(model, mix.stage - 1, lambda hidden: mix_tensor(hidden, mix)):
+                return self.forward(
+                    model, pixel_values, source_head=source_head, output_hidden_states=output_hidden_states
+                )
+        if mix is not None:
+            pixel_values = mix_inputs(pixel_values, mix)
         inner = unwrap_model(model)
         captured: dict[str, torch.Tensor] = {}
 

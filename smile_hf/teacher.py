@@ -19,6 +19,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from .backbones import BackboneAdapter, ForwardOutput, unwrap_model
+from .mixing import Mix
 
 
 class EmaTeacher:
@@ -61,12 +62,15 @@ class EmaTeacher:
         return self
 
     @torch.no_grad()
-    def __call__(self, pixel_values: torch.Tensor, output_hidden_states: bool = False) -> ForwardOutput:
-        """Source logits and feature maps of the images, without autograd state, under `autocast`."""
+    def __call__(
+        self, pixel_values: torch.Tensor, output_hidden_states: bool = False, mix: Mix | None = None
+    ) -> ForwardOutput:
+        """Source logits and feature maps of the images (mixed by `mix` if given, as the student's are), without
+        autograd state, under `autocast`."""
         if self.model.training:  # `eval()` walks every submodule: only when someone switched the teacher to train
             self.model.eval()
         with self.autocast():
-            return self.adapter.forward(self.model, pixel_values, output_hidden_states=output_hidden_states)
+            return self.adapter.forward(self.model, pixel_values, output_hidden_states=output_hidden_states, mix=mix)
 
     def _pairs(self, student: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(teacher tensors, student tensors) matched by name over the backbone.

@@ -28,7 +28,7 @@ from .checkpoints import (
 from .config import SmileTrainingArguments
 from .hub import fill_label_names, label_names_from_dataset, model_card_from_trainer
 from .methods import LossInputs, build_method, parse_method
-from .mixing import Mix, mix_inputs, mix_tensor, mixed_cross_entropy, mixing_generator, sample_mix
+from .mixing import Mix, mixed_cross_entropy, mixing_generator, sample_mix
 from .modeling import check_teacher_matches, load_source_model
 from .teacher import EmaTeacher, EmaTeacherCallback
 
@@ -161,6 +161,17 @@ class SmileTrainer(Trainer):
             self._method_ready = True
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
+    def floating_point_ops(self, inputs: dict) -> int:
+        """The stock estimate behind `total_flos` (6 x input elements x parameters), with the parameter count taken
+        once per model instead of walking every parameter at every step (a few % of a small model's step)."""
+        main_input = getattr(self.model, "main_input_name", "input_ids")
+        if main_input not in inputs or not hasattr(self.model, "num_parameters"):
+            return 0
+        cached = getattr(self, "_num_parameters_cache", None)
+        if cached is None or cached[0] is not self.model:
+            cached = self._num_parameters_cache = (self.model, self.model.num_parameters(exclude_embeddings=True))
+        return 6 * inputs[main_input].numel() * cached[1]
+
     # ---- loss -------------------------------------------------------------------------------------------------
 
     def _next_micro_step(self) -> int:
@@ -187,15 +198,13 @@ class SmileTrainer(Trainer):
 
     def student_forward(self, model: nn.Module, pixel_values: torch.Tensor, mix: Mix | None) -> ForwardOutput:
         """One forward pass of the student on the mixed batch (the mix is inside the backbone for manifold mixup)."""
-        inputs = pixel_values if mix is None else mix_inputs(pixel_values, mix)
-        source_head = getattr(unwrap_model(model), SOURCE_HEAD_NAME, None)
-        forward = lambda: self.adapter.forward(  # noqa: E731
-            model, inputs, source_head=source_head, output_hidden_states=self.method.needs_hidden_states
+        return self.adapter.forward(
+            model,
+            pixel_values,
+            source_head=getattr(unwrap_model(model), SOURCE_HEAD_NAME, None),
+            output_hidden_states=self.method.needs_hidden_states,
+            mix=mix,
         )
-        if mix is None or mix.strategy != "manifold_mixup" or mix.stage == 0:
-            return forward()
-        with self.adapter.mix_stage_output(model, mix.stage - 1, lambda h: mix_tensor(h, mix)):
-            return forward()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Training: the method's loss on the (mixed) batch, each term recorded for logging. Evaluation: plain CE."""
@@ -207,7 +216,11 @@ class SmileTrainer(Trainer):
         student = self.student_forward(model, pixel_values, mix)
         teacher = None
         if self.teacher is not None and not final_phase:
-            teacher = self.teacher(pixel_values, output_hidden_states=self.method.needs_hidden_states)
+            teacher = self.teacher(
+                pixel_values,
+                output_hidden_states=self.method.needs_hidden_states,
+                mix=mix if self.method.teacher_sees_mix else None,
+            )
         loss_inputs = LossInputs(
             pixel_values, labels, mix, student, teacher, unwrap_model(model), self.adapter, final_phase
         )

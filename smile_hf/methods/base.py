@@ -33,7 +33,8 @@ class LossInputs:
         labels: hard labels (B,).
         mix: the mix applied to the student's input (None without mixing or in the final phase).
         student: the student's forward output on the (mixed) images.
-        teacher: the teacher's forward output on the unmixed images (methods that need a teacher).
+        teacher: the teacher's forward output on the unmixed images, or on the mixed batch for methods with
+            `teacher_sees_mix` (methods that need a teacher).
         model: the unwrapped student.
         adapter: the backbone adapter of the student's family.
         final_phase: whether the step belongs to the final plain fine-tuning phase.
@@ -61,6 +62,7 @@ class TransferMethod:
         default_mixing: mixing used when the method is named alone (SMILE: "mixup").
         needs_teacher: a frozen copy of the source model is run on the unmixed images each step.
         ema_teacher: the teacher follows the student's backbone by EMA (`ema_decay`, `ema_update_every`).
+        teacher_sees_mix: the teacher runs on the student's mixed batch (DELTA) instead of the unmixed images (SMILE).
         needs_source_head: a trainable copy of the source head is attached to the student and applied to its pooled
             feature inside the forward pass (`ForwardOutput.source_logits`).
         needs_hidden_states: the per-stage feature maps of student and teacher are computed.
@@ -71,6 +73,7 @@ class TransferMethod:
     default_mixing: ClassVar[str | None] = None
     needs_teacher: ClassVar[bool] = False
     ema_teacher: ClassVar[bool] = False
+    teacher_sees_mix: ClassVar[bool] = False
     needs_source_head: ClassVar[bool] = False
     needs_hidden_states: ClassVar[bool] = False
     has_final_phase: ClassVar[bool] = False

@@ -44,8 +44,8 @@ The cost of step 3 is one forward pass of the layers after layer j per channel o
 processed in groups stacked along the batch dimension.
 
 Under mixing the regulariser compares student and teacher on the same input, the one the student is trained on:
-the teacher is run again on the mixed images (for manifold mixup, with the same stage output mixed), so
-`delta+mixup` costs one more teacher forward than `delta`. (Mixing the teacher's features of the unmixed images
+the teacher runs on the mixed images (for manifold mixup, with the same stage output mixed; `teacher_sees_mix`),
+in the one teacher forward of the step. (Mixing the teacher's features of the unmixed images
 instead would be SMILE's feature mixup, a different regulariser.)
 """
 
@@ -59,7 +59,6 @@ from torch import nn
 from transformers import TrainerCallback
 
 from ..backbones import unwrap_model
-from ..mixing import Mix, mix_inputs, mix_tensor
 from . import register_method
 from .base import LossInputs, LossTerms, TransferMethod
 from .cotuning import PrepareCallback, for_each_training_batch
@@ -201,6 +200,7 @@ class Delta(TransferMethod):
     name = "delta"
     needs_teacher = True
     ema_teacher = False
+    teacher_sees_mix = True
     needs_hidden_states = True
 
     def __init__(self, args):
@@ -253,12 +253,6 @@ class Delta(TransferMethod):
         importance = [trainer.accelerator.reduce(i, reduction="mean") for i in importance]
         self.attention = [attention_from_importance(i) for i in importance]
 
-    def teacher_maps(self, inputs: LossInputs) -> list[torch.Tensor]:
-        """The teacher's stage outputs on the student's input (re-running the teacher on a mixed batch)."""
-        if inputs.mix is None:
-            return inputs.teacher.hidden_maps
-        return teacher_on_mix(self.teacher, inputs.pixel_values, inputs.mix).hidden_maps
-
     def loss_terms(self, inputs: LossInputs) -> LossTerms:
         if self.args.delta_attention and self.attention is None:
             raise RuntimeError("DELTA's channel attention is not computed: call `prepare(trainer)` first.")
@@ -268,7 +262,7 @@ class Delta(TransferMethod):
         if self.attention is not None and self.attention[0].device != inputs.labels.device:
             self.attention = [a.to(inputs.labels.device) for a in self.attention]  # once, after a checkpoint load
         student_maps = inputs.student.hidden_maps[-num_layers:]
-        teacher_maps = self.teacher_maps(inputs)[-num_layers:]
+        teacher_maps = inputs.teacher.hidden_maps[-num_layers:]
         return {
             "delta": (self.args.delta_alpha, behavioral_distance(student_maps, teacher_maps, self.attention)),
             "head": (self.args.l2sp_beta, head_penalty(inputs)),
@@ -281,12 +275,3 @@ class Delta(TransferMethod):
         keys = sorted((k for k in state if k.startswith("attention.")), key=lambda k: int(k.split(".")[1]))
         if keys:
             self.attention = [state[k].float() for k in keys]
-
-
-def teacher_on_mix(teacher, pixel_values: torch.Tensor, mix: Mix):
-    """The teacher's forward output (with hidden states) on the batch mixed by `mix`, the way the student saw it."""
-    inputs = mix_inputs(pixel_values, mix)
-    if mix.strategy != "manifold_mixup" or mix.stage == 0:
-        return teacher(inputs, output_hidden_states=True)
-    with teacher.adapter.mix_stage_output(teacher.model, mix.stage - 1, lambda h: mix_tensor(h, mix)):
-        return teacher(inputs, output_hidden_states=True)
