@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import AutoConfig, AutoImageProcessor, HfArgumentParser, set_seed
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, HfArgumentParser, set_seed
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
 
 from smile_hf import SmileTrainer, SmileTrainingArguments, load_source_model, load_student
@@ -69,10 +69,11 @@ DEMO_ARGS = [
     "--train_samples_per_class", "10",
     "--random_horizontal_flip", "False",  # digits are not mirror-symmetric
     "--compare_methods", "finetune,smile",
+    "--scratch_baseline", "True",  # plain fine-tuning from random weights: what the pre-training brings
     "--seeds", "0,1,2",
     "--torch_num_threads", "1",  # a 80k-parameter model: threads cost more than they give
     "--reference_recipe", "True",  # SGD Nesterov 0.9, lr 0.01, wd 1e-4, batch 48, lr x0.1 at 2/3
-    "--max_steps", "200",
+    "--max_steps", "500",
     "--per_device_eval_batch_size", "256",
     "--eval_strategy", "no",
     "--save_strategy", "no",
@@ -149,6 +150,13 @@ class ExperimentArguments:
         metadata={"help": "Comma-separated methods trained one after the other on every seed, e.g. finetune,smile."},
     )
     seeds: str | None = field(default=None, metadata={"help": "Comma-separated seeds (default: --seed)."})
+    scratch_baseline: bool = field(
+        default=False,
+        metadata={
+            "help": "Also fine-tune a randomly initialised model of the same architecture on every seed (shows what "
+            "the pre-trained weights bring); reported as 'scratch'."
+        },
+    )
     results_file: str = field(default="results.json", metadata={"help": "Results file name in --output_dir."})
     torch_num_threads: int | None = field(
         default=None,
@@ -199,6 +207,8 @@ def finalize_args(model_args: ModelArguments, training_args: SmileTrainingArgume
     # The transforms read the image column, which the Trainer would drop; labels are called `labels`.
     training_args.remove_unused_columns = False
     training_args.label_names = ["labels"]
+    if not has_accelerator():
+        training_args.dataloader_pin_memory = False  # no effect without an accelerator, but a warning per run
 
 
 def resolve_bundled(path: str) -> str:
@@ -206,11 +216,14 @@ def resolve_bundled(path: str) -> str:
     return path if os.path.isdir(path) else str(REPO_ROOT / path)
 
 
+def has_accelerator() -> bool:
+    return torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+
+
 def run_processes_on_cpu_without_accelerator() -> None:
     """Several processes (torchrun, `accelerate launch --multi_gpu`) on a machine without an accelerator: tell the
     Trainer to run them on CPU with gloo; unless told, transformers leaves each process alone (world size 1)."""
-    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator():
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
 
 
@@ -300,17 +313,28 @@ def prepare_data(data_args: DataTrainingArguments, model_args: ModelArguments, s
     return data
 
 
-def train_one(
-    model_args: ModelArguments, training_args: SmileTrainingArguments, data: PreparedData, processor
-) -> tuple[dict, SmileTrainer]:
-    """Train and evaluate one (method, seed); return its results."""
+def random_init_model(model_args: ModelArguments, data: PreparedData, **load_kwargs):
+    """The checkpoint's architecture with random weights and a head for the data's classes."""
+    config = AutoConfig.from_pretrained(
+        model_args.model_name_or_path, num_labels=len(data.label_names), id2label=data.id2label,
+        label2id={v: k for k, v in data.id2label.items()}, **load_kwargs,
+    )  # fmt: skip
+    return AutoModelForImageClassification.from_config(config, trust_remote_code=model_args.trust_remote_code)
+
+
+def train_one(model_args: ModelArguments, run: Run, data: PreparedData, processor) -> tuple[dict, SmileTrainer]:
+    """Train and evaluate one run; return its results and its trainer."""
+    training_args = run.args
     set_seed(training_args.seed)
     load_kwargs = {
         "cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token,
         "trust_remote_code": model_args.trust_remote_code,
     }  # fmt: skip
-    model = load_student(model_args.model_name_or_path, len(data.label_names), id2label=data.id2label, **load_kwargs)
-    teacher = load_source_model(model_args.model_name_or_path, **load_kwargs) if needs_source_model(training_args) else None
+    if run.from_scratch:
+        model, teacher = random_init_model(model_args, data, **load_kwargs), None
+    else:
+        model = load_student(model_args.model_name_or_path, len(data.label_names), id2label=data.id2label, **load_kwargs)
+        teacher = load_source_model(model_args.model_name_or_path, **load_kwargs) if needs_source_model(training_args) else None
     trainer = SmileTrainer(
         model=model,
         args=training_args,
@@ -332,7 +356,9 @@ def train_one(
         trainer.save_model()
         trainer.save_state()
     return {
+        "label": run.label,
         "method": training_args.method,
+        "from_scratch": run.from_scratch,
         "seed": training_args.seed,
         "model": model_args.model_name_or_path,
         "data": data.description,
@@ -380,10 +406,11 @@ def _mean_std(values: list[float]) -> str:
 
 
 def results_table(runs: list[dict]) -> str:
-    """A Markdown table: one row per seed, top-1 of each method side by side, then mean ± std, top-5 and ECE."""
-    methods = list(dict.fromkeys(r["method"] for r in runs))
+    """A Markdown table: one row per seed, top-1 of each run label (method, or `scratch`) side by side, then mean ±
+    sample standard deviation over seeds of top-1, top-5 and ECE."""
+    methods = list(dict.fromkeys(r.get("label", r["method"]) for r in runs))
     seeds = list(dict.fromkeys(r["seed"] for r in runs))
-    by_key = {(r["method"], r["seed"]): r["metrics"] for r in runs}
+    by_key = {(r.get("label", r["method"]), r["seed"]): r["metrics"] for r in runs}
     lines = ["| seed | " + " | ".join(f"{m} top-1 (%)" for m in methods) + " |"]
     lines.append("|---|" + "---:|" * len(methods))
     for seed in seeds:
@@ -411,17 +438,33 @@ def write_results(runs: list[dict], output_dir: str, file_name: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def run_plan(training_args: SmileTrainingArguments, experiment_args: ExperimentArguments) -> list[SmileTrainingArguments]:
-    """One `SmileTrainingArguments` per (method, seed), each with its own output folder when there are several."""
+SCRATCH = "scratch"
+"""Label of the plain fine-tuning runs from a randomly initialised model (`--scratch_baseline`)."""
+
+
+@dataclass
+class Run:
+    """One training run: its label in the results, its arguments, and whether it starts from random weights."""
+
+    label: str
+    args: SmileTrainingArguments
+    from_scratch: bool = False
+
+
+def run_plan(training_args: SmileTrainingArguments, experiment_args: ExperimentArguments) -> list[Run]:
+    """One [`Run`] per (method, seed), plus a from-scratch fine-tuning per seed with `--scratch_baseline`; each run
+    has its own output folder when there are several."""
     methods = parse_list(experiment_args.compare_methods) or [training_args.method]
     seeds = parse_list(experiment_args.seeds, int) or [training_args.seed]
-    if len(methods) * len(seeds) == 1:
-        return [replace(training_args, method=methods[0], seed=seeds[0])]
-    return [
-        replace(training_args, method=m, seed=s, output_dir=os.path.join(training_args.output_dir, f"{m}-seed{s}"))
-        for s in seeds
-        for m in methods
-    ]
+    labels = ([SCRATCH] if experiment_args.scratch_baseline else []) + methods
+    single = len(labels) * len(seeds) == 1
+
+    def make(label: str, seed: int) -> Run:
+        method = "finetune" if label == SCRATCH else label
+        output_dir = training_args.output_dir if single else os.path.join(training_args.output_dir, f"{label}-seed{seed}")
+        return Run(label, replace(training_args, method=method, seed=seed, output_dir=output_dir), label == SCRATCH)
+
+    return [make(label, seed) for seed in seeds for label in labels]
 
 
 def configure_logging(training_args: SmileTrainingArguments) -> None:
@@ -448,30 +491,28 @@ def main(argv: list[str] | None = None) -> list[dict]:
     check_model(model_args)
     processor = load_image_processor(model_args)
     plan = run_plan(training_args, experiment_args)
-    datasets_by_seed = {}
+    seeds = list(dict.fromkeys(run.args.seed for run in plan))
     with training_args.main_process_first(desc="loading the datasets"):
-        for args in plan:
-            if args.seed not in datasets_by_seed:
-                datasets_by_seed[args.seed] = prepare_data(data_args, model_args, args.seed, processor)
+        data_by_seed = {seed: prepare_data(data_args, model_args, seed, processor) for seed in seeds}
+    first = data_by_seed[seeds[0]]
     logger.info(
-        f"Data: {datasets_by_seed[plan[0].seed].description}: {len(datasets_by_seed[plan[0].seed].train)} train / "
-        f"{len(datasets_by_seed[plan[0].seed].eval)} eval examples; world size {training_args.world_size}"
+        f"Data: {first.description}: {len(first.train)} train / {len(first.eval)} eval examples; "
+        f"world size {training_args.world_size}; {len(plan)} run(s)"
     )
-    runs = []
-    for args in plan:
-        result, trainer = train_one(model_args, args, datasets_by_seed[args.seed], processor)
-        runs.append(result)
+    results = []
+    for run in plan:
+        result, trainer = train_one(model_args, run, data_by_seed[run.args.seed], processor)
+        results.append(result)
         if experiment_args.save_rank_states:
-            save_rank_state(trainer, args.output_dir)
-        if args.should_save:
-            write_results([result], args.output_dir, experiment_args.results_file)
+            save_rank_state(trainer, run.args.output_dir)
+        if run.args.should_save:
+            write_results([result], run.args.output_dir, experiment_args.results_file)
     if training_args.should_save:
-        path = write_results(runs, training_args.output_dir, experiment_args.results_file)
-        data = datasets_by_seed[plan[0].seed]
-        print(f"\nResults ({data.description}, {len(data.eval)} eval images, model {model_args.model_name_or_path}):")
-        print(results_table(runs))
+        path = write_results(results, training_args.output_dir, experiment_args.results_file)
+        print(f"\nResults ({first.description}, {len(first.eval)} eval images, model {model_args.model_name_or_path}):")
+        print(results_table(results))
         print(f"Saved to {path}", flush=True)
-    return runs
+    return results
 
 
 def cli() -> None:

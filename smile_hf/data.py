@@ -101,7 +101,10 @@ def build_digits(preset: DatasetPreset, test_fraction: float = 0.5, seed: int = 
     The train / test split is fixed (stratified, seed 0) so that every run evaluates on the same images; few-shot
     subsets are then drawn from `train` with the run's seed (`--train_samples_per_class`).
     """
-    from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as error:
+        raise DataError("--dataset digits needs scikit-learn, which ships the images: pip install scikit-learn.") from error
 
     digits = load_digits()
     pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
@@ -173,7 +176,14 @@ DATASET_PRESETS: dict[str, DatasetPreset] = {
         ),
     )
 }  # fmt: skip
-"""The datasets `--dataset` knows. Hub ids and column names were checked against the dataset cards on the Hub."""
+"""The datasets `--dataset` knows.
+
+Hub ids and split names were checked against the datasets' Hub cards; column names too where the card lists its
+features (cifar100, dtd, flowers102, oxford_pets, mit_indoor67; fgvc_aircraft's `variant` as used by MTEB). They could
+not be loaded here (no network): when a preset is loaded, its columns and number of classes are checked and a
+mismatch names what was found (`--image_column` / `--label_column` override the preset's). `mit_indoor67`'s Hub repo
+is a loading script, which `datasets` >= 4 no longer runs: the preset reads the Hub's automatic Parquet conversion.
+"""
 
 
 def get_preset(name: str) -> DatasetPreset:

@@ -83,21 +83,24 @@ def test_parse_yaml_file(tmp_path):
 def test_no_argument_is_the_offline_demo():
     model_args, data_args, training_args, experiment_args = run_smile.parse_args([])
     assert data_args.dataset == "digits" and data_args.train_samples_per_class == 10
-    assert experiment_args.compare_methods == "finetune,smile"
+    assert experiment_args.compare_methods == "finetune,smile" and experiment_args.scratch_baseline
     assert training_args.reference_recipe and training_args.optim == "sgd"
     assert model_args.model_name_or_path.endswith("checkpoints/fmnist-resnet-tiny")
 
 
 def test_run_plan_is_every_method_on_every_seed(tmp_path):
     _, _, training_args, experiment_args = run_smile.parse_args(
-        ["--output_dir", str(tmp_path), "--compare_methods", "finetune,smile", "--seeds", "3,4"]
+        ["--output_dir", str(tmp_path), "--compare_methods", "finetune,smile", "--seeds", "3,4", "--scratch_baseline", "True"]
     )
     plan = run_smile.run_plan(training_args, experiment_args)
-    assert [(a.method, a.seed) for a in plan] == [("finetune", 3), ("smile", 3), ("finetune", 4), ("smile", 4)]
-    assert plan[1].output_dir == os.path.join(str(tmp_path), "smile-seed3")
-    assert plan[1].regularizer == "smile" and plan[0].regularizer == "finetune"
+    assert [(r.label, r.args.method, r.args.seed, r.from_scratch) for r in plan] == [
+        ("scratch", "finetune", 3, True), ("finetune", "finetune", 3, False), ("smile", "smile", 3, False),
+        ("scratch", "finetune", 4, True), ("finetune", "finetune", 4, False), ("smile", "smile", 4, False),
+    ]  # fmt: skip
+    assert plan[2].args.output_dir == os.path.join(str(tmp_path), "smile-seed3")
+    assert plan[2].args.regularizer == "smile" and plan[1].args.regularizer == "finetune"
     single = run_smile.run_plan(training_args, run_smile.ExperimentArguments())
-    assert [(a.method, a.seed, a.output_dir) for a in single] == [("smile", 42, str(tmp_path))]
+    assert [(r.label, r.args.seed, r.args.output_dir) for r in single] == [("smile", 42, str(tmp_path))]
 
 
 def test_results_table():
@@ -188,18 +191,18 @@ def restore_threads():
 def test_tiny_comparison_run(tmp_path, capsys, restore_threads):
     runs = run_smile.main([
         "--dataset", "digits", "--train_samples_per_class", "3", "--max_eval_samples", "40",
-        "--compare_methods", "finetune,smile", "--seeds", "0", "--max_steps", "3", "--per_device_train_batch_size", "8",
+        "--compare_methods", "finetune,smile", "--scratch_baseline", "True", "--seeds", "0", "--max_steps", "3", "--per_device_train_batch_size", "8",
         "--per_device_eval_batch_size", "64", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "True",
         "--torch_num_threads", "1", "--output_dir", str(tmp_path),
     ])  # fmt: skip
-    assert [(r["method"], r["seed"], r["num_train"], r["num_eval"], r["global_step"]) for r in runs] == [
-        ("finetune", 0, 30, 40, 3), ("smile", 0, 30, 40, 3),
+    assert [(r["label"], r["method"], r["seed"], r["num_train"], r["num_eval"], r["global_step"]) for r in runs] == [
+        ("scratch", "finetune", 0, 30, 40, 3), ("finetune", "finetune", 0, 30, 40, 3), ("smile", "smile", 0, 30, 40, 3),
     ]  # fmt: skip
     for run in runs:
         metrics = run["metrics"]
         assert metrics["eval_num_samples"] == 40
         assert 0.0 <= metrics["eval_accuracy"] <= metrics["eval_top5_accuracy"] <= 1.0 and 0.0 <= metrics["eval_ece"] <= 1.0
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert [r["method"] for r in saved["runs"]] == ["finetune", "smile"]
+    assert [r["label"] for r in saved["runs"]] == ["scratch", "finetune", "smile"]
     assert (tmp_path / "smile-seed0" / "results.json").is_file()
-    assert "| seed | finetune top-1 (%) | smile top-1 (%) |" in capsys.readouterr().out
+    assert "| seed | scratch top-1 (%) | finetune top-1 (%) | smile top-1 (%) |" in capsys.readouterr().out
