@@ -34,7 +34,7 @@ import logging
 import os
 import statistics
 import sys
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -44,7 +44,6 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATIO
 
 from smile_hf import SmileTrainer, SmileTrainingArguments, load_source_model, load_student
 from smile_hf.backbones import unwrap_model
-from smile_hf.distributed import add_buffer_sync
 from smile_hf.data import (
     CORRUPT_IMAGE_POLICIES,
     DATASET_PRESETS,
@@ -55,6 +54,7 @@ from smile_hf.data import (
     prepare_datasets,
     set_transforms,
 )
+from smile_hf.distributed import add_buffer_sync
 from smile_hf.methods import METHODS
 from smile_hf.metrics import ClassificationMetrics
 
@@ -184,7 +184,9 @@ def build_parser() -> HfArgumentParser:
     return HfArgumentParser((ModelArguments, DataTrainingArguments, SmileTrainingArguments, ExperimentArguments))
 
 
-def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, SmileTrainingArguments, ExperimentArguments]:
+def parse_args(
+    argv: list[str],
+) -> tuple[ModelArguments, DataTrainingArguments, SmileTrainingArguments, ExperimentArguments]:
     """Parse the command line, or a single `.json` / `.yaml` file of arguments; no argument runs [`DEMO_ARGS`]."""
     parser = build_parser()
     if not argv:
@@ -333,8 +335,14 @@ def train_one(model_args: ModelArguments, run: Run, data: PreparedData, processo
     if run.from_scratch:
         model, teacher = random_init_model(model_args, data, **load_kwargs), None
     else:
-        model = load_student(model_args.model_name_or_path, len(data.label_names), id2label=data.id2label, **load_kwargs)
-        teacher = load_source_model(model_args.model_name_or_path, **load_kwargs) if needs_source_model(training_args) else None
+        model = load_student(
+            model_args.model_name_or_path, len(data.label_names), id2label=data.id2label, **load_kwargs
+        )
+        teacher = (
+            load_source_model(model_args.model_name_or_path, **load_kwargs)
+            if needs_source_model(training_args)
+            else None
+        )
     trainer = SmileTrainer(
         model=model,
         args=training_args,
@@ -461,7 +469,9 @@ def run_plan(training_args: SmileTrainingArguments, experiment_args: ExperimentA
 
     def make(label: str, seed: int) -> Run:
         method = "finetune" if label == SCRATCH else label
-        output_dir = training_args.output_dir if single else os.path.join(training_args.output_dir, f"{label}-seed{seed}")
+        output_dir = (
+            training_args.output_dir if single else os.path.join(training_args.output_dir, f"{label}-seed{seed}")
+        )
         return Run(label, replace(training_args, method=method, seed=seed, output_dir=output_dir), label == SCRATCH)
 
     return [make(label, seed) for seed in seeds for label in labels]

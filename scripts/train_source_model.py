@@ -114,7 +114,9 @@ def train(model, images, labels, args, mean: float, std: float) -> None:
             optimizer.step()
             scheduler.step()
             if step % 100 == 0:
-                print(f"epoch {epoch} step {step}/{steps_per_epoch} loss {loss.item():.3f} ({time.time() - start:.0f}s)")
+                print(
+                    f"epoch {epoch} step {step}/{steps_per_epoch} loss {loss.item():.3f} ({time.time() - start:.0f}s)"
+                )
 
 
 def write_model_card(results: dict, paths: list[str]) -> None:

@@ -104,7 +104,9 @@ def build_digits(preset: DatasetPreset, test_fraction: float = 0.5, seed: int = 
     try:
         from sklearn.datasets import load_digits
     except ImportError as error:
-        raise DataError("--dataset digits needs scikit-learn, which ships the images: pip install scikit-learn.") from error
+        raise DataError(
+            "--dataset digits needs scikit-learn, which ships the images: pip install scikit-learn."
+        ) from error
 
     digits = load_digits()
     pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
@@ -398,9 +400,7 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
     """
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         image = _high_bit_depth_to_uint8(image)
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        image.mode == "P" and "transparency" in image.info
-    )
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info)
     if has_alpha:
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (*background, 255))
@@ -433,7 +433,7 @@ def center_crop(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     height, width = images.shape[-2:]
     if size[0] > height or size[1] > width:
         raise ValueError(f"Crop {size} is larger than the image {(height, width)}.")
-    return crop(images, int(round((height - size[0]) / 2.0)), int(round((width - size[1]) / 2.0)), size)
+    return crop(images, round((height - size[0]) / 2.0), round((width - size[1]) / 2.0), size)
 
 
 def random_crop(images: torch.Tensor, size: tuple[int, int], generator: torch.Generator | None = None) -> torch.Tensor:
@@ -495,7 +495,7 @@ class TransformConfig:
         crop_size = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
         crop_hw = _hw(crop_size or processor.size)
         pct = crop_pct or getattr(processor, "crop_pct", None) or REFERENCE_CROP_PCT
-        resize_hw = (int(math.floor(crop_hw[0] / pct + 0.5)), int(math.floor(crop_hw[1] / pct + 0.5)))
+        resize_hw = (math.floor(crop_hw[0] / pct + 0.5), math.floor(crop_hw[1] / pct + 0.5))
         if getattr(processor, "do_normalize", True):
             mean = tuple(float(m) for m in np.broadcast_to(processor.image_mean, (3,)))
             std = tuple(float(s) for s in np.broadcast_to(processor.image_std, (3,)))
@@ -578,14 +578,18 @@ def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     }
 
 
-def find_corrupt_images(dataset: Dataset, image_column: str) -> list[int]:
-    """Positions of the examples whose image cannot be decoded (the image column must not be auto-decoded)."""
+def find_corrupt_images(dataset: Dataset, image_column: str, chunk_size: int = 256) -> list[int]:
+    """Positions of the examples whose image cannot be decoded (the image column must not be auto-decoded).
+
+    Reads `chunk_size` examples at a time, so that large datasets are never held in memory at once.
+    """
     bad = []
-    for position, value in enumerate(dataset[image_column]):
-        try:
-            decode_image(value)
-        except (OSError, UnidentifiedImageError, TypeError, ValueError, SyntaxError):
-            bad.append(position)
+    for start in range(0, len(dataset), chunk_size):
+        for offset, value in enumerate(dataset[start : start + chunk_size][image_column]):
+            try:
+                decode_image(value)
+            except (OSError, UnidentifiedImageError, TypeError, ValueError, SyntaxError):
+                bad.append(start + offset)
     return bad
 
 
@@ -701,7 +705,9 @@ def prepare_datasets(
         splits = split_off_validation(splits["train"], train_val_split, seed, label_column)
     splits, label_names = encode_labels(splits, label_column)
     if preset is not None and len(label_names) != preset.num_labels:
-        logger.warning(f"--dataset {preset.name}: found {len(label_names)} classes, the preset expects {preset.num_labels}.")
+        logger.warning(
+            f"--dataset {preset.name}: found {len(label_names)} classes, the preset expects {preset.num_labels}."
+        )
     num_labels = num_labels or len(label_names)
     for name, split in splits.items():
         check_label_range(split, label_column, num_labels, name)
@@ -716,8 +722,14 @@ def prepare_datasets(
     )
     if len(train) == 0 or len(evaluation) == 0:
         raise DataError(f"Nothing left to train or evaluate on ({len(train)} train, {len(evaluation)} eval examples).")
-    return PreparedData(train, evaluation, label_names[:num_labels] + [str(i) for i in range(len(label_names), num_labels)],
-                        image_column, label_column, description)
+    return PreparedData(
+        train,
+        evaluation,
+        label_names[:num_labels] + [str(i) for i in range(len(label_names), num_labels)],
+        image_column,
+        label_column,
+        description,
+    )
 
 
 def set_transforms(data: PreparedData, config: TransformConfig) -> None:
@@ -732,8 +744,8 @@ __all__ = [
     "BatchTransform",
     "DataError",
     "DatasetPreset",
-    "PreparedData",
     "ImageTransform",
+    "PreparedData",
     "TransformConfig",
     "check_columns",
     "check_image_folder",

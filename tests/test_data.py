@@ -26,6 +26,7 @@ from smile_hf.data import (
     check_label_range,
     collate,
     encode_labels,
+    find_corrupt_images,
     get_preset,
     handle_corrupt_images,
     pil_to_tensor,
@@ -167,7 +168,9 @@ def test_transform_config_from_processors():
     config = TransformConfig.from_image_processor(vit)
     assert (config.crop_size, config.resize_size) == ((32, 32), (37, 37))  # 32 / (224/256) = 36.57
     assert config.mean == (0.5, 0.5, 0.5) and config.std == (0.25, 0.25, 0.25)
-    convnext_like = SimpleNamespace(size={"shortest_edge": 224}, crop_pct=0.875, image_mean=[0.4] * 3, image_std=[0.2] * 3)
+    convnext_like = SimpleNamespace(
+        size={"shortest_edge": 224}, crop_pct=0.875, image_mean=[0.4] * 3, image_std=[0.2] * 3
+    )
     assert TransformConfig.from_image_processor(convnext_like).resize_size == (256, 256)
     clip_like = SimpleNamespace(
         size={"shortest_edge": 256}, do_center_crop=True, crop_size={"height": 224, "width": 224},
@@ -232,7 +235,10 @@ def image_dataset(values: list, labels: list[int]) -> Dataset:
 
 def test_batches_of_odd_modes():
     images = odd_mode_images()
-    dataset = image_dataset([{"bytes": png_bytes(i, "JPEG" if i.mode == "CMYK" else "PNG"), "path": None} for i in images], [0, 1, 2, 0, 1, 2])
+    dataset = image_dataset(
+        [{"bytes": png_bytes(i, "JPEG" if i.mode == "CMYK" else "PNG"), "path": None} for i in images],
+        [0, 1, 2, 0, 1, 2],
+    )
     dataset = dataset.cast_column("image", ImageFeature())
     dataset = without_image_decoding(with_example_index(dataset), "image")
     config = TransformConfig(crop_size=(8, 8), resize_size=(10, 10), mean=(0.5,) * 3, std=(0.5,) * 3)
@@ -267,6 +273,7 @@ def test_corrupt_images_are_skipped_on_request(caplog):
     with caplog.at_level(logging.WARNING, logger="smile_hf.data"):
         kept = handle_corrupt_images(dataset, "image", "skip", "train")
     assert kept[INDEX_COLUMN] == [2, 0]
+    assert find_corrupt_images(dataset, "image", chunk_size=3) == [0, 2]  # positions, across chunk boundaries
     assert "[3, 1]" in caplog.text
     assert len(handle_corrupt_images(dataset, "image", "error", "train")) == 4
     with pytest.raises(DataError, match="--corrupt_images must be one of error, skip"):
@@ -300,7 +307,9 @@ def test_truncate():
 
 
 def test_string_and_integer_labels_are_encoded():
-    splits = DatasetDict(train=Dataset.from_dict({"label": ["dog", "cat", "dog"]}), validation=Dataset.from_dict({"label": ["cat"]}))
+    splits = DatasetDict(
+        train=Dataset.from_dict({"label": ["dog", "cat", "dog"]}), validation=Dataset.from_dict({"label": ["cat"]})
+    )
     encoded, names = encode_labels(splits, "label")
     assert names == ["cat", "dog"]
     assert encoded["train"]["label"] == [1, 0, 1] and encoded["validation"]["label"] == [0]
@@ -312,7 +321,9 @@ def test_string_and_integer_labels_are_encoded():
 
 
 def test_label_range_and_columns_errors():
-    with pytest.raises(DataError, match=r"2 label\(s\) outside the model's range 0\.\.2 \(first: label 3 at example 1\)"):
+    with pytest.raises(
+        DataError, match=r"2 label\(s\) outside the model's range 0\.\.2 \(first: label 3 at example 1\)"
+    ):
         check_label_range(labelled([0, 3, 2, -1]), "label", 3, "train")
     with pytest.raises(DataError, match=r"no column 'image'; found columns \['label', 'x'\]"):
         check_columns(labelled([0]), "image", "label", "train")

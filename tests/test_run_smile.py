@@ -59,8 +59,14 @@ def test_parse_command_line(tmp_path):
 
 
 FILE_CONFIG = {
-    "dataset": "cub200", "method": "l2sp+mixup", "learning_rate": 0.1, "train_samples_per_class": 5,
-    "image_column": "img", "max_eval_samples": 7, "corrupt_images": "skip", "seeds": "1,2",
+    "dataset": "cub200",
+    "method": "l2sp+mixup",
+    "learning_rate": 0.1,
+    "train_samples_per_class": 5,
+    "image_column": "img",
+    "max_eval_samples": 7,
+    "corrupt_images": "skip",
+    "seeds": "1,2",
 }  # fmt: skip (the same as CLI, typed as in a JSON / YAML file)
 
 
@@ -90,7 +96,16 @@ def test_no_argument_is_the_offline_demo():
 
 def test_run_plan_is_every_method_on_every_seed(tmp_path):
     _, _, training_args, experiment_args = run_smile.parse_args(
-        ["--output_dir", str(tmp_path), "--compare_methods", "finetune,smile", "--seeds", "3,4", "--scratch_baseline", "True"]
+        [
+            "--output_dir",
+            str(tmp_path),
+            "--compare_methods",
+            "finetune,smile",
+            "--seeds",
+            "3,4",
+            "--scratch_baseline",
+            "True",
+        ]
     )
     plan = run_smile.run_plan(training_args, experiment_args)
     assert [(r.label, r.args.method, r.args.seed, r.from_scratch) for r in plan] == [
@@ -105,9 +120,17 @@ def test_run_plan_is_every_method_on_every_seed(tmp_path):
 
 def test_results_table():
     runs = [
-        {"method": "finetune", "seed": 0, "metrics": {"eval_accuracy": 0.5, "eval_top5_accuracy": 0.9, "eval_ece": 0.1}},
+        {
+            "method": "finetune",
+            "seed": 0,
+            "metrics": {"eval_accuracy": 0.5, "eval_top5_accuracy": 0.9, "eval_ece": 0.1},
+        },
         {"method": "smile", "seed": 0, "metrics": {"eval_accuracy": 0.6, "eval_top5_accuracy": 1.0, "eval_ece": 0.2}},
-        {"method": "finetune", "seed": 1, "metrics": {"eval_accuracy": 0.7, "eval_top5_accuracy": 0.9, "eval_ece": 0.3}},
+        {
+            "method": "finetune",
+            "seed": 1,
+            "metrics": {"eval_accuracy": 0.7, "eval_top5_accuracy": 0.9, "eval_ece": 0.3},
+        },
         {"method": "smile", "seed": 1, "metrics": {"eval_accuracy": 0.8, "eval_top5_accuracy": 1.0, "eval_ece": 0.2}},
     ]
     table = run_smile.results_table(runs).splitlines()
@@ -158,7 +181,9 @@ def test_train_dir_missing_or_empty(tmp_path, no_training):
 
 
 def test_model_that_is_not_an_image_classifier(tmp_path, no_training):
-    BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(tmp_path / "bert")
+    BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(
+        tmp_path / "bert"
+    )
     with pytest.raises(run_smile.InputError, match="is a 'bert' model, not an image classifier"):
         run_main(tmp_path, "--dataset", "digits", "--model_name_or_path", str(tmp_path / "bert"))
 
@@ -166,13 +191,17 @@ def test_model_that_is_not_an_image_classifier(tmp_path, no_training):
 def test_unreachable_model_is_one_line_on_stderr(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))
     argv = ["--dataset", "digits", "--model_name_or_path", "no-such-org/no-such-model", "--output_dir", str(tmp_path)]
-    result = subprocess.run([sys.executable, str(SCRIPT), *argv], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), *argv], env=env, capture_output=True, text=True, check=False, timeout=120
+    )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
     assert errors == [
-        "run_smile.py: error: Cannot load --model_name_or_path 'no-such-org/no-such-model': not a local folder with a "
-        "config.json, and the Hugging Face Hub cannot be reached or has no such model (offline?). Pass a local "
-        "checkpoint folder. [OSError]"
+        (
+            "run_smile.py: error: Cannot load --model_name_or_path 'no-such-org/no-such-model': not a local folder "
+            "with a config.json, and the Hugging Face Hub cannot be reached or has no such model (offline?). Pass a "
+            "local checkpoint folder. [OSError]"
+        )
     ], result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "results.json").exists()
@@ -201,7 +230,10 @@ def test_tiny_comparison_run(tmp_path, capsys, restore_threads):
     for run in runs:
         metrics = run["metrics"]
         assert metrics["eval_num_samples"] == 40
-        assert 0.0 <= metrics["eval_accuracy"] <= metrics["eval_top5_accuracy"] <= 1.0 and 0.0 <= metrics["eval_ece"] <= 1.0
+        assert (
+            0.0 <= metrics["eval_accuracy"] <= metrics["eval_top5_accuracy"] <= 1.0
+            and 0.0 <= metrics["eval_ece"] <= 1.0
+        )
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [r["label"] for r in saved["runs"]] == ["scratch", "finetune", "smile"]
     assert (tmp_path / "smile-seed0" / "results.json").is_file()
