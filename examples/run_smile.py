@@ -43,7 +43,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassi
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
 
 from smile_hf import SmileTrainer, SmileTrainingArguments, load_source_model, load_student
-from smile_hf.backbones import unwrap_model
+from smile_hf.backbones import UnsupportedBackboneError, unwrap_model
 from smile_hf.data import (
     CORRUPT_IMAGE_POLICIES,
     DATASET_PRESETS,
@@ -528,7 +528,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 def cli() -> None:
     try:
         main()
-    except (DataError, InputError) as error:
+    except (DataError, InputError, UnsupportedBackboneError) as error:
         print(f"run_smile.py: error: {error}", file=sys.stderr)
         sys.exit(2)
 
