@@ -491,7 +491,7 @@ def configure_logging(training_args: SmileTrainingArguments) -> None:
 def main(argv: list[str] | None = None) -> list[dict]:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
-        print("No arguments: running the offline demo (plain fine-tuning vs SMILE on few-shot digits):\n  "
+        print("No arguments: running the offline demo (from scratch vs fine-tuning vs SMILE, few-shot digits):\n  "
               "python examples/run_smile.py " + " ".join(DEMO_ARGS), flush=True)  # fmt: skip
     run_processes_on_cpu_without_accelerator()
     model_args, data_args, training_args, experiment_args = parse_args(argv)
