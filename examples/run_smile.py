@@ -54,7 +54,6 @@ from smile_hf.data import (
     prepare_datasets,
     set_transforms,
 )
-from smile_hf.distributed import add_buffer_sync
 from smile_hf.methods import METHODS
 from smile_hf.metrics import ClassificationMetrics
 
@@ -234,8 +233,9 @@ def parse_list(text: str | None, cast=str) -> list:
 
 
 def find_last_checkpoint(output_dir: str) -> str | None:
-    """The last `checkpoint-*` folder of `output_dir` to resume from, if any (one place to swap the detection)."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest *complete* `checkpoint-*` folder of `output_dir` to resume from, if any (interrupted saves are
+    skipped with a warning)."""
+    from smile_hf.checkpoints import get_last_checkpoint
 
     return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
 
@@ -353,8 +353,6 @@ def train_one(model_args: ModelArguments, run: Run, data: PreparedData, processo
         compute_metrics=ClassificationMetrics(),
         processing_class=processor,
     )
-    if training_args.world_size > 1:
-        add_buffer_sync(trainer)  # BatchNorm statistics: the same on every rank for evaluation, saving and the EMA
     resume = training_args.resume_from_checkpoint or find_last_checkpoint(training_args.output_dir)
     if resume:
         logger.info(f"Resuming from {resume}")
@@ -363,6 +361,13 @@ def train_one(model_args: ModelArguments, run: Run, data: PreparedData, processo
     if training_args.save_strategy != "no":
         trainer.save_model()
         trainer.save_state()
+    if training_args.push_to_hub:
+        trainer.push_to_hub(
+            finetuned_from=None if run.from_scratch else model_args.model_name_or_path,
+            tasks="image-classification",
+            dataset=data.description,
+            tags=["image-classification", training_args.method],
+        )
     return {
         "label": run.label,
         "method": training_args.method,

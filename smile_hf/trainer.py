@@ -26,6 +26,7 @@ from .checkpoints import (
     write_completion_marker,
 )
 from .config import SmileTrainingArguments
+from .distributed import add_buffer_sync
 from .hub import fill_label_names, label_names_from_dataset, model_card_from_trainer
 from .methods import LossInputs, build_method, parse_method
 from .mixing import Mix, mixed_cross_entropy, mixing_generator, sample_mix
@@ -91,6 +92,8 @@ class SmileTrainer(Trainer):
                 self.add_callback(EmaTeacherCallback(self.teacher, self.in_final_phase))
         for callback in self.method.callbacks(self):
             self.add_callback(callback)
+        if args.world_size > 1:  # BatchNorm statistics: the same on every rank for evaluation, saving and the EMA
+            add_buffer_sync(self)
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._micro_position = (-1, 0)
         self._method_ready = False
