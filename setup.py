@@ -28,7 +28,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=find_packages(include=["smile_hf", "smile_hf.*"]),
-    package_data={"smile_hf": ["py.typed"]},
+    package_data={"smile_hf": ["py.typed", "templates/*.md"]},
     python_requires=">=3.10",
     install_requires=install_requires,
     extras_require=extras,

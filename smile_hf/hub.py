@@ -20,9 +20,9 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-TEMPLATE_NAME = "template.md"
-DEFAULT_TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "model_cards" / TEMPLATE_NAME
-"""`model_cards/template.md` of the source tree (pass `template_path=` for another one)."""
+DEFAULT_TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"
+"""The card template shipped in the package (`model_cards/template.md` of the source tree links to it); pass
+`template_path=` for another one."""
 
 TASK = "image-classification"
 LIBRARY_TAGS = ("smile_hf", "image-classification", "transfer-learning")
@@ -333,7 +333,7 @@ def build_model_card(
     if not template_path.is_file():
         raise FileNotFoundError(
             f"Model card template {template_path} not found: pass `template_path=` (the default is "
-            "model_cards/template.md of the smile_hf source tree)."
+            "smile_hf/templates/model_card.md, linked from model_cards/template.md)."
         )
     return ModelCard.from_template(
         card_data,
