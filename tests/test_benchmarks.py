@@ -1,0 +1,69 @@
+"""The benchmark scripts run end to end on tiny settings and write what the README cites (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCHMARKS = os.path.join(REPO, "benchmarks")
+CHECKPOINT = os.path.join(REPO, "checkpoints", "fmnist-resnet-tiny")
+
+
+def run(script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, script), *args],
+        cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def test_speed_smoke(tmp_path):
+    out, md = tmp_path / "speed.json", tmp_path / "speed.md"
+    result = run(
+        "speed.py", "--models", "small-cnn", "--methods", "finetune,mixup,smile", "--rounds", "2", "--chunks", "1",
+        "--output", str(out), "--markdown", str(md),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(out.read_text())
+    model = payload["models"]["small-cnn"]
+    assert set(model["ratio"]) == {"finetune", "mixup", "smile"}
+    assert model["ratio"]["finetune"]["median"] == pytest.approx(1.0)
+    assert model["ratio"]["smile"]["n"] == 2
+    assert model["ema"]["tensors"] > 0 and model["ema"]["update_every"] == 10
+    assert {"finetune", "smile"} <= set(model["memory"])
+    # SMILE holds a teacher and an auxiliary head on top of what fine-tuning holds
+    assert model["memory"]["smile"]["held_mib"] > model["memory"]["finetune"]["held_mib"]
+    assert {"teacher forward", "student forward", "backward"} <= set(model["profile"]["smile"])
+    assert set(model["trainer_vs_bare"]) == {"smile", "finetune"}
+    assert "SMILE step / fine-tuning step" in md.read_text()
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(CHECKPOINT, "config.json")), reason="no bundled checkpoint")
+def test_accuracy_smoke(tmp_path):
+    out, md, png = tmp_path / "accuracy.json", tmp_path / "accuracy.md", tmp_path / "accuracy.png"
+    result = run(
+        "accuracy.py", "--targets", "digits", "--shots", "2", "--seeds", "0,1", "--max_steps", "3",
+        "--methods", "finetune,smile,smile[aux_lambda=0.0]", "--extra_methods", "", "--workers", "1",
+        "--output", str(out), "--markdown", str(md), "--plot", str(png),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(out.read_text())
+    assert payload["settings"]["methods"] == ["finetune", "smile", "smile[aux_lambda=0.0]"]
+    assert len(payload["runs"]) == 6 and all(r["steps"] == 3 for r in payload["runs"])
+    assert all(r["eval_images"] == 899 for r in payload["runs"])  # the whole digits test half
+    cell = payload["summary"]["digits"]["2"]["smile"]
+    assert cell["seeds"] == [0, 1] and len(cell["accuracy"]) == 2 and 0.0 <= cell["ece_mean"] <= 1.0
+    assert [r["shots"] for r in payload["smile_vs_finetune"]] == [2, 2]
+    assert "| finetune |" in md.read_text()
+    assert png.stat().st_size > 0
+
+
+def test_paper_table_fails_clearly_offline(tmp_path):
+    result = run("paper_table.py", "--output", str(tmp_path / "p.json"), env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode != 0
+    assert "needs the Hugging Face Hub" in result.stderr and "microsoft/resnet-50" in result.stderr
+    assert not (tmp_path / "p.json").exists()
