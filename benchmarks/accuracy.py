@@ -309,16 +309,19 @@ def plot(summary: dict, targets, shots, methods, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(targets), figsize=(6.5 * len(targets), 5.2), squeeze=False)
+    from matplotlib.ticker import NullLocator
+
+    fig, axes = plt.subplots(1, len(targets), figsize=(6.5 * len(targets), 6.4), squeeze=False)
     cmap = plt.get_cmap("tab20")
     markers = "os^vD<>ph*XP"
     for ax, target in zip(axes[0], targets):
         for i, method in enumerate(methods):
             xs, ys, es = [], [], []
+            jitter = 1.0 + 0.012 * (i - (len(methods) - 1) / 2)  # side by side, so that error bars stay readable
             for s in shots:
                 cell = summary[target][str(s)].get(method)
                 if cell:
-                    xs.append(s)
+                    xs.append(s * jitter)
                     ys.append(100 * cell["accuracy_mean"])
                     es.append(100 * cell["accuracy_std"])
             if not xs:
@@ -330,6 +333,7 @@ def plot(summary: dict, targets, shots, methods, path: str) -> None:
                 style.update(color="crimson" if method == "smile" else "darkorange", linewidth=2.6, alpha=1.0)
             ax.errorbar(xs, ys, yerr=es, capsize=3, label=method, **style)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xticks(list(shots))
         ax.set_xticklabels([str(s) for s in shots])
         ax.set_xlabel("training images per class (shots)")
@@ -337,8 +341,8 @@ def plot(summary: dict, targets, shots, methods, path: str) -> None:
         ax.set_title(f"fmnist-resnet-tiny → {target}")
         ax.grid(True, alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 0.84, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.15, 1, 1))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -401,11 +405,28 @@ def parse_args(argv=None):
     parser.add_argument("--markdown", default=os.path.join(RESULTS_DIR, "accuracy.md"))
     parser.add_argument("--plot", default=os.path.join(RESULTS_DIR, "accuracy.png"))
     parser.add_argument("--resume", action="store_true", help="reuse the runs already in --output")
+    parser.add_argument("--report_only", action="store_true",
+                        help="train nothing: print the table and redraw the plot from --output")  # fmt: skip
     return parser.parse_args(argv)
+
+
+def report_only(opts) -> dict:
+    with open(opts.output, encoding="utf-8") as f:
+        payload = json.load(f)
+    settings = payload["settings"]
+    text = report(payload)
+    print(text)
+    if opts.markdown:
+        write_text(opts.markdown, text)
+    if opts.plot:
+        plot(payload["summary"], settings["targets"], settings["shots"], settings["methods"], opts.plot)
+    return payload
 
 
 def main(argv=None) -> dict:
     opts = parse_args(argv)
+    if opts.report_only:
+        return report_only(opts)
     if not os.path.isfile(os.path.join(opts.checkpoint, "config.json")):
         raise SystemExit(
             f"No source checkpoint at {opts.checkpoint}: regenerate it with "
