@@ -45,7 +45,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (  # noqa: E402
+from common import (
     METHODS,
     RESULTS_DIR,
     accuracy_table,
@@ -308,7 +308,6 @@ def plot(summary: dict, targets, shots, methods, path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from matplotlib.ticker import NullLocator
 
     fig, axes = plt.subplots(1, len(targets), figsize=(6.5 * len(targets), 6.4), squeeze=False)

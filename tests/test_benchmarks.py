@@ -17,7 +17,7 @@ CHECKPOINT = os.path.join(REPO, "checkpoints", "fmnist-resnet-tiny")
 def run(script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, os.path.join(BENCHMARKS, script), *args],
-        cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})},
+        check=False, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})},
     )  # fmt: skip
 
 
