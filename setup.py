@@ -15,7 +15,7 @@ install_requires = [
 ]
 extras = {
     "test": ["pytest>=8", "scikit-learn>=1.3"],
-    "bench": ["matplotlib>=3.7", "scikit-learn>=1.3"],
+    "bench": ["matplotlib>=3.7", "scikit-learn>=1.3", "mlxtend>=0.23"],
 }
 extras["dev"] = sorted(set(extras["test"] + extras["bench"] + ["ruff>=0.5"]))
 

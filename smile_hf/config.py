@@ -47,7 +47,8 @@ class SmileTrainingArguments(TrainingArguments):
         reference_recipe (`bool`, *optional*, defaults to `False`):
             Use the optimisation recipe of the SMILE reference (SGD, Nesterov momentum 0.9, lr 0.01, weight decay
             1e-4, no gradient clipping, batch 48, lr x0.1 once at `lr_step_fraction`) for every field left at its
-            `TrainingArguments` default. Values set explicitly are kept.
+            `TrainingArguments` default. Values set explicitly are kept, except a value equal to the default (e.g. an
+            explicit `per_device_train_batch_size=8` still becomes 48): set such a field after construction.
         lr_step_fraction (`float` or `None`, *optional*, defaults to `None`):
             If set, multiply the learning rate by `lr_step_gamma` once, after this fraction of the training steps
             (step decay of the reference: 6666/9000). Requires `lr_scheduler_type="constant"`.
