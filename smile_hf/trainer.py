@@ -94,7 +94,7 @@ class SmileTrainer(Trainer):
             self.add_callback(callback)
         if args.world_size > 1:  # BatchNorm statistics: the same on every rank for evaluation, saving and the EMA
             add_buffer_sync(self)
-        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._metrics: dict[str, list[torch.Tensor]] = defaultdict(list)  # training loss terms since the last log
         self._micro_position = (-1, 0)
         self._method_ready = False
 
@@ -195,7 +195,7 @@ class SmileTrainer(Trainer):
             rng,
             image_hw=tuple(pixel_values.shape[-2:]),
             num_stages=len(self.adapter.stages(model)),
-            dominant=self.method.name == "smile",
+            dominant=self.method.dominant_mix,
         )
         return mix.to(pixel_values.device)
 
@@ -236,20 +236,19 @@ class SmileTrainer(Trainer):
     # ---- logging ----------------------------------------------------------------------------------------------
 
     def _record_terms(self, terms, mix: Mix | None) -> None:
-        metrics = self._metrics["train"]
+        metrics = self._metrics
         for name, (_, value) in terms.items():
             metrics[f"loss_{name}"].append(value.detach().float())
         if self.args.mixing is not None:
             metrics["mix_lambda"].append(torch.tensor(mix.lam if mix is not None else 1.0))
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Adds the mean of each recorded loss term (averaged over processes) since the last log."""
-        mode = "train" if self.model.training else "eval"
-        prefix = "eval_" if mode == "eval" else ""
-        for key, values in sorted(self._metrics[mode].items()):
-            mean = torch.stack(values).mean().to(self.args.device)
-            logs[prefix + key] = self.accelerator.reduce(mean, reduction="mean").item()
-        self._metrics[mode].clear()
+        """Adds to training logs the mean of each recorded loss term (averaged over processes) since the last log."""
+        if self.model.training:
+            for key, values in sorted(self._metrics.items()):
+                mean = torch.stack(values).mean().to(self.args.device)
+                logs[key] = self.accelerator.reduce(mean, reduction="mean").item()
+            self._metrics.clear()
         super().log(logs, start_time)
 
     # ---- saving -----------------------------------------------------------------------------------------------

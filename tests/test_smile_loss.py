@@ -86,7 +86,7 @@ def test_smile_loss_equals_hand_computation(family, tmp_path):
         expected = l_main + 0.1 * l_aux + 0.01 * l_reg + 1e-4 * l_cls
 
     torch.testing.assert_close(loss.detach(), expected, rtol=RTOL, atol=0)
-    logged = {k: torch.stack(v).item() for k, v in trainer._metrics["train"].items()}
+    logged = {k: torch.stack(v).item() for k, v in trainer._metrics.items()}
     for name, value in [("main", l_main), ("aux", l_aux), ("reg", l_reg), ("cls", l_cls)]:
         assert logged[f"loss_{name}"] == pytest.approx(value.item(), rel=RTOL)
     assert logged["mix_lambda"] == pytest.approx(lam)
@@ -131,7 +131,7 @@ def test_final_phase_loss_is_plain_finetuning(tmp_path):
         expected = F.cross_entropy(model(pixel_values=x).logits, y) + 1e-4 * l_cls
     torch.testing.assert_close(loss.detach(), expected, rtol=RTOL, atol=0)
     assert calls == []
-    assert set(trainer._metrics["train"]) == {"loss_main", "loss_cls", "mix_lambda"}
+    assert set(trainer._metrics) == {"loss_main", "loss_cls", "mix_lambda"}
 
 
 def test_student_backbone_runs_once_per_step(tmp_path):

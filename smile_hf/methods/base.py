@@ -60,6 +60,7 @@ class TransferMethod:
     Class attributes:
         name: the value of `SmileTrainingArguments.method` that selects the method.
         default_mixing: mixing used when the method is named alone (SMILE: "mixup").
+        dominant_mix: lambda is flipped to max(lambda, 1 - lambda), so the original sample dominates (SMILE).
         needs_teacher: a frozen copy of the source model is run on the unmixed images each step.
         ema_teacher: the teacher follows the student's backbone by EMA (`ema_decay`, `ema_update_every`).
         teacher_sees_mix: the teacher runs on the student's mixed batch (DELTA) instead of the unmixed images (SMILE).
@@ -71,6 +72,7 @@ class TransferMethod:
 
     name: ClassVar[str]
     default_mixing: ClassVar[str | None] = None
+    dominant_mix: ClassVar[bool] = False
     needs_teacher: ClassVar[bool] = False
     ema_teacher: ClassVar[bool] = False
     teacher_sees_mix: ClassVar[bool] = False

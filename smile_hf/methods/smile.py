@@ -36,6 +36,7 @@ class Smile(TransferMethod):
 
     name = "smile"
     default_mixing = "mixup"
+    dominant_mix = True
     needs_teacher = True
     ema_teacher = True
     needs_source_head = True
