@@ -14,7 +14,7 @@ install_requires = [
     "pyyaml>=6.0",
 ]
 extras = {
-    "test": ["pytest>=8", "scikit-learn>=1.3"],
+    "test": ["pytest>=8", "scikit-learn>=1.3", "matplotlib>=3.7"],  # matplotlib: the benchmark smoke tests plot
     "bench": ["matplotlib>=3.7", "scikit-learn>=1.3", "mlxtend>=0.23"],
 }
 extras["dev"] = sorted(set(extras["test"] + extras["bench"] + ["ruff>=0.5"]))
