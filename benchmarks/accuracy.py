@@ -47,7 +47,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import (
     METHODS,
+    REPO_ROOT,
     RESULTS_DIR,
+    SOURCE_CHECKPOINT,
     accuracy_table,
     available_methods,
     environment,
@@ -56,8 +58,6 @@ from common import (
     write_text,
 )
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHECKPOINT = os.path.join(REPO_ROOT, "checkpoints", "fmnist-resnet-tiny")
 TARGETS = ("digits", "mnist")
 SHOTS = (5, 20)
 SEEDS = (0, 1, 2)
@@ -397,7 +397,7 @@ def parse_args(argv=None):
                         help="added to --methods (same syntax, ';'-separated); default: SMILE with the reference's EMA "
                         "horizon scaled to the step budget")  # fmt: skip
     parser.add_argument("--max_steps", type=int, default=MAX_STEPS)
-    parser.add_argument("--checkpoint", default=CHECKPOINT)
+    parser.add_argument("--checkpoint", default=SOURCE_CHECKPOINT)
     parser.add_argument("--workers", type=int, default=2, help="parallel runs (processes)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--output", default=os.path.join(RESULTS_DIR, "accuracy.json"))

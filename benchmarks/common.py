@@ -15,6 +15,9 @@ import numpy as np
 import torch
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SOURCE_CHECKPOINT = os.path.join(REPO_ROOT, "checkpoints", "fmnist-resnet-tiny")
+"""The bundled source checkpoint (a tiny ResNet pre-trained on Fashion-MNIST)."""
 
 REGULARIZERS = ("l2sp", "delta", "bss", "rifle", "cotuning")
 METHODS = (

@@ -55,6 +55,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (
     METHODS,
     RESULTS_DIR,
+    SOURCE_CHECKPOINT,
     available_methods,
     environment,
     markdown_table,
@@ -70,8 +71,6 @@ from smile_hf.methods.smile import Smile
 from smile_hf.mixing import mix_inputs, mixed_cross_entropy, mixing_generator, sample_mix
 from smile_hf.teacher import EmaTeacher
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL_CNN_CHECKPOINT = os.path.join(REPO_ROOT, "checkpoints", "fmnist-resnet-tiny")
 TARGET_RATIO = 1.35
 TARGET_EMA_SHARE = 0.01
 TARGET_TRAINER_OVERHEAD = 1.05
@@ -86,8 +85,8 @@ NUM_TARGET_LABELS = 10
 
 def small_cnn_config(num_labels: int) -> transformers.PretrainedConfig:
     """The architecture of the bundled source checkpoint (a 3-stage basic-block ResNet, ~80k parameters)."""
-    if os.path.isfile(os.path.join(SMALL_CNN_CHECKPOINT, "config.json")):
-        config = transformers.AutoConfig.from_pretrained(SMALL_CNN_CHECKPOINT)
+    if os.path.isfile(os.path.join(SOURCE_CHECKPOINT, "config.json")):
+        config = transformers.AutoConfig.from_pretrained(SOURCE_CHECKPOINT)
         config.num_labels = num_labels
         config.id2label = {i: str(i) for i in range(num_labels)}
         config.label2id = {str(i): i for i in range(num_labels)}
