@@ -36,8 +36,8 @@ def two_process_run(tmp_path_factory):
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
         "--master_port", str(free_port()), str(SCRIPT),
         "--dataset", "digits", "--train_samples_per_class", "4", "--max_eval_samples", str(NUM_EVAL),
-        "--method", "smile", "--max_steps", "4", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
-        "--ema_update_every", "1", "--ema_decay", "0.5", "--final_finetune_fraction", "0", "--learning_rate", "0.05",
+        "--method", "smile", "--max_steps", "6", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
+        "--ema_update_every", "1", "--ema_decay", "0.5", "--final_finetune_fraction", "0.34", "--learning_rate", "0.05",
         "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "True", "--save_rank_states", "True",
         "--output_dir", str(output_dir),
     ]  # fmt: skip
@@ -74,6 +74,6 @@ def test_evaluation_is_gathered_across_processes(two_process_run):
     output_dir, result = two_process_run
     results = json.loads((output_dir / "results.json").read_text())
     (run,) = results["runs"]
-    assert run["world_size"] == 2 and run["global_step"] == 4
+    assert run["world_size"] == 2 and run["global_step"] == 6  # 4 SMILE steps, then 2 plain (final phase)
     assert run["metrics"]["eval_num_samples"] == NUM_EVAL  # both halves, not one rank's
     assert "| seed | smile top-1 (%) |" in result.stdout
