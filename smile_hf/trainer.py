@@ -29,6 +29,7 @@ from .config import SmileTrainingArguments
 from .distributed import add_buffer_sync
 from .hub import fill_label_names, label_names_from_dataset, model_card_from_trainer
 from .methods import LossInputs, build_method, parse_method
+from .methods.base import PrepareCallback
 from .mixing import Mix, mixed_cross_entropy, mixing_generator, sample_mix
 from .modeling import check_teacher_matches, load_source_model
 from .teacher import EmaTeacher, EmaTeacherCallback
@@ -90,6 +91,7 @@ class SmileTrainer(Trainer):
             ).to(args.device)
             if self.method.ema_teacher:
                 self.add_callback(EmaTeacherCallback(self.teacher, self.in_final_phase))
+        self.add_callback(PrepareCallback(self.method, self))
         for callback in self.method.callbacks(self):
             self.add_callback(callback)
         if args.world_size > 1:  # BatchNorm statistics: the same on every rank for evaluation, saving and the EMA

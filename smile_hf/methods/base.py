@@ -8,15 +8,15 @@ one step into named, weighted loss terms. Adding a method is one new module with
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
+from transformers import TrainerCallback
 
 if TYPE_CHECKING:
-    from transformers import TrainerCallback
 
     from ..backbones import BackboneAdapter, ForwardOutput
     from ..config import SmileTrainingArguments
@@ -84,7 +84,12 @@ class TransferMethod:
         self.args = args
 
     def setup(self, trainer: SmileTrainer) -> None:
-        """One-off work before training (starting weights, statistics of the source model on the data...)."""
+        """One-off work when `train()` is called, before a checkpoint's state is restored (e.g. snapshot the
+        starting weights; a resumed run then overwrites them with the saved ones)."""
+
+    def prepare(self, trainer: SmileTrainer) -> None:
+        """One-off work when training begins, after a checkpoint's state was restored and before the first step
+        (statistics of the source model on the training data, which a resumed run need not recompute)."""
 
     def loss_terms(self, inputs: LossInputs) -> LossTerms:
         """The method's terms beyond the main (mixed) cross-entropy."""
@@ -100,6 +105,36 @@ class TransferMethod:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore what `state_dict` returned."""
+
+
+class PrepareCallback(TrainerCallback):
+    """Runs `method.prepare(trainer)` when training begins: after a checkpoint's state has been restored (so a
+    resumed run does not recompute what it saved) and before the first optimizer step. [`SmileTrainer`] adds one
+    for its method."""
+
+    def __init__(self, method: TransferMethod, trainer: SmileTrainer):
+        self.method = method
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.method.prepare(self.trainer)
+
+
+def for_each_training_batch(trainer, fn: Callable[[torch.Tensor, torch.Tensor], None], max_batches=None) -> int:
+    """Call `fn(pixel_values, labels)` on the batches of `trainer`'s training dataloader (at most `max_batches`),
+    on the training device, leaving the global random state as it was. Returns the number of batches seen."""
+    device = trainer.args.device
+    devices = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    seen = 0
+    with torch.random.fork_rng(devices=devices):
+        for batch in trainer.get_train_dataloader():
+            if max_batches is not None and seen >= max_batches:
+                break
+            fn(batch["pixel_values"].to(device), batch["labels"].to(device))
+            seen += 1
+    return seen
 
 
 def half_squared_norm(tensors: Iterable[torch.Tensor]) -> torch.Tensor:

@@ -26,45 +26,13 @@ lambda * H(R[y]) + (1 - lambda) * H(R[y[perm]]), the same convention as the mixe
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
-from transformers import TrainerCallback
 
 from ..backbones import SOURCE_HEAD_NAME, unwrap_model
 from ..mixing import mix_tensor, soft_cross_entropy
 from . import register_method
-from .base import LossInputs, LossTerms, TransferMethod
-
-
-def for_each_training_batch(trainer, fn: Callable[[torch.Tensor, torch.Tensor], None], max_batches=None) -> int:
-    """Call `fn(pixel_values, labels)` on the batches of `trainer`'s training dataloader (at most `max_batches`),
-    on the training device, leaving the global random state as it was. Returns the number of batches seen."""
-    device = trainer.args.device
-    devices = []
-    if device.type == "cuda":
-        devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    seen = 0
-    with torch.random.fork_rng(devices=devices):
-        for batch in trainer.get_train_dataloader():
-            if max_batches is not None and seen >= max_batches:
-                break
-            fn(batch["pixel_values"].to(device), batch["labels"].to(device))
-            seen += 1
-    return seen
-
-
-class PrepareCallback(TrainerCallback):
-    """Runs `method.prepare(trainer)` when training begins: after a checkpoint's state has been restored (so a
-    resumed run does not recompute what it saved) and before the first optimizer step."""
-
-    def __init__(self, method, trainer):
-        self.method = method
-        self.trainer = trainer
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.method.prepare(self.trainer)
+from .base import LossInputs, LossTerms, TransferMethod, for_each_training_batch
 
 
 def relationship_from_sums(prob_sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -85,9 +53,6 @@ class CoTuning(TransferMethod):
     def __init__(self, args):
         super().__init__(args)
         self.relationship: torch.Tensor | None = None
-
-    def callbacks(self, trainer) -> list[TrainerCallback]:
-        return [PrepareCallback(self, trainer)]
 
     @torch.no_grad()
     def prepare(self, trainer) -> None:

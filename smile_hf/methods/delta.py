@@ -56,12 +56,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import TrainerCallback
 
 from ..backbones import unwrap_model
 from . import register_method
-from .base import LossInputs, LossTerms, TransferMethod
-from .cotuning import PrepareCallback, for_each_training_batch
+from .base import LossInputs, LossTerms, TransferMethod, for_each_training_batch
 from .l2sp import head_penalty
 
 ATTENTION_LR = 0.01
@@ -210,9 +208,6 @@ class Delta(TransferMethod):
 
     def setup(self, trainer) -> None:
         self.teacher = trainer.teacher
-
-    def callbacks(self, trainer) -> list[TrainerCallback]:
-        return [PrepareCallback(self, trainer)] if self.args.delta_attention else []
 
     def num_layers(self, num_hidden_maps: int) -> int:
         """How many layers are regularised: the last `delta_num_layers` hidden maps (fewer if the model has fewer)."""
