@@ -6,6 +6,7 @@ __version__ = "0.1.0"
 
 from .backbones import BACKBONES, BackboneAdapter, BackboneSpec, ForwardOutput, UnsupportedBackboneError, register_backbone
 from .config import SmileTrainingArguments
+from .loss import LossOutput, TransferLoss
 from .methods import METHODS, TransferMethod, register_method
 from .mixing import Mix, mix_inputs, mix_tensor, mixed_cross_entropy, sample_mix, soft_cross_entropy
 from .modeling import load_source_model, load_student
@@ -20,9 +21,11 @@ __all__ = [
     "EmaTeacher",
     "EmaTeacherCallback",
     "ForwardOutput",
+    "LossOutput",
     "Mix",
     "SmileTrainer",
     "SmileTrainingArguments",
+    "TransferLoss",
     "TransferMethod",
     "UnsupportedBackboneError",
     "load_source_model",

@@ -10,6 +10,7 @@ is a complete checkpoint when the marker is there and every file it lists has th
 
 [`get_last_checkpoint`] returns the newest complete checkpoint of an output folder and reports (log warning) the
 newer folders it skipped and why; `SmileTrainer.train(resume_from_checkpoint=True)` and the run script use it.
+[`CompleteCheckpointMixin`] gives a `Trainer` subclass this save and this resume.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import safetensors.torch
 import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
+
+from ._compat import rotate_checkpoints
 
 logger = logging.get_logger(__name__)
 
@@ -191,3 +194,64 @@ def get_last_checkpoint(output_dir: str) -> str | None:
 def incomplete_checkpoints(output_dir: str) -> list[str]:
     """The `checkpoint-<step>` folders of `output_dir` that are not complete checkpoints."""
     return [path for _, path in list_checkpoints(output_dir) if checkpoint_problem(path) is not None]
+
+
+# ---- the Trainer side ---------------------------------------------------------------------------------------------
+
+
+class CompleteCheckpointMixin:
+    """Mixin for a `transformers.Trainer` subclass (listed before `Trainer`): checkpoints are complete or
+    recognisably incomplete, and only complete ones are resumed from.
+
+    Each checkpoint is the stock one, then the files of `extra_checkpoint_files()` (written atomically by the main
+    process), then, once every process is done, the completion marker. Pushing the checkpoint to the Hub and
+    deleting old checkpoints (`save_total_limit`) wait until the marker is written, so an interrupted save never
+    replaces the last complete checkpoint, locally or on the Hub. `train(resume_from_checkpoint=True)` picks the
+    newest complete checkpoint; a given path must be a complete checkpoint.
+    """
+
+    def extra_checkpoint_files(self) -> dict[str, tuple[dict[str, torch.Tensor], dict[str, str]]]:
+        """File name -> (tensors, safetensors metadata) of the state the stock Trainer does not checkpoint."""
+        return {}
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                incomplete = incomplete_checkpoints(self.args.output_dir)
+                raise ValueError(
+                    f"No complete checkpoint to resume from in output directory ({self.args.output_dir})"
+                    + (f"; incomplete ones (interrupted saves): {incomplete}" if incomplete else "")
+                    + "."
+                )
+        elif resume_from_checkpoint is not None and resume_from_checkpoint is not False:
+            check_checkpoint(os.fspath(resume_from_checkpoint))
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        run_dir = self._get_output_dir(trial=trial)
+        output_dir = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if self.args.should_save and os.path.exists(output_dir):
+            logger.warning(f"Replacing {output_dir} (left by an earlier run or an interrupted save).")
+            discard_checkpoint(output_dir)
+        self.accelerator.wait_for_everyone()
+        save_total_limit, push_to_hub = self.args.save_total_limit, self.args.push_to_hub
+        self.args.save_total_limit, self.args.push_to_hub = None, False  # both wait for the marker
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit, self.args.push_to_hub = save_total_limit, push_to_hub
+        if self.args.should_save:
+            for name, (tensors, metadata) in self.extra_checkpoint_files().items():
+                save_safetensors_atomic(tensors, os.path.join(output_dir, name), metadata)
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            write_completion_marker(output_dir, self.state.global_step, **self.checkpoint_marker_fields())
+        if push_to_hub:
+            self._push_from_checkpoint(output_dir)
+        if self.args.should_save:
+            rotate_checkpoints(self, run_dir)
+
+    def checkpoint_marker_fields(self) -> dict[str, str]:
+        """Extra fields of the completion marker (e.g. the method that wrote the checkpoint)."""
+        return {}

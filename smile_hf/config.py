@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from transformers import TrainingArguments
+from transformers.utils import logging
 
 from .methods import parse_method
+
+logger = logging.get_logger(__name__)
 
 # The reference recipe of SMILE (PaddlePaddle/Research, CV/SMILE/finetune.py): 9000 iterations in all,
 # the last 1000 plain fine-tuning, the learning rate x0.1 once at iteration floor(2 * (9000 + 1000) / 3).
@@ -15,7 +20,8 @@ REFERENCE_TOTAL_STEPS = 9000
 REFERENCE_FINAL_FINETUNE_FRACTION = 1000 / REFERENCE_TOTAL_STEPS
 REFERENCE_LR_STEP_FRACTION = (2 * (9000 + 1000) // 3) / REFERENCE_TOTAL_STEPS
 
-# Values `reference_recipe=True` puts into fields that the user left at their `TrainingArguments` default.
+# What `reference_recipe=True` puts into the fields the user did not set. `optim_args` is set only when the optimizer
+# is the recipe's, and `lr_step_fraction` only when it is unset.
 REFERENCE_RECIPE = {
     "optim": "sgd",
     "optim_args": "momentum=0.9,nesterov=True",
@@ -24,7 +30,17 @@ REFERENCE_RECIPE = {
     "max_grad_norm": 0.0,
     "lr_scheduler_type": "constant",
     "per_device_train_batch_size": 48,
+    "lr_step_fraction": REFERENCE_LR_STEP_FRACTION,
 }
+
+_STOCK = {f.name: f.default for f in fields(TrainingArguments)}
+RECIPE_FIELDS = ("optim", "learning_rate", "weight_decay", "max_grad_norm", "lr_scheduler_type", "per_device_train_batch_size")
+"""`TrainingArguments` fields redeclared with a `None` default ("not set"): with `reference_recipe` the recipe's value
+is used, else the stock `TrainingArguments` default. A value the user passed is never replaced."""
+
+
+def _unset_help(name: str, text: str) -> str:
+    return f"{text} Default: {_STOCK[name]!r}; with --reference_recipe: {REFERENCE_RECIPE[name]!r}."
 
 
 @dataclass
@@ -46,9 +62,14 @@ class SmileTrainingArguments(TrainingArguments):
             `"smile"` alone mixes with mixup, as in the paper.
         reference_recipe (`bool`, *optional*, defaults to `False`):
             Use the optimisation recipe of the SMILE reference (SGD, Nesterov momentum 0.9, lr 0.01, weight decay
-            1e-4, no gradient clipping, batch 48, lr x0.1 once at `lr_step_fraction`) for every field left at its
-            `TrainingArguments` default. Values set explicitly are kept, except a value equal to the default (e.g. an
-            explicit `per_device_train_batch_size=8` still becomes 48): set such a field after construction.
+            1e-4, no gradient clipping, batch 48, lr x0.1 once at `lr_step_fraction`) for every one of these fields
+            that was not set (see "Defaults that differ" below): a value passed explicitly is always kept, even one
+            equal to the `TrainingArguments` default. What the recipe set is recorded in `reference_recipe_applied`.
+        model_init_kwargs (`dict` or `str`, *optional*):
+            Keyword arguments of `from_pretrained` when [`SmileTrainer`] is given a checkpoint name instead of a
+            model: where to load from (`cache_dir`, `revision`, `token`, `trust_remote_code`...; also used for the
+            source model and the image processor) and how (`torch_dtype`...), and `num_labels` / `id2label` when
+            the training set has no `ClassLabel` column. A JSON string is accepted (command line).
         lr_step_fraction (`float` or `None`, *optional*, defaults to `None`):
             If set, multiply the learning rate by `lr_step_gamma` once, after this fraction of the training steps
             (step decay of the reference: 6666/9000). Requires `lr_scheduler_type="constant"`.
@@ -108,10 +129,46 @@ class SmileTrainingArguments(TrainingArguments):
         cotuning_lambda (`float`, *optional*, defaults to `2.3`):
             Co-Tuning: weight of the source-head cross-entropy against the translated source labels.
 
-    Unlike `TrainingArguments`, `ddp_find_unused_parameters` defaults to `False`: the auxiliary (source) head is
-    applied inside the student's forward pass but its output is not one of the model's outputs, which DDP's search
-    for unused parameters cannot follow.
+        > Defaults that differ from `TrainingArguments`
+
+        remove_unused_columns (`bool`, *optional*, defaults to `False`):
+            The image transforms (`set_transform`) read the image column, which the stock default would drop.
+        label_names (`list[str]`, *optional*, defaults to `["labels"]`):
+            The label column, so that evaluation reports its loss and metrics for any model class.
+        ddp_find_unused_parameters (`bool`, *optional*, defaults to `False`):
+            The auxiliary (source) head is applied inside the student's forward pass but its output is not one of the
+            model's outputs, which DDP's search for unused parameters cannot follow.
+        optim, learning_rate, weight_decay, max_grad_norm, lr_scheduler_type, per_device_train_batch_size
+            (*optional*, default to `None`, "not set"): resolved when the arguments are built, to the reference
+            recipe's value with `reference_recipe=True`, else to the `TrainingArguments` default.
     """
+
+    # ---- defaults that differ from TrainingArguments --------------------------------------------------------
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={"help": "Drop the dataset columns the model's forward does not take (False: the transforms read them)."},
+    )
+    label_names: list[str] | None = field(
+        default_factory=lambda: ["labels"], metadata={"help": "The label column(s) of the batches."}
+    )
+    ddp_find_unused_parameters: bool | None = field(
+        default=False,
+        metadata={"help": "DDP's search for unused parameters (False: the attached source head is used every step)."},
+    )
+    optim: str | None = field(default=None, metadata={"help": _unset_help("optim", "The optimizer.")})
+    learning_rate: float | None = field(
+        default=None, metadata={"help": _unset_help("learning_rate", "The initial learning rate.")}
+    )
+    weight_decay: float | None = field(default=None, metadata={"help": _unset_help("weight_decay", "Weight decay.")})
+    max_grad_norm: float | None = field(
+        default=None, metadata={"help": _unset_help("max_grad_norm", "Gradient clipping norm (0: none).")}
+    )
+    lr_scheduler_type: str | None = field(
+        default=None, metadata={"help": _unset_help("lr_scheduler_type", "The learning-rate schedule.")}
+    )
+    per_device_train_batch_size: int | None = field(
+        default=None, metadata={"help": _unset_help("per_device_train_batch_size", "Training batch size per device.")}
+    )
 
     # ---- method ---------------------------------------------------------------------------------------------
     method: str = field(
@@ -125,7 +182,14 @@ class SmileTrainingArguments(TrainingArguments):
         default=False,
         metadata={
             "help": "Use the SMILE reference optimisation recipe (SGD Nesterov 0.9, lr 0.01, wd 1e-4, no clipping, "
-            "batch 48, one lr step x0.1) for the fields left at their TrainingArguments default."
+            "batch 48, one lr step x0.1) for the optimisation fields that are not set."
+        },
+    )
+    model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "from_pretrained keyword arguments (JSON) when SmileTrainer loads the model from a name: "
+            "cache_dir, revision, token, trust_remote_code, torch_dtype, num_labels, id2label..."
         },
     )
     lr_step_fraction: float | None = field(
@@ -176,23 +240,31 @@ class SmileTrainingArguments(TrainingArguments):
     def __post_init__(self):
         self.method = self.method.strip().lower()
         self.regularizer, self.mixing = parse_method(self.method)
-        if self.reference_recipe:
-            self._apply_reference_recipe()
-        if self.ddp_find_unused_parameters is None:
-            # Every parameter gets a gradient at every step (the attached source head through its outputs, or through
-            # L_cls in the final phase), but its outputs are not among the model's: DDP's unused-parameter search
-            # would mark it ready twice.
-            self.ddp_find_unused_parameters = False
+        if isinstance(self.model_init_kwargs, str):
+            self.model_init_kwargs = json.loads(self.model_init_kwargs)
+        self.reference_recipe_applied = self._resolve_unset_fields()
+        if self.reference_recipe_applied:
+            logger.info(f"reference_recipe set {self.reference_recipe_applied}")
         self._validate_smile_arguments()
         super().__post_init__()
 
-    def _apply_reference_recipe(self) -> None:
-        defaults = {f.name: f.default for f in fields(TrainingArguments)}
-        for name, value in REFERENCE_RECIPE.items():
-            if getattr(self, name) == defaults[name]:
+    def _resolve_unset_fields(self) -> dict[str, Any]:
+        """Give every field of [`RECIPE_FIELDS`] left at `None` its value: the recipe's with `reference_recipe`,
+        else the stock default. Returns what the recipe set."""
+        applied = {}
+        for name in RECIPE_FIELDS:
+            if getattr(self, name) is None:
+                value = REFERENCE_RECIPE[name] if self.reference_recipe else _STOCK[name]
                 setattr(self, name, value)
+                if self.reference_recipe:
+                    applied[name] = value
+        if not self.reference_recipe:
+            return applied
+        if self.optim_args is None and str(getattr(self.optim, "value", self.optim)) == REFERENCE_RECIPE["optim"]:
+            self.optim_args = applied["optim_args"] = REFERENCE_RECIPE["optim_args"]
         if self.lr_step_fraction is None:
-            self.lr_step_fraction = REFERENCE_LR_STEP_FRACTION
+            self.lr_step_fraction = applied["lr_step_fraction"] = REFERENCE_RECIPE["lr_step_fraction"]
+        return applied
 
     def _validate_smile_arguments(self) -> None:
         non_negative = (

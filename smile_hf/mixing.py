@@ -17,6 +17,10 @@ import torch
 import torch.nn.functional as F
 
 MIXING_STRATEGIES = ("mixup", "cutmix", "manifold_mixup")
+MIXING_TITLES = {"mixup": "mixup", "cutmix": "CutMix", "manifold_mixup": "manifold mixup"}
+"""Readable name of each strategy (model cards)."""
+MIXING_HYPERPARAMETERS = {"mixup": ("mixup_alpha",), "manifold_mixup": ("mixup_alpha",), "cutmix": ("cutmix_alpha",)}
+"""The `SmileTrainingArguments` fields each strategy reads."""
 
 
 @dataclass

@@ -1,13 +1,26 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
 """Loading the two models of transfer learning from one checkpoint: the student (pre-trained backbone + a new
-head for the target classes) and the source model (pre-trained backbone + its original head, for the teacher)."""
+head for the target classes) and the source model (pre-trained backbone + its original head, for the teacher); the
+checkpoint's image processor; and the class names that go into the student's config."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 from torch import nn
-from transformers import AutoModelForImageClassification, PreTrainedModel
+from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
+from transformers.utils import logging
 
 from .backbones import BackboneAdapter
+
+logger = logging.get_logger(__name__)
+
+LOADING_KWARGS = ("cache_dir", "revision", "token", "trust_remote_code", "local_files_only", "subfolder")
+"""`from_pretrained` arguments that say where and how to load a checkpoint (the same for student, source model and
+image processor), as opposed to those that shape the student (`num_labels`, `id2label`, `torch_dtype`...)."""
+
+_GENERIC_LABEL = re.compile(r"^(LABEL_)?\d+$")
 
 
 def load_source_model(name_or_path: str, *, trust_remote_code: bool = False, **kwargs) -> PreTrainedModel:
@@ -63,3 +76,49 @@ def check_teacher_matches(adapter: BackboneAdapter, student: nn.Module, teacher:
     if student_shapes != teacher_shapes:
         diff = sorted(set(student_shapes.items()) ^ set(teacher_shapes.items()))[:3]
         raise ValueError(f"The teacher's backbone differs from the student's (e.g. {diff}): use the same checkpoint.")
+
+
+def loading_kwargs(kwargs: dict | None) -> dict:
+    """The [`LOADING_KWARGS`] among `kwargs`."""
+    return {k: v for k, v in (kwargs or {}).items() if k in LOADING_KWARGS}
+
+
+def load_image_processor(name_or_path: str | None, **kwargs):
+    """The checkpoint's image processor, or None when it has none (or `name_or_path` is empty)."""
+    if not name_or_path:
+        return None
+    try:
+        return AutoImageProcessor.from_pretrained(name_or_path, **loading_kwargs(kwargs))
+    except (OSError, ValueError) as error:
+        logger.info(f"No image processor loaded from {name_or_path}: {error}")
+        return None
+
+
+# ---- class names ----------------------------------------------------------------------------------------------------
+
+
+def label_names_from_dataset(dataset, label_columns: Sequence[str] = ("labels", "label")) -> list[str] | None:
+    """The class names of a `datasets` dataset whose label column is a `ClassLabel`, else None."""
+    features = getattr(dataset, "features", None)
+    if not features:
+        return None
+    for column in label_columns:
+        names = getattr(features.get(column), "names", None)
+        if names:
+            return [str(name) for name in names]
+    return None
+
+
+def has_generic_labels(config) -> bool:
+    """Whether `config.id2label` holds placeholder names (`LABEL_0`, `0`...) rather than class names."""
+    return all(_GENERIC_LABEL.match(str(name)) for name in (getattr(config, "id2label", None) or {}).values())
+
+
+def fill_label_names(config, names: Sequence[str] | None) -> bool:
+    """Put `names` into `config.id2label` / `label2id` when the config only has placeholder names and the number of
+    classes agrees. Returns whether the config was changed."""
+    if not names or len(names) != config.num_labels or not has_generic_labels(config):
+        return False
+    config.id2label = dict(enumerate(names))
+    config.label2id = {name: i for i, name in enumerate(names)}
+    return True

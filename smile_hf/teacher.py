@@ -22,8 +22,12 @@ from .backbones import BackboneAdapter, ForwardOutput, unwrap_model
 from .mixing import Mix
 
 
-class EmaTeacher:
+class EmaTeacher(nn.Module):
     """A frozen source model that can follow a student's backbone by EMA.
+
+    An `nn.Module` holding the source model (`model`) and the number of EMA updates made (`num_updates`, an int64
+    buffer), so that `to`, `state_dict` and `load_state_dict` are the standard ones (keys `model.*` and
+    `num_updates`), as in timm's `ModelEmaV3`. It always stays in eval mode.
 
     Args:
         model (`PreTrainedModel`): the source model (pre-trained backbone + source head). It is frozen in place.
@@ -45,29 +49,38 @@ class EmaTeacher:
         include_buffers: bool = False,
         autocast: Callable[[], AbstractContextManager] | None = None,
     ):
+        super().__init__()
         self.model = model.eval().requires_grad_(False)
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.int64))
         self.autocast = autocast or contextlib.nullcontext
         self.adapter = adapter
         self.decay = decay
         self.update_every = update_every
         self.include_buffers = include_buffers
-        self.num_updates = 0
         # (weak reference to the student, teacher tensors, student tensors) of the last update: the pairs are
         # matched by name once, not at every update (see `_pairs`).
         self._pairs_cache: tuple[weakref.ref, list[torch.Tensor], list[torch.Tensor]] | None = None
+        super().train(False)
 
-    def to(self, *args, **kwargs) -> EmaTeacher:
-        self.model.to(*args, **kwargs)
+    def train(self, mode: bool = True) -> EmaTeacher:
+        """A teacher is never trained: it stays in eval mode whatever `mode` is."""
+        return super().train(False)
+
+    def _apply(self, fn, *args, **kwargs):
+        self._pairs_cache = None  # `to`, `cuda`, `half`...: tensors may be replaced
+        return super()._apply(fn, *args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         self._pairs_cache = None
-        return self
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @torch.no_grad()
-    def __call__(
+    def forward(
         self, pixel_values: torch.Tensor, output_hidden_states: bool = False, mix: Mix | None = None
     ) -> ForwardOutput:
         """Source logits and feature maps of the images (mixed by `mix` if given, as the student's are), without
         autograd state, under `autocast`."""
-        if self.model.training:  # `eval()` walks every submodule: only when someone switched the teacher to train
+        if self.model.training:  # `eval()` walks every submodule: only when someone switched the model to train
             self.model.eval()
         with self.autocast():
             return self.adapter.forward(self.model, pixel_values, output_hidden_states=output_hidden_states, mix=mix)
@@ -112,17 +125,6 @@ class EmaTeacher:
     def should_update(self, global_step: int) -> bool:
         """Whether the EMA runs after optimizer step number `global_step` (1-based)."""
         return self.decay < 1.0 and global_step % self.update_every == 0
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """Teacher weights and buffers (prefixed `model.`) and the update counter, for safetensors."""
-        state = {f"model.{k}": v.detach().contiguous() for k, v in self.model.state_dict().items()}
-        state["num_updates"] = torch.tensor(self.num_updates, dtype=torch.int64)
-        return state
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.model.load_state_dict({k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")})
-        self._pairs_cache = None
-        self.num_updates = int(state["num_updates"])
 
 
 class EmaTeacherCallback(TrainerCallback):

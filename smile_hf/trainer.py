@@ -1,6 +1,11 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
 """[`SmileTrainer`]: a `transformers.Trainer` whose `compute_loss` adds mixing and the loss terms of a transfer
-learning method (SMILE by default) to the fine-tuning of any supported `AutoModelForImageClassification`."""
+learning method (SMILE by default) to the fine-tuning of any supported `AutoModelForImageClassification`.
+
+The trainer only wires the pieces together: the loss of a micro-batch is [`TransferLoss`], the teacher
+[`EmaTeacher`], the method's terms a [`TransferMethod`], the checkpoint protocol [`CompleteCheckpointMixin`] and the
+model card [`smile_hf.model_card`].
+"""
 
 from __future__ import annotations
 
@@ -9,29 +14,31 @@ from collections import defaultdict
 
 import safetensors.torch
 import torch
+from huggingface_hub import ModelCard
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
-from huggingface_hub import ModelCard
-from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers import PreTrainedModel, Trainer
 from transformers.utils import logging
 
-from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, ForwardOutput, build_source_head_copy, unwrap_model
-from .checkpoints import (
-    check_checkpoint,
-    discard_checkpoint,
-    get_last_checkpoint,
-    incomplete_checkpoints,
-    save_safetensors_atomic,
-    write_completion_marker,
-)
+from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, build_source_head_copy, unwrap_model
+from .checkpoints import CompleteCheckpointMixin
 from .config import SmileTrainingArguments
+from .data import collate
 from .distributed import add_buffer_sync
-from .hub import fill_label_names, label_names_from_dataset, model_card_from_trainer
-from .methods import LossInputs, build_method, parse_method
+from .loss import TransferLoss
+from .methods import build_method, method_hyperparameters, method_title, parse_method
 from .methods.base import PrepareCallback
-from .mixing import Mix, mixed_cross_entropy, mixing_generator, sample_mix
-from .modeling import check_teacher_matches, load_source_model
+from .mixing import Mix
+from .model_card import model_card_from_trainer
+from .modeling import (
+    check_teacher_matches,
+    fill_label_names,
+    label_names_from_dataset,
+    load_image_processor,
+    load_source_model,
+    load_student,
+    loading_kwargs,
+)
 from .teacher import EmaTeacher, EmaTeacherCallback
 
 logger = logging.get_logger(__name__)
@@ -42,17 +49,23 @@ TRAINING_ARGS_JSON_NAME = "training_args.json"
 """The training arguments saved with the model as JSON, readable without unpickling the Trainer's `training_args.bin`."""
 
 
-class SmileTrainer(Trainer):
+class SmileTrainer(CompleteCheckpointMixin, Trainer):
     """Trainer for transfer learning of image classifiers with SMILE and its baselines.
 
     Args:
-        model (`PreTrainedModel`): the student, a pre-trained `AutoModelForImageClassification` whose head has been
-            replaced for the target classes (see [`load_student`]).
-        args (`SmileTrainingArguments`): the training arguments, the method and its hyperparameters.
-        teacher_model (`PreTrainedModel`, *optional*): the source model (the same pre-trained checkpoint, with its
-            original head) for the methods that need one. Defaults to loading `model.name_or_path` again.
-        **kwargs: every other `Trainer` argument (`train_dataset`, `eval_dataset`, `data_collator`,
-            `compute_metrics`, `processing_class`, `callbacks`...).
+        model (`PreTrainedModel` or `str`): the student, a pre-trained `AutoModelForImageClassification` whose head
+            has been replaced for the target classes (see [`load_student`]); or the name or path of a pre-trained
+            checkpoint, loaded with a new head (`args.model_init_kwargs` are passed to `from_pretrained`; the number
+            and names of the classes come from the training set's `ClassLabel` column or from those kwargs).
+        args (`SmileTrainingArguments`, *optional*): the training arguments, the method and its hyperparameters.
+            Defaults to SMILE with every default, writing to `<model name>-smile`.
+        teacher_model (`PreTrainedModel` or `str`, *optional*): the source model (the same pre-trained checkpoint,
+            with its original head) for the methods that need one (`method.needs_source_model`). Defaults to loading
+            the student's `name_or_path` again.
+        data_collator (*optional*): defaults to [`smile_hf.data.collate`] (stacks `pixel_values` and `labels`).
+        processing_class (*optional*): the image processor saved with the model. Defaults to the checkpoint's.
+        **kwargs: every other `Trainer` argument (`train_dataset`, `eval_dataset`, `compute_metrics`,
+            `callbacks`...).
     """
 
     _tag_names = ["smile_hf", "image-classification", "transfer-learning"]
@@ -65,32 +78,44 @@ class SmileTrainer(Trainer):
             "  journal={arXiv preprint arXiv:2103.13941},\n  year={2021}\n}"
         ),
     }
-    # compute_loss returns a per-batch mean: the Trainer divides it by the gradient accumulation steps.
-    loss_is_scaled_for_ga = False
 
-    def __init__(self, model: nn.Module, args: SmileTrainingArguments, teacher_model: nn.Module | None = None, **kwargs):
+    def __init__(
+        self,
+        model: PreTrainedModel | str,
+        args: SmileTrainingArguments | None = None,
+        teacher_model: PreTrainedModel | str | None = None,
+        data_collator=None,
+        train_dataset=None,
+        processing_class=None,
+        **kwargs,
+    ):
+        if args is None:
+            name = model if isinstance(model, str) else getattr(model, "name_or_path", "") or "model"
+            args = SmileTrainingArguments(output_dir=f"{os.path.basename(os.path.normpath(name))}-smile")
         if not isinstance(args, SmileTrainingArguments):
             raise TypeError(f"SmileTrainer needs SmileTrainingArguments, got {type(args).__name__}.")
-        self.adapter = BackboneAdapter(model)
         self.method = build_method(args)
-        source_model = self._source_model(model, teacher_model)
+        init_kwargs = dict(args.model_init_kwargs or {})
+        if isinstance(model, str):
+            model = self._load_student(model, train_dataset, init_kwargs)
+        self.adapter = BackboneAdapter(model)
+        source_model = self._source_model(model, teacher_model, loading_kwargs(init_kwargs))
         if self.method.needs_source_head and not hasattr(model, SOURCE_HEAD_NAME):
-            model.add_module(SOURCE_HEAD_NAME, build_source_head_copy(self.adapter, source_model))
-        super().__init__(model=model, args=args, **kwargs)
+            attach_source_head(model, build_source_head_copy(self.adapter, source_model))
+        if processing_class is None:
+            processing_class = load_image_processor(getattr(model, "name_or_path", None), **init_kwargs)
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator if data_collator is not None else collate,
+            train_dataset=train_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
+        # compute_loss returns a per-batch mean: the Trainer divides it by the gradient accumulation steps.
         self.model_accepts_loss_kwargs = False
-        self.teacher = None
-        if self.method.needs_teacher:
-            decay = args.ema_decay if self.method.ema_teacher else 1.0
-            self.teacher = EmaTeacher(
-                source_model,
-                self.adapter,
-                decay,
-                args.ema_update_every,
-                include_buffers=args.ema_buffers,
-                autocast=lambda: self.accelerator.autocast(),  # the student's mixed precision (accelerate's)
-            ).to(args.device)
-            if self.method.ema_teacher:
-                self.add_callback(EmaTeacherCallback(self.teacher, self.in_final_phase))
+        self.teacher = self._build_teacher(source_model) if self.method.needs_teacher else None
+        self.loss_fn = TransferLoss.from_args(self.method, self.adapter, self.teacher, args)
         self.add_callback(PrepareCallback(self.method, self))
         for callback in self.method.callbacks(self):
             self.add_callback(callback)
@@ -100,19 +125,57 @@ class SmileTrainer(Trainer):
         self._micro_position = (-1, 0)
         self._method_ready = False
 
-    def _source_model(self, model: nn.Module, teacher_model: nn.Module | None) -> nn.Module | None:
-        if not (self.method.needs_teacher or self.method.needs_source_head):
+    # ---- models -----------------------------------------------------------------------------------------------
+
+    def _load_student(self, name_or_path: str, train_dataset, init_kwargs: dict) -> PreTrainedModel:
+        """The checkpoint with a new head: classes from `init_kwargs` (`num_labels`, `id2label`), else from the
+        training set's `ClassLabel` column."""
+        kwargs = dict(init_kwargs)
+        id2label = kwargs.pop("id2label", None)
+        num_labels = kwargs.pop("num_labels", None)
+        kwargs.pop("label2id", None)
+        if id2label is None:
+            names = label_names_from_dataset(train_dataset)
+            id2label = dict(enumerate(names)) if names else None
+        id2label = {int(k): v for k, v in id2label.items()} if id2label else None
+        num_labels = num_labels or (len(id2label) if id2label else None)
+        if num_labels is None:
+            raise ValueError(
+                f"SmileTrainer cannot tell how many classes the new head of '{name_or_path}' needs: the training set "
+                "has no `ClassLabel` label column. Pass `model_init_kwargs={'num_labels': N}` (and `id2label`) in "
+                "SmileTrainingArguments, or a loaded model."
+            )
+        return load_student(name_or_path, num_labels, id2label=id2label, **kwargs)
+
+    def _source_model(self, model: nn.Module, teacher_model, load_kwargs: dict) -> nn.Module | None:
+        """The pre-trained model with its original head, when the method needs it."""
+        if not self.method.needs_source_model:
             return None
         if teacher_model is None:
-            source = getattr(model, "name_or_path", "")
-            if not source:
+            teacher_model = getattr(model, "name_or_path", "")
+            if not teacher_model:
                 raise ValueError(
                     f"Method '{self.method.name}' needs the pre-trained source model (with its original head), but "
                     "the student was not loaded from a checkpoint: pass `teacher_model=`."
                 )
-            teacher_model = load_source_model(source)
+        if isinstance(teacher_model, str):
+            teacher_model = load_source_model(teacher_model, **load_kwargs)
         check_teacher_matches(self.adapter, model, teacher_model)
         return teacher_model
+
+    def _build_teacher(self, source_model: nn.Module) -> EmaTeacher:
+        args = self.args
+        teacher = EmaTeacher(
+            source_model,
+            self.adapter,
+            args.ema_decay if self.method.ema_teacher else 1.0,
+            args.ema_update_every,
+            include_buffers=args.ema_buffers,
+            autocast=lambda: self.accelerator.autocast(),  # the student's mixed precision (accelerate's)
+        ).to(args.device)
+        if self.method.ema_teacher:
+            self.add_callback(EmaTeacherCallback(teacher, self.in_final_phase))
+        return teacher
 
     # ---- schedule ---------------------------------------------------------------------------------------------
 
@@ -143,24 +206,11 @@ class SmileTrainer(Trainer):
         return self.lr_scheduler
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
-        """`Trainer.train`, resuming only from complete checkpoints.
+        """`Trainer.train`, resuming only from complete checkpoints ([`CompleteCheckpointMixin`]).
 
-        `resume_from_checkpoint=True` picks the newest *complete* checkpoint of `output_dir`
-        ([`smile_hf.checkpoints.get_last_checkpoint`]: checkpoints whose save was interrupted are skipped with a
-        warning); a given path must be a complete checkpoint, else [`~smile_hf.checkpoints.IncompleteCheckpointError`]
-        says what is wrong with it. The student, the teacher, the auxiliary head and the method's state are restored.
+        The method's one-off `setup` runs first (before a checkpoint's state is restored); the student, the teacher,
+        the auxiliary head and the method's state are restored from the checkpoint.
         """
-        if resume_from_checkpoint is True:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None:
-                incomplete = incomplete_checkpoints(self.args.output_dir)
-                raise ValueError(
-                    f"No complete checkpoint to resume from in output directory ({self.args.output_dir})"
-                    + (f"; incomplete ones (interrupted saves): {incomplete}" if incomplete else "")
-                    + "."
-                )
-        elif resume_from_checkpoint is not None and resume_from_checkpoint is not False:
-            check_checkpoint(os.fspath(resume_from_checkpoint))
         if not self._method_ready:
             self.method.setup(self)
             self._method_ready = True
@@ -185,55 +235,17 @@ class SmileTrainer(Trainer):
         self._micro_position = (self.state.global_step, micro)
         return micro
 
-    def sample_mix(self, pixel_values: torch.Tensor, model: nn.Module) -> Mix:
-        """The mix of this micro-batch, determined by (seed, step, micro-batch, rank)."""
-        args = self.args
-        rng = mixing_generator(args.seed, self.state.global_step, self._next_micro_step(), args.process_index)
-        alpha = args.cutmix_alpha if args.mixing == "cutmix" else args.mixup_alpha
-        mix = sample_mix(
-            args.mixing,
-            alpha,
-            pixel_values.shape[0],
-            rng,
-            image_hw=tuple(pixel_values.shape[-2:]),
-            num_stages=len(self.adapter.stages(model)),
-            dominant=self.method.dominant_mix,
-        )
-        return mix.to(pixel_values.device)
-
-    def student_forward(self, model: nn.Module, pixel_values: torch.Tensor, mix: Mix | None) -> ForwardOutput:
-        """One forward pass of the student on the mixed batch (the mix is inside the backbone for manifold mixup)."""
-        return self.adapter.forward(
-            model,
-            pixel_values,
-            source_head=getattr(unwrap_model(model), SOURCE_HEAD_NAME, None),
-            output_hidden_states=self.method.needs_hidden_states,
-            mix=mix,
-        )
-
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Training: the method's loss on the (mixed) batch, each term recorded for logging. Evaluation: plain CE."""
+        """Training: [`TransferLoss`] of the batch under this micro-batch's mix, each term recorded for logging.
+        Evaluation: plain CE."""
         if not model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        pixel_values, labels = inputs["pixel_values"], inputs["labels"]
-        final_phase = self.in_final_phase(self.state.global_step)
-        mix = None if final_phase or self.args.mixing is None else self.sample_mix(pixel_values, model)
-        student = self.student_forward(model, pixel_values, mix)
-        teacher = None
-        if self.teacher is not None and not final_phase:
-            teacher = self.teacher(
-                pixel_values,
-                output_hidden_states=self.method.needs_hidden_states,
-                mix=mix if self.method.teacher_sees_mix else None,
-            )
-        loss_inputs = LossInputs(
-            pixel_values, labels, mix, student, teacher, unwrap_model(model), self.adapter, final_phase
-        )
-        terms = {"main": (1.0, mixed_cross_entropy(student.logits.float(), labels, mix))}
-        terms.update(self.method.loss_terms(loss_inputs))
-        loss = sum(weight * value for weight, value in terms.values())
-        self._record_terms(terms, mix)
-        return (loss, {"logits": student.logits}) if return_outputs else loss
+        step, pixel_values = self.state.global_step, inputs["pixel_values"]
+        final_phase = self.in_final_phase(step)
+        mix = None if final_phase else self.loss_fn.draw_mix(pixel_values, model, step, self._next_micro_step())
+        output = self.loss_fn(model, pixel_values, inputs["labels"], mix, final_phase=final_phase)
+        self._record_terms(output.terms, output.mix)
+        return (output.loss, {"logits": output.student.logits}) if return_outputs else output.loss
 
     # ---- logging ----------------------------------------------------------------------------------------------
 
@@ -255,25 +267,23 @@ class SmileTrainer(Trainer):
 
     # ---- saving -----------------------------------------------------------------------------------------------
 
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """Save the student as a plain checkpoint of its class, loadable by `AutoModelForImageClassification` and
-        `pipeline("image-classification")`: attached training-only heads are left out, placeholder `id2label`
-        names are replaced by the class names of the training set (a `ClassLabel` column), and the training
-        arguments are also written as JSON (`training_args.json`). smile_hf never loads the Trainer's pickled
-        `training_args.bin` (nor does the Trainer)."""
-        if state_dict is None:
-            state_dict = unwrap_model(self.model).state_dict()
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(SOURCE_HEAD_NAME + ".")}
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """`Trainer.save_model`: the student as a plain checkpoint of its class, loadable by
+        `AutoModelForImageClassification` and `pipeline("image-classification")` (the attached training-only heads
+        are left out through `_keys_to_ignore_on_save`). Placeholder `id2label` names are replaced by the class
+        names of the training set (a `ClassLabel` column), and the training arguments are also written as JSON
+        (`training_args.json`). smile_hf never loads the Trainer's pickled `training_args.bin` (nor does the
+        Trainer)."""
         config = getattr(unwrap_model(self.model), "config", None)
         if config is not None and fill_label_names(config, label_names_from_dataset(self.train_dataset)):
             logger.info("Saving the class names of the training set as `id2label` / `label2id`.")
-        super()._save(output_dir, state_dict=state_dict)
+        super().save_model(output_dir, _internal_call)
         if not self.args.should_save:
             return
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         with open(os.path.join(output_dir, TRAINING_ARGS_JSON_NAME), "w", encoding="utf-8") as f:
             f.write(self.args.to_json_string())
-        if self.processing_class is None and not getattr(self, "_saving_checkpoint", False):
+        if self.processing_class is None and not _internal_call:
             logger.warning(
                 f"No image processor saved in {output_dir}: `pipeline('image-classification')` needs one. Pass "
                 "`processing_class=AutoImageProcessor.from_pretrained(<pre-trained checkpoint>)` to SmileTrainer."
@@ -314,40 +324,13 @@ class SmileTrainer(Trainer):
             self.teacher.load_state_dict(part("teacher."))
         self.method.load_state_dict(part("method."))
 
-    def _save_checkpoint(self, model, trial) -> None:
-        """The stock checkpoint, then `smile_state.safetensors`, then (once every process is done) the completion
-        marker of [`smile_hf.checkpoints`]. Pushing the checkpoint to the Hub and deleting old checkpoints
-        (`save_total_limit`) wait until the marker is written, so an interrupted save never replaces the last
-        complete checkpoint, locally or on the Hub."""
-        run_dir = self._get_output_dir(trial=trial)
-        output_dir = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-        if self.args.should_save and os.path.exists(output_dir):
-            logger.warning(f"Replacing {output_dir} (left by an earlier run or an interrupted save).")
-            discard_checkpoint(output_dir)
-        self.accelerator.wait_for_everyone()
-        save_total_limit, push_to_hub = self.args.save_total_limit, self.args.push_to_hub
-        self.args.save_total_limit, self.args.push_to_hub = None, False
-        self._saving_checkpoint = True
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self.args.save_total_limit, self.args.push_to_hub = save_total_limit, push_to_hub
-            self._saving_checkpoint = False
-        if self.args.should_save:
-            metadata = {"format": "pt", "method": self.args.method, "global_step": str(self.state.global_step)}
-            save_safetensors_atomic(self.smile_state_dict(), os.path.join(output_dir, SMILE_STATE_NAME), metadata)
-        self.accelerator.wait_for_everyone()
-        if self.args.should_save:
-            write_completion_marker(output_dir, self.state.global_step, method=self.args.method)
-        if push_to_hub:
-            self._push_from_checkpoint(output_dir)
-        if self.args.should_save:
-            rotate_checkpoints(
-                output_dir=run_dir,
-                save_total_limit=save_total_limit,
-                best_model_checkpoint=self.state.best_model_checkpoint,
-                use_mtime=True,
-            )
+    def extra_checkpoint_files(self) -> dict[str, tuple[dict[str, torch.Tensor], dict[str, str]]]:
+        """`smile_state.safetensors`: the state of [`smile_state_dict`], written into every checkpoint."""
+        metadata = {"format": "pt", "method": self.args.method, "global_step": str(self.state.global_step)}
+        return {SMILE_STATE_NAME: (self.smile_state_dict(), metadata)}
+
+    def checkpoint_marker_fields(self) -> dict[str, str]:
+        return {"method": self.args.method}
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         """The stock loading of the student, then the SMILE state (`smile_state.safetensors`)."""
@@ -368,12 +351,6 @@ class SmileTrainer(Trainer):
                 "checkpoint save, so the teacher and auxiliary head cannot be restored."
             )
 
-    def _issue_warnings_after_load(self, load_result) -> None:
-        """The stock warnings about missing / unexpected keys, except for the attached source head: it is not part
-        of the saved student, and `_load_from_checkpoint` restores it from `smile_state.safetensors`."""
-        missing = [k for k in load_result.missing_keys if not k.startswith(SOURCE_HEAD_NAME + ".")]
-        super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
-
     # ---- model card / Hub -------------------------------------------------------------------------------------
 
     def create_model_card(
@@ -391,7 +368,7 @@ class SmileTrainer(Trainer):
     ) -> None:
         """Write the model card, `README.md` in `output_dir`: the method and its hyperparameters, the evaluation
         results (also as `model-index` metadata), the loss terms, intended use and limitations, the SMILE citation
-        (see [`smile_hf.hub.model_card_from_trainer`]). Called by `push_to_hub`; never uses the network.
+        (see [`smile_hf.model_card.model_card_from_trainer`]). Called by `push_to_hub`; never uses the network.
 
         Args: those of `Trainer.create_model_card` (`finetuned_from` is the base model, `dataset_tags` the dataset's
         Hub id, `dataset` its name, `dataset_args` its configuration), and `template_path` for another template.
@@ -407,6 +384,12 @@ class SmileTrainer(Trainer):
                 logger.warning(f"Replacing the model card {path}, which cannot be parsed ({error}).")
         card = model_card_from_trainer(
             self,
+            model=unwrap_model(self.model),
+            method_title=method_title(self.args.method),
+            method_description=self.method.description,
+            method_hyperparameters=method_hyperparameters(self.args),
+            method_paper=self.method.paper or None,
+            citation=self._paper["citation"],
             language=language,
             license=license,
             tags=tags,
@@ -420,3 +403,11 @@ class SmileTrainer(Trainer):
         )
         os.makedirs(self.args.output_dir, exist_ok=True)
         card.save(path)
+
+
+def attach_source_head(model: PreTrainedModel, head: nn.Module) -> None:
+    """Attach a trainable copy of the source head to the student (`smile_source_head`), so that the optimizer, DDP
+    and checkpoints see it, and leave it out of every saved model (`_keys_to_ignore_on_save`)."""
+    model.add_module(SOURCE_HEAD_NAME, head)
+    hidden = {f"{SOURCE_HEAD_NAME}.{name}" for name in head.state_dict()}
+    model._keys_to_ignore_on_save = set(model._keys_to_ignore_on_save or ()) | hidden

@@ -174,18 +174,18 @@ class Crash(RuntimeError):
 
 def test_interrupted_save_is_never_resumed_from(tmp_path, monkeypatch, caplog):
     # The save of checkpoint-4 dies after the stock files and the SMILE state, before the completion marker.
-    real_marker = trainer_module.write_completion_marker
+    real_marker = ckpt.write_completion_marker
 
     def dying_marker(folder, step, **kwargs):
         if step == 4:
             raise Crash("killed while saving")
         return real_marker(folder, step, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "write_completion_marker", dying_marker)
+    monkeypatch.setattr(ckpt, "write_completion_marker", dying_marker)
     trainer = make_trainer(tmp_path, "smile", max_steps=6, save_strategy="steps", save_steps=2, save_total_limit=1)
     with pytest.raises(Crash):
         trainer.train()
-    monkeypatch.setattr(trainer_module, "write_completion_marker", real_marker)
+    monkeypatch.setattr(ckpt, "write_completion_marker", real_marker)
     partial, last_good = str(tmp_path / "checkpoint-4"), str(tmp_path / "checkpoint-2")
     assert os.path.isfile(os.path.join(partial, "model.safetensors"))  # it looks like a checkpoint...
     assert stock_get_last_checkpoint(str(tmp_path)) == partial  # ...and transformers would resume from it

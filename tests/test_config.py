@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from smile_hf import SmileTrainingArguments
@@ -87,3 +89,46 @@ def test_hf_defaults_are_kept_without_recipe():
         stock.optim, stock.learning_rate, stock.lr_scheduler_type
     )
     assert args.lr_step_fraction is None
+
+
+def test_reference_recipe_never_replaces_a_passed_value_even_the_stock_default():
+    args = make(reference_recipe=True, per_device_train_batch_size=8, learning_rate=5e-5, optim="adamw_torch")
+    assert (args.per_device_train_batch_size, args.learning_rate, args.optim) == (8, 5e-5, "adamw_torch")
+    assert args.optim_args is None  # SGD's momentum arguments only go with the recipe's optimizer
+    assert args.reference_recipe_applied == {
+        "weight_decay": 1e-4, "max_grad_norm": 0.0, "lr_scheduler_type": "constant",
+        "lr_step_fraction": pytest.approx(REFERENCE_LR_STEP_FRACTION),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("source", ["command line", "json"])
+def test_reference_recipe_keeps_passed_values_from_the_command_line_and_files(source, tmp_path):
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(SmileTrainingArguments)
+    values = {"output_dir": str(tmp_path), "report_to": "none", "reference_recipe": True, "per_device_train_batch_size": 8}
+    if source == "json":
+        path = tmp_path / "args.json"
+        path.write_text(json.dumps(values))
+        (args,) = parser.parse_json_file(str(path))
+    else:
+        argv = [x for k, v in values.items() for x in (f"--{k}", str(v))]
+        (args,) = parser.parse_args_into_dataclasses(argv)
+    assert args.per_device_train_batch_size == 8  # passed, equal to the stock default, kept
+    assert (args.learning_rate, args.optim, args.lr_step_fraction) == (0.01, "sgd", pytest.approx(6666 / 9000))
+
+
+def test_defaults_that_differ_from_training_arguments_are_fields():
+    from dataclasses import fields
+
+    declared = {f.name: f for f in fields(SmileTrainingArguments)}
+    args = make()
+    assert (args.remove_unused_columns, args.label_names, args.ddp_find_unused_parameters) == (False, ["labels"], False)
+    assert declared["remove_unused_columns"].default is False and declared["ddp_find_unused_parameters"].default is False
+    assert make(remove_unused_columns=True, label_names=["y"]).label_names == ["y"]  # still the user's to change
+
+
+def test_model_init_kwargs_accepts_json_from_the_command_line():
+    assert make(model_init_kwargs='{"num_labels": 5, "revision": "v1"}').model_init_kwargs == {
+        "num_labels": 5, "revision": "v1"
+    }

@@ -24,12 +24,9 @@ from transformers import AutoModelForImageClassification, HfArgumentParser, pipe
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.checkpoints import is_complete_checkpoint
-from smile_hf.hub import (
-    build_model_card,
-    fill_label_names,
-    method_hyperparameters,
-    training_results,
-)
+from smile_hf.methods import method_hyperparameters
+from smile_hf.model_card import build_model_card, training_results
+from smile_hf.modeling import fill_label_names
 from smile_hf.trainer import SMILE_STATE_NAME
 
 from .test_export import (  # noqa: F401  (one_thread: autouse fixture)

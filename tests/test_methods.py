@@ -47,13 +47,9 @@ def with_mixing(method: str, mix) -> str:
 
 
 def trainer_loss(trainer, x, y, mix):
-    """compute_loss on (x, y) with `mix` forced; returns the loss and the unweighted terms it recorded."""
-    trainer.sample_mix = lambda pixel_values, model: mix
-    model = trainer.model.train()
-    loss = trainer.compute_loss(model, {"pixel_values": x, "labels": y})
-    terms = {k[len("loss_") :]: v[-1] for k, v in trainer._metrics.items() if k.startswith("loss_")}
-    trainer._metrics.clear()
-    return loss, terms
+    """The trainer's loss of one micro-batch on (x, y) under `mix`; returns the loss and the unweighted terms."""
+    output = trainer.loss_fn(trainer.model.train(), x, y, mix)
+    return output.loss, {name: value.detach().float() for name, (_, value) in output.terms.items()}
 
 
 def hand_mixed_images(x, mix):

@@ -58,10 +58,10 @@ def test_smile_loss_equals_hand_computation(family, tmp_path):
     x = torch.randn(6, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g)
     y = torch.tensor([0, 1, 2, 0, 1, 2])
     lam, perm = 0.7, torch.tensor([3, 0, 5, 1, 2, 4])
-    trainer.sample_mix = lambda pixel_values, model: Mix("mixup", lam, perm)
     model = trainer.model.train()
 
-    loss = trainer.compute_loss(model, {"pixel_values": x, "labels": y})
+    output = trainer.loss_fn(model, x, y, Mix("mixup", lam, perm))
+    loss = output.loss
 
     with torch.no_grad():
         mixed = lam * x + (1 - lam) * x[perm]
@@ -86,10 +86,30 @@ def test_smile_loss_equals_hand_computation(family, tmp_path):
         expected = l_main + 0.1 * l_aux + 0.01 * l_reg + 1e-4 * l_cls
 
     torch.testing.assert_close(loss.detach(), expected, rtol=RTOL, atol=0)
-    logged = {k: torch.stack(v).item() for k, v in trainer._metrics.items()}
+    terms = {name: value.item() for name, (_, value) in output.terms.items()}
     for name, value in [("main", l_main), ("aux", l_aux), ("reg", l_reg), ("cls", l_cls)]:
+        assert terms[name] == pytest.approx(value.item(), rel=RTOL)
+    assert output.mix.lam == pytest.approx(lam)
+
+
+def test_compute_loss_is_the_loss_of_the_drawn_mix_and_logs_its_terms(tmp_path):
+    """`compute_loss` at step 0 = the loss object under the mix of (seed, step 0, micro-batch 0), and `log` reports
+    each of its terms."""
+    source, student = source_and_student("resnet")
+    trainer = make_trainer(student, source, tmp_path, method="smile", seed=7)
+    x, y = torch.randn(6, 3, IMAGE_SIZE, IMAGE_SIZE), torch.tensor([0, 1, 2, 0, 1, 2])
+    model = trainer.model.train()
+
+    loss = trainer.compute_loss(model, {"pixel_values": x, "labels": y})
+    mix = trainer.loss_fn.draw_mix(x, model, step=0, micro_step=0)
+    expected = trainer.loss_fn(model, x, y, mix)
+
+    torch.testing.assert_close(loss.detach(), expected.loss.detach(), rtol=RTOL, atol=0)
+    trainer.log({})
+    logged = trainer.state.log_history[-1]
+    for name, (_, value) in expected.terms.items():
         assert logged[f"loss_{name}"] == pytest.approx(value.item(), rel=RTOL)
-    assert logged["mix_lambda"] == pytest.approx(lam)
+    assert logged["mix_lambda"] == pytest.approx(mix.lam)
 
 
 def test_default_mix_follows_smile_convention(tmp_path):
@@ -97,7 +117,7 @@ def test_default_mix_follows_smile_convention(tmp_path):
     source, student = source_and_student("resnet")
     trainer = make_trainer(student, source, tmp_path, method="smile", seed=123)
     x = torch.randn(8, 3, IMAGE_SIZE, IMAGE_SIZE)
-    mixes = [trainer.sample_mix(x, trainer.model) for _ in range(2)]  # micro-batches 0 and 1 of step 0
+    mixes = [trainer.loss_fn.draw_mix(x, trainer.model, step=0, micro_step=micro) for micro in range(2)]
     import numpy as np
 
     for micro, mix in enumerate(mixes):
@@ -113,13 +133,8 @@ def test_final_phase_loss_is_plain_finetuning(tmp_path):
     trainer = make_trainer(student, source, tmp_path, method="smile", final_finetune_fraction=0.25)
     trainer.state.max_steps, trainer.state.global_step = 8, 6  # steps 6 and 7 are the final phase
     assert trainer.final_phase_start == 6 and trainer.in_final_phase(6) and not trainer.in_final_phase(5)
-    calls = []
-
-    def no_teacher(*args, **kwargs):
-        raise AssertionError("the teacher ran in the final phase")
-
-    trainer.teacher = no_teacher
-    trainer.sample_mix = lambda *a: calls.append("mix")
+    teacher_calls = []
+    source.base_model.register_forward_hook(lambda *a: teacher_calls.append(1))
     x, y = torch.randn(4, 3, IMAGE_SIZE, IMAGE_SIZE), torch.tensor([0, 1, 2, 1])
     model = trainer.model.train()
 
@@ -130,8 +145,13 @@ def test_final_phase_loss_is_plain_finetuning(tmp_path):
         l_cls = 0.5 * sum((p**2).sum() for h in heads for p in h.parameters())
         expected = F.cross_entropy(model(pixel_values=x).logits, y) + 1e-4 * l_cls
     torch.testing.assert_close(loss.detach(), expected, rtol=RTOL, atol=0)
-    assert calls == []
-    assert set(trainer._metrics) == {"loss_main", "loss_cls", "mix_lambda"}
+    assert teacher_calls == []  # the teacher did not run
+    trainer.log({})
+    logged = trainer.state.log_history[-1]
+    assert {k for k in logged if k.startswith(("loss_", "mix_"))} == {"loss_main", "loss_cls", "mix_lambda"}
+    assert logged["mix_lambda"] == 1.0  # no mix was applied
+    with pytest.raises(ValueError, match="final plain phase"):
+        trainer.loss_fn(model, x, y, Mix("mixup", 0.7, torch.tensor([1, 0, 3, 2])), final_phase=True)
 
 
 def test_student_backbone_runs_once_per_step(tmp_path):

@@ -68,6 +68,12 @@ class TransferMethod:
             feature inside the forward pass (`ForwardOutput.source_logits`).
         needs_hidden_states: the per-stage feature maps of student and teacher are computed.
         has_final_phase: the last `final_finetune_fraction` of training drops mixing and the teacher.
+        needs_source_model: the pre-trained model with its original head must be loaded (for the teacher or the
+            source head); derived from `needs_teacher` and `needs_source_head` unless a subclass sets it.
+        title: readable name (model cards, reports).
+        paper: the reference of the method's paper.
+        description: one paragraph for the model card: what the method trains and how.
+        hyperparameters: the `SmileTrainingArguments` fields the method reads (listed on the model card).
     """
 
     name: ClassVar[str]
@@ -79,6 +85,18 @@ class TransferMethod:
     needs_source_head: ClassVar[bool] = False
     needs_hidden_states: ClassVar[bool] = False
     has_final_phase: ClassVar[bool] = False
+    needs_source_model: ClassVar[bool] = False
+    title: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    hyperparameters: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "needs_source_model" not in cls.__dict__:
+            cls.needs_source_model = cls.needs_teacher or cls.needs_source_head
+        if not cls.title:
+            cls.title = getattr(cls, "name", cls.__name__)
 
     def __init__(self, args: SmileTrainingArguments):
         self.args = args

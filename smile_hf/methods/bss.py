@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from . import register_method
+from .registry import register_method
 from .base import LossInputs, LossTerms, TransferMethod
 
 
@@ -36,6 +36,15 @@ class BSS(TransferMethod):
     """Batch Spectral Shrinkage (see the module docstring for the formula and the reference)."""
 
     name = "bss"
+    title = "BSS (Batch Spectral Shrinkage)"
+    paper = (
+        "Chen, Wang, Fu, Long, Wang. Catastrophic Forgetting Meets Negative Transfer: Batch Spectral "
+        "Shrinkage for Safe Transfer Learning. NeurIPS 2019."
+    )
+    description = (
+        "BSS (Chen et al., 2019) penalises the smallest singular values of the batch features."
+    )
+    hyperparameters = ("bss_k", "bss_lambda")
 
     def loss_terms(self, inputs: LossInputs) -> LossTerms:
         return {"bss": (self.args.bss_lambda, batch_spectral_shrinkage(inputs.student.pooled, self.args.bss_k))}

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from ..backbones import SOURCE_HEAD_NAME, unwrap_model
 from ..mixing import mix_tensor, soft_cross_entropy
-from . import register_method
+from .registry import register_method
 from .base import LossInputs, LossTerms, TransferMethod, for_each_training_batch
 
 
@@ -48,6 +48,15 @@ class CoTuning(TransferMethod):
     """Co-Tuning (see the module docstring for the formula, the reference and the behaviour under mixing)."""
 
     name = "cotuning"
+    title = "Co-Tuning"
+    paper = (
+        "You, Kou, Long, Wang. Co-Tuning for Transfer Learning. NeurIPS 2020."
+    )
+    description = (
+        "Co-Tuning (You et al., 2020) also trains the source head against source labels translated from the "
+        "target labels by a learned category relationship."
+    )
+    hyperparameters = ("cotuning_lambda",)
     needs_source_head = True
 
     def __init__(self, args):

@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import unwrap_model
-from . import register_method
+from .registry import register_method
 from .base import LossInputs, LossTerms, TransferMethod, for_each_training_batch
 from .l2sp import head_penalty
 
@@ -196,6 +196,19 @@ class Delta(TransferMethod):
     """DELTA (see the module docstring for the formula, the attention procedure and the reference)."""
 
     name = "delta"
+    title = "DELTA"
+    paper = (
+        "Li, Xiong, Wang, Rao, Liu, Chen, Huan. DELTA: DEep Learning Transfer using Feature Map with "
+        "Attention for Convolutional Networks. ICLR 2019, arXiv 1901.09229."
+    )
+    description = (
+        "DELTA (Li et al., 2019) penalises the distance between the student's feature maps and those of the "
+        "frozen pre-trained backbone, weighted by channel importance."
+    )
+    hyperparameters = (
+        "delta_alpha", "delta_attention", "delta_attention_batches", "delta_attention_epochs", "delta_num_layers",
+        "l2sp_beta",
+    )  # fmt: skip
     needs_teacher = True
     ema_teacher = False
     teacher_sees_mix = True

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from . import register_method
+from .registry import register_method
 from .base import TransferMethod
 
 
@@ -12,3 +12,8 @@ class FineTune(TransferMethod):
     """Fine-tuning: `L = CE(logits, y)`; with a mixing strategy, the mixed cross-entropy."""
 
     name = "finetune"
+    title = "fine-tuning"
+    description = (
+        "The pre-trained backbone and a new, randomly initialised classification head were trained together "
+        "with the cross-entropy of the target labels."
+    )

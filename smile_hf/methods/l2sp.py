@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from ..backbones import unwrap_model
-from . import register_method
+from .registry import register_method
 from .base import LossInputs, LossTerms, TransferMethod, half_squared_norm
 
 
@@ -51,6 +51,16 @@ class L2SP(TransferMethod):
     """L2-SP (see the module docstring for the formula and the reference)."""
 
     name = "l2sp"
+    title = "L2-SP"
+    paper = (
+        "Li, Grandvalet, Davoine. Explicit Inductive Bias for Transfer Learning with Convolutional Networks. "
+        "ICML 2018, arXiv 1802.01483."
+    )
+    description = (
+        "L2-SP (Li, Grandvalet, Davoine, 2018) penalises the squared distance of the backbone to its pre- "
+        "trained weights and the squared norm of the new head."
+    )
+    hyperparameters = ("l2sp_alpha", "l2sp_beta")
 
     def __init__(self, args):
         super().__init__(args)

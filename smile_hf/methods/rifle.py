@@ -29,7 +29,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from ..backbones import unwrap_model
-from . import register_method
+from .registry import register_method
 from .base import TransferMethod
 
 
@@ -74,6 +74,15 @@ class Rifle(TransferMethod):
     """RIFLE (see the module docstring for the schedule and the reference)."""
 
     name = "rifle"
+    title = "RIFLE"
+    paper = (
+        "Li, Xiong, An, Xu, Dou. RIFLE: Backpropagation in Depth for Deep Transfer Learning through Re- "
+        "Initializing the Fully-connected LayEr. ICML 2020, arXiv 2007.03349."
+    )
+    description = (
+        "RIFLE (Li et al., 2020) re-initialises the new head a few times during fine-tuning."
+    )
+    hyperparameters = ("rifle_num_reinits",)
 
     def callbacks(self, trainer) -> list[TrainerCallback]:
         return [RifleCallback(trainer, self.args.rifle_num_reinits)]

@@ -19,7 +19,7 @@ import torch
 
 from ..backbones import SOURCE_HEAD_NAME
 from ..mixing import mix_tensor, soft_cross_entropy
-from . import register_method
+from .registry import register_method
 from .base import LossInputs, LossTerms, TransferMethod, half_squared_norm
 
 
@@ -35,6 +35,24 @@ class Smile(TransferMethod):
     """SMILE's triplet regulariser (see the module docstring for the formulas)."""
 
     name = "smile"
+    title = "SMILE (Self-Distilled MIxup for Efficient Transfer LEarning)"
+    paper = (
+        "Li, Xiong, Xu, Dou. SMILE: Self-Distilled MIxup for Efficient Transfer LEarning. arXiv 2103.13941, "
+        "2021."
+    )
+    description = (
+        "SMILE (Li, Xiong, Xu, Dou, 2021) fine-tunes the pre-trained backbone with a new head on mixed-up "
+        "images and regularises it with three terms: the mixed cross-entropy of the target labels, the "
+        "distance between the student's feature map of a mixed image and the mix of a mean teacher's feature "
+        "maps of the two images (`loss_reg`), and the soft cross-entropy of an auxiliary copy of the source "
+        "head against the mixed source predictions of the teacher (`loss_aux`), plus a weight penalty on both "
+        "heads (`loss_cls`). The teacher is an exponential moving average of the student's backbone, started "
+        "from the pre-trained model. The last part of training is plain fine-tuning."
+    )
+    hyperparameters = (
+        "reg_lambda", "aux_lambda", "cls_lambda", "ema_decay", "ema_update_every", "ema_buffers",
+        "final_finetune_fraction",
+    )  # fmt: skip
     default_mixing = "mixup"
     dominant_mix = True
     needs_teacher = True

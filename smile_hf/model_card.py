@@ -1,11 +1,12 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
-"""Model cards for models trained with [`SmileTrainer`], and the label names of the exported model.
+"""Model cards for models trained with [`SmileTrainer`]: a leaf module, importing nothing from smile_hf.
 
-[`build_model_card`] fills `model_cards/template.md` (Jinja) and a `huggingface_hub.ModelCardData` whose
-`eval_results` become the Hub's `model-index` metadata. [`model_card_from_trainer`] collects everything from a
-trainer (method and hyperparameters, evaluation results and loss terms from `state.log_history`, base model, dataset,
-labels); `SmileTrainer.create_model_card` and `SmileTrainer.push_to_hub` use it. Nothing here touches the network
-(unlike transformers' `TrainingSummary`, which looks the base model up on the Hub).
+[`build_model_card`] fills the Jinja template shipped in the package (`smile_hf/templates/model_card.md`, linked from
+`model_cards/template.md`) and a `huggingface_hub.ModelCardData` whose `eval_results` become the Hub's `model-index`
+metadata. [`model_card_from_trainer`] collects what a trainer knows (evaluation results and loss terms from
+`state.log_history`, base model, dataset, labels, training arguments); what belongs to the method (its title,
+description, hyperparameters and the paper to cite) is passed in by the caller, `SmileTrainer.create_model_card`.
+Nothing here touches the network (unlike transformers' `TrainingSummary`, which looks the base model up on the Hub).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,43 +28,6 @@ DEFAULT_TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_c
 TASK = "image-classification"
 LIBRARY_TAGS = ("smile_hf", "image-classification", "transfer-learning")
 
-METHOD_TITLES = {
-    "finetune": "fine-tuning",
-    "smile": "SMILE (Self-Distilled MIxup for Efficient Transfer LEarning)",
-    "l2sp": "L2-SP",
-    "delta": "DELTA",
-    "bss": "BSS (Batch Spectral Shrinkage)",
-    "rifle": "RIFLE",
-    "cotuning": "Co-Tuning",
-}
-MIXING_TITLES = {"mixup": "mixup", "cutmix": "CutMix", "manifold_mixup": "manifold mixup"}
-
-METHOD_DESCRIPTIONS = {
-    "finetune": "The pre-trained backbone and a new, randomly initialised classification head were trained together "
-    "with the cross-entropy of the target labels.",
-    "smile": "SMILE (Li, Xiong, Xu, Dou, 2021) fine-tunes the pre-trained backbone with a new head on mixed-up images "
-    "and regularises it with three terms: the mixed cross-entropy of the target labels, the distance between the "
-    "student's feature map of a mixed image and the mix of a mean teacher's feature maps of the two images "
-    "(`loss_reg`), and the soft cross-entropy of an auxiliary copy of the source head against the mixed source "
-    "predictions of the teacher (`loss_aux`), plus a weight penalty on both heads (`loss_cls`). The teacher is an "
-    "exponential moving average of the student's backbone, started from the pre-trained model. The last part of "
-    "training is plain fine-tuning.",
-    "l2sp": "L2-SP (Li, Grandvalet, Davoine, 2018) penalises the squared distance of the backbone to its pre-trained "
-    "weights and the squared norm of the new head.",
-    "delta": "DELTA (Li et al., 2019) penalises the distance between the student's feature maps and those of the "
-    "frozen pre-trained backbone, weighted by channel importance.",
-    "bss": "BSS (Chen et al., 2019) penalises the smallest singular values of the batch features.",
-    "rifle": "RIFLE (Li et al., 2020) re-initialises the new head a few times during fine-tuning.",
-    "cotuning": "Co-Tuning (You et al., 2020) also trains the source head against source labels translated from the "
-    "target labels by a learned category relationship.",
-}
-
-SMILE_HYPERPARAMETERS = (
-    "reg_lambda", "aux_lambda", "cls_lambda", "ema_decay", "ema_update_every", "ema_buffers", "final_finetune_fraction",
-)  # fmt: skip
-EXTRA_HYPERPARAMETERS = {"smile": SMILE_HYPERPARAMETERS, "delta": ("l2sp_beta",)}
-MIXING_HYPERPARAMETERS = {"mixup": ("mixup_alpha",), "manifold_mixup": ("mixup_alpha",), "cutmix": ("cutmix_alpha",)}
-
 TRAINING_HYPERPARAMETERS = (
     "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
     "optim", "optim_args", "weight_decay", "max_grad_norm", "lr_scheduler_type", "warmup_steps", "lr_step_fraction",
@@ -71,43 +35,12 @@ TRAINING_HYPERPARAMETERS = (
 )  # fmt: skip
 
 _NOT_METRICS = {"runtime", "samples_per_second", "steps_per_second", "epoch", "step", "jit_compilation_time"}
-_GENERIC_LABEL = re.compile(r"^(LABEL_)?\d+$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 DEFAULT_INTENDED_USE = (
     "Classifying images into the classes of the fine-tuning dataset, for the same kind of images as those it was "
     "trained on, and as a starting point for further fine-tuning."
 )
-
-
-# ---- labels -------------------------------------------------------------------------------------------------------
-
-
-def label_names_from_dataset(dataset, label_columns: Sequence[str] = ("labels", "label")) -> list[str] | None:
-    """The class names of a `datasets` dataset whose label column is a `ClassLabel`, else None."""
-    features = getattr(dataset, "features", None)
-    if not features:
-        return None
-    for column in label_columns:
-        names = getattr(features.get(column), "names", None)
-        if names:
-            return [str(name) for name in names]
-    return None
-
-
-def has_generic_labels(config) -> bool:
-    """Whether `config.id2label` holds placeholder names (`LABEL_0`, `0`...) rather than class names."""
-    return all(_GENERIC_LABEL.match(str(name)) for name in (getattr(config, "id2label", None) or {}).values())
-
-
-def fill_label_names(config, names: Sequence[str] | None) -> bool:
-    """Put `names` into `config.id2label` / `label2id` when the config only has placeholder names and the number of
-    classes agrees. Returns whether the config was changed."""
-    if not names or len(names) != config.num_labels or not has_generic_labels(config):
-        return False
-    config.id2label = dict(enumerate(names))
-    config.label2id = {name: i for i, name in enumerate(names)}
-    return True
 
 
 # ---- what goes into the card --------------------------------------------------------------------------------------
@@ -119,35 +52,6 @@ def _format(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if math.isfinite(value) else str(value)
     return str(getattr(value, "value", value))
-
-
-def method_title(method: str) -> str:
-    """Readable name of a method string (`"smile"`, `"l2sp+mixup"`...)."""
-    from .methods import parse_method
-
-    regularizer, mixing = parse_method(method)
-    title = METHOD_TITLES.get(regularizer, regularizer)
-    if mixing is None or (regularizer == "smile" and mixing == "mixup"):
-        return title
-    if regularizer == "finetune":
-        return f"fine-tuning with {MIXING_TITLES.get(mixing, mixing)}"
-    return f"{title} with {MIXING_TITLES.get(mixing, mixing)}"
-
-
-def method_hyperparameters(args) -> dict[str, Any]:
-    """The arguments of `args` (a `SmileTrainingArguments`) that the chosen method and mixing read."""
-    from transformers import TrainingArguments
-
-    from .methods import METHODS
-
-    regularizer, mixing = args.regularizer, args.mixing
-    own = {f.name for f in fields(args)} - {f.name for f in fields(TrainingArguments)}
-    declared = getattr(METHODS.get(regularizer), "hyperparameters", None)
-    if declared is None:
-        declared = [n for n in sorted(own) if n.startswith(regularizer + "_")]
-        declared += [n for n in EXTRA_HYPERPARAMETERS.get(regularizer, ()) if n not in declared]
-    names = ["method", *declared, *MIXING_HYPERPARAMETERS.get(mixing, ())]
-    return {name: getattr(args, name) for name in names if hasattr(args, name)}
 
 
 def training_hyperparameters(args) -> dict[str, Any]:
@@ -250,17 +154,14 @@ def _as_list(value) -> list:
     return [value] if isinstance(value, str) else list(value)
 
 
-def _smile_citation() -> str:
-    from .trainer import SmileTrainer
-
-    return SmileTrainer._paper["citation"]
-
-
 def build_model_card(
     *,
     model_name: str,
     method: str,
+    method_title: str | None = None,
+    method_description: str = "",
     method_hyperparameters: dict[str, Any] | None = None,
+    method_paper: str | None = None,
     training_hyperparameters: dict[str, Any] | None = None,
     results: TrainingResults | None = None,
     base_model: str | None = None,
@@ -286,14 +187,16 @@ def build_model_card(
 
     Args:
         model_name: name of the model (the Hub repo name).
-        method: the `SmileTrainingArguments.method` string.
-        method_hyperparameters / training_hyperparameters: tables of the card (see [`method_hyperparameters`]).
+        method: the `SmileTrainingArguments.method` string (also a tag).
+        method_title / method_description: the method's readable name (default: `method`) and its paragraph.
+        method_hyperparameters / training_hyperparameters: tables of the card (name -> value).
         results: evaluation results and loss terms (see [`training_results`]).
         base_model: the pre-trained checkpoint fine-tuned: a Hub id goes into the metadata; of a local folder, only
             its name is shown.
         dataset_id: the dataset's Hub id (`datasets` metadata and `dataset_type` of the results).
         dataset_name / dataset_config / dataset_split: how the dataset is named in the results.
         labels: the class names, in label id order.
+        citation: BibTeX of the paper to cite (the card has no citation section without it).
         template_path: a Jinja template; defaults to `model_cards/template.md`.
     """
     results = results or TrainingResults()
@@ -346,8 +249,9 @@ def build_model_card(
         dataset_split=dataset_split,
         num_labels=len(labels) if labels else "its",
         labels_preview=preview if labels else None,
-        method_title=method_title(method),
-        method_description=METHOD_DESCRIPTIONS.get(method.split("+")[0], ""),
+        method_title=method_title or method,
+        method_description=method_description,
+        method_paper=method_paper,
         architecture=architecture,
         repo_id=repo_id or model_name,
         eval_metrics=[(k, _format(v)) for k, v in results.eval_metrics.items()],
@@ -360,7 +264,7 @@ def build_model_card(
         intended_use=intended_use or DEFAULT_INTENDED_USE,
         limitations=list(limitations),
         framework_versions=_framework_versions(),
-        citation=citation or _smile_citation(),
+        citation=citation,
     )
 
 
@@ -372,6 +276,12 @@ def _split_name(dataset) -> str | None:
 def model_card_from_trainer(
     trainer,
     *,
+    model,
+    method_title: str,
+    method_description: str = "",
+    method_hyperparameters: dict[str, Any] | None = None,
+    method_paper: str | None = None,
+    citation: str | None = None,
     language: str | list[str] | None = None,
     license: str | None = None,
     tags: str | list[str] | None = None,
@@ -383,15 +293,18 @@ def model_card_from_trainer(
     dataset_args: str | list[str] | None = None,
     template_path: str | os.PathLike | None = None,
 ) -> ModelCard:
-    """The card of `trainer`'s model; the arguments are those of `Trainer.create_model_card`.
+    """The card of a trained model.
 
-    `finetuned_from` defaults to the student's `name_or_path`, `dataset_tags` (Hub ids) to `dataset`, and the
-    evaluation results and loss terms come from `trainer.state.log_history`.
+    Args:
+        trainer: a `transformers.Trainer` (read: `args`, `state.log_history`, `eval_dataset`, `hub_model_id`,
+            `_tag_names`).
+        model: the trained model, unwrapped (its `config` gives the labels, its class the architecture).
+        method_title / method_description / method_hyperparameters / method_paper / citation: what the caller's
+            method says of itself (see [`build_model_card`]).
+        The other arguments are those of `Trainer.create_model_card`: `finetuned_from` defaults to the model's
+        `name_or_path`, `dataset_tags` (Hub ids) to `dataset`.
     """
-    from .backbones import unwrap_model
-
     args = trainer.args
-    model = unwrap_model(trainer.model)
     config = model.config
     if model_name is None:
         model_name = (args.hub_model_id or Path(args.output_dir).name).split("/")[-1]
@@ -404,7 +317,10 @@ def model_card_from_trainer(
     return build_model_card(
         model_name=model_name,
         method=args.method,
-        method_hyperparameters=method_hyperparameters(args),
+        method_title=method_title,
+        method_description=method_description,
+        method_hyperparameters=method_hyperparameters,
+        method_paper=method_paper,
         training_hyperparameters=training_hyperparameters(args),
         results=training_results(trainer.state.log_history),
         base_model=finetuned_from or getattr(model, "name_or_path", None) or None,
@@ -418,6 +334,6 @@ def model_card_from_trainer(
         tags=[*_as_list(tags), *_as_list(getattr(trainer, "_tag_names", None))],
         license=license,
         language=language,
-        citation=trainer._paper["citation"],
+        citation=citation,
         template_path=template_path,
     )

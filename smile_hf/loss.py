@@ -1,0 +1,139 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""The loss of one micro-batch, usable with or without a `Trainer` (in the spirit of timm's `TrainingTask`).
+
+[`TransferLoss`] does, for one batch of images and hard labels: draw the mix (or take the one given), run the student
+once on the mixed batch, run the teacher once (methods that need one), and add the method's terms to the mixed
+cross-entropy of the new head:
+
+    loss = L_main + sum over the method's terms of weight * value,   L_main = lambda CE(z, y) + (1 - lambda) CE(z, y[perm])
+
+[`SmileTrainer.compute_loss`] calls it; `benchmarks/speed.py` times it in a bare PyTorch loop; tests drive it with an
+explicit [`Mix`].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, ForwardOutput, unwrap_model
+from .methods import LossInputs, LossTerms, TransferMethod
+from .mixing import Mix, mixed_cross_entropy, mixing_generator, sample_mix
+from .teacher import EmaTeacher
+
+
+@dataclass
+class LossOutput:
+    """What [`TransferLoss`] computed for one micro-batch.
+
+    Attributes:
+        loss: the weighted sum of the terms (a scalar with autograd state).
+        terms: every term, name -> (weight, unweighted value), `main` included.
+        mix: the mix applied (None without mixing or in the final plain phase).
+        student: the student's forward output on the (mixed) batch.
+    """
+
+    loss: torch.Tensor
+    terms: LossTerms
+    mix: Mix | None
+    student: ForwardOutput
+
+
+class TransferLoss:
+    """The loss of one micro-batch for a transfer-learning method.
+
+    Args:
+        method (`TransferMethod`): the regulariser (its loss terms and declared needs).
+        adapter (`BackboneAdapter`): the backbone adapter of the student's family.
+        teacher (`EmaTeacher`, *optional*): the teacher, for methods with `needs_teacher`.
+        mixing (`str`, *optional*): the mixing strategy (`"mixup"`, `"cutmix"`, `"manifold_mixup"`) or None.
+        alpha (`float`, *optional*, defaults to 0.2): lambda ~ Beta(alpha, alpha).
+        seed (`int`, *optional*, defaults to 0): with the step, micro-batch and rank, determines each mix.
+        rank (`int`, *optional*, defaults to 0): the process index.
+    """
+
+    def __init__(
+        self,
+        method: TransferMethod,
+        adapter: BackboneAdapter,
+        teacher: EmaTeacher | None = None,
+        *,
+        mixing: str | None = None,
+        alpha: float = 0.2,
+        seed: int = 0,
+        rank: int = 0,
+    ):
+        if method.needs_teacher and teacher is None:
+            raise ValueError(f"Method '{method.name}' needs a teacher.")
+        self.method = method
+        self.adapter = adapter
+        self.teacher = teacher
+        self.mixing = mixing
+        self.alpha = alpha
+        self.seed = seed
+        self.rank = rank
+
+    @classmethod
+    def from_args(cls, method: TransferMethod, adapter: BackboneAdapter, teacher: EmaTeacher | None, args):
+        """The loss configured by a `SmileTrainingArguments`."""
+        alpha = args.cutmix_alpha if args.mixing == "cutmix" else args.mixup_alpha
+        return cls(method, adapter, teacher, mixing=args.mixing, alpha=alpha, seed=args.seed, rank=args.process_index)
+
+    def draw_mix(self, pixel_values: torch.Tensor, model: nn.Module, step: int, micro_step: int = 0) -> Mix | None:
+        """The mix of a micro-batch, determined by (seed, step, micro-batch, rank), on the batch's device; None
+        without mixing."""
+        if self.mixing is None:
+            return None
+        mix = sample_mix(
+            self.mixing,
+            self.alpha,
+            pixel_values.shape[0],
+            mixing_generator(self.seed, step, micro_step, self.rank),
+            image_hw=tuple(pixel_values.shape[-2:]),
+            num_stages=len(self.adapter.stages(model)),
+            dominant=self.method.dominant_mix,
+        )
+        return mix.to(pixel_values.device)
+
+    def student_forward(self, model: nn.Module, pixel_values: torch.Tensor, mix: Mix | None) -> ForwardOutput:
+        """One forward pass of the student on the mixed batch (the mix is inside the backbone for manifold mixup)."""
+        return self.adapter.forward(
+            model,
+            pixel_values,
+            source_head=getattr(unwrap_model(model), SOURCE_HEAD_NAME, None),
+            output_hidden_states=self.method.needs_hidden_states,
+            mix=mix,
+        )
+
+    def teacher_forward(self, pixel_values: torch.Tensor, mix: Mix | None) -> ForwardOutput:
+        """One forward pass of the teacher: on the unmixed images, or on the mixed batch (`teacher_sees_mix`)."""
+        return self.teacher(
+            pixel_values,
+            output_hidden_states=self.method.needs_hidden_states,
+            mix=mix if self.method.teacher_sees_mix else None,
+        )
+
+    def __call__(
+        self,
+        model: nn.Module,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor,
+        mix: Mix | None = None,
+        *,
+        final_phase: bool = False,
+    ) -> LossOutput:
+        """The loss of the micro-batch (`pixel_values` unmixed, `labels` hard) under `mix`.
+
+        In the final plain phase, `mix` must be None and the teacher is not run.
+        """
+        if final_phase and mix is not None:
+            raise ValueError("The final plain phase trains without mixing: pass mix=None.")
+        student = self.student_forward(model, pixel_values, mix)
+        teacher = self.teacher_forward(pixel_values, mix) if self.teacher is not None and not final_phase else None
+        inputs = LossInputs(pixel_values, labels, mix, student, teacher, unwrap_model(model), self.adapter, final_phase)
+        terms = {"main": (1.0, mixed_cross_entropy(student.logits.float(), labels, mix))}
+        terms.update(self.method.loss_terms(inputs))
+        loss = sum(weight * value for weight, value in terms.values())
+        return LossOutput(loss, terms, mix, student)
