@@ -108,3 +108,35 @@ def test_decay_one_keeps_teacher_fixed(tmp_path):
     assert trainer.teacher.num_updates == 0
     for a, b in zip(trainer.teacher.model.parameters(), source_before.parameters()):
         assert torch.equal(a, b)
+
+
+def test_teacher_is_a_module_with_standard_state_dict_and_to():
+    source, student = source_and_student("resnet")
+    adapter = BackboneAdapter(student)
+    teacher = EmaTeacher(source, adapter, decay=0.5, update_every=1)
+    assert isinstance(teacher, torch.nn.Module) and not teacher.training
+    teacher.train()
+    assert not teacher.training and not teacher.model.training  # a teacher never switches to training mode
+    teacher.update(student)
+    state = teacher.state_dict()
+    assert set(state) == {f"model.{k}" for k in source.state_dict()} | {"num_updates"}
+    assert state["num_updates"].dtype == torch.int64 and int(state["num_updates"]) == 1
+
+    other = EmaTeacher(copy.deepcopy(source), adapter, decay=0.5, update_every=1)
+    with torch.no_grad():
+        for p in other.model.parameters():
+            p.zero_()
+    other.load_state_dict(state)
+    assert int(other.num_updates) == 1
+    for a, b in zip(other.model.parameters(), teacher.model.parameters()):
+        assert torch.equal(a, b)
+
+    # `to` converts model and counter the standard way, and the EMA pairs follow the converted tensors
+    other.to(torch.float64)
+    assert all(p.dtype == torch.float64 for p in other.model.parameters()) and other.num_updates.dtype == torch.int64
+    before = {k: v.clone() for k, v in other.model.base_model.named_parameters()}
+    other.update(student)
+    for k, v in other.model.base_model.named_parameters():
+        expected = 0.5 * before[k] + 0.5 * student.base_model.get_parameter(k).double()
+        torch.testing.assert_close(v, expected, rtol=0, atol=1e-12)
+    assert int(other.num_updates) == 2
