@@ -132,6 +132,21 @@ class TransferLoss:
             raise ValueError("The final plain phase trains without mixing: pass mix=None.")
         student = self.student_forward(model, pixel_values, mix)
         teacher = self.teacher_forward(pixel_values, mix) if self.teacher is not None and not final_phase else None
+        return self.combine(model, pixel_values, labels, mix, student, teacher, final_phase=final_phase)
+
+    def combine(
+        self,
+        model: nn.Module,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor,
+        mix: Mix | None,
+        student: ForwardOutput,
+        teacher: ForwardOutput | None,
+        *,
+        final_phase: bool = False,
+    ) -> LossOutput:
+        """The mixed cross-entropy and the method's terms, from the forward outputs of student and teacher (the last
+        step of `__call__`, public so that a profiler can time the forward passes apart)."""
         inputs = LossInputs(pixel_values, labels, mix, student, teacher, unwrap_model(model), self.adapter, final_phase)
         terms = {"main": (1.0, mixed_cross_entropy(student.logits.float(), labels, mix))}
         terms.update(self.method.loss_terms(inputs))
