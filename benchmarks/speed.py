@@ -24,8 +24,8 @@ from configs), it measures:
 
 Outputs a markdown report (stdout and `--markdown`) and the raw numbers as JSON (`--output`).
 
-    python benchmarks/speed.py                                  # all three models, ~10 minutes on 2 CPU cores
-    python benchmarks/speed.py --models small-cnn --rounds 10   # quick look
+    python -m benchmarks.speed                                  # all three models, ~10 minutes on 2 CPU cores
+    python -m benchmarks.speed --models small-cnn --rounds 10   # quick look
 """
 
 from __future__ import annotations
@@ -50,9 +50,14 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from smile_hf import SmileTrainer, SmileTrainingArguments
+from smile_hf.backbones import SOURCE_HEAD_NAME, BackboneAdapter, build_source_head_copy, unwrap_model
+from smile_hf.methods import LossInputs
+from smile_hf.methods.smile import Smile
+from smile_hf.mixing import mix_inputs, mixed_cross_entropy, mixing_generator, sample_mix
+from smile_hf.teacher import EmaTeacher
 
-from common import (
+from .common import (
     METHODS,
     RESULTS_DIR,
     SOURCE_CHECKPOINT,
@@ -63,13 +68,6 @@ from common import (
     write_json,
     write_text,
 )
-
-from smile_hf import SmileTrainer, SmileTrainingArguments
-from smile_hf.backbones import SOURCE_HEAD_NAME, BackboneAdapter, build_source_head_copy, unwrap_model
-from smile_hf.methods import LossInputs
-from smile_hf.methods.smile import Smile
-from smile_hf.mixing import mix_inputs, mixed_cross_entropy, mixing_generator, sample_mix
-from smile_hf.teacher import EmaTeacher
 
 TARGET_RATIO = 1.35
 TARGET_EMA_SHARE = 0.01
@@ -728,7 +726,7 @@ def main(argv=None) -> dict:
             "bf16": opts.bf16,
             "methods": methods,
             "missing_methods": missing,
-            "command": " ".join(["python", "benchmarks/speed.py", *(argv if argv is not None else sys.argv[1:])]),
+            "command": " ".join(["python", "-m", "benchmarks.speed", *(argv if argv is not None else sys.argv[1:])]),
             "targets": {
                 "smile_ratio_max": TARGET_RATIO,
                 "ema_share_max": TARGET_EMA_SHARE,

@@ -1,12 +1,10 @@
 #!/usr/bin/env python
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
-"""Fine-tune any `AutoModelForImageClassification` checkpoint on a target dataset with SMILE or a baseline.
+"""Fine-tune any `AutoModelForImageClassification` checkpoint on a target dataset with SMILE or a baseline: one run.
 
 In the style of transformers' `examples/pytorch/image-classification/run_image_classification.py`; the data work
-is done by `smile_hf.data`, the metrics by `smile_hf.metrics`, the training by `smile_hf.SmileTrainer`.
-
-    # Offline demo (no argument): plain fine-tuning vs SMILE on few-shot digits, from a bundled Fashion-MNIST ResNet
-    python examples/run_smile.py
+is done by `smile_hf.data`, the metrics by `smile_hf.metrics`, the training by `smile_hf.SmileTrainer`. Several
+methods or seeds in one call, and the offline demo, are `examples/compare_methods.py`.
 
     # A benchmark preset, the reference's optimisation recipe
     python examples/run_smile.py --dataset cub200 --model_name_or_path microsoft/resnet-50 \\
@@ -16,6 +14,9 @@ is done by `smile_hf.data`, the metrics by `smile_hf.metrics`, the training by `
     python examples/run_smile.py --train_dir data/train --validation_dir data/val --train_samples_per_class 10 \\
         --model_name_or_path microsoft/resnet-50 --output_dir runs/mine
 
+    # Offline: the bundled Fashion-MNIST ResNet (the default --model_name_or_path) on few-shot digits
+    python examples/run_smile.py --dataset digits --train_samples_per_class 10 --method smile --output_dir runs/digits
+
     # Arguments from a file
     python examples/run_smile.py config.json   # or config.yaml
 
@@ -23,8 +24,10 @@ is done by `smile_hf.data`, the metrics by `smile_hf.metrics`, the training by `
     accelerate launch --multi_gpu --num_processes 2 examples/run_smile.py ...
     torchrun --nproc_per_node 2 examples/run_smile.py ...
 
-Bad input (unknown dataset, missing columns, labels out of range, empty folders, a model that is not an image
-classifier or cannot be reached) stops the script with one `run_smile.py: error: ...` line before training.
+The run trains, evaluates, saves (unless `--save_strategy no`), pushes to the Hub with `--push_to_hub`, and writes
+`results.json` in `--output_dir`. Bad input (no arguments, unknown dataset, missing columns, labels out of range,
+empty folders, a model that is not an image classifier or cannot be reached) stops the script with one
+`run_smile.py: error: ...` line before training.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import logging
 import os
 import statistics
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -43,7 +46,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassi
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
 
 from smile_hf import SmileTrainer, SmileTrainingArguments, load_source_model, load_student
-from smile_hf.backbones import UnsupportedBackboneError, unwrap_model
+from smile_hf.backbones import UnsupportedBackboneError
 from smile_hf.data import (
     CORRUPT_IMAGE_POLICIES,
     DATASET_PRESETS,
@@ -62,25 +65,6 @@ logger = logging.getLogger("run_smile")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_CHECKPOINT = "checkpoints/fmnist-resnet-tiny"
 """Source checkpoint shipped in the repository (a tiny ResNet pre-trained on Fashion-MNIST)."""
-
-DEMO_ARGS = [
-    "--dataset", "digits",
-    "--train_samples_per_class", "10",
-    "--random_horizontal_flip", "False",  # digits are not mirror-symmetric
-    "--compare_methods", "finetune,smile",
-    "--scratch_baseline", "True",  # plain fine-tuning from random weights: what the pre-training brings
-    "--seeds", "0,1,2",
-    "--torch_num_threads", "1",  # a 80k-parameter model: threads cost more than they give
-    "--reference_recipe", "True",  # SGD Nesterov 0.9, lr 0.01, wd 1e-4, batch 48, lr x0.1 at 2/3
-    "--max_steps", "500",
-    "--per_device_eval_batch_size", "256",
-    "--eval_strategy", "no",
-    "--save_strategy", "no",
-    "--logging_steps", "50",
-    "--report_to", "none",
-    "--output_dir", "outputs/run_smile_demo",
-]  # fmt: skip
-"""What `python examples/run_smile.py` (no argument, e.g. `make demo`) runs: a few minutes on 2 CPU cores."""
 
 
 @dataclass
@@ -140,36 +124,6 @@ class DataTrainingArguments:
     )
 
 
-@dataclass
-class ExperimentArguments:
-    """Several runs in one call, and diagnostics."""
-
-    compare_methods: str | None = field(
-        default=None,
-        metadata={"help": "Comma-separated methods trained one after the other on every seed, e.g. finetune,smile."},
-    )
-    seeds: str | None = field(default=None, metadata={"help": "Comma-separated seeds (default: --seed)."})
-    scratch_baseline: bool = field(
-        default=False,
-        metadata={
-            "help": "Also fine-tune a randomly initialised model of the same architecture on every seed (shows what "
-            "the pre-trained weights bring); reported as 'scratch'."
-        },
-    )
-    results_file: str = field(default="results.json", metadata={"help": "Results file name in --output_dir."})
-    torch_num_threads: int | None = field(
-        default=None,
-        metadata={
-            "help": "CPU threads of torch's intra-op pool (default: torch's choice). 1 is fastest for tiny models "
-            "and on shared CPUs, where extra threads mostly wait for each other."
-        },
-    )
-    save_rank_states: bool = field(
-        default=False,
-        metadata={"help": "Debug: save every process's student, auxiliary head and teacher to output_dir/rank_states."},
-    )
-
-
 class InputError(ValueError):
     """Bad command-line input found before training (one line, shown as is)."""
 
@@ -180,25 +134,28 @@ class InputError(ValueError):
 
 
 def build_parser() -> HfArgumentParser:
-    return HfArgumentParser((ModelArguments, DataTrainingArguments, SmileTrainingArguments, ExperimentArguments))
+    return HfArgumentParser((ModelArguments, DataTrainingArguments, SmileTrainingArguments))
 
 
-def parse_args(
-    argv: list[str],
-) -> tuple[ModelArguments, DataTrainingArguments, SmileTrainingArguments, ExperimentArguments]:
-    """Parse the command line, or a single `.json` / `.yaml` file of arguments; no argument runs [`DEMO_ARGS`]."""
-    parser = build_parser()
-    if not argv:
-        argv = DEMO_ARGS
+def read_args(parser: HfArgumentParser, argv: list[str]) -> tuple:
+    """Parse the command line, or a single `.json` / `.yaml` file of arguments, into `parser`'s dataclasses."""
     if len(argv) == 1 and argv[0].endswith(".json"):
-        parsed = parser.parse_json_file(json_file=os.path.abspath(argv[0]))
-    elif len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        parsed = parser.parse_yaml_file(yaml_file=os.path.abspath(argv[0]))
-    else:
-        parsed = parser.parse_args_into_dataclasses(args=argv)
-    model_args, data_args, training_args, experiment_args = parsed
+        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        return parser.parse_yaml_file(yaml_file=os.path.abspath(argv[0]))
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, SmileTrainingArguments]:
+    """Parse the command line, or a single `.json` / `.yaml` file of arguments; no argument is an [`InputError`]."""
+    if not argv:
+        raise InputError(
+            "no arguments: pass --dataset NAME (a preset) or --train_dir DIR (your own image folders), or a .json / "
+            ".yaml file of arguments; --help lists every option. The offline demo is examples/compare_methods.py."
+        )
+    model_args, data_args, training_args = read_args(build_parser(), argv)
     finalize_args(model_args, training_args)
-    return model_args, data_args, training_args, experiment_args
+    return model_args, data_args, training_args
 
 
 def finalize_args(model_args: ModelArguments, training_args: SmileTrainingArguments) -> None:
@@ -226,10 +183,6 @@ def run_processes_on_cpu_without_accelerator() -> None:
     Trainer to run them on CPU with gloo; unless told, transformers leaves each process alone (world size 1)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator():
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
-
-
-def parse_list(text: str | None, cast=str) -> list:
-    return [cast(item.strip()) for item in text.split(",") if item.strip()] if text else []
 
 
 def find_last_checkpoint(output_dir: str) -> str | None:
@@ -324,15 +277,22 @@ def random_init_model(model_args: ModelArguments, data: PreparedData, **load_kwa
     return AutoModelForImageClassification.from_config(config, trust_remote_code=model_args.trust_remote_code)
 
 
-def train_one(model_args: ModelArguments, run: Run, data: PreparedData, processor) -> tuple[dict, SmileTrainer]:
-    """Train and evaluate one run; return its results and its trainer."""
-    training_args = run.args
+def train_one(
+    model_args: ModelArguments,
+    training_args: SmileTrainingArguments,
+    data: PreparedData,
+    processor,
+    label: str | None = None,
+    from_scratch: bool = False,
+) -> tuple[dict, SmileTrainer]:
+    """Train, evaluate, save and push one run; return its results (named `label`, default: the method) and its
+    trainer. `from_scratch` starts from the checkpoint's architecture with random weights (no teacher)."""
     set_seed(training_args.seed)
     load_kwargs = {
         "cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token,
         "trust_remote_code": model_args.trust_remote_code,
     }  # fmt: skip
-    if run.from_scratch:
+    if from_scratch:
         model, teacher = random_init_model(model_args, data, **load_kwargs), None
     else:
         model = load_student(
@@ -363,15 +323,15 @@ def train_one(model_args: ModelArguments, run: Run, data: PreparedData, processo
         trainer.save_state()
     if training_args.push_to_hub:
         trainer.push_to_hub(
-            finetuned_from=None if run.from_scratch else model_args.model_name_or_path,
+            finetuned_from=None if from_scratch else model_args.model_name_or_path,
             tasks="image-classification",
             dataset=data.description,
             tags=["image-classification", training_args.method],
         )
     return {
-        "label": run.label,
+        "label": label or training_args.method,
         "method": training_args.method,
-        "from_scratch": run.from_scratch,
+        "from_scratch": from_scratch,
         "seed": training_args.seed,
         "model": model_args.model_name_or_path,
         "data": data.description,
@@ -385,24 +345,8 @@ def train_one(model_args: ModelArguments, run: Run, data: PreparedData, processo
     }, trainer
 
 
-def save_rank_state(trainer: SmileTrainer, output_dir: str) -> None:
-    """Write this process's student (with its auxiliary head), teacher and world size, for cross-rank checks."""
-    import safetensors.torch
-
-    rank = trainer.args.process_index
-    folder = os.path.join(output_dir, "rank_states")
-    os.makedirs(folder, exist_ok=True)
-    state = {f"student.{k}": v for k, v in unwrap_model(trainer.model).state_dict().items()}
-    if trainer.teacher is not None:
-        state.update({f"teacher.{k}": v for k, v in trainer.teacher.model.state_dict().items()})
-    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    safetensors.torch.save_file(state, os.path.join(folder, f"rank{rank}.safetensors"))
-    with open(os.path.join(folder, f"rank{rank}.json"), "w") as f:
-        json.dump({"rank": rank, "world_size": trainer.args.world_size}, f)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
-# Reporting
+# Results: results.json and its table (compare_methods.py writes the same, one row per seed)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -438,7 +382,8 @@ def results_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_results(runs: list[dict], output_dir: str, file_name: str) -> str:
+def write_results(runs: list[dict], output_dir: str, file_name: str = "results.json") -> str:
+    """Write `{"runs": runs, "table": results_table(runs)}` to `output_dir/file_name`; return its path."""
     path = os.path.join(output_dir, file_name)
     os.makedirs(output_dir, exist_ok=True)
     with open(path, "w") as f:
@@ -451,41 +396,11 @@ def write_results(runs: list[dict], output_dir: str, file_name: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-SCRATCH = "scratch"
-"""Label of the plain fine-tuning runs from a randomly initialised model (`--scratch_baseline`)."""
-
-
-@dataclass
-class Run:
-    """One training run: its label in the results, its arguments, and whether it starts from random weights."""
-
-    label: str
-    args: SmileTrainingArguments
-    from_scratch: bool = False
-
-
-def run_plan(training_args: SmileTrainingArguments, experiment_args: ExperimentArguments) -> list[Run]:
-    """One [`Run`] per (method, seed), plus a from-scratch fine-tuning per seed with `--scratch_baseline`; each run
-    has its own output folder when there are several."""
-    methods = parse_list(experiment_args.compare_methods) or [training_args.method]
-    seeds = parse_list(experiment_args.seeds, int) or [training_args.seed]
-    labels = ([SCRATCH] if experiment_args.scratch_baseline else []) + methods
-    single = len(labels) * len(seeds) == 1
-
-    def make(label: str, seed: int) -> Run:
-        method = "finetune" if label == SCRATCH else label
-        output_dir = (
-            training_args.output_dir if single else os.path.join(training_args.output_dir, f"{label}-seed{seed}")
-        )
-        return Run(label, replace(training_args, method=method, seed=seed, output_dir=output_dir), label == SCRATCH)
-
-    return [make(label, seed) for seed in seeds for label in labels]
-
-
-def configure_logging(training_args: SmileTrainingArguments) -> None:
+def configure_logging(training_args: SmileTrainingArguments, *loggers: str) -> None:
+    """Log to stderr at the process's log level: this script, `smile_hf`, `transformers`, `datasets` and `loggers`."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler()])
     level = training_args.get_process_log_level()
-    for name in ("run_smile", "smile_hf"):
+    for name in ("run_smile", "smile_hf", *loggers):
         logging.getLogger(name).setLevel(level if level != logging.WARNING else logging.INFO)
     transformers.utils.logging.set_verbosity(level)
     import datasets
@@ -493,47 +408,45 @@ def configure_logging(training_args: SmileTrainingArguments) -> None:
     datasets.utils.logging.set_verbosity(level)
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv:
-        print("No arguments: running the offline demo (from scratch vs fine-tuning vs SMILE, few-shot digits):\n  "
-              "python examples/run_smile.py " + " ".join(DEMO_ARGS), flush=True)  # fmt: skip
-    run_processes_on_cpu_without_accelerator()
-    model_args, data_args, training_args, experiment_args = parse_args(argv)
+def run(
+    model_args: ModelArguments, data_args: DataTrainingArguments, training_args: SmileTrainingArguments
+) -> tuple[dict, SmileTrainer]:
+    """Check the model, prepare the data, then train, evaluate, save and push; write and print `results.json`.
+    Return the run's results and its trainer."""
     configure_logging(training_args)
-    if experiment_args.torch_num_threads:
-        torch.set_num_threads(experiment_args.torch_num_threads)
     check_model(model_args)
     processor = load_image_processor(model_args)
-    plan = run_plan(training_args, experiment_args)
-    seeds = list(dict.fromkeys(run.args.seed for run in plan))
     with training_args.main_process_first(desc="loading the datasets"):
-        data_by_seed = {seed: prepare_data(data_args, model_args, seed, processor) for seed in seeds}
-    first = data_by_seed[seeds[0]]
+        data = prepare_data(data_args, model_args, training_args.seed, processor)
     logger.info(
-        f"Data: {first.description}: {len(first.train)} train / {len(first.eval)} eval examples; "
-        f"world size {training_args.world_size}; {len(plan)} run(s)"
+        f"Data: {data.description}: {len(data.train)} train / {len(data.eval)} eval examples; "
+        f"world size {training_args.world_size}"
     )
-    results = []
-    for run in plan:
-        result, trainer = train_one(model_args, run, data_by_seed[run.args.seed], processor)
-        results.append(result)
-        if experiment_args.save_rank_states:
-            save_rank_state(trainer, run.args.output_dir)
-        if run.args.should_save:
-            write_results([result], run.args.output_dir, experiment_args.results_file)
+    result, trainer = train_one(model_args, training_args, data, processor)
     if training_args.should_save:
-        path = write_results(results, training_args.output_dir, experiment_args.results_file)
-        print(f"\nResults ({first.description}, {len(first.eval)} eval images, model {model_args.model_name_or_path}):")
-        print(results_table(results))
+        path = write_results([result], training_args.output_dir)
+        print(f"\nResults ({data.description}, {len(data.eval)} eval images, model {model_args.model_name_or_path}):")
+        print(results_table([result]))
         print(f"Saved to {path}", flush=True)
-    return results
+    return result, trainer
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    run_processes_on_cpu_without_accelerator()
+    model_args, data_args, training_args = parse_args(argv)
+    result, _ = run(model_args, data_args, training_args)
+    return result
+
+
+USER_ERRORS = (DataError, InputError, UnsupportedBackboneError)
+"""Bad input, reported as one `<script>: error: ...` line on stderr (exit status 2) instead of a traceback."""
 
 
 def cli() -> None:
     try:
         main()
-    except (DataError, InputError, UnsupportedBackboneError) as error:
+    except USER_ERRORS as error:
         print(f"run_smile.py: error: {error}", file=sys.stderr)
         sys.exit(2)
 

@@ -1,5 +1,5 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
-"""Pre-train the small source checkpoint that the offline demo of `examples/run_smile.py` transfers from.
+"""Pre-train the small source checkpoint that the offline demo (`examples/compare_methods.py`) transfers from.
 
 A tiny `ResNetForImageClassification` (3 stages of one basic block, 32 x 32 RGB input, last feature map 2 x 2) is
 trained on Fashion-MNIST, read from Debian's `dataset-fashion-mnist` package (`apt-get install dataset-fashion-mnist`,
@@ -139,7 +139,7 @@ model-index:
 # fmnist-resnet-tiny
 
 A tiny ResNet ({results["num_parameters"]:,} parameters) pre-trained on Fashion-MNIST, shipped with smile_hf as the
-offline source checkpoint of `examples/run_smile.py`'s demo. Not meant for any real use.
+offline source checkpoint of `examples/compare_methods.py`'s demo. Not meant for any real use.
 
 - Architecture: `ResNetForImageClassification`, embedding {results["width"]}, hidden sizes {results["hidden_sizes"]},
   one basic block per stage; input 3 x {IMAGE_SIZE} x {IMAGE_SIZE}, last feature map 2 x 2.

@@ -1,4 +1,5 @@
-"""The benchmark scripts run end to end on tiny settings and write what the README cites (no timing assertions)."""
+"""The benchmark scripts run end to end on tiny settings and write what the README cites (no timing assertions).
+They run as the README runs them: `python -m benchmarks.<name>` from the repository root."""
 
 from __future__ import annotations
 
@@ -10,13 +11,12 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCHMARKS = os.path.join(REPO, "benchmarks")
 CHECKPOINT = os.path.join(REPO, "checkpoints", "fmnist-resnet-tiny")
 
 
-def run(script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def run(module: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, os.path.join(BENCHMARKS, script), *args],
+        [sys.executable, "-m", f"benchmarks.{module}", *args],
         check=False, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})},
     )  # fmt: skip
 
@@ -24,7 +24,7 @@ def run(script: str, *args: str, env: dict | None = None) -> subprocess.Complete
 def test_speed_smoke(tmp_path):
     out, md = tmp_path / "speed.json", tmp_path / "speed.md"
     result = run(
-        "speed.py", "--models", "small-cnn", "--methods", "finetune,mixup,smile", "--rounds", "2", "--chunks", "1",
+        "speed", "--models", "small-cnn", "--methods", "finetune,mixup,smile", "--rounds", "2", "--chunks", "1",
         "--output", str(out), "--markdown", str(md),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -46,7 +46,7 @@ def test_speed_smoke(tmp_path):
 def test_accuracy_smoke(tmp_path):
     out, md, png = tmp_path / "accuracy.json", tmp_path / "accuracy.md", tmp_path / "accuracy.png"
     result = run(
-        "accuracy.py", "--targets", "digits", "--shots", "2", "--seeds", "0,1", "--max_steps", "3",
+        "accuracy", "--targets", "digits", "--shots", "2", "--seeds", "0,1", "--max_steps", "3",
         "--methods", "finetune,smile,smile[aux_lambda=0.0]", "--extra_methods", "", "--workers", "1",
         "--output", str(out), "--markdown", str(md), "--plot", str(png),
     )  # fmt: skip
@@ -63,7 +63,7 @@ def test_accuracy_smoke(tmp_path):
 
 
 def test_paper_table_fails_clearly_offline(tmp_path):
-    result = run("paper_table.py", "--output", str(tmp_path / "p.json"), env={"HF_HUB_OFFLINE": "1"})
+    result = run("paper_table", "--output", str(tmp_path / "p.json"), env={"HF_HUB_OFFLINE": "1"})
     assert result.returncode != 0
     assert "needs the Hugging Face Hub" in result.stderr and "microsoft/resnet-50" in result.stderr
     assert not (tmp_path / "p.json").exists()

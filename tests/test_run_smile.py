@@ -1,9 +1,8 @@
-"""examples/run_smile.py: argument parsing (CLI, JSON, YAML, the no-argument demo), the run plan, the results table,
-each bad input (one clear error before training), and a tiny end-to-end run."""
+"""examples/run_smile.py: argument parsing (CLI, JSON, YAML; no argument is an error pointing at the demo), the
+results table, each bad input (one clear error before training), and a tiny end-to-end run."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,44 +10,35 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from transformers import BertConfig
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.data import DataError
 
+from .example_scripts import EXAMPLES, load_example
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = REPO_ROOT / "examples" / "run_smile.py"
+SCRIPT = EXAMPLES / "run_smile.py"
 
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("run_smile", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["run_smile"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-run_smile = load_script()
+run_smile = load_example("run_smile")
 
 
 # ---- parsing ------------------------------------------------------------------------------------------------------
 
 CLI = [
     "--dataset", "cub200", "--method", "l2sp+mixup", "--learning_rate", "0.1", "--train_samples_per_class", "5",
-    "--image_column", "img", "--max_eval_samples", "7", "--corrupt_images", "skip", "--seeds", "1,2",
+    "--image_column", "img", "--max_eval_samples", "7", "--corrupt_images", "skip",
 ]  # fmt: skip
 
 
 def check_parsed(parsed, output_dir):
-    model_args, data_args, training_args, experiment_args = parsed
+    model_args, data_args, training_args = parsed
     assert isinstance(training_args, SmileTrainingArguments)
     assert data_args.dataset == "cub200" and data_args.image_column == "img" and data_args.label_column is None
     assert data_args.train_samples_per_class == 5 and data_args.max_eval_samples == 7
     assert data_args.corrupt_images == "skip"
     assert (training_args.method, training_args.regularizer, training_args.mixing) == ("l2sp+mixup", "l2sp", "mixup")
     assert training_args.learning_rate == 0.1 and training_args.output_dir == output_dir
-    assert experiment_args.seeds == "1,2"
     # forced whatever the user passes: the transforms need the image column, the metrics the labels
     assert training_args.remove_unused_columns is False and training_args.label_names == ["labels"]
     assert os.path.isfile(os.path.join(model_args.model_name_or_path, "config.json"))  # the bundled checkpoint
@@ -66,7 +56,6 @@ FILE_CONFIG = {
     "image_column": "img",
     "max_eval_samples": 7,
     "corrupt_images": "skip",
-    "seeds": "1,2",
 }  # fmt: skip (the same as CLI, typed as in a JSON / YAML file)
 
 
@@ -86,36 +75,9 @@ def test_parse_yaml_file(tmp_path):
     check_parsed(run_smile.parse_args([str(path)]), str(tmp_path))
 
 
-def test_no_argument_is_the_offline_demo():
-    model_args, data_args, training_args, experiment_args = run_smile.parse_args([])
-    assert data_args.dataset == "digits" and data_args.train_samples_per_class == 10
-    assert experiment_args.compare_methods == "finetune,smile" and experiment_args.scratch_baseline
-    assert training_args.reference_recipe and training_args.optim == "sgd"
-    assert model_args.model_name_or_path.endswith("checkpoints/fmnist-resnet-tiny")
-
-
-def test_run_plan_is_every_method_on_every_seed(tmp_path):
-    _, _, training_args, experiment_args = run_smile.parse_args(
-        [
-            "--output_dir",
-            str(tmp_path),
-            "--compare_methods",
-            "finetune,smile",
-            "--seeds",
-            "3,4",
-            "--scratch_baseline",
-            "True",
-        ]
-    )
-    plan = run_smile.run_plan(training_args, experiment_args)
-    assert [(r.label, r.args.method, r.args.seed, r.from_scratch) for r in plan] == [
-        ("scratch", "finetune", 3, True), ("finetune", "finetune", 3, False), ("smile", "smile", 3, False),
-        ("scratch", "finetune", 4, True), ("finetune", "finetune", 4, False), ("smile", "smile", 4, False),
-    ]  # fmt: skip
-    assert plan[2].args.output_dir == os.path.join(str(tmp_path), "smile-seed3")
-    assert plan[2].args.regularizer == "smile" and plan[1].args.regularizer == "finetune"
-    single = run_smile.run_plan(training_args, run_smile.ExperimentArguments())
-    assert [(r.label, r.args.seed, r.args.output_dir) for r in single] == [("smile", 42, str(tmp_path))]
+def test_no_argument_is_an_error_that_points_at_the_demo():
+    with pytest.raises(run_smile.InputError, match=r"no arguments: pass --dataset .* examples/compare_methods\.py"):
+        run_smile.parse_args([])
 
 
 def test_results_table():
@@ -210,31 +172,19 @@ def test_unreachable_model_is_one_line_on_stderr(tmp_path):
 # ---- a tiny end-to-end run ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_tiny_comparison_run(tmp_path, capsys, restore_threads):
-    runs = run_smile.main([
-        "--dataset", "digits", "--train_samples_per_class", "3", "--max_eval_samples", "40",
-        "--compare_methods", "finetune,smile", "--scratch_baseline", "True", "--seeds", "0", "--max_steps", "3", "--per_device_train_batch_size", "8",
-        "--per_device_eval_batch_size", "64", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "True",
-        "--torch_num_threads", "1", "--output_dir", str(tmp_path),
+def test_tiny_run(tmp_path, capsys):
+    result = run_smile.main([
+        "--dataset", "digits", "--train_samples_per_class", "3", "--max_eval_samples", "40", "--method", "smile",
+        "--max_steps", "3", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "64",
+        "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "True", "--output_dir", str(tmp_path),
     ])  # fmt: skip
-    assert [(r["label"], r["method"], r["seed"], r["num_train"], r["num_eval"], r["global_step"]) for r in runs] == [
-        ("scratch", "finetune", 0, 30, 40, 3), ("finetune", "finetune", 0, 30, 40, 3), ("smile", "smile", 0, 30, 40, 3),
-    ]  # fmt: skip
-    for run in runs:
-        metrics = run["metrics"]
-        assert metrics["eval_num_samples"] == 40
-        assert (
-            0.0 <= metrics["eval_accuracy"] <= metrics["eval_top5_accuracy"] <= 1.0
-            and 0.0 <= metrics["eval_ece"] <= 1.0
-        )
+    assert (result["label"], result["method"], result["seed"], result["num_train"], result["num_eval"]) == (
+        "smile", "smile", 42, 30, 40,
+    )  # fmt: skip
+    assert result["global_step"] == 3 and not result["from_scratch"]
+    metrics = result["metrics"]
+    assert metrics["eval_num_samples"] == 40
+    assert 0.0 <= metrics["eval_accuracy"] <= metrics["eval_top5_accuracy"] <= 1.0 and 0.0 <= metrics["eval_ece"] <= 1.0
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert [r["label"] for r in saved["runs"]] == ["scratch", "finetune", "smile"]
-    assert (tmp_path / "smile-seed0" / "results.json").is_file()
-    assert "| seed | scratch top-1 (%) | finetune top-1 (%) | smile top-1 (%) |" in capsys.readouterr().out
+    assert [r["label"] for r in saved["runs"]] == ["smile"] and saved["table"].startswith("| seed | smile top-1 (%) |")
+    assert "| seed | smile top-1 (%) |" in capsys.readouterr().out

@@ -1,0 +1,104 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""Image-classification data for transfer learning: dataset presets, image folders, few-shot subsets, label checks
+and the train / eval transforms of the SMILE reference, written with torch only (no torchvision).
+
+Everything here fails early with a [`DataError`], a one-line message that names what was expected and what was
+found, so that `examples/run_smile.py` can report bad input before any training starts.
+
+- `smile_hf.data.presets`: the `--dataset` presets and their loading, and `--train_dir` image folders;
+- `smile_hf.data.transforms`: image decoding, torch-only resize / crop / normalise, the per-image and per-batch
+  transforms and `collate`;
+- `smile_hf.data.prepare`: label checks and encoding, subsets, undecodable images, `prepare_datasets` and
+  `set_transforms`;
+- `smile_hf.data.errors`: [`DataError`].
+
+Every public name of these modules can be imported from `smile_hf.data` directly.
+"""
+
+from .errors import DataError
+from .prepare import (
+    CORRUPT_IMAGE_POLICIES,
+    PreparedData,
+    check_columns,
+    check_label_range,
+    encode_labels,
+    find_corrupt_images,
+    handle_corrupt_images,
+    prepare_datasets,
+    sample_per_class,
+    set_transforms,
+    split_off_validation,
+    truncate,
+    with_example_index,
+    without_image_decoding,
+)
+from .presets import (
+    DATASET_PRESETS,
+    DatasetPreset,
+    build_digits,
+    check_image_folder,
+    get_preset,
+    image_files,
+    load_image_folders,
+    load_preset,
+)
+from .transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INDEX_COLUMN,
+    REFERENCE_CROP_PCT,
+    BatchTransform,
+    ImageTransform,
+    TransformConfig,
+    center_crop,
+    collate,
+    crop,
+    decode_image,
+    normalize,
+    pil_to_tensor,
+    random_crop,
+    resize,
+    to_rgb,
+)
+
+__all__ = [
+    "CORRUPT_IMAGE_POLICIES",
+    "DATASET_PRESETS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "INDEX_COLUMN",
+    "REFERENCE_CROP_PCT",
+    "BatchTransform",
+    "DataError",
+    "DatasetPreset",
+    "ImageTransform",
+    "PreparedData",
+    "TransformConfig",
+    "build_digits",
+    "center_crop",
+    "check_columns",
+    "check_image_folder",
+    "check_label_range",
+    "collate",
+    "crop",
+    "decode_image",
+    "encode_labels",
+    "find_corrupt_images",
+    "get_preset",
+    "handle_corrupt_images",
+    "image_files",
+    "load_image_folders",
+    "load_preset",
+    "normalize",
+    "pil_to_tensor",
+    "prepare_datasets",
+    "random_crop",
+    "resize",
+    "sample_per_class",
+    "set_transforms",
+    "split_off_validation",
+    "to_rgb",
+    "truncate",
+    "with_example_index",
+    "without_image_decoding",
+]

@@ -1,0 +1,293 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""From loaded splits to data ready for training: validation split, column and label checks, label encoding,
+seeded few-shot and size-capped subsets, undecodable-image handling, and [`prepare_datasets`] / [`set_transforms`],
+which put everything together.
+
+Every problem is a [`DataError`], a one-line message that names what was expected and what was found, so that
+`examples/run_smile.py` can report bad input before any training starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict
+from datasets import Image as ImageFeature
+from PIL import UnidentifiedImageError
+
+from .errors import DataError
+from .presets import get_preset, load_image_folders, load_preset
+from .transforms import INDEX_COLUMN, BatchTransform, ImageTransform, TransformConfig, decode_image
+
+logger = logging.getLogger(__name__)
+
+CORRUPT_IMAGE_POLICIES = ("error", "skip")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Splits
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def split_off_validation(dataset: Dataset, fraction: float, seed: int, label_column: str) -> DatasetDict:
+    """Carve a (stratified when possible) validation split off `dataset`."""
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"--train_val_split must be in (0, 1) to carve a validation split, got {fraction}.")
+    stratify = label_column if isinstance(dataset.features.get(label_column), ClassLabel) else None
+    try:
+        splits = dataset.train_test_split(test_size=fraction, seed=seed, stratify_by_column=stratify)
+    except ValueError:  # too few examples of some class to stratify
+        splits = dataset.train_test_split(test_size=fraction, seed=seed)
+    return DatasetDict(train=splits["train"], validation=splits["test"])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Columns and labels
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def check_columns(dataset: Dataset, image_column: str, label_column: str, where: str) -> None:
+    """Raise a [`DataError`] naming the columns found unless both expected columns exist."""
+    missing = [c for c in (image_column, label_column) if c not in dataset.column_names]
+    if missing:
+        raise DataError(
+            f"The {where} split has no column {', '.join(repr(m) for m in missing)}; found columns "
+            f"{dataset.column_names}. Pass --image_column / --label_column to name the right ones."
+        )
+
+
+def encode_labels(splits: DatasetDict, label_column: str) -> tuple[DatasetDict, list[str]]:
+    """Make `label_column` integer class ids in every split and return the class names.
+
+    `ClassLabel` columns keep their names; string labels become classes sorted by name (taken from the train split);
+    plain integer labels are named by their value, with `max + 1` classes.
+    """
+    feature = splits["train"].features[label_column]
+    if isinstance(feature, ClassLabel):
+        return splits, list(feature.names)
+    train_values = list(splits["train"][label_column])
+    if train_values and isinstance(train_values[0], str):
+        names = sorted(set(train_values))
+        for split_name, split in splits.items():
+            unknown = sorted(set(split[label_column]) - set(names))
+            if unknown:
+                raise DataError(f"The {split_name} split has labels not seen in train: {unknown[:5]}.")
+        splits = DatasetDict({k: v.cast_column(label_column, ClassLabel(names=names)) for k, v in splits.items()})
+        return splits, names
+    if train_values and not isinstance(train_values[0], (int, np.integer)):
+        raise DataError(
+            f"Column '{label_column}' holds {type(train_values[0]).__name__} values, not class labels; "
+            "pass --label_column to name the column with the classes."
+        )
+    num_labels = max(int(max(split[label_column], default=0)) for split in splits.values()) + 1
+    return splits, [str(i) for i in range(num_labels)]
+
+
+def check_label_range(dataset: Dataset, label_column: str, num_labels: int, where: str) -> None:
+    """Raise a [`DataError`] if a label of `dataset` is not a class of a `num_labels`-way model."""
+    labels = np.asarray(dataset[label_column], dtype=np.int64)
+    bad = np.flatnonzero((labels < 0) | (labels >= num_labels))
+    if bad.size:
+        raise DataError(
+            f"The {where} split has {bad.size} label(s) outside the model's range 0..{num_labels - 1} "
+            f"(first: label {labels[bad[0]]} at example {bad[0]})."
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Subsets
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def sample_per_class(dataset: Dataset, label_column: str, samples_per_class: int, seed: int) -> Dataset:
+    """A seeded few-shot subset: `samples_per_class` examples of every class (all of a class that has fewer).
+
+    The result keeps the original order of the examples.
+    """
+    if samples_per_class < 1:
+        raise DataError(f"--train_samples_per_class must be >= 1, got {samples_per_class}.")
+    labels = np.asarray(dataset[label_column])
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if members.size < samples_per_class:
+            logger.warning(f"Class {label} has only {members.size} examples (< {samples_per_class}); using them all.")
+        chosen.append(rng.choice(members, size=min(samples_per_class, members.size), replace=False))
+    return dataset.select(np.sort(np.concatenate(chosen)).tolist())
+
+
+def truncate(dataset: Dataset, max_samples: int | None, seed: int) -> Dataset:
+    """At most `max_samples` examples, drawn at random with `seed` (the whole dataset when `None`)."""
+    if max_samples is None or max_samples >= len(dataset):
+        return dataset
+    if max_samples < 1:
+        raise DataError(f"--max_*_samples must be >= 1, got {max_samples}.")
+    return dataset.shuffle(seed=seed).select(range(max_samples))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Undecodable images
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def find_corrupt_images(dataset: Dataset, image_column: str, chunk_size: int = 256) -> list[int]:
+    """Positions of the examples whose image cannot be decoded (the image column must not be auto-decoded).
+
+    Reads `chunk_size` examples at a time, so that large datasets are never held in memory at once.
+    """
+    bad = []
+    for start in range(0, len(dataset), chunk_size):
+        for offset, value in enumerate(dataset[start : start + chunk_size][image_column]):
+            try:
+                decode_image(value)
+            except (OSError, UnidentifiedImageError, TypeError, ValueError, SyntaxError):
+                bad.append(start + offset)
+    return bad
+
+
+def without_image_decoding(dataset: Dataset, image_column: str) -> Dataset:
+    """`dataset` with the image column left undecoded (`{"bytes", "path"}`), so that decoding errors can be caught
+    per example."""
+    if isinstance(dataset.features[image_column], ImageFeature):
+        return dataset.cast_column(image_column, ImageFeature(decode=False))
+    return dataset
+
+
+def handle_corrupt_images(dataset: Dataset, image_column: str, policy: str, split: str) -> Dataset:
+    """With `policy="skip"`, scan `dataset` and drop the examples whose image cannot be decoded, logging their
+    indices; with `"error"`, leave it: the first undecodable image stops training with its index."""
+    if policy not in CORRUPT_IMAGE_POLICIES:
+        raise DataError(f"--corrupt_images must be one of {', '.join(CORRUPT_IMAGE_POLICIES)}, got '{policy}'.")
+    if policy == "error":
+        return dataset
+    bad = find_corrupt_images(dataset, image_column)
+    if bad:
+        indices = dataset[INDEX_COLUMN] if INDEX_COLUMN in dataset.column_names else range(len(dataset))
+        named = [int(indices[b]) for b in bad]
+        logger.warning(f"Skipping {len(bad)} undecodable image(s) of the {split} split, at example(s) {named[:20]}.")
+        keep = sorted(set(range(len(dataset))) - set(bad))
+        dataset = dataset.select(keep)
+    return dataset
+
+
+def with_example_index(dataset: Dataset) -> Dataset:
+    """`dataset` with an [`INDEX_COLUMN`] holding each example's position (kept through later selections)."""
+    if INDEX_COLUMN in dataset.column_names:
+        return dataset
+    return dataset.add_column(INDEX_COLUMN, list(range(len(dataset))))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Everything together
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PreparedData:
+    """Train and eval splits ready for [`set_transforms`], with what is known about them.
+
+    Attributes:
+        train (`Dataset`), eval (`Dataset`): the splits, images not yet decoded.
+        label_names (`list[str]`): class names, indexed by label id.
+        image_column (`str`), label_column (`str`): the columns used.
+        description (`str`): where the data came from (for logs, results and model cards).
+    """
+
+    train: Dataset
+    eval: Dataset
+    label_names: list[str]
+    image_column: str
+    label_column: str
+    description: str
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.label_names))
+
+
+def prepare_datasets(
+    dataset: str | None = None,
+    train_dir: str | None = None,
+    validation_dir: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    num_labels: int | None = None,
+    train_val_split: float = 0.15,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    train_samples_per_class: int | None = None,
+    corrupt_images: str = "error",
+    seed: int = 0,
+    cache_dir: str | None = None,
+    token: str | bool | None = None,
+) -> PreparedData:
+    """Load a preset (`dataset`) or image folders (`train_dir`, `validation_dir`), check columns and labels, and
+    draw the requested subsets. Every problem is a one-line [`DataError`].
+
+    Args:
+        dataset: name of a preset in [`DATASET_PRESETS`].
+        train_dir, validation_dir: image folders laid out as `<dir>/<class>/<image>` (instead of `dataset`).
+        image_column, label_column: column names (default: the preset's, or `image` / `label`).
+        num_labels: classes of the model's new head (default: the number of classes of the data); every label must
+            be below it.
+        train_val_split: fraction of train carved off for evaluation when there is no eval split.
+        max_train_samples, max_eval_samples: random subsets (seeded) of at most that many examples.
+        train_samples_per_class: a seeded few-shot subset of the train split, applied before `max_train_samples`.
+        corrupt_images: `"error"` (stop at the first undecodable image, naming it) or `"skip"` (drop them first).
+        seed: seed of every random choice here.
+        cache_dir, token: passed to `datasets.load_dataset`.
+    """
+    if corrupt_images not in CORRUPT_IMAGE_POLICIES:
+        raise DataError(f"--corrupt_images must be one of {', '.join(CORRUPT_IMAGE_POLICIES)}, got '{corrupt_images}'.")
+    if (dataset is None) == (train_dir is None):
+        raise DataError("Pass exactly one of --dataset NAME (a preset) or --train_dir DIR (your own image folders).")
+    if dataset is not None:
+        preset = get_preset(dataset)
+        splits = load_preset(preset, cache_dir=cache_dir, token=token)
+        image_column, label_column = image_column or preset.image_column, label_column or preset.label_column
+        description = preset.hub_id or f"{preset.name} (built in)"
+    else:
+        preset = None
+        splits = load_image_folders(train_dir, validation_dir, cache_dir=cache_dir)
+        image_column, label_column = image_column or "image", label_column or "label"
+        description = train_dir
+    for name, split in splits.items():
+        check_columns(split, image_column, label_column, name)
+    if "validation" not in splits:
+        splits = split_off_validation(splits["train"], train_val_split, seed, label_column)
+    splits, label_names = encode_labels(splits, label_column)
+    if preset is not None and len(label_names) != preset.num_labels:
+        logger.warning(
+            f"--dataset {preset.name}: found {len(label_names)} classes, the preset expects {preset.num_labels}."
+        )
+    num_labels = num_labels or len(label_names)
+    for name, split in splits.items():
+        check_label_range(split, label_column, num_labels, name)
+
+    train, evaluation = (with_example_index(splits[k]) for k in ("train", "validation"))
+    if train_samples_per_class is not None:
+        train = sample_per_class(train, label_column, train_samples_per_class, seed)
+    train, evaluation = truncate(train, max_train_samples, seed), truncate(evaluation, max_eval_samples, seed)
+    train, evaluation = (
+        handle_corrupt_images(without_image_decoding(split, image_column), image_column, corrupt_images, name)
+        for split, name in ((train, "train"), (evaluation, "validation"))
+    )
+    if len(train) == 0 or len(evaluation) == 0:
+        raise DataError(f"Nothing left to train or evaluate on ({len(train)} train, {len(evaluation)} eval examples).")
+    return PreparedData(
+        train,
+        evaluation,
+        label_names[:num_labels] + [str(i) for i in range(len(label_names), num_labels)],
+        image_column,
+        label_column,
+        description,
+    )
+
+
+def set_transforms(data: PreparedData, config: TransformConfig) -> None:
+    """Attach the train and eval pipelines to `data`'s splits (`set_transform`: applied on access, per batch)."""
+    for split, train, name in ((data.train, True, "train"), (data.eval, False, "validation")):
+        split.set_transform(BatchTransform(ImageTransform(config, train), data.image_column, data.label_column, name))

@@ -1,0 +1,220 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""Where the data come from: the dataset presets of `--dataset` ([`DatasetPreset`], [`DATASET_PRESETS`], the
+offline `digits` builder) and their loading from the Hub, and `--train_dir` / `--validation_dir` image folders."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict
+from datasets import Image as ImageFeature
+from PIL import Image
+
+from .errors import DataError, one_line
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Dataset presets
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetPreset:
+    """Where a benchmark dataset lives on the Hub and how it is laid out.
+
+    Args:
+        name (`str`): the value of `--dataset`.
+        hub_id (`str` or `None`): the Hub dataset id (`owner/name`); `None` for a dataset built offline by `builder`.
+        train_split (`str`): split (or `+`-joined splits) to train on.
+        eval_split (`str`): split to evaluate on.
+        num_labels (`int`): number of classes of the benchmark, checked against the data when it is loaded.
+        image_column (`str`): column holding the images.
+        label_column (`str`): column holding the class labels.
+        config_name (`str`, *optional*): dataset configuration (subset) on the Hub.
+        data_dir (`str`, *optional*): folder of the Hub repository that holds the data files.
+        revision (`str`, *optional*): branch, tag or commit of the Hub repository.
+        homepage (`str`): where the original dataset is described.
+        notes (`str`): what differs from the benchmark's usual protocol, if anything.
+        builder (`Callable`, *optional*): builds the dataset locally (offline datasets); gets the preset.
+    """
+
+    name: str
+    hub_id: str | None
+    train_split: str
+    eval_split: str
+    num_labels: int
+    image_column: str = "image"
+    label_column: str = "label"
+    config_name: str | None = None
+    data_dir: str | None = None
+    revision: str | None = None
+    homepage: str = ""
+    notes: str = ""
+    builder: Callable[[DatasetPreset], DatasetDict] | None = field(default=None, compare=False, repr=False)
+
+    def split_names(self) -> set[str]:
+        """Every split name the preset uses."""
+        return {s.strip() for split in (self.train_split, self.eval_split) for s in split.split("+")}
+
+
+def build_digits(preset: DatasetPreset, test_fraction: float = 0.5, seed: int = 0) -> DatasetDict:
+    """scikit-learn's `load_digits` (1797 grayscale 8 x 8 digits, ink 0-16) as a `DatasetDict` of PIL images.
+
+    The train / test split is fixed (stratified, seed 0) so that every run evaluates on the same images; few-shot
+    subsets are then drawn from `train` with the run's seed (`--train_samples_per_class`).
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as error:
+        raise DataError(
+            "--dataset digits needs scikit-learn, which ships the images: pip install scikit-learn."
+        ) from error
+
+    digits = load_digits()
+    pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    images = [Image.fromarray(p, mode="L") for p in pixels]
+    names = [str(i) for i in range(preset.num_labels)]
+    dataset = Dataset.from_dict({preset.image_column: images, preset.label_column: digits.target.tolist()})
+    dataset = dataset.cast_column(preset.image_column, ImageFeature())
+    dataset = dataset.cast_column(preset.label_column, ClassLabel(names=names))
+    splits = dataset.train_test_split(test_size=test_fraction, stratify_by_column=preset.label_column, seed=seed)
+    return DatasetDict({preset.train_split: splits["train"], preset.eval_split: splits["test"]})
+
+
+DATASET_PRESETS: dict[str, DatasetPreset] = {
+    preset.name: preset
+    for preset in (
+        DatasetPreset(
+            "food101", "ethz/food101", "train", "validation", 101,
+            homepage="https://data.vision.ee.ethz.ch/cvl/datasets_extra/food-101/",
+            notes="The Hub's 'validation' split is the official test split (250 images per class).",
+        ),
+        DatasetPreset(
+            "cub200", "Donghyun99/CUB-200-2011", "train", "test", 200,
+            homepage="https://www.vision.caltech.edu/datasets/cub_200_2011/",
+            notes="Official train / test split (5994 / 5794 images).",
+        ),
+        DatasetPreset(
+            "stanford_cars", "tanganke/stanford_cars", "train", "test", 196,
+            homepage="https://ai.stanford.edu/~jkrause/cars/car_dataset.html",
+            notes="Official train / test split (8144 / 8041 images).",
+        ),
+        DatasetPreset(
+            "fgvc_aircraft", "HuggingFaceM4/FGVC-Aircraft", "train+validation", "test", 100,
+            label_column="variant",
+            homepage="https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/",
+            notes="Variant level (100 classes); trains on trainval, evaluates on test, as the reference.",
+        ),
+        DatasetPreset(
+            "mit_indoor67", "keremberke/indoor-scene-classification", "train", "test", 67,
+            label_column="labels", data_dir="full", revision="refs/convert/parquet",
+            homepage="https://web.mit.edu/torralba/www/indoor.html",
+            notes="Roboflow's 70/20/10 split, not the official 80/20 one; read from the Hub's Parquet conversion.",
+        ),
+        DatasetPreset(
+            "flowers102", "dpdl-benchmark/oxford_flowers102", "train+validation", "test", 102,
+            homepage="https://www.robots.ox.ac.uk/~vgg/data/flowers/102/",
+            notes="Official splits: trains on train + validation (2040 images), evaluates on test (6149).",
+        ),
+        DatasetPreset(
+            "oxford_pets", "timm/oxford-iiit-pet", "train", "test", 37,
+            homepage="https://www.robots.ox.ac.uk/~vgg/data/pets/",
+            notes="Official trainval / test split (3680 / 3669 images), breed labels.",
+        ),
+        DatasetPreset(
+            "cifar100", "uoft-cs/cifar100", "train", "test", 100,
+            image_column="img", label_column="fine_label",
+            homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+            notes="Fine labels (100 classes), 32 x 32 images upsampled by the transforms.",
+        ),
+        DatasetPreset(
+            "dtd", "tanganke/dtd", "train", "test", 47,
+            homepage="https://www.robots.ox.ac.uk/~vgg/data/dtd/",
+            notes="Split 1: train + val (3760 images) / test (1880).",
+        ),
+        DatasetPreset(
+            "digits", None, "train", "test", 10,
+            homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html#digits-dataset",
+            notes="Offline: scikit-learn's digits, fixed stratified 50/50 split; the demo trains few-shot.",
+            builder=build_digits,
+        ),
+    )
+}  # fmt: skip
+"""The datasets `--dataset` knows.
+
+Hub ids and split names were checked against the datasets' Hub cards; column names too where the card lists its
+features (cifar100, dtd, flowers102, oxford_pets, mit_indoor67; fgvc_aircraft's `variant` as used by MTEB). They could
+not be loaded here (no network): when a preset is loaded, its columns and number of classes are checked and a
+mismatch names what was found (`--image_column` / `--label_column` override the preset's). `mit_indoor67`'s Hub repo
+is a loading script, which `datasets` >= 4 no longer runs: the preset reads the Hub's automatic Parquet conversion.
+"""
+
+
+def get_preset(name: str) -> DatasetPreset:
+    """The preset called `name`, or a [`DataError`] listing the known ones."""
+    key = name.strip().lower()
+    if key not in DATASET_PRESETS:
+        raise DataError(f"Unknown --dataset '{name}'. Known datasets: {', '.join(sorted(DATASET_PRESETS))}.")
+    return DATASET_PRESETS[key]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def load_preset(preset: DatasetPreset, cache_dir: str | None = None, token: str | bool | None = None) -> DatasetDict:
+    """Load a preset as a `DatasetDict` with its train split as `"train"` and its eval split as `"validation"`."""
+    if preset.builder is not None:
+        splits = preset.builder(preset)
+        return DatasetDict(train=splits[preset.train_split], validation=splits[preset.eval_split])
+    from datasets import load_dataset
+
+    kwargs = {"name": preset.config_name, "data_dir": preset.data_dir, "revision": preset.revision}
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    loaded = {}
+    for key, split in (("train", preset.train_split), ("validation", preset.eval_split)):
+        try:
+            loaded[key] = load_dataset(preset.hub_id, split=split, cache_dir=cache_dir, token=token, **kwargs)
+        except Exception as error:  # network, missing split, auth: one clear line instead of a traceback
+            raise DataError(
+                f"Cannot load split '{split}' of dataset '{preset.hub_id}' (--dataset {preset.name}): {one_line(error)}"
+            ) from error
+    return DatasetDict(loaded)
+
+
+def image_files(directory: str) -> list[str]:
+    """Image files (any extension PIL can read) under `directory`, recursively, sorted."""
+    extensions = {ext.lower() for ext in Image.registered_extensions()}
+    found = []
+    for root, _, files in os.walk(directory):
+        found.extend(os.path.join(root, f) for f in files if os.path.splitext(f)[1].lower() in extensions)
+    return sorted(found)
+
+
+def check_image_folder(directory: str, flag: str) -> None:
+    """Raise a [`DataError`] unless `directory` exists and holds at least one image."""
+    if not os.path.isdir(directory):
+        raise DataError(f"{flag} '{directory}' does not exist or is not a directory.")
+    if not image_files(directory):
+        raise DataError(
+            f"{flag} '{directory}' contains no image files; expected one sub-folder per class with images inside "
+            "(e.g. train/cat/001.jpg)."
+        )
+
+
+def load_image_folders(train_dir: str, validation_dir: str | None = None, cache_dir: str | None = None) -> DatasetDict:
+    """Load `--train_dir` (and `--validation_dir`) laid out as `<dir>/<class name>/<image>` with `imagefolder`."""
+    from datasets import load_dataset
+
+    check_image_folder(train_dir, "--train_dir")
+    data_files = {"train": os.path.join(train_dir, "**")}
+    if validation_dir is not None:
+        check_image_folder(validation_dir, "--validation_dir")
+        data_files["validation"] = os.path.join(validation_dir, "**")
+    try:
+        return load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
+    except Exception as error:
+        raise DataError(f"Cannot read the image folders {sorted(data_files.values())}: {one_line(error)}") from error

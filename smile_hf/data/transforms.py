@@ -1,0 +1,257 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""The train / eval transforms of the SMILE reference, written with torch only (no torchvision): image decoding,
+conversion to RGB, tensor resize / crop / normalise, [`TransformConfig`], the per-image [`ImageTransform`], the
+per-batch [`BatchTransform`] that `Dataset.set_transform` applies, and the Trainer's [`collate`].
+
+The transforms follow the reference (PaddleTransfer's SMILE `finetune.py`):
+
+- train: resize to a square of `resize_size`, random crop of `crop_size`, random horizontal flip, normalise;
+- eval: resize to a square of `resize_size`, center crop of `crop_size`, normalise;
+
+with `crop_size`, mean and std read from the checkpoint's image processor and `resize_size = crop_size / crop_pct`
+(`crop_pct = 224 / 256` in the reference).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from .errors import DataError, one_line
+
+INDEX_COLUMN = "__example_index__"
+"""Column added to every split so that a transform can name the example whose image cannot be decoded."""
+
+REFERENCE_CROP_PCT = 224 / 256
+"""Crop size over resize size in the SMILE reference (resize 256 x 256, crop 224)."""
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Images
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def decode_image(value: Any) -> Image.Image:
+    """A PIL image from what a dataset column may hold: a PIL image, `{"bytes", "path"}`, a path, or an array."""
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, dict):
+        source = io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value.get("path")
+    elif isinstance(value, (str, os.PathLike)):
+        source = value
+    elif isinstance(value, (np.ndarray, torch.Tensor)):
+        return Image.fromarray(np.asarray(value))
+    else:
+        raise TypeError(f"Cannot read an image from a {type(value).__name__}.")
+    image = Image.open(source)
+    image.load()  # decode now, so that a truncated or corrupt file fails here
+    return image
+
+
+def _high_bit_depth_to_uint8(image: Image.Image) -> Image.Image:
+    """8-bit grayscale from 16/32-bit integer or float grayscale ('I;16', 'I', 'F')."""
+    array = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        top = 1.0 if array.size and array.max() <= 1.0 else 255.0
+    else:
+        top = 65535.0 if array.size and array.max() > 255 else 255.0
+    return Image.fromarray(np.clip(np.round(array * (255.0 / top)), 0, 255).astype(np.uint8), mode="L")
+
+
+def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Convert any PIL mode to RGB.
+
+    Grayscale ('L', '1', 16-bit, float) is replicated to three channels, CMYK and YCbCr are converted, palette images
+    are expanded, and images with transparency (RGBA, LA, PA, palette with a transparent colour) are composited on a
+    white `background`.
+    """
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        image = _high_bit_depth_to_uint8(image)
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """An RGB PIL image as a float tensor 3 x H x W in [0, 1]."""
+    array = np.asarray(to_rgb(image), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear (anti-aliased) resize of C x H x W or B x C x H x W images to `size` = (height, width)."""
+    batched = images.dim() == 4
+    out = F.interpolate(
+        images if batched else images[None], size=size, mode="bilinear", align_corners=False, antialias=True
+    )
+    return out if batched else out[0]
+
+
+def crop(images: torch.Tensor, top: int, left: int, size: tuple[int, int]) -> torch.Tensor:
+    """The `size` = (height, width) window of `images` (... x H x W) starting at (`top`, `left`)."""
+    return images[..., top : top + size[0], left : left + size[1]]
+
+
+def center_crop(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The central `size` window (rounding the offsets as `torchvision.transforms.CenterCrop` does)."""
+    height, width = images.shape[-2:]
+    if size[0] > height or size[1] > width:
+        raise ValueError(f"Crop {size} is larger than the image {(height, width)}.")
+    return crop(images, round((height - size[0]) / 2.0), round((width - size[1]) / 2.0), size)
+
+
+def random_crop(images: torch.Tensor, size: tuple[int, int], generator: torch.Generator | None = None) -> torch.Tensor:
+    """A uniformly random `size` window of `images` (... x H x W)."""
+    height, width = images.shape[-2:]
+    top = int(torch.randint(0, height - size[0] + 1, (1,), generator=generator))
+    left = int(torch.randint(0, width - size[1] + 1, (1,), generator=generator))
+    return crop(images, top, left, size)
+
+
+def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(images - mean) / std per channel, for C x H x W or B x C x H x W."""
+    shape = (-1, 1, 1)
+    return (images - torch.tensor(mean).view(shape)) / torch.tensor(std).view(shape)
+
+
+def _hw(size: Any) -> tuple[int, int]:
+    """(height, width) from an image processor's `size` / `crop_size` (dict or int)."""
+    if isinstance(size, int):
+        return size, size
+    if "height" in size and "width" in size:
+        return int(size["height"]), int(size["width"])
+    for key in ("shortest_edge", "longest_edge"):
+        if key in size:
+            return int(size[key]), int(size[key])
+    raise ValueError(f"Cannot read an image size from {size}.")
+
+
+@dataclass(frozen=True)
+class TransformConfig:
+    """Sizes and normalisation of the train and eval transforms.
+
+    Args:
+        crop_size (`tuple[int, int]`): (height, width) the model sees.
+        resize_size (`tuple[int, int]`): (height, width) images are resized to before cropping.
+        mean (`tuple[float, ...]`): per-channel mean subtracted after scaling to [0, 1].
+        std (`tuple[float, ...]`): per-channel standard deviation.
+        random_horizontal_flip (`bool`): flip training images left-right with probability 1/2.
+    """
+
+    crop_size: tuple[int, int] = (224, 224)
+    resize_size: tuple[int, int] = (256, 256)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    random_horizontal_flip: bool = True
+
+    @classmethod
+    def from_image_processor(
+        cls, processor: Any | None, crop_pct: float | None = None, random_horizontal_flip: bool = True
+    ) -> TransformConfig:
+        """Read the crop size and normalisation of a checkpoint's image processor.
+
+        The crop is the processor's `crop_size` (when it center-crops) or `size`; the resize is `crop / crop_pct`
+        with `crop_pct` from the argument, the processor, or the reference's 224/256. Without a processor, the
+        ImageNet defaults (224 crop, ImageNet mean / std) are used.
+        """
+        if processor is None:
+            return cls(random_horizontal_flip=random_horizontal_flip)
+        crop_size = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
+        crop_hw = _hw(crop_size or processor.size)
+        pct = crop_pct or getattr(processor, "crop_pct", None) or REFERENCE_CROP_PCT
+        resize_hw = (math.floor(crop_hw[0] / pct + 0.5), math.floor(crop_hw[1] / pct + 0.5))
+        if getattr(processor, "do_normalize", True):
+            mean = tuple(float(m) for m in np.broadcast_to(processor.image_mean, (3,)))
+            std = tuple(float(s) for s in np.broadcast_to(processor.image_std, (3,)))
+        else:
+            mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        return cls(crop_hw, resize_hw, mean, std, random_horizontal_flip)
+
+
+class ImageTransform:
+    """The reference's train or eval pipeline on one PIL image, returning a normalised 3 x H x W tensor.
+
+    Args:
+        config (`TransformConfig`): sizes and normalisation.
+        train (`bool`): random crop and flip (train) or center crop (eval).
+        generator (`torch.Generator`, *optional*): source of randomness (default: torch's global generator, which
+            the Trainer seeds and each DataLoader worker re-seeds).
+    """
+
+    def __init__(self, config: TransformConfig, train: bool, generator: torch.Generator | None = None):
+        self.config = config
+        self.train = train
+        self.generator = generator
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        config = self.config
+        pixels = resize(pil_to_tensor(image), config.resize_size)
+        if self.train:
+            pixels = random_crop(pixels, config.crop_size, self.generator)
+            if config.random_horizontal_flip and bool(torch.rand((), generator=self.generator) < 0.5):
+                pixels = pixels.flip(-1)
+        else:
+            pixels = center_crop(pixels, config.crop_size)
+        return normalize(pixels, config.mean, config.std)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Batches for the Trainer
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class BatchTransform:
+    """`Dataset.set_transform` function: decodes the images of a batch, applies an [`ImageTransform`] and returns
+    `pixel_values` and `labels` only.
+
+    Args:
+        transform (`ImageTransform`): the per-image pipeline.
+        image_column (`str`), label_column (`str`): the columns to read.
+        split (`str`): name of the split, for error messages.
+    """
+
+    def __init__(self, transform: ImageTransform, image_column: str, label_column: str, split: str):
+        self.transform = transform
+        self.image_column = image_column
+        self.label_column = label_column
+        self.split = split
+
+    def _decode(self, value: Any, index: Any) -> Image.Image:
+        try:
+            return decode_image(value)
+        except (OSError, UnidentifiedImageError, TypeError, ValueError, SyntaxError) as error:
+            raise DataError(
+                f"Cannot decode the image of example {index} of the {self.split} split ({one_line(error)}); "
+                "pass --corrupt_images skip to drop undecodable images before training."
+            ) from error
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        images = batch[self.image_column]
+        indices = batch.get(INDEX_COLUMN, [None] * len(images))
+        return {
+            "pixel_values": [self.transform(self._decode(v, i)) for v, i in zip(images, indices)],
+            "labels": [int(label) for label in batch[self.label_column]],
+        }
+
+
+def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack `pixel_values` and `labels` of transformed examples into a batch."""
+    return {
+        "pixel_values": torch.stack([e["pixel_values"] for e in examples]),
+        "labels": torch.tensor([e["labels"] for e in examples], dtype=torch.long),
+    }
