@@ -179,10 +179,8 @@ def run_one(job: dict) -> dict:
     import transformers
     from transformers import AutoImageProcessor, set_seed
 
-    from smile_hf import SmileTrainer, SmileTrainingArguments, load_source_model, load_student
-    from smile_hf.data import TransformConfig, collate, prepare_datasets
-    from smile_hf.methods import METHODS as REGISTRY
-    from smile_hf.methods import parse_method
+    from smile_hf import SmileTrainer, SmileTrainingArguments
+    from smile_hf.data import TransformConfig, prepare_datasets
     from smile_hf.metrics import ClassificationMetrics
 
     transformers.logging.set_verbosity_error()
@@ -199,11 +197,6 @@ def run_one(job: dict) -> dict:
     data = prepare_datasets(dataset=job["target"], train_samples_per_class=job["shots"], seed=seed)
     set_transforms_decoding_once(data, TransformConfig.from_image_processor(processor, random_horizontal_flip=False))
     set_seed(seed)
-    student = load_student(job["checkpoint"], len(data.label_names), id2label=data.id2label)
-    regularizer = REGISTRY[parse_method(method)[0]]
-    teacher = (
-        load_source_model(job["checkpoint"]) if regularizer.needs_teacher or regularizer.needs_source_head else None
-    )
     with tempfile.TemporaryDirectory(prefix="smile-accuracy-") as output_dir:
         args = SmileTrainingArguments(
             output_dir=output_dir,
@@ -218,21 +211,18 @@ def run_one(job: dict) -> dict:
             report_to="none",
             disable_tqdm=True,
             use_cpu=True,
-            remove_unused_columns=False,
-            label_names=["labels"],
             dataloader_num_workers=0,
+            model_init_kwargs={"num_labels": len(data.label_names), "id2label": data.id2label},
             **overrides,
         )
         # 5 shots x 10 classes = 50 images: one batch of 48 per epoch, not a batch of 48 and one of 2 (but keep the
         # incomplete batch when it is the only one)
         args.dataloader_drop_last = len(data.train) >= args.per_device_train_batch_size
         trainer = SmileTrainer(
-            model=student,
+            model=job["checkpoint"],
             args=args,
-            teacher_model=teacher,
             train_dataset=data.train,
             eval_dataset=data.eval,
-            data_collator=collate,
             compute_metrics=ClassificationMetrics(top_k=(1,)),
         )
         trainer.remove_callback(transformers.trainer_callback.PrinterCallback)

@@ -94,10 +94,8 @@ def run_one(job: dict) -> dict:
     import transformers
     from transformers import AutoImageProcessor, set_seed
 
-    from smile_hf import SmileTrainer, SmileTrainingArguments, load_source_model, load_student
-    from smile_hf.data import TransformConfig, collate, prepare_datasets, set_transforms
-    from smile_hf.methods import METHODS as REGISTRY
-    from smile_hf.methods import parse_method
+    from smile_hf import SmileTrainer, SmileTrainingArguments
+    from smile_hf.data import TransformConfig, prepare_datasets, set_transforms
     from smile_hf.metrics import ClassificationMetrics
 
     transformers.logging.set_verbosity_warning()
@@ -106,10 +104,6 @@ def run_one(job: dict) -> dict:
     data = prepare_datasets(dataset=job["dataset"], seed=seed, cache_dir=job["cache_dir"], token=job["token"])
     set_transforms(data, TransformConfig.from_image_processor(processor))  # resize 256, crop 224, flip
     set_seed(seed)
-    student = load_student(job["checkpoint"], len(data.label_names), id2label=data.id2label, token=job["token"])
-    regularizer = REGISTRY[parse_method(method)[0]]
-    needs_source = regularizer.needs_teacher or regularizer.needs_source_head
-    teacher = load_source_model(job["checkpoint"], token=job["token"]) if needs_source else None
     output_dir = os.path.join(job["output_dir"], f"{job['dataset']}-{method.replace('+', '_')}-seed{seed}")
     args = SmileTrainingArguments(
         output_dir=output_dir,
@@ -125,18 +119,15 @@ def run_one(job: dict) -> dict:
         save_total_limit=1,
         logging_steps=100,
         report_to="none",
-        remove_unused_columns=False,
-        label_names=["labels"],
         dataloader_num_workers=job["num_workers"],
         dataloader_drop_last=True,
+        model_init_kwargs={"num_labels": len(data.label_names), "id2label": data.id2label, "token": job["token"]},
     )
     trainer = SmileTrainer(
-        model=student,
+        model=job["checkpoint"],
         args=args,
-        teacher_model=teacher,
         train_dataset=data.train,
         eval_dataset=data.eval,
-        data_collator=collate,
         compute_metrics=ClassificationMetrics(top_k=(1, 5)),
         processing_class=processor,
     )

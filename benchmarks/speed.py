@@ -52,9 +52,8 @@ from torch.utils._pytree import tree_flatten
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.backbones import SOURCE_HEAD_NAME, BackboneAdapter, build_source_head_copy, unwrap_model
-from smile_hf.methods import LossInputs
-from smile_hf.methods.smile import Smile
-from smile_hf.mixing import mix_inputs, mixed_cross_entropy, mixing_generator, sample_mix
+from smile_hf.loss import TransferLoss
+from smile_hf.methods import METHODS as METHOD_CLASSES
 from smile_hf.teacher import EmaTeacher
 
 from .common import (
@@ -325,24 +324,28 @@ def peak_step_memory(stepper: SteppedTrainer) -> dict[str, float]:
 
 
 class BareLoop:
-    """Fine-tuning or SMILE written as a plain PyTorch loop with the library's pieces (no Trainer)."""
+    """Fine-tuning or SMILE written as a plain PyTorch loop around the library's loss of one micro-batch
+    (`TransferLoss`, the object `SmileTrainer.compute_loss` calls), without a Trainer."""
 
     def __init__(self, method: str, source: nn.Module, student: nn.Module, opts, args: SmileTrainingArguments):
         assert method in ("finetune", "smile")
-        self.method_name, self.args, self.device = method, args, opts.device
+        self.args, self.device, self.bf16 = args, opts.device, opts.bf16
         self.model = copy.deepcopy(student).to(opts.device).train()
-        self.adapter = BackboneAdapter(self.model)
-        self.smile = None
+        adapter = BackboneAdapter(self.model)
+        self.teacher = None
         if method == "smile":
-            self.model.add_module(SOURCE_HEAD_NAME, build_source_head_copy(self.adapter, source).to(opts.device))
+            self.model.add_module(SOURCE_HEAD_NAME, build_source_head_copy(adapter, source).to(opts.device))
             self.teacher = EmaTeacher(
-                copy.deepcopy(source), self.adapter, args.ema_decay, args.ema_update_every, autocast=self.autocast
+                copy.deepcopy(source), adapter, args.ema_decay, args.ema_update_every, autocast=self.autocast
             ).to(opts.device)
-            self.smile = Smile(args)
+        # `args` are SMILE's for both loops: building a second TrainingArguments here would reset the accelerator
+        # state of the trainers the benchmark built before this loop.
+        regularizer = METHOD_CLASSES[method](args)
+        mixing = regularizer.default_mixing
+        self.loss_fn = TransferLoss(regularizer, adapter, self.teacher, mixing=mixing, alpha=args.mixup_alpha, seed=args.seed)
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=args.learning_rate, momentum=0.9, nesterov=True, weight_decay=args.weight_decay
         )
-        self.bf16 = opts.bf16
         self.step_index = 0
 
     def autocast(self):
@@ -353,39 +356,29 @@ class BareLoop:
     def step(self, batch, timer=None) -> None:
         """One optimizer step; `timer(name)` (if given) is called at the end of each phase."""
         mark = timer or (lambda name: None)
+        loss_fn = self.loss_fn
         pixel_values = batch["pixel_values"].to(self.device, non_blocking=True)
         labels = batch["labels"].to(self.device, non_blocking=True)
         mark("data")
-        if self.smile is None:
-            with self.autocast():
-                out = self.adapter.forward(self.model, pixel_values)
-            mark("student forward")
-            loss = mixed_cross_entropy(out.logits.float(), labels, None)
-            mark("loss terms")
-        else:
-            rng = mixing_generator(self.args.seed, self.step_index)
-            mix = sample_mix("mixup", self.args.mixup_alpha, pixel_values.shape[0], rng, dominant=True)
-            mix = mix.to(pixel_values.device)
-            inputs = mix_inputs(pixel_values, mix)
+        mix = loss_fn.draw_mix(pixel_values, self.model, self.step_index)
+        if mix is not None:
             mark("mixing")
-            source_head = getattr(self.model, SOURCE_HEAD_NAME)
-            with self.autocast():
-                student = self.adapter.forward(self.model, inputs, source_head=source_head)
-            mark("student forward")
-            teacher = self.teacher(pixel_values)
+        with self.autocast():
+            student = loss_fn.student_forward(self.model, pixel_values, mix)
+        mark("student forward")
+        teacher = None
+        if self.teacher is not None:
+            teacher = loss_fn.teacher_forward(pixel_values, mix)
             mark("teacher forward")
-            loss_inputs = LossInputs(pixel_values, labels, mix, student, teacher, self.model, self.adapter, False)
-            terms = self.smile.loss_terms(loss_inputs)
-            loss = mixed_cross_entropy(student.logits.float(), labels, mix)
-            loss = loss + sum(weight * value for weight, value in terms.values())
-            mark("loss terms")
+        loss = loss_fn.combine(self.model, pixel_values, labels, mix, student, teacher).loss
+        mark("loss terms")
         loss.backward()
         mark("backward")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         mark("optimizer")
         self.step_index += 1
-        if self.smile is not None and self.teacher.should_update(self.step_index):
+        if self.teacher is not None and self.teacher.should_update(self.step_index):
             self.teacher.update(self.model)
             mark("ema update")
 

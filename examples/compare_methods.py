@@ -37,7 +37,7 @@ from run_smile import (  # examples/run_smile.py, next to this script
     check_model,
     configure_logging,
     finalize_args,
-    load_image_processor,
+    load_processor,
     prepare_data,
     read_args,
     results_table,
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if experiment_args.torch_num_threads:
         torch.set_num_threads(experiment_args.torch_num_threads)
     check_model(model_args)
-    processor = load_image_processor(model_args)
+    processor = load_processor(model_args)
     plan = run_plan(training_args, experiment_args)
     seeds = list(dict.fromkeys(run.args.seed for run in plan))
     with training_args.main_process_first(desc="loading the datasets"):

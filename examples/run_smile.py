@@ -42,10 +42,10 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, HfArgumentParser, set_seed
+from transformers import AutoConfig, AutoModelForImageClassification, HfArgumentParser, set_seed
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
 
-from smile_hf import SmileTrainer, SmileTrainingArguments, load_source_model, load_student
+from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.backbones import UnsupportedBackboneError
 from smile_hf.data import (
     CORRUPT_IMAGE_POLICIES,
@@ -53,12 +53,11 @@ from smile_hf.data import (
     DataError,
     PreparedData,
     TransformConfig,
-    collate,
     prepare_datasets,
     set_transforms,
 )
-from smile_hf.methods import METHODS
 from smile_hf.metrics import ClassificationMetrics
+from smile_hf.modeling import load_image_processor
 
 logger = logging.getLogger("run_smile")
 
@@ -162,9 +161,6 @@ def finalize_args(model_args: ModelArguments, training_args: SmileTrainingArgume
     """Fill in what the script needs whatever the user passed."""
     if model_args.model_name_or_path is None:
         model_args.model_name_or_path = resolve_bundled(BUNDLED_CHECKPOINT)
-    # The transforms read the image column, which the Trainer would drop; labels are called `labels`.
-    training_args.remove_unused_columns = False
-    training_args.label_names = ["labels"]
     if not has_accelerator():
         training_args.dataloader_pin_memory = False  # no effect without an accelerator, but a warning per run
 
@@ -223,22 +219,20 @@ def _has_remote_classifier(config) -> bool:
     return "AutoModelForImageClassification" in (getattr(config, "auto_map", None) or {})
 
 
-def load_image_processor(model_args: ModelArguments):
+def loading_kwargs(model_args: ModelArguments) -> dict:
+    """Where and how to load the checkpoint: the same for the student, the source model and the image processor."""
+    return {
+        "cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token,
+        "trust_remote_code": model_args.trust_remote_code,
+    }  # fmt: skip
+
+
+def load_processor(model_args: ModelArguments):
     """The checkpoint's image processor, or `None` (ImageNet defaults) if it has none."""
-    try:
-        return AutoImageProcessor.from_pretrained(
-            model_args.model_name_or_path, cache_dir=model_args.cache_dir, revision=model_args.model_revision,
-            token=model_args.token, trust_remote_code=model_args.trust_remote_code,
-        )  # fmt: skip
-    except (OSError, ValueError):
+    processor = load_image_processor(model_args.model_name_or_path, **loading_kwargs(model_args))
+    if processor is None:
         logger.warning("The checkpoint has no image processor: using 224 x 224 crops and ImageNet mean / std.")
-        return None
-
-
-def needs_source_model(training_args: SmileTrainingArguments) -> bool:
-    """Whether the method needs the source model (a teacher or the source head)."""
-    method = METHODS[training_args.regularizer]
-    return method.needs_teacher or method.needs_source_head
+    return processor
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -288,28 +282,19 @@ def train_one(
     """Train, evaluate, save and push one run; return its results (named `label`, default: the method) and its
     trainer. `from_scratch` starts from the checkpoint's architecture with random weights (no teacher)."""
     set_seed(training_args.seed)
-    load_kwargs = {
-        "cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token,
-        "trust_remote_code": model_args.trust_remote_code,
-    }  # fmt: skip
     if from_scratch:
-        model, teacher = random_init_model(model_args, data, **load_kwargs), None
-    else:
-        model = load_student(
-            model_args.model_name_or_path, len(data.label_names), id2label=data.id2label, **load_kwargs
-        )
-        teacher = (
-            load_source_model(model_args.model_name_or_path, **load_kwargs)
-            if needs_source_model(training_args)
-            else None
-        )
+        model = random_init_model(model_args, data, **loading_kwargs(model_args))
+    else:  # SmileTrainer loads the student (new head for the data's classes) and, if needed, the source model
+        model = model_args.model_name_or_path
+        training_args.model_init_kwargs = {
+            **(training_args.model_init_kwargs or {}), **loading_kwargs(model_args),
+            "num_labels": len(data.label_names), "id2label": data.id2label,
+        }  # fmt: skip
     trainer = SmileTrainer(
         model=model,
         args=training_args,
-        teacher_model=teacher,
         train_dataset=data.train,
         eval_dataset=data.eval,
-        data_collator=collate,
         compute_metrics=ClassificationMetrics(),
         processing_class=processor,
     )
@@ -415,7 +400,7 @@ def run(
     Return the run's results and its trainer."""
     configure_logging(training_args)
     check_model(model_args)
-    processor = load_image_processor(model_args)
+    processor = load_processor(model_args)
     with training_args.main_process_first(desc="loading the datasets"):
         data = prepare_data(data_args, model_args, training_args.seed, processor)
     logger.info(

@@ -248,6 +248,14 @@ class SmileTrainingArguments(TrainingArguments):
         self._validate_smile_arguments()
         super().__post_init__()
 
+    def to_dict(self) -> dict[str, Any]:
+        """`TrainingArguments.to_dict`, with a Hub token in `model_init_kwargs` masked like `hub_token` (the dict goes
+        into `training_args.json`, saved with every model)."""
+        d = super().to_dict()
+        if isinstance(d.get("model_init_kwargs"), dict) and d["model_init_kwargs"].get("token") not in (None, False):
+            d["model_init_kwargs"] = {**d["model_init_kwargs"], "token": "<TOKEN>"}
+        return d
+
     def _resolve_unset_fields(self) -> dict[str, Any]:
         """Give every field of [`RECIPE_FIELDS`] left at `None` its value: the recipe's with `reference_recipe`,
         else the stock default. Returns what the recipe set."""

@@ -132,3 +132,11 @@ def test_model_init_kwargs_accepts_json_from_the_command_line():
     assert make(model_init_kwargs='{"num_labels": 5, "revision": "v1"}').model_init_kwargs == {
         "num_labels": 5, "revision": "v1"
     }
+
+
+def test_a_token_in_model_init_kwargs_is_never_written_out():
+    args = make(model_init_kwargs={"token": "hf_secret", "revision": "v1"})
+    assert "hf_secret" not in args.to_json_string() and json.loads(args.to_json_string())["model_init_kwargs"] == {
+        "token": "<TOKEN>", "revision": "v1"
+    }
+    assert args.model_init_kwargs["token"] == "hf_secret"  # still used for loading
