@@ -10,6 +10,7 @@ from typing import Any
 from transformers import TrainingArguments
 from transformers.utils import logging
 
+from .guard import NAN_POLICIES
 from .methods import parse_method
 
 logger = logging.get_logger(__name__)
@@ -65,6 +66,12 @@ class SmileTrainingArguments(TrainingArguments):
             1e-4, no gradient clipping, batch 48, lr x0.1 once at `lr_step_fraction`) for every one of these fields
             that was not set (see "Defaults that differ" below): a value passed explicitly is always kept, even one
             equal to the `TrainingArguments` default. What the recipe set is recorded in `reference_recipe_applied`.
+        nan_policy (`str`, *optional*, defaults to `"stop"`):
+            What a step with a non-finite loss term does: `"stop"` raises `NonFiniteLossError` (naming the term, the
+            step and the last finite values) before the weights change; `"skip_step"` drops the step's gradients
+            (weights and optimizer state unchanged). Checked once per optimizer step.
+        max_consecutive_skips (`int`, *optional*, defaults to 10):
+            With `nan_policy="skip_step"`, the number of steps skipped in a row after which the run stops anyway.
         model_init_kwargs (`dict` or `str`, *optional*):
             Keyword arguments of `from_pretrained` when [`SmileTrainer`] is given a checkpoint name instead of a
             model: where to load from (`cache_dir`, `revision`, `token`, `trust_remote_code`...; also used for the
@@ -185,6 +192,17 @@ class SmileTrainingArguments(TrainingArguments):
             "batch 48, one lr step x0.1) for the optimisation fields that are not set."
         },
     )
+    nan_policy: str = field(
+        default="stop",
+        metadata={
+            "help": "A step with a non-finite loss term: 'stop' (raise, naming the term, step and last finite "
+            "values) or 'skip_step' (leave the weights and optimizer state unchanged).",
+            "choices": list(NAN_POLICIES),
+        },
+    )
+    max_consecutive_skips: int = field(
+        default=10, metadata={"help": "With nan_policy='skip_step': steps skipped in a row before stopping anyway."}
+    )
     model_init_kwargs: dict[str, Any] | str | None = field(
         default=None,
         metadata={
@@ -287,6 +305,10 @@ class SmileTrainingArguments(TrainingArguments):
         for name in ("ema_update_every", "delta_attention_batches", "delta_attention_epochs", "delta_num_layers", "bss_k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        if self.nan_policy not in NAN_POLICIES:
+            raise ValueError(f"`nan_policy` must be one of {NAN_POLICIES}, got '{self.nan_policy}'.")
+        if self.max_consecutive_skips < 0:
+            raise ValueError(f"`max_consecutive_skips` must be >= 0, got {self.max_consecutive_skips}.")
         if self.rifle_num_reinits < 0:
             raise ValueError(f"`rifle_num_reinits` must be >= 0, got {self.rifle_num_reinits}.")
         if not 0.0 <= self.final_finetune_fraction < 1.0:
