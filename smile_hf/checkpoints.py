@@ -5,8 +5,10 @@ A Trainer checkpoint is a folder of many files written one after the other (weig
 states, trainer state and, for [`SmileTrainer`], `smile_state.safetensors`). A crash in the middle leaves a folder
 named like a checkpoint that cannot be resumed from, and `transformers.trainer_utils.get_last_checkpoint` would pick
 it. [`SmileTrainer`] therefore writes a completion marker, `checkpoint_complete.json`, as the very last file of each
-checkpoint (after every process has written its part): it lists every file of the checkpoint with its size. A folder
-is a complete checkpoint when the marker is there and every file it lists has the size it records.
+checkpoint (after every process has written its part): it lists every file of the checkpoint with its size and the
+SHA-256 of its content (each file is read back once, right after it was written, while it is still in the page
+cache). A folder is a complete checkpoint when the marker is there and every file it lists has the size and the
+content hash it records: a truncated, overwritten or damaged file is found before anything is loaded from it.
 
 [`get_last_checkpoint`] returns the newest complete checkpoint of an output folder and reports (log warning) the
 newer folders it skipped and why; `SmileTrainer.train(resume_from_checkpoint=True)` and the run script use it.
@@ -15,6 +17,7 @@ newer folders it skipped and why; `SmileTrainer.train(resume_from_checkpoint=Tru
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -34,7 +37,9 @@ COMPLETE_MARKER_NAME = "checkpoint_complete.json"
 """Last file written into each checkpoint; its presence (with matching file sizes) means the checkpoint is whole."""
 
 MARKER_FORMAT = "smile_hf.checkpoint"
-MARKER_VERSION = 1
+MARKER_VERSION = 2
+"""Version 2 records {"size", "sha256"} per file; version 1 (sizes only) is still read."""
+HASH_CHUNK = 1 << 22
 
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
@@ -94,15 +99,27 @@ def _checkpoint_files(checkpoint_dir: str) -> dict[str, int]:
     return dict(sorted(files.items()))
 
 
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file's content, read in 4 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def write_completion_marker(checkpoint_dir: str, global_step: int | None = None, **extra) -> str:
-    """Mark `checkpoint_dir` complete: flush every file in it, then write `checkpoint_complete.json` atomically.
+    """Mark `checkpoint_dir` complete: flush every file in it, then write `checkpoint_complete.json` atomically,
+    with each file's size and SHA-256.
 
     Call it once every process has finished writing its part of the checkpoint, from the main process only.
     Returns the path of the marker.
     """
-    files = _checkpoint_files(checkpoint_dir)
-    for rel in files:
-        _fsync_path(os.path.join(checkpoint_dir, rel))
+    files = {}
+    for rel, size in _checkpoint_files(checkpoint_dir).items():
+        path = os.path.join(checkpoint_dir, rel)
+        _fsync_path(path)
+        files[rel] = {"size": size, "sha256": file_sha256(path)}
     marker = {"format": MARKER_FORMAT, "version": MARKER_VERSION, "global_step": global_step, **extra, "files": files}
     path = os.path.join(checkpoint_dir, COMPLETE_MARKER_NAME)
 
@@ -126,8 +143,9 @@ def discard_checkpoint(checkpoint_dir: str) -> None:
 # ---- reading ------------------------------------------------------------------------------------------------------
 
 
-def checkpoint_problem(checkpoint_dir: str) -> str | None:
-    """Why `checkpoint_dir` is not a complete checkpoint, or None when it is."""
+def checkpoint_problem(checkpoint_dir: str, verify_content: bool = True) -> str | None:
+    """Why `checkpoint_dir` is not a complete checkpoint, or None when it is. With `verify_content` (the default),
+    every file's SHA-256 is compared with the marker's (one read of the checkpoint); else sizes only."""
     if not os.path.isdir(checkpoint_dir):
         return "it is not a folder"
     marker_path = os.path.join(checkpoint_dir, COMPLETE_MARKER_NAME)
@@ -141,14 +159,19 @@ def checkpoint_problem(checkpoint_dir: str) -> str | None:
         files = marker["files"]
         if marker.get("format") != MARKER_FORMAT or not isinstance(files, dict):
             raise ValueError("not a smile_hf checkpoint marker")
+        if not all(isinstance(v, int) or (isinstance(v, dict) and "size" in v) for v in files.values()):
+            raise ValueError("unknown file entries")
     except (OSError, ValueError, KeyError, TypeError) as error:
         return f"its {COMPLETE_MARKER_NAME} cannot be read ({error})"
-    for rel, size in files.items():
+    for rel, recorded in files.items():
+        size, sha256 = (recorded, None) if isinstance(recorded, int) else (recorded["size"], recorded.get("sha256"))
         path = os.path.join(checkpoint_dir, *rel.split("/"))
         if not os.path.isfile(path):
             return f"{rel} is missing"
         if os.path.getsize(path) != size:
             return f"{rel} has {os.path.getsize(path)} bytes instead of {size}"
+        if verify_content and sha256 is not None and file_sha256(path) != sha256:
+            return f"{rel} is damaged (its content does not match the SHA-256 recorded when it was saved)"
     return None
 
 
