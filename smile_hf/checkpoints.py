@@ -219,6 +219,92 @@ def incomplete_checkpoints(output_dir: str) -> list[str]:
     return [path for _, path in list_checkpoints(output_dir) if checkpoint_problem(path) is not None]
 
 
+# ---- run scripts: which checkpoint, if any, a run resumes from ------------------------------------------------------
+
+RUN_CONFIG_NAME = "run_config.json"
+"""What defines a run (model, data, the training arguments that change the weights), saved in its output folder."""
+FINISHED_RUN_FILE = "results.json"
+"""Written by the run scripts when a run has finished."""
+
+
+class OutputDirError(ValueError):
+    """Raised when an output folder holds another run, or a finished one, and the user did not say what to do."""
+
+
+def _differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    found = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key, "<unset>"), current.get(key, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            found.append(f"{prefix}{key}: {a!r} there, {b!r} here")
+    return found
+
+
+def resume_point(output_dir: str, run_config: dict, resume_from_checkpoint: str | None = None,
+                 overwrite: bool = False) -> str | None:  # fmt: skip
+    """The checkpoint a run script resumes from, or None to start fresh; never silently another run's.
+
+    - `resume_from_checkpoint` `"last"` (or `"true"`): the newest complete checkpoint of `output_dir`; a path: that
+      checkpoint, which must be complete ([`IncompleteCheckpointError`] otherwise).
+    - Else, an empty or missing `output_dir` starts fresh; `overwrite` deletes its checkpoints and results and starts
+      fresh; a finished run (`results.json`) is an [`OutputDirError`]; complete checkpoints are resumed from only
+      when the `run_config.json` saved beside them equals `run_config` (else an [`OutputDirError`] naming the first
+      differences and how to resume or start fresh).
+    """
+    if resume_from_checkpoint:
+        if resume_from_checkpoint.strip().lower() not in ("last", "true"):
+            check_checkpoint(resume_from_checkpoint)
+            return resume_from_checkpoint
+        last = get_last_checkpoint(output_dir)
+        if last is None:
+            raise IncompleteCheckpointError(
+                f"--resume_from_checkpoint {resume_from_checkpoint}: no complete checkpoint in {output_dir}"
+                + (f" (incomplete or damaged: {incomplete_checkpoints(output_dir)})" if os.path.isdir(output_dir) else "")
+            )
+        return last
+    if not os.path.isdir(output_dir) or not os.listdir(output_dir):
+        return None
+    fresh = "start fresh with --overwrite_output_dir True (deletes its checkpoints) or another --output_dir"
+    if overwrite:
+        for _, path in list_checkpoints(output_dir):
+            logger.warning(f"--overwrite_output_dir: deleting {path}")
+            discard_checkpoint(path)
+        if os.path.exists(os.path.join(output_dir, FINISHED_RUN_FILE)):
+            os.remove(os.path.join(output_dir, FINISHED_RUN_FILE))
+        return None
+    if os.path.isfile(os.path.join(output_dir, FINISHED_RUN_FILE)):
+        raise OutputDirError(f"{output_dir} holds a finished run ({FINISHED_RUN_FILE}): {fresh}.")
+    last = get_last_checkpoint(output_dir)
+    if last is None:
+        return None
+    try:
+        with open(os.path.join(output_dir, RUN_CONFIG_NAME), encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        saved = None
+    if saved == run_config:
+        logger.warning(f"Resuming from {last}: the arguments saved in {RUN_CONFIG_NAME} match this run's.")
+        return last
+    what = "; ".join(_differences(saved, run_config)[:3]) if isinstance(saved, dict) else f"no readable {RUN_CONFIG_NAME}"
+    raise OutputDirError(
+        f"{output_dir} holds checkpoints of another run ({what}): resume it with --resume_from_checkpoint last, or "
+        f"{fresh}."
+    )
+
+
+def write_run_config(output_dir: str, run_config: dict) -> None:
+    """Save what defines a run beside its checkpoints (see [`resume_point`])."""
+    os.makedirs(output_dir, exist_ok=True)
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(run_config, f, indent=2, sort_keys=True)
+
+    _write_atomic(os.path.join(output_dir, RUN_CONFIG_NAME), write)
+
+
 # ---- the Trainer side ---------------------------------------------------------------------------------------------
 
 

@@ -40,6 +40,17 @@ RECIPE_FIELDS = ("optim", "learning_rate", "weight_decay", "max_grad_norm", "lr_
 is used, else the stock `TrainingArguments` default. A value the user passed is never replaced."""
 
 
+RUN_DEFINING_STOCK_FIELDS = (
+    "seed", "data_seed", "learning_rate", "weight_decay", "optim", "optim_args", "adam_beta1", "adam_beta2",
+    "adam_epsilon", "max_grad_norm", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "warmup_ratio",
+    "max_steps", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "bf16", "fp16",
+    "label_smoothing_factor", "dataloader_drop_last",
+)  # fmt: skip
+"""The `TrainingArguments` fields that change the trained weights (with every field SmileTrainingArguments adds but
+the failure policy and the output options): two runs that agree on them train the same model."""
+_NOT_RUN_DEFINING = ("nan_policy", "max_consecutive_skips", "overwrite_output_dir", "reference_recipe")
+
+
 def _unset_help(name: str, text: str) -> str:
     return f"{text} Default: {_STOCK[name]!r}; with --reference_recipe: {REFERENCE_RECIPE[name]!r}."
 
@@ -66,6 +77,9 @@ class SmileTrainingArguments(TrainingArguments):
             1e-4, no gradient clipping, batch 48, lr x0.1 once at `lr_step_fraction`) for every one of these fields
             that was not set (see "Defaults that differ" below): a value passed explicitly is always kept, even one
             equal to the `TrainingArguments` default. What the recipe set is recorded in `reference_recipe_applied`.
+        overwrite_output_dir (`bool`, *optional*, defaults to `False`):
+            For run scripts ([`smile_hf.checkpoints.resume_point`]): start fresh in an `output_dir` that holds another
+            run or a finished one, deleting its checkpoints. The Trainer itself does not read it.
         nan_policy (`str`, *optional*, defaults to `"stop"`):
             What a step with a non-finite loss term does: `"stop"` raises `NonFiniteLossError` (naming the term, the
             step and the last finite values) before the weights change; `"skip_step"` drops the step's gradients
@@ -192,6 +206,13 @@ class SmileTrainingArguments(TrainingArguments):
             "batch 48, one lr step x0.1) for the optimisation fields that are not set."
         },
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Run scripts: start a fresh run in an output_dir that holds another or a finished one (its "
+            "checkpoints are deleted). Without it, such an output_dir is an error, never silently reused."
+        },
+    )
     nan_policy: str = field(
         default="stop",
         metadata={
@@ -265,6 +286,17 @@ class SmileTrainingArguments(TrainingArguments):
             logger.info(f"reference_recipe set {self.reference_recipe_applied}")
         self._validate_smile_arguments()
         super().__post_init__()
+
+    def run_defining_values(self) -> dict[str, Any]:
+        """The values of every field that changes the trained weights ([`RUN_DEFINING_STOCK_FIELDS`] and the
+        method's fields), as JSON values, with the number of processes (it changes the total batch)."""
+        stock = {f.name for f in fields(TrainingArguments)}
+        names = [n for n in RUN_DEFINING_STOCK_FIELDS if n in stock]
+        names += [f.name for f in fields(self) if f.name not in stock and f.name not in _NOT_RUN_DEFINING]
+        values = {name: getattr(self, name, None) for name in names}
+        values["model_init_kwargs"] = self.to_dict().get("model_init_kwargs")
+        values["world_size"] = self.world_size
+        return json.loads(json.dumps(values, default=lambda v: getattr(v, "value", str(v))))
 
     def to_dict(self) -> dict[str, Any]:
         """`TrainingArguments.to_dict`, with a Hub token in `model_init_kwargs` masked like `hub_token` (the dict goes
