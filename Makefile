@@ -7,7 +7,7 @@ TORCH_INDEX ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.smile_hf-installed
 
-.PHONY: test test-all demo bench clean
+.PHONY: test test-all test-min lint demo bench clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(STAMP): setup.py
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q tests
+
+lint: $(STAMP)
+	$(PY) -m pip install --quiet "ruff>=0.5"
+	$(PY) -m ruff check smile_hf examples benchmarks tests scripts
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q tests

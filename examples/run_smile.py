@@ -55,6 +55,7 @@ from smile_hf.data import (
     DataError,
     PreparedData,
     TransformConfig,
+    eval_image_processor,
     one_line,
     prepare_datasets,
     set_transforms,
@@ -298,7 +299,8 @@ def train_one(
             train_dataset=data.train,
             eval_dataset=data.eval,
             compute_metrics=ClassificationMetrics(),
-            processing_class=processor,
+            # saved with the model: what evaluation fed it (resize to crop / crop_pct, center crop, normalise)
+            processing_class=eval_image_processor(data.transform_config) if data.transform_config else processor,
         )
     except (OSError, SafetensorError) as error:  # a model folder without weights, or with damaged ones
         raise InputError(

@@ -4,7 +4,14 @@ Hugging Face `Trainer`."""
 
 __version__ = "0.1.0"
 
-from .backbones import BACKBONES, BackboneAdapter, BackboneSpec, ForwardOutput, UnsupportedBackboneError, register_backbone
+from .backbones import (
+    BACKBONES,
+    BackboneAdapter,
+    BackboneSpec,
+    ForwardOutput,
+    UnsupportedBackboneError,
+    register_backbone,
+)
 from .config import SmileTrainingArguments
 from .loss import LossOutput, TransferLoss
 from .methods import METHODS, TransferMethod, register_method

@@ -21,3 +21,11 @@ def rotate_checkpoints(trainer, run_dir: str) -> None:
         )
     else:
         trainer._rotate_checkpoints(use_mtime=True, output_dir=run_dir)
+
+
+def pil_image_processor_class(name: str):
+    """The PIL-backed image processor class `name` (transformers >= 5 splits `<name>Pil` from the torchvision-backed
+    default, which torchvision-less installs replace by the PIL one with a warning; transformers 4 has one class)."""
+    import transformers
+
+    return getattr(transformers, f"{name}Pil", None) or getattr(transformers, name)

@@ -35,7 +35,9 @@ REFERENCE_RECIPE = {
 }
 
 _STOCK = {f.name: f.default for f in fields(TrainingArguments)}
-RECIPE_FIELDS = ("optim", "learning_rate", "weight_decay", "max_grad_norm", "lr_scheduler_type", "per_device_train_batch_size")
+RECIPE_FIELDS = (
+    "optim", "learning_rate", "weight_decay", "max_grad_norm", "lr_scheduler_type", "per_device_train_batch_size",
+)  # fmt: skip
 """`TrainingArguments` fields redeclared with a `None` default ("not set"): with `reference_recipe` the recipe's value
 is used, else the stock `TrainingArguments` default. A value the user passed is never replaced."""
 

@@ -6,8 +6,8 @@ is finite; [`NonFiniteGuardCallback`] reads that once per optimizer step, just b
 gradients (the one host sync the guard adds, like the stock `logging_nan_inf_filter`). With `nan_policy="stop"` a
 non-finite step raises [`NonFiniteLossError`] naming the terms, the step and the last finite values, before the
 weights change; with `"skip_step"` the gradients are dropped so that the optimizer leaves every parameter (and its
-state) as it was, and the buffers (BatchNorm statistics) are restored, up to `max_consecutive_skips` steps in a row. [`check_finite_weights`] refuses to save a model
-with non-finite weights.
+state) as it was, and the buffers (BatchNorm statistics) are restored, up to `max_consecutive_skips` steps in a
+row. [`check_finite_weights`] refuses to save a model with non-finite weights.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@
 once on the mixed batch, run the teacher once (methods that need one), and add the method's terms to the mixed
 cross-entropy of the new head:
 
-    loss = L_main + sum over the method's terms of weight * value,   L_main = lambda CE(z, y) + (1 - lambda) CE(z, y[perm])
+    loss = L_main + sum over the method's terms of weight * value
+    L_main = lambda CE(z, y) + (1 - lambda) CE(z, y[perm])
 
 [`SmileTrainer.compute_loss`] calls it; `benchmarks/speed.py` times it in a bare PyTorch loop; tests drive it with an
 explicit [`Mix`].

@@ -65,7 +65,8 @@ def reset_head(model: nn.Module) -> None:
 
 def check_teacher_matches(adapter: BackboneAdapter, student: nn.Module, teacher: nn.Module) -> None:
     """Raise a clear error unless `teacher` has the student's backbone (same names and shapes)."""
-    student_type, teacher_type = student.config.model_type, getattr(getattr(teacher, "config", None), "model_type", None)
+    student_type = student.config.model_type
+    teacher_type = getattr(getattr(teacher, "config", None), "model_type", None)
     if student_type != teacher_type:
         raise ValueError(
             f"The teacher (source model) is a '{teacher_type}' but the student is a '{student_type}': pass the "

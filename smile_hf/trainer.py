@@ -47,7 +47,8 @@ logger = logging.get_logger(__name__)
 SMILE_STATE_NAME = "smile_state.safetensors"
 """File, in each Trainer checkpoint, holding the state the stock Trainer does not know about."""
 TRAINING_ARGS_JSON_NAME = "training_args.json"
-"""The training arguments saved with the model as JSON, readable without unpickling the Trainer's `training_args.bin`."""
+"""The training arguments saved with the model as JSON, readable without unpickling the Trainer's
+`training_args.bin`."""
 
 
 class SmileTrainer(CompleteCheckpointMixin, Trainer):

@@ -218,6 +218,7 @@ class PreparedData:
         label_names (`list[str]`): class names, indexed by label id.
         image_column (`str`), label_column (`str`): the columns used.
         description (`str`): where the data came from (for logs, results and model cards).
+        transform_config (`TransformConfig`): the transforms [`set_transforms`] attached (None before).
     """
 
     train: Dataset
@@ -226,6 +227,7 @@ class PreparedData:
     image_column: str
     label_column: str
     description: str
+    transform_config: TransformConfig | None = None
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -315,5 +317,6 @@ def prepare_datasets(
 
 def set_transforms(data: PreparedData, config: TransformConfig) -> None:
     """Attach the train and eval pipelines to `data`'s splits (`set_transform`: applied on access, per batch)."""
+    data.transform_config = config
     for split, train, name in ((data.train, True, "train"), (data.eval, False, "validation")):
         split.set_transform(BatchTransform(ImageTransform(config, train), data.image_column, data.label_column, name))

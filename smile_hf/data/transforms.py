@@ -25,7 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
+from transformers.image_utils import PILImageResampling
 
+from .._compat import pil_image_processor_class
 from .errors import DataError, one_line
 
 INDEX_COLUMN = "__example_index__"
@@ -206,7 +208,10 @@ class ImageTransform:
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         config = self.config
-        pixels = resize(pil_to_tensor(image), config.resize_size)
+        height, width = config.resize_size
+        # resize the uint8 image (PIL, bilinear, anti-aliased) before converting it: faster than resizing floats, and
+        # exactly what `eval_image_processor` does at inference
+        pixels = pil_to_tensor(to_rgb(image).resize((width, height), Image.BILINEAR))
         if self.train:
             pixels = random_crop(pixels, config.crop_size, self.generator)
             if config.random_horizontal_flip and bool(torch.rand((), generator=self.generator) < 0.5):
@@ -261,3 +266,25 @@ def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         "pixel_values": torch.stack([e["pixel_values"] for e in examples]),
         "labels": torch.tensor([e["labels"] for e in examples], dtype=torch.long),
     }
+
+
+def eval_image_processor(config: TransformConfig):
+    """A `transformers` image processor that reproduces the evaluation pipeline of `config`: bilinear resize of the
+    RGB uint8 image to `resize_size`, center crop to `crop_size`, scaling to [0, 1], normalisation. Saved with the
+    exported model, so that `pipeline("image-classification")` feeds the model what evaluation fed it (bit for bit
+    with the PIL backend, the one used without torchvision)."""
+    processor_class = pil_image_processor_class("DeiTImageProcessor")
+    height, width = config.resize_size
+    crop_height, crop_width = config.crop_size
+    return processor_class(
+        do_resize=True,
+        size={"height": height, "width": width},
+        resample=PILImageResampling.BILINEAR,
+        do_center_crop=True,
+        crop_size={"height": crop_height, "width": crop_width},
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=list(config.mean),
+        image_std=list(config.std),
+    )

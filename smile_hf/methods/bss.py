@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from .registry import register_method
 from .base import LossInputs, LossTerms, TransferMethod
+from .registry import register_method
 
 
 def batch_spectral_shrinkage(features: torch.Tensor, k: int) -> torch.Tensor:

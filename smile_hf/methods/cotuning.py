@@ -31,8 +31,8 @@ import torch.nn.functional as F
 
 from ..backbones import SOURCE_HEAD_NAME, unwrap_model
 from ..mixing import mix_tensor, soft_cross_entropy
-from .registry import register_method
 from .base import LossInputs, LossTerms, TransferMethod, for_each_training_batch
+from .registry import register_method
 
 
 def relationship_from_sums(prob_sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from .registry import register_method
 from .base import TransferMethod
+from .registry import register_method
 
 
 @register_method

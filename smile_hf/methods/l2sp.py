@@ -24,8 +24,8 @@ from __future__ import annotations
 import torch
 
 from ..backbones import unwrap_model
-from .registry import register_method
 from .base import LossInputs, LossTerms, TransferMethod, half_squared_norm
+from .registry import register_method
 
 
 def trainable_backbone_parameters(adapter, model) -> dict[str, torch.nn.Parameter]:

@@ -33,7 +33,9 @@ def parse_method(method: str) -> tuple[str, str | None]:
     if len(parts) == 1 and parts[0] in MIXING_STRATEGIES:
         return "finetune", parts[0]
     if len(parts) > 2 or parts[0] not in METHODS or (len(parts) == 2 and parts[1] not in MIXING_STRATEGIES):
-        raise ValueError(f"Unknown `method` '{method}'. Use a regulariser, a mixing strategy or 'regulariser+mixing' ({known}).")
+        raise ValueError(
+            f"Unknown `method` '{method}'. Use a regulariser, a mixing strategy or 'regulariser+mixing' ({known})."
+        )
     regularizer = parts[0]
     return regularizer, parts[1] if len(parts) == 2 else METHODS[regularizer].default_mixing
 

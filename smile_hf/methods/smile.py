@@ -19,8 +19,8 @@ import torch
 
 from ..backbones import SOURCE_HEAD_NAME
 from ..mixing import mix_tensor, soft_cross_entropy
-from .registry import register_method
 from .base import LossInputs, LossTerms, TransferMethod, half_squared_norm
+from .registry import register_method
 
 
 def feature_mixup_distance(student_map: torch.Tensor, teacher_map: torch.Tensor, mix) -> torch.Tensor:

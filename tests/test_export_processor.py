@@ -1,0 +1,47 @@
+"""The exported image processor reproduces the evaluation transform: `pipeline("image-classification")` on the
+export gives the run's own evaluation predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, pipeline
+
+from smile_hf.data import ImageTransform, TransformConfig, decode_image, eval_image_processor
+
+from .example_scripts import load_example
+
+run_smile = load_example("run_smile")
+
+
+def test_eval_processor_matches_the_eval_transform_bit_for_bit(tmp_path):
+    config = TransformConfig(crop_size=(24, 20), resize_size=(29, 25), mean=(0.1, 0.2, 0.3), std=(0.5, 0.6, 0.7))
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in [(40, 31), (17, 50)]]
+    images.append(images[0].convert("L"))  # grayscale goes through RGB as in training
+    eval_image_processor(config).save_pretrained(tmp_path)
+    processor = AutoImageProcessor.from_pretrained(tmp_path)  # what a user of the export loads
+    expected = torch.stack([ImageTransform(config, train=False)(image) for image in images])
+    got = processor([image.convert("RGB") for image in images], return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)  # float32 rounding of (x / 255 - mean) / std
+
+
+def test_pipeline_on_the_export_gives_the_evaluation_predictions(tmp_path):
+    output_dir = tmp_path / "run"
+    result, trainer = run_smile.run(*run_smile.parse_args([
+        "--dataset", "digits", "--train_samples_per_class", "3", "--max_eval_samples", "60", "--method", "finetune",
+        "--max_steps", "2", "--per_device_train_batch_size", "8", "--save_strategy", "no", "--report_to", "none",
+        "--disable_tqdm", "True", "--output_dir", str(output_dir),
+    ]))  # fmt: skip
+    trainer.save_model()
+    logits = trainer.predict(trainer.eval_dataset).predictions
+    raw = trainer.eval_dataset.with_format(None)  # the stored images, without the transform
+    images = [decode_image(raw[i]["image"]) for i in range(len(raw))]
+    classifier = pipeline("image-classification", model=str(output_dir))
+    probabilities = torch.softmax(torch.as_tensor(logits, dtype=torch.float64), dim=-1)
+    names = classifier.model.config.id2label
+    for image, expected in zip(images, probabilities):
+        scores = {p["label"]: p["score"] for p in classifier(image, top_k=len(names))}
+        assert scores == pytest.approx({names[i]: float(expected[i]) for i in range(len(names))}, abs=1e-5)
