@@ -258,7 +258,7 @@ def prepare_data(data_args: DataTrainingArguments, model_args: ModelArguments, s
         token=model_args.token,
     )
     config = TransformConfig.from_image_processor(processor, data_args.crop_pct, data_args.random_horizontal_flip)
-    set_transforms(data, config)
+    set_transforms(data, config, seed)
     return data
 
 

@@ -23,7 +23,7 @@ from transformers.utils import logging
 from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, build_source_head_copy, unwrap_model
 from .checkpoints import CompleteCheckpointMixin
 from .config import SmileTrainingArguments
-from .data import collate
+from .data import TransformEpochCallback, collate
 from .distributed import add_buffer_sync
 from .guard import NonFiniteGuard, NonFiniteGuardCallback, check_finite_weights
 from .loss import TransferLoss
@@ -120,6 +120,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         self.loss_fn = TransferLoss.from_args(self.method, self.adapter, self.teacher, args)
         self.guard = NonFiniteGuard(args.nan_policy, args.max_consecutive_skips)
         self.add_callback(NonFiniteGuardCallback(self.guard))
+        self.add_callback(TransformEpochCallback(self.train_dataset))  # per-example augmentation follows the epoch
         self.add_callback(PrepareCallback(self.method, self))
         for callback in self.method.callbacks(self):
             self.add_callback(callback)

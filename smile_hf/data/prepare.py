@@ -315,8 +315,11 @@ def prepare_datasets(
     )
 
 
-def set_transforms(data: PreparedData, config: TransformConfig) -> None:
-    """Attach the train and eval pipelines to `data`'s splits (`set_transform`: applied on access, per batch)."""
+def set_transforms(data: PreparedData, config: TransformConfig, seed: int | None = 0) -> None:
+    """Attach the train and eval pipelines to `data`'s splits (`set_transform`: applied on access, per batch). The
+    training augmentation of each example is drawn from (`seed`, epoch, example index) (see [`BatchTransform`]);
+    `seed=None` draws it from torch's global generator instead."""
     data.transform_config = config
     for split, train, name in ((data.train, True, "train"), (data.eval, False, "validation")):
-        split.set_transform(BatchTransform(ImageTransform(config, train), data.image_column, data.label_column, name))
+        transform = BatchTransform(ImageTransform(config, train), data.image_column, data.label_column, name, seed)
+        split.set_transform(transform)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
+from transformers import TrainerCallback
 from transformers.image_utils import PILImageResampling
 
 from .._compat import pil_image_processor_class
@@ -206,15 +207,16 @@ class ImageTransform:
         self.train = train
         self.generator = generator
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        config = self.config
+    def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The transformed image; `generator` (if given) replaces the instance's source of randomness."""
+        config, generator = self.config, generator or self.generator
         height, width = config.resize_size
         # resize the uint8 image (PIL, bilinear, anti-aliased) before converting it: faster than resizing floats, and
         # exactly what `eval_image_processor` does at inference
         pixels = pil_to_tensor(to_rgb(image).resize((width, height), Image.BILINEAR))
         if self.train:
-            pixels = random_crop(pixels, config.crop_size, self.generator)
-            if config.random_horizontal_flip and bool(torch.rand((), generator=self.generator) < 0.5):
+            pixels = random_crop(pixels, config.crop_size, generator)
+            if config.random_horizontal_flip and bool(torch.rand((), generator=generator) < 0.5):
                 pixels = pixels.flip(-1)
         else:
             pixels = center_crop(pixels, config.crop_size)
@@ -226,21 +228,46 @@ class ImageTransform:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def augmentation_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """A generator determined by (seed, epoch, example index): the random crop and flip of an example in an epoch
+    do not depend on the order examples are read in, on DataLoader workers, or on where a run was resumed."""
+    state = np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & (2**63 - 1))
+
+
 class BatchTransform:
     """`Dataset.set_transform` function: decodes the images of a batch, applies an [`ImageTransform`] and returns
     `pixel_values` and `labels` only.
+
+    With a `seed` and an [`INDEX_COLUMN`] in the data, each example's augmentation is drawn from
+    [`augmentation_generator`]`(seed, epoch, index)`, so that a run resumed in the middle of an epoch sees the same
+    crops and flips as an uninterrupted one; the epoch is set by [`TransformEpochCallback`] (which `SmileTrainer`
+    adds). Without them, torch's global generator is used.
 
     Args:
         transform (`ImageTransform`): the per-image pipeline.
         image_column (`str`), label_column (`str`): the columns to read.
         split (`str`): name of the split, for error messages.
+        seed (`int`, *optional*): seed of the per-example augmentation.
     """
 
-    def __init__(self, transform: ImageTransform, image_column: str, label_column: str, split: str):
+    def __init__(self, transform: ImageTransform, image_column: str, label_column: str, split: str,
+                 seed: int | None = None):  # fmt: skip
         self.transform = transform
         self.image_column = image_column
         self.label_column = label_column
         self.split = split
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose augmentation the next examples get."""
+        self.epoch = epoch
+
+    def _generator(self, index: Any) -> torch.Generator | None:
+        if self.seed is None or index is None or not self.transform.train:
+            return None
+        return augmentation_generator(self.seed, self.epoch, int(index))
 
     def _decode(self, value: Any, index: Any) -> Image.Image:
         try:
@@ -255,7 +282,7 @@ class BatchTransform:
         images = batch[self.image_column]
         indices = batch.get(INDEX_COLUMN, [None] * len(images))
         return {
-            "pixel_values": [self.transform(self._decode(v, i)) for v, i in zip(images, indices)],
+            "pixel_values": [self.transform(self._decode(v, i), self._generator(i)) for v, i in zip(images, indices)],
             "labels": [int(label) for label in batch[self.label_column]],
         }
 
@@ -288,3 +315,25 @@ def eval_image_processor(config: TransformConfig):
         image_mean=list(config.mean),
         image_std=list(config.std),
     )
+
+
+class TransformEpochCallback(TrainerCallback):
+    """Tells the training set's transform which epoch begins (`set_epoch`), when it has one (a [`BatchTransform`]
+    attached with `set_transform`). The epoch is `floor(state.epoch)`, also when a run resumes mid-epoch.
+
+    With `dataloader_persistent_workers=True` the workers keep the transform they copied at the first epoch: the
+    per-example augmentation then repeats every epoch, so this callback refuses that combination.
+    """
+
+    def __init__(self, dataset):
+        self.transform = (getattr(dataset, "format", None) or {}).get("format_kwargs", {}).get("transform")
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        if not hasattr(self.transform, "set_epoch"):
+            return
+        if args.dataloader_persistent_workers and args.dataloader_num_workers > 0:
+            raise ValueError(
+                "The training set's per-example augmentation follows the epoch, which persistent DataLoader workers "
+                "never see: set dataloader_persistent_workers=False."
+            )
+        self.transform.set_epoch(math.floor(state.epoch or 0))
