@@ -25,11 +25,13 @@ from .checkpoints import CompleteCheckpointMixin
 from .config import SmileTrainingArguments
 from .data import collate
 from .distributed import add_buffer_sync
+from .lora import LoraEmaTeacher, check_base_is_source, peft_model_of, wrap_student
 from .loss import TransferLoss
 from .methods import build_method, method_hyperparameters, method_title, parse_method
 from .methods.base import PrepareCallback
 from .mixing import Mix
 from .model_card import model_card_from_trainer
+from .sharding import check_resume, check_sharding
 from .modeling import (
     check_teacher_matches,
     fill_label_names,
@@ -64,6 +66,9 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
             the student's `name_or_path` again.
         data_collator (*optional*): defaults to [`smile_hf.data.collate`] (stacks `pixel_values` and `labels`).
         processing_class (*optional*): the image processor saved with the model. Defaults to the checkpoint's.
+        peft_config (`peft.LoraConfig`, *optional*): train LoRA adapters instead of the whole model (TRL's
+            convention); the new head is added to `modules_to_save`. A `model` that is already a `PeftModel` is
+            trained as it is. The teacher is then an adapter on the shared frozen base ([`LoraEmaTeacher`]).
         **kwargs: every other `Trainer` argument (`train_dataset`, `eval_dataset`, `compute_metrics`,
             `callbacks`...).
     """
@@ -87,6 +92,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         data_collator=None,
         train_dataset=None,
         processing_class=None,
+        peft_config=None,
         **kwargs,
     ):
         if args is None:
@@ -94,14 +100,16 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
             args = SmileTrainingArguments(output_dir=f"{os.path.basename(os.path.normpath(name))}-smile")
         if not isinstance(args, SmileTrainingArguments):
             raise TypeError(f"SmileTrainer needs SmileTrainingArguments, got {type(args).__name__}.")
+        check_sharding(args)
         self.method = build_method(args)
         init_kwargs = dict(args.model_init_kwargs or {})
         if isinstance(model, str):
             model = self._load_student(model, train_dataset, init_kwargs)
+        model = wrap_student(model, peft_config)
         self.adapter = BackboneAdapter(model)
         source_model = self._source_model(model, teacher_model, loading_kwargs(init_kwargs))
         if self.method.needs_source_head and not hasattr(model, SOURCE_HEAD_NAME):
-            attach_source_head(model, build_source_head_copy(self.adapter, source_model))
+            attach_source_head(unwrap_model(model), build_source_head_copy(self.adapter, source_model))
         if processing_class is None:
             processing_class = load_image_processor(getattr(model, "name_or_path", None), **init_kwargs)
         super().__init__(
@@ -114,6 +122,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         )
         # compute_loss returns a per-batch mean: the Trainer divides it by the gradient accumulation steps.
         self.model_accepts_loss_kwargs = False
+        check_sharding(args, self)
         self.teacher = self._build_teacher(source_model) if self.method.needs_teacher else None
         self.loss_fn = TransferLoss.from_args(self.method, self.adapter, self.teacher, args)
         self.add_callback(PrepareCallback(self.method, self))
@@ -160,14 +169,14 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
                 )
         if isinstance(teacher_model, str):
             teacher_model = load_source_model(teacher_model, **load_kwargs)
-        check_teacher_matches(self.adapter, model, teacher_model)
+        (check_base_is_source if peft_model_of(model) is not None else check_teacher_matches)(self.adapter, model, teacher_model)
         return teacher_model
 
-    def _build_teacher(self, source_model: nn.Module) -> EmaTeacher:
+    def _build_teacher(self, source_model: nn.Module) -> EmaTeacher | LoraEmaTeacher:
         args = self.args
-        teacher = EmaTeacher(
-            source_model,
-            self.adapter,
+        lora = peft_model_of(self.model) is not None
+        teacher = (LoraEmaTeacher if lora else EmaTeacher)(
+            *((self.model, self.adapter, self.adapter.head(source_model)) if lora else (source_model, self.adapter)),
             args.ema_decay if self.method.ema_teacher else 1.0,
             args.ema_update_every,
             include_buffers=args.ema_buffers,
@@ -211,6 +220,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         The method's one-off `setup` runs first (before a checkpoint's state is restored); the student, the teacher,
         the auxiliary head and the method's state are restored from the checkpoint.
         """
+        check_resume(self, resume_from_checkpoint)
         if not self._method_ready:
             self.method.setup(self)
             self._method_ready = True
