@@ -309,11 +309,42 @@ class LoraEmaTeacher(nn.Module):
         return None
 
 
+def base_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The buffers of a LoRA student's base model (BatchNorm running statistics and counters), by name; empty for
+    a model that is not a `PeftModel`. Training-mode forward passes update them although the base weights are frozen,
+    and PEFT's adapter checkpoints do not hold them, so [`SmileTrainer`] saves them in `smile_state.safetensors`
+    (`base_buffers.*`) for an exact resume."""
+    if peft_model_of(model) is None:
+        return {}
+    return dict(unwrap_model(model).base_model.named_buffers())
+
+
+def load_base_buffers(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy what [`base_buffers`] returned back into the model, in place (strictly: the same names)."""
+    own = base_buffers(model)
+    if own.keys() != state.keys():
+        raise ValueError(f"The saved base buffers do not match the model (e.g. {sorted(own.keys() ^ state.keys())[:3]}).")
+    with torch.no_grad():
+        for name, tensor in own.items():
+            tensor.copy_(state[name])
+
+
 def save_adapter(trainer, output_dir: str) -> None:
     """Write the student's adapter alone (with its trained head), its PEFT model card naming the base model, and the
-    image processor; the teacher adapter is left out."""
+    image processor; the teacher adapter is left out. A base with BatchNorm layers has running statistics that
+    training changed and the adapter format cannot hold: for such models (ResNet, ConvNeXt...) export the merged
+    model instead (a warning says so)."""
     peft_model = peft_model_of(trainer.model)
+    if any(b.is_floating_point() for b in base_buffers(peft_model).values()):
+        logger.warning(
+            "The adapter alone does not hold the base model's BatchNorm running statistics, which training updated: "
+            "loaded on the original base it will not reproduce the student. Use `save_merged` for this model."
+        )
     student_adapters = [name for name in peft_model.peft_config if name != TEACHER_ADAPTER_NAME]
+    base_name = getattr(peft_model.get_base_model().config, "_name_or_path", "")
+    for name in student_adapters:  # the card and adapter_config.json name the base model
+        config = peft_model.peft_config[name]
+        config.base_model_name_or_path = config.base_model_name_or_path or base_name or None
     peft_model.save_pretrained(output_dir, selected_adapters=student_adapters)
     _save_processor(trainer, output_dir)
 

@@ -25,7 +25,7 @@ from .checkpoints import CompleteCheckpointMixin
 from .config import SmileTrainingArguments
 from .data import collate
 from .distributed import add_buffer_sync
-from .lora import LoraEmaTeacher, check_base_is_source, peft_model_of, wrap_student
+from .lora import LoraEmaTeacher, base_buffers, check_base_is_source, load_base_buffers, peft_model_of, wrap_student
 from .loss import TransferLoss
 from .methods import build_method, method_hyperparameters, method_title, parse_method
 from .methods.base import PrepareCallback
@@ -169,7 +169,8 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
                 )
         if isinstance(teacher_model, str):
             teacher_model = load_source_model(teacher_model, **load_kwargs)
-        (check_base_is_source if peft_model_of(model) is not None else check_teacher_matches)(self.adapter, model, teacher_model)
+        check = check_base_is_source if peft_model_of(model) is not None else check_teacher_matches
+        check(self.adapter, model, teacher_model)
         return teacher_model
 
     def _build_teacher(self, source_model: nn.Module) -> EmaTeacher | LoraEmaTeacher:
@@ -303,7 +304,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         """The training state the stock Trainer does not checkpoint: source head, teacher, method state.
 
         Keys are prefixed `source_head.`, `teacher.` (weights, buffers and the EMA counter `teacher.num_updates`)
-        and `method.`; tensors are copied to the CPU (so that tied or shared tensors can go to safetensors)."""
+        and `method.` (and `base_buffers.` for a LoRA student, see [`smile_hf.lora.base_buffers`]); tensors are copied to the CPU (so that tied or shared tensors can go to safetensors)."""
         state = {}
         source_head = getattr(unwrap_model(self.model), SOURCE_HEAD_NAME, None)
         if source_head is not None:
@@ -311,6 +312,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         if self.teacher is not None:
             state.update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
         state.update({f"method.{k}": v for k, v in self.method.state_dict().items()})
+        state.update({f"base_buffers.{k}": v for k, v in base_buffers(self.model).items()})  # LoRA: see lora.py
         return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
 
     def load_smile_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -322,6 +324,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         source_head = getattr(unwrap_model(self.model), SOURCE_HEAD_NAME, None)
         expected = {"method"} | ({"source_head"} if source_head is not None else set())
         expected |= {"teacher"} if self.teacher is not None else set()
+        expected |= {"base_buffers"} if base_buffers(self.model) else set()
         found = {k.split(".", 1)[0] for k in state}
         if found - expected or (expected - {"method"}) - found:
             raise ValueError(
@@ -333,6 +336,8 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         if self.teacher is not None:
             self.teacher.load_state_dict(part("teacher."))
         self.method.load_state_dict(part("method."))
+        if "base_buffers" in expected:
+            load_base_buffers(self.model, part("base_buffers."))
 
     def extra_checkpoint_files(self) -> dict[str, tuple[dict[str, torch.Tensor], dict[str, str]]]:
         """`smile_state.safetensors`: the state of [`smile_state_dict`], written into every checkpoint."""
