@@ -306,7 +306,6 @@ class LoraEmaTeacher(nn.Module):
         with torch.no_grad():
             for name, tensor in own.items():
                 tensor.copy_(state_dict[name])
-        return None
 
 
 def base_buffers(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -14,18 +14,19 @@ import os
 import pytest
 import safetensors.torch
 import torch
-from transformers import AutoModelForImageClassification, TrainerCallback, ViTImageProcessor
+from transformers import AutoModelForImageClassification, ViTImageProcessor
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.backbones import SOURCE_HEAD_NAME, unwrap_model
 from smile_hf.sharding import DEEPSPEED_RESUME_ERROR, FSDP_ERROR, ZERO3_ERROR, check_resume, check_sharding
 from smile_hf.trainer import SMILE_STATE_NAME
 
+from .test_checkpoints import StopAt
 from .testing_utils import IMAGE_SIZE, random_image_dataset, source_and_student
 
 peft = pytest.importorskip("peft", reason="LoRA training needs the optional `peft` package (pip install smile_hf[peft])")
 
-from smile_hf.lora import TEACHER_ADAPTER_NAME, save_adapter, save_merged  # noqa: E402
+from smile_hf.lora import TEACHER_ADAPTER_NAME, save_adapter, save_merged
 
 TARGETS = {"resnet": ["convolution"], "vit": ["q_proj", "v_proj"]}
 N = 3  # steps before the interruption in the resume test
@@ -115,15 +116,6 @@ def test_ema_of_the_adapter_follows_the_formula(tmp_path):
     assert int(trainer.teacher.num_updates) == 1
 
 
-class StopAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
-
-
 def full_state(trainer):
     state = {f"student.{k}": v.detach().clone() for k, v in trainer.model.state_dict().items()}
     state.update({f"smile.{k}": v for k, v in trainer.smile_state_dict().items()})
@@ -152,7 +144,7 @@ def test_resume_is_exact_and_exports_load(tmp_path):
     actual = full_state(resumed)
     assert actual.keys() == expected.keys()
     for key in expected:
-        torch.testing.assert_close(actual[key], expected[key], rtol=1e-5, atol=1e-6, msg=lambda m: f"{key}: {m}")
+        torch.testing.assert_close(actual[key], expected[key], rtol=1e-5, atol=1e-6, msg=lambda m, key=key: f"{key}: {m}")
 
     # export: the merged model is a plain checkpoint loadable by the pipeline; the adapter alone loads on the base
     student = reference.model.eval()
