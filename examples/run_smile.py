@@ -37,25 +37,29 @@ import logging
 import os
 import statistics
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import transformers
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForImageClassification, HfArgumentParser, set_seed
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.backbones import UnsupportedBackboneError
+from smile_hf.checkpoints import IncompleteCheckpointError, OutputDirError, resume_point, write_run_config
 from smile_hf.data import (
     CORRUPT_IMAGE_POLICIES,
     DATASET_PRESETS,
     DataError,
     PreparedData,
     TransformConfig,
+    one_line,
     prepare_datasets,
     set_transforms,
 )
+from smile_hf.guard import NonFiniteLossError, NonFiniteWeightsError
 from smile_hf.metrics import ClassificationMetrics
 from smile_hf.modeling import load_image_processor
 
@@ -152,7 +156,10 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, 
             "no arguments: pass --dataset NAME (a preset) or --train_dir DIR (your own image folders), or a .json / "
             ".yaml file of arguments; --help lists every option. The offline demo is examples/compare_methods.py."
         )
-    model_args, data_args, training_args = read_args(build_parser(), argv)
+    try:
+        model_args, data_args, training_args = read_args(build_parser(), argv)
+    except ValueError as error:  # raised by the arguments' own checks (unknown method, a negative weight...)
+        raise InputError(" ".join(str(error).split())) from error
     finalize_args(model_args, training_args)
     return model_args, data_args, training_args
 
@@ -179,14 +186,6 @@ def run_processes_on_cpu_without_accelerator() -> None:
     Trainer to run them on CPU with gloo; unless told, transformers leaves each process alone (world size 1)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator():
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
-
-
-def find_last_checkpoint(output_dir: str) -> str | None:
-    """The newest *complete* `checkpoint-*` folder of `output_dir` to resume from, if any (interrupted saves are
-    skipped with a warning)."""
-    from smile_hf.checkpoints import get_last_checkpoint
-
-    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -278,9 +277,11 @@ def train_one(
     processor,
     label: str | None = None,
     from_scratch: bool = False,
+    resume: str | None = None,
 ) -> tuple[dict, SmileTrainer]:
-    """Train, evaluate, save and push one run; return its results (named `label`, default: the method) and its
-    trainer. `from_scratch` starts from the checkpoint's architecture with random weights (no teacher)."""
+    """Train (from checkpoint `resume` if given), evaluate, save and push one run; return its results (named `label`,
+    default: the method) and its trainer. `from_scratch` starts from the checkpoint's architecture with random
+    weights (no teacher)."""
     set_seed(training_args.seed)
     if from_scratch:
         model = random_init_model(model_args, data, **loading_kwargs(model_args))
@@ -290,15 +291,19 @@ def train_one(
             **(training_args.model_init_kwargs or {}), **loading_kwargs(model_args),
             "num_labels": len(data.label_names), "id2label": data.id2label,
         }  # fmt: skip
-    trainer = SmileTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=data.train,
-        eval_dataset=data.eval,
-        compute_metrics=ClassificationMetrics(),
-        processing_class=processor,
-    )
-    resume = training_args.resume_from_checkpoint or find_last_checkpoint(training_args.output_dir)
+    try:
+        trainer = SmileTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=data.train,
+            eval_dataset=data.eval,
+            compute_metrics=ClassificationMetrics(),
+            processing_class=processor,
+        )
+    except (OSError, SafetensorError) as error:  # a model folder without weights, or with damaged ones
+        raise InputError(
+            f"Cannot load the weights of --model_name_or_path '{model_args.model_name_or_path}': {one_line(error)}"
+        ) from error
     if resume:
         logger.info(f"Resuming from {resume}")
     train_result = trainer.train(resume_from_checkpoint=resume)
@@ -407,13 +412,32 @@ def run(
         f"Data: {data.description}: {len(data.train)} train / {len(data.eval)} eval examples; "
         f"world size {training_args.world_size}"
     )
-    result, trainer = train_one(model_args, training_args, data, processor)
+    config = run_config(model_args, data_args, training_args)
+    resume = resume_point(
+        training_args.output_dir, config, training_args.resume_from_checkpoint, training_args.overwrite_output_dir
+    )
+    if training_args.should_save:
+        write_run_config(training_args.output_dir, config)
+    result, trainer = train_one(model_args, training_args, data, processor, resume=resume)
     if training_args.should_save:
         path = write_results([result], training_args.output_dir)
         print(f"\nResults ({data.description}, {len(data.eval)} eval images, model {model_args.model_name_or_path}):")
         print(results_table([result]))
         print(f"Saved to {path}", flush=True)
     return result, trainer
+
+
+def run_config(
+    model_args: ModelArguments, data_args: DataTrainingArguments, training_args: SmileTrainingArguments
+) -> dict:
+    """What defines this run (compared with the one saved in `--output_dir` before resuming from its checkpoints):
+    the checkpoint (name, revision, classes), every data argument, and the training arguments that change the
+    trained weights (`SmileTrainingArguments.run_defining_values`)."""
+    model = {"model_name_or_path": model_args.model_name_or_path, "model_revision": model_args.model_revision,
+             "num_labels": model_args.num_labels}  # fmt: skip
+    return json.loads(json.dumps(
+        {"model": model, "data": asdict(data_args), "training": training_args.run_defining_values()}, default=str
+    ))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -424,8 +448,10 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
-USER_ERRORS = (DataError, InputError, UnsupportedBackboneError)
+USER_ERRORS = (DataError, InputError, UnsupportedBackboneError, IncompleteCheckpointError, OutputDirError)
 """Bad input, reported as one `<script>: error: ...` line on stderr (exit status 2) instead of a traceback."""
+RUN_ERRORS = (NonFiniteLossError, NonFiniteWeightsError)
+"""A run that failed (it diverged), reported as one line on stderr with exit status 1."""
 
 
 def cli() -> None:
@@ -434,6 +460,9 @@ def cli() -> None:
     except USER_ERRORS as error:
         print(f"run_smile.py: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except RUN_ERRORS as error:
+        print(f"run_smile.py: error: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

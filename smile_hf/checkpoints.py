@@ -5,8 +5,10 @@ A Trainer checkpoint is a folder of many files written one after the other (weig
 states, trainer state and, for [`SmileTrainer`], `smile_state.safetensors`). A crash in the middle leaves a folder
 named like a checkpoint that cannot be resumed from, and `transformers.trainer_utils.get_last_checkpoint` would pick
 it. [`SmileTrainer`] therefore writes a completion marker, `checkpoint_complete.json`, as the very last file of each
-checkpoint (after every process has written its part): it lists every file of the checkpoint with its size. A folder
-is a complete checkpoint when the marker is there and every file it lists has the size it records.
+checkpoint (after every process has written its part): it lists every file of the checkpoint with its size and the
+SHA-256 of its content (each file is read back once, right after it was written, while it is still in the page
+cache). A folder is a complete checkpoint when the marker is there and every file it lists has the size and the
+content hash it records: a truncated, overwritten or damaged file is found before anything is loaded from it.
 
 [`get_last_checkpoint`] returns the newest complete checkpoint of an output folder and reports (log warning) the
 newer folders it skipped and why; `SmileTrainer.train(resume_from_checkpoint=True)` and the run script use it.
@@ -15,6 +17,7 @@ newer folders it skipped and why; `SmileTrainer.train(resume_from_checkpoint=Tru
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -34,7 +37,9 @@ COMPLETE_MARKER_NAME = "checkpoint_complete.json"
 """Last file written into each checkpoint; its presence (with matching file sizes) means the checkpoint is whole."""
 
 MARKER_FORMAT = "smile_hf.checkpoint"
-MARKER_VERSION = 1
+MARKER_VERSION = 2
+"""Version 2 records {"size", "sha256"} per file; version 1 (sizes only) is still read."""
+HASH_CHUNK = 1 << 22
 
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
@@ -94,15 +99,27 @@ def _checkpoint_files(checkpoint_dir: str) -> dict[str, int]:
     return dict(sorted(files.items()))
 
 
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file's content, read in 4 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def write_completion_marker(checkpoint_dir: str, global_step: int | None = None, **extra) -> str:
-    """Mark `checkpoint_dir` complete: flush every file in it, then write `checkpoint_complete.json` atomically.
+    """Mark `checkpoint_dir` complete: flush every file in it, then write `checkpoint_complete.json` atomically,
+    with each file's size and SHA-256.
 
     Call it once every process has finished writing its part of the checkpoint, from the main process only.
     Returns the path of the marker.
     """
-    files = _checkpoint_files(checkpoint_dir)
-    for rel in files:
-        _fsync_path(os.path.join(checkpoint_dir, rel))
+    files = {}
+    for rel, size in _checkpoint_files(checkpoint_dir).items():
+        path = os.path.join(checkpoint_dir, rel)
+        _fsync_path(path)
+        files[rel] = {"size": size, "sha256": file_sha256(path)}
     marker = {"format": MARKER_FORMAT, "version": MARKER_VERSION, "global_step": global_step, **extra, "files": files}
     path = os.path.join(checkpoint_dir, COMPLETE_MARKER_NAME)
 
@@ -126,8 +143,9 @@ def discard_checkpoint(checkpoint_dir: str) -> None:
 # ---- reading ------------------------------------------------------------------------------------------------------
 
 
-def checkpoint_problem(checkpoint_dir: str) -> str | None:
-    """Why `checkpoint_dir` is not a complete checkpoint, or None when it is."""
+def checkpoint_problem(checkpoint_dir: str, verify_content: bool = True) -> str | None:
+    """Why `checkpoint_dir` is not a complete checkpoint, or None when it is. With `verify_content` (the default),
+    every file's SHA-256 is compared with the marker's (one read of the checkpoint); else sizes only."""
     if not os.path.isdir(checkpoint_dir):
         return "it is not a folder"
     marker_path = os.path.join(checkpoint_dir, COMPLETE_MARKER_NAME)
@@ -141,14 +159,19 @@ def checkpoint_problem(checkpoint_dir: str) -> str | None:
         files = marker["files"]
         if marker.get("format") != MARKER_FORMAT or not isinstance(files, dict):
             raise ValueError("not a smile_hf checkpoint marker")
+        if not all(isinstance(v, int) or (isinstance(v, dict) and "size" in v) for v in files.values()):
+            raise ValueError("unknown file entries")
     except (OSError, ValueError, KeyError, TypeError) as error:
         return f"its {COMPLETE_MARKER_NAME} cannot be read ({error})"
-    for rel, size in files.items():
+    for rel, recorded in files.items():
+        size, sha256 = (recorded, None) if isinstance(recorded, int) else (recorded["size"], recorded.get("sha256"))
         path = os.path.join(checkpoint_dir, *rel.split("/"))
         if not os.path.isfile(path):
             return f"{rel} is missing"
         if os.path.getsize(path) != size:
             return f"{rel} has {os.path.getsize(path)} bytes instead of {size}"
+        if verify_content and sha256 is not None and file_sha256(path) != sha256:
+            return f"{rel} is damaged (its content does not match the SHA-256 recorded when it was saved)"
     return None
 
 
@@ -194,6 +217,92 @@ def get_last_checkpoint(output_dir: str) -> str | None:
 def incomplete_checkpoints(output_dir: str) -> list[str]:
     """The `checkpoint-<step>` folders of `output_dir` that are not complete checkpoints."""
     return [path for _, path in list_checkpoints(output_dir) if checkpoint_problem(path) is not None]
+
+
+# ---- run scripts: which checkpoint, if any, a run resumes from ------------------------------------------------------
+
+RUN_CONFIG_NAME = "run_config.json"
+"""What defines a run (model, data, the training arguments that change the weights), saved in its output folder."""
+FINISHED_RUN_FILE = "results.json"
+"""Written by the run scripts when a run has finished."""
+
+
+class OutputDirError(ValueError):
+    """Raised when an output folder holds another run, or a finished one, and the user did not say what to do."""
+
+
+def _differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    found = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key, "<unset>"), current.get(key, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            found.append(f"{prefix}{key}: {a!r} there, {b!r} here")
+    return found
+
+
+def resume_point(output_dir: str, run_config: dict, resume_from_checkpoint: str | None = None,
+                 overwrite: bool = False) -> str | None:  # fmt: skip
+    """The checkpoint a run script resumes from, or None to start fresh; never silently another run's.
+
+    - `resume_from_checkpoint` `"last"` (or `"true"`): the newest complete checkpoint of `output_dir`; a path: that
+      checkpoint, which must be complete ([`IncompleteCheckpointError`] otherwise).
+    - Else, an empty or missing `output_dir` starts fresh; `overwrite` deletes its checkpoints and results and starts
+      fresh; a finished run (`results.json`) is an [`OutputDirError`]; complete checkpoints are resumed from only
+      when the `run_config.json` saved beside them equals `run_config` (else an [`OutputDirError`] naming the first
+      differences and how to resume or start fresh).
+    """
+    if resume_from_checkpoint:
+        if resume_from_checkpoint.strip().lower() not in ("last", "true"):
+            check_checkpoint(resume_from_checkpoint)
+            return resume_from_checkpoint
+        last = get_last_checkpoint(output_dir)
+        if last is None:
+            raise IncompleteCheckpointError(
+                f"--resume_from_checkpoint {resume_from_checkpoint}: no complete checkpoint in {output_dir}"
+                + (f" (incomplete or damaged: {incomplete_checkpoints(output_dir)})" if os.path.isdir(output_dir) else "")
+            )
+        return last
+    if not os.path.isdir(output_dir) or not os.listdir(output_dir):
+        return None
+    fresh = "start fresh with --overwrite_output_dir True (deletes its checkpoints) or another --output_dir"
+    if overwrite:
+        for _, path in list_checkpoints(output_dir):
+            logger.warning(f"--overwrite_output_dir: deleting {path}")
+            discard_checkpoint(path)
+        if os.path.exists(os.path.join(output_dir, FINISHED_RUN_FILE)):
+            os.remove(os.path.join(output_dir, FINISHED_RUN_FILE))
+        return None
+    if os.path.isfile(os.path.join(output_dir, FINISHED_RUN_FILE)):
+        raise OutputDirError(f"{output_dir} holds a finished run ({FINISHED_RUN_FILE}): {fresh}.")
+    last = get_last_checkpoint(output_dir)
+    if last is None:
+        return None
+    try:
+        with open(os.path.join(output_dir, RUN_CONFIG_NAME), encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        saved = None
+    if saved == run_config:
+        logger.warning(f"Resuming from {last}: the arguments saved in {RUN_CONFIG_NAME} match this run's.")
+        return last
+    what = "; ".join(_differences(saved, run_config)[:3]) if isinstance(saved, dict) else f"no readable {RUN_CONFIG_NAME}"
+    raise OutputDirError(
+        f"{output_dir} holds checkpoints of another run ({what}): resume it with --resume_from_checkpoint last, or "
+        f"{fresh}."
+    )
+
+
+def write_run_config(output_dir: str, run_config: dict) -> None:
+    """Save what defines a run beside its checkpoints (see [`resume_point`])."""
+    os.makedirs(output_dir, exist_ok=True)
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(run_config, f, indent=2, sort_keys=True)
+
+    _write_atomic(os.path.join(output_dir, RUN_CONFIG_NAME), write)
 
 
 # ---- the Trainer side ---------------------------------------------------------------------------------------------

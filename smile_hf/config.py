@@ -10,6 +10,7 @@ from typing import Any
 from transformers import TrainingArguments
 from transformers.utils import logging
 
+from .guard import NAN_POLICIES
 from .methods import parse_method
 
 logger = logging.get_logger(__name__)
@@ -39,6 +40,17 @@ RECIPE_FIELDS = ("optim", "learning_rate", "weight_decay", "max_grad_norm", "lr_
 is used, else the stock `TrainingArguments` default. A value the user passed is never replaced."""
 
 
+RUN_DEFINING_STOCK_FIELDS = (
+    "seed", "data_seed", "learning_rate", "weight_decay", "optim", "optim_args", "adam_beta1", "adam_beta2",
+    "adam_epsilon", "max_grad_norm", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "warmup_ratio",
+    "max_steps", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "bf16", "fp16",
+    "label_smoothing_factor", "dataloader_drop_last",
+)  # fmt: skip
+"""The `TrainingArguments` fields that change the trained weights (with every field SmileTrainingArguments adds but
+the failure policy and the output options): two runs that agree on them train the same model."""
+_NOT_RUN_DEFINING = ("nan_policy", "max_consecutive_skips", "overwrite_output_dir", "reference_recipe")
+
+
 def _unset_help(name: str, text: str) -> str:
     return f"{text} Default: {_STOCK[name]!r}; with --reference_recipe: {REFERENCE_RECIPE[name]!r}."
 
@@ -65,6 +77,15 @@ class SmileTrainingArguments(TrainingArguments):
             1e-4, no gradient clipping, batch 48, lr x0.1 once at `lr_step_fraction`) for every one of these fields
             that was not set (see "Defaults that differ" below): a value passed explicitly is always kept, even one
             equal to the `TrainingArguments` default. What the recipe set is recorded in `reference_recipe_applied`.
+        overwrite_output_dir (`bool`, *optional*, defaults to `False`):
+            For run scripts ([`smile_hf.checkpoints.resume_point`]): start fresh in an `output_dir` that holds another
+            run or a finished one, deleting its checkpoints. The Trainer itself does not read it.
+        nan_policy (`str`, *optional*, defaults to `"stop"`):
+            What a step with a non-finite loss term does: `"stop"` raises `NonFiniteLossError` (naming the term, the
+            step and the last finite values) before the weights change; `"skip_step"` drops the step's gradients
+            (weights and optimizer state unchanged). Checked once per optimizer step.
+        max_consecutive_skips (`int`, *optional*, defaults to 10):
+            With `nan_policy="skip_step"`, the number of steps skipped in a row after which the run stops anyway.
         model_init_kwargs (`dict` or `str`, *optional*):
             Keyword arguments of `from_pretrained` when [`SmileTrainer`] is given a checkpoint name instead of a
             model: where to load from (`cache_dir`, `revision`, `token`, `trust_remote_code`...; also used for the
@@ -185,6 +206,24 @@ class SmileTrainingArguments(TrainingArguments):
             "batch 48, one lr step x0.1) for the optimisation fields that are not set."
         },
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Run scripts: start a fresh run in an output_dir that holds another or a finished one (its "
+            "checkpoints are deleted). Without it, such an output_dir is an error, never silently reused."
+        },
+    )
+    nan_policy: str = field(
+        default="stop",
+        metadata={
+            "help": "A step with a non-finite loss term: 'stop' (raise, naming the term, step and last finite "
+            "values) or 'skip_step' (leave the weights and optimizer state unchanged).",
+            "choices": list(NAN_POLICIES),
+        },
+    )
+    max_consecutive_skips: int = field(
+        default=10, metadata={"help": "With nan_policy='skip_step': steps skipped in a row before stopping anyway."}
+    )
     model_init_kwargs: dict[str, Any] | str | None = field(
         default=None,
         metadata={
@@ -248,6 +287,17 @@ class SmileTrainingArguments(TrainingArguments):
         self._validate_smile_arguments()
         super().__post_init__()
 
+    def run_defining_values(self) -> dict[str, Any]:
+        """The values of every field that changes the trained weights ([`RUN_DEFINING_STOCK_FIELDS`] and the
+        method's fields), as JSON values, with the number of processes (it changes the total batch)."""
+        stock = {f.name for f in fields(TrainingArguments)}
+        names = [n for n in RUN_DEFINING_STOCK_FIELDS if n in stock]
+        names += [f.name for f in fields(self) if f.name not in stock and f.name not in _NOT_RUN_DEFINING]
+        values = {name: getattr(self, name, None) for name in names}
+        values["model_init_kwargs"] = self.to_dict().get("model_init_kwargs")
+        values["world_size"] = self.world_size
+        return json.loads(json.dumps(values, default=lambda v: getattr(v, "value", str(v))))
+
     def to_dict(self) -> dict[str, Any]:
         """`TrainingArguments.to_dict`, with a Hub token in `model_init_kwargs` masked like `hub_token` (the dict goes
         into `training_args.json`, saved with every model)."""
@@ -287,6 +337,10 @@ class SmileTrainingArguments(TrainingArguments):
         for name in ("ema_update_every", "delta_attention_batches", "delta_attention_epochs", "delta_num_layers", "bss_k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        if self.nan_policy not in NAN_POLICIES:
+            raise ValueError(f"`nan_policy` must be one of {NAN_POLICIES}, got '{self.nan_policy}'.")
+        if self.max_consecutive_skips < 0:
+            raise ValueError(f"`max_consecutive_skips` must be >= 0, got {self.max_consecutive_skips}.")
         if self.rifle_num_reinits < 0:
             raise ValueError(f"`rifle_num_reinits` must be >= 0, got {self.rifle_num_reinits}.")
         if not 0.0 <= self.final_finetune_fraction < 1.0:

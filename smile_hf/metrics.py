@@ -81,6 +81,12 @@ class ClassificationMetrics:
         if isinstance(logits, (tuple, list)):
             logits = logits[0]
         logits, labels = np.asarray(logits), np.asarray(labels).reshape(-1)
+        finite = np.isfinite(logits).all(axis=-1)
+        if not finite.all():
+            raise ValueError(
+                f"{int((~finite).sum())} of the {len(finite)} evaluated images have non-finite logits: the model "
+                "diverged (NaN or inf weights), so no metric is computed. Lower the learning rate and train again."
+            )
         metrics = {}
         for k in self.top_k:
             metrics["accuracy" if k == 1 else f"top{k}_accuracy"] = top_k_accuracy(logits, labels, k)

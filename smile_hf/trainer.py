@@ -25,6 +25,7 @@ from .checkpoints import CompleteCheckpointMixin
 from .config import SmileTrainingArguments
 from .data import collate
 from .distributed import add_buffer_sync
+from .guard import NonFiniteGuard, NonFiniteGuardCallback, check_finite_weights
 from .lora import LoraEmaTeacher, base_buffers, check_base_is_source, load_base_buffers, peft_model_of, wrap_student
 from .loss import TransferLoss
 from .methods import build_method, method_hyperparameters, method_title, parse_method
@@ -125,6 +126,8 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         check_sharding(args, self)
         self.teacher = self._build_teacher(source_model) if self.method.needs_teacher else None
         self.loss_fn = TransferLoss.from_args(self.method, self.adapter, self.teacher, args)
+        self.guard = NonFiniteGuard(args.nan_policy, args.max_consecutive_skips)
+        self.add_callback(NonFiniteGuardCallback(self.guard))
         self.add_callback(PrepareCallback(self.method, self))
         for callback in self.method.callbacks(self):
             self.add_callback(callback)
@@ -261,9 +264,10 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
     # ---- logging ----------------------------------------------------------------------------------------------
 
     def _record_terms(self, terms, mix: Mix | None) -> None:
-        metrics = self._metrics
-        for name, (_, value) in terms.items():
-            metrics[f"loss_{name}"].append(value.detach().float())
+        metrics, values = self._metrics, {name: value.detach().float() for name, (_, value) in terms.items()}
+        self.guard.record(values)
+        for name, value in values.items():
+            metrics[f"loss_{name}"].append(value)
         if self.args.mixing is not None:
             metrics["mix_lambda"].append(torch.tensor(mix.lam if mix is not None else 1.0))
 
@@ -284,7 +288,8 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         are left out through `_keys_to_ignore_on_save`). Placeholder `id2label` names are replaced by the class
         names of the training set (a `ClassLabel` column), and the training arguments are also written as JSON
         (`training_args.json`). smile_hf never loads the Trainer's pickled `training_args.bin` (nor does the
-        Trainer)."""
+        Trainer). A model whose weights are not finite is never saved ([`NonFiniteWeightsError`])."""
+        check_finite_weights(unwrap_model(self.model), output_dir or self.args.output_dir)
         config = getattr(unwrap_model(self.model), "config", None)
         if config is not None and fill_label_names(config, label_names_from_dataset(self.train_dataset)):
             logger.info("Saving the class names of the training set as `id2label` / `label2id`.")

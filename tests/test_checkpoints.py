@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import hashlib
 import json
 import logging
 
@@ -157,7 +158,11 @@ def test_checkpoint_files_are_safetensors_and_complete(tmp_path):
     folder = tmp_path / "checkpoint-2"
     marker = json.loads((folder / ckpt.COMPLETE_MARKER_NAME).read_text())
     assert marker["global_step"] == 2 and marker["method"] == "smile"
-    on_disk = {p.relative_to(folder).as_posix(): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+    on_disk = {
+        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
     assert marker["files"] == {k: v for k, v in on_disk.items() if k != ckpt.COMPLETE_MARKER_NAME}
     state = safetensors.torch.load_file(str(folder / trainer_module.SMILE_STATE_NAME))
     expected = trainer.smile_state_dict()
@@ -223,6 +228,52 @@ def test_damaged_or_missing_files_are_reported(tmp_path):
     assert ckpt.get_last_checkpoint(str(tmp_path)) is None
     with pytest.raises(ValueError, match="No complete checkpoint.*checkpoint-1.*checkpoint-2"):
         make_trainer(tmp_path, "smile").train(resume_from_checkpoint=True)
+
+
+def overwrite_same_size(path, offset: int = 0) -> None:
+    """Replace bytes of `path` from `offset` on by garbage, keeping its size (what a size check cannot see)."""
+    data = bytearray(path.read_bytes())
+    garbage = bytes((b + 97) % 256 for b in data[offset : offset + 4096])
+    data[offset : offset + len(garbage)] = garbage
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damaged", ["model.safetensors", "smile_state.safetensors"])
+def test_same_size_damage_is_found_and_the_previous_checkpoint_used(tmp_path, damaged, caplog, monkeypatch):
+    trainer = make_trainer(tmp_path, "smile", max_steps=2, save_strategy="steps", save_steps=1)
+    trainer.train()
+    first, second = tmp_path / "checkpoint-1", tmp_path / "checkpoint-2"
+    size = (second / damaged).stat().st_size
+    overwrite_same_size(second / damaged, offset=0 if damaged.startswith("smile") else size // 2)  # header / body
+    assert (second / damaged).stat().st_size == size
+    assert ckpt.checkpoint_problem(str(second)) == (
+        f"{damaged} is damaged (its content does not match the SHA-256 recorded when it was saved)"
+    )
+    with caplog.at_level(logging.WARNING, logger="smile_hf.checkpoints"):
+        assert ckpt.get_last_checkpoint(str(tmp_path)) == str(first)
+    assert f"{damaged} is damaged" in caplog.text and "checkpoint-2" in caplog.text
+
+    resumed = make_trainer(tmp_path, "smile", max_steps=2, save_strategy="no")
+    with pytest.raises(ckpt.IncompleteCheckpointError, match=f"Cannot resume from .*checkpoint-2: {damaged} is damaged"):
+        resumed.train(resume_from_checkpoint=str(second))
+    seen, load = [], SmileTrainer._load_from_checkpoint
+    monkeypatch.setattr(SmileTrainer, "_load_from_checkpoint", lambda self, path, model=None: seen.append(path) or
+                        load(self, path, model))  # fmt: skip
+    resumed.train(resume_from_checkpoint=True)
+    assert seen == [str(first)]
+
+
+def test_markers_of_the_size_only_format_are_still_read(tmp_path):
+    trainer = make_trainer(tmp_path, "smile", max_steps=1, save_strategy="steps", save_steps=1)
+    trainer.train()
+    folder = tmp_path / "checkpoint-1"
+    marker_path = folder / ckpt.COMPLETE_MARKER_NAME
+    marker = json.loads(marker_path.read_text())
+    marker["version"], marker["files"] = 1, {rel: entry["size"] for rel, entry in marker["files"].items()}
+    marker_path.write_text(json.dumps(marker))
+    assert ckpt.is_complete_checkpoint(str(folder))
+    (folder / "model.safetensors").write_bytes(b"x")
+    assert "model.safetensors has 1 bytes" in ckpt.checkpoint_problem(str(folder))
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):

@@ -274,7 +274,7 @@ def test_corrupt_images_are_skipped_on_request(caplog):
         kept = handle_corrupt_images(dataset, "image", "skip", "train")
     assert kept[INDEX_COLUMN] == [2, 0]
     assert find_corrupt_images(dataset, "image", chunk_size=3) == [0, 2]  # positions, across chunk boundaries
-    assert "[3, 1]" in caplog.text
+    assert "['example 3', 'example 1']" in caplog.text  # no file path in this dataset: its example indices
     assert len(handle_corrupt_images(dataset, "image", "error", "train")) == 4
     with pytest.raises(DataError, match="--corrupt_images must be one of error, skip"):
         handle_corrupt_images(dataset, "image", "ignore", "train")
@@ -372,3 +372,45 @@ def test_image_folder_errors(tmp_path):
         prepare_datasets()
     with pytest.raises(DataError, match="exactly one of --dataset NAME"):
         prepare_datasets(dataset="digits", train_dir=str(tmp_path))
+
+
+def test_a_corrupt_validation_image_stops_the_run_before_training_naming_the_file(tmp_path):
+    good = [Image.new("L", (4, 4))] * 3
+    train = write_folder(tmp_path / "train", {"a": good, "b": good})
+    val = write_folder(tmp_path / "val", {"a": good[:1], "b": good[:1]})
+    (tmp_path / "val" / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(DataError, match=r"1 image\(s\) of the validation split cannot be decoded: \['.*val/b/broken.png'\]"):
+        prepare_datasets(train_dir=train, validation_dir=val)  # corrupt_images="error", the default
+    data = prepare_datasets(train_dir=train, validation_dir=val, corrupt_images="skip")
+    assert len(data.eval) == 2
+
+
+def test_a_corrupt_training_image_is_named_by_its_path(tmp_path):
+    good = [Image.new("L", (4, 4))] * 2
+    train = write_folder(tmp_path / "train", {"a": good, "b": good})
+    (tmp_path / "train" / "a" / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    val = write_folder(tmp_path / "val", {"a": good[:1], "b": good[:1]})
+    data = prepare_datasets(train_dir=train, validation_dir=val)
+    set_transforms(data, TransformConfig(crop_size=(4, 4), resize_size=(4, 4)))
+    with pytest.raises(DataError, match=r"Cannot decode the image .*train/a/zz_broken.png of the train split"):
+        [data.train[i] for i in range(len(data.train))]
+
+
+def test_a_class_only_in_the_validation_folder_is_an_error(tmp_path):
+    good = [Image.new("L", (4, 4))] * 2
+    train = write_folder(tmp_path / "train", {"cat": good, "dog": good})
+    val = write_folder(tmp_path / "val", {"cat": good, "dog": good, "fox": good})
+    with pytest.raises(DataError, match=r"validation split has 1 class\(es\) with no training example: \['fox'\]"):
+        prepare_datasets(train_dir=train, validation_dir=val)
+
+
+def test_image_folders_need_class_folders(tmp_path):
+    one_class = write_folder(tmp_path / "one", {"cat": [Image.new("L", (4, 4))] * 2})
+    with pytest.raises(DataError, match=r"images of 1 class folder\(s\) \(\['cat'\]\); a classifier needs at least 2"):
+        prepare_datasets(train_dir=one_class)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(3):
+        (flat / f"{i}.png").write_bytes(png_bytes(Image.new("L", (4, 4)), "PNG"))
+    with pytest.raises(DataError, match=r"3 image\(s\) directly inside it .*one sub-folder per class"):
+        prepare_datasets(train_dir=str(flat))

@@ -15,7 +15,7 @@ found, so that `examples/run_smile.py` can report bad input before any training 
 Every public name of these modules can be imported from `smile_hf.data` directly.
 """
 
-from .errors import DataError
+from .errors import DataError, one_line
 from .prepare import (
     CORRUPT_IMAGE_POLICIES,
     PreparedData,
@@ -70,6 +70,7 @@ __all__ = [
     "REFERENCE_CROP_PCT",
     "BatchTransform",
     "DataError",
+    "one_line",
     "DatasetPreset",
     "ImageTransform",
     "PreparedData",

@@ -19,7 +19,7 @@ from PIL import UnidentifiedImageError
 
 from .errors import DataError
 from .presets import get_preset, load_image_folders, load_preset
-from .transforms import INDEX_COLUMN, BatchTransform, ImageTransform, TransformConfig, decode_image
+from .transforms import INDEX_COLUMN, BatchTransform, ImageTransform, TransformConfig, decode_image, image_source
 
 logger = logging.getLogger(__name__)
 
@@ -156,21 +156,45 @@ def without_image_decoding(dataset: Dataset, image_column: str) -> Dataset:
     return dataset
 
 
+def name_examples(dataset: Dataset, positions: list[int], image_column: str, limit: int = 5) -> list[str]:
+    """The images at `positions` of `dataset` named for a message: file paths when known, else example indices."""
+    indices = dataset[INDEX_COLUMN] if INDEX_COLUMN in dataset.column_names else range(len(dataset))
+    return [image_source(dataset[int(p)][image_column], int(indices[p])) for p in positions[:limit]]
+
+
 def handle_corrupt_images(dataset: Dataset, image_column: str, policy: str, split: str) -> Dataset:
-    """With `policy="skip"`, scan `dataset` and drop the examples whose image cannot be decoded, logging their
-    indices; with `"error"`, leave it: the first undecodable image stops training with its index."""
+    """With `policy="skip"`, scan `dataset` and drop the examples whose image cannot be decoded, logging them (file
+    paths when known). With `"error"`, the validation split is scanned now, so that an undecodable image stops the
+    run before training rather than after it ([`DataError`] naming the files); in the train split, the first
+    undecodable image stops training, naming it."""
     if policy not in CORRUPT_IMAGE_POLICIES:
         raise DataError(f"--corrupt_images must be one of {', '.join(CORRUPT_IMAGE_POLICIES)}, got '{policy}'.")
-    if policy == "error":
+    if policy == "error" and split == "train":
         return dataset
     bad = find_corrupt_images(dataset, image_column)
+    if bad and policy == "error":
+        raise DataError(
+            f"{len(bad)} image(s) of the {split} split cannot be decoded: {name_examples(dataset, bad, image_column)}; "
+            "fix or remove them, or pass --corrupt_images skip to drop them."
+        )
     if bad:
-        indices = dataset[INDEX_COLUMN] if INDEX_COLUMN in dataset.column_names else range(len(dataset))
-        named = [int(indices[b]) for b in bad]
-        logger.warning(f"Skipping {len(bad)} undecodable image(s) of the {split} split, at example(s) {named[:20]}.")
+        named = name_examples(dataset, bad, image_column, limit=20)
+        logger.warning(f"Skipping {len(bad)} undecodable image(s) of the {split} split: {named}.")
         keep = sorted(set(range(len(dataset))) - set(bad))
         dataset = dataset.select(keep)
     return dataset
+
+
+def check_eval_classes(train: Dataset, evaluation: Dataset, label_column: str, label_names: list[str]) -> None:
+    """Raise a [`DataError`] if the evaluation split has classes the train split has none of: the new head would
+    get classes it is never trained on."""
+    unseen = sorted(set(evaluation[label_column]) - set(train[label_column]))
+    if unseen:
+        names = [label_names[i] if 0 <= i < len(label_names) else str(i) for i in unseen]
+        raise DataError(
+            f"The validation split has {len(unseen)} class(es) with no training example: {names[:10]}; every "
+            "validation class must be a training class (add training images of them, or remove them)."
+        )
 
 
 def with_example_index(dataset: Dataset) -> Dataset:
@@ -236,7 +260,8 @@ def prepare_datasets(
         train_val_split: fraction of train carved off for evaluation when there is no eval split.
         max_train_samples, max_eval_samples: random subsets (seeded) of at most that many examples.
         train_samples_per_class: a seeded few-shot subset of the train split, applied before `max_train_samples`.
-        corrupt_images: `"error"` (stop at the first undecodable image, naming it) or `"skip"` (drop them first).
+        corrupt_images: `"error"` (undecodable validation images stop the run now, naming them; in train, the first
+            one stops training) or `"skip"` (drop them all first).
         seed: seed of every random choice here.
         cache_dir, token: passed to `datasets.load_dataset`.
     """
@@ -266,6 +291,7 @@ def prepare_datasets(
     num_labels = num_labels or len(label_names)
     for name, split in splits.items():
         check_label_range(split, label_column, num_labels, name)
+    check_eval_classes(splits["train"], splits["validation"], label_column, label_names)
 
     train, evaluation = (with_example_index(splits[k]) for k in ("train", "validation"))
     if train_samples_per_class is not None:

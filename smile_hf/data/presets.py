@@ -194,14 +194,23 @@ def image_files(directory: str) -> list[str]:
     return sorted(found)
 
 
-def check_image_folder(directory: str, flag: str) -> None:
-    """Raise a [`DataError`] unless `directory` exists and holds at least one image."""
+def check_image_folder(directory: str, flag: str, min_classes: int = 2) -> None:
+    """Raise a [`DataError`] unless `directory` exists and is laid out as `<dir>/<class>/<image>` with at least
+    `min_classes` class folders holding images (and no image directly inside `directory`)."""
     if not os.path.isdir(directory):
         raise DataError(f"{flag} '{directory}' does not exist or is not a directory.")
-    if not image_files(directory):
+    layout = "expected one sub-folder per class with images inside (e.g. train/cat/001.jpg)"
+    files = image_files(directory)
+    if not files:
+        raise DataError(f"{flag} '{directory}' contains no image files; {layout}.")
+    loose = [f for f in files if os.path.dirname(f) == os.path.normpath(directory)]
+    if loose:
+        raise DataError(f"{flag} '{directory}' has {len(loose)} image(s) directly inside it (e.g. {loose[0]}); {layout}.")
+    classes = sorted({os.path.relpath(f, directory).split(os.sep)[0] for f in files})
+    if len(classes) < min_classes:
         raise DataError(
-            f"{flag} '{directory}' contains no image files; expected one sub-folder per class with images inside "
-            "(e.g. train/cat/001.jpg)."
+            f"{flag} '{directory}' has images of {len(classes)} class folder(s) ({classes}); a classifier needs at least "
+            f"{min_classes}: {layout}."
         )
 
 
@@ -212,7 +221,7 @@ def load_image_folders(train_dir: str, validation_dir: str | None = None, cache_
     check_image_folder(train_dir, "--train_dir")
     data_files = {"train": os.path.join(train_dir, "**")}
     if validation_dir is not None:
-        check_image_folder(validation_dir, "--validation_dir")
+        check_image_folder(validation_dir, "--validation_dir", min_classes=1)
         data_files["validation"] = os.path.join(validation_dir, "**")
     try:
         return load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)

@@ -43,6 +43,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def image_source(value: Any, index: Any = None) -> str:
+    """How to name an image in a message: its file path when the dataset has one, else `example <index>`."""
+    path = value.get("path") if isinstance(value, dict) else value if isinstance(value, (str, os.PathLike)) else None
+    return f"{path}" if path else f"example {index}"
+
+
 def decode_image(value: Any) -> Image.Image:
     """A PIL image from what a dataset column may hold: a PIL image, `{"bytes", "path"}`, a path, or an array."""
     if isinstance(value, Image.Image):
@@ -236,7 +242,7 @@ class BatchTransform:
             return decode_image(value)
         except (OSError, UnidentifiedImageError, TypeError, ValueError, SyntaxError) as error:
             raise DataError(
-                f"Cannot decode the image of example {index} of the {self.split} split ({one_line(error)}); "
+                f"Cannot decode the image {image_source(value, index)} of the {self.split} split ({one_line(error)}); "
                 "pass --corrupt_images skip to drop undecodable images before training."
             ) from error
 
