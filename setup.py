@@ -14,7 +14,9 @@ install_requires = [
     "pyyaml>=6.0",
 ]
 extras = {
-    "test": ["pytest>=8", "scikit-learn>=1.3", "matplotlib>=3.7"],  # matplotlib: the benchmark smoke tests plot
+    # matplotlib: the benchmark smoke tests plot; peft: the LoRA tests (installs beside a CPU torch, no torch change)
+    "test": ["pytest>=8", "scikit-learn>=1.3", "matplotlib>=3.7", "peft>=0.21"],
+    "peft": ["peft>=0.21"],  # LoRA training (`SmileTrainer(..., peft_config=LoraConfig(...))`)
     "bench": ["matplotlib>=3.7", "scikit-learn>=1.3", "mlxtend>=0.23"],
 }
 extras["dev"] = sorted(set(extras["test"] + extras["bench"] + ["ruff>=0.5"]))

@@ -72,9 +72,12 @@ def register_backbone(model_type: str, spec: BackboneSpec) -> None:
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module under DDP / DataParallel / `torch.compile` wrappers."""
+    """The module under DDP / DataParallel / `torch.compile` / peft `PeftModel` wrappers (for a `PeftModel`, the
+    `transformers` model with the adapter layers injected)."""
     while True:
         inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None and callable(getattr(type(model), "get_base_model", None)):  # peft's PeftModel
+            inner = model.get_base_model()
         if not isinstance(inner, nn.Module):
             return model
         model = inner
@@ -151,6 +154,9 @@ class BackboneAdapter:
     def head(self, model: nn.Module) -> nn.Linear:
         """The final linear classifier of `model`."""
         head = self._module(model, self.spec.head, "classifier head")
+        trained_copies = getattr(head, "modules_to_save", None)  # peft `modules_to_save`: the active adapter's copy
+        if isinstance(trained_copies, nn.ModuleDict) and getattr(head, "active_adapters", None):
+            head = trained_copies[head.active_adapters[0]]
         if not isinstance(head, nn.Linear):
             raise UnsupportedBackboneError(
                 f"The classifier of '{self.model_type}' at '{self.spec.head}' is a {type(head).__name__}, not an "

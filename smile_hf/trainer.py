@@ -26,11 +26,13 @@ from .config import SmileTrainingArguments
 from .data import TransformEpochCallback, collate
 from .distributed import add_buffer_sync
 from .guard import NonFiniteGuard, NonFiniteGuardCallback, check_finite_weights
+from .lora import LoraEmaTeacher, base_buffers, check_base_is_source, load_base_buffers, peft_model_of, wrap_student
 from .loss import TransferLoss
 from .methods import build_method, method_hyperparameters, method_title, parse_method
 from .methods.base import PrepareCallback
 from .mixing import Mix
 from .model_card import model_card_from_trainer
+from .sharding import check_resume, check_sharding
 from .modeling import (
     check_teacher_matches,
     fill_label_names,
@@ -66,6 +68,9 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
             the student's `name_or_path` again.
         data_collator (*optional*): defaults to [`smile_hf.data.collate`] (stacks `pixel_values` and `labels`).
         processing_class (*optional*): the image processor saved with the model. Defaults to the checkpoint's.
+        peft_config (`peft.LoraConfig`, *optional*): train LoRA adapters instead of the whole model (TRL's
+            convention); the new head is added to `modules_to_save`. A `model` that is already a `PeftModel` is
+            trained as it is. The teacher is then an adapter on the shared frozen base ([`LoraEmaTeacher`]).
         **kwargs: every other `Trainer` argument (`train_dataset`, `eval_dataset`, `compute_metrics`,
             `callbacks`...).
     """
@@ -89,6 +94,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         data_collator=None,
         train_dataset=None,
         processing_class=None,
+        peft_config=None,
         **kwargs,
     ):
         if args is None:
@@ -96,14 +102,16 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
             args = SmileTrainingArguments(output_dir=f"{os.path.basename(os.path.normpath(name))}-smile")
         if not isinstance(args, SmileTrainingArguments):
             raise TypeError(f"SmileTrainer needs SmileTrainingArguments, got {type(args).__name__}.")
+        check_sharding(args)
         self.method = build_method(args)
         init_kwargs = dict(args.model_init_kwargs or {})
         if isinstance(model, str):
             model = self._load_student(model, train_dataset, init_kwargs)
+        model = wrap_student(model, peft_config)
         self.adapter = BackboneAdapter(model)
         source_model = self._source_model(model, teacher_model, loading_kwargs(init_kwargs))
         if self.method.needs_source_head and not hasattr(model, SOURCE_HEAD_NAME):
-            attach_source_head(model, build_source_head_copy(self.adapter, source_model))
+            attach_source_head(unwrap_model(model), build_source_head_copy(self.adapter, source_model))
         if processing_class is None:
             processing_class = load_image_processor(getattr(model, "name_or_path", None), **init_kwargs)
         super().__init__(
@@ -116,6 +124,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         )
         # compute_loss returns a per-batch mean: the Trainer divides it by the gradient accumulation steps.
         self.model_accepts_loss_kwargs = False
+        check_sharding(args, self)
         self.teacher = self._build_teacher(source_model) if self.method.needs_teacher else None
         self.loss_fn = TransferLoss.from_args(self.method, self.adapter, self.teacher, args)
         self.guard = NonFiniteGuard(args.nan_policy, args.max_consecutive_skips)
@@ -165,14 +174,15 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
                 )
         if isinstance(teacher_model, str):
             teacher_model = load_source_model(teacher_model, **load_kwargs)
-        check_teacher_matches(self.adapter, model, teacher_model)
+        check = check_base_is_source if peft_model_of(model) is not None else check_teacher_matches
+        check(self.adapter, model, teacher_model)
         return teacher_model
 
-    def _build_teacher(self, source_model: nn.Module) -> EmaTeacher:
+    def _build_teacher(self, source_model: nn.Module) -> EmaTeacher | LoraEmaTeacher:
         args = self.args
-        teacher = EmaTeacher(
-            source_model,
-            self.adapter,
+        lora = peft_model_of(self.model) is not None
+        teacher = (LoraEmaTeacher if lora else EmaTeacher)(
+            *((self.model, self.adapter, self.adapter.head(source_model)) if lora else (source_model, self.adapter)),
             args.ema_decay if self.method.ema_teacher else 1.0,
             args.ema_update_every,
             include_buffers=args.ema_buffers,
@@ -216,6 +226,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         The method's one-off `setup` runs first (before a checkpoint's state is restored); the student, the teacher,
         the auxiliary head and the method's state are restored from the checkpoint.
         """
+        check_resume(self, resume_from_checkpoint)
         if not self._method_ready:
             self.method.setup(self)
             self._method_ready = True
@@ -300,7 +311,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         """The training state the stock Trainer does not checkpoint: source head, teacher, method state.
 
         Keys are prefixed `source_head.`, `teacher.` (weights, buffers and the EMA counter `teacher.num_updates`)
-        and `method.`; tensors are copied to the CPU (so that tied or shared tensors can go to safetensors)."""
+        and `method.` (and `base_buffers.` for a LoRA student, see [`smile_hf.lora.base_buffers`]); tensors are copied to the CPU (so that tied or shared tensors can go to safetensors)."""
         state = {}
         source_head = getattr(unwrap_model(self.model), SOURCE_HEAD_NAME, None)
         if source_head is not None:
@@ -308,6 +319,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         if self.teacher is not None:
             state.update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
         state.update({f"method.{k}": v for k, v in self.method.state_dict().items()})
+        state.update({f"base_buffers.{k}": v for k, v in base_buffers(self.model).items()})  # LoRA: see lora.py
         return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
 
     def load_smile_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -319,6 +331,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         source_head = getattr(unwrap_model(self.model), SOURCE_HEAD_NAME, None)
         expected = {"method"} | ({"source_head"} if source_head is not None else set())
         expected |= {"teacher"} if self.teacher is not None else set()
+        expected |= {"base_buffers"} if base_buffers(self.model) else set()
         found = {k.split(".", 1)[0] for k in state}
         if found - expected or (expected - {"method"}) - found:
             raise ValueError(
@@ -330,6 +343,8 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         if self.teacher is not None:
             self.teacher.load_state_dict(part("teacher."))
         self.method.load_state_dict(part("method."))
+        if "base_buffers" in expected:
+            load_base_buffers(self.model, part("base_buffers."))
 
     def extra_checkpoint_files(self) -> dict[str, tuple[dict[str, torch.Tensor], dict[str, str]]]:
         """`smile_state.safetensors`: the state of [`smile_state_dict`], written into every checkpoint."""
