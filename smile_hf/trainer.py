@@ -32,7 +32,6 @@ from .methods import build_method, method_hyperparameters, method_title, parse_m
 from .methods.base import PrepareCallback
 from .mixing import Mix
 from .model_card import model_card_from_trainer
-from .sharding import check_resume, check_sharding
 from .modeling import (
     check_teacher_matches,
     fill_label_names,
@@ -42,6 +41,7 @@ from .modeling import (
     load_student,
     loading_kwargs,
 )
+from .sharding import check_resume, check_sharding
 from .teacher import EmaTeacher, EmaTeacherCallback
 
 logger = logging.get_logger(__name__)

@@ -26,7 +26,7 @@ from .testing_utils import IMAGE_SIZE, random_image_dataset, source_and_student
 
 peft = pytest.importorskip("peft", reason="LoRA training needs the optional `peft` package (pip install smile_hf[peft])")
 
-from smile_hf.lora import TEACHER_ADAPTER_NAME, save_adapter, save_merged
+from smile_hf.lora import TEACHER_ADAPTER_NAME, save_adapter, save_merged  # noqa: E402  (after the skip)
 
 TARGETS = {"resnet": ["convolution"], "vit": ["q_proj", "v_proj"]}
 N = 3  # steps before the interruption in the resume test
