@@ -179,15 +179,20 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         return teacher_model
 
     def _build_teacher(self, source_model: nn.Module) -> EmaTeacher | LoraEmaTeacher:
+        """The teacher: a full copy of the source model ([`EmaTeacher`]) or, for a LoRA student, an adapter on the
+        student's frozen base with a copy of the source head ([`LoraEmaTeacher`])."""
         args = self.args
-        lora = peft_model_of(self.model) is not None
-        teacher = (LoraEmaTeacher if lora else EmaTeacher)(
-            *((self.model, self.adapter, self.adapter.head(source_model)) if lora else (source_model, self.adapter)),
-            args.ema_decay if self.method.ema_teacher else 1.0,
-            args.ema_update_every,
-            include_buffers=args.ema_buffers,
-            autocast=lambda: self.accelerator.autocast(),  # the student's mixed precision (accelerate's)
-        ).to(args.device)
+        options = {
+            "decay": args.ema_decay if self.method.ema_teacher else 1.0,
+            "update_every": args.ema_update_every,
+            "include_buffers": args.ema_buffers,
+            "autocast": lambda: self.accelerator.autocast(),  # the student's mixed precision (accelerate's)
+        }
+        if peft_model_of(self.model) is not None:
+            teacher = LoraEmaTeacher(self.model, self.adapter, self.adapter.head(source_model), **options)
+        else:
+            teacher = EmaTeacher(source_model, self.adapter, **options)
+        teacher = teacher.to(args.device)
         if self.method.ema_teacher:
             self.add_callback(EmaTeacherCallback(teacher, self.in_final_phase))
         return teacher
