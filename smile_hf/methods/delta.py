@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import unwrap_model
+from ..backbones import first_tensor, map_first_tensor, unwrap_model
 from .registry import register_method
 from .base import LossInputs, LossTerms, TransferMethod, for_each_training_batch
 from .l2sp import head_penalty
@@ -124,15 +124,11 @@ def _channel_dim(adapter, state: torch.Tensor) -> int:
     return -1 if adapter.spec.tokens and state.dim() == 3 else 1
 
 
-def _first(output) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output
-
-
 def stage_output_channels(adapter, model, stage_indices, pixel_values) -> list[int]:
     """The number of channels of the outputs of the given stages (one forward pass on one image)."""
     stages, captured = adapter.stages(model), {}
     handles = [
-        stages[i].register_forward_hook(lambda _m, _a, out, i=i: captured.__setitem__(i, _first(out)))
+        stages[i].register_forward_hook(lambda _m, _a, out, i=i: captured.__setitem__(i, first_tensor(out)))
         for i in stage_indices
     ]
     try:
@@ -155,9 +151,7 @@ def _zeroed_copies_hook(adapter, mask: torch.Tensor):
         return copies.reshape(-1, *state.shape[1:])
 
     def hook(_module, _args, output):
-        if isinstance(output, tuple):
-            return (apply(output[0]), *output[1:])
-        return apply(output)
+        return map_first_tensor(output, apply)
 
     return hook
 
