@@ -25,7 +25,7 @@ from torch import nn
 from ..mixing import Mix, mix_inputs, mix_tensor
 from .heads import combine_heads
 from .spec import BACKBONES, SOURCE_HEAD_NAME, BackboneSpec, UnsupportedBackboneError, unsupported_reason, unwrap_model
-from .structure import first_tensor, is_timm, probe, resolve_spec, stage_lists
+from .structure import first_tensor, is_timm, module_path, probe, resolve_spec, stage_lists
 
 
 @dataclass
@@ -150,18 +150,23 @@ class BackboneAdapter:
         return self._module(model, self.spec.stages, "list of stages")  # raises the error
 
     def _backbone_named(self, model: nn.Module, what: str) -> Iterator[tuple[str, torch.Tensor]]:
+        inner = unwrap_model(model)
         excluded = tuple(f"{path}." for path in [SOURCE_HEAD_NAME, *self.spec.head.split(",")])
-        for name, tensor in getattr(unwrap_model(model), what)():
+        base = "" if inner.base_model is inner else f"{module_path(inner, inner.base_model)}."
+        for name, tensor in getattr(inner, what)():
             if not name.startswith(excluded):
-                yield name, tensor
+                yield name.removeprefix(base), tensor
 
     def backbone_named_parameters(self, model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
         """Parameters of the backbone: every parameter of the classifier but those of its final linear
-        classifier(s) and of attached heads, named from the classifier."""
+        classifier(s) and of attached heads (post-pooling norms such as LeViT's BatchNorm included). Named from
+        `model.base_model` (as `base_model.named_parameters()` names them), or from the classifier for the few
+        outside it."""
         yield from self._backbone_named(model, "named_parameters")
 
     def backbone_named_buffers(self, model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-        """Buffers of the backbone (e.g. BatchNorm running statistics), named from the classifier."""
+        """Buffers of the backbone (e.g. BatchNorm running statistics), named as
+        [`~BackboneAdapter.backbone_named_parameters`]."""
         yield from self._backbone_named(model, "named_buffers")
 
     def to_map(self, state: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:

@@ -171,17 +171,26 @@ def channel_importance(teacher, head: nn.Module, stage_indices, batches) -> list
         intact = F.cross_entropy(adapter.forward(model, pixel_values, source_head=classify).source_logits, labels)
         group = max(1, ATTENTION_SAMPLES_PER_PASS // len(pixel_values))
         for total, index, num_channels in zip(totals, stage_indices, channels):
-            for first in range(0, num_channels, group):
+            first = 0
+            while first < num_channels:
                 count = min(group, num_channels - first)
                 mask = torch.ones(count, num_channels, device=pixel_values.device)
                 mask[torch.arange(count), torch.arange(first, first + count)] = 0.0
                 handle = stages[index].register_forward_hook(_zeroed_copies_hook(adapter, mask), prepend=True)
                 try:
                     logits = adapter.forward(model, pixel_values, source_head=classify).source_logits
+                    if len(logits) != count * len(labels):
+                        raise ValueError("the model did not keep the stacked copies apart")
+                except (RuntimeError, ValueError):
+                    if count == 1:
+                        raise
+                    group = 1  # PVT, CvT: later layers reshape with the input's batch size; one channel per pass
+                    continue
                 finally:
                     handle.remove()
                 zeroed = F.cross_entropy(logits, labels.repeat(count), reduction="none").view(count, -1).mean(dim=1)
                 total[first : first + count] += (zeroed - intact).double()
+                first += count
     return [total / len(batches) for total in totals]
 
 
