@@ -13,7 +13,9 @@ import math
 import pytest
 import torch
 from torch import nn
-from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+)
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.backbones import (
@@ -39,7 +41,7 @@ from .testing_utils import (
 def _timm_importable() -> bool:
     try:
         import timm  # noqa: F401
-    except Exception:  # timm imports torchvision, which fails beside a torch it was not built for
+    except (ImportError, RuntimeError):  # timm imports torchvision, which fails beside a torch it was not built for
         return False
     return True
 
@@ -50,7 +52,7 @@ requires_timm = pytest.mark.skipif(
     "machine whose torch has a matching torchvision)",
 )
 TIMM_FAMILIES = [pytest.param(name, marks=requires_timm) for name in TIMM_ARCHITECTURES]
-TOL = dict(rtol=1e-5, atol=1e-6)  # float32, same kernels on both sides
+TOL = {"rtol": 1e-5, "atol": 1e-6}  # float32, same kernels on both sides
 
 
 def test_every_mapped_type_is_covered_or_refused():

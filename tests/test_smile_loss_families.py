@@ -58,6 +58,23 @@ def features_by_hand(family, model, x):
     return fmap, base.pooler_output, list(model.classifier.parameters())
 
 
+def smile_terms_by_hand(mix, y, logits, aux_logits, source_logits, feat_s, feat_t, head_params) -> dict:
+    """The four SMILE terms of the README from the student's outputs on the mixed images and the source model's on
+    the unmixed ones."""
+    lam, perm = mix.lam, mix.perm
+    p_t = torch.softmax(source_logits, dim=-1)
+    log_q = F.log_softmax(aux_logits, dim=-1)
+    height, width = feat_s.shape[-2:]
+    assert height * width >= 4, "the feature map must be at least 2x2 to tell it from the pooled vector"
+    target = lam * feat_t + (1 - lam) * feat_t[perm]
+    return {
+        "main": lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[perm]),
+        "aux": -((lam * p_t + (1 - lam) * p_t[perm]) * log_q).sum(dim=1).mean(),  # H is linear in q
+        "reg": (target - feat_s).flatten().norm() / (height * width),
+        "cls": 0.5 * sum(p.pow(2).sum() for p in head_params),
+    }
+
+
 TIMM_NAMES = {"timm_cnn", "timm_vit"}
 ALL = FAMILIES + TIMM_FAMILIES
 
@@ -75,28 +92,18 @@ def test_smile_loss_equals_hand_computation(family, tmp_path):
 
     with torch.no_grad():
         mixed = lam * x + (1 - lam) * x[perm]
-        logits = model(pixel_values=mixed).logits
         feat_s, pooled_s, head_params = features_by_hand(family, model, mixed)
-        aux_logits = getattr(model, SOURCE_HEAD_NAME)(pooled_s)
-        p_t = torch.softmax(source.eval()(pixel_values=x).logits, dim=-1)
-        feat_t, _, _ = features_by_hand(family, source, x)
-        l_main = lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[perm])
-
-        def soft_ce(q, z):
-            return (-(q * F.log_softmax(z, dim=-1)).sum(dim=1)).mean()
-
-        l_aux = lam * soft_ce(p_t, aux_logits) + (1 - lam) * soft_ce(p_t[perm], aux_logits)
-        height, width = feat_s.shape[-2:]
-        assert height * width >= 4, "the feature map must be at least 2x2 to tell it from the pooled vector"
-        l_reg = torch.sqrt(((lam * feat_t + (1 - lam) * feat_t[perm] - feat_s) ** 2).sum()) / (height * width)
-        params = head_params + list(getattr(model, SOURCE_HEAD_NAME).parameters())
-        l_cls = 0.5 * sum((p**2).sum() for p in params)
-        expected = l_main + 0.1 * l_aux + 0.01 * l_reg + 1e-4 * l_cls
+        feat_t, _, _ = features_by_hand(family, source.eval(), x)
+        hand = smile_terms_by_hand(
+            Mix("mixup", lam, perm), y, model(pixel_values=mixed).logits,
+            getattr(model, SOURCE_HEAD_NAME)(pooled_s), source(pixel_values=x).logits, feat_s, feat_t,
+            head_params + list(getattr(model, SOURCE_HEAD_NAME).parameters()),
+        )  # fmt: skip
+        expected = hand["main"] + 0.1 * hand["aux"] + 0.01 * hand["reg"] + 1e-4 * hand["cls"]
 
     torch.testing.assert_close(output.loss.detach(), expected, rtol=RTOL, atol=0)
-    terms = {name: value.item() for name, (_, value) in output.terms.items()}
-    for name, value in [("main", l_main), ("aux", l_aux), ("reg", l_reg), ("cls", l_cls)]:
-        assert terms[name] == pytest.approx(value.item(), rel=RTOL)
+    for name, value in hand.items():
+        assert output.terms[name][1].item() == pytest.approx(value.item(), rel=RTOL), name
 
 
 def stage_states_by_hand(family, model, x, num_layers):

@@ -12,23 +12,22 @@ from smile_hf.backbones import BackboneAdapter
 
 IMAGE_SIZE = 64  # large enough that every family's last feature map is at least 2 x 2
 
+VIT_SIZES = {
+    "image_size": IMAGE_SIZE, "patch_size": 16, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+    "intermediate_size": 32,
+}  # fmt: skip
+"""A 2-layer, width-16 ViT: 4 x 4 patches of 16 pixels."""
+
+
 def _vit_like(config_class, **kwargs):
     """A 2-layer, width-16 ViT-like config (4 x 4 patches of 16 pixels)."""
-    sizes = dict(
-        image_size=IMAGE_SIZE, patch_size=16, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=32,
-    )  # fmt: skip
-    return lambda n: config_class(num_labels=n, **sizes, **kwargs)
+    return lambda n: config_class(num_labels=n, **VIT_SIZES, **kwargs)
 
 
 def _dual_tower(config_class, **vision):
     """A CLIP-like config: a tiny vision tower (and the smallest text tower the config accepts)."""
-    text = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=99)
-    vision = dict(
-        image_size=IMAGE_SIZE, patch_size=16, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=32, **vision,
-    )  # fmt: skip
-    return lambda n: config_class(vision_config=vision, text_config=text, num_labels=n)
+    text = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32, "vocab_size": 99}
+    return lambda n: config_class(vision_config={**VIT_SIZES, **vision}, text_config=text, num_labels=n)
 
 
 def _swin_like(config_class, **kwargs):

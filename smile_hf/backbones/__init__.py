@@ -2,7 +2,13 @@
 """Backbone adapter: the last feature map, the pooled feature, the classifier head(s) and the stages of any
 supported image classifier, derived from the model's structure and config (see `adapter.py` and `structure.py`)."""
 
-from .adapter import BackboneAdapter, ForwardOutput, count_leading_tokens, map_first_tensor, tokens_to_map
+from .adapter import (
+    BackboneAdapter,
+    ForwardOutput,
+    count_leading_tokens,
+    map_first_tensor,
+    tokens_to_map,
+)
 from .heads import ClassifierHeads, build_source_head_copy, combine_heads
 from .spec import (
     BACKBONES,

@@ -24,8 +24,22 @@ from torch import nn
 
 from ..mixing import Mix, mix_inputs, mix_tensor
 from .heads import combine_heads
-from .spec import BACKBONES, SOURCE_HEAD_NAME, BackboneSpec, UnsupportedBackboneError, unsupported_reason, unwrap_model
-from .structure import first_tensor, is_timm, module_path, probe, resolve_spec, stage_lists
+from .spec import (
+    BACKBONES,
+    SOURCE_HEAD_NAME,
+    BackboneSpec,
+    UnsupportedBackboneError,
+    unsupported_reason,
+    unwrap_model,
+)
+from .structure import (
+    first_tensor,
+    is_timm,
+    module_path,
+    probe,
+    resolve_spec,
+    stage_lists,
+)
 
 
 @dataclass
