@@ -58,9 +58,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import first_tensor, map_first_tensor, unwrap_model
+from .registry import register_method
 from .base import LossInputs, LossTerms, TransferMethod, for_each_training_batch
 from .l2sp import head_penalty
-from .registry import register_method
 
 ATTENTION_LR = 0.01
 ATTENTION_MOMENTUM = 0.9

@@ -29,8 +29,8 @@ from torch import nn
 from transformers import TrainerCallback
 
 from ..backbones import unwrap_model
-from .base import TransferMethod
 from .registry import register_method
+from .base import TransferMethod
 
 
 def reinit_steps(max_steps: int, num_reinits: int) -> list[int]:
