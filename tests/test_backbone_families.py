@@ -130,6 +130,19 @@ def test_distilled_heads_are_both_new_heads():
     torch.testing.assert_close(pooled, torch.cat([tokens[:, 0], tokens[:, 1]], dim=-1), **TOL)
 
 
+def test_registered_spec_overrides_derivation():
+    """A `BackboneSpec` given by hand wins over the derived parts: stages named module by module."""
+    from smile_hf.backbones import BACKBONES, BackboneSpec, register_backbone
+
+    model = tiny_model("resnet", 3)
+    register_backbone("resnet", BackboneSpec(stages="resnet.encoder.stages.1,resnet.embedder"))
+    try:
+        stages = BackboneAdapter(model).stages(model)
+    finally:
+        del BACKBONES["resnet"]
+    assert list(stages) == [model.resnet.encoder.stages[1], model.resnet.embedder]
+
+
 def train_two_steps(family: str, method: str, tmp_path, **kwargs) -> list[dict]:
     source, student = source_and_student(family, num_source=7, num_target=3)
     args = SmileTrainingArguments(

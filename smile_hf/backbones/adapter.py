@@ -152,12 +152,16 @@ class BackboneAdapter:
         return combine_heads(self.classifiers(model), shared_input=self.spec.shared_head_input)
 
     def stages(self, model: nn.Module) -> nn.ModuleList:
-        """The backbone stages of `model`, in order (a path ending in `[-1]` names the last module of each group of a
-        list of lists, see [`stage_lists`])."""
+        """The backbone stages of `model`, in order. `spec.stages` names an `nn.ModuleList`, or the last module of
+        each group of a list of lists (`<path>[-1]`, see [`stage_lists`]), or the stage modules themselves
+        (comma-separated, as for timm models); `|` separates alternatives."""
+        inner = unwrap_model(model)
         for path in self.spec.stages.split("|"):
-            outer = path.removesuffix("[-1]")
             try:
-                stages = unwrap_model(model).get_submodule(outer)
+                if "," in path:
+                    return nn.ModuleList([inner.get_submodule(name) for name in path.split(",")])
+                outer = path.removesuffix("[-1]")
+                stages = inner.get_submodule(outer)
             except AttributeError:
                 continue
             return stage_lists(stages, outer)[path] if path.endswith("[-1]") else stages

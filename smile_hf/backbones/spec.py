@@ -25,8 +25,8 @@ class BackboneSpec:
         head (`str`, *optional*): dotted path, from the `...ForImageClassification` model, of the final `nn.Linear`
             classifier; several classifiers whose logits the model averages (distilled DeiT, LeViT, SwiftFormer)
             are separated by `,`. Derived: the `nn.Linear` layers outside the trunk with `config.num_labels` outputs.
-        stages (`str`, *optional*): dotted path of the `nn.ModuleList` of backbone stages (DELTA, manifold mixup);
-            alternatives are separated by `|`. Derived: the `nn.ModuleList` whose outputs are the model's
+        stages (`str`, *optional*): dotted path of the `nn.ModuleList` of backbone stages (DELTA, manifold mixup),
+            or comma-separated paths of the stage modules; alternatives are separated by `|`. Derived: the `nn.ModuleList` whose outputs are the model's
             `hidden_states`.
         num_special_tokens (`int`, *optional*): most tokens before the patch tokens in a token layout (ViT: 1,
             distilled DeiT: 2, DINOv2 with 4 registers: 5). Derived from the class, distillation and register token

@@ -101,17 +101,16 @@ def resolve_spec(model: nn.Module, given: BackboneSpec) -> BackboneSpec:
 
 
 def timm_stages(model: nn.Module) -> str:
-    """The stage modules of a timm model, from its `feature_info` (one entry per stage, as its `features_only`
-    mode uses), as a dotted path of their common parent when they are the children of one `nn.ModuleList`."""
+    """The stage modules of a timm model, from its `feature_info` (the modules its `features_only` mode reads), as
+    comma-separated dotted paths."""
     info = getattr(model.timm_model, "feature_info", None) or []
-    names = [entry["module"] for entry in info if isinstance(entry, dict) and "module" in entry]
-    parents = {name.rsplit(".", 1)[0] for name in names if "." in name}
-    if len(parents) != 1:
+    names = [entry["module"] for entry in info if isinstance(entry, dict) and entry.get("module")]
+    if not names:
         raise UnsupportedBackboneError(
-            f"The stages of timm model {type(model.timm_model).__name__} are not one ModuleList in its feature_info "
-            f"({names}): pass BackboneSpec(stages='<path>') to register_backbone."
+            f"timm model {type(model.timm_model).__name__} has no feature_info: pass BackboneSpec(stages='<path>') to "
+            "register_backbone."
         )
-    return f"timm_model.{parents.pop()}"
+    return ",".join(f"timm_model.{name}" for name in names)
 
 
 def _fingerprint(tensor: torch.Tensor) -> torch.Tensor:
@@ -124,8 +123,9 @@ def _probe_size(model: nn.Module) -> tuple[int, int]:
     """The input size the model is built for: `config.image_size` (or its `vision_config`'s), timm's `pretrained_cfg["input_size"]`, or 224."""
     config = model.config
     size = getattr(config, "image_size", None) or getattr(getattr(config, "vision_config", None), "image_size", None)
-    if size is None and is_timm(model):
-        size = getattr(model.timm_model, "pretrained_cfg", {}).get("input_size", (3, DEFAULT_PROBE_SIZE))[1:]
+    if size is None and is_timm(model):  # a ViT's patch embedding knows its size; else the pretrained config's
+        size = getattr(getattr(model.timm_model, "patch_embed", None), "img_size", None)
+        size = size or getattr(model.timm_model, "pretrained_cfg", {}).get("input_size", (3, DEFAULT_PROBE_SIZE))[1:]
     size = size or DEFAULT_PROBE_SIZE
     if isinstance(size, (list, tuple)):
         return int(size[0]), int(size[-1])
