@@ -18,6 +18,8 @@ extras = {
     "test": ["pytest>=8", "scikit-learn>=1.3", "matplotlib>=3.7", "peft>=0.21"],
     "peft": ["peft>=0.21"],  # LoRA training (`SmileTrainer(..., peft_config=LoraConfig(...))`)
     "bench": ["matplotlib>=3.7", "scikit-learn>=1.3", "mlxtend>=0.23"],
+    # timm_wrapper models; timm needs a torchvision built for the installed torch (see the README's Install)
+    "timm": ["timm>=1.0"],
 }
 extras["dev"] = sorted(set(extras["test"] + extras["bench"] + ["ruff>=0.5"]))
 

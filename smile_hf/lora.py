@@ -78,7 +78,7 @@ def wrap_student(model: nn.Module, peft_config=None) -> nn.Module:
             )
         return model
     config = copy.deepcopy(peft_config)
-    config.modules_to_save = sorted(set(config.modules_to_save or ()) | {adapter.spec.head})
+    config.modules_to_save = sorted(set(config.modules_to_save or ()) | set(adapter.spec.head.split(",")))
     return peft.get_peft_model(model, config)
 
 

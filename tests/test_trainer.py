@@ -128,7 +128,8 @@ def test_vit_feature_map_excludes_class_token():
 
 def test_unsupported_backbone_error_names_type_and_fix():
     config = T.BeitConfig(
-        image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        num_labels=0,  # no head: nothing to derive it from
     )
     model = T.BeitForImageClassification(config)
     with pytest.raises(UnsupportedBackboneError, match=r"'beit'.*register_backbone"):

@@ -12,43 +12,163 @@ from smile_hf.backbones import BackboneAdapter
 
 IMAGE_SIZE = 64  # large enough that every family's last feature map is at least 2 x 2
 
+VIT_SIZES = {
+    "image_size": IMAGE_SIZE, "patch_size": 16, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+    "intermediate_size": 32,
+}  # fmt: skip
+"""A 2-layer, width-16 ViT: 4 x 4 patches of 16 pixels."""
+
+
+def _vit_like(config_class, **kwargs):
+    """A 2-layer, width-16 ViT-like config (4 x 4 patches of 16 pixels)."""
+    return lambda n: config_class(num_labels=n, **VIT_SIZES, **kwargs)
+
+
+def _dual_tower(config_class, **vision):
+    """A CLIP-like config: a tiny vision tower (and the smallest text tower the config accepts)."""
+    text = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32, "vocab_size": 99}
+    return lambda n: config_class(vision_config={**VIT_SIZES, **vision}, text_config=text, num_labels=n)
+
+
+def _swin_like(config_class, **kwargs):
+    return lambda n: config_class(
+        image_size=IMAGE_SIZE, patch_size=4, embed_dim=8, depths=[1, 1], num_labels=n, **kwargs
+    )
+
+
+def _pvt_like(config_class, **kwargs):
+    return lambda n: config_class(
+        num_encoder_blocks=2, depths=[1, 1], hidden_sizes=[8, 16], num_attention_heads=[1, 2], mlp_ratios=[2, 2],
+        num_labels=n, **kwargs,
+    )  # fmt: skip
+
+
 TINY_CONFIGS = {
     "resnet": lambda n: T.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=n),
+    "regnet": lambda n: T.RegNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], groups_width=8, num_labels=n),
+    "bit": lambda n: T.BitConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_groups=2, num_labels=n),
     "convnext": lambda n: T.ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], num_labels=n),
-    "vit": lambda n: T.ViTConfig(
-        image_size=IMAGE_SIZE, patch_size=16, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=32, num_labels=n,
+    "convnextv2": lambda n: T.ConvNextV2Config(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], num_labels=n),
+    "vit": _vit_like(T.ViTConfig),
+    "vit_msn": _vit_like(T.ViTMSNConfig),
+    "deit": _vit_like(T.DeiTConfig),
+    "deit_distilled": _vit_like(T.DeiTConfig),
+    "beit": _vit_like(T.BeitConfig, use_mean_pooling=True),
+    "data2vec-vision": _vit_like(T.Data2VecVisionConfig),
+    "ijepa": _vit_like(T.IJepaConfig),
+    "dinov2": _vit_like(T.Dinov2Config),
+    "dinov2_with_registers": _vit_like(T.Dinov2WithRegistersConfig, num_register_tokens=2),
+    "clip": _dual_tower(T.CLIPConfig, projection_dim=8),
+    "metaclip_2": _dual_tower(T.MetaClip2Config, projection_dim=8),
+    "siglip": _dual_tower(T.SiglipConfig),
+    "swin": _swin_like(T.SwinConfig, num_heads=[1, 2], window_size=4),
+    "donut-swin": _swin_like(T.DonutSwinConfig, num_heads=[1, 2], window_size=4),
+    "swinv2": _swin_like(T.Swinv2Config, num_heads=[1, 2], window_size=4),
+    "focalnet": _swin_like(T.FocalNetConfig, focal_levels=[2, 2], focal_windows=[3, 3]),
+    "cvt": lambda n: T.CvtConfig(
+        embed_dim=[8, 16], num_heads=[1, 2], depth=[1, 2],  # depth[i] > i: CvT indexes its drop-path rates by stage
+        patch_sizes=[7, 3], patch_stride=[4, 2], patch_padding=[2, 1], mlp_ratio=[2.0, 2.0],
+        attention_drop_rate=[0.0, 0.0], drop_rate=[0.0, 0.0], drop_path_rate=[0.0, 0.0], qkv_bias=[True, True],
+        cls_token=[False, True], qkv_projection_method=["dw_bn", "dw_bn"], kernel_qkv=[3, 3], padding_kv=[1, 1],
+        stride_kv=[2, 2], padding_q=[1, 1], stride_q=[1, 1], num_labels=n,
     ),
-    "deit": lambda n: T.DeiTConfig(
-        image_size=IMAGE_SIZE, patch_size=16, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=32, num_labels=n,
-    ),
-    "swin": lambda n: T.SwinConfig(
-        image_size=IMAGE_SIZE, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=4, num_labels=n
-    ),
-    "mobilenet_v2": lambda n: T.MobileNetV2Config(depth_multiplier=0.25, image_size=IMAGE_SIZE, num_labels=n),
     "efficientnet": lambda n: T.EfficientNetConfig(
         width_coefficient=0.1, depth_coefficient=0.1, hidden_dim=128, image_size=IMAGE_SIZE, num_labels=n
     ),
+    "hgnet_v2": lambda n: T.HGNetV2Config(
+        stem_channels=[3, 8, 8], stage_in_channels=[8, 16], stage_mid_channels=[8, 8], stage_out_channels=[16, 16],
+        stage_num_blocks=[1, 1], stage_downsample=[False, True], stage_light_block=[False, False],
+        stage_kernel_size=[3, 3], stage_numb_of_layers=[1, 1], hidden_sizes=[16, 16], depths=[1, 1], num_labels=n,
+    ),
+    "hiera": lambda n: T.HieraConfig(
+        image_size=[IMAGE_SIZE, IMAGE_SIZE], embed_dim=8, depths=[1, 1], num_heads=[1, 2], patch_stride=[4, 4],
+        masked_unit_size=[8, 8], query_stride=[2, 2], num_query_pool=1, mlp_ratio=2.0, num_labels=n,
+    ),
+    "levit": lambda n: T.LevitConfig(
+        image_size=IMAGE_SIZE, hidden_sizes=[16, 24], num_attention_heads=[1, 2], depths=[1, 1], key_dim=[8, 8],
+        drop_path_rate=0, mlp_ratio=[2, 2], attention_ratio=[2, 2], down_ops=[["Subsample", 8, 1, 2, 2, 2]],
+        num_labels=n,
+    ),
+    "mobilenet_v1": lambda n: T.MobileNetV1Config(depth_multiplier=0.25, image_size=IMAGE_SIZE, num_labels=n),
+    "mobilenet_v2": lambda n: T.MobileNetV2Config(depth_multiplier=0.25, image_size=IMAGE_SIZE, num_labels=n),
+    "mobilevit": lambda n: T.MobileViTConfig(
+        image_size=IMAGE_SIZE, hidden_sizes=[16, 16, 16], neck_hidden_sizes=[8, 8, 8, 16, 16, 16, 32],
+        num_attention_heads=2, num_labels=n,
+    ),
+    "mobilevitv2": lambda n: T.MobileViTV2Config(image_size=IMAGE_SIZE, width_multiplier=0.25, num_labels=n),
+    "poolformer": lambda n: T.PoolFormerConfig(
+        hidden_sizes=[8, 16], depths=[1, 1], num_encoder_blocks=2, patch_sizes=[7, 3], strides=[4, 2],
+        padding=[2, 1], num_labels=n,
+    ),
+    "pp_lcnet": lambda n: T.PPLCNetConfig(scale=0.25, num_labels=n),
+    "pvt": _pvt_like(
+        T.PvtConfig, image_size=IMAGE_SIZE, sequence_reduction_ratios=[2, 1], patch_sizes=[4, 2], strides=[4, 2]
+    ),
+    "pvt_v2": _pvt_like(T.PvtV2Config, image_size=IMAGE_SIZE, sr_ratios=[2, 1], patch_sizes=[7, 3], strides=[4, 2]),
+    "segformer": _pvt_like(
+        T.SegformerConfig, sr_ratios=[2, 1], patch_sizes=[7, 3], strides=[4, 2], decoder_hidden_size=16
+    ),
+    "swiftformer": lambda n: T.SwiftFormerConfig(depths=[1, 1, 1, 1], embed_dims=[8, 8, 16, 16], num_labels=n),
+    "textnet": lambda n: T.TextNetConfig(
+        stem_out_channels=8, conv_layer_kernel_sizes=[[[3, 3]], [[3, 3]]], conv_layer_strides=[[2], [2]],
+        hidden_sizes=[8, 16, 16], num_labels=n,
+    ),
 }  # fmt: skip
-FAMILIES = sorted(TINY_CONFIGS)
+TINY_CONFIGS["levit_distilled"] = TINY_CONFIGS["levit"]
+MODEL_CLASSES = {
+    "deit": T.DeiTForImageClassification,
+    "deit_distilled": T.DeiTForImageClassificationWithTeacher,
+    "levit": T.LevitForImageClassification,
+    "levit_distilled": T.LevitForImageClassificationWithTeacher,
+}
+"""Classes for the families whose model type maps to two classifiers (AutoModel's `from_config` cannot choose)."""
+FAMILIES = ["convnext", "deit", "efficientnet", "mobilenet_v2", "resnet", "swin", "vit"]
+"""The families every method and mixing strategy is trained on in the fast suite."""
+ALL_FAMILIES = sorted(TINY_CONFIGS)
+"""Every supported image-classification family of transformers (timm_wrapper apart: see `timm_model`)."""
+LAYOUT_REPRESENTATIVES = {
+    "cnn_map": "resnet",
+    "cls_tokens": "deit_distilled",
+    "registers": "dinov2_with_registers",
+    "no_cls_tokens": "siglip",
+    "hierarchical": "swinv2",
+}
+"""One fast family per layout of the last feature map (timm has its own skipped tests)."""
 
 
 def tiny_model(family: str, num_labels: int, seed: int = 0) -> nn.Module:
     """A randomly initialised tiny image classifier of `family`."""
     torch.manual_seed(seed)
     config = TINY_CONFIGS[family](num_labels)
-    if family == "deit":
-        return T.DeiTForImageClassification(config)
+    if family in MODEL_CLASSES:
+        return MODEL_CLASSES[family](config)
     return T.AutoModelForImageClassification.from_config(config)
+
+
+TIMM_ARCHITECTURES = {
+    "timm_cnn": ("resnet10t", {}),
+    "timm_vit": ("vit_tiny_patch16_224", {"img_size": IMAGE_SIZE, "depth": 2, "reg_tokens": 1}),
+}
+"""timm architectures (and `create_model` arguments) of the timm_wrapper tests: a CNN and a ViT with a register."""
+
+
+def timm_model(family: str, num_labels: int, seed: int = 0) -> nn.Module:
+    """A randomly initialised `TimmWrapperForImageClassification` of a [`TIMM_ARCHITECTURES`] entry (needs timm)."""
+    torch.manual_seed(seed)
+    architecture, model_args = TIMM_ARCHITECTURES[family]
+    config = T.TimmWrapperConfig(architecture=architecture, num_labels=num_labels, model_args=model_args)
+    return T.TimmWrapperForImageClassification(config)
 
 
 def source_and_student(family: str, num_source: int = 7, num_target: int = 3, seed: int = 0):
     """A 'pre-trained' source model and a student with the same backbone and a new head of `num_target` classes."""
-    source = tiny_model(family, num_source, seed)
-    student = tiny_model(family, num_target, seed + 1)
-    student.base_model.load_state_dict(source.base_model.state_dict())
+    build = timm_model if family in TIMM_ARCHITECTURES else tiny_model
+    source = build(family, num_source, seed)
+    student = build(family, num_target, seed + 1)
     adapter = BackboneAdapter(student)
+    heads = tuple(f"{path}." for path in adapter.spec.head.split(","))
+    backbone = {k: v for k, v in source.state_dict().items() if not k.startswith(heads)}
+    assert not student.load_state_dict(backbone, strict=False).unexpected_keys
     assert adapter.head(student).out_features == num_target
     return source, student
 

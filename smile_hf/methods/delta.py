@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import unwrap_model
+from ..backbones import first_tensor, map_first_tensor, unwrap_model
 from .base import LossInputs, LossTerms, TransferMethod, for_each_training_batch
 from .l2sp import head_penalty
 from .registry import register_method
@@ -124,15 +124,11 @@ def _channel_dim(adapter, state: torch.Tensor) -> int:
     return -1 if adapter.spec.tokens and state.dim() == 3 else 1
 
 
-def _first(output) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output
-
-
 def stage_output_channels(adapter, model, stage_indices, pixel_values) -> list[int]:
     """The number of channels of the outputs of the given stages (one forward pass on one image)."""
     stages, captured = adapter.stages(model), {}
     handles = [
-        stages[i].register_forward_hook(lambda _m, _a, out, i=i: captured.__setitem__(i, _first(out)))
+        stages[i].register_forward_hook(lambda _m, _a, out, i=i: captured.__setitem__(i, first_tensor(out)))
         for i in stage_indices
     ]
     try:
@@ -155,9 +151,7 @@ def _zeroed_copies_hook(adapter, mask: torch.Tensor):
         return copies.reshape(-1, *state.shape[1:])
 
     def hook(_module, _args, output):
-        if isinstance(output, tuple):
-            return (apply(output[0]), *output[1:])
-        return apply(output)
+        return map_first_tensor(output, apply)
 
     return hook
 
@@ -177,17 +171,26 @@ def channel_importance(teacher, head: nn.Module, stage_indices, batches) -> list
         intact = F.cross_entropy(adapter.forward(model, pixel_values, source_head=classify).source_logits, labels)
         group = max(1, ATTENTION_SAMPLES_PER_PASS // len(pixel_values))
         for total, index, num_channels in zip(totals, stage_indices, channels):
-            for first in range(0, num_channels, group):
+            first = 0
+            while first < num_channels:
                 count = min(group, num_channels - first)
                 mask = torch.ones(count, num_channels, device=pixel_values.device)
                 mask[torch.arange(count), torch.arange(first, first + count)] = 0.0
                 handle = stages[index].register_forward_hook(_zeroed_copies_hook(adapter, mask), prepend=True)
                 try:
                     logits = adapter.forward(model, pixel_values, source_head=classify).source_logits
+                    if len(logits) != count * len(labels):
+                        raise ValueError("the model did not keep the stacked copies apart")
+                except (RuntimeError, ValueError):
+                    if count == 1:
+                        raise
+                    group = 1  # PVT, CvT: later layers reshape with the input's batch size; one channel per pass
+                    continue
                 finally:
                     handle.remove()
                 zeroed = F.cross_entropy(logits, labels.repeat(count), reduction="none").view(count, -1).mean(dim=1)
                 total[first : first + count] += (zeroed - intact).double()
+                first += count
     return [total / len(batches) for total in totals]
 
 

@@ -66,7 +66,8 @@ class RifleCallback(TrainerCallback):
         if state.global_step in self.steps:
             model = unwrap_model(self.trainer.model)
             seed = int(np.random.SeedSequence([args.seed, state.global_step]).generate_state(1)[0])
-            reinitialize_linear(self.trainer.adapter.head(model), seed)
+            for offset, head in enumerate(self.trainer.adapter.classifiers(model)):  # two for distilled models
+                reinitialize_linear(head, seed + offset)
 
 
 @register_method
