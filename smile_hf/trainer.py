@@ -30,6 +30,7 @@ from .lora import LoraEmaTeacher, base_buffers, check_base_is_source, load_base_
 from .loss import TransferLoss
 from .methods import build_method, method_hyperparameters, method_title, parse_method
 from .methods.base import PrepareCallback
+from .metrics import as_compute_metrics
 from .mixing import Mix
 from .model_card import model_card_from_trainer
 from .modeling import (
@@ -112,6 +113,8 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         source_model = self._source_model(model, teacher_model, loading_kwargs(init_kwargs))
         if self.method.needs_source_head and not hasattr(model, SOURCE_HEAD_NAME):
             attach_source_head(unwrap_model(model), build_source_head_copy(self.adapter, source_model))
+        if "compute_metrics" in kwargs:  # an `evaluate` module computes through ClassificationMetrics
+            kwargs["compute_metrics"] = as_compute_metrics(kwargs["compute_metrics"])
         if processing_class is None:
             processing_class = load_image_processor(getattr(model, "name_or_path", None), **init_kwargs)
         super().__init__(
