@@ -102,6 +102,10 @@ class ModelArguments:
     model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the checkpoint."})
     token: str | None = field(default=None, metadata={"help": "Hub token for private models or datasets."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
+    license: str | None = field(
+        default=None,
+        metadata={"help": "License of the fine-tuned model, for its card (default: the base model's, if its card says)."},
+    )
     default_model_used = False  # set (on the instance) when --model_name_or_path was filled in by default
 
 
@@ -414,13 +418,10 @@ def train_one(
     if training_args.save_strategy != "no":
         trainer.save_model()
         trainer.save_state()
+    card = card_arguments(model_args, training_args, data, from_scratch)
+    trainer.create_model_card(**card)  # README.md beside the model, pushed or not (main process only)
     if training_args.push_to_hub:
-        trainer.push_to_hub(
-            finetuned_from=None if from_scratch else model_args.model_name_or_path,
-            tasks="image-classification",
-            dataset=data.description,
-            tags=["image-classification", training_args.method],
-        )
+        trainer.push_to_hub(**card)
     return {
         "label": label or training_args.method,
         "method": training_args.method,
@@ -428,6 +429,7 @@ def train_one(
         "seed": training_args.seed,
         "model": model_args.model_name_or_path,
         "data": data.description,
+        "data_source": asdict(data.source) if data.source else None,
         "num_labels": len(data.label_names),
         "num_train": len(data.train),
         "num_eval": len(data.eval),
@@ -436,6 +438,45 @@ def train_one(
         "train_runtime": train_result.metrics.get("train_runtime"),
         "metrics": metrics,
     }, trainer
+
+
+def card_arguments(
+    model_args: ModelArguments, training_args: SmileTrainingArguments, data: PreparedData, from_scratch: bool
+) -> dict:
+    """What the model card says beyond what the trainer knows: base model, license, the dataset (readable name, Hub
+    id, configuration, revision, split evaluated on and what it is; local data by folder name only)."""
+    source = data.source
+    card = {
+        "finetuned_from": None if from_scratch else model_args.model_name_or_path,
+        "license": model_args.license or base_model_license(model_args),
+        "tasks": "image-classification",
+        "tags": ["image-classification", training_args.method],
+    }
+    if source is not None:
+        card.update(
+            dataset=source.name, dataset_tags=source.hub_id, dataset_args=source.config, dataset_split=source.eval_split,
+            dataset_revision=source.revision, local_dataset=source.local,
+            dataset_split_role=source.eval_split_role + ("" if source.official_split else " (not the official split)"),
+        )  # fmt: skip
+    return card
+
+
+def base_model_license(model_args: ModelArguments) -> str | None:
+    """The `license` of the base model's card: `README.md` of a local folder, else of the Hub repository (from the
+    local cache when offline); `None` when there is no card or it names no license."""
+    from huggingface_hub import ModelCard, hf_hub_download
+
+    name = model_args.model_name_or_path
+    try:
+        path = os.path.join(name, "README.md")
+        if not os.path.isdir(name):
+            path = hf_hub_download(
+                name, "README.md", revision=model_args.model_revision, cache_dir=model_args.cache_dir,
+                token=model_args.token, local_files_only=is_offline(),
+            )  # fmt: skip
+        return ModelCard.load(path).data.license if os.path.isfile(path) else None
+    except Exception:  # no card, unreachable, unparsable: no license claimed
+        return None
 
 
 # ---------------------------------------------------------------------------------------------------------------------

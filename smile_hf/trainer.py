@@ -390,13 +390,15 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         dataset: str | list[str] | None = None,
         dataset_args: str | list[str] | None = None,
         template_path: str | None = None,
+        **dataset_details,
     ) -> None:
         """Write the model card, `README.md` in `output_dir`: the method and its hyperparameters, the evaluation
         results (also as `model-index` metadata), the loss terms, intended use and limitations, the SMILE citation
         (see [`smile_hf.model_card.model_card_from_trainer`]). Called by `push_to_hub`; never uses the network.
 
         Args: those of `Trainer.create_model_card` (`finetuned_from` is the base model, `dataset_tags` the dataset's
-        Hub id, `dataset` its name, `dataset_args` its configuration), and `template_path` for another template.
+        Hub id, `dataset` its name, `dataset_args` its configuration), `template_path` for another template, and
+        `dataset_details` (`dataset_split`, `dataset_revision`, `dataset_split_role`, `local_dataset`).
         """
         if not self.is_world_process_zero():
             return
@@ -425,6 +427,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
             dataset=dataset,
             dataset_args=dataset_args,
             template_path=template_path,
+            **dataset_details,
         )
         os.makedirs(self.args.output_dir, exist_ok=True)
         card.save(path)
