@@ -3,7 +3,7 @@
 """Fine-tune any `AutoModelForImageClassification` checkpoint on a target dataset with SMILE or a baseline: one run.
 
 In the style of transformers' `examples/pytorch/image-classification/run_image_classification.py`; the data work
-is done by `smile_hf.data`, the metrics by `smile_hf.metrics`, the training by `smile_hf.SmileTrainer`. Several
+is done by `smile_hf.data`, the metrics by the `evaluate` module of `smile_hf.metrics`, the training by `smile_hf.SmileTrainer`. Several
 methods or seeds in one call, and the offline demo, are `examples/compare_methods.py`.
 
     # The headline command: SMILE on Food-101 from microsoft/resnet-50 (the default model for Hub presets), into
@@ -69,7 +69,7 @@ from smile_hf.data import (
     set_transforms,
 )
 from smile_hf.guard import NonFiniteLossError, NonFiniteWeightsError
-from smile_hf.metrics import ClassificationMetrics
+from smile_hf.metrics import ClassificationMetrics, load_classification_metric
 from smile_hf.modeling import load_image_processor
 
 logger = logging.getLogger("run_smile")
@@ -403,7 +403,8 @@ def train_one(
             args=training_args,
             train_dataset=data.train,
             eval_dataset=data.eval,
-            compute_metrics=ClassificationMetrics(),
+            # top-1 / top-5 / ECE through the evaluate module shipped in smile_hf (local path: works offline)
+            compute_metrics=ClassificationMetrics(metric=load_classification_metric(keep_in_memory=True)),
             # saved with the model: what evaluation fed it (resize to crop / crop_pct, center crop, normalise)
             processing_class=eval_image_processor(data.transform_config) if data.transform_config else processor,
         )
