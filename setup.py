@@ -12,6 +12,7 @@ install_requires = [
     "numpy>=1.24",
     "pillow>=10.0",
     "pyyaml>=6.0",
+    "evaluate>=0.4",  # smile_hf.metrics: the top-k / ECE module shipped in the package, loaded by local path
 ]
 extras = {
     # matplotlib: the benchmark smoke tests plot; peft: the LoRA tests (installs beside a CPU torch, no torch change)
@@ -32,7 +33,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=find_packages(include=["smile_hf", "smile_hf.*"]),
-    package_data={"smile_hf": ["py.typed", "templates/*.md"]},
+    package_data={"smile_hf": ["py.typed", "templates/*.md", "evaluate_modules/*/*.py"]},
     python_requires=">=3.10",
     install_requires=install_requires,
     extras_require=extras,

@@ -37,6 +37,7 @@ from run_smile import (  # examples/run_smile.py, next to this script
     check_model,
     configure_logging,
     finalize_args,
+    given_options,
     load_processor,
     prepare_data,
     read_args,
@@ -108,7 +109,7 @@ def parse_args(
 ) -> tuple[ModelArguments, DataTrainingArguments, SmileTrainingArguments, ExperimentArguments]:
     """Parse the command line, or a single `.json` / `.yaml` file of arguments; no argument runs [`DEMO_ARGS`]."""
     model_args, data_args, training_args, experiment_args = read_args(build_parser(), argv or DEMO_ARGS)
-    finalize_args(model_args, training_args)
+    finalize_args(model_args, training_args, data_args, given_options(argv or DEMO_ARGS))
     return model_args, data_args, training_args, experiment_args
 
 
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     configure_logging(training_args, "compare_methods")
     if experiment_args.torch_num_threads:
         torch.set_num_threads(experiment_args.torch_num_threads)
-    check_model(model_args)
+    check_model(model_args, data_args)
     processor = load_processor(model_args)
     plan = run_plan(training_args, experiment_args)
     seeds = list(dict.fromkeys(run.args.seed for run in plan))

@@ -3,19 +3,22 @@
 """Fine-tune any `AutoModelForImageClassification` checkpoint on a target dataset with SMILE or a baseline: one run.
 
 In the style of transformers' `examples/pytorch/image-classification/run_image_classification.py`; the data work
-is done by `smile_hf.data`, the metrics by `smile_hf.metrics`, the training by `smile_hf.SmileTrainer`. Several
+is done by `smile_hf.data`, the metrics by the `evaluate` module of `smile_hf.metrics`, the training by `smile_hf.SmileTrainer`. Several
 methods or seeds in one call, and the offline demo, are `examples/compare_methods.py`.
 
+    # The headline command: SMILE on Food-101 from microsoft/resnet-50 (the default model for Hub presets), into
+    # runs/food101-smile-resnet-50 (the default output folder)
+    accelerate launch examples/run_smile.py --dataset food101
+
     # A benchmark preset, the reference's optimisation recipe
-    python examples/run_smile.py --dataset cub200 --model_name_or_path microsoft/resnet-50 \\
-        --method smile --reference_recipe True --max_steps 9000 --output_dir runs/cub200-smile
+    python examples/run_smile.py --dataset cub200 --method smile --reference_recipe True --max_steps 9000
 
     # Your own image folders (one sub-folder per class), a 10-shot subset
     python examples/run_smile.py --train_dir data/train --validation_dir data/val --train_samples_per_class 10 \\
         --model_name_or_path microsoft/resnet-50 --output_dir runs/mine
 
-    # Offline: the bundled Fashion-MNIST ResNet (the default --model_name_or_path) on few-shot digits
-    python examples/run_smile.py --dataset digits --train_samples_per_class 10 --method smile --output_dir runs/digits
+    # Offline: the bundled Fashion-MNIST ResNet (the default model of --dataset digits) on few-shot digits
+    python examples/run_smile.py --dataset digits --train_samples_per_class 10 --method smile
 
     # Arguments from a file
     python examples/run_smile.py config.json   # or config.yaml
@@ -24,14 +27,17 @@ methods or seeds in one call, and the offline demo, are `examples/compare_method
     accelerate launch --multi_gpu --num_processes 2 examples/run_smile.py ...
     torchrun --nproc_per_node 2 examples/run_smile.py ...
 
-The run trains, evaluates, saves (unless `--save_strategy no`), pushes to the Hub with `--push_to_hub`, and writes
-`results.json` in `--output_dir`. Bad input (no arguments, unknown dataset, missing columns, labels out of range,
+The run trains, evaluates, saves (unless `--save_strategy no`), writes the model card (`README.md`) and
+`results.json` in `--output_dir` (default: `runs/<dataset>-<method>-<model>`), and pushes to the Hub with
+`--push_to_hub`. Offline, a model or dataset that is not in the local cache is one error line naming what to
+download. Bad input (no arguments, unknown dataset, missing columns, labels out of range,
 empty folders, a model that is not an image classifier or cannot be reached) stops the script with one
 `run_smile.py: error: ...` line before training.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -42,6 +48,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from huggingface_hub import constants as hub_constants
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForImageClassification, HfArgumentParser, set_seed
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
@@ -56,19 +63,24 @@ from smile_hf.data import (
     PreparedData,
     TransformConfig,
     eval_image_processor,
+    get_preset,
     one_line,
     prepare_datasets,
     set_transforms,
 )
 from smile_hf.guard import NonFiniteLossError, NonFiniteWeightsError
-from smile_hf.metrics import ClassificationMetrics
+from smile_hf.metrics import ClassificationMetrics, load_classification_metric
 from smile_hf.modeling import load_image_processor
 
 logger = logging.getLogger("run_smile")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_CHECKPOINT = "checkpoints/fmnist-resnet-tiny"
-"""Source checkpoint shipped in the repository (a tiny ResNet pre-trained on Fashion-MNIST)."""
+"""Source checkpoint shipped in the repository (a tiny ResNet pre-trained on Fashion-MNIST): the default model of
+the offline `--dataset digits` (and of the demo), never of real images."""
+DEFAULT_MODEL = "microsoft/resnet-50"
+"""The default `--model_name_or_path` for Hub presets and `--train_dir`: the SMILE paper's backbone (ResNet-50
+pre-trained on ImageNet-1k)."""
 
 
 @dataclass
@@ -78,8 +90,9 @@ class ModelArguments:
     model_name_or_path: str | None = field(
         default=None,
         metadata={
-            "help": "Any AutoModelForImageClassification checkpoint: a local folder or a Hub id (e.g. "
-            f"microsoft/resnet-50). Default: the bundled {BUNDLED_CHECKPOINT}."
+            "help": "Any AutoModelForImageClassification checkpoint: a local folder or a Hub id. Default: "
+            f"{DEFAULT_MODEL} (the paper's backbone) for Hub presets and --train_dir; the bundled "
+            f"{BUNDLED_CHECKPOINT} (a tiny Fashion-MNIST ResNet) for the offline --dataset digits."
         },
     )
     num_labels: int | None = field(
@@ -89,6 +102,11 @@ class ModelArguments:
     model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the checkpoint."})
     token: str | None = field(default=None, metadata={"help": "Hub token for private models or datasets."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
+    license: str | None = field(
+        default=None,
+        metadata={"help": "License of the fine-tuned model, for its card (default: the base model's, if its card says)."},
+    )
+    default_model_used = False  # set (on the instance) when --model_name_or_path was filled in by default
 
 
 @dataclass
@@ -161,16 +179,73 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, 
         model_args, data_args, training_args = read_args(build_parser(), argv)
     except ValueError as error:  # raised by the arguments' own checks (unknown method, a negative weight...)
         raise InputError(" ".join(str(error).split())) from error
-    finalize_args(model_args, training_args)
+    finalize_args(model_args, training_args, data_args, given_options(argv))
     return model_args, data_args, training_args
 
 
-def finalize_args(model_args: ModelArguments, training_args: SmileTrainingArguments) -> None:
-    """Fill in what the script needs whatever the user passed."""
+def given_options(argv: list[str]) -> set[str]:
+    """The names of the options set explicitly: the `--name` / `--name=value` flags of a command line, or the keys
+    of a single `.json` / `.yaml` file of arguments."""
+    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
+        import yaml  # JSON is YAML
+
+        with open(argv[0], encoding="utf-8") as f:
+            return set(yaml.safe_load(f) or {})
+    return {arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--")}
+
+
+def finalize_args(
+    model_args: ModelArguments,
+    training_args: SmileTrainingArguments,
+    data_args: DataTrainingArguments | None = None,
+    given: set[str] | frozenset[str] = frozenset(),
+) -> None:
+    """Fill in what the script needs whatever the user passed, and the defaults that depend on other arguments
+    (unless set explicitly, named in `given`): the model ([`default_model`]), `--output_dir`
+    (`runs/<dataset>-<method>-<model>`), `--report_to` (TensorBoard when installed), the data loader workers."""
     if model_args.model_name_or_path is None:
-        model_args.model_name_or_path = resolve_bundled(BUNDLED_CHECKPOINT)
+        model_args.model_name_or_path = default_model(data_args)
+        model_args.default_model_used = True
+    if data_args is not None and "output_dir" not in given:
+        training_args.output_dir = default_output_dir(model_args, data_args, training_args)
+    if "report_to" not in given and importlib.util.find_spec("tensorboard") is not None:
+        training_args.report_to = ["tensorboard"]
+    set_dataloader_defaults(training_args, given)
+
+
+def default_model(data_args: DataTrainingArguments | None) -> str:
+    """The bundled toy checkpoint for a preset built offline (`--dataset digits`), else [`DEFAULT_MODEL`]."""
+    if data_args is not None and data_args.dataset is not None and get_preset(data_args.dataset).hub_id is None:
+        return resolve_bundled(BUNDLED_CHECKPOINT)
+    return DEFAULT_MODEL
+
+
+def default_output_dir(
+    model_args: ModelArguments, data_args: DataTrainingArguments, training_args: SmileTrainingArguments
+) -> str:
+    """`runs/<dataset>-<method>-<model>`: the preset (or the `--train_dir` folder's name), the method, the last part
+    of the model's name or path."""
+    dataset = data_args.dataset or os.path.basename(os.path.normpath(data_args.train_dir or "data"))
+    model = os.path.basename(os.path.normpath(model_args.model_name_or_path))
+    return os.path.join("runs", f"{dataset}-{training_args.method}-{model}")
+
+
+def set_dataloader_defaults(
+    training_args: SmileTrainingArguments, given: set[str] | frozenset[str], cpu_count: int | None = None
+) -> None:
+    """With an accelerator, the data loading runs beside it: unless set, one worker per CPU core available to this
+    process (less one, at most 16) with persistent workers and pinned memory. Without one, the CPU trains the model
+    too: the loading stays in the main process, and pinned memory is off."""
     if not has_accelerator():
         training_args.dataloader_pin_memory = False  # no effect without an accelerator, but a warning per run
+        return
+    if "dataloader_num_workers" not in given:
+        if cpu_count is None:
+            cpu_count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        per_process = max(1, cpu_count // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+        training_args.dataloader_num_workers = min(16, max(1, per_process - 1))
+    if "dataloader_persistent_workers" not in given and training_args.dataloader_num_workers > 0:
+        training_args.dataloader_persistent_workers = True
 
 
 def resolve_bundled(path: str) -> str:
@@ -194,8 +269,32 @@ def run_processes_on_cpu_without_accelerator() -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def check_model(model_args: ModelArguments) -> None:
-    """Raise an [`InputError`] unless the checkpoint can be read and is an image classifier (config only)."""
+def is_offline() -> bool:
+    """Whether the Hugging Face Hub is switched off (`HF_HUB_OFFLINE=1`, read by huggingface_hub at import)."""
+    return bool(hub_constants.HF_HUB_OFFLINE)
+
+
+def dataset_download(data_args: DataTrainingArguments | None, cache_dir: str | None = None) -> str | None:
+    """What to run to download the Hub dataset of `--dataset` when it is not in the `datasets` cache (offline
+    only: a Hub preset cached by an earlier run loads offline), else None."""
+    if data_args is None or data_args.dataset is None:
+        return None
+    preset = get_preset(data_args.dataset)
+    if preset.hub_id is None:
+        return None
+    try:
+        import datasets
+
+        kwargs = {"name": preset.config_name, "data_dir": preset.data_dir, "revision": preset.revision}
+        datasets.load_dataset_builder(preset.hub_id, cache_dir=cache_dir, **{k: v for k, v in kwargs.items() if v})
+        return None
+    except Exception:  # not cached (offline), or anything else: name it
+        return f"the dataset {preset.hub_id} (`hf download --repo-type dataset {preset.hub_id}`)"
+
+
+def check_model(model_args: ModelArguments, data_args: DataTrainingArguments | None = None) -> None:
+    """Raise an [`InputError`] unless the checkpoint can be read and is an image classifier (config only). Offline,
+    the error names everything the run would download: the model and, if not cached, the preset's dataset."""
     name = model_args.model_name_or_path
     try:
         config = AutoConfig.from_pretrained(
@@ -203,6 +302,12 @@ def check_model(model_args: ModelArguments) -> None:
             trust_remote_code=model_args.trust_remote_code,
         )  # fmt: skip
     except (OSError, ValueError) as error:
+        if is_offline() and not os.path.isdir(name):
+            missing = [f"the model {name} (`hf download {name}`)", dataset_download(data_args, model_args.cache_dir)]
+            raise InputError(
+                f"offline (HF_HUB_OFFLINE=1) and not in the local cache: download {' and '.join(filter(None, missing))} "
+                "once online, or pass a local --model_name_or_path folder."
+            ) from error
         where = "not a local folder with a config.json, and the Hugging Face Hub"
         raise InputError(
             f"Cannot load --model_name_or_path '{name}': {where} cannot be reached or has no such model "
@@ -298,7 +403,8 @@ def train_one(
             args=training_args,
             train_dataset=data.train,
             eval_dataset=data.eval,
-            compute_metrics=ClassificationMetrics(),
+            # top-1 / top-5 / ECE through the evaluate module shipped in smile_hf (local path: works offline)
+            compute_metrics=ClassificationMetrics(metric=load_classification_metric(keep_in_memory=True)),
             # saved with the model: what evaluation fed it (resize to crop / crop_pct, center crop, normalise)
             processing_class=eval_image_processor(data.transform_config) if data.transform_config else processor,
         )
@@ -313,13 +419,10 @@ def train_one(
     if training_args.save_strategy != "no":
         trainer.save_model()
         trainer.save_state()
+    card = card_arguments(model_args, training_args, data, from_scratch)
+    trainer.create_model_card(**card)  # README.md beside the model, pushed or not (main process only)
     if training_args.push_to_hub:
-        trainer.push_to_hub(
-            finetuned_from=None if from_scratch else model_args.model_name_or_path,
-            tasks="image-classification",
-            dataset=data.description,
-            tags=["image-classification", training_args.method],
-        )
+        trainer.push_to_hub(**card)
     return {
         "label": label or training_args.method,
         "method": training_args.method,
@@ -327,6 +430,7 @@ def train_one(
         "seed": training_args.seed,
         "model": model_args.model_name_or_path,
         "data": data.description,
+        "data_source": asdict(data.source) if data.source else None,
         "num_labels": len(data.label_names),
         "num_train": len(data.train),
         "num_eval": len(data.eval),
@@ -335,6 +439,45 @@ def train_one(
         "train_runtime": train_result.metrics.get("train_runtime"),
         "metrics": metrics,
     }, trainer
+
+
+def card_arguments(
+    model_args: ModelArguments, training_args: SmileTrainingArguments, data: PreparedData, from_scratch: bool
+) -> dict:
+    """What the model card says beyond what the trainer knows: base model, license, the dataset (readable name, Hub
+    id, configuration, revision, split evaluated on and what it is; local data by folder name only)."""
+    source = data.source
+    card = {
+        "finetuned_from": None if from_scratch else model_args.model_name_or_path,
+        "license": model_args.license or base_model_license(model_args),
+        "tasks": "image-classification",
+        "tags": ["image-classification", training_args.method],
+    }
+    if source is not None:
+        card.update(
+            dataset=source.name, dataset_tags=source.hub_id, dataset_args=source.config, dataset_split=source.eval_split,
+            dataset_revision=source.revision, local_dataset=source.local,
+            dataset_split_role=source.eval_split_role + ("" if source.official_split else " (not the official split)"),
+        )  # fmt: skip
+    return card
+
+
+def base_model_license(model_args: ModelArguments) -> str | None:
+    """The `license` of the base model's card: `README.md` of a local folder, else of the Hub repository (from the
+    local cache when offline); `None` when there is no card or it names no license."""
+    from huggingface_hub import ModelCard, hf_hub_download
+
+    name = model_args.model_name_or_path
+    try:
+        path = os.path.join(name, "README.md")
+        if not os.path.isdir(name):
+            path = hf_hub_download(
+                name, "README.md", revision=model_args.model_revision, cache_dir=model_args.cache_dir,
+                token=model_args.token, local_files_only=is_offline(),
+            )  # fmt: skip
+        return ModelCard.load(path).data.license if os.path.isfile(path) else None
+    except Exception:  # no card, unreachable, unparsable: no license claimed
+        return None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -406,7 +549,9 @@ def run(
     """Check the model, prepare the data, then train, evaluate, save and push; write and print `results.json`.
     Return the run's results and its trainer."""
     configure_logging(training_args)
-    check_model(model_args)
+    default = " (the default; --model_name_or_path changes it)" if model_args.default_model_used else ""
+    logger.info(f"Model: {model_args.model_name_or_path}{default}; output folder: {training_args.output_dir}")
+    check_model(model_args, data_args)
     processor = load_processor(model_args)
     with training_args.main_process_first(desc="loading the datasets"):
         data = prepare_data(data_args, model_args, training_args.seed, processor)

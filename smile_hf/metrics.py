@@ -1,6 +1,7 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
-"""Classification metrics computed locally (no `evaluate.load`, which needs the network): top-k accuracy and
-expected calibration error, packaged as a `compute_metrics` function for the `Trainer`.
+"""Classification metrics computed locally: top-k accuracy and expected calibration error, packaged as a
+`compute_metrics` function for the `Trainer` ([`ClassificationMetrics`]) and as an `evaluate` module shipped in the
+package ([`load_classification_metric`], by local path: no network), which gives the same numbers.
 
 The Trainer gathers the predictions of every process before calling `compute_metrics`, so under several processes
 the metrics are those of the whole evaluation set.
@@ -9,8 +10,17 @@ the metrics are those of the whole evaluation set.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import evaluate
+
+CLASSIFICATION_METRIC_PATH = str(Path(__file__).resolve().parent / "evaluate_modules" / "smile_classification")
+"""Folder of the `evaluate` module of top-k accuracy and ECE shipped in the package: `evaluate.load(path)` reads it
+offline."""
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -53,6 +63,26 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, nu
     return float(ece)
 
 
+def classification_scores(
+    logits: Any, labels: Any, top_k: Sequence[int] = (1, 5), ece_bins: int = 15
+) -> dict[str, float]:
+    """Top-k accuracies (`accuracy` for k = 1, `top{k}_accuracy` otherwise) and `ece` of the softmax of `logits`
+    (`n x classes`) against the class ids `labels` (`n`). The computation behind both [`ClassificationMetrics`] and
+    the `evaluate` module."""
+    logits, labels = np.asarray(logits), np.asarray(labels).reshape(-1)
+    scores = {"accuracy" if k == 1 else f"top{k}_accuracy": top_k_accuracy(logits, labels, k) for k in top_k}
+    scores["ece"] = expected_calibration_error(softmax(logits), labels, ece_bins)
+    return scores
+
+
+def load_classification_metric(**kwargs) -> evaluate.EvaluationModule:
+    """`evaluate.load` of the module shipped in the package (top-k accuracy and ECE), from its local path: works
+    offline. `kwargs` go to `evaluate.load` (e.g. `experiment_id`, `num_process`, `process_id`)."""
+    import evaluate
+
+    return evaluate.load(CLASSIFICATION_METRIC_PATH, **kwargs)
+
+
 class ClassificationMetrics:
     """`compute_metrics` for the `Trainer`: `accuracy` (top-1), `top{k}_accuracy` for each extra `k`, `ece`, and
     `num_samples` (how many predictions were scored, i.e. gathered from every process).
@@ -61,6 +91,9 @@ class ClassificationMetrics:
         top_k (`Sequence[int]`, *optional*, defaults to `(1, 5)`): the k of the reported top-k accuracies; k = 1 is
             reported as `accuracy`.
         ece_bins (`int`, *optional*, defaults to 15): bins of the expected calibration error.
+        metric (`evaluate.EvaluationModule`, *optional*): compute the scores with this `evaluate` module (called as
+            `metric.compute(predictions=logits, references=labels, top_k=..., ece_bins=...)`), e.g.
+            [`load_classification_metric`]`()`; by default they are computed directly, with the same result.
 
     Example:
 
@@ -70,11 +103,12 @@ class ClassificationMetrics:
     ```
     """
 
-    def __init__(self, top_k: Sequence[int] = (1, 5), ece_bins: int = 15):
+    def __init__(self, top_k: Sequence[int] = (1, 5), ece_bins: int = 15, metric: Any = None):
         if any(k < 1 for k in top_k) or ece_bins < 1:
             raise ValueError(f"top_k values and ece_bins must be >= 1, got {tuple(top_k)} and {ece_bins}.")
         self.top_k = tuple(top_k)
         self.ece_bins = ece_bins
+        self.metric = metric
 
     def __call__(self, eval_prediction) -> dict[str, float]:
         logits, labels = eval_prediction.predictions, eval_prediction.label_ids
@@ -87,12 +121,32 @@ class ClassificationMetrics:
                 f"{int((~finite).sum())} of the {len(finite)} evaluated images have non-finite logits: the model "
                 "diverged (NaN or inf weights), so no metric is computed. Lower the learning rate and train again."
             )
-        metrics = {}
-        for k in self.top_k:
-            metrics["accuracy" if k == 1 else f"top{k}_accuracy"] = top_k_accuracy(logits, labels, k)
-        metrics["ece"] = expected_calibration_error(softmax(logits), labels, self.ece_bins)
+        if self.metric is None:
+            metrics = classification_scores(logits, labels, self.top_k, self.ece_bins)
+        else:
+            metrics = self.metric.compute(
+                predictions=logits, references=labels, top_k=self.top_k, ece_bins=self.ece_bins
+            )
+            metrics = {key: float(value) for key, value in (metrics or {}).items()}  # None on non-main processes
         metrics["num_samples"] = int(labels.shape[0])
         return metrics
 
 
-__all__ = ["ClassificationMetrics", "expected_calibration_error", "softmax", "top_k_accuracy"]
+def as_compute_metrics(compute_metrics: Any) -> Any:
+    """`compute_metrics` as the `Trainer` calls it: an `evaluate` module (anything with `compute` that is not
+    callable) is wrapped in a [`ClassificationMetrics`] that computes through it; anything else is returned as is."""
+    if compute_metrics is not None and not callable(compute_metrics) and hasattr(compute_metrics, "compute"):
+        return ClassificationMetrics(metric=compute_metrics)
+    return compute_metrics
+
+
+__all__ = [
+    "CLASSIFICATION_METRIC_PATH",
+    "ClassificationMetrics",
+    "as_compute_metrics",
+    "classification_scores",
+    "expected_calibration_error",
+    "load_classification_metric",
+    "softmax",
+    "top_k_accuracy",
+]

@@ -35,6 +35,11 @@ TRAINING_HYPERPARAMETERS = (
 )  # fmt: skip
 
 _NOT_METRICS = {"runtime", "samples_per_second", "steps_per_second", "epoch", "step", "jit_compilation_time"}
+NOT_RESULTS = ("loss", "num_samples")
+"""Evaluation values that are not results of the model: never in `model-index` or the card's results."""
+HUB_METRIC_IDS = frozenset({"accuracy", "f1", "precision", "recall", "roc_auc", "matthews_correlation"})
+"""Metric ids of the Hub (huggingface.co/metrics) that the card's top-level `metrics:` may list."""
+_TOP_K = re.compile(r"^top(\d+)_accuracy$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 DEFAULT_INTENDED_USE = (
@@ -148,6 +153,27 @@ def hub_base_model(name_or_path: str | None) -> str | None:
     return name_or_path
 
 
+def metric_type_and_name(metric: str) -> tuple[str, str]:
+    """The `model-index` type and readable name of a metric of [`ClassificationMetrics`] (`accuracy` is top-1;
+    `top5_accuracy` -> `top_5_accuracy`, "Top-5 accuracy"; `ece` -> "Expected calibration error"); other metrics
+    keep their key."""
+    if metric == "accuracy":
+        return "accuracy", "Top-1 accuracy"
+    if match := _TOP_K.match(metric):
+        return f"top_{match.group(1)}_accuracy", f"Top-{match.group(1)} accuracy"
+    if metric == "ece":
+        return "ece", "Expected calibration error"
+    return metric, metric.replace("_", " ").capitalize()
+
+
+def public_name(value: str | None) -> str | None:
+    """`value` without its local folders: a path (absolute, or an existing file or folder) becomes its last part, so
+    that no local path reaches a card."""
+    if value and (os.path.isabs(value) or os.path.exists(value) or value.startswith(("./", "../", "~"))):
+        return os.path.basename(os.path.normpath(os.path.expanduser(value)))
+    return value
+
+
 def _as_list(value) -> list:
     if value is None:
         return []
@@ -169,6 +195,9 @@ def build_model_card(
     dataset_name: str | None = None,
     dataset_config: str | None = None,
     dataset_split: str = "validation",
+    dataset_revision: str | None = None,
+    dataset_split_role: str | None = None,
+    local_dataset: bool = False,
     labels: Sequence[str] | None = None,
     architecture: str = "AutoModelForImageClassification",
     repo_id: str | None = None,
@@ -194,28 +223,37 @@ def build_model_card(
         base_model: the pre-trained checkpoint fine-tuned: a Hub id goes into the metadata; of a local folder, only
             its name is shown.
         dataset_id: the dataset's Hub id (`datasets` metadata and `dataset_type` of the results).
-        dataset_name / dataset_config / dataset_split: how the dataset is named in the results.
+        dataset_name / dataset_config / dataset_split / dataset_revision: how the dataset is named in the results
+            (`dataset_split` as the source names it; a local path is reduced to its last part).
+        dataset_split_role: what that split is (e.g. "the official test split"), said in the card's text.
+        local_dataset: the data are local files, not a Hub dataset (named by folder name, `dataset_type` is
+            `imagefolder`, no `datasets` metadata).
         labels: the class names, in label id order.
         citation: BibTeX of the paper to cite (the card has no citation section without it).
         template_path: a Jinja template; defaults to `model_cards/template.md`.
     """
     results = results or TrainingResults()
     hub_model = hub_base_model(base_model)
-    dataset_ids = _as_list(dataset_id)
-    name = dataset_name or (dataset_ids[0] if dataset_ids else None)
+    dataset_ids = [] if local_dataset else [d for d in _as_list(dataset_id) if d == public_name(d)]
+    local_dataset = local_dataset or (bool(_as_list(dataset_id)) and not dataset_ids)  # a path given as id
+    name = public_name(dataset_name) or public_name(dataset_ids[0] if dataset_ids else dataset_id)
+    if local_dataset and name:
+        name = f"{name} (local image folder)" if "local" not in name else name
+    scores = {k: v for k, v in results.eval_metrics.items() if k not in NOT_RESULTS}
     eval_results = [
         EvalResult(
             task_type=TASK,
             task_name="Image Classification",
-            dataset_type=dataset_ids[0] if dataset_ids else (name or "custom"),
+            dataset_type=dataset_ids[0] if dataset_ids else "imagefolder" if local_dataset else (name or "custom"),
             dataset_name=name or "custom",
             dataset_config=dataset_config,
             dataset_split=dataset_split,
-            metric_type=metric,
-            metric_name=metric.replace("_", " ").capitalize(),
+            dataset_revision=dataset_revision,
+            metric_type=metric_type_and_name(metric)[0],
+            metric_name=metric_type_and_name(metric)[1],
             metric_value=float(value),
         )
-        for metric, value in results.eval_metrics.items()
+        for metric, value in scores.items()
     ]
     all_tags = list(dict.fromkeys([*LIBRARY_TAGS, *_as_list(tags), method.replace("+", "-")]))
     card_data = ModelCardData(
@@ -227,7 +265,7 @@ def build_model_card(
         license=license,
         language=language,
         tags=all_tags,
-        metrics=[m for m in results.eval_metrics if m != "loss"] or None,
+        metrics=[m for m in scores if m in HUB_METRIC_IDS] or None,
         eval_results=eval_results or None,
     )
     labels = list(labels or [])
@@ -247,6 +285,10 @@ def build_model_card(
         dataset_name=name,
         dataset_config=dataset_config,
         dataset_split=dataset_split,
+        dataset_split_role=dataset_split_role,
+        dataset_revision=dataset_revision,
+        dataset_id=dataset_ids[0] if dataset_ids else None,
+        local_dataset=local_dataset,
         num_labels=len(labels) if labels else "its",
         labels_preview=preview if labels else None,
         method_title=method_title or method,
@@ -254,7 +296,7 @@ def build_model_card(
         method_paper=method_paper,
         architecture=architecture,
         repo_id=repo_id or model_name,
-        eval_metrics=[(k, _format(v)) for k, v in results.eval_metrics.items()],
+        eval_metrics=[(metric_type_and_name(k)[1], _format(v)) for k, v in scores.items()],
         eval_step=results.eval_step,
         loss_terms=[(k, _format(v), s) for k, (v, s) in results.loss_terms.items()],
         history_columns=results.history_columns,
@@ -292,6 +334,7 @@ def model_card_from_trainer(
     dataset: str | list[str] | None = None,
     dataset_args: str | list[str] | None = None,
     template_path: str | os.PathLike | None = None,
+    **dataset_details: Any,
 ) -> ModelCard:
     """The card of a trained model.
 
@@ -303,6 +346,8 @@ def model_card_from_trainer(
             method says of itself (see [`build_model_card`]).
         The other arguments are those of `Trainer.create_model_card`: `finetuned_from` defaults to the model's
         `name_or_path`, `dataset_tags` (Hub ids) to `dataset`.
+        dataset_details: `dataset_split`, `dataset_revision`, `dataset_split_role`, `local_dataset` of
+            [`build_model_card`] (default split: the evaluation dataset's `split`, else "validation").
     """
     args = trainer.args
     config = model.config
@@ -327,7 +372,7 @@ def model_card_from_trainer(
         dataset_id=dataset_ids[0] if dataset_ids else None,
         dataset_name=dataset_names[0] if dataset_names else None,
         dataset_config=configs[0] if configs else None,
-        dataset_split=_split_name(trainer.eval_dataset) or "validation",
+        dataset_split=dataset_details.pop("dataset_split", None) or _split_name(trainer.eval_dataset) or "validation",
         labels=labels,
         architecture=type(model).__name__,
         repo_id=getattr(trainer, "hub_model_id", None) or args.hub_model_id,
@@ -336,4 +381,5 @@ def model_card_from_trainer(
         language=language,
         citation=citation,
         template_path=template_path,
+        **dataset_details,
     )

@@ -30,6 +30,7 @@ from .lora import LoraEmaTeacher, base_buffers, check_base_is_source, load_base_
 from .loss import TransferLoss
 from .methods import build_method, method_hyperparameters, method_title, parse_method
 from .methods.base import PrepareCallback
+from .metrics import as_compute_metrics
 from .mixing import Mix
 from .model_card import model_card_from_trainer
 from .modeling import (
@@ -112,6 +113,8 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         source_model = self._source_model(model, teacher_model, loading_kwargs(init_kwargs))
         if self.method.needs_source_head and not hasattr(model, SOURCE_HEAD_NAME):
             attach_source_head(unwrap_model(model), build_source_head_copy(self.adapter, source_model))
+        if "compute_metrics" in kwargs:  # an `evaluate` module computes through ClassificationMetrics
+            kwargs["compute_metrics"] = as_compute_metrics(kwargs["compute_metrics"])
         if processing_class is None:
             processing_class = load_image_processor(getattr(model, "name_or_path", None), **init_kwargs)
         super().__init__(
@@ -392,13 +395,15 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         dataset: str | list[str] | None = None,
         dataset_args: str | list[str] | None = None,
         template_path: str | None = None,
+        **dataset_details,
     ) -> None:
         """Write the model card, `README.md` in `output_dir`: the method and its hyperparameters, the evaluation
         results (also as `model-index` metadata), the loss terms, intended use and limitations, the SMILE citation
         (see [`smile_hf.model_card.model_card_from_trainer`]). Called by `push_to_hub`; never uses the network.
 
         Args: those of `Trainer.create_model_card` (`finetuned_from` is the base model, `dataset_tags` the dataset's
-        Hub id, `dataset` its name, `dataset_args` its configuration), and `template_path` for another template.
+        Hub id, `dataset` its name, `dataset_args` its configuration), `template_path` for another template, and
+        `dataset_details` (`dataset_split`, `dataset_revision`, `dataset_split_role`, `local_dataset`).
         """
         if not self.is_world_process_zero():
             return
@@ -427,6 +432,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
             dataset=dataset,
             dataset_args=dataset_args,
             template_path=template_path,
+            **dataset_details,
         )
         os.makedirs(self.args.output_dir, exist_ok=True)
         card.save(path)

@@ -41,7 +41,7 @@ def check_parsed(parsed, output_dir):
     assert training_args.learning_rate == 0.1 and training_args.output_dir == output_dir
     # forced whatever the user passes: the transforms need the image column, the metrics the labels
     assert training_args.remove_unused_columns is False and training_args.label_names == ["labels"]
-    assert os.path.isfile(os.path.join(model_args.model_name_or_path, "config.json"))  # the bundled checkpoint
+    assert model_args.model_name_or_path == run_smile.DEFAULT_MODEL == "microsoft/resnet-50"  # a Hub preset
 
 
 def test_parse_command_line(tmp_path):
@@ -135,11 +135,12 @@ def test_labels_outside_the_model_range(tmp_path, no_training):
 
 
 def test_train_dir_missing_or_empty(tmp_path, no_training):
+    bundled = ("--model_name_or_path", run_smile.resolve_bundled(run_smile.BUNDLED_CHECKPOINT))
     with pytest.raises(DataError, match="--train_dir '.*nowhere' does not exist"):
-        run_main(tmp_path, "--train_dir", str(tmp_path / "nowhere"))
+        run_main(tmp_path, "--train_dir", str(tmp_path / "nowhere"), *bundled)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="--train_dir '.*empty' contains no image files"):
-        run_main(tmp_path, "--train_dir", str(tmp_path / "empty"))
+        run_main(tmp_path, "--train_dir", str(tmp_path / "empty"), *bundled)
 
 
 def test_model_that_is_not_an_image_classifier(tmp_path, no_training):
@@ -150,23 +151,93 @@ def test_model_that_is_not_an_image_classifier(tmp_path, no_training):
         run_main(tmp_path, "--dataset", "digits", "--model_name_or_path", str(tmp_path / "bert"))
 
 
+def run_offline(tmp_path, *argv):
+    """The script in a subprocess, offline, with an empty Hugging Face cache (HF_HOME), from `tmp_path`."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"),
+               PYTHONPATH=str(REPO_ROOT))  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *argv], env=env, cwd=tmp_path, capture_output=True, text=True, check=False,
+        timeout=120,
+    )  # fmt: skip
+
+
 def test_unreachable_model_is_one_line_on_stderr(tmp_path):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))
     argv = ["--dataset", "digits", "--model_name_or_path", "no-such-org/no-such-model", "--output_dir", str(tmp_path)]
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), *argv], env=env, capture_output=True, text=True, check=False, timeout=120
-    )
+    result = run_offline(tmp_path, *argv)
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
     assert errors == [
-        (
-            "run_smile.py: error: Cannot load --model_name_or_path 'no-such-org/no-such-model': not a local folder "
-            "with a config.json, and the Hugging Face Hub cannot be reached or has no such model (offline?). Pass a "
-            "local checkpoint folder. [OSError]"
-        )
+        "run_smile.py: error: offline (HF_HUB_OFFLINE=1) and not in the local cache: download the model "
+        "no-such-org/no-such-model (`hf download no-such-org/no-such-model`) once online, or pass a local "
+        "--model_name_or_path folder."
     ], result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "results.json").exists()
+
+
+def test_headline_command_offline_names_what_to_download(tmp_path):
+    """`run_smile.py --dataset food101` with nothing cached: one line naming the default model and the dataset."""
+    result = run_offline(tmp_path, "--dataset", "food101")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if "error" in line.lower()] == [
+        "run_smile.py: error: offline (HF_HUB_OFFLINE=1) and not in the local cache: download the model "
+        "microsoft/resnet-50 (`hf download microsoft/resnet-50`) and the dataset ethz/food101 "
+        "(`hf download --repo-type dataset ethz/food101`) once online, or pass a local --model_name_or_path folder."
+    ], result.stderr
+    assert "Model: microsoft/resnet-50 (the default" in result.stderr  # logged
+    assert not (tmp_path / "runs").exists()  # nothing written before the check
+
+
+# ---- defaults that depend on other arguments ----------------------------------------------------------------------
+
+
+def test_default_model_and_output_dir():
+    for argv, model, output_dir in (
+        (["--dataset", "food101"], "microsoft/resnet-50", "runs/food101-smile-resnet-50"),
+        (["--dataset", "cub200", "--method", "finetune"], "microsoft/resnet-50", "runs/cub200-finetune-resnet-50"),
+        (["--train_dir", "data/my_birds/train/"], "microsoft/resnet-50", "runs/train-smile-resnet-50"),
+        (["--dataset", "digits"], run_smile.resolve_bundled(run_smile.BUNDLED_CHECKPOINT),
+         "runs/digits-smile-fmnist-resnet-tiny"),
+        (["--dataset", "food101", "--model_name_or_path", "google/vit-base-patch16-224"],
+         "google/vit-base-patch16-224", "runs/food101-smile-vit-base-patch16-224"),
+    ):  # fmt: skip
+        model_args, _, training_args = run_smile.parse_args(argv)
+        assert (model_args.model_name_or_path, training_args.output_dir) == (model, output_dir), argv
+    # explicit values win, including the transformers default's own name, on the command line and in files
+    _, _, training_args = run_smile.parse_args(["--dataset", "food101", "--output_dir", "trainer_output"])
+    assert training_args.output_dir == "trainer_output"
+    _, _, training_args = run_smile.parse_args(["--dataset", "food101", "--output_dir=elsewhere"])
+    assert training_args.output_dir == "elsewhere"
+    assert "microsoft/resnet-50 (the paper's backbone)" in " ".join(run_smile.build_parser().format_help().split())
+
+
+def test_report_to_tensorboard_only_when_installed(monkeypatch):
+    real_find_spec = run_smile.importlib.util.find_spec
+    for installed in (False, True):
+        monkeypatch.setattr(
+            run_smile.importlib.util, "find_spec",
+            lambda name, installed=installed: object() if name == "tensorboard" and installed else real_find_spec(name),
+        )  # fmt: skip
+        _, _, training_args = run_smile.parse_args(["--dataset", "food101"])
+        assert training_args.report_to == (["tensorboard"] if installed else [])
+        _, _, training_args = run_smile.parse_args(["--dataset", "food101", "--report_to", "none"])
+        assert training_args.report_to == []
+
+
+def test_dataloader_workers_follow_the_cpus_with_an_accelerator(monkeypatch):
+    monkeypatch.setattr(run_smile, "has_accelerator", lambda: True)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    _, _, args = run_smile.parse_args(["--dataset", "food101"])
+    run_smile.set_dataloader_defaults(args, set(), cpu_count=16)
+    assert (args.dataloader_num_workers, args.dataloader_persistent_workers, args.dataloader_pin_memory) == (
+        7, True, True,
+    )  # fmt: skip (16 cores / 2 processes, one left to the main process)
+    _, _, args = run_smile.parse_args(["--dataset", "food101", "--dataloader_num_workers", "3"])
+    run_smile.set_dataloader_defaults(args, {"dataloader_num_workers"}, cpu_count=16)
+    assert args.dataloader_num_workers == 3
+    monkeypatch.setattr(run_smile, "has_accelerator", lambda: False)
+    _, _, args = run_smile.parse_args(["--dataset", "food101"])
+    assert (args.dataloader_num_workers, args.dataloader_pin_memory) == (0, False)  # the CPU trains
 
 
 # ---- a tiny end-to-end run ----------------------------------------------------------------------------------------

@@ -35,12 +35,14 @@ from .prepare import (
 from .presets import (
     DATASET_PRESETS,
     DatasetPreset,
+    DataSource,
     build_digits,
     check_image_folder,
     get_preset,
     image_files,
     load_image_folders,
     load_preset,
+    resolved_revision,
 )
 from .transforms import (
     IMAGENET_MEAN,
@@ -74,7 +76,9 @@ __all__ = [
     "BatchTransform",
     "DataError",
     "one_line",
+    "DataSource",
     "DatasetPreset",
+    "resolved_revision",
     "ImageTransform",
     "TransformEpochCallback",
     "augmentation_generator",

@@ -10,6 +10,7 @@ Every problem is a [`DataError`], a one-line message that names what was expecte
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,7 @@ from datasets import Image as ImageFeature
 from PIL import UnidentifiedImageError
 
 from .errors import DataError
-from .presets import get_preset, load_image_folders, load_preset
+from .presets import DataSource, get_preset, load_image_folders, load_preset, resolved_revision
 from .transforms import INDEX_COLUMN, BatchTransform, ImageTransform, TransformConfig, decode_image, image_source
 
 logger = logging.getLogger(__name__)
@@ -219,6 +220,7 @@ class PreparedData:
         image_column (`str`), label_column (`str`): the columns used.
         description (`str`): where the data came from (for logs, results and model cards).
         transform_config (`TransformConfig`): the transforms [`set_transforms`] attached (None before).
+        source (`DataSource`): the dataset's name, Hub id, revision and splits, without local paths (model cards).
     """
 
     train: Dataset
@@ -228,6 +230,7 @@ class PreparedData:
     label_column: str
     description: str
     transform_config: TransformConfig | None = None
+    source: DataSource | None = None
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -276,15 +279,21 @@ def prepare_datasets(
         splits = load_preset(preset, cache_dir=cache_dir, token=token)
         image_column, label_column = image_column or preset.image_column, label_column or preset.label_column
         description = preset.hub_id or f"{preset.name} (built in)"
+        source = preset.source()
+        source.revision = resolved_revision(splits["train"], preset.revision)
     else:
         preset = None
         splits = load_image_folders(train_dir, validation_dir, cache_dir=cache_dir)
         image_column, label_column = image_column or "image", label_column or "label"
         description = train_dir
+        source = DataSource(name=os.path.basename(os.path.normpath(train_dir)), local=True, official_split=False)
+        source.eval_split = "validation" if validation_dir else "train"
+        source.eval_split_role = "a separate image folder" if validation_dir else ""
     for name, split in splits.items():
         check_columns(split, image_column, label_column, name)
     if "validation" not in splits:
         splits = split_off_validation(splits["train"], train_val_split, seed, label_column)
+        source.eval_split_role = f"{train_val_split:.0%} held out of the training data (seed {seed})"
     splits, label_names = encode_labels(splits, label_column)
     if preset is not None and len(label_names) != preset.num_labels:
         logger.warning(
@@ -312,6 +321,7 @@ def prepare_datasets(
         image_column,
         label_column,
         description,
+        source=source,
     )
 
 

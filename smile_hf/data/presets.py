@@ -5,6 +5,7 @@ offline `digits` builder) and their loading from the Hub, and `--train_dir` / `-
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,6 +19,45 @@ from .errors import DataError, one_line
 # ---------------------------------------------------------------------------------------------------------------------
 # Dataset presets
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataSource:
+    """Where a run's data came from, as written into the results and the model card: never a local path.
+
+    Attributes:
+        name (`str`): readable name (a preset's title, or the folder name of local images).
+        hub_id (`str`, *optional*): the Hub dataset id; `None` for local or built-in data.
+        config (`str`, *optional*), revision (`str`, *optional*): the Hub configuration and revision loaded
+            (the revision is the resolved commit when `datasets` reports it, else the one asked for; `None`: latest).
+        train_split (`str`), eval_split (`str`): the splits trained and evaluated on, as named by the source.
+        eval_split_role (`str`): what the eval split is (e.g. "the official test split", "15% held out of train").
+        official_split (`bool`): whether the split is the benchmark's official one.
+        local (`bool`): local files (`--train_dir`), not on the Hub.
+        notes (`str`): anything else the reader must know.
+    """
+
+    name: str
+    hub_id: str | None = None
+    config: str | None = None
+    revision: str | None = None
+    train_split: str = "train"
+    eval_split: str = "validation"
+    eval_split_role: str = ""
+    official_split: bool = True
+    local: bool = False
+    notes: str = ""
+
+
+def resolved_revision(dataset: Dataset, asked: str | None = None) -> str | None:
+    """The commit of the Hub repository `dataset` was read from, when `datasets` recorded the files' URLs with it
+    (`hf://datasets/<id>@<sha>/...`), else `asked`."""
+    info = getattr(dataset, "info", None)
+    for url in (getattr(info, "download_checksums", None) or {}):
+        match = re.search(r"@([0-9a-f]{40})/", str(url))
+        if match:
+            return match.group(1)
+    return asked
 
 
 @dataclass(frozen=True)
@@ -37,6 +77,10 @@ class DatasetPreset:
         revision (`str`, *optional*): branch, tag or commit of the Hub repository.
         homepage (`str`): where the original dataset is described.
         notes (`str`): what differs from the benchmark's usual protocol, if anything.
+        title (`str`): the dataset's readable name (model cards, results).
+        eval_split_role (`str`): what the eval split is in the benchmark's protocol (e.g. Food-101's Hub
+            `validation` split is the official test split).
+        official_split (`bool`): whether the train / eval split is the benchmark's official one.
         builder (`Callable`, *optional*): builds the dataset locally (offline datasets); gets the preset.
     """
 
@@ -52,7 +96,18 @@ class DatasetPreset:
     revision: str | None = None
     homepage: str = ""
     notes: str = ""
+    title: str = ""
+    eval_split_role: str = "the official test split"
+    official_split: bool = True
     builder: Callable[[DatasetPreset], DatasetDict] | None = field(default=None, compare=False, repr=False)
+
+    def source(self) -> DataSource:
+        """What a model card and the results say about this preset's data."""
+        return DataSource(
+            name=self.title or self.name, hub_id=self.hub_id, config=self.config_name, revision=self.revision,
+            train_split=self.train_split, eval_split=self.eval_split, eval_split_role=self.eval_split_role,
+            official_split=self.official_split, notes=self.notes,
+        )  # fmt: skip
 
     def split_names(self) -> set[str]:
         """Every split name the preset uses."""
@@ -88,55 +143,58 @@ DATASET_PRESETS: dict[str, DatasetPreset] = {
     for preset in (
         DatasetPreset(
             "food101", "ethz/food101", "train", "validation", 101,
-            homepage="https://data.vision.ee.ethz.ch/cvl/datasets_extra/food-101/",
+            title="Food-101", homepage="https://data.vision.ee.ethz.ch/cvl/datasets_extra/food-101/",
+            eval_split_role="the official test split (250 images per class), named 'validation' on the Hub",
             notes="The Hub's 'validation' split is the official test split (250 images per class).",
         ),
         DatasetPreset(
             "cub200", "Donghyun99/CUB-200-2011", "train", "test", 200,
-            homepage="https://www.vision.caltech.edu/datasets/cub_200_2011/",
+            title="CUB-200-2011", homepage="https://www.vision.caltech.edu/datasets/cub_200_2011/",
             notes="Official train / test split (5994 / 5794 images).",
         ),
         DatasetPreset(
             "stanford_cars", "tanganke/stanford_cars", "train", "test", 196,
-            homepage="https://ai.stanford.edu/~jkrause/cars/car_dataset.html",
+            title="Stanford Cars", homepage="https://ai.stanford.edu/~jkrause/cars/car_dataset.html",
             notes="Official train / test split (8144 / 8041 images).",
         ),
         DatasetPreset(
             "fgvc_aircraft", "HuggingFaceM4/FGVC-Aircraft", "train+validation", "test", 100,
             label_column="variant",
-            homepage="https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/",
+            title="FGVC-Aircraft", homepage="https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/",
             notes="Variant level (100 classes); trains on trainval, evaluates on test, as the reference.",
         ),
         DatasetPreset(
             "mit_indoor67", "keremberke/indoor-scene-classification", "train", "test", 67,
             label_column="labels", data_dir="full", revision="refs/convert/parquet",
-            homepage="https://web.mit.edu/torralba/www/indoor.html",
+            title="MIT Indoor-67", homepage="https://web.mit.edu/torralba/www/indoor.html",
+            official_split=False, eval_split_role="Roboflow's test split (not the official one)",
             notes="Roboflow's 70/20/10 split, not the official 80/20 one; read from the Hub's Parquet conversion.",
         ),
         DatasetPreset(
             "flowers102", "dpdl-benchmark/oxford_flowers102", "train+validation", "test", 102,
-            homepage="https://www.robots.ox.ac.uk/~vgg/data/flowers/102/",
+            title="Oxford Flowers-102", homepage="https://www.robots.ox.ac.uk/~vgg/data/flowers/102/",
             notes="Official splits: trains on train + validation (2040 images), evaluates on test (6149).",
         ),
         DatasetPreset(
             "oxford_pets", "timm/oxford-iiit-pet", "train", "test", 37,
-            homepage="https://www.robots.ox.ac.uk/~vgg/data/pets/",
+            title="Oxford-IIIT Pet", homepage="https://www.robots.ox.ac.uk/~vgg/data/pets/",
             notes="Official trainval / test split (3680 / 3669 images), breed labels.",
         ),
         DatasetPreset(
             "cifar100", "uoft-cs/cifar100", "train", "test", 100,
             image_column="img", label_column="fine_label",
-            homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+            title="CIFAR-100", homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
             notes="Fine labels (100 classes), 32 x 32 images upsampled by the transforms.",
         ),
         DatasetPreset(
             "dtd", "tanganke/dtd", "train", "test", 47,
-            homepage="https://www.robots.ox.ac.uk/~vgg/data/dtd/",
+            title="Describable Textures (DTD)", homepage="https://www.robots.ox.ac.uk/~vgg/data/dtd/",
             notes="Split 1: train + val (3760 images) / test (1880).",
         ),
         DatasetPreset(
             "digits", None, "train", "test", 10,
-            homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html#digits-dataset",
+            title="scikit-learn digits", homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html#digits-dataset",
+            eval_split_role="a fixed stratified half of the data (seed 0)",
             notes="Offline: scikit-learn's digits, fixed stratified 50/50 split; the demo trains few-shot.",
             builder=build_digits,
         ),
