@@ -12,7 +12,7 @@ from torch import nn
 from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
 from transformers.utils import logging
 
-from .backbones import BackboneAdapter
+from .backbones import SOURCE_HEAD_NAME, BackboneAdapter
 
 logger = logging.get_logger(__name__)
 
@@ -56,6 +56,35 @@ def load_student(
     )
     reset_head(model)
     return model
+
+
+def load_student_with_classes_of(name_or_path: str, train_dataset, init_kwargs: dict) -> PreTrainedModel:
+    """The student of checkpoint `name_or_path` (see [`load_student`]), its classes from `init_kwargs` (`num_labels`,
+    `id2label`), else from the training set's `ClassLabel` column; the other `init_kwargs` go to `from_pretrained`."""
+    kwargs = dict(init_kwargs)
+    id2label = kwargs.pop("id2label", None)
+    num_labels = kwargs.pop("num_labels", None)
+    kwargs.pop("label2id", None)
+    if id2label is None:
+        names = label_names_from_dataset(train_dataset)
+        id2label = dict(enumerate(names)) if names else None
+    id2label = {int(k): v for k, v in id2label.items()} if id2label else None
+    num_labels = num_labels or (len(id2label) if id2label else None)
+    if num_labels is None:
+        raise ValueError(
+            f"SmileTrainer cannot tell how many classes the new head of '{name_or_path}' needs: the training set "
+            "has no `ClassLabel` label column. Pass `model_init_kwargs={'num_labels': N}` (and `id2label`) in "
+            "SmileTrainingArguments, or a loaded model."
+        )
+    return load_student(name_or_path, num_labels, id2label=id2label, **kwargs)
+
+
+def attach_source_head(model: PreTrainedModel, head: nn.Module) -> None:
+    """Attach a trainable copy of the source head to the student (`smile_source_head`), so that the optimizer, DDP
+    and checkpoints see it, and leave it out of every saved model (`_keys_to_ignore_on_save`)."""
+    model.add_module(SOURCE_HEAD_NAME, head)
+    hidden = {f"{SOURCE_HEAD_NAME}.{name}" for name in head.state_dict()}
+    model._keys_to_ignore_on_save = set(model._keys_to_ignore_on_save or ()) | hidden
 
 
 def reset_head(model: nn.Module) -> None:

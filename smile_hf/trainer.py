@@ -34,12 +34,13 @@ from .metrics import as_compute_metrics
 from .mixing import Mix
 from .model_card import model_card_from_trainer
 from .modeling import (
+    attach_source_head,
     check_teacher_matches,
     fill_label_names,
     label_names_from_dataset,
     load_image_processor,
     load_source_model,
-    load_student,
+    load_student_with_classes_of,
     loading_kwargs,
 )
 from .sharding import check_resume, check_sharding
@@ -107,7 +108,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         self.method = build_method(args)
         init_kwargs = dict(args.model_init_kwargs or {})
         if isinstance(model, str):
-            model = self._load_student(model, train_dataset, init_kwargs)
+            model = load_student_with_classes_of(model, train_dataset, init_kwargs)
         model = wrap_student(model, peft_config)
         self.adapter = BackboneAdapter(model)
         source_model = self._source_model(model, teacher_model, loading_kwargs(init_kwargs))
@@ -143,26 +144,6 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         self._method_ready = False
 
     # ---- models -----------------------------------------------------------------------------------------------
-
-    def _load_student(self, name_or_path: str, train_dataset, init_kwargs: dict) -> PreTrainedModel:
-        """The checkpoint with a new head: classes from `init_kwargs` (`num_labels`, `id2label`), else from the
-        training set's `ClassLabel` column."""
-        kwargs = dict(init_kwargs)
-        id2label = kwargs.pop("id2label", None)
-        num_labels = kwargs.pop("num_labels", None)
-        kwargs.pop("label2id", None)
-        if id2label is None:
-            names = label_names_from_dataset(train_dataset)
-            id2label = dict(enumerate(names)) if names else None
-        id2label = {int(k): v for k, v in id2label.items()} if id2label else None
-        num_labels = num_labels or (len(id2label) if id2label else None)
-        if num_labels is None:
-            raise ValueError(
-                f"SmileTrainer cannot tell how many classes the new head of '{name_or_path}' needs: the training set "
-                "has no `ClassLabel` label column. Pass `model_init_kwargs={'num_labels': N}` (and `id2label`) in "
-                "SmileTrainingArguments, or a loaded model."
-            )
-        return load_student(name_or_path, num_labels, id2label=id2label, **kwargs)
 
     def _source_model(self, model: nn.Module, teacher_model, load_kwargs: dict) -> nn.Module | None:
         """The pre-trained model with its original head, when the method needs it."""
@@ -436,11 +417,3 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         )
         os.makedirs(self.args.output_dir, exist_ok=True)
         card.save(path)
-
-
-def attach_source_head(model: PreTrainedModel, head: nn.Module) -> None:
-    """Attach a trainable copy of the source head to the student (`smile_source_head`), so that the optimizer, DDP
-    and checkpoints see it, and leave it out of every saved model (`_keys_to_ignore_on_save`)."""
-    model.add_module(SOURCE_HEAD_NAME, head)
-    hidden = {f"{SOURCE_HEAD_NAME}.{name}" for name in head.state_dict()}
-    model._keys_to_ignore_on_save = set(model._keys_to_ignore_on_save or ()) | hidden
