@@ -135,8 +135,8 @@ class DataTrainingArguments:
     corrupt_images: str = field(
         default="error",
         metadata={
-            "help": "Undecodable images: 'error' stops at the first one and names it; 'skip' drops them all "
-            "(after a scan) and logs their indices.",
+            "help": "Undecodable images: 'error' scans the validation split before training (and stops at the first "
+            "undecodable training image), naming the files; 'skip' drops them all (after a scan) and logs them.",
             "choices": list(CORRUPT_IMAGE_POLICIES),
         },
     )
