@@ -264,7 +264,10 @@ def interleaved_step_times(steppers: dict[str, SteppedTrainer], rounds: int, war
 
 class PeakTensorMemory(TorchDispatchMode):
     """Tracks the bytes of the tensor storages created while active (outputs of every op, forward and backward),
-    and their peak. A storage counts from its creation until it is freed."""
+    and their peak. A storage counts from its creation until it is freed. An output that shares the storage of one
+    of the op's inputs (a view such as the `t()` of a weight in `linear`, or an in-place op such as the optimizer's
+    `add_` on a parameter) allocates nothing and is not counted: counting it would add the parameters (and momentum
+    buffers) the step touches to its peak, although they are already in the memory held between steps."""
 
     def __init__(self):
         super().__init__()
@@ -277,11 +280,16 @@ class PeakTensorMemory(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        inputs = {
+            t.untyped_storage().data_ptr()
+            for t in tree_flatten((args, kwargs))[0]
+            if isinstance(t, torch.Tensor) and t.device.type != "meta"
+        }
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor) and t.device.type != "meta":
                 storage = t.untyped_storage()
                 key = (storage.data_ptr(), id(storage))
-                if storage.data_ptr() == 0 or key in self.live:
+                if storage.data_ptr() == 0 or storage.data_ptr() in inputs or key in self.live:
                     continue
                 self.live[key] = storage.nbytes()
                 self.current += storage.nbytes()

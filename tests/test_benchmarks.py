@@ -42,6 +42,23 @@ def test_speed_smoke(tmp_path):
     assert "SMILE step / fine-tuning step" in md.read_text()
 
 
+def test_step_memory_tracker_counts_allocations_only():
+    import torch
+
+    from benchmarks.speed import PeakTensorMemory
+
+    weight = torch.nn.Parameter(torch.randn(256, 256))  # 256 KiB, held before the step
+    x = torch.randn(4, 256)
+    with PeakTensorMemory() as tracker:
+        torch.nn.functional.linear(x, weight).sum().backward()  # `t()` of the weight is a view, not an allocation
+        with torch.no_grad():
+            weight.add_(weight.grad, alpha=-0.1)  # in place: nothing allocated
+    nbytes = weight.numel() * 4
+    # the gradient and a few small tensors (the output: 4 KiB); the weight itself is not counted (it was: 2x)
+    assert nbytes <= tracker.peak <= nbytes + 8 * 1024
+    assert tracker.current == nbytes  # .grad is alive, the rest freed
+
+
 @pytest.mark.skipif(not os.path.isfile(os.path.join(CHECKPOINT, "config.json")), reason="no bundled checkpoint")
 def test_accuracy_smoke(tmp_path):
     out, md, png = tmp_path / "accuracy.json", tmp_path / "accuracy.md", tmp_path / "accuracy.png"
