@@ -26,6 +26,13 @@ Outputs a markdown report (stdout and `--markdown`) and the raw numbers as JSON 
 
     python -m benchmarks.speed                                  # all three models, ~10 minutes on 2 CPU cores
     python -m benchmarks.speed --models small-cnn --rounds 10   # quick look
+    python -m benchmarks.speed --lora                           # only the LoRA section -> results/lora.{json,md}
+
+With `--lora` it measures instead what SMILE costs with LoRA (`SmileTrainer(..., peft_config=LoraConfig(...))`,
+the teacher an EMA adapter on the student's frozen base) against LoRA fine-tuning, and against full training (every
+weight trained, the SMILE teacher a full copy), on a tiny CNN, a tiny ViT and a ViT-B/16-shaped model (at 64 and 224
+px): peak memory of one step (as in 4.) and step times interleaved in rounds (as in 1.), as ratios to LoRA
+fine-tuning (~8 minutes on 2 shared CPU cores, most of it the 224 px ViT-B).
 """
 
 from __future__ import annotations
@@ -197,15 +204,16 @@ def synchronize(device: str) -> None:
 class SteppedTrainer:
     """A `SmileTrainer` advanced one optimizer step at a time, with the work `Trainer.train` does per step."""
 
-    def __init__(self, method: str, spec: ModelSpec, source: nn.Module, student: nn.Module, batch, opts):
+    def __init__(self, method: str, spec: ModelSpec, source: nn.Module, student: nn.Module, batch, opts, peft_config=None):
         self.max_steps = 10**7
         args = training_arguments(method, opts, spec.batch_size, self.max_steps)
         dataset = random_dataset(spec, spec.batch_size * 2, seed=1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             trainer = SmileTrainer(
-                model=copy.deepcopy(student), args=args, teacher_model=copy.deepcopy(source), train_dataset=dataset
-            )
+                model=copy.deepcopy(student), args=args, teacher_model=copy.deepcopy(source), train_dataset=dataset,
+                peft_config=peft_config,
+            )  # fmt: skip
         trainer.create_optimizer_and_scheduler(num_training_steps=self.max_steps)
         trainer.state.max_steps = self.max_steps
         trainer.current_gradient_accumulation_steps = 1
@@ -232,12 +240,19 @@ class SteppedTrainer:
         """Tensors held between steps: the student's (aux head included), the teacher's, the optimizer state and
         the method's state (e.g. L2-SP's starting point)."""
         tensors = list(self.trainer.model.parameters()) + list(self.trainer.model.buffers())
-        if self.trainer.teacher is not None:
-            tensors += list(self.trainer.teacher.model.parameters()) + list(self.trainer.teacher.model.buffers())
+        tensors += self.teacher_storages()
         for state in self.trainer.optimizer.state.values():
             tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
         tensors += list(self.trainer.method.state_dict().values())
         return tensors
+
+    def teacher_storages(self) -> list[torch.Tensor]:
+        """The teacher's tensors: its model's parameters and buffers, and its state (for a LoRA teacher, which shares
+        the student's base: its adapter in the shared model, its source head and its copy of the base's buffers)."""
+        teacher = self.trainer.teacher
+        if teacher is None:
+            return []
+        return list(teacher.model.parameters()) + list(teacher.model.buffers()) + list(teacher.state_dict().values())
 
 
 def interleaved_step_times(steppers: dict[str, SteppedTrainer], rounds: int, warmup: int, seed: int = 0):
@@ -264,7 +279,10 @@ def interleaved_step_times(steppers: dict[str, SteppedTrainer], rounds: int, war
 
 class PeakTensorMemory(TorchDispatchMode):
     """Tracks the bytes of the tensor storages created while active (outputs of every op, forward and backward),
-    and their peak. A storage counts from its creation until it is freed."""
+    and their peak. A storage counts from its creation until it is freed. An output that shares the storage of one
+    of the op's inputs (a view such as the `t()` of a weight in `linear`, or an in-place op such as the optimizer's
+    `add_` on a parameter) allocates nothing and is not counted: counting it would add the parameters (and momentum
+    buffers) the step touches to its peak, although they are already in the memory held between steps."""
 
     def __init__(self):
         super().__init__()
@@ -277,11 +295,16 @@ class PeakTensorMemory(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        inputs = {
+            t.untyped_storage().data_ptr()
+            for t in tree_flatten((args, kwargs))[0]
+            if isinstance(t, torch.Tensor) and t.device.type != "meta"
+        }
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor) and t.device.type != "meta":
                 storage = t.untyped_storage()
                 key = (storage.data_ptr(), id(storage))
-                if storage.data_ptr() == 0 or key in self.live:
+                if storage.data_ptr() == 0 or storage.data_ptr() in inputs or key in self.live:
                     continue
                 self.live[key] = storage.nbytes()
                 self.current += storage.nbytes()
@@ -554,6 +577,230 @@ def benchmark_model(spec: ModelSpec, methods: list[str], opts) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# LoRA: what the shared-base teacher costs (`--lora`)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoraModelSpec:
+    name: str
+    description: str
+    config: callable
+    image_size: int
+    batch_size: int
+    rounds: int  # interleaved rounds of the step-time comparison (after warm-up)
+    target_modules: tuple[str, ...]  # the LoRA layers
+    rank: int
+
+
+def vit_b_config(num_labels: int, image_size: int) -> transformers.ViTConfig:
+    return transformers.ViTConfig(
+        image_size=image_size, patch_size=16, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+        intermediate_size=3072, num_labels=num_labels,
+    )  # fmt: skip
+
+
+LORA_MODELS = {
+    "tiny-cnn": LoraModelSpec(
+        "tiny-cnn", "ResNet, 3 basic stages 16/32/64 (the bundled checkpoint's architecture), 32x32; LoRA r=4 on "
+        "every convolution", small_cnn_config, 32, 32, 20, ("convolution",), 4,
+    ),
+    "tiny-vit": LoraModelSpec(
+        "tiny-vit", "ViT, 64 wide, 4 layers, 4 heads, patch 8, 32x32; LoRA r=8 on q_proj, v_proj",
+        lambda n: transformers.ViTConfig(
+            image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+            intermediate_size=256, num_labels=n,
+        ),
+        32, 16, 20, ("q_proj", "v_proj"), 8,
+    ),
+    "vit-b-64": LoraModelSpec(
+        "vit-b-64", "ViT-B/16 (768 wide, 12 layers, 12 heads; google/vit-base-patch16-224's shape, random weights) "
+        "at 64x64 (17 tokens); LoRA r=16 on q_proj, v_proj", lambda n: vit_b_config(n, 64), 64, 8, 10,
+        ("q_proj", "v_proj"), 16,
+    ),
+    "vit-b-224": LoraModelSpec(
+        "vit-b-224", "the same ViT-B/16 at 224x224 (197 tokens); LoRA r=16 on q_proj, v_proj",
+        lambda n: vit_b_config(n, 224), 224, 4, 4, ("q_proj", "v_proj"), 16,
+    ),
+}  # fmt: skip
+
+LORA_MODES = {  # mode -> (method, LoRA?)
+    "lora-finetune": ("finetune", True),
+    "lora-smile": ("smile", True),
+    "full-finetune": ("finetune", False),
+    "full-smile": ("smile", False),
+}
+TARGET_LORA_MEMORY_RATIO = 1.10
+
+
+def lora_config(spec: LoraModelSpec):
+    from peft import LoraConfig
+
+    return LoraConfig(r=spec.rank, lora_alpha=spec.rank, target_modules=list(spec.target_modules))
+
+
+def benchmark_lora_model(spec: LoraModelSpec, opts) -> dict:
+    """SMILE and fine-tuning, each with LoRA adapters (the SMILE teacher an EMA adapter on the shared frozen base)
+    and in full (every weight trained; the SMILE teacher a full copy): step times interleaved in rounds (ratios to
+    LoRA fine-tuning's step of the same round), held and peak memory of one step, teacher size, one EMA update."""
+    rounds = opts.rounds or spec.rounds
+    source, student = build_models(spec)
+    g = torch.Generator().manual_seed(0)
+    batch = {
+        "pixel_values": torch.randn(spec.batch_size, 3, spec.image_size, spec.image_size, generator=g).to(opts.device),
+        "labels": torch.randint(0, NUM_TARGET_LABELS, (spec.batch_size,), generator=g).to(opts.device),
+    }
+    result = {
+        "description": spec.description,
+        "image_size": spec.image_size,
+        "batch_size": spec.batch_size,
+        "lora": {"r": spec.rank, "lora_alpha": spec.rank, "target_modules": list(spec.target_modules)},
+        "parameters_m": sum(p.numel() for p in student.parameters()) / 1e6,
+        "rounds": rounds,
+    }
+    log(f"[lora {spec.name}] {spec.description}, batch {spec.batch_size}: building {len(LORA_MODES)} trainers")
+    steppers = {
+        mode: SteppedTrainer(method, spec, source, student, batch, opts, lora_config(spec) if lora else None)
+        for mode, (method, lora) in LORA_MODES.items()
+    }
+    del source, student
+    gc.collect()
+    result["trainable_parameters_m"] = {
+        mode: sum(p.numel() for p in st.trainer.model.parameters() if p.requires_grad) / 1e6 for mode, st in steppers.items()
+    }
+    result["teacher_mib"] = {
+        mode: storage_bytes(st.teacher_storages()) / 2**20 for mode, st in steppers.items() if st.trainer.teacher
+    }
+
+    log(f"[lora {spec.name}] step times, {rounds} interleaved rounds")
+    times = interleaved_step_times(steppers, rounds, warmup=3)
+    base = times["lora-finetune"]
+    result["step_ms"] = {m: quantiles([1e3 * t for t in ts]) for m, ts in times.items()}
+    result["ratio"] = {m: quantiles([t / b for t, b in zip(ts, base)]) for m, ts in times.items()}
+    result["ratio_of_means"] = {m: float(np.mean(ts) / np.mean(base)) for m, ts in times.items()}
+    smile_steps = zip(times["lora-smile"], times["full-smile"])
+    result["lora_smile_over_full_smile_time"] = quantiles([t / f for t, f in smile_steps])
+
+    log(f"[lora {spec.name}] EMA update")
+    result["ema_update_ms"] = {}
+    for mode in ("lora-smile", "full-smile"):
+        trainer = steppers[mode].trainer
+        student_model = unwrap_model(trainer.model)
+        ema_times = []
+        for i in range(15):
+            synchronize(opts.device)
+            start = time.perf_counter()
+            trainer.teacher.update(student_model)
+            synchronize(opts.device)
+            if i >= 5:
+                ema_times.append(1e3 * (time.perf_counter() - start))
+        result["ema_update_ms"][mode] = quantiles(ema_times)
+
+    log(f"[lora {spec.name}] peak memory")
+    memory = result["memory"] = {m: peak_step_memory(st) for m, st in steppers.items()}
+    result["memory_ratio"] = {
+        "lora-smile / lora-finetune": memory["lora-smile"]["peak_mib"] / memory["lora-finetune"]["peak_mib"],
+        "lora-smile / full-smile": memory["lora-smile"]["peak_mib"] / memory["full-smile"]["peak_mib"],
+        "lora-finetune / full-finetune": memory["lora-finetune"]["peak_mib"] / memory["full-finetune"]["peak_mib"],
+        "full-smile / full-finetune": memory["full-smile"]["peak_mib"] / memory["full-finetune"]["peak_mib"],
+    }
+    del steppers
+    gc.collect()
+    return result
+
+
+def lora_report(payload: dict) -> str:
+    models = payload["models"]
+    names = list(models)
+    env = payload["environment"]
+    lines = [
+        "## SMILE with LoRA: what the shared-base teacher costs",
+        "",
+        f"Device: {payload['settings']['device']}"
+        + (f" ({env['cuda']})" if env.get("cuda") else f", {env['torch_threads']} torch thread(s), {env['cpu_count']} cores")
+        + f"; torch {env['torch']}, transformers {env['transformers']}, peft {env.get('peft')}; precision: "
+        + ("bf16 autocast" if payload["settings"]["bf16"] else "fp32")
+        + ". Random weights from configs; same batch and optimiser (SGD Nesterov) for every mode.",
+        "",
+        "Modes: `lora-*` train LoRA adapters and the new head (`SmileTrainer(..., peft_config=LoraConfig(...))`); the "
+        "LoRA SMILE teacher is a second adapter on the student's frozen base (an EMA of the student's adapter). "
+        "`full-*` train every weight; the full SMILE teacher is a full copy of the model. Peak memory: "
+        + (
+            "the CUDA allocator's peak over one step."
+            if payload["settings"]["device"].startswith("cuda")
+            else "what is held between steps (parameters, buffers, optimizer state, teacher, method state) plus the "
+            "peak of the tensors allocated during one step (a dispatch-mode tracker of live storages)."
+        )
+        + " Step times: interleaved rounds, one step of every mode per round in a shuffled order, each divided by "
+        "LoRA fine-tuning's step of the same round (median [quartiles]); EMA updates (every 10 steps) included.",
+        "",
+    ]
+    header = [""] + [f"{n} ({models[n]['parameters_m']:.2f}M params, {models[n]['image_size']}px, batch "
+                     f"{models[n]['batch_size']})" for n in names]  # fmt: skip
+    rows = []
+    ratio = "lora-smile / lora-finetune"
+    rows.append(
+        [f"**peak memory, SMILE-LoRA / FT-LoRA** (target ≤ {TARGET_LORA_MEMORY_RATIO:.2f})"]
+        + [
+            f"**{models[n]['memory_ratio'][ratio]:.3f}** "
+            f"{'✓' if models[n]['memory_ratio'][ratio] <= TARGET_LORA_MEMORY_RATIO else '✗'}"
+            for n in names
+        ]
+    )
+    rows.append(["peak memory, SMILE-LoRA / full SMILE"] + [f"{models[n]['memory_ratio']['lora-smile / full-smile']:.3f}" for n in names])
+    rows.append(["peak memory, full SMILE / full FT"] + [f"{models[n]['memory_ratio']['full-smile / full-finetune']:.3f}" for n in names])
+    rows.append(["peak memory, FT-LoRA / full FT"] + [f"{models[n]['memory_ratio']['lora-finetune / full-finetune']:.3f}" for n in names])
+    rows.append(["**step time, SMILE-LoRA / FT-LoRA**"] + [f"**{fmt_q(models[n]['ratio']['lora-smile'])}**" for n in names])
+    rows.append(["step time, SMILE-LoRA / full SMILE"] + [fmt_q(models[n]["lora_smile_over_full_smile_time"]) for n in names])
+    for mode in LORA_MODES:
+        rows.append([f"{mode}: peak MiB = held + step peak"] + [
+            f"{models[n]['memory'][mode]['peak_mib']:.1f} = {models[n]['memory'][mode]['held_mib']:.1f} + "
+            f"{models[n]['memory'][mode]['step_peak_mib']:.1f}" for n in names
+        ])  # fmt: skip
+    for mode in ("lora-smile", "full-smile"):
+        rows.append([f"{mode}: teacher MiB (its own tensors)"] + [f"{models[n]['teacher_mib'][mode]:.2f}" for n in names])
+    for mode in LORA_MODES:
+        rows.append([f"{mode}: trainable parameters (M)"] + [f"{models[n]['trainable_parameters_m'][mode]:.3f}" for n in names])
+    for mode in LORA_MODES:
+        rows.append([f"{mode}: step time / FT-LoRA"] + [fmt_q(models[n]["ratio"][mode]) for n in names])
+    rows.append(["FT-LoRA step (ms)"] + [f"{models[n]['step_ms']['lora-finetune']['median']:.1f}" for n in names])
+    for mode in ("lora-smile", "full-smile"):
+        rows.append([f"one EMA update, {mode} (ms)"] + [f"{models[n]['ema_update_ms'][mode]['median']:.2f}" for n in names])
+    lines += [markdown_table(header, rows), ""]
+    lines += ["Models: " + "; ".join(f"{n}: {models[n]['description']}" for n in names) + ".", ""]
+    lines += [f"Command: `{payload['settings']['command']}` ({payload['settings'].get('wall_seconds', '?')} s).", ""]
+    return "\n".join(lines)
+
+
+def lora_main(opts, argv) -> dict:
+    import peft
+
+    names = opts.models.split(",") if opts.models else list(LORA_MODELS)
+    unknown = [n for n in names if n not in LORA_MODELS]
+    if unknown:
+        raise SystemExit(f"Unknown LoRA model(s) {unknown}; known: {', '.join(LORA_MODELS)}.")
+    env = environment()
+    env["peft"] = peft.__version__
+    payload = {
+        "environment": env,
+        "settings": {
+            "section": "lora",
+            "device": opts.device,
+            "bf16": opts.bf16,
+            "modes": list(LORA_MODES),
+            "command": " ".join(["python", "-m", "benchmarks.speed", *(argv if argv is not None else sys.argv[1:])]),
+            "targets": {"lora_smile_over_lora_finetune_memory_max": TARGET_LORA_MEMORY_RATIO},
+        },
+        "models": {},
+    }
+    started = time.time()
+    for name in names:
+        payload["models"][name] = benchmark_lora_model(LORA_MODELS[name], opts)
+    payload["settings"]["wall_seconds"] = round(time.time() - started, 1)
+    return payload
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -675,7 +922,10 @@ def log(message: str) -> None:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
+    parser.add_argument("--lora", action="store_true", help="run only the LoRA section (SMILE-LoRA against "
+                        "FT-LoRA and full training) -> results/lora.{json,md}")  # fmt: skip
+    parser.add_argument("--models", default=None, help=f"comma-separated, from {', '.join(MODELS)} (default: all); "
+                        f"with --lora from {', '.join(LORA_MODELS)} (default: all)")  # fmt: skip
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods (finetune is always in)")
     parser.add_argument("--memory_methods", default="finetune,smile", help="methods whose peak memory is measured")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default: per model)")
@@ -684,10 +934,17 @@ def parse_args(argv=None):
                         "steadier timings on a shared machine)")  # fmt: skip
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (student and teacher)")
-    parser.add_argument("--output", default=os.path.join(RESULTS_DIR, "speed.json"))
-    parser.add_argument("--markdown", default=os.path.join(RESULTS_DIR, "speed.md"))
+    parser.add_argument("--output", default=None, help="JSON results (default: results/speed.json, with --lora "
+                        "results/lora.json)")  # fmt: skip
+    parser.add_argument("--markdown", default=None, help="markdown report (default: results/speed.md, with --lora "
+                        "results/lora.md)")  # fmt: skip
     parser.add_argument("--report_only", action="store_true", help="measure nothing: print the report of --output")
     opts = parser.parse_args(argv)
+    stem = "lora" if opts.lora else "speed"
+    if opts.output is None:
+        opts.output = os.path.join(RESULTS_DIR, f"{stem}.json")
+    if opts.markdown is None:
+        opts.markdown = os.path.join(RESULTS_DIR, f"{stem}.md")
     opts.memory_methods = [m.strip() for m in opts.memory_methods.split(",") if m.strip()]
     return opts
 
@@ -697,7 +954,7 @@ def main(argv=None) -> dict:
     if opts.report_only:
         with open(opts.output, encoding="utf-8") as f:
             payload = json.load(f)
-        text = report(payload)
+        text = (lora_report if payload["settings"].get("section") == "lora" else report)(payload)
         print(text)
         if opts.markdown:
             write_text(opts.markdown, text)
@@ -705,6 +962,16 @@ def main(argv=None) -> dict:
     if opts.device == "cpu":
         torch.set_num_threads(opts.threads)
     transformers.logging.set_verbosity_error()
+    if opts.lora:
+        payload = lora_main(opts, argv)
+        text = lora_report(payload)
+        print(text)
+        if opts.output:
+            write_json(opts.output, payload)
+        if opts.markdown:
+            write_text(opts.markdown, text)
+        return payload
+    opts.models = opts.models or ",".join(MODELS)
     unknown = [m for m in opts.models.split(",") if m not in MODELS]
     if unknown:
         raise SystemExit(f"Unknown model(s) {unknown}; known: {', '.join(MODELS)}.")

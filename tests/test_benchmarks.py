@@ -42,6 +42,52 @@ def test_speed_smoke(tmp_path):
     assert "SMILE step / fine-tuning step" in md.read_text()
 
 
+def test_step_memory_tracker_counts_allocations_only():
+    import torch
+
+    from benchmarks.speed import PeakTensorMemory
+
+    weight = torch.nn.Parameter(torch.randn(256, 256))  # 256 KiB, held before the step
+    x = torch.randn(4, 256)
+    with PeakTensorMemory() as tracker:
+        torch.nn.functional.linear(x, weight).sum().backward()  # `t()` of the weight is a view, not an allocation
+        with torch.no_grad():
+            weight.add_(weight.grad, alpha=-0.1)  # in place: nothing allocated
+    nbytes = weight.numel() * 4
+    # the gradient and a few small tensors (the output: 4 KiB); the weight itself is not counted (it was: 2x)
+    assert nbytes <= tracker.peak <= nbytes + 8 * 1024
+    assert tracker.current == nbytes  # .grad is alive, the rest freed
+
+
+def test_speed_lora_smoke(tmp_path):
+    pytest.importorskip("peft", reason="the LoRA section needs the optional `peft` package")
+    out, md = tmp_path / "lora.json", tmp_path / "lora.md"
+    result = run("speed", "--lora", "--models", "tiny-vit", "--rounds", "2", "--output", str(out), "--markdown", str(md))
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(out.read_text())
+    assert payload["settings"]["section"] == "lora" and list(payload["models"]) == ["tiny-vit"]
+    model = payload["models"]["tiny-vit"]
+    modes = {"lora-finetune", "lora-smile", "full-finetune", "full-smile"}
+    assert set(model["ratio"]) == set(model["memory"]) == modes
+    assert model["ratio"]["lora-finetune"]["median"] == pytest.approx(1.0) and model["ratio"]["lora-smile"]["n"] == 2
+    memory = model["memory"]
+    ratio = model["memory_ratio"]["lora-smile / lora-finetune"]
+    assert ratio == pytest.approx(memory["lora-smile"]["peak_mib"] / memory["lora-finetune"]["peak_mib"])
+    # the LoRA teacher is an adapter, a source head and buffer copies on the shared base, not a second model: what
+    # SMILE-LoRA holds on top of FT-LoRA is that teacher (plus the auxiliary head), far less than a full-copy teacher
+    teacher = model["teacher_mib"]
+    assert 0 < teacher["lora-smile"] < teacher["full-smile"] / 10
+    assert memory["lora-smile"]["held_mib"] - memory["lora-finetune"]["held_mib"] < teacher["full-smile"] / 5
+    assert memory["full-smile"]["held_mib"] - memory["full-finetune"]["held_mib"] >= teacher["full-smile"]
+    trainable = model["trainable_parameters_m"]
+    assert trainable["lora-finetune"] < trainable["full-finetune"] / 5
+    assert "SMILE-LoRA / FT-LoRA" in md.read_text()
+    # the report is rebuilt from the JSON alone
+    again = run("speed", "--report_only", "--output", str(out), "--markdown", str(tmp_path / "again.md"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "again.md").read_text() == md.read_text()
+
+
 @pytest.mark.skipif(not os.path.isfile(os.path.join(CHECKPOINT, "config.json")), reason="no bundled checkpoint")
 def test_accuracy_smoke(tmp_path):
     out, md, png = tmp_path / "accuracy.json", tmp_path / "accuracy.md", tmp_path / "accuracy.png"
