@@ -191,6 +191,22 @@ class TransformConfig:
             mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
         return cls(crop_hw, resize_hw, mean, std, random_horizontal_flip)
 
+    @classmethod
+    def for_evaluation(cls, processor: Any | None, crop_pct: float | None = None) -> TransformConfig:
+        """The config whose eval transform is `processor`'s own pipeline when `processor` is one that
+        [`eval_image_processor`] writes (bilinear resize to a fixed height and width, then center crop): resize to
+        its `size`, crop to its `crop_size`. Any other processor (or an explicit `crop_pct`) gives
+        [`TransformConfig.from_image_processor`]: the training-time rule, crop / crop_pct."""
+        size = getattr(processor, "size", None) or {}
+        exported = (
+            crop_pct is None and getattr(processor, "do_center_crop", False) and getattr(processor, "do_resize", True)
+            and "height" in size and "width" in size and getattr(processor, "resample", None) == Image.BILINEAR
+        )  # fmt: skip
+        config = cls.from_image_processor(processor, crop_pct, random_horizontal_flip=False)
+        if not exported:
+            return config
+        return cls(config.crop_size, _hw(size), config.mean, config.std, random_horizontal_flip=False)
+
 
 class ImageTransform:
     """The reference's train or eval pipeline on one PIL image, returning a normalised 3 x H x W tensor.
