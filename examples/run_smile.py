@@ -708,6 +708,8 @@ def run(
         path = write_results([result], training_args.output_dir)
         print(f"\nResults ({data.description}, {len(data.eval)} eval images, model {model_args.model_name_or_path}):")
         print(results_table([result]))
+        if data.source is not None and not data.source.official_split:
+            print(f"Evaluated on {data.source.eval_split_role or data.source.eval_split}: not the benchmark's official split.")
         print(f"Saved to {path}", flush=True)
     return result, trainer
 

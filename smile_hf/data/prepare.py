@@ -19,7 +19,7 @@ from datasets import Image as ImageFeature
 from PIL import UnidentifiedImageError
 
 from .errors import DataError
-from .presets import DataSource, get_preset, load_image_folders, load_preset, resolved_revision
+from .presets import DatasetPreset, DataSource, get_preset, load_image_folders, load_preset, resolved_revision
 from .transforms import INDEX_COLUMN, BatchTransform, ImageTransform, TransformConfig, decode_image, image_source
 
 logger = logging.getLogger(__name__)
@@ -186,6 +186,23 @@ def handle_corrupt_images(dataset: Dataset, image_column: str, policy: str, spli
     return dataset
 
 
+def check_preset_classes(preset: DatasetPreset, label_column: str, found: int) -> None:
+    """`found` classes in `label_column` where `preset` declares `preset.num_labels`: a [`DataError`] (the Hub
+    dataset's schema drifted) when it is the preset's own label column, else (another column, chosen with
+    `--label_column`) a warning."""
+    message = (
+        f"--dataset {preset.name}: column '{label_column}' of {preset.hub_id or 'the data'} has {found} classes, the "
+        f"preset declares {preset.num_labels}"
+    )
+    if label_column != preset.label_column:
+        logger.warning(message + f" (its column is '{preset.label_column}').")
+        return
+    raise DataError(
+        message + ": the dataset's schema changed since the preset was written (see its Hub card); "
+        "pass --label_column to train on another column."
+    )
+
+
 def check_eval_classes(train: Dataset, evaluation: Dataset, label_column: str, label_names: list[str]) -> None:
     """Raise a [`DataError`] if the evaluation split has classes the train split has none of: the new head would
     get classes it is never trained on."""
@@ -296,9 +313,7 @@ def prepare_datasets(
         source.eval_split_role = f"{train_val_split:.0%} held out of the training data (seed {seed})"
     splits, label_names = encode_labels(splits, label_column)
     if preset is not None and len(label_names) != preset.num_labels:
-        logger.warning(
-            f"--dataset {preset.name}: found {len(label_names)} classes, the preset expects {preset.num_labels}."
-        )
+        check_preset_classes(preset, label_column, len(label_names))
     num_labels = num_labels or len(label_names)
     for name, split in splits.items():
         check_label_range(split, label_column, num_labels, name)
