@@ -295,6 +295,11 @@ def resolve_bundled(path: str) -> str:
     return path if os.path.isdir(path) else str(REPO_ROOT / path)
 
 
+def quiet(training_args: SmileTrainingArguments) -> bool:
+    """Whether this process shows no progress bar: `--disable_tqdm`, or not the one that logs."""
+    return bool(training_args.disable_tqdm) or not training_args.should_log
+
+
 def has_accelerator() -> bool:
     return torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
 
@@ -393,9 +398,10 @@ def prepare_data(
     seed: int,
     processor,
     config: TransformConfig | None = None,
+    disable_tqdm: bool = False,
 ) -> PreparedData:
     """Load and check the data of `data_args` and attach the transforms of `config` (default: read from the
-    checkpoint's `processor` and `--crop_pct`)."""
+    checkpoint's `processor` and `--crop_pct`); `disable_tqdm` hides the undecodable-image scan's progress bar."""
     data = prepare_datasets(
         dataset=data_args.dataset,
         train_dir=data_args.train_dir,
@@ -411,6 +417,7 @@ def prepare_data(
         seed=seed,
         cache_dir=model_args.cache_dir,
         token=model_args.token,
+        disable_tqdm=disable_tqdm,
     )
     if config is None:
         config = TransformConfig.from_image_processor(processor, data_args.crop_pct, data_args.random_horizontal_flip)
@@ -639,7 +646,7 @@ def evaluate_and_predict(
         if data_args.dataset is None and data_args.train_dir is None:  # --validation_dir alone: its classes are all
             data_args = replace(data_args, train_dir=data_args.validation_dir)
         with training_args.main_process_first(desc="loading the datasets"):
-            data = prepare_data(data_args, model_args, training_args.seed, processor, config)
+            data = prepare_data(data_args, model_args, training_args.seed, processor, config, quiet(training_args))
         check_classes(model, data)
         trainer = Trainer(
             model=model, args=training_args, eval_dataset=data.eval, data_collator=collate,
@@ -690,7 +697,7 @@ def run(
     check_model(model_args, data_args)
     processor = load_processor(model_args)
     with training_args.main_process_first(desc="loading the datasets"):
-        data = prepare_data(data_args, model_args, training_args.seed, processor)
+        data = prepare_data(data_args, model_args, training_args.seed, processor, disable_tqdm=quiet(training_args))
     logger.info(
         f"Data: {data.description}: {len(data.train)} train / {len(data.eval)} eval examples; "
         f"world size {training_args.world_size}"
