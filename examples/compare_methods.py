@@ -40,6 +40,7 @@ from run_smile import (  # examples/run_smile.py, next to this script
     given_options,
     load_processor,
     prepare_data,
+    quiet,
     read_args,
     results_table,
     run_processes_on_cpu_without_accelerator,
@@ -173,7 +174,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     plan = run_plan(training_args, experiment_args)
     seeds = list(dict.fromkeys(run.args.seed for run in plan))
     with training_args.main_process_first(desc="loading the datasets"):
-        data_by_seed = {seed: prepare_data(data_args, model_args, seed, processor) for seed in seeds}
+        data_by_seed = {
+            seed: prepare_data(data_args, model_args, seed, processor, disable_tqdm=quiet(training_args)) for seed in seeds
+        }
     first = data_by_seed[seeds[0]]
     logger.info(
         f"Data: {first.description}: {len(first.train)} train / {len(first.eval)} eval examples; "

@@ -20,6 +20,10 @@ methods or seeds in one call, and the offline demo, are `examples/compare_method
     # Offline: the bundled Fashion-MNIST ResNet (the default model of --dataset digits) on few-shot digits
     python examples/run_smile.py --dataset digits --train_samples_per_class 10 --method smile
 
+    # Without training: evaluate a trained model folder, classify a folder of images into predictions.csv
+    python examples/run_smile.py --do_train False --do_eval --dataset digits --model_name_or_path runs/digits-smile
+    python examples/run_smile.py --do_train False --do_predict --predict_dir my_images --model_name_or_path runs/m
+
     # Arguments from a file
     python examples/run_smile.py config.json   # or config.yaml
 
@@ -43,14 +47,14 @@ import logging
 import os
 import statistics
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 import transformers
 from huggingface_hub import constants as hub_constants
 from safetensors import SafetensorError
-from transformers import AutoConfig, AutoModelForImageClassification, HfArgumentParser, set_seed
+from transformers import AutoConfig, AutoModelForImageClassification, HfArgumentParser, Trainer, set_seed
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
@@ -60,15 +64,19 @@ from smile_hf.data import (
     CORRUPT_IMAGE_POLICIES,
     DATASET_PRESETS,
     DataError,
+    ImageTransform,
     PreparedData,
     TransformConfig,
+    collate,
     eval_image_processor,
     get_preset,
+    image_files,
     one_line,
     prepare_datasets,
     set_transforms,
 )
 from smile_hf.guard import NonFiniteLossError, NonFiniteWeightsError
+from smile_hf.inference import PREDICTIONS_FILE, classify_files, write_predictions
 from smile_hf.metrics import ClassificationMetrics, load_classification_metric
 from smile_hf.modeling import load_image_processor
 
@@ -144,6 +152,12 @@ class DataTrainingArguments:
     crop_pct: float | None = field(
         default=None, metadata={"help": "Crop size / resize size (default: the processor's, else 224/256)."}
     )
+    predict_dir: str | None = field(
+        default=None,
+        metadata={"help": "With --do_predict: a folder of images (searched recursively) to classify into "
+                  "<output_dir>/predictions.csv (file, then the top-k labels and scores)."},
+    )  # fmt: skip
+    top_k: int = field(default=5, metadata={"help": "Labels and scores per image in predictions.csv."})
 
 
 class InputError(ValueError):
@@ -180,7 +194,31 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, 
     except ValueError as error:  # raised by the arguments' own checks (unknown method, a negative weight...)
         raise InputError(" ".join(str(error).split())) from error
     finalize_args(model_args, training_args, data_args, given_options(argv))
+    check_inference_args(model_args, data_args, training_args)
     return model_args, data_args, training_args
+
+
+def check_inference_args(
+    model_args: ModelArguments, data_args: DataTrainingArguments, training_args: SmileTrainingArguments
+) -> None:
+    """Raise an [`InputError`] unless the evaluate / predict options make sense: without training (`--do_train
+    False`), a model named explicitly and something to do (`--do_eval`, `--do_predict`); `--do_predict` needs
+    `--predict_dir`, an existing folder, and `--top_k` >= 1."""
+    if not training_args.do_train:
+        if model_args.default_model_used:
+            raise InputError(
+                "--do_train False evaluates or classifies with a trained model: pass --model_name_or_path (the "
+                "output folder of a training run, or any exported image classifier)."
+            )
+        if not (training_args.do_eval or training_args.do_predict):
+            raise InputError(
+                "--do_train False and nothing else to do: pass --do_eval (the validation data of --dataset, or "
+                "--validation_dir) and/or --do_predict --predict_dir DIR (a folder of images to classify)."
+            )
+    if training_args.do_predict and not (data_args.predict_dir and os.path.isdir(data_args.predict_dir)):
+        raise InputError(f"--do_predict needs --predict_dir, an existing folder of images (got {data_args.predict_dir}).")
+    if data_args.top_k < 1:
+        raise InputError(f"--top_k must be >= 1, got {data_args.top_k}.")
 
 
 def given_options(argv: list[str]) -> set[str]:
@@ -201,8 +239,11 @@ def finalize_args(
     given: set[str] | frozenset[str] = frozenset(),
 ) -> None:
     """Fill in what the script needs whatever the user passed, and the defaults that depend on other arguments
-    (unless set explicitly, named in `given`): the model ([`default_model`]), `--output_dir`
-    (`runs/<dataset>-<method>-<model>`), `--report_to` (TensorBoard when installed), the data loader workers."""
+    (unless set explicitly, named in `given`): `--do_train` (on unless `--do_train False`), the model
+    ([`default_model`]), `--output_dir` (`runs/<dataset>-<method>-<model>`), `--report_to` (TensorBoard when
+    installed), the data loader workers."""
+    if "do_train" not in given:
+        training_args.do_train = True  # the script trains unless told not to (--do_train False: evaluate / predict)
     if model_args.model_name_or_path is None:
         model_args.model_name_or_path = default_model(data_args)
         model_args.default_model_used = True
@@ -223,11 +264,12 @@ def default_model(data_args: DataTrainingArguments | None) -> str:
 def default_output_dir(
     model_args: ModelArguments, data_args: DataTrainingArguments, training_args: SmileTrainingArguments
 ) -> str:
-    """`runs/<dataset>-<method>-<model>`: the preset (or the `--train_dir` folder's name), the method, the last part
-    of the model's name or path."""
-    dataset = data_args.dataset or os.path.basename(os.path.normpath(data_args.train_dir or "data"))
+    """`runs/<dataset>-<method>-<model>`: the preset (or the `--train_dir` / `--validation_dir` / `--predict_dir`
+    folder's name), the method (`predict` without training), the last part of the model's name or path."""
+    folder = data_args.train_dir or data_args.validation_dir or data_args.predict_dir or "data"
+    dataset = data_args.dataset or os.path.basename(os.path.normpath(folder))
     model = os.path.basename(os.path.normpath(model_args.model_name_or_path))
-    return os.path.join("runs", f"{dataset}-{training_args.method}-{model}")
+    return os.path.join("runs", f"{dataset}-{training_args.method if training_args.do_train else 'predict'}-{model}")
 
 
 def set_dataloader_defaults(
@@ -251,6 +293,11 @@ def set_dataloader_defaults(
 def resolve_bundled(path: str) -> str:
     """A repository-relative path, found from the current directory or from the repository root."""
     return path if os.path.isdir(path) else str(REPO_ROOT / path)
+
+
+def quiet(training_args: SmileTrainingArguments) -> bool:
+    """Whether this process shows no progress bar: `--disable_tqdm`, or not the one that logs."""
+    return bool(training_args.disable_tqdm) or not training_args.should_log
 
 
 def has_accelerator() -> bool:
@@ -345,7 +392,16 @@ def load_processor(model_args: ModelArguments):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def prepare_data(data_args: DataTrainingArguments, model_args: ModelArguments, seed: int, processor) -> PreparedData:
+def prepare_data(
+    data_args: DataTrainingArguments,
+    model_args: ModelArguments,
+    seed: int,
+    processor,
+    config: TransformConfig | None = None,
+    disable_tqdm: bool = False,
+) -> PreparedData:
+    """Load and check the data of `data_args` and attach the transforms of `config` (default: read from the
+    checkpoint's `processor` and `--crop_pct`); `disable_tqdm` hides the undecodable-image scan's progress bar."""
     data = prepare_datasets(
         dataset=data_args.dataset,
         train_dir=data_args.train_dir,
@@ -361,8 +417,10 @@ def prepare_data(data_args: DataTrainingArguments, model_args: ModelArguments, s
         seed=seed,
         cache_dir=model_args.cache_dir,
         token=model_args.token,
+        disable_tqdm=disable_tqdm,
     )
-    config = TransformConfig.from_image_processor(processor, data_args.crop_pct, data_args.random_horizontal_flip)
+    if config is None:
+        config = TransformConfig.from_image_processor(processor, data_args.crop_pct, data_args.random_horizontal_flip)
     set_transforms(data, config, seed)
     return data
 
@@ -527,6 +585,89 @@ def write_results(runs: list[dict], output_dir: str, file_name: str = "results.j
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Without training (--do_train False): evaluate a trained model, classify a folder of images
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def load_trained_model(model_args: ModelArguments):
+    """The image classifier of `--model_name_or_path` as it was saved (its own head and classes)."""
+    try:
+        return AutoModelForImageClassification.from_pretrained(model_args.model_name_or_path, **loading_kwargs(model_args))
+    except (OSError, SafetensorError) as error:
+        raise InputError(
+            f"Cannot load the weights of --model_name_or_path '{model_args.model_name_or_path}': {one_line(error)}"
+        ) from error
+
+
+def check_classes(model, data: PreparedData) -> None:
+    """Raise an [`InputError`] unless the model's classes (`config.id2label`, in order) are the data's."""
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if names != data.label_names:
+        differ = [(i, a, b) for i, (a, b) in enumerate(zip(names, data.label_names)) if a != b][:3]
+        raise InputError(
+            f"The model has {len(names)} classes, the data {len(data.label_names)}, and they differ "
+            f"(first (id, model, data): {differ}): evaluate on the data the model was trained for."
+        )
+
+
+def predict_folder(
+    model, data_args: DataTrainingArguments, training_args: SmileTrainingArguments, config: TransformConfig
+) -> str | None:
+    """Classify the images of `--predict_dir` with `model` (the evaluation transform of `config`) and write
+    `<output_dir>/predictions.csv`; return its path (main process only, `None` on the others)."""
+    if not training_args.should_save:
+        return None
+    files = image_files(data_args.predict_dir)
+    if not files:
+        raise DataError(f"--predict_dir '{data_args.predict_dir}' contains no image files.")
+    predictions = classify_files(
+        model, files, ImageTransform(config, train=False), data_args.top_k, training_args.per_device_eval_batch_size,
+        data_args.corrupt_images,
+    )  # fmt: skip
+    path = os.path.join(training_args.output_dir, PREDICTIONS_FILE)
+    write_predictions(predictions, path, root=data_args.predict_dir)
+    print(f"Predictions for {len(predictions)} images of {data_args.predict_dir}: {path}", flush=True)
+    return path
+
+
+def evaluate_and_predict(
+    model_args: ModelArguments, data_args: DataTrainingArguments, training_args: SmileTrainingArguments
+) -> tuple[dict, Trainer | None]:
+    """Without training: evaluate the trained model of `--model_name_or_path` on the validation data (`--do_eval`,
+    the metrics a training run reports) and classify `--predict_dir` (`--do_predict`). The evaluation transform is
+    the one the model was exported with ([`TransformConfig.for_evaluation`]). Writes `eval_results.json`; returns
+    it and the evaluating trainer (`None` without `--do_eval`)."""
+    check_model(model_args, data_args if training_args.do_eval else None)
+    processor = load_processor(model_args)
+    config = TransformConfig.for_evaluation(processor, data_args.crop_pct)
+    model = load_trained_model(model_args).to(training_args.device)
+    result, trainer = {"model": model_args.model_name_or_path, "metrics": {}}, None
+    if training_args.do_eval:
+        if data_args.dataset is None and data_args.train_dir is None:  # --validation_dir alone: its classes are all
+            data_args = replace(data_args, train_dir=data_args.validation_dir)
+        with training_args.main_process_first(desc="loading the datasets"):
+            data = prepare_data(data_args, model_args, training_args.seed, processor, config, quiet(training_args))
+        check_classes(model, data)
+        trainer = Trainer(
+            model=model, args=training_args, eval_dataset=data.eval, data_collator=collate,
+            compute_metrics=ClassificationMetrics(metric=load_classification_metric(keep_in_memory=True)),
+        )  # fmt: skip
+        result.update(
+            data=data.description, data_source=asdict(data.source) if data.source else None,
+            num_eval=len(data.eval), metrics=trainer.evaluate(),
+        )  # fmt: skip
+    if training_args.do_predict:
+        result["predictions"] = predict_folder(model, data_args, training_args, config)
+    if training_args.should_save:
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        with open(os.path.join(training_args.output_dir, "eval_results.json"), "w") as f:
+            json.dump(result, f, indent=2, default=str)
+        if result["metrics"]:
+            print(json.dumps(result["metrics"], indent=2), flush=True)
+    return result, trainer
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -551,10 +692,12 @@ def run(
     configure_logging(training_args)
     default = " (the default; --model_name_or_path changes it)" if model_args.default_model_used else ""
     logger.info(f"Model: {model_args.model_name_or_path}{default}; output folder: {training_args.output_dir}")
+    if not training_args.do_train:
+        return evaluate_and_predict(model_args, data_args, training_args)
     check_model(model_args, data_args)
     processor = load_processor(model_args)
     with training_args.main_process_first(desc="loading the datasets"):
-        data = prepare_data(data_args, model_args, training_args.seed, processor)
+        data = prepare_data(data_args, model_args, training_args.seed, processor, disable_tqdm=quiet(training_args))
     logger.info(
         f"Data: {data.description}: {len(data.train)} train / {len(data.eval)} eval examples; "
         f"world size {training_args.world_size}"
@@ -566,10 +709,14 @@ def run(
     if training_args.should_save:
         write_run_config(training_args.output_dir, config)
     result, trainer = train_one(model_args, training_args, data, processor, resume=resume)
+    if training_args.do_predict:  # the trained model on --predict_dir, with the evaluation transform it was exported with
+        result["predictions"] = predict_folder(trainer.model, data_args, training_args, data.transform_config)
     if training_args.should_save:
         path = write_results([result], training_args.output_dir)
         print(f"\nResults ({data.description}, {len(data.eval)} eval images, model {model_args.model_name_or_path}):")
         print(results_table([result]))
+        if data.source is not None and not data.source.official_split:
+            print(f"Evaluated on {data.source.eval_split_role or data.source.eval_split}: not the benchmark's official split.")
         print(f"Saved to {path}", flush=True)
     return result, trainer
 
@@ -582,8 +729,9 @@ def run_config(
     trained weights (`SmileTrainingArguments.run_defining_values`)."""
     model = {"model_name_or_path": model_args.model_name_or_path, "model_revision": model_args.model_revision,
              "num_labels": model_args.num_labels}  # fmt: skip
+    data = {k: v for k, v in asdict(data_args).items() if k not in ("predict_dir", "top_k")}  # not the weights'
     return json.loads(json.dumps(
-        {"model": model, "data": asdict(data_args), "training": training_args.run_defining_values()}, default=str
+        {"model": model, "data": data, "training": training_args.run_defining_values()}, default=str
     ))  # fmt: skip
 
 

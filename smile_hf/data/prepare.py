@@ -17,9 +17,10 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict
 from datasets import Image as ImageFeature
 from PIL import UnidentifiedImageError
+from tqdm.auto import tqdm
 
 from .errors import DataError
-from .presets import DataSource, get_preset, load_image_folders, load_preset, resolved_revision
+from .presets import DatasetPreset, DataSource, get_preset, load_image_folders, load_preset, resolved_revision
 from .transforms import INDEX_COLUMN, BatchTransform, ImageTransform, TransformConfig, decode_image, image_source
 
 logger = logging.getLogger(__name__)
@@ -134,18 +135,24 @@ def truncate(dataset: Dataset, max_samples: int | None, seed: int) -> Dataset:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def find_corrupt_images(dataset: Dataset, image_column: str, chunk_size: int = 256) -> list[int]:
+def find_corrupt_images(
+    dataset: Dataset, image_column: str, chunk_size: int = 256, progress: bool = False, split: str = ""
+) -> list[int]:
     """Positions of the examples whose image cannot be decoded (the image column must not be auto-decoded).
 
-    Reads `chunk_size` examples at a time, so that large datasets are never held in memory at once.
+    Reads `chunk_size` examples at a time, so that large datasets are never held in memory at once; with
+    `progress`, a tqdm bar over the examples of `split`.
     """
     bad = []
+    bar = tqdm(total=len(dataset), desc=f"Checking the {split} images".replace("  ", " "), disable=not progress)
     for start in range(0, len(dataset), chunk_size):
+        bar.update(min(chunk_size, len(dataset) - start))
         for offset, value in enumerate(dataset[start : start + chunk_size][image_column]):
             try:
                 decode_image(value)
             except (OSError, UnidentifiedImageError, TypeError, ValueError, SyntaxError):
                 bad.append(start + offset)
+    bar.close()
     return bad
 
 
@@ -163,16 +170,18 @@ def name_examples(dataset: Dataset, positions: list[int], image_column: str, lim
     return [image_source(dataset[int(p)][image_column], int(indices[p])) for p in positions[:limit]]
 
 
-def handle_corrupt_images(dataset: Dataset, image_column: str, policy: str, split: str) -> Dataset:
+def handle_corrupt_images(
+    dataset: Dataset, image_column: str, policy: str, split: str, progress: bool = False
+) -> Dataset:
     """With `policy="skip"`, scan `dataset` and drop the examples whose image cannot be decoded, logging them (file
     paths when known). With `"error"`, the validation split is scanned now, so that an undecodable image stops the
     run before training rather than after it ([`DataError`] naming the files); in the train split, the first
-    undecodable image stops training, naming it."""
+    undecodable image stops training, naming it. `progress` shows a tqdm bar of the scan."""
     if policy not in CORRUPT_IMAGE_POLICIES:
         raise DataError(f"--corrupt_images must be one of {', '.join(CORRUPT_IMAGE_POLICIES)}, got '{policy}'.")
     if policy == "error" and split == "train":
         return dataset
-    bad = find_corrupt_images(dataset, image_column)
+    bad = find_corrupt_images(dataset, image_column, progress=progress, split=split)
     if bad and policy == "error":
         raise DataError(
             f"{len(bad)} image(s) of the {split} split cannot be decoded: {name_examples(dataset, bad, image_column)}; "
@@ -184,6 +193,23 @@ def handle_corrupt_images(dataset: Dataset, image_column: str, policy: str, spli
         keep = sorted(set(range(len(dataset))) - set(bad))
         dataset = dataset.select(keep)
     return dataset
+
+
+def check_preset_classes(preset: DatasetPreset, label_column: str, found: int) -> None:
+    """`found` classes in `label_column` where `preset` declares `preset.num_labels`: a [`DataError`] (the Hub
+    dataset's schema drifted) when it is the preset's own label column, else (another column, chosen with
+    `--label_column`) a warning."""
+    message = (
+        f"--dataset {preset.name}: column '{label_column}' of {preset.hub_id or 'the data'} has {found} classes, the "
+        f"preset declares {preset.num_labels}"
+    )
+    if label_column != preset.label_column:
+        logger.warning(message + f" (its column is '{preset.label_column}').")
+        return
+    raise DataError(
+        message + ": the dataset's schema changed since the preset was written (see its Hub card); "
+        "pass --label_column to train on another column."
+    )
 
 
 def check_eval_classes(train: Dataset, evaluation: Dataset, label_column: str, label_names: list[str]) -> None:
@@ -252,6 +278,7 @@ def prepare_datasets(
     seed: int = 0,
     cache_dir: str | None = None,
     token: str | bool | None = None,
+    disable_tqdm: bool = False,
 ) -> PreparedData:
     """Load a preset (`dataset`) or image folders (`train_dir`, `validation_dir`), check columns and labels, and
     draw the requested subsets. Every problem is a one-line [`DataError`].
@@ -269,6 +296,7 @@ def prepare_datasets(
             one stops training) or `"skip"` (drop them all first).
         seed: seed of every random choice here.
         cache_dir, token: passed to `datasets.load_dataset`.
+        disable_tqdm: hide the progress bar of the undecodable-image scan.
     """
     if corrupt_images not in CORRUPT_IMAGE_POLICIES:
         raise DataError(f"--corrupt_images must be one of {', '.join(CORRUPT_IMAGE_POLICIES)}, got '{corrupt_images}'.")
@@ -296,9 +324,7 @@ def prepare_datasets(
         source.eval_split_role = f"{train_val_split:.0%} held out of the training data (seed {seed})"
     splits, label_names = encode_labels(splits, label_column)
     if preset is not None and len(label_names) != preset.num_labels:
-        logger.warning(
-            f"--dataset {preset.name}: found {len(label_names)} classes, the preset expects {preset.num_labels}."
-        )
+        check_preset_classes(preset, label_column, len(label_names))
     num_labels = num_labels or len(label_names)
     for name, split in splits.items():
         check_label_range(split, label_column, num_labels, name)
@@ -309,7 +335,9 @@ def prepare_datasets(
         train = sample_per_class(train, label_column, train_samples_per_class, seed)
     train, evaluation = truncate(train, max_train_samples, seed), truncate(evaluation, max_eval_samples, seed)
     train, evaluation = (
-        handle_corrupt_images(without_image_decoding(split, image_column), image_column, corrupt_images, name)
+        handle_corrupt_images(
+            without_image_decoding(split, image_column), image_column, corrupt_images, name, not disable_tqdm
+        )
         for split, name in ((train, "train"), (evaluation, "validation"))
     )
     if len(train) == 0 or len(evaluation) == 0:

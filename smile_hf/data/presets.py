@@ -159,9 +159,10 @@ DATASET_PRESETS: dict[str, DatasetPreset] = {
         ),
         DatasetPreset(
             "fgvc_aircraft", "HuggingFaceM4/FGVC-Aircraft", "train+validation", "test", 100,
-            label_column="variant",
+            label_column="variant", revision="e18a7c97147c90dc7f4a60d74a7f4258e9264e97",
             title="FGVC-Aircraft", homepage="https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/",
-            notes="Variant level (100 classes); trains on trainval, evaluates on test, as the reference.",
+            notes="Variant level (100 classes); trains on trainval, evaluates on test, as the reference. Pinned to "
+            "the repository's Parquet commit (data/{train,validation,test}-*.parquet; its loading script deleted).",
         ),
         DatasetPreset(
             "mit_indoor67", "keremberke/indoor-scene-classification", "train", "test", 67,
@@ -204,9 +205,14 @@ DATASET_PRESETS: dict[str, DatasetPreset] = {
 
 Hub ids and split names were checked against the datasets' Hub cards; column names too where the card lists its
 features (cifar100, dtd, flowers102, oxford_pets, mit_indoor67; fgvc_aircraft's `variant` as used by MTEB). They could
-not be loaded here (no network): when a preset is loaded, its columns and number of classes are checked and a
-mismatch names what was found (`--image_column` / `--label_column` override the preset's). `mit_indoor67`'s Hub repo
-is a loading script, which `datasets` >= 4 no longer runs: the preset reads the Hub's automatic Parquet conversion.
+not be loaded here (no network): when a preset is loaded, its splits, columns and number of classes are checked,
+and a drift is one [`DataError`] naming what was found (`--image_column` / `--label_column` override the preset's);
+`tests/test_preset_schemas.py` loads a local Parquet copy of each declared schema. `mit_indoor67`'s Hub repo is a
+loading script, which `datasets` >= 4 no longer runs: the preset reads the Hub's automatic Parquet conversion.
+`fgvc_aircraft`'s repository was converted to Parquet by its owners (commit 194f9ee, loading script deleted in
+e18a7c9, the pinned revision); its card lists `image`, `bbox` and `family` (70 classes) as class features, but the
+`variant` column with 100 classes is taken from the former loading script and MTEB's use, not read from the Parquet
+card: if it differs, loading stops with the class count or the columns found.
 """
 
 

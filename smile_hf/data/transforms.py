@@ -52,8 +52,12 @@ def image_source(value: Any, index: Any = None) -> str:
     return f"{path}" if path else f"example {index}"
 
 
-def decode_image(value: Any) -> Image.Image:
-    """A PIL image from what a dataset column may hold: a PIL image, `{"bytes", "path"}`, a path, or an array."""
+def decode_image(value: Any, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """A PIL image from what a dataset column may hold: a PIL image, `{"bytes", "path"}`, a path, or an array.
+
+    With `draft_size` = (width, height), a JPEG file is decoded at the smallest of the scales 1/8, 1/4, 1/2, 1 that
+    still gives at least that size (PIL's `draft`: the decoder skips the DCT detail, several times faster on a large
+    image); other formats, and images already decoded, are read at full size."""
     if isinstance(value, Image.Image):
         return value
     if isinstance(value, dict):
@@ -65,6 +69,8 @@ def decode_image(value: Any) -> Image.Image:
     else:
         raise TypeError(f"Cannot read an image from a {type(value).__name__}.")
     image = Image.open(source)
+    if draft_size is not None and image.format == "JPEG":
+        image.draft(None, draft_size)  # keeps the mode; a no-op unless the image is at least twice the size
     image.load()  # decode now, so that a truncated or corrupt file fails here
     return image
 
@@ -191,6 +197,22 @@ class TransformConfig:
             mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
         return cls(crop_hw, resize_hw, mean, std, random_horizontal_flip)
 
+    @classmethod
+    def for_evaluation(cls, processor: Any | None, crop_pct: float | None = None) -> TransformConfig:
+        """The config whose eval transform is `processor`'s own pipeline when `processor` is one that
+        [`eval_image_processor`] writes (bilinear resize to a fixed height and width, then center crop): resize to
+        its `size`, crop to its `crop_size`. Any other processor (or an explicit `crop_pct`) gives
+        [`TransformConfig.from_image_processor`]: the training-time rule, crop / crop_pct."""
+        size = getattr(processor, "size", None) or {}
+        exported = (
+            crop_pct is None and getattr(processor, "do_center_crop", False) and getattr(processor, "do_resize", True)
+            and "height" in size and "width" in size and getattr(processor, "resample", None) == Image.BILINEAR
+        )  # fmt: skip
+        config = cls.from_image_processor(processor, crop_pct, random_horizontal_flip=False)
+        if not exported:
+            return config
+        return cls(config.crop_size, _hw(size), config.mean, config.std, random_horizontal_flip=False)
+
 
 class ImageTransform:
     """The reference's train or eval pipeline on one PIL image, returning a normalised 3 x H x W tensor.
@@ -200,27 +222,42 @@ class ImageTransform:
         train (`bool`): random crop and flip (train) or center crop (eval).
         generator (`torch.Generator`, *optional*): source of randomness (default: torch's global generator, which
             the Trainer seeds and each DataLoader worker re-seeds).
+        jpeg_draft (`bool`, *optional*): let [`BatchTransform`] decode a JPEG at a reduced scale (1/2, 1/4, 1/8)
+            when it is at least twice `resize_size` ([`decode_image`]'s `draft_size`). Default: on for train, off
+            for eval. The pixels then differ slightly from a full decode followed by the same resize, which is why
+            evaluation stays on full decodes: bit for bit what [`eval_image_processor`] (and `pipeline()`) computes
+            from a decoded image.
     """
 
-    def __init__(self, config: TransformConfig, train: bool, generator: torch.Generator | None = None):
+    def __init__(
+        self, config: TransformConfig, train: bool, generator: torch.Generator | None = None,
+        jpeg_draft: bool | None = None,
+    ):  # fmt: skip
         self.config = config
         self.train = train
         self.generator = generator
+        self.jpeg_draft = train if jpeg_draft is None else jpeg_draft
+
+    @property
+    def draft_size(self) -> tuple[int, int] | None:
+        """The (width, height) a JPEG may be decoded down to (no less), or `None`: full decodes."""
+        return (self.config.resize_size[1], self.config.resize_size[0]) if self.jpeg_draft else None
 
     def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
         """The transformed image; `generator` (if given) replaces the instance's source of randomness."""
         config, generator = self.config, generator or self.generator
         height, width = config.resize_size
-        # resize the uint8 image (PIL, bilinear, anti-aliased) before converting it: faster than resizing floats, and
-        # exactly what `eval_image_processor` does at inference
-        pixels = pil_to_tensor(to_rgb(image).resize((width, height), Image.BILINEAR))
+        # resize the uint8 image (PIL, bilinear, anti-aliased), crop and flip it, and only then convert the crop:
+        # faster than resizing floats, and exactly what `eval_image_processor` does at inference
+        resized = np.asarray(to_rgb(image).resize((width, height), Image.BILINEAR), dtype=np.uint8)
+        pixels = torch.from_numpy(resized.copy()).permute(2, 0, 1)
         if self.train:
             pixels = random_crop(pixels, config.crop_size, generator)
             if config.random_horizontal_flip and bool(torch.rand((), generator=generator) < 0.5):
                 pixels = pixels.flip(-1)
         else:
             pixels = center_crop(pixels, config.crop_size)
-        return normalize(pixels, config.mean, config.std)
+        return normalize(pixels.float().div_(255.0), config.mean, config.std)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -271,7 +308,7 @@ class BatchTransform:
 
     def _decode(self, value: Any, index: Any) -> Image.Image:
         try:
-            return decode_image(value)
+            return decode_image(value, getattr(self.transform, "draft_size", None))
         except (OSError, UnidentifiedImageError, TypeError, ValueError, SyntaxError) as error:
             raise DataError(
                 f"Cannot decode the image {image_source(value, index)} of the {self.split} split ({one_line(error)}); "

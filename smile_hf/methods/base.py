@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 if TYPE_CHECKING:
@@ -138,20 +139,32 @@ class PrepareCallback(TrainerCallback):
         self.method.prepare(self.trainer)
 
 
-def for_each_training_batch(trainer, fn: Callable[[torch.Tensor, torch.Tensor], None], max_batches=None) -> int:
+def progress_disabled(trainer) -> bool:
+    """Whether a one-off pass shows no progress bar: `--disable_tqdm`, or not the first process of its machine."""
+    return bool(trainer.args.disable_tqdm) or not trainer.is_local_process_zero()
+
+
+def for_each_training_batch(
+    trainer, fn: Callable[[torch.Tensor, torch.Tensor], None], max_batches=None, desc: str | None = None
+) -> int:
     """Call `fn(pixel_values, labels)` on the batches of `trainer`'s training dataloader (at most `max_batches`),
-    on the training device, leaving the global random state as it was. Returns the number of batches seen."""
+    on the training device, leaving the global random state as it was; with `desc`, a tqdm progress bar of that
+    name ([`progress_disabled`] hides it). Returns the number of batches seen."""
     device = trainer.args.device
     devices = []
     if device.type == "cuda":
         devices = [device.index if device.index is not None else torch.cuda.current_device()]
     seen = 0
-    with torch.random.fork_rng(devices=devices):
-        for batch in trainer.get_train_dataloader():
+    loader = trainer.get_train_dataloader()
+    total = len(loader) if max_batches is None else min(len(loader), max_batches)
+    bar = tqdm(total=total, desc=desc, leave=False, disable=desc is None or progress_disabled(trainer))
+    with torch.random.fork_rng(devices=devices), bar:
+        for batch in loader:
             if max_batches is not None and seen >= max_batches:
                 break
             fn(batch["pixel_values"].to(device), batch["labels"].to(device))
             seen += 1
+            bar.update(1)
     return seen
 
 

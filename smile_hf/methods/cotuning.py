@@ -83,7 +83,7 @@ class CoTuning(TransferMethod):
         was_training = model.training
         model.eval()
         try:
-            for_each_training_batch(trainer, accumulate)
+            for_each_training_batch(trainer, accumulate, desc="Co-Tuning: category relationship")
         finally:
             model.train(was_training)
         sums = trainer.accelerator.reduce(sums, reduction="sum")

@@ -56,9 +56,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..backbones import first_tensor, map_first_tensor, unwrap_model
-from .base import LossInputs, LossTerms, TransferMethod, for_each_training_batch
+from .base import LossInputs, LossTerms, TransferMethod, for_each_training_batch, progress_disabled
 from .l2sp import head_penalty
 from .registry import register_method
 
@@ -157,8 +158,9 @@ def _zeroed_copies_hook(adapter, mask: torch.Tensor):
 
 
 @torch.no_grad()
-def channel_importance(teacher, head: nn.Module, stage_indices, batches) -> list[torch.Tensor]:
-    """Delta^j_c (step 3): mean over `batches` of CE(channel c of stage j zeroed) - CE(intact), per stage index."""
+def channel_importance(teacher, head: nn.Module, stage_indices, batches, progress: bool = False) -> list[torch.Tensor]:
+    """Delta^j_c (step 3): mean over `batches` of CE(channel c of stage j zeroed) - CE(intact), per stage index;
+    with `progress`, a tqdm bar over the batches."""
     adapter, model = teacher.adapter, teacher.model
     stages = adapter.stages(model)
     channels = stage_output_channels(adapter, model, stage_indices, batches[0][0])
@@ -167,7 +169,7 @@ def channel_importance(teacher, head: nn.Module, stage_indices, batches) -> list
         return head(pooled.float())
 
     totals = [torch.zeros(c, dtype=torch.float64, device=batches[0][0].device) for c in channels]
-    for pixel_values, labels in batches:
+    for pixel_values, labels in tqdm(batches, desc="DELTA: channel importance", leave=False, disable=not progress):
         intact = F.cross_entropy(adapter.forward(model, pixel_values, source_head=classify).source_logits, labels)
         group = max(1, ATTENTION_SAMPLES_PER_PASS // len(pixel_values))
         for total, index, num_channels in zip(totals, stage_indices, channels):
@@ -252,7 +254,7 @@ class Delta(TransferMethod):
             features.append(adapter.forward(model, pixel_values).pooled.float())
             labels.append(batch_labels)
 
-        for_each_training_batch(trainer, collect)
+        for_each_training_batch(trainer, collect, desc="DELTA: backbone features")
         features = trainer.accelerator.gather(torch.cat(features))
         labels = trainer.accelerator.gather(torch.cat(labels))
         num_classes = adapter.head(unwrap_model(trainer.model)).out_features
@@ -260,7 +262,8 @@ class Delta(TransferMethod):
 
         batches = []
         for_each_training_batch(trainer, lambda x, y: batches.append((x, y)), self.args.delta_attention_batches)
-        importance = channel_importance(self.teacher, head, self.stage_indices(batches[0][0]), batches)
+        indices = self.stage_indices(batches[0][0])
+        importance = channel_importance(self.teacher, head, indices, batches, progress=not progress_disabled(trainer))
         importance = [trainer.accelerator.reduce(i, reduction="mean") for i in importance]
         self.attention = [attention_from_importance(i) for i in importance]
 
