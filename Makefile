@@ -6,6 +6,11 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.smile_hf-installed
+# The oldest versions the fast suite passes on (`make test-min`); setup.py's install_requires declares the same floor.
+MIN_PINS ?= transformers==5.23.0 accelerate==1.7.0 datasets==3.0.0 huggingface_hub==1.31.0
+MIN_VENV ?= .venv-min
+MIN_PY := $(MIN_VENV)/bin/python
+MIN_STAMP := $(MIN_VENV)/.smile_hf-installed
 
 .PHONY: test test-all test-min lint demo bench clean
 
@@ -22,6 +27,16 @@ lint: $(STAMP)
 	$(PY) -m pip install --quiet "ruff>=0.5"
 	$(PY) -m ruff check smile_hf examples benchmarks tests scripts
 
+# A second virtual environment at MIN_PINS, then the fast suite there.
+$(MIN_STAMP): setup.py Makefile
+	test -x $(MIN_PY) || $(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_PY) -m pip install --quiet "$(TORCH_SPEC)" $(TORCH_INDEX)
+	$(MIN_PY) -m pip install --quiet -e ".[test]" $(MIN_PINS)
+	touch $(MIN_STAMP)
+
+test-min: $(MIN_STAMP)
+	$(MIN_PY) -m pytest -m "not slow" -q tests
+
 test-all: $(STAMP)
 	$(PY) -m pytest -q tests
 
@@ -36,4 +51,4 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.accuracy
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(MIN_VENV) build *.egg-info .pytest_cache
