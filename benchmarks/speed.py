@@ -508,15 +508,20 @@ def trainer_vs_bare(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def random_batch(spec, device: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """One batch of `spec`'s size of random images and labels, on `device`."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "pixel_values": torch.randn(spec.batch_size, 3, spec.image_size, spec.image_size, generator=g).to(device),
+        "labels": torch.randint(0, NUM_TARGET_LABELS, (spec.batch_size,), generator=g).to(device),
+    }
+
+
 def benchmark_model(spec: ModelSpec, methods: list[str], opts) -> dict:
     rounds = opts.rounds or spec.rounds
     chunks = opts.chunks or spec.chunks
     source, student = build_models(spec)
-    g = torch.Generator().manual_seed(0)
-    batch = {
-        "pixel_values": torch.randn(spec.batch_size, 3, spec.image_size, spec.image_size, generator=g).to(opts.device),
-        "labels": torch.randint(0, NUM_TARGET_LABELS, (spec.batch_size,), generator=g).to(opts.device),
-    }
+    batch = random_batch(spec, opts.device)
     result = {
         "description": spec.description,
         "image_size": spec.image_size,
@@ -645,11 +650,7 @@ def benchmark_lora_model(spec: LoraModelSpec, opts) -> dict:
     LoRA fine-tuning's step of the same round), held and peak memory of one step, teacher size, one EMA update."""
     rounds = opts.rounds or spec.rounds
     source, student = build_models(spec)
-    g = torch.Generator().manual_seed(0)
-    batch = {
-        "pixel_values": torch.randn(spec.batch_size, 3, spec.image_size, spec.image_size, generator=g).to(opts.device),
-        "labels": torch.randint(0, NUM_TARGET_LABELS, (spec.batch_size,), generator=g).to(opts.device),
-    }
+    batch = random_batch(spec, opts.device)
     result = {
         "description": spec.description,
         "image_size": spec.image_size,
@@ -716,10 +717,7 @@ def lora_report(payload: dict) -> str:
     lines = [
         "## SMILE with LoRA: what the shared-base teacher costs",
         "",
-        f"Device: {payload['settings']['device']}"
-        + (f" ({env['cuda']})" if env.get("cuda") else f", {env['torch_threads']} torch thread(s), {env['cpu_count']} cores")
-        + f"; torch {env['torch']}, transformers {env['transformers']}, peft {env.get('peft')}; precision: "
-        + ("bf16 autocast" if payload["settings"]["bf16"] else "fp32")
+        device_line(payload, f", peft {env.get('peft')}")
         + ". Random weights from configs; same batch and optimiser (SGD Nesterov) for every mode.",
         "",
         "Modes: `lora-*` train LoRA adapters and the new head (`SmileTrainer(..., peft_config=LoraConfig(...))`); the "
@@ -805,6 +803,17 @@ def lora_main(opts, argv) -> dict:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def device_line(payload: dict, versions: str = "") -> str:
+    """`Device: ...; torch ..., transformers ...<versions>; precision: ...` of a report."""
+    env, settings = payload["environment"], payload["settings"]
+    where = f" ({env['cuda']})" if env.get("cuda") else f", {env['torch_threads']} torch thread(s), {env['cpu_count']} cores"
+    precision = "bf16 autocast" if settings["bf16"] else "fp32"
+    return (
+        f"Device: {settings['device']}{where}; torch {env['torch']}, transformers {env['transformers']}{versions}; "
+        f"precision: {precision}"
+    )
+
+
 def fmt_q(q: dict, digits: int = 2) -> str:
     return f"{q['median']:.{digits}f} [{q['p25']:.{digits}f}–{q['p75']:.{digits}f}]"
 
@@ -813,15 +822,10 @@ def report(payload: dict) -> str:
     models = payload["models"]
     names = list(models)
     methods = payload["settings"]["methods"]
-    env = payload["environment"]
     lines = [
         "## Cost per optimizer step (speed benchmark)",
         "",
-        f"Device: {payload['settings']['device']}"
-        + (f" ({env['cuda']})" if env.get("cuda") else f", {env['torch_threads']} torch thread(s), {env['cpu_count']} cores")
-        + f"; torch {env['torch']}, transformers {env['transformers']}; precision: "
-        + ("bf16 autocast" if payload["settings"]["bf16"] else "fp32")
-        + ". Same model, batch and optimiser (reference recipe: SGD Nesterov) for every method.",
+        device_line(payload) + ". Same model, batch and optimiser (reference recipe: SGD Nesterov) for every method.",
         "",
         "### Step time / fine-tuning step time",
         "",
