@@ -28,6 +28,7 @@ import torch
 from transformers import HfArgumentParser
 
 from smile_hf import SmileTrainingArguments
+from smile_hf.distributed import shutdown
 
 # isort: split
 from run_smile import (  # examples/run_smile.py, next to this script
@@ -204,6 +205,8 @@ def cli() -> None:
     except USER_ERRORS as error:
         print(f"compare_methods.py: error: {error}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        shutdown()  # several processes: every rank exits cleanly
 
 
 if __name__ == "__main__":

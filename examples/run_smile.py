@@ -75,6 +75,7 @@ from smile_hf.data import (
     prepare_datasets,
     set_transforms,
 )
+from smile_hf.distributed import shutdown
 from smile_hf.guard import NonFiniteLossError, NonFiniteWeightsError
 from smile_hf.inference import PREDICTIONS_FILE, classify_files, write_predictions
 from smile_hf.metrics import ClassificationMetrics, load_classification_metric
@@ -758,6 +759,8 @@ def cli() -> None:
     except RUN_ERRORS as error:
         print(f"run_smile.py: error: {error}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        shutdown()  # several processes: every rank exits cleanly
 
 
 if __name__ == "__main__":

@@ -49,9 +49,17 @@ class SyncBuffersCallback(TrainerCallback):
             average_buffers(model)
 
 
+def shutdown() -> None:
+    """Destroy the default process group, if one was initialized, so that every rank exits cleanly (without it, a
+    rank can abort at interpreter exit while gloo's threads are still alive: "terminate called without an active
+    exception"). Call it at the end of a multi-process script."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def add_buffer_sync(trainer) -> None:
     """Put a [`SyncBuffersCallback`] at the front of `trainer`'s callbacks (only useful with several processes)."""
     trainer.callback_handler.callbacks.insert(0, SyncBuffersCallback())
 
 
-__all__ = ["SyncBuffersCallback", "add_buffer_sync", "average_buffers"]
+__all__ = ["SyncBuffersCallback", "add_buffer_sync", "average_buffers", "shutdown"]

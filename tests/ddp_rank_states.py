@@ -13,6 +13,7 @@ import safetensors.torch
 
 from smile_hf.backbones import unwrap_model
 from tests.example_scripts import load_example
+from tests.testing_utils import finish_rank
 
 run_smile = load_example("run_smile")
 
@@ -36,6 +37,7 @@ def main(argv: list[str]) -> None:
     model_args, data_args, training_args = run_smile.parse_args(argv)
     _, trainer = run_smile.run(model_args, data_args, training_args)
     save_rank_state(trainer, training_args.output_dir)
+    finish_rank()
 
 
 if __name__ == "__main__":

@@ -306,7 +306,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 torch.set_num_threads(1)
 sys.path.insert(0, sys.argv[1])
-from tests.testing_utils import random_image_dataset, source_and_student
+from tests.testing_utils import finish_rank, random_image_dataset, source_and_student
 from smile_hf import SmileTrainer, SmileTrainingArguments
 output_dir, max_steps, resume = sys.argv[2], int(sys.argv[3]), sys.argv[4] == "resume"
 source, student = source_and_student("resnet")
@@ -318,6 +318,7 @@ args = SmileTrainingArguments(
 trainer = SmileTrainer(model=student, args=args, teacher_model=source, train_dataset=random_image_dataset(8))
 trainer.train(resume_from_checkpoint=resume or None)
 print(f"rank {args.process_index} of {args.world_size} at step {trainer.state.global_step}", flush=True)
+finish_rank()
 """
 
 

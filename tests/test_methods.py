@@ -478,7 +478,7 @@ DDP_SCRIPT = """
 import os, sys
 from safetensors.torch import save_file
 from smile_hf import SmileTrainer, SmileTrainingArguments
-from tests.testing_utils import random_image_dataset, source_and_student
+from tests.testing_utils import finish_rank, random_image_dataset, source_and_student
 
 state = {}
 for method in ("cotuning", "delta"):
@@ -493,6 +493,7 @@ for method in ("cotuning", "delta"):
     state.update({f"{method}.{k}": v.cpu().contiguous() for k, v in trainer.method.state_dict().items()})
     state[f"{method}.world_size"] = __import__("torch").tensor(args.world_size)
 save_file(state, os.path.join(sys.argv[1], f"rank{os.environ.get('RANK', 0)}.safetensors"))
+finish_rank()
 """
 
 
