@@ -508,6 +508,19 @@ def trainer_vs_bare(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def ema_update_times(trainer, device: str, repeats: int, warmup: int = 5) -> list[float]:
+    """Milliseconds of `repeats` EMA updates of `trainer`'s teacher towards its student, after `warmup` untimed ones."""
+    student, times = unwrap_model(trainer.model), []
+    for i in range(warmup + repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        trainer.teacher.update(student)
+        synchronize(device)
+        if i >= warmup:
+            times.append(1e3 * (time.perf_counter() - start))
+    return times
+
+
 def random_batch(spec, device: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """One batch of `spec`'s size of random images and labels, on `device`."""
     g = torch.Generator().manual_seed(seed)
@@ -542,21 +555,13 @@ def benchmark_model(spec: ModelSpec, methods: list[str], opts) -> dict:
     if "smile" in steppers:
         log(f"[{spec.name}] EMA update")
         smile = steppers["smile"].trainer
-        student_model = unwrap_model(smile.model)
-        ema_times = []
-        for i in range(25):
-            synchronize(opts.device)
-            start = time.perf_counter()
-            smile.teacher.update(student_model)
-            synchronize(opts.device)
-            if i >= 5:
-                ema_times.append(time.perf_counter() - start)
-        ema_ms = 1e3 * float(np.median(ema_times))
+        ema_times = ema_update_times(smile, opts.device, repeats=20)
+        ema_ms = float(np.median(ema_times))
         smile_ms = result["step_ms"]["smile"]["median"]
         every = smile.args.ema_update_every
         result["ema"] = {
-            "update_ms": quantiles([1e3 * t for t in ema_times]),
-            "tensors": len(smile.teacher._pairs(student_model)[0]),
+            "update_ms": quantiles(ema_times),
+            "tensors": len(smile.teacher._pairs(unwrap_model(smile.model))[0]),
             "update_every": every,
             "share_of_smile_step_amortised": ema_ms / every / smile_ms,
             "share_of_smile_step_if_every_step": ema_ms / smile_ms,
@@ -685,17 +690,7 @@ def benchmark_lora_model(spec: LoraModelSpec, opts) -> dict:
     log(f"[lora {spec.name}] EMA update")
     result["ema_update_ms"] = {}
     for mode in ("lora-smile", "full-smile"):
-        trainer = steppers[mode].trainer
-        student_model = unwrap_model(trainer.model)
-        ema_times = []
-        for i in range(15):
-            synchronize(opts.device)
-            start = time.perf_counter()
-            trainer.teacher.update(student_model)
-            synchronize(opts.device)
-            if i >= 5:
-                ema_times.append(1e3 * (time.perf_counter() - start))
-        result["ema_update_ms"][mode] = quantiles(ema_times)
+        result["ema_update_ms"][mode] = quantiles(ema_update_times(steppers[mode].trainer, opts.device, repeats=10))
 
     log(f"[lora {spec.name}] peak memory")
     memory = result["memory"] = {m: peak_step_memory(st) for m, st in steppers.items()}
