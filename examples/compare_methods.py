@@ -28,11 +28,9 @@ import torch
 from transformers import HfArgumentParser
 
 from smile_hf import SmileTrainingArguments
-from smile_hf.distributed import shutdown
 
 # isort: split
 from run_smile import (  # examples/run_smile.py, next to this script
-    USER_ERRORS,
     DataTrainingArguments,
     ModelArguments,
     check_model,
@@ -44,6 +42,7 @@ from run_smile import (  # examples/run_smile.py, next to this script
     quiet,
     read_args,
     results_table,
+    run_cli,
     run_processes_on_cpu_without_accelerator,
     train_one,
     write_results,
@@ -200,13 +199,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 def cli() -> None:
-    try:
-        main()
-    except USER_ERRORS as error:
-        print(f"compare_methods.py: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    finally:
-        shutdown()  # several processes: every rank exits cleanly
+    run_cli(main, "compare_methods.py")
 
 
 if __name__ == "__main__":

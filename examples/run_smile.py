@@ -750,17 +750,23 @@ RUN_ERRORS = (NonFiniteLossError, NonFiniteWeightsError)
 """A run that failed (it diverged), reported as one line on stderr with exit status 1."""
 
 
-def cli() -> None:
+def run_cli(main_fn, script: str) -> None:
+    """Run a script's `main_fn`: bad input is one `<script>: error: ...` line (exit status 2), a diverged run one
+    such line (exit status 1); with several processes every rank exits cleanly."""
     try:
-        main()
+        main_fn()
     except USER_ERRORS as error:
-        print(f"run_smile.py: error: {error}", file=sys.stderr)
+        print(f"{script}: error: {error}", file=sys.stderr)
         sys.exit(2)
     except RUN_ERRORS as error:
-        print(f"run_smile.py: error: {error}", file=sys.stderr)
+        print(f"{script}: error: {error}", file=sys.stderr)
         sys.exit(1)
     finally:
-        shutdown()  # several processes: every rank exits cleanly
+        shutdown()
+
+
+def cli() -> None:
+    run_cli(main, "run_smile.py")
 
 
 if __name__ == "__main__":
