@@ -83,9 +83,11 @@ class SmileTrainingArguments(TrainingArguments):
             For run scripts ([`smile_hf.checkpoints.resume_point`]): start fresh in an `output_dir` that holds another
             run or a finished one, deleting its checkpoints. The Trainer itself does not read it.
         nan_policy (`str`, *optional*, defaults to `"stop"`):
-            What a step with a non-finite loss term does: `"stop"` raises `NonFiniteLossError` (naming the term, the
-            step and the last finite values) before the weights change; `"skip_step"` drops the step's gradients
-            (weights and optimizer state unchanged). Checked once per optimizer step.
+            What a step with a non-finite loss term does. `"stop"` raises `NonFiniteLossError` (naming the first
+            non-finite step, its terms and the last finite values) at the next logging step, save or end of
+            training, and writes nothing after the divergence: the step itself never waits for the device.
+            `"stop_at_step"` raises before the weights change, and `"skip_step"` drops the step's gradients (weights
+            and optimizer state unchanged); both read a flag before every optimizer step (one host sync per step).
         max_consecutive_skips (`int`, *optional*, defaults to 10):
             With `nan_policy="skip_step"`, the number of steps skipped in a row after which the run stops anyway.
         model_init_kwargs (`dict` or `str`, *optional*):
@@ -161,6 +163,12 @@ class SmileTrainingArguments(TrainingArguments):
         ddp_find_unused_parameters (`bool`, *optional*, defaults to `False`):
             The auxiliary (source) head is applied inside the student's forward pass but its output is not one of the
             model's outputs, which DDP's search for unused parameters cannot follow.
+        logging_nan_inf_filter (`bool`, *optional*, defaults to `False`):
+            The stock filter reads every micro-batch's loss on the host (a sync per micro-batch); the guard of
+            `nan_policy` handles non-finite losses instead.
+        accelerator_config (`dict`, *optional*):
+            Unless it says otherwise, `non_blocking` is on when `dataloader_pin_memory` is: batches go to the accelerator with non-blocking copies
+            from pinned memory, so that loading a batch does not wait for the previous step to finish.
         optim, learning_rate, weight_decay, max_grad_norm, lr_scheduler_type, per_device_train_batch_size
             (*optional*, default to `None`, "not set"): resolved when the arguments are built, to the reference
             recipe's value with `reference_recipe=True`, else to the `TrainingArguments` default.
@@ -177,6 +185,11 @@ class SmileTrainingArguments(TrainingArguments):
     ddp_find_unused_parameters: bool | None = field(
         default=False,
         metadata={"help": "DDP's search for unused parameters (False: the attached source head is used every step)."},
+    )
+    logging_nan_inf_filter: bool = field(
+        default=False,
+        metadata={"help": "Replace non-finite losses in the logged loss (a host sync per micro-batch; False: the "
+                  "nan_policy guard handles them)."},
     )
     optim: str | None = field(default=None, metadata={"help": _unset_help("optim", "The optimizer.")})
     learning_rate: float | None = field(
@@ -218,8 +231,10 @@ class SmileTrainingArguments(TrainingArguments):
     nan_policy: str = field(
         default="stop",
         metadata={
-            "help": "A step with a non-finite loss term: 'stop' (raise, naming the term, step and last finite "
-            "values) or 'skip_step' (leave the weights and optimizer state unchanged).",
+            "help": "A step with a non-finite loss term: 'stop' (raise at the next log, save or end, naming the "
+            "step, its terms and the last finite values; no host sync in the step), 'stop_at_step' (raise before "
+            "the weights change) or 'skip_step' (leave the weights and optimizer state unchanged); the last two "
+            "read a flag before every optimizer step.",
             "choices": list(NAN_POLICIES),
         },
     )
@@ -287,7 +302,12 @@ class SmileTrainingArguments(TrainingArguments):
         if self.reference_recipe_applied:
             logger.info(f"reference_recipe set {self.reference_recipe_applied}")
         self._validate_smile_arguments()
+        default_non_blocking = self.accelerator_config is None or (
+            isinstance(self.accelerator_config, dict) and "non_blocking" not in self.accelerator_config
+        )
         super().__post_init__()
+        if default_non_blocking and self.dataloader_pin_memory:
+            self.accelerator_config.non_blocking = True
 
     def run_defining_values(self) -> dict[str, Any]:
         """The values of every field that changes the trained weights ([`RUN_DEFINING_STOCK_FIELDS`] and the

@@ -41,8 +41,13 @@ class Mix:
     box: tuple[int, int, int, int] | None = None
     stage: int = 0
 
-    def to(self, device: torch.device) -> Mix:
-        return Mix(self.strategy, self.lam, self.perm.to(device), self.box, self.stage)
+    def to(self, device: torch.device | str) -> Mix:
+        """The mix with its permutation on `device`. To a CUDA device the permutation goes from pinned memory with a
+        non-blocking copy, so that drawing a mix never makes the host wait for the device."""
+        device, perm = torch.device(device), self.perm
+        if device.type == "cuda" and perm.device.type == "cpu":
+            perm = perm.pin_memory().to(device, non_blocking=True)
+        return Mix(self.strategy, self.lam, perm.to(device), self.box, self.stage)
 
 
 def mixing_generator(seed: int, step: int, micro_step: int = 0, rank: int = 0) -> np.random.Generator:

@@ -219,7 +219,9 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         if not self._method_ready:
             self.method.setup(self)
             self._method_ready = True
-        return super().train(resume_from_checkpoint, *args, **kwargs)
+        output = super().train(resume_from_checkpoint, *args, **kwargs)
+        self.guard.raise_if_diverged(self.state.global_step)
+        return output
 
     def floating_point_ops(self, inputs: dict) -> int:
         """The stock estimate behind `total_flos` (6 x input elements x parameters), with the parameter count taken
@@ -265,6 +267,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Adds to training logs the mean of each recorded loss term (averaged over processes) since the last log."""
         if self.model.training:
+            self.guard.raise_if_diverged(self.state.global_step)
             for key, values in sorted(self._metrics.items()):
                 mean = torch.stack(values).mean().to(self.args.device)
                 logs[key] = self.accelerator.reduce(mean, reduction="mean").item()
@@ -280,6 +283,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         names of the training set (a `ClassLabel` column), and the training arguments are also written as JSON
         (`training_args.json`). smile_hf never loads the Trainer's pickled `training_args.bin` (nor does the
         Trainer). A model whose weights are not finite is never saved ([`NonFiniteWeightsError`])."""
+        self.guard.raise_if_diverged(self.state.global_step)
         check_finite_weights(unwrap_model(self.model), output_dir or self.args.output_dir)
         config = getattr(unwrap_model(self.model), "config", None)
         if config is not None and fill_label_names(config, label_names_from_dataset(self.train_dataset)):

@@ -72,8 +72,10 @@ class NanBatches:
         return batch
 
 
-def test_divergence_stops_before_the_weights_change_and_names_the_term(tmp_path):
-    trainer = make_trainer(tmp_path, [PoisonHeadBefore(4)], save_strategy="steps", save_steps=1)
+def test_stop_at_step_stops_before_the_weights_change_and_names_the_term(tmp_path):
+    trainer = make_trainer(
+        tmp_path, [PoisonHeadBefore(4)], save_strategy="steps", save_steps=1, nan_policy="stop_at_step"
+    )
     with pytest.raises(NonFiniteLossError, match=r"diverged at step 4: .*loss_main=nan") as error:
         trainer.train()
     assert "last finite values (step 3): loss_main=" in str(error.value) and "nan_policy='skip_step'" in str(error.value)
@@ -89,10 +91,41 @@ def test_divergence_stops_before_the_weights_change_and_names_the_term(tmp_path)
         assert all(torch.isfinite(w).all() for w in weights.values())
 
 
-def test_a_huge_learning_rate_stops_the_run(tmp_path):
-    trainer = make_trainer(tmp_path, learning_rate=1e6, max_steps=30, optim="sgd")
-    with pytest.raises(NonFiniteLossError, match="diverged at step"):
+@pytest.mark.parametrize("logging_steps, save_steps, found_at", [(2, 100, 4), (100, 3, 6), (100, 100, 8)])
+def test_stop_raises_at_the_next_log_save_or_end_naming_the_first_bad_step(tmp_path, logging_steps, save_steps,
+                                                                          found_at):
+    """`nan_policy="stop"` (the default) reads the loss only when the run logs, saves or ends: poisoned from step 4
+    on, the run stops at the first of these after step 4, the error names step 4 and the values of step 3, and no
+    checkpoint after step 3 is written."""
+    trainer = make_trainer(
+        tmp_path, [PoisonHeadBefore(4)], collator=NanBatches({5, 6, 7}), max_steps=8, logging_steps=logging_steps,
+        save_strategy="steps", save_steps=save_steps,
+    )  # fmt: skip
+    with pytest.raises(NonFiniteLossError, match=r"diverged at step 4: .*loss_main=nan") as error:
         trainer.train()
+    message = str(error.value)
+    assert "last finite values (step 3): loss_main=" in message and f"Found at step {found_at}," in message
+    assert trainer.state.global_step == found_at
+    assert all(step <= 3 for step, _ in list_checkpoints(str(tmp_path)))
+
+
+def test_stop_reports_the_first_bad_step_across_the_final_phase(tmp_path):
+    """Terms differ in SMILE's final plain phase (no aux/reg): a divergence at its first step is named with its own
+    terms, and the last finite values are those of the step before, from the mixing phase's terms."""
+    trainer = make_trainer(tmp_path, [PoisonHeadBefore(6)], max_steps=9, logging_steps=100, final_finetune_fraction=0.4)
+    with pytest.raises(NonFiniteLossError) as error:
+        trainer.train()
+    assert trainer.final_phase_start == 9 - round(9 * 0.4) == 5  # 0-based: step 6 is the first plain one
+    bad, last = str(error.value).split("; last finite values ")
+    assert bad == "Training diverged at step 6: loss_main=nan, loss_cls=inf not finite"
+    assert last.startswith("(step 5): loss_main=") and "loss_reg=" in last.split("(Found")[0]
+
+
+def test_a_huge_learning_rate_stops_the_run(tmp_path):
+    for policy in ("stop", "stop_at_step"):
+        trainer = make_trainer(tmp_path / policy, learning_rate=1e6, max_steps=30, optim="sgd", nan_policy=policy)
+        with pytest.raises(NonFiniteLossError, match="diverged at step"):
+            trainer.train()
 
 
 def test_skip_step_leaves_weights_and_optimizer_state_unchanged(tmp_path):

@@ -1,0 +1,82 @@
+"""A training step never makes the host wait for the device: no operator of a step (forward, loss, backward,
+clipping, optimizer, EMA and the other callbacks) reads a value back or has a data-dependent shape.
+
+On the CPU nothing waits, so the operators themselves are checked ([`smile_hf.profiling.DispatchCounter`]); on CUDA
+the same steps also run under `torch.cuda.set_sync_debug_mode("error")`. The controls show the counter sees a sync
+when there is one: the stock `logging_nan_inf_filter` (two per micro-batch) and `nan_policy="stop_at_step"` (one per
+optimizer step)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from smile_hf import SmileTrainer, SmileTrainingArguments
+from smile_hf.profiling import DispatchCounter
+
+from .testing_utils import random_image_dataset, source_and_student
+
+MAX_STEPS, FINAL_FRACTION = 4, 0.25  # SMILE's last step is in the final plain phase
+
+
+class CountStepOperators(TrainerCallback):
+    """Counts the operators of each optimizer step, from `on_step_begin` to the end of the `on_step_end` callbacks
+    before it (the ones added earlier: the guard, the EMA teacher...)."""
+
+    def __init__(self):
+        self.steps: list[DispatchCounter] = []
+        self._context = contextlib.ExitStack()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.steps.append(self._context.enter_context(DispatchCounter()))
+        if torch.cuda.is_available() and args.device.type == "cuda":
+            previous = torch.cuda.get_sync_debug_mode()
+            torch.cuda.set_sync_debug_mode("error")
+            self._context.callback(torch.cuda.set_sync_debug_mode, previous)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._context.close()
+
+
+def step_counters(tmp_path, method: str, **kwargs) -> list[DispatchCounter]:
+    source, student = source_and_student("resnet")
+    counter = CountStepOperators()
+    defaults = dict(max_steps=MAX_STEPS, per_device_train_batch_size=4, logging_steps=100, save_strategy="no",
+                    final_finetune_fraction=FINAL_FRACTION, report_to="none", use_cpu=True, disable_tqdm=True)  # fmt: skip
+    defaults.update(kwargs)
+    args = SmileTrainingArguments(output_dir=str(tmp_path), method=method, **defaults)
+    trainer = SmileTrainer(
+        model=student, args=args, teacher_model=source, train_dataset=random_image_dataset(32), callbacks=[counter]
+    )
+    trainer.train()
+    assert len(counter.steps) == MAX_STEPS
+    return counter.steps
+
+
+@pytest.mark.parametrize(
+    "method", ["finetune", "smile", "smile+cutmix", "l2sp", "delta", "rifle", "cotuning", "manifold_mixup",
+               "delta+manifold_mixup", "l2sp+mixup"],  # fmt: skip
+)
+def test_no_host_sync_in_a_training_step(tmp_path, method):
+    counters = step_counters(tmp_path, method, gradient_accumulation_steps=2, max_grad_norm=1.0)
+    assert [c.host_syncs for c in counters] == [{}] * MAX_STEPS
+    assert all(c.total > 0 for c in counters)
+
+
+def test_bss_is_the_one_method_that_syncs(tmp_path):
+    """BSS needs singular values, and `torch.linalg.svdvals` reads its error code back on CUDA: one sync per
+    micro-batch (documented in the README), and nothing else."""
+    counters = step_counters(tmp_path, "bss", gradient_accumulation_steps=2)
+    assert [c.host_syncs for c in counters] == [{"aten::_linalg_svd": 2}] * MAX_STEPS
+
+
+def test_the_counter_sees_the_stock_nan_filter_and_the_per_step_policies(tmp_path):
+    filtered = step_counters(tmp_path / "filter", "smile", logging_nan_inf_filter=True, gradient_accumulation_steps=2)
+    # `torch.isnan(loss) or torch.isinf(loss)`: two reads per finite micro-batch
+    assert [c.host_syncs for c in filtered] == [{"aten::_local_scalar_dense": 4}] * MAX_STEPS
+    for policy in ("stop_at_step", "skip_step"):
+        checked = step_counters(tmp_path / policy, "smile", nan_policy=policy, gradient_accumulation_steps=2)
+        assert [c.host_syncs for c in checked] == [{"aten::_local_scalar_dense": 1}] * MAX_STEPS
