@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ..mixing import Mix, mix_inputs, mix_tensor
+from .capture import Capture, capturing, map_first_tensor  # noqa: F401  (re-exported)
 from .heads import combine_heads
 from .spec import (
     BACKBONES,
@@ -33,7 +34,6 @@ from .spec import (
     unwrap_model,
 )
 from .structure import (
-    first_tensor,
     is_timm,
     module_path,
     probe,
@@ -88,13 +88,6 @@ def count_leading_tokens(num_tokens: int, max_special: int, image_hw: tuple[int,
         if _grid(num_tokens - special, image_hw) is not None:
             return special
     raise ValueError(f"Cannot arrange {num_tokens} tokens in a grid for an input of size {image_hw}.")
-
-
-def map_first_tensor(output, fn):
-    """`output` with its first tensor replaced by `fn(tensor)` (stage outputs can be nested tuples)."""
-    if isinstance(output, (tuple, list)):
-        return (map_first_tensor(output[0], fn), *output[1:])
-    return fn(output)
 
 
 def trained_copy(head: nn.Module) -> nn.Module:
@@ -205,50 +198,22 @@ class BackboneAdapter:
         return state
 
     @contextmanager
-    def _read_feature_map(self, model: nn.Module, captured: dict) -> Iterator[None]:
-        """Within the context, `captured["last"]` receives the trunk's last hidden state at each forward pass."""
+    def _timm_features(self, model: nn.Module, capture: Capture) -> Iterator[None]:
+        """timm: within the context, `capture.last` receives the output of `forward_features` (a method, not a
+        module), patched for the forward pass only: a patched copy made by `copy.deepcopy` would call the
+        original's method."""
         trunk = model.get_submodule(self.spec.trunk)
-        if is_timm(model):  # timm: the output of `forward_features`, a method rather than a module
-            forward_features = trunk.forward_features
+        forward_features = trunk.forward_features
 
-            def read(*args, **kwargs):
-                captured["last"] = forward_features(*args, **kwargs)
-                return captured["last"]
+        def read(*args, **kwargs):
+            capture.last = forward_features(*args, **kwargs)
+            return capture.last
 
-            trunk.forward_features = read
-            try:
-                yield
-            finally:
-                del trunk.forward_features
-            return
-
-        def read_output(_module, _args, output):
-            captured["last"] = output["last_hidden_state"] if isinstance(output, dict) else output[0]
-
-        handle = trunk.register_forward_hook(read_output)
+        trunk.forward_features = read
         try:
             yield
         finally:
-            handle.remove()
-
-    def _read_heads(self, model: nn.Module, captured: dict, source_head: nn.Module | None) -> list:
-        """Hooks putting the classifiers' input (the pooled feature) in `captured["pooled"]` and the source head's
-        logits on it in `captured["source_logits"]`."""
-        heads, inputs = self.classifiers(model), {}
-
-        def read(index):
-            def hook(_module, args):
-                inputs[index] = args[0]
-                if len(inputs) < len(heads):
-                    return
-                features = [inputs[i] for i in range(len(heads))]
-                captured["pooled"] = features[0] if self.spec.shared_head_input else torch.cat(features, dim=-1)
-                if source_head is not None:
-                    captured["source_logits"] = source_head(captured["pooled"])
-
-            return hook
-
-        return [head.register_forward_pre_hook(read(i)) for i, head in enumerate(heads)]
+            del trunk.forward_features
 
     def forward(
         self,
@@ -269,49 +234,30 @@ class BackboneAdapter:
             mix: mix the batch first: the images (mixup, CutMix) or, for manifold mixup at stage k > 0, the output
                 of stage k - 1 inside the forward pass.
         """
-        if mix is not None and mix.strategy == "manifold_mixup" and mix.stage > 0:
-            with self.mix_stage_output(model, mix.stage - 1, lambda hidden: mix_tensor(hidden, mix)):
-                return self.forward(
-                    model, pixel_values, source_head=source_head, output_hidden_states=output_hidden_states
-                )
-        if mix is not None:
-            pixel_values = mix_inputs(pixel_values, mix)
         inner = unwrap_model(model)
-        captured: dict[str, torch.Tensor] = {}
-        stage_outputs: list[torch.Tensor] = []
-        handles = self._read_heads(inner, captured, source_head)
-        if output_hidden_states:
-            handles += [
-                stage.register_forward_hook(lambda _m, _a, output: stage_outputs.append(first_tensor(output)))
-                for stage in self.stages(inner)
-            ]
-        try:
-            with self._read_feature_map(inner, captured):
-                outputs = model(pixel_values=pixel_values)
-        finally:
-            for handle in handles:
-                handle.remove()
+        stages = self.stages(inner) if output_hidden_states or mix is not None else ()
+        mix_stage = None
+        if mix is not None and mix.strategy == "manifold_mixup" and mix.stage > 0:
+            mix_stage = stages[mix.stage - 1]  # stage k > 0 mixes the output of stage k - 1
+        elif mix is not None:
+            pixel_values = mix_inputs(pixel_values, mix)
+        timm = is_timm(inner)
+        capture = Capture(
+            trunk=None if timm else inner.get_submodule(self.spec.trunk),
+            heads=self.classifiers(inner),
+            shared_head_input=self.spec.shared_head_input,
+            source_head=source_head,
+            stages=stages if output_hidden_states else (),
+            mix_stage=mix_stage,
+            mix_fn=(lambda hidden: mix_tensor(hidden, mix)) if mix_stage is not None else None,
+        )
+        with capturing(capture), self._timm_features(inner, capture) if timm else nullcontext():
+            outputs = model(pixel_values=pixel_values)
         image_hw = tuple(pixel_values.shape[-2:])
         return ForwardOutput(
             logits=outputs["logits"] if "logits" in outputs else outputs[0],  # PP-LCNet returns its logits first
-            feature_map=self.to_map(captured["last"], image_hw),
-            pooled=captured["pooled"],
-            source_logits=captured.get("source_logits"),
-            hidden_maps=[self.to_map(state, image_hw) for state in stage_outputs],
+            feature_map=self.to_map(capture.last, image_hw),
+            pooled=capture.pooled,
+            source_logits=capture.source_logits,
+            hidden_maps=[self.to_map(state, image_hw) for state in capture.stage_outputs],
         )
-
-    @contextmanager
-    def mix_stage_output(self, model: nn.Module, stage_index: int, mix_fn):
-        """Within the context, the output of stage `stage_index` of `model` is replaced by `mix_fn(output)`
-        (manifold mixup). Tuple outputs have their first tensor mixed. The hook runs before any other forward hook
-        of the stage (such as the ones recording hidden states), so that the recorded hidden state of the mixed
-        stage is the mixed one whatever the order the hooks were installed in."""
-
-        def hook(_module, _args, output):
-            return map_first_tensor(output, mix_fn)
-
-        handle = self.stages(model)[stage_index].register_forward_hook(hook, prepend=True)
-        try:
-            yield
-        finally:
-            handle.remove()

@@ -1,0 +1,116 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""Reading a forward pass from inside: the hooks the [`BackboneAdapter`] puts on the trunk, the stages and the
+classifier(s) of a model.
+
+The hooks are registered once per module (the first time the module takes part in a captured forward pass) and stay
+there, doing nothing outside [`capturing`]. A [`Capture`] says what to read in one forward pass and receives it:
+- the trunk's last hidden state,
+- the input of the classifier(s) (the pooled feature), with the source head applied to it,
+- optionally each stage's output, and (manifold mixup) one stage's output replaced by a function of it.
+Registering and removing hooks at every forward pass costs host time and, under `torch.compile`, invalidates the
+compiled graph; these hooks are installed once and switched on per forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .structure import first_tensor
+
+_HOOKED = "_smile_hf_capture_hooks"  # module attribute: the hooks are installed
+_active: list[Capture] = []  # the capture of the forward pass running now (a stack: captures may nest)
+
+
+def map_first_tensor(output, fn):
+    """`output` with its first tensor replaced by `fn(tensor)` (stage outputs can be nested tuples)."""
+    if isinstance(output, (tuple, list)):
+        return (map_first_tensor(output[0], fn), *output[1:])
+    return fn(output)
+
+
+@dataclass(eq=False)
+class Capture:
+    """What one forward pass should expose, and what it exposed.
+
+    Args:
+        trunk: the module whose output holds the last hidden state (`last_hidden_state` or its first element).
+        heads: the final linear classifier(s), in calling order; the pooled feature is their input (concatenated
+            unless `shared_head_input`).
+        source_head: applied to the pooled feature inside the forward pass (so that DDP sees it).
+        stages: the stages whose outputs are recorded, in order (empty: none).
+        mix_stage: a stage whose output is replaced by `mix_fn(output)` before anything reads it.
+    """
+
+    trunk: nn.Module | None
+    heads: Sequence[nn.Module]
+    shared_head_input: bool = False
+    source_head: nn.Module | None = None
+    stages: Sequence[nn.Module] = ()
+    mix_stage: nn.Module | None = None
+    mix_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+    last: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None
+    source_logits: torch.Tensor | None = None
+    stage_outputs: list[torch.Tensor] = field(default_factory=list)
+    _head_inputs: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def modules(self) -> list[nn.Module]:
+        return [m for m in (self.trunk, *self.heads, *self.stages, self.mix_stage) if m is not None]
+
+    def on_input(self, module: nn.Module, args: tuple) -> None:
+        for index, head in enumerate(self.heads):
+            if head is module:
+                self._head_inputs[index] = args[0]
+        if module in self.heads and len(self._head_inputs) == len(self.heads):
+            features = [self._head_inputs[i] for i in range(len(self.heads))]
+            self.pooled = features[0] if self.shared_head_input else torch.cat(features, dim=-1)
+            if self.source_head is not None:
+                self.source_logits = self.source_head(self.pooled)
+
+    def on_output(self, module: nn.Module, output):
+        if module is self.mix_stage:
+            output = map_first_tensor(output, self.mix_fn)
+        if any(stage is module for stage in self.stages):
+            self.stage_outputs.append(first_tensor(output))
+        if module is self.trunk:
+            self.last = output["last_hidden_state"] if isinstance(output, dict) else output[0]
+        return output
+
+
+def _pre_hook(module: nn.Module, args: tuple) -> None:
+    if _active:
+        _active[-1].on_input(module, args)
+
+
+def _hook(module: nn.Module, args: tuple, output):
+    if not _active:
+        return None
+    new = _active[-1].on_output(module, output)
+    return new if new is not output else None
+
+
+def install_hooks(module: nn.Module) -> None:
+    """Register the capture hooks on `module` once (a copy made by `copy.deepcopy` keeps them). The forward hook
+    runs before any other, so that the hooks of others see a mixed stage output."""
+    if getattr(module, _HOOKED, False):
+        return
+    module.register_forward_pre_hook(_pre_hook)
+    module.register_forward_hook(_hook, prepend=True)
+    setattr(module, _HOOKED, True)
+
+
+@contextmanager
+def capturing(capture: Capture) -> Iterator[Capture]:
+    """Within the context, forward passes through the modules of `capture` fill it in."""
+    for module in capture.modules():
+        install_hooks(module)
+    _active.append(capture)
+    try:
+        yield capture
+    finally:
+        _active.pop()
