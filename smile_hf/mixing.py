@@ -102,8 +102,8 @@ def sample_mix(
 
 
 def mix_tensor(tensor: torch.Tensor, mix: Mix) -> torch.Tensor:
-    """lambda * t + (1 - lambda) * t[perm] (for inputs, features, probabilities)."""
-    return mix.lam * tensor + (1.0 - mix.lam) * tensor[mix.perm]
+    """lambda * t + (1 - lambda) * t[perm] (for inputs, features, probabilities), as one `lerp` from t[perm]."""
+    return torch.lerp(tensor.index_select(0, mix.perm), tensor, mix.lam)
 
 
 def paste_box(images: torch.Tensor, mix: Mix) -> torch.Tensor:
@@ -127,7 +127,8 @@ def mixed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mix: Mix | N
     """lambda * CE(logits, y) + (1 - lambda) * CE(logits, y[perm]), batch means; plain CE without a mix."""
     if mix is None:
         return F.cross_entropy(logits, labels)
-    return mix.lam * F.cross_entropy(logits, labels) + (1.0 - mix.lam) * F.cross_entropy(logits, labels[mix.perm])
+    log_probs = F.log_softmax(logits, dim=-1)  # once for both labels
+    return mix.lam * F.nll_loss(log_probs, labels) + (1.0 - mix.lam) * F.nll_loss(log_probs, labels[mix.perm])
 
 
 def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:

@@ -102,8 +102,12 @@ def test_smile_loss_equals_hand_computation(family, tmp_path):
         expected = hand["main"] + 0.1 * hand["aux"] + 0.01 * hand["reg"] + 1e-4 * hand["cls"]
 
     torch.testing.assert_close(output.loss.detach(), expected, rtol=RTOL, atol=0)
+    # L_reg is the norm of a difference of two maps that can nearly cancel (4.7e-4 for BEiT, against 0.3 for the
+    # maps themselves): its error is bounded relative to the maps, not to itself. The two ways of writing the mix
+    # (`lerp` in the library, lam * a + (1 - lam) * b here) differ by about 1 ulp per element.
+    map_scale = {"reg": (feat_s.norm() / feat_s[0, 0].numel()).item()}
     for name, value in hand.items():
-        assert output.terms[name][1].item() == pytest.approx(value.item(), rel=RTOL), name
+        assert output.terms[name][1].item() == pytest.approx(value.item(), rel=RTOL, abs=RTOL * map_scale.get(name, 0))
 
 
 def stage_states_by_hand(family, model, x, num_layers):
