@@ -82,6 +82,9 @@ class SmileTrainingArguments(TrainingArguments):
         overwrite_output_dir (`bool`, *optional*, defaults to `False`):
             For run scripts ([`smile_hf.checkpoints.resume_point`]): start fresh in an `output_dir` that holds another
             run or a finished one, deleting its checkpoints. The Trainer itself does not read it.
+        channels_last (`bool`, *optional*, defaults to `False`):
+            Put the student's and the teacher's 4-D weights and the training batches in the channels-last memory
+            format, which GPUs with tensor cores convolve faster (CNNs; other models are left as they are).
         nan_policy (`str`, *optional*, defaults to `"stop"`):
             What a step with a non-finite loss term does. `"stop"` raises `NonFiniteLossError` (naming the first
             non-finite step, its terms and the last finite values) at the next logging step, save or end of
@@ -227,6 +230,10 @@ class SmileTrainingArguments(TrainingArguments):
             "help": "Run scripts: start a fresh run in an output_dir that holds another or a finished one (its "
             "checkpoints are deleted). Without it, such an output_dir is an error, never silently reused."
         },
+    )
+    channels_last: bool = field(
+        default=False,
+        metadata={"help": "Train in the channels-last memory format (faster convolutions on recent GPUs, for CNNs)."},
     )
     nan_policy: str = field(
         default="stop",

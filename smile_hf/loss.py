@@ -53,6 +53,7 @@ class TransferLoss:
         alpha (`float`, *optional*, defaults to 0.2): lambda ~ Beta(alpha, alpha).
         seed (`int`, *optional*, defaults to 0): with the step, micro-batch and rank, determines each mix.
         rank (`int`, *optional*, defaults to 0): the process index.
+        channels_last (`bool`, *optional*, defaults to `False`): pass the images in the channels-last memory format.
     """
 
     def __init__(
@@ -65,6 +66,7 @@ class TransferLoss:
         alpha: float = 0.2,
         seed: int = 0,
         rank: int = 0,
+        channels_last: bool = False,
     ):
         if method.needs_teacher and teacher is None:
             raise ValueError(f"Method '{method.name}' needs a teacher.")
@@ -75,12 +77,16 @@ class TransferLoss:
         self.alpha = alpha
         self.seed = seed
         self.rank = rank
+        self.channels_last = channels_last
 
     @classmethod
     def from_args(cls, method: TransferMethod, adapter: BackboneAdapter, teacher: EmaTeacher | None, args):
         """The loss configured by a `SmileTrainingArguments`."""
         alpha = args.cutmix_alpha if args.mixing == "cutmix" else args.mixup_alpha
-        return cls(method, adapter, teacher, mixing=args.mixing, alpha=alpha, seed=args.seed, rank=args.process_index)
+        return cls(
+            method, adapter, teacher, mixing=args.mixing, alpha=alpha, seed=args.seed, rank=args.process_index,
+            channels_last=args.channels_last,
+        )  # fmt: skip
 
     def draw_mix(self, pixel_values: torch.Tensor, model: nn.Module, step: int, micro_step: int = 0) -> Mix | None:
         """The mix of a micro-batch, determined by (seed, step, micro-batch, rank), on the batch's device; None
@@ -131,6 +137,8 @@ class TransferLoss:
         """
         if final_phase and mix is not None:
             raise ValueError("The final plain phase trains without mixing: pass mix=None.")
+        if self.channels_last and pixel_values.dim() == 4:
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         student = self.student_forward(model, pixel_values, mix)
         teacher = self.teacher_forward(pixel_values, mix) if self.teacher is not None and not final_phase else None
         return self.combine(model, pixel_values, labels, mix, student, teacher, final_phase=final_phase)

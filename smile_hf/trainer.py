@@ -130,6 +130,10 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         self.model_accepts_loss_kwargs = False
         check_sharding(args, self)
         self.teacher = self._build_teacher(source_model) if self.method.needs_teacher else None
+        if args.channels_last:
+            for module in (self.model, self.teacher):
+                if module is not None:
+                    module.to(memory_format=torch.channels_last)
         self.loss_fn = TransferLoss.from_args(self.method, self.adapter, self.teacher, args)
         self.guard = NonFiniteGuard(args.nan_policy, args.max_consecutive_skips)
         self.add_callback(NonFiniteGuardCallback(self.guard))
