@@ -130,6 +130,8 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         self.model_accepts_loss_kwargs = False
         check_sharding(args, self)
         self.teacher = self._build_teacher(source_model) if self.method.needs_teacher else None
+        if args.torch_compile and isinstance(self.teacher, EmaTeacher):  # the Trainer compiles the student only
+            self.teacher.model.compile(backend=args.torch_compile_backend, mode=args.torch_compile_mode)
         if args.channels_last:
             for module in (self.model, self.teacher):
                 if module is not None:
