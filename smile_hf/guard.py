@@ -148,11 +148,10 @@ class NonFiniteGuard:
     @staticmethod
     def _divergence_message(step, names, values, last_finite) -> str:
         bad = _format_terms(names, values, only_bad=True) or "the terms of another process"
-        last = (
-            f"last finite values (step {last_finite[0] + 1}): {_format_terms(last_finite[1], last_finite[2])}"
-            if last_finite is not None
-            else "no step of this run had finite values"
-        )
+        if last_finite is not None:
+            last = f"last finite values (step {last_finite[0] + 1}): {_format_terms(last_finite[1], last_finite[2])}"
+        else:
+            last = "no step of this run had finite values" if step == 0 else "no finite values kept by this process"
         return f"Training diverged at step {step + 1}: {bad} not finite; {last}."
 
     def raise_if_diverged(self, current_step: int) -> None:
@@ -161,16 +160,18 @@ class NonFiniteGuard:
         if self.checks_every_step or not self._history:
             return
         histories = list(self._history.items())
-        steps = torch.stack([torch.stack([h.first_bad, h.last_finite]) for _, h in histories])
-        steps = _all_reduce_min(steps.clone()).tolist()  # the host sync
+        local = torch.stack([torch.stack([h.first_bad, h.last_finite]) for _, h in histories])
+        steps = _all_reduce_min(local.clone()).tolist()  # the host sync
         first_bad = min(bad for bad, _ in steps)
         if first_bad == _NEVER:
             return
-        names, history = next((names, h) for (names, h), (bad, _) in zip(histories, steps) if bad == first_bad)
-        finite = [(-last - 1, names, h.finite_values) for (names, h), (_, last) in zip(histories, steps)]
-        finite = [entry for entry in finite if entry[0] < first_bad]
+        index = next(i for i, (bad, _) in enumerate(steps) if bad == first_bad)
+        names, history = histories[index]
+        values = history.bad_values if local[index, 0].item() == first_bad else torch.zeros(0)  # another process's
+        finite = [(-last - 1, n, h.finite_values) for (n, h), (_, last) in zip(histories, local.tolist())]
+        finite = [entry for entry in finite if 0 <= entry[0] < first_bad]  # this process's, before the divergence
         last_finite = max(finite, key=lambda entry: entry[0]) if finite else None
-        message = self._divergence_message(first_bad, names, history.bad_values, last_finite)
+        message = self._divergence_message(first_bad, names, values, last_finite)
         raise NonFiniteLossError(
             f"{message} (Found at step {current_step}, when the run next logged, saved or ended: with "
             "`nan_policy='stop'` the guard reads the loss only then, to keep the training step free of host syncs; "

@@ -78,3 +78,33 @@ def test_evaluation_is_gathered_across_processes(two_process_run):
     assert run["world_size"] == 2 and run["global_step"] == 6  # 4 SMILE steps, then 2 plain (final phase)
     assert run["metrics"]["eval_num_samples"] == NUM_EVAL  # both halves, not one rank's
     assert "| seed | smile top-1 (%) |" in result.stdout
+
+
+GUARD_SCRIPT = REPO_ROOT / "tests" / "ddp_guard_rank.py"
+
+
+def run_guard(tmp_path, policy: str):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(free_port()), str(GUARD_SCRIPT), str(tmp_path), policy]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE="1")
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    weights = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1)]
+    assert [r["world_size"] for r in reports] == [2, 2]
+    return reports, weights
+
+
+def test_the_guard_decides_for_all_processes(tmp_path):
+    """Only rank 1 sees NaN images (its third batch). With `skip_step` both ranks skip step 3 and stay identical and
+    finite; with `stop` both stop at the same logging step (4), naming step 3: rank 0 never saw a NaN itself."""
+    reports, weights = run_guard(tmp_path / "skip", "skip_step")
+    assert [r["skipped_steps"] for r in reports] == [[3], [3]] and [r["global_step"] for r in reports] == [6, 6]
+    for key in weights[0]:
+        torch.testing.assert_close(weights[0][key], weights[1][key], rtol=0, atol=0, msg=key)
+        assert torch.isfinite(weights[0][key].float()).all(), key
+    reports, _ = run_guard(tmp_path / "stop", "stop")
+    assert [r["global_step"] for r in reports] == [4, 4]
+    assert all("Training diverged at step 3:" in r["error"] for r in reports)
+    assert "the terms of another process not finite" in reports[0]["error"]
+    assert "loss_main=nan" in reports[1]["error"] and "last finite values (step 2)" in reports[1]["error"]
