@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib.util
 import io
 import os
+import re
+import shlex
 import tarfile
 from pathlib import Path
 
@@ -17,7 +19,10 @@ from PIL import Image
 
 from smile_hf.data import load_image_folders
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prepare_mit_indoor67.py"
+from .example_scripts import load_example
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = REPO_ROOT / "scripts" / "prepare_mit_indoor67.py"
 spec = importlib.util.spec_from_file_location("prepare_mit_indoor67", SCRIPT)
 prepare_mit_indoor67 = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(prepare_mit_indoor67)
@@ -146,3 +151,16 @@ def test_bad_input_is_one_error_line(download, case, capsys):
         prepare_mit_indoor67.prepare(argv[1], argv[5], argv[7], argv[3])
     if case != "non-empty output":
         assert not (root / "out").exists()  # checked before anything is written
+
+
+def test_readme_recipe_uses_the_scripts_arguments():
+    """The README's two commands: the script's arguments, then run_smile.py's on the folders it writes."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```bash\n(.*?)```", text[text.index("#### MIT Indoor-67 with its official split") :], re.S)
+    lines = [line.split("  #")[0] for line in block.group(1).replace("\\\n", " ").splitlines() if line.strip()]
+    prepare, train = (shlex.split(line) for line in lines)
+    assert prepare[:2] == ["python", "scripts/prepare_mit_indoor67.py"]
+    assert train[:2] == ["python", "examples/run_smile.py"]
+    args = prepare_mit_indoor67.parse_args(prepare[2:])
+    _, data_args, _ = load_example("run_smile").parse_args(train[2:])
+    assert (data_args.train_dir, data_args.validation_dir) == (f"{args.output_dir}/train", f"{args.output_dir}/test")
