@@ -334,6 +334,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         description = f"{first.description}, {len(first.eval)} eval images, model {model_args.model_name_or_path}"
         print(f"\nResults ({description}):")
         print(results_table(results))
+        if first.source is not None and not first.source.official_split:
+            print(f"Evaluated on {first.source.eval_split_role or first.source.eval_split}: not the benchmark's official split.")
         print(f"Saved to {path}", flush=True)
         if experiment_args.plot_curves:
             json_path, png_path = write_curves(curves, experiment_args.plot_curves, title=description)

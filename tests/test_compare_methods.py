@@ -3,11 +3,14 @@ run plan, a tiny end-to-end comparison, and the curves of `--plot_curves` (read 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
 import pytest
 import torch
+
+from smile_hf.data import DATASET_PRESETS
 
 from .example_scripts import load_example
 from .test_run_smile import CLI, FILE_CONFIG, check_parsed
@@ -80,7 +83,10 @@ def restore_threads():
     torch.set_num_threads(threads)
 
 
-def test_tiny_comparison_run(tmp_path, capsys, restore_threads):
+def test_tiny_comparison_run(tmp_path, capsys, monkeypatch, restore_threads):
+    # as if the digits' split were not the official one: the printed results say so
+    digits = dataclasses.replace(DATASET_PRESETS["digits"], official_split=False, eval_split_role="a made-up split")
+    monkeypatch.setitem(DATASET_PRESETS, "digits", digits)
     runs = compare_methods.main([
         "--dataset", "digits", "--train_samples_per_class", "3", "--max_eval_samples", "40",
         "--compare_methods", "finetune,smile", "--scratch_baseline", "True", "--seeds", "0", "--max_steps", "3", "--per_device_train_batch_size", "8",
@@ -101,7 +107,9 @@ def test_tiny_comparison_run(tmp_path, capsys, restore_threads):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [r["label"] for r in saved["runs"]] == ["scratch", "finetune", "smile"]
     assert (tmp_path / "smile-seed0" / "results.json").is_file()
-    assert "| seed | scratch top-1 (%) | finetune top-1 (%) | smile top-1 (%) |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| seed | scratch top-1 (%) | finetune top-1 (%) | smile top-1 (%) |" in printed
+    assert "Evaluated on a made-up split: not the benchmark's official split." in printed
     # the curves of the real trainers: every term SMILE logs, FT's only term, accuracy at steps 2 and 3 (the end)
     curves = {
         run["label"]: run["curves"] for run in json.loads((tmp_path / "plots" / "curves.json").read_text())["runs"]
