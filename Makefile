@@ -40,6 +40,8 @@ test-min: $(MIN_STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# The offline demo: outputs/compare_methods_demo/results.json, and the curves of the README in
+# benchmarks/results/demo_curves.{png,json} (about 2.5 minutes on 2 CPU cores; matplotlib comes with the test extra).
 demo: $(STAMP)
 	$(PY) examples/compare_methods.py
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from datasets import ClassLabel, Dataset, Features
+from datasets import ClassLabel, Dataset, Features, Sequence, Value
 from datasets import Image as ImageFeature
 from PIL import Image
 
@@ -18,6 +18,13 @@ from smile_hf.data import DATASET_PRESETS, DataError, DatasetPreset, prepare_dat
 
 HUB_PRESETS = sorted(name for name, preset in DATASET_PRESETS.items() if preset.hub_id is not None)
 ROWS_PER_SPLIT = 3
+EXTRA_COLUMNS = {
+    "cub200": {"bbox": (Sequence(Value("float32"), length=4), [0.0, 0.0, 1.0, 1.0])},
+    "fgvc_aircraft": {"family": (ClassLabel(num_classes=70), 69), "bbox": (Sequence(Value("int64"), length=4), [0, 0, 1, 1])},
+}  # fmt: skip
+"""Columns beside the image and the label on the presets' Hub cards (feature, value of every row), so that the local
+copy has them too: bentrevett/caltech-ucsd-birds-200-2011's `bbox`; FGVC-Aircraft's `bbox` and 70-class `family`,
+which must not be taken for the 100 variants."""
 
 
 def write_local_copy(
@@ -25,16 +32,22 @@ def write_local_copy(
     drop_column: str | None = None,
 ) -> Path:  # fmt: skip
     """Write `root/<data_dir>/<split>-00000-of-00001.parquet` for every split of `preset` (but `drop_split`): its
-    image column (8 x 8 PNGs) and a `ClassLabel` label column with `num_labels` (default: the preset's) classes,
-    labels 0, 1 and the last (but `drop_column`). Return `root`, to load as the repository."""
+    image column (8 x 8 PNGs), a `ClassLabel` label column with `num_labels` (default: the preset's) classes,
+    labels 0, 1 and the last (but `drop_column`), and the preset's [`EXTRA_COLUMNS`]. Return `root`, to load as the
+    repository."""
     num_labels = num_labels or preset.num_labels
-    features = Features({preset.image_column: ImageFeature(), preset.label_column: ClassLabel(num_classes=num_labels)})
+    extra = EXTRA_COLUMNS.get(preset.name, {})
+    features = Features({
+        preset.image_column: ImageFeature(), preset.label_column: ClassLabel(num_classes=num_labels),
+        **{name: feature for name, (feature, _) in extra.items()},
+    })  # fmt: skip
     folder = root / (preset.data_dir or "data")
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for split in sorted(preset.split_names() - {drop_split}):
         images = [Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)) for _ in range(ROWS_PER_SPLIT)]
         rows = {preset.image_column: images, preset.label_column: [0, 1, num_labels - 1]}
+        rows.update({name: [value] * ROWS_PER_SPLIT for name, (_, value) in extra.items()})
         dataset = Dataset.from_dict(rows, features=features)
         if drop_column:
             dataset = dataset.remove_columns(drop_column)

@@ -148,9 +148,10 @@ DATASET_PRESETS: dict[str, DatasetPreset] = {
             notes="The Hub's 'validation' split is the official test split (250 images per class).",
         ),
         DatasetPreset(
-            "cub200", "Donghyun99/CUB-200-2011", "train", "test", 200,
+            "cub200", "bentrevett/caltech-ucsd-birds-200-2011", "train", "test", 200,
+            revision="1ef09e021b0b65b40337f6f285909656f407f6e0",
             title="CUB-200-2011", homepage="https://www.vision.caltech.edu/datasets/cub_200_2011/",
-            notes="Official train / test split (5994 / 5794 images).",
+            notes="Official train / test split (5994 / 5794 images), species labels; the bbox column is not used.",
         ),
         DatasetPreset(
             "stanford_cars", "tanganke/stanford_cars", "train", "test", 196,
@@ -169,7 +170,8 @@ DATASET_PRESETS: dict[str, DatasetPreset] = {
             label_column="labels", data_dir="full", revision="refs/convert/parquet",
             title="MIT Indoor-67", homepage="https://web.mit.edu/torralba/www/indoor.html",
             official_split=False, eval_split_role="Roboflow's test split (not the official one)",
-            notes="Roboflow's 70/20/10 split, not the official 80/20 one; read from the Hub's Parquet conversion.",
+            notes="Roboflow's 70/20/10 split, not the official 80/20 one; read from the Hub's Parquet conversion. "
+            "scripts/prepare_mit_indoor67.py lays out the official split for --train_dir / --validation_dir.",
         ),
         DatasetPreset(
             "flowers102", "dpdl-benchmark/oxford_flowers102", "train+validation", "test", 102,
@@ -204,15 +206,24 @@ DATASET_PRESETS: dict[str, DatasetPreset] = {
 """The datasets `--dataset` knows.
 
 Hub ids and split names were checked against the datasets' Hub cards; column names too where the card lists its
-features (cifar100, dtd, flowers102, oxford_pets, mit_indoor67; fgvc_aircraft's `variant` as used by MTEB). They could
-not be loaded here (no network): when a preset is loaded, its splits, columns and number of classes are checked,
-and a drift is one [`DataError`] naming what was found (`--image_column` / `--label_column` override the preset's);
-`tests/test_preset_schemas.py` loads a local Parquet copy of each declared schema. `mit_indoor67`'s Hub repo is a
-loading script, which `datasets` >= 4 no longer runs: the preset reads the Hub's automatic Parquet conversion.
-`fgvc_aircraft`'s repository was converted to Parquet by its owners (commit 194f9ee, loading script deleted in
-e18a7c9, the pinned revision); its card lists `image`, `bbox` and `family` (70 classes) as class features, but the
-`variant` column with 100 classes is taken from the former loading script and MTEB's use, not read from the Parquet
-card: if it differs, loading stops with the class count or the columns found.
+features (cifar100, cub200, dtd, flowers102, oxford_pets, mit_indoor67; fgvc_aircraft's `variant` as used by MTEB).
+They could not be loaded here (no network): when a preset is loaded, its splits, columns and number of classes are
+checked, and a drift is one [`DataError`] naming what was found (`--image_column` / `--label_column` override the
+preset's); `tests/test_preset_schemas.py` loads a local Parquet copy of each declared schema.
+
+- `cub200`: bentrevett/caltech-ucsd-birds-200-2011, pinned to the commit whose card was read (1ef09e0): Parquet
+  `data/{train,test}-*`, features `image`, `label` (a class label of the 200 species, `001.Black_footed_Albatross`
+  ...) and `bbox` (4 numbers); the viewer counts 5.99k / 5.79k rows. It is the copy uploaded first (March 2024);
+  Donghyun99/CUB-200-2011, used before, holds Parquet files of the same four sizes uploaded in November 2024 (a
+  re-upload, as far as can be told). Both are loaded by name in third-party code; no download counts could be read.
+- `mit_indoor67`: the Hub repo is a loading script, which `datasets` >= 4 no longer runs: the preset reads the Hub's
+  automatic Parquet conversion. Its split is Roboflow's, not the official one (no Hub copy of the official split
+  was found); `scripts/prepare_mit_indoor67.py` builds the official one as image folders.
+- `fgvc_aircraft`: the repository was converted to Parquet by its owners (commit 194f9ee, loading script deleted in
+  e18a7c9, the pinned revision); its card lists `image`, `bbox` and `family` (70 classes). That `variant` is a class
+  label comes from the former loading script as MTEB uses it (the label names of `features["variant"]`, 3,333 test
+  images at revision 91860ad); its number of classes (100, or the 102 of the original README, which torchvision
+  corrected to 100) could not be read off the Parquet card: if it differs, loading stops with the class count found.
 """
 
 
