@@ -27,6 +27,12 @@ Outputs a markdown report (stdout and `--markdown`) and the raw numbers as JSON 
     python -m benchmarks.speed                                  # all three models, ~10 minutes on 2 CPU cores
     python -m benchmarks.speed --models small-cnn --rounds 10   # quick look
     python -m benchmarks.speed --lora                           # only the LoRA section -> results/lora.{json,md}
+    python -m benchmarks.speed --device cuda                    # the GPU preset (benchmarks/speed_gpu.py)
+
+On a CUDA device (or with `--preset gpu`; `--tiny` for tiny configs) the GPU preset of `speed_gpu.py` runs instead:
+ResNet-50, ViT-B/16, ConvNeXt-T and Swin-T at 224 px in bf16, SMILE against the stock `Trainer`, with host syncs,
+kernel launches and peak memory per step -> results/speed_cuda.{json,md}. `--preset cpu` runs this module's
+benchmark on any device.
 
 With `--lora` it measures instead what SMILE costs with LoRA (`SmileTrainer(..., peft_config=LoraConfig(...))`,
 the teacher an EMA adapter on the student's frozen base) against LoRA fine-tuning, and against full training (every
@@ -938,7 +944,20 @@ def parse_args(argv=None):
     parser.add_argument("--markdown", default=None, help="markdown report (default: results/speed.md, with --lora "
                         "results/lora.md)")  # fmt: skip
     parser.add_argument("--report_only", action="store_true", help="measure nothing: print the report of --output")
+    parser.add_argument("--preset", choices=("cpu", "gpu"), default=None, help="cpu: the three small models above; "
+                        "gpu: realistic models at 224 px, bf16, against the stock Trainer (benchmarks/speed_gpu.py, "
+                        "-> results/speed_cuda.{json,md} on CUDA). Default: gpu on a CUDA device, else cpu")  # fmt: skip
+    parser.add_argument("--tiny", action="store_true", help="the gpu preset with tiny configs (seconds on the CPU; "
+                        "writes to the temporary directory unless --output/--markdown)")  # fmt: skip
     opts = parser.parse_args(argv)
+    if opts.preset is None:
+        opts.preset = "gpu" if (opts.tiny or opts.device.startswith("cuda")) and not opts.lora else "cpu"
+    if opts.tiny and opts.preset != "gpu":
+        parser.error("--tiny runs the gpu preset: drop --preset cpu (or --lora)")
+    if opts.preset == "gpu" and opts.lora:
+        parser.error("--lora has no gpu preset: pass --preset cpu")
+    if opts.preset == "gpu":  # speed_gpu picks its own default paths
+        return opts
     stem = "lora" if opts.lora else "speed"
     if opts.output is None:
         opts.output = os.path.join(RESULTS_DIR, f"{stem}.json")
@@ -950,6 +969,15 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     opts = parse_args(argv)
+    if opts.preset == "gpu":
+        from . import speed_gpu
+
+        if opts.report_only:
+            return speed_gpu.report_only(opts)
+        if opts.device == "cpu":
+            torch.set_num_threads(opts.threads)
+        transformers.logging.set_verbosity_error()
+        return speed_gpu.run(opts, argv)
     if opts.report_only:
         with open(opts.output, encoding="utf-8") as f:
             payload = json.load(f)
