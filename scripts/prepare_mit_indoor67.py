@@ -12,14 +12,16 @@ preset reads a Hub copy with another split (Roboflow's); this script gives the o
         --method smile --reference_recipe True
 
 `--images` is the tarball or the folder it was extracted into (the one holding `Images/`). Writes
-`<output_dir>/train/<class>/<file>` and `<output_dir>/test/<class>/<file>`, exactly the listed images, and reports
-the counts. A missing file, a listed image that is not in the archive, an image listed in both splits or a non-empty
+`<output_dir>/train/<class>/<file>` and `<output_dir>/test/<class>/<file>`, exactly the listed images, and
+`<output_dir>/smile_hf_split.json`, which tells the run (its results and model card) that the folders are the
+official split; it reports the counts. A missing file, a listed image that is not in the archive, an image listed in both splits or a non-empty
 output folder is one error line (exit status 2).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -29,6 +31,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import PurePosixPath
 from typing import BinaryIO
+
+from smile_hf.data.prepare import SPLIT_INFO_NAME
 
 OFFICIAL_COUNTS = {"train": 5360, "test": 1340, "classes": 67}
 """What the official lists hold (80 + 20 images of each of the 67 classes)."""
@@ -149,7 +153,19 @@ def prepare(images: str, train_list: str, test_list: str, output_dir: str) -> di
             for entry in entries:
                 copy_image(available[entry](), os.path.join(output_dir, split, *entry.split("/")))
     classes = {e.split("/")[0] for entries in splits.values() for e in entries}
+    write_split_info(output_dir)
     return {"train": len(splits["train"]), "test": len(splits["test"]), "classes": len(classes)}
+
+
+def write_split_info(output_dir: str) -> None:
+    """Say beside the folders that they are the official split, for the results and the model card of a run on
+    them (read by `smile_hf.data.prepare.local_data_source`)."""
+    info = {
+        "name": "MIT Indoor-67", "train_dir": "train", "validation_dir": "test", "official_split": True,
+        "eval_split_role": "the official test split (TestImages.txt)",
+    }  # fmt: skip
+    with open(os.path.join(output_dir, SPLIT_INFO_NAME), "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2)
 
 
 def summary(counts: dict[str, int], output_dir: str) -> str:

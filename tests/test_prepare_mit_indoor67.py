@@ -101,6 +101,21 @@ def test_the_layout_loads_as_train_dir_and_validation_dir(download, tmp_path):
     assert sorted(data["train"].features["label"].names) == sorted(CLASSES)
 
 
+def test_a_run_on_the_layout_is_named_the_official_split(download, tmp_path):
+    from smile_hf.data.prepare import local_data_source
+
+    run(download)
+    out = tmp_path / "out"
+    source = local_data_source(str(out / "train"), str(out / "test"))
+    assert (source.name, source.official_split, source.local) == ("MIT Indoor-67", True, True)
+    assert source.eval_split_role == "the official test split (TestImages.txt)"
+    # the file describes only that pair: other folders beside it, or one folder alone, are not the official split
+    (out / "other").mkdir()
+    for train, evaluation in ((out / "train", out / "other"), (out / "test", out / "train"), (out / "train", None)):
+        source = local_data_source(str(train), None if evaluation is None else str(evaluation))
+        assert not source.official_split and source.name == train.name
+
+
 def broken(download: dict, case: str) -> dict:
     """The arguments of [`run`] for one bad input."""
     root = download["root"]

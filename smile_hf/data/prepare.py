@@ -9,6 +9,7 @@ Every problem is a [`DataError`], a one-line message that names what was expecte
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -31,6 +32,35 @@ CORRUPT_IMAGE_POLICIES = ("error", "skip")
 # ---------------------------------------------------------------------------------------------------------------------
 # Splits
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+SPLIT_INFO_NAME = "smile_hf_split.json"
+"""A file beside a pair of train / evaluation image folders that says what their split is (written by
+`scripts/prepare_mit_indoor67.py`): `{"name", "train_dir", "validation_dir", "official_split", "eval_split_role"}`
+(the two folders named relative to the file's folder)."""
+
+
+def local_data_source(train_dir: str, validation_dir: str | None) -> DataSource:
+    """The [`DataSource`] of local image folders: named by the training folder, not an official split, unless a
+    [`SPLIT_INFO_NAME`] file in their common parent describes exactly these two folders."""
+    source = DataSource(name=os.path.basename(os.path.normpath(train_dir)), local=True, official_split=False)
+    source.eval_split = "validation" if validation_dir else "train"
+    source.eval_split_role = "a separate image folder" if validation_dir else ""
+    if validation_dir is None:
+        return source
+    parent = os.path.dirname(os.path.abspath(train_dir))
+    info_path = os.path.join(parent, SPLIT_INFO_NAME)
+    if not os.path.isfile(info_path) or os.path.dirname(os.path.abspath(validation_dir)) != parent:
+        return source
+    with open(info_path, encoding="utf-8") as f:
+        info = json.load(f)
+    folders = (os.path.basename(os.path.normpath(train_dir)), os.path.basename(os.path.normpath(validation_dir)))
+    if (info.get("train_dir"), info.get("validation_dir")) != folders:
+        return source
+    source.name = str(info.get("name", source.name))
+    source.official_split = bool(info.get("official_split", False))
+    source.eval_split_role = str(info.get("eval_split_role", source.eval_split_role))
+    return source
 
 
 def split_off_validation(dataset: Dataset, fraction: float, seed: int, label_column: str) -> DatasetDict:
@@ -314,9 +344,7 @@ def prepare_datasets(
         splits = load_image_folders(train_dir, validation_dir, cache_dir=cache_dir)
         image_column, label_column = image_column or "image", label_column or "label"
         description = train_dir
-        source = DataSource(name=os.path.basename(os.path.normpath(train_dir)), local=True, official_split=False)
-        source.eval_split = "validation" if validation_dir else "train"
-        source.eval_split_role = "a separate image folder" if validation_dir else ""
+        source = local_data_source(train_dir, validation_dir)
     for name, split in splits.items():
         check_columns(split, image_column, label_column, name)
     if "validation" not in splits:
