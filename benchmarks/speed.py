@@ -171,14 +171,11 @@ def random_dataset(spec: ModelSpec, num: int, seed: int = 0) -> TensorDataset:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def training_arguments(method: str, opts, batch_size: int, max_steps: int, **overrides) -> SmileTrainingArguments:
-    """The same optimiser and settings for every method: the SMILE reference recipe's optimiser (SGD, Nesterov
-    momentum 0.9, lr 0.01, weight decay 1e-4, no clipping, constant lr), set field by field: `reference_recipe=True`
-    would also replace a batch size of 8 (the `TrainingArguments` default) by 48. No final plain phase (SMILE's
-    mixing phase is what costs)."""
-    kwargs = dict(
-        output_dir=tempfile.mkdtemp(prefix="smile-speed-"),
-        method=method,
+def stock_step_settings(opts, batch_size: int) -> dict:
+    """The `TrainingArguments` values every benchmarked trainer shares: the SMILE reference recipe's optimiser (SGD,
+    Nesterov momentum 0.9, lr 0.01, weight decay 1e-4, no clipping, constant lr), no logging or saving, the batch on
+    the main process."""
+    return dict(
         optim="sgd",
         optim_args="momentum=0.9,nesterov=True",
         learning_rate=0.01,
@@ -186,9 +183,6 @@ def training_arguments(method: str, opts, batch_size: int, max_steps: int, **ove
         max_grad_norm=0.0,
         lr_scheduler_type="constant",
         per_device_train_batch_size=batch_size,
-        max_steps=max_steps,
-        final_finetune_fraction=0.0,
-        delta_attention=False,  # a one-off cost before training, not a per-step one
         report_to="none",
         save_strategy="no",
         logging_strategy="no",
@@ -197,6 +191,20 @@ def training_arguments(method: str, opts, batch_size: int, max_steps: int, **ove
         bf16=opts.bf16,
         seed=0,
         dataloader_num_workers=0,
+    )
+
+
+def training_arguments(method: str, opts, batch_size: int, max_steps: int, **overrides) -> SmileTrainingArguments:
+    """The same optimiser and settings for every method ([`stock_step_settings`]), set field by field:
+    `reference_recipe=True` would also replace a batch size of 8 (the `TrainingArguments` default) by 48. No final
+    plain phase (SMILE's mixing phase is what costs)."""
+    kwargs = dict(
+        output_dir=tempfile.mkdtemp(prefix="smile-speed-"),
+        method=method,
+        max_steps=max_steps,
+        final_finetune_fraction=0.0,
+        delta_attention=False,  # a one-off cost before training, not a per-step one
+        **stock_step_settings(opts, batch_size),
     )
     kwargs.update(overrides)
     return SmileTrainingArguments(**kwargs)

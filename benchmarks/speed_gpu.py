@@ -192,22 +192,8 @@ def stock_arguments(opts, batch_size: int) -> transformers.TrainingArguments:
     SMILE fields."""
     return transformers.TrainingArguments(
         output_dir=tempfile.mkdtemp(prefix="smile-speed-gpu-"),
-        optim="sgd",
-        optim_args="momentum=0.9,nesterov=True",
-        learning_rate=0.01,
-        weight_decay=1e-4,
-        max_grad_norm=0.0,
-        lr_scheduler_type="constant",
-        per_device_train_batch_size=batch_size,
         max_steps=10**7,
-        report_to="none",
-        save_strategy="no",
-        logging_strategy="no",
-        disable_tqdm=True,
-        use_cpu=opts.device == "cpu",
-        bf16=opts.bf16,
-        seed=0,
-        dataloader_num_workers=0,
+        **speed.stock_step_settings(opts, batch_size),
     )
 
 
