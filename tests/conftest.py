@@ -41,7 +41,10 @@ def pytest_report_header(config):
 
     kind, count = available_accelerator()
     here = f"{count} {kind} device(s)" if kind else "no accelerator"
-    return f"smile_hf test device: {TEST_DEVICE} ({DEVICE_VARIABLE}={os.environ.get(DEVICE_VARIABLE, '')!r}; {here})"
+    header = f"smile_hf test device: {TEST_DEVICE} ({DEVICE_VARIABLE}={os.environ.get(DEVICE_VARIABLE, '')!r}; {here})"
+    if TEST_DEVICE != "cpu" and count > 1:
+        header += "; several visible devices: single-process Trainers use nn.DataParallel over them (see the README)"
+    return header
 
 
 @pytest.fixture(scope="session")

@@ -103,3 +103,19 @@ def test_a_bad_value_stops_a_pytest_session_at_its_start(tmp_path):
     assert result.returncode == 4, result.stdout + result.stderr
     assert "ERROR: SMILE_HF_TEST_DEVICE='no-such-device' is not a torch device" in result.stderr
     assert "passed" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "on_accelerator, accelerator, skipped",
+    [(False, NO_ACCELERATOR, False), (True, ONE_GPU, True), (True, TWO_GPUS, False), (True, ("cuda", 4), False)],
+)
+def test_two_process_tests_are_skipped_without_a_device_per_rank(on_accelerator, accelerator, skipped, monkeypatch):
+    from . import testing_utils
+
+    monkeypatch.setattr(testing_utils, "ON_ACCELERATOR", on_accelerator)
+    monkeypatch.setattr(testing_utils, "TEST_DEVICE", "cuda:0" if on_accelerator else "cpu")
+    monkeypatch.setattr(testing_utils, "available_accelerator", lambda: accelerator)
+    mark = testing_utils.requires_a_device_per_rank(2)
+    assert mark.name == "skipif" and mark.args == (skipped,)
+    if skipped:
+        assert mark.kwargs["reason"] == "2 processes on cuda:0 need 2 devices; this machine has 1"
