@@ -119,6 +119,17 @@ def test_derived_parts_timm(family):
     assert adapter.spec.num_special_tokens == getattr(source.timm_model, "num_prefix_tokens", 0)
 
 
+def test_probe_fingerprints_stay_on_the_models_device():
+    """The adapter's probing pass fingerprints each stage output on the model's device: a model already on an
+    accelerator is probed there (the meta device stands in for one: mixing it with a CPU tensor raises, as CUDA does)."""
+    from smile_hf.backbones.structure import _fingerprint
+
+    output = torch.ones(2, 3, 4, 4, device="meta")
+    fingerprint = _fingerprint(output)
+    assert fingerprint.device == output.device and fingerprint.shape == (3,) and fingerprint.dtype == torch.float64
+    torch.testing.assert_close(_fingerprint(torch.ones(2, 3)), torch.tensor([6.0, 6.0, 6.0], dtype=torch.float64))
+
+
 def test_distilled_heads_are_both_new_heads(torch_device):
     """Distilled DeiT: both classifiers are reset and penalised, and the pooled feature is [CLS token || distillation
     token] (read from the base model's own output)."""
