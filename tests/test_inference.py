@@ -60,7 +60,9 @@ def read_predictions(path: Path) -> dict[str, list[tuple[str, float]]]:
     return {r["file"]: [(r[f"label_{i}"], float(r[f"score_{i}"])) for i in range(1, k + 1)] for r in rows}
 
 
-@pytest.mark.auto_device("the README's commands and Python block as written: run_smile.py and pipeline() pick the device")
+@pytest.mark.auto_device(
+    "the README's commands and Python block as written: run_smile.py and pipeline() pick the device"
+)
 def test_readme_round_trip_runs_as_written(tmp_path, monkeypatch, capsys):
     commands, python_source = readme_blocks()
     assert len(commands) == 3 and all(c[:2] == ["python", "examples/run_smile.py"] for c in commands)

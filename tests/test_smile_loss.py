@@ -153,7 +153,9 @@ def test_final_phase_loss_is_plain_finetuning(tmp_path, torch_device):
     assert {k for k in logged if k.startswith(("loss_", "mix_"))} == {"loss_main", "loss_cls", "mix_lambda"}
     assert logged["mix_lambda"] == 1.0  # no mix was applied
     with pytest.raises(ValueError, match="final plain phase"):
-        trainer.loss_fn(model, x, y, Mix("mixup", 0.7, torch.tensor([1, 0, 3, 2], device=torch_device)), final_phase=True)
+        trainer.loss_fn(
+            model, x, y, Mix("mixup", 0.7, torch.tensor([1, 0, 3, 2], device=torch_device)), final_phase=True
+        )
 
 
 def test_student_backbone_runs_once_per_step(tmp_path, torch_device):

@@ -63,7 +63,9 @@ def test_teacher_forward_under_the_students_autocast(tmp_path):
 
 def test_floating_point_ops_as_the_stock_trainer(tmp_path, torch_device):
     source, student = source_and_student("resnet")
-    args = SmileTrainingArguments(output_dir=str(tmp_path), method="finetune", report_to="none", **training_device_args())
+    args = SmileTrainingArguments(
+        output_dir=str(tmp_path), method="finetune", report_to="none", **training_device_args()
+    )
     trainer = SmileTrainer(model=student, args=args)
     inputs = {
         "pixel_values": torch.zeros(3, 3, 64, 64, device=torch_device),
