@@ -119,3 +119,21 @@ def test_two_process_tests_are_skipped_without_a_device_per_rank(on_accelerator,
     assert mark.name == "skipif" and mark.args == (skipped,)
     if skipped:
         assert mark.kwargs["reason"] == "2 processes on cuda:0 need 2 devices; this machine has 1"
+
+
+def test_accelerator_runs_use_float32_convolutions_and_deterministic_cudnn():
+    """What the session sets on a CUDA device (in a fresh interpreter, not to change this session's flags): cuDNN's
+    convolutions (TF32 by default) and matmuls in full float32; deterministic cuDNN kernels."""
+    code = (
+        "import torch\n"
+        "from tests.conftest import exact_float32_and_deterministic_cudnn\n"
+        "exact_float32_and_deterministic_cudnn()\n"
+        "print(torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision,\n"
+        "      torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ieee", "ieee", "True", "False"]
