@@ -1,4 +1,6 @@
-"""Test-wide settings: no network, one intra-op thread (tiny models run faster without thread hand-offs)."""
+"""Test-wide settings: no network, one intra-op thread (tiny models run faster without thread hand-offs), and the
+device the tests run on: `SMILE_HF_TEST_DEVICE` (unset: the CPU; `cuda` or `cuda:0`: the first GPU), given to the
+tests as the `torch_device` fixture (and as `testing_utils.TEST_DEVICE` where no fixture reaches)."""
 
 import os
 
@@ -7,6 +9,51 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+
+def pytest_configure(config):
+    """Resolve `SMILE_HF_TEST_DEVICE` before anything is collected: a value naming no device of this machine stops the
+    session with one usage error (rather than tests failing or skipping one by one). On an accelerator, float32
+    stays float32 (no TF32) and cuDNN picks deterministic kernels: the tests compare float32 results at 1e-5 and
+    resumed runs bit for bit."""
+    try:
+        from tests.testing_utils import TEST_DEVICE
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
+    if TEST_DEVICE.startswith("cuda"):
+        exact_float32_and_deterministic_cudnn()
+
+
+def exact_float32_and_deterministic_cudnn() -> None:
+    """No TF32 in matmuls and convolutions (cuDNN's convolutions default to it), set the way `TrainingArguments(
+    tf32=False)` sets it (mixing torch's new and legacy TF32 flags makes reading the legacy ones raise); cuDNN's
+    deterministic kernels, chosen without benchmarking."""
+    if hasattr(torch.backends, "fp32_precision"):  # torch >= 2.9: every backend and operator inherits it
+        torch.backends.fp32_precision = "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def pytest_report_header(config):
+    from tests.testing_utils import DEVICE_VARIABLE, TEST_DEVICE, available_accelerator
+
+    kind, count = available_accelerator()
+    here = f"{count} {kind} device(s)" if kind else "no accelerator"
+    header = f"smile_hf test device: {TEST_DEVICE} ({DEVICE_VARIABLE}={os.environ.get(DEVICE_VARIABLE, '')!r}; {here})"
+    if TEST_DEVICE != "cpu" and count > 1:
+        header += "; several visible devices: single-process Trainers use nn.DataParallel over them (see the README)"
+    return header
+
+
+@pytest.fixture(scope="session")
+def torch_device() -> str:
+    """The device the test's models and tensors go on: "cpu", or e.g. "cuda:0" (`SMILE_HF_TEST_DEVICE`)."""
+    from tests.testing_utils import TEST_DEVICE
+
+    return TEST_DEVICE
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ import pytest
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
 
-from .testing_utils import FAMILIES, random_image_dataset, source_and_student
+from .testing_utils import FAMILIES, random_image_dataset, source_and_student, training_device_args
 
 # method -> loss terms it must log (besides `loss_main`)
 METHODS = {
@@ -36,7 +36,7 @@ DATASET = random_image_dataset(4, num_labels=3)
 def test_method_trains_on_backbone(family, method, tmp_path):
     source, student = source_and_student(family, num_source=7, num_target=3)
     args = SmileTrainingArguments(
-        output_dir=str(tmp_path), report_to="none", use_cpu=True, save_strategy="no", method=method,
+        output_dir=str(tmp_path), report_to="none", **training_device_args(), save_strategy="no", method=method,
         max_steps=2, per_device_train_batch_size=2, logging_steps=1, disable_tqdm=True, final_finetune_fraction=0.0,
         delta_attention_batches=1, delta_attention_epochs=1, rifle_num_reinits=1,
     )  # fmt: skip

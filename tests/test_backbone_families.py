@@ -30,11 +30,13 @@ from .testing_utils import (
     ALL_FAMILIES,
     IMAGE_SIZE,
     LAYOUT_REPRESENTATIVES,
+    TEST_DEVICE,
     TIMM_ARCHITECTURES,
     random_image_dataset,
     source_and_student,
     timm_model,
     tiny_model,
+    training_device_args,
 )
 
 
@@ -87,7 +89,7 @@ def _check_parts(source: nn.Module, adapter: BackboneAdapter) -> None:
     """The source head copy, applied to the pooled feature, gives the source model's logits; the feature map is a map
     of at least 2 x 2; the backbone excludes exactly the classifiers."""
     source.eval()
-    x = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0)).to(TEST_DEVICE)
     copy = build_source_head_copy(adapter, source)
     with torch.no_grad():
         out = adapter.forward(source, x, source_head=copy, output_hidden_states=True)
@@ -117,13 +119,24 @@ def test_derived_parts_timm(family):
     assert adapter.spec.num_special_tokens == getattr(source.timm_model, "num_prefix_tokens", 0)
 
 
-def test_distilled_heads_are_both_new_heads():
+def test_probe_fingerprints_stay_on_the_models_device():
+    """The adapter's probing pass fingerprints each stage output on the model's device: a model already on an
+    accelerator is probed there (the meta device stands in for one: mixing it with a CPU tensor raises, as CUDA does)."""
+    from smile_hf.backbones.structure import _fingerprint
+
+    output = torch.ones(2, 3, 4, 4, device="meta")
+    fingerprint = _fingerprint(output)
+    assert fingerprint.device == output.device and fingerprint.shape == (3,) and fingerprint.dtype == torch.float64
+    torch.testing.assert_close(_fingerprint(torch.ones(2, 3)), torch.tensor([6.0, 6.0, 6.0], dtype=torch.float64))
+
+
+def test_distilled_heads_are_both_new_heads(torch_device):
     """Distilled DeiT: both classifiers are reset and penalised, and the pooled feature is [CLS token || distillation
     token] (read from the base model's own output)."""
     model = tiny_model("deit_distilled", 3).eval()
     adapter = BackboneAdapter(model)
     assert [h for h in adapter.head(model)] == [model.cls_classifier, model.distillation_classifier]
-    x = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE)
+    x = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE, device=torch_device)
     with torch.no_grad():
         tokens = model.deit(x).last_hidden_state
         pooled = adapter.forward(model, x).pooled
@@ -146,7 +159,8 @@ def test_registered_spec_overrides_derivation():
 def train_two_steps(family: str, method: str, tmp_path, **kwargs) -> list[dict]:
     source, student = source_and_student(family, num_source=7, num_target=3)
     args = SmileTrainingArguments(
-        output_dir=str(tmp_path), report_to="none", use_cpu=True, save_strategy="no", method=method, max_steps=2,
+        output_dir=str(tmp_path), report_to="none", **training_device_args(), save_strategy="no", method=method,
+        max_steps=2,
         per_device_train_batch_size=2, logging_steps=1, disable_tqdm=True, final_finetune_fraction=0.0,
         delta_attention_batches=1, delta_attention_epochs=1, **kwargs,
     )  # fmt: skip

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from .testing_utils import TEST_DEVICE
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKPOINT = os.path.join(REPO, "checkpoints", "fmnist-resnet-tiny")
 
@@ -25,7 +27,7 @@ def test_speed_smoke(tmp_path):
     out, md = tmp_path / "speed.json", tmp_path / "speed.md"
     result = run(
         "speed", "--models", "small-cnn", "--methods", "finetune,mixup,smile", "--rounds", "2", "--chunks", "1",
-        "--output", str(out), "--markdown", str(md),
+        "--output", str(out), "--markdown", str(md), "--device", TEST_DEVICE,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     payload = json.loads(out.read_text())
@@ -42,13 +44,13 @@ def test_speed_smoke(tmp_path):
     assert "SMILE step / fine-tuning step" in md.read_text()
 
 
-def test_step_memory_tracker_counts_allocations_only():
+def test_step_memory_tracker_counts_allocations_only(torch_device):
     import torch
 
     from benchmarks.speed import PeakTensorMemory
 
-    weight = torch.nn.Parameter(torch.randn(256, 256))  # 256 KiB, held before the step
-    x = torch.randn(4, 256)
+    weight = torch.nn.Parameter(torch.randn(256, 256, device=torch_device))  # 256 KiB, held before the step
+    x = torch.randn(4, 256, device=torch_device)
     with PeakTensorMemory() as tracker:
         torch.nn.functional.linear(x, weight).sum().backward()  # `t()` of the weight is a view, not an allocation
         with torch.no_grad():
@@ -62,7 +64,8 @@ def test_step_memory_tracker_counts_allocations_only():
 def test_speed_lora_smoke(tmp_path):
     pytest.importorskip("peft", reason="the LoRA section needs the optional `peft` package")
     out, md = tmp_path / "lora.json", tmp_path / "lora.md"
-    result = run("speed", "--lora", "--models", "tiny-vit", "--rounds", "2", "--output", str(out), "--markdown", str(md))
+    result = run("speed", "--lora", "--models", "tiny-vit", "--rounds", "2", "--output", str(out), "--markdown", str(md),
+                 "--device", TEST_DEVICE)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     payload = json.loads(out.read_text())
     assert payload["settings"]["section"] == "lora" and list(payload["models"]) == ["tiny-vit"]
@@ -89,6 +92,7 @@ def test_speed_lora_smoke(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.isfile(os.path.join(CHECKPOINT, "config.json")), reason="no bundled checkpoint")
+@pytest.mark.cpu_only("benchmarks/accuracy.py trains on the CPU (use_cpu=True in the benchmark itself)")
 def test_accuracy_smoke(tmp_path):
     out, md, png = tmp_path / "accuracy.json", tmp_path / "accuracy.md", tmp_path / "accuracy.png"
     result = run(

@@ -22,7 +22,12 @@ from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.methods import METHODS, TransferMethod, register_method
 
 from .test_export import one_thread  # noqa: F401  (autouse fixture)
-from .testing_utils import random_image_dataset, source_and_student
+from .testing_utils import (
+    random_image_dataset,
+    requires_a_device_per_rank,
+    source_and_student,
+    training_device_args,
+)
 
 N = 3  # steps before the interruption; the runs train 2N steps in all
 STATEFUL_METHOD = "running_center_test"
@@ -81,7 +86,7 @@ def make_trainer(output_dir, method, seed=0, callbacks=(), **kwargs):
     """A deterministic tiny run: ResNet, SGD, 16 images in batches of 4 (an epoch boundary after step 4)."""
     source, student = source_and_student("resnet", seed=seed)
     options = dict(
-        output_dir=str(output_dir), report_to="none", use_cpu=True, method=method, max_steps=2 * N,
+        output_dir=str(output_dir), report_to="none", **training_device_args(), method=method, max_steps=2 * N,
         per_device_train_batch_size=4, optim="sgd", learning_rate=0.05, lr_scheduler_type="linear", logging_steps=1,
         seed=42, save_strategy="no", ema_decay=0.8, ema_update_every=2, final_finetune_fraction=1 / 3,
         disable_tqdm=True,
@@ -277,6 +282,7 @@ def test_markers_of_the_size_only_format_are_still_read(tmp_path):
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    # CPU tensors: the trainer copies its state to the CPU before writing it (a file test, whatever the device)
     path = str(tmp_path / "state.safetensors")
     ckpt.save_safetensors_atomic({"a": torch.ones(3)}, path)
 
@@ -306,12 +312,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 torch.set_num_threads(1)
 sys.path.insert(0, sys.argv[1])
-from tests.testing_utils import finish_rank, random_image_dataset, source_and_student
+from tests.testing_utils import finish_rank, random_image_dataset, source_and_student, training_device_args
 from smile_hf import SmileTrainer, SmileTrainingArguments
 output_dir, max_steps, resume = sys.argv[2], int(sys.argv[3]), sys.argv[4] == "resume"
-source, student = source_and_student("resnet")
+source, student = source_and_student("resnet", device="cpu")  # the Trainer puts them on this rank's device
 args = SmileTrainingArguments(
-    output_dir=output_dir, report_to="none", use_cpu=True, method="smile", max_steps=max_steps, disable_tqdm=True,
+    output_dir=output_dir, report_to="none", **training_device_args(), method="smile", max_steps=max_steps, disable_tqdm=True,
     per_device_train_batch_size=2, save_strategy="steps", save_steps=1, save_total_limit=1, ema_update_every=1,
     ddp_find_unused_parameters=False,  # the source head's output is not among the model's outputs
 )
@@ -323,6 +329,7 @@ finish_rank()
 
 
 @pytest.mark.slow
+@requires_a_device_per_rank(2)
 def test_two_process_checkpoints_are_complete_and_resume(tmp_path):
     """Under DDP the marker is written after every rank's files (each rank saves its own RNG state)."""
     import subprocess

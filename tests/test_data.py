@@ -40,6 +40,8 @@ from smile_hf.data import (
     without_image_decoding,
 )
 
+pytestmark = pytest.mark.cpu_only("the data pipeline runs on the CPU, before the Trainer moves a batch to its device")
+
 REQUIRED_PRESETS = {
     "food101", "cub200", "stanford_cars", "fgvc_aircraft", "mit_indoor67", "flowers102", "oxford_pets", "cifar100", "dtd",
 }  # fmt: skip

@@ -8,12 +8,15 @@ import io
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from smile_hf.data import BatchTransform, ImageTransform, TransformConfig, decode_image, eval_image_processor
 
 CONFIG = TransformConfig(crop_size=(56, 56), resize_size=(64, 64))
+
+pytestmark = pytest.mark.cpu_only("image decoding and transforms run on the CPU, whatever the training device")
 
 
 def encoded(width: int, height: int, format: str = "JPEG") -> bytes:

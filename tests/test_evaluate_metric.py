@@ -23,7 +23,7 @@ from smile_hf.metrics import (
 
 from .test_export import labelled_dataset, one_thread  # noqa: F401  (one_thread: autouse fixture)
 from .test_hub import no_network  # noqa: F401
-from .testing_utils import source_and_student
+from .testing_utils import source_and_student, training_device_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,8 @@ def test_trainer_accepts_the_module_as_compute_metrics(tmp_path, offline_metric)
     for compute_metrics in (offline_metric, ClassificationMetrics()):
         source, student = source_and_student("resnet")
         args = SmileTrainingArguments(
-            output_dir=str(tmp_path), report_to="none", use_cpu=True, method="finetune", per_device_eval_batch_size=8,
+            output_dir=str(tmp_path), report_to="none", **training_device_args(), method="finetune",
+            per_device_eval_batch_size=8,
             disable_tqdm=True,
         )  # fmt: skip
         trainer = SmileTrainer(

@@ -23,7 +23,7 @@ from transformers import AutoModelForImageClassification, ViTImageProcessor, pip
 from smile_hf import SmileTrainer, SmileTrainingArguments, load_student
 from smile_hf.backbones import SOURCE_HEAD_NAME
 
-from .testing_utils import IMAGE_SIZE, source_and_student
+from .testing_utils import IMAGE_SIZE, source_and_student, training_device_args
 
 CLASS_NAMES = ["cat", "dog", "cow"]
 
@@ -56,7 +56,7 @@ def train_student(output_dir, method="smile", steps=2):
     source, student = source_and_student("resnet")
     assert student.config.id2label[0] == "LABEL_0"  # placeholder names, as with `num_labels=` alone
     args = SmileTrainingArguments(
-        output_dir=str(output_dir), report_to="none", use_cpu=True, method=method, max_steps=steps,
+        output_dir=str(output_dir), report_to="none", **training_device_args(), method=method, max_steps=steps,
         per_device_train_batch_size=4, optim="sgd", learning_rate=0.1, save_strategy="no", disable_tqdm=True,
         ema_update_every=1, final_finetune_fraction=0.0,
     )  # fmt: skip
@@ -91,7 +91,7 @@ def images(num=3, seed=0):
     return [Image.fromarray((rng.rand(50 + 7 * i, 70, 3) * 255).astype("uint8")) for i in range(num)]
 
 
-def test_exported_model_loads_cleanly_and_predicts_like_the_student(tmp_path):
+def test_exported_model_loads_cleanly_and_predicts_like_the_student(tmp_path, torch_device):
     trainer = train_student(tmp_path / "run")
     student = trainer.model.eval()
     export = tmp_path / "export"
@@ -106,20 +106,20 @@ def test_exported_model_loads_cleanly_and_predicts_like_the_student(tmp_path):
     assert set(weights) == expected_keys and len(expected_keys) < len(student.state_dict())
 
     with transformers_log() as log:
-        loaded = AutoModelForImageClassification.from_pretrained(str(export)).eval()
-        classifier = pipeline("image-classification", model=str(export))
+        loaded = AutoModelForImageClassification.from_pretrained(str(export)).to(torch_device).eval()
+        classifier = pipeline("image-classification", model=str(export), device=torch_device)
     assert_no_key_warnings(log.getvalue())
     assert type(loaded) is type(student)
     assert loaded.config.id2label == dict(enumerate(CLASS_NAMES))
     assert loaded.config.label2id == {name: i for i, name in enumerate(CLASS_NAMES)}
 
-    pixel_values = torch.randn(5, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(1))
+    pixel_values = torch.randn(5, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(1)).to(torch_device)
     with torch.no_grad():
         torch.testing.assert_close(loaded(pixel_values).logits, student(pixel_values).logits)
 
     # the pipeline (processor saved beside the model) gives the softmax of the trained student's logits
     pictures = images()
-    processed = image_processor()(pictures, return_tensors="pt")["pixel_values"]
+    processed = image_processor()(pictures, return_tensors="pt")["pixel_values"].to(torch_device)
     with torch.no_grad():
         probs = student(processed).logits.softmax(-1)
     for picture, expected in zip(pictures, probs):
@@ -144,7 +144,7 @@ def test_real_class_names_are_kept(tmp_path):
     source, student = source_and_student("resnet")
     student.config.id2label = {0: "a", 1: "b", 2: "c"}
     student.config.label2id = {"a": 0, "b": 1, "c": 2}
-    args = SmileTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, method="finetune")
+    args = SmileTrainingArguments(output_dir=str(tmp_path), report_to="none", **training_device_args(), method="finetune")
     trainer = SmileTrainer(model=student, args=args, train_dataset=labelled_dataset(4), processing_class=image_processor())
     trainer.save_model(str(tmp_path / "export"))
     config = json.loads((tmp_path / "export" / "config.json").read_text())
@@ -163,7 +163,7 @@ def test_remote_code_is_only_trusted_when_asked(tmp_path, monkeypatch):
 
     monkeypatch.setattr(AutoModelForImageClassification, "from_pretrained", classmethod(spy))
     student = load_student(str(tmp_path / "pretrained"), num_labels=3)
-    args = SmileTrainingArguments(output_dir=str(tmp_path / "run"), report_to="none", use_cpu=True, method="smile")
+    args = SmileTrainingArguments(output_dir=str(tmp_path / "run"), report_to="none", **training_device_args(), method="smile")
     SmileTrainer(model=student, args=args, train_dataset=labelled_dataset(4))  # loads the source model for the teacher
     assert calls == [False, False]
     load_student(str(tmp_path / "pretrained"), num_labels=3, trust_remote_code=True)

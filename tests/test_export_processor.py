@@ -12,10 +12,12 @@ from transformers import AutoImageProcessor, pipeline
 from smile_hf.data import ImageTransform, TransformConfig, decode_image, eval_image_processor
 
 from .example_scripts import load_example
+from .testing_utils import script_device_args
 
 run_smile = load_example("run_smile")
 
 
+@pytest.mark.cpu_only("image processing: the transform and the processor run on the CPU, before any model")
 def test_eval_processor_matches_the_eval_transform_bit_for_bit(tmp_path):
     config = TransformConfig(crop_size=(24, 20), resize_size=(29, 25), mean=(0.1, 0.2, 0.3), std=(0.5, 0.6, 0.7))
     rng = np.random.default_rng(0)
@@ -28,18 +30,18 @@ def test_eval_processor_matches_the_eval_transform_bit_for_bit(tmp_path):
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)  # float32 rounding of (x / 255 - mean) / std
 
 
-def test_pipeline_on_the_export_gives_the_evaluation_predictions(tmp_path):
+def test_pipeline_on_the_export_gives_the_evaluation_predictions(tmp_path, torch_device):
     output_dir = tmp_path / "run"
     result, trainer = run_smile.run(*run_smile.parse_args([
         "--dataset", "digits", "--train_samples_per_class", "3", "--max_eval_samples", "60", "--method", "finetune",
         "--max_steps", "2", "--per_device_train_batch_size", "8", "--save_strategy", "no", "--report_to", "none",
-        "--disable_tqdm", "True", "--output_dir", str(output_dir),
+        "--disable_tqdm", "True", "--output_dir", str(output_dir), *script_device_args(),
     ]))  # fmt: skip
     trainer.save_model()
     logits = trainer.predict(trainer.eval_dataset).predictions
     raw = trainer.eval_dataset.with_format(None)  # the stored images, without the transform
     images = [decode_image(raw[i]["image"]) for i in range(len(raw))]
-    classifier = pipeline("image-classification", model=str(output_dir))
+    classifier = pipeline("image-classification", model=str(output_dir), device=torch_device)
     probabilities = torch.softmax(torch.as_tensor(logits, dtype=torch.float64), dim=-1)
     names = classifier.model.config.id2label
     for image, expected in zip(images, probabilities):

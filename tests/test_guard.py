@@ -17,14 +17,16 @@ from smile_hf.guard import NonFiniteLossError, NonFiniteWeightsError
 from smile_hf.metrics import ClassificationMetrics
 
 from .test_export import one_thread  # noqa: F401  (autouse fixture)
-from .testing_utils import random_image_dataset, source_and_student
+from .testing_utils import random_image_dataset, source_and_student, training_device_args
 
 
 def make_trainer(tmp_path, callbacks=(), collator=None, **kwargs):
     source, student = source_and_student("resnet")
     defaults = dict(max_steps=6, per_device_train_batch_size=4, learning_rate=1e-2, logging_steps=1, save_strategy="no")
     defaults.update(kwargs)
-    args = SmileTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, method="smile", **defaults)
+    args = SmileTrainingArguments(
+        output_dir=str(tmp_path), report_to="none", **training_device_args(), method="smile", **defaults
+    )
     return SmileTrainer(
         model=student, args=args, teacher_model=source, train_dataset=random_image_dataset(24),
         callbacks=list(callbacks), data_collator=collator,

@@ -38,7 +38,7 @@ from .test_export import (  # noqa: F401  (one_thread: autouse fixture)
     one_thread,
     transformers_log,
 )
-from .testing_utils import source_and_student
+from .testing_utils import script_device_args, source_and_student, training_device_args
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def accuracy(eval_pred):
     return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
 
 
-def test_push_to_hub_uploads_a_clean_model_processor_and_card(tmp_path, monkeypatch, no_network):
+def test_push_to_hub_uploads_a_clean_model_processor_and_card(tmp_path, monkeypatch, no_network, torch_device):
     hub = FakeHub(tmp_path / "hub")
     monkeypatch.setattr(transformers.trainer, "hf_api", lambda: hub)
     (args,) = HfArgumentParser(SmileTrainingArguments).parse_args_into_dataclasses(
@@ -101,7 +101,7 @@ def test_push_to_hub_uploads_a_clean_model_processor_and_card(tmp_path, monkeypa
             "--hub_strategy", "checkpoint", "--method", "smile", "--max_steps", "4", "--eval_strategy", "steps",
             "--eval_steps", "2", "--save_steps", "2", "--logging_steps", "1", "--per_device_train_batch_size", "4",
             "--optim", "sgd", "--learning_rate", "0.1", "--ema_update_every", "1", "--report_to", "none",
-            "--use_cpu", "--disable_tqdm", "true",
+            "--disable_tqdm", "true", *script_device_args(),
         ]
     )  # fmt: skip
     source, student = source_and_student("resnet")
@@ -127,8 +127,8 @@ def test_push_to_hub_uploads_a_clean_model_processor_and_card(tmp_path, monkeypa
 
     # the uploaded folder is a plain, clean image classifier with its processor
     with transformers_log() as log:
-        model = AutoModelForImageClassification.from_pretrained(str(repo)).eval()
-        classifier = pipeline("image-classification", model=str(repo))
+        model = AutoModelForImageClassification.from_pretrained(str(repo)).to(torch_device).eval()
+        classifier = pipeline("image-classification", model=str(repo), device=torch_device)
     assert_no_key_warnings(log.getvalue())
     assert model.config.id2label == dict(enumerate(CLASS_NAMES))
     assert {p["label"] for p in classifier(images(1)[0], top_k=3)} == set(CLASS_NAMES)
@@ -137,8 +137,8 @@ def test_push_to_hub_uploads_a_clean_model_processor_and_card(tmp_path, monkeypa
     card = ModelCard.load(repo / "README.md")
     batch = eval_dataset[:]
     with torch.no_grad():
-        predictions = model(batch["pixel_values"]).logits.argmax(-1)
-    independent_accuracy = (predictions == batch["labels"]).float().mean().item()
+        predictions = model(batch["pixel_values"].to(torch_device)).logits.argmax(-1)
+    independent_accuracy = (predictions.cpu() == batch["labels"]).float().mean().item()
     results = {r.metric_type: r for r in card.data.eval_results}
     assert results["accuracy"].metric_value == pytest.approx(independent_accuracy, abs=1e-6)
     assert results["accuracy"].task_type == "image-classification"
@@ -168,7 +168,7 @@ def test_card_from_pieces_round_trips(tmp_path):
     assert results.history_columns == ["Step", "Epoch", "Training loss", "Validation accuracy", "Validation loss"]
     assert results.history_rows == [["2", "1", "1", "0.75", "0.8"]]
 
-    args = SmileTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, method="smile")
+    args = SmileTrainingArguments(output_dir=str(tmp_path), report_to="none", **training_device_args(), method="smile")
     hyper = method_hyperparameters(args)
     assert hyper["reg_lambda"] == 0.01 and hyper["ema_decay"] == 0.999 and hyper["mixup_alpha"] == 0.2
     assert not any(k.startswith(("l2sp", "delta", "bss", "cutmix")) for k in hyper)
@@ -184,9 +184,9 @@ def test_card_from_pieces_round_trips(tmp_path):
 
 
 def test_method_hyperparameters_follow_the_method(tmp_path):
-    args = SmileTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, method="finetune+cutmix")
+    args = SmileTrainingArguments(output_dir=str(tmp_path), report_to="none", **training_device_args(), method="finetune+cutmix")
     assert method_hyperparameters(args) == {"method": "finetune+cutmix", "cutmix_alpha": 1.0}
-    args = SmileTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, method="finetune")
+    args = SmileTrainingArguments(output_dir=str(tmp_path), report_to="none", **training_device_args(), method="finetune")
     assert method_hyperparameters(args) == {"method": "finetune"}
 
 

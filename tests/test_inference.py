@@ -60,6 +60,9 @@ def read_predictions(path: Path) -> dict[str, list[tuple[str, float]]]:
     return {r["file"]: [(r[f"label_{i}"], float(r[f"score_{i}"])) for i in range(1, k + 1)] for r in rows}
 
 
+@pytest.mark.auto_device(
+    "the README's commands and Python block as written: run_smile.py and pipeline() pick the device"
+)
 def test_readme_round_trip_runs_as_written(tmp_path, monkeypatch, capsys):
     commands, python_source = readme_blocks()
     assert len(commands) == 3 and all(c[:2] == ["python", "examples/run_smile.py"] for c in commands)
@@ -100,10 +103,11 @@ def test_for_evaluation_recovers_the_exported_transform():
     assert TransformConfig.for_evaluation(None).resize_size == TransformConfig().resize_size
 
 
-def test_classify_files_names_an_undecodable_file_or_skips_it(tmp_path):
+def test_classify_files_names_an_undecodable_file_or_skips_it(tmp_path, torch_device):
     from transformers import AutoModelForImageClassification
 
     model = AutoModelForImageClassification.from_pretrained(REPO_ROOT / "checkpoints/fmnist-resnet-tiny")
+    model = model.to(torch_device)  # classify_files runs the model where it is
     good = write_digit_images(tmp_path / "images")[:3]
     bad = tmp_path / "images" / "broken.png"
     bad.write_bytes(b"not an image")
@@ -116,7 +120,8 @@ def test_classify_files_names_an_undecodable_file_or_skips_it(tmp_path):
     # independent: the softmax of one forward pass on each image alone, all classes (top_k above the class count)
     with torch.no_grad():
         for p, path in zip(kept, good):
-            probabilities = model(pixel_values=transform(Image.open(path))[None]).logits.softmax(-1)[0]
+            pixel_values = transform(Image.open(path))[None].to(torch_device)
+            probabilities = model(pixel_values=pixel_values).logits.softmax(-1)[0]
             expected = {model.config.id2label[i]: float(v) for i, v in enumerate(probabilities)}
             assert len(p.labels) == 10 and p.scores == sorted(p.scores, reverse=True)
             assert dict(zip(p.labels, p.scores)) == pytest.approx(expected, abs=1e-6)

@@ -15,6 +15,8 @@ from smile_hf.backbones import SOURCE_HEAD_NAME
 from smile_hf.data import collate
 from smile_hf.methods import METHODS
 
+from .testing_utils import training_device_args
+
 CHECKPOINT = str(Path(__file__).resolve().parents[1] / "checkpoints" / "fmnist-resnet-tiny")
 CLASS_NAMES = ["cat", "dog", "fox"]
 
@@ -32,8 +34,8 @@ def dataset(class_label: bool = True, num: int = 12) -> Dataset:
 
 def make(tmp_path, method="smile", train_dataset=None, **kwargs):
     args = SmileTrainingArguments(
-        output_dir=str(tmp_path), report_to="none", use_cpu=True, method=method, max_steps=2, save_strategy="no",
-        per_device_train_batch_size=4, **kwargs,
+        output_dir=str(tmp_path), report_to="none", **training_device_args(), method=method, max_steps=2,
+        save_strategy="no", per_device_train_batch_size=4, **kwargs,
     )  # fmt: skip
     return SmileTrainer(model=CHECKPOINT, args=args, train_dataset=train_dataset if train_dataset is not None else dataset())
 
@@ -44,10 +46,10 @@ def test_needs_source_model_follows_the_declared_needs():
     assert needing == {"smile", "delta", "cotuning"}
 
 
-def test_checkpoint_name_loads_student_source_model_and_processor(tmp_path):
+def test_checkpoint_name_loads_student_source_model_and_processor(tmp_path, torch_device):
     trainer = make(tmp_path, "smile")
     student = trainer.model
-    source = AutoModelForImageClassification.from_pretrained(CHECKPOINT)
+    source = AutoModelForImageClassification.from_pretrained(CHECKPOINT).to(torch_device)
     assert student.config.id2label == dict(enumerate(CLASS_NAMES)) and student.classifier[1].out_features == 3
     # the backbone is the pre-trained one, the new head is not the source head
     for (name, p), q in zip(student.base_model.named_parameters(), source.base_model.parameters()):

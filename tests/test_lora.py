@@ -22,7 +22,7 @@ from smile_hf.sharding import DEEPSPEED_RESUME_ERROR, FSDP_ERROR, ZERO3_ERROR, c
 from smile_hf.trainer import SMILE_STATE_NAME
 
 from .test_checkpoints import StopAt
-from .testing_utils import IMAGE_SIZE, random_image_dataset, source_and_student
+from .testing_utils import IMAGE_SIZE, TEST_DEVICE, random_image_dataset, source_and_student, training_device_args
 
 peft = pytest.importorskip("peft", reason="LoRA training needs the optional `peft` package (pip install smile_hf[peft])")
 
@@ -39,7 +39,7 @@ def lora_config(family):
 def make_trainer(output_dir, family="resnet", method="smile", seed=0, callbacks=(), **kwargs):
     source, student = source_and_student(family, seed=seed)
     options = dict(
-        output_dir=str(output_dir), report_to="none", use_cpu=True, method=method, max_steps=2 * N,
+        output_dir=str(output_dir), report_to="none", **training_device_args(), method=method, max_steps=2 * N,
         per_device_train_batch_size=4, optim="sgd", learning_rate=0.05, logging_steps=1, seed=42,
         save_strategy="no", ema_decay=0.8, ema_update_every=2, final_finetune_fraction=1 / 3, disable_tqdm=True,
     )  # fmt: skip
@@ -53,7 +53,7 @@ def make_trainer(output_dir, family="resnet", method="smile", seed=0, callbacks=
 
 
 def images(n=4, seed=1):
-    return torch.randn(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(seed))
+    return torch.randn(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(seed)).to(TEST_DEVICE)
 
 
 def adapter_tensors(trainer, name):
@@ -122,7 +122,7 @@ def full_state(trainer):
     return state
 
 
-def test_resume_is_exact_and_exports_load(tmp_path):
+def test_resume_is_exact_and_exports_load(tmp_path, torch_device):
     reference, _ = make_trainer(tmp_path / "one_go")
     reference.train()
     expected = full_state(reference)
@@ -153,13 +153,13 @@ def test_resume_is_exact_and_exports_load(tmp_path):
         expected_logits = student(pixel_values=x).logits
     save_merged(reference, str(tmp_path / "merged"))
     assert reference.teacher is not None and TEACHER_ADAPTER_NAME in student.peft_config  # the trainer's model kept
-    merged = AutoModelForImageClassification.from_pretrained(str(tmp_path / "merged")).eval()
+    merged = AutoModelForImageClassification.from_pretrained(str(tmp_path / "merged")).to(torch_device).eval()
     assert not any(SOURCE_HEAD_NAME in k or "lora_" in k for k in merged.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(merged(pixel_values=x).logits, expected_logits, rtol=1e-5, atol=1e-5)
     from transformers import pipeline
 
-    classifier = pipeline("image-classification", model=str(tmp_path / "merged"))
+    classifier = pipeline("image-classification", model=str(tmp_path / "merged"), device=torch_device)
     assert len(classifier(torch.rand(3, IMAGE_SIZE, IMAGE_SIZE).mul(255).byte().permute(1, 2, 0).numpy(), top_k=3)) == 3
 
     # the adapter alone (a ViT: no BatchNorm statistics outside the adapter) loads on the base it names
@@ -175,7 +175,7 @@ def test_resume_is_exact_and_exports_load(tmp_path):
     assert TEACHER_ADAPTER_NAME not in files
     assert f"base_model: {base_dir}" in (tmp_path / "adapter" / "README.md").read_text()
     loaded = peft.PeftModel.from_pretrained(AutoModelForImageClassification.from_pretrained(str(base_dir)),
-                                            str(tmp_path / "adapter")).eval()  # fmt: skip
+                                            str(tmp_path / "adapter")).to(torch_device).eval()  # fmt: skip
     with torch.no_grad():
         expected_logits = vit.model.eval()(pixel_values=x).logits
         torch.testing.assert_close(loaded(pixel_values=x).logits, expected_logits, rtol=1e-5, atol=1e-5)
@@ -215,12 +215,13 @@ def _inputs(trainer):
 
     x = images()
     out = trainer.loss_fn.student_forward(trainer.model, x, None)
-    return LossInputs(x, torch.zeros(4, dtype=torch.long), None, out, None, unwrap_model(trainer.model), trainer.adapter)
+    labels = torch.zeros(4, dtype=torch.long, device=x.device)
+    return LossInputs(x, labels, None, out, None, unwrap_model(trainer.model), trainer.adapter)
 
 
 def test_a_peft_model_is_accepted_and_its_head_must_be_trained(tmp_path):
     source, student = source_and_student("resnet")
-    args = SmileTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, max_steps=1)
+    args = SmileTrainingArguments(output_dir=str(tmp_path), report_to="none", **training_device_args(), max_steps=1)
     config = lora_config("resnet")
     config.modules_to_save = ["classifier.1"]
     wrapped = peft.get_peft_model(copy.deepcopy(student), config)
@@ -239,7 +240,7 @@ def test_a_peft_model_is_accepted_and_its_head_must_be_trained(tmp_path):
 
 def test_sharded_modes_are_refused_with_one_clear_error(tmp_path, monkeypatch):
     source, student = source_and_student("resnet")
-    args = SmileTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, fsdp=True,
+    args = SmileTrainingArguments(output_dir=str(tmp_path), report_to="none", **training_device_args(), fsdp=True,
                                   fsdp_config={"fsdp_version": 2})  # fmt: skip
     with pytest.raises(ValueError) as error:
         SmileTrainer(model=student, args=args, teacher_model=source)
@@ -247,7 +248,7 @@ def test_sharded_modes_are_refused_with_one_clear_error(tmp_path, monkeypatch):
     # (why: with two CPU processes the Trainer's `fsdp=` path silently trains with DDP, see sharding.py; a single
     # process is refused by transformers itself: "Using fsdp only works in distributed training.")
     # DeepSpeed is not installed here: ZeRO-3 is recognised from `accelerate launch`'s environment or the arguments
-    plain = SmileTrainingArguments(output_dir=str(tmp_path), use_cpu=True)
+    plain = SmileTrainingArguments(output_dir=str(tmp_path), **training_device_args())
     check_sharding(plain)
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")

@@ -21,22 +21,31 @@ from smile_hf.backbones import BackboneAdapter
 from smile_hf.methods import delta as delta_module
 from smile_hf.methods import parse_method, rifle
 
-from .testing_utils import IMAGE_SIZE, random_image_dataset, source_and_student
+from .testing_utils import (
+    IMAGE_SIZE,
+    TEST_DEVICE,
+    random_image_dataset,
+    requires_a_device_per_rank,
+    source_and_student,
+    training_device_args,
+)
 
 RTOL = 1e-5
 
-LABELS = torch.tensor([0, 1, 2, 0, 1, 2])
-PERM = torch.tensor([3, 0, 5, 1, 2, 4])
+LABELS = torch.tensor([0, 1, 2, 0, 1, 2], device=TEST_DEVICE)
+PERM = torch.tensor([3, 0, 5, 1, 2, 4], device=TEST_DEVICE)
 
 
 def images(n: int = 6, seed: int = 1) -> torch.Tensor:
-    return torch.randn(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(seed))
+    """Random images on the test device (drawn on the CPU: the same values on every device)."""
+    return torch.randn(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(seed)).to(TEST_DEVICE)
 
 
 def make_trainer(family, tmp_path, method, train_dataset=None, **kwargs):
     source, student = source_and_student(family, num_source=7, num_target=3)
     args = SmileTrainingArguments(
-        output_dir=str(tmp_path), report_to="none", use_cpu=True, save_strategy="no", method=method, **kwargs
+        output_dir=str(tmp_path), report_to="none", save_strategy="no", method=method, **training_device_args(),
+        **kwargs,
     )
     return SmileTrainer(model=student, args=args, teacher_model=source, train_dataset=train_dataset), source
 
@@ -138,7 +147,7 @@ def test_l2sp_loss_matches_formula(mix, tmp_path):
     model = trainer.model
     with torch.no_grad():  # move away from the starting point so that the penalty is not zero
         for p in model.resnet.parameters():
-            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())).to(p.device))
     x = images()
 
     loss, terms = trainer_loss(trainer, x, LABELS, mix)
@@ -189,7 +198,7 @@ def test_bss_loss_matches_formula(family, mix, tmp_path):
 
     with torch.no_grad():
         logits, pooled, _ = hand_forward(family, trainer.model, x, mix)
-    singular = np.linalg.svd(pooled.double().numpy(), compute_uv=False)  # descending, min(B, D) values
+    singular = np.linalg.svd(pooled.double().cpu().numpy(), compute_uv=False)  # descending, min(B, D) values
     bss = float((np.sort(singular)[:2] ** 2).sum())
     assert float(terms["bss"]) == pytest.approx(bss, rel=1e-4)
     assert loss.item() == pytest.approx(float(hand_main(logits, LABELS, mix)) + 0.5 * bss, rel=RTOL)
@@ -209,10 +218,10 @@ def test_cotuning_relationship_is_per_class_mean_of_source_softmax(tmp_path):
     """R is computed when training begins, before the first step, from the pre-trained model in eval mode; a class
     without training images gets a uniform row."""
     x = images(10, seed=3)
-    y = torch.tensor([0, 1, 0, 0, 1, 1, 1, 0, 1, 0])  # no image of class 2
+    y = torch.tensor([0, 1, 0, 0, 1, 1, 1, 0, 1, 0], device=x.device)  # no image of class 2
     from datasets import Dataset
 
-    data = Dataset.from_dict({"pixel_values": x.numpy(), "labels": y.numpy()}).with_format("torch")
+    data = Dataset.from_dict({"pixel_values": x.cpu().numpy(), "labels": y.cpu().numpy()}).with_format("torch")
     trainer, source = make_trainer(
         "resnet", tmp_path, "cotuning", train_dataset=data, max_steps=2, per_device_train_batch_size=4,
         learning_rate=0.5, optim="sgd",
@@ -221,7 +230,8 @@ def test_cotuning_relationship_is_per_class_mean_of_source_softmax(tmp_path):
 
     with torch.no_grad():
         probs = torch.softmax(source.eval()(pixel_values=x).logits.double(), dim=-1)
-    expected = torch.stack([probs[y == 0].mean(0), probs[y == 1].mean(0), torch.full((7,), 1 / 7, dtype=torch.double)])
+    uniform = torch.full((7,), 1 / 7, dtype=torch.double, device=probs.device)
+    expected = torch.stack([probs[y == 0].mean(0), probs[y == 1].mean(0), uniform])
     torch.testing.assert_close(trainer.method.relationship.double(), expected, atol=1e-6, rtol=0)
     assert trainer.method.state_dict()["relationship"] is trainer.method.relationship
 
@@ -229,7 +239,7 @@ def test_cotuning_relationship_is_per_class_mean_of_source_softmax(tmp_path):
 @pytest.mark.parametrize("mix", [None, MIXUP, CUTMIX], ids=["plain", "mixup", "cutmix"])
 def test_cotuning_loss_matches_formula(mix, tmp_path):
     trainer, source = make_trainer("resnet", tmp_path, with_mixing("cotuning", mix), cotuning_lambda=2.3)
-    relationship = torch.softmax(torch.randn(3, 7, generator=torch.Generator().manual_seed(5)), dim=-1)
+    relationship = torch.softmax(torch.randn(3, 7, generator=torch.Generator().manual_seed(5)), dim=-1).to(TEST_DEVICE)
     trainer.method.load_state_dict({"relationship": relationship})
     x = images()
 
@@ -282,12 +292,12 @@ def test_delta_loss_matches_formula(family, mix, attention, tmp_path):
     trainer.method.setup(trainer)
     g = torch.Generator().manual_seed(7)
     weights = [torch.softmax(torch.randn(c, generator=g), dim=0) for c in ((8, 16) if family == "resnet" else (16, 16))]
-    if attention:
+    if attention:  # CPU tensors, as a checkpoint loads them: the method moves them to the batch's device
         trainer.method.load_state_dict({f"attention.{j}": w for j, w in enumerate(weights)})
     if family == "vit":  # perturb the student so that student and teacher differ (ViT has no BatchNorm)
         with torch.no_grad():
             for p in trainer.model.vit.parameters():
-                p.add_(0.02 * torch.randn(p.shape, generator=g))
+                p.add_(0.02 * torch.randn(p.shape, generator=g).to(p.device))
     x = images()
 
     loss, terms = trainer_loss(trainer, x, LABELS, mix)
@@ -352,14 +362,15 @@ def hand_importance(family, source, probe, x, y, layer_indices):
 
 def hand_probe(features, labels, epochs, seed):
     """The documented linear probe: default init under manual_seed(seed), SGD 0.01 Nesterov 0.9, batches of 32 in
-    a torch.Generator(seed) permutation per epoch, lr x exp(log(0.1) / 6) per epoch."""
+    a torch.Generator(seed) permutation per epoch, lr x exp(log(0.1) / 6) per epoch (initialisation and permutations
+    drawn on the CPU, the training on the features' device)."""
     torch.manual_seed(seed)
-    head = torch.nn.Linear(features.shape[1], 3)
+    head = torch.nn.Linear(features.shape[1], 3).to(features.device)
     g = torch.Generator().manual_seed(seed)
     lr = 0.01
     buffers = [torch.zeros_like(p) for p in head.parameters()]
     for _ in range(epochs):
-        order = torch.randperm(len(features), generator=g)
+        order = torch.randperm(len(features), generator=g).to(features.device)
         for start in range(0, len(features), 32):
             idx = order[start : start + 32]
             head.zero_grad()
@@ -374,10 +385,11 @@ def hand_probe(features, labels, epochs, seed):
 
 @pytest.mark.parametrize("family", ["resnet", "vit"])
 def test_delta_attention_follows_the_documented_procedure(family, tmp_path, monkeypatch):
-    x, y = images(40, seed=4), torch.arange(40) % 3
+    x = images(40, seed=4)
+    y = torch.arange(40, device=x.device) % 3
     from datasets import Dataset
 
-    data = Dataset.from_dict({"pixel_values": x.numpy(), "labels": y.numpy()}).with_format("torch")
+    data = Dataset.from_dict({"pixel_values": x.cpu().numpy(), "labels": y.cpu().numpy()}).with_format("torch")
     trainer, source = make_trainer(
         family, tmp_path, "delta", train_dataset=data, per_device_train_batch_size=8, delta_attention_batches=2,
         delta_attention_epochs=3, seed=11,
@@ -399,7 +411,7 @@ def test_delta_attention_follows_the_documented_procedure(family, tmp_path, monk
     attention = trainer.method.attention
     assert [len(a) for a in attention] == [len(e) for e in expected]
     for got, want in zip(attention, expected):
-        np.testing.assert_allclose(got.double().numpy(), want, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(got.double().cpu().numpy(), want, atol=1e-6, rtol=0)
         assert float(got.sum()) == pytest.approx(1.0, abs=1e-6)
 
 
@@ -424,8 +436,9 @@ def test_delta_attention_is_computed_once_before_training_and_restored_from_stat
     assert all(torch.equal(a, state[f"attention.{j}"]) for j, a in enumerate(resumed.method.attention))
 
 
-def test_attention_weights_of_constant_importance_are_uniform():
-    torch.testing.assert_close(delta_module.attention_from_importance(torch.ones(4)), torch.full((4,), 0.25))
+def test_attention_weights_of_constant_importance_are_uniform(torch_device):
+    weights = delta_module.attention_from_importance(torch.ones(4, device=torch_device))
+    torch.testing.assert_close(weights, torch.full((4,), 0.25, device=torch_device))
 
 
 # ---- RIFLE --------------------------------------------------------------------------------------------------
@@ -478,13 +491,13 @@ DDP_SCRIPT = """
 import os, sys
 from safetensors.torch import save_file
 from smile_hf import SmileTrainer, SmileTrainingArguments
-from tests.testing_utils import finish_rank, random_image_dataset, source_and_student
+from tests.testing_utils import finish_rank, random_image_dataset, source_and_student, training_device_args
 
 state = {}
 for method in ("cotuning", "delta"):
-    source, student = source_and_student("resnet")
+    source, student = source_and_student("resnet", device="cpu")  # the Trainer puts them on this rank's device
     args = SmileTrainingArguments(
-        output_dir=sys.argv[1], method=method, report_to="none", use_cpu=True, save_strategy="no", max_steps=1,
+        output_dir=sys.argv[1], method=method, report_to="none", **training_device_args(), save_strategy="no", max_steps=1,
         per_device_train_batch_size=4, delta_attention_batches=1, delta_attention_epochs=2, disable_tqdm=True,
         ddp_find_unused_parameters=False,
     )
@@ -497,9 +510,11 @@ finish_rank()
 """
 
 
-def test_relationship_and_attention_are_the_same_on_every_process(tmp_path):
-    """Two processes (torchrun, gloo), each reading half of the training set: Co-Tuning's R is the single-process
-    R over the whole set, and DELTA's attention is the same on both ranks."""
+@requires_a_device_per_rank(2)
+def test_relationship_and_attention_are_the_same_on_every_process(tmp_path, torch_device):
+    """Two processes (torchrun; gloo on the CPU, one device each on an accelerator), each reading half of the
+    training set: Co-Tuning's R is the single-process R over the whole set, and DELTA's attention is the same on
+    both ranks."""
     import os
     import socket
     import subprocess
@@ -528,7 +543,7 @@ def test_relationship_and_attention_are_the_same_on_every_process(tmp_path):
     with torch.no_grad():  # R over the whole training set, computed by hand in this process
         source, _ = source_and_student("resnet")
         data = random_image_dataset(16)[:]
-        probs = torch.softmax(source.eval()(pixel_values=data["pixel_values"]).logits.double(), dim=-1)
-        labels = data["labels"]
+        probs = torch.softmax(source.eval()(pixel_values=data["pixel_values"].to(torch_device)).logits.double(), dim=-1)
+        labels = data["labels"].to(torch_device)
         expected = torch.stack([probs[labels == c].mean(0) for c in range(3)])
-    torch.testing.assert_close(rank0["cotuning.relationship"].double(), expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(rank0["cotuning.relationship"].double(), expected.cpu(), atol=1e-6, rtol=0)

@@ -16,6 +16,7 @@ from smile_hf.data import DATASET_PRESETS
 from smile_hf.model_card import HUB_METRIC_IDS, TrainingResults, build_model_card
 
 from .example_scripts import load_example
+from .testing_utils import script_device_args
 
 run_smile = load_example("run_smile")
 
@@ -48,7 +49,7 @@ def test_run_writes_a_hub_clean_card_for_local_data(tmp_path):
     run_smile.main([
         "--train_dir", str(train_dir), "--model_name_or_path", run_smile.resolve_bundled(run_smile.BUNDLED_CHECKPOINT),
         "--method", "finetune", "--max_steps", "2", "--per_device_train_batch_size", "4", "--train_val_split", "0.34",
-        "--report_to", "none", "--disable_tqdm", "True", "--output_dir", str(out),
+        "--report_to", "none", "--disable_tqdm", "True", "--output_dir", str(out), *script_device_args(),
     ])  # fmt: skip
     assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
     text = (out / "README.md").read_text()

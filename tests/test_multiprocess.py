@@ -1,7 +1,8 @@
-"""A real two-process run of examples/run_smile.py on CPU (torchrun, gloo): both ranks see world size 2, evaluation
-is gathered over the whole eval set, and student, auxiliary head and EMA teacher are identical on both ranks at the
-end (and the teacher did move away from the source checkpoint). The run goes through tests/ddp_rank_states.py, which
-runs the script's functions and then writes each rank's weights."""
+"""A real two-process run of examples/run_smile.py (torchrun; on the CPU with gloo, on an accelerator one device per
+rank, skipped with fewer than two): both ranks see world size 2, evaluation is gathered over the whole eval set, and
+student, auxiliary head and EMA teacher are identical on both ranks at the end (and the teacher did move away from
+the source checkpoint). The run goes through tests/ddp_rank_states.py, which runs the script's functions and then
+writes each rank's weights."""
 
 from __future__ import annotations
 
@@ -18,10 +19,14 @@ from safetensors.torch import load_file
 
 from smile_hf.backbones import SOURCE_HEAD_NAME
 
+from .testing_utils import requires_a_device_per_rank, script_device_args
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "tests" / "ddp_rank_states.py"  # examples/run_smile.py, then each rank's weights
 SOURCE = REPO_ROOT / "checkpoints" / "fmnist-resnet-tiny"
 NUM_EVAL = 40
+
+pytestmark = requires_a_device_per_rank(2)
 
 
 def free_port() -> int:
@@ -40,7 +45,7 @@ def two_process_run(tmp_path_factory):
         "--method", "smile", "--max_steps", "6", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
         "--ema_update_every", "1", "--ema_decay", "0.5", "--final_finetune_fraction", "0.34", "--learning_rate", "0.05",
         "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "True",
-        "--output_dir", str(output_dir),
+        "--output_dir", str(output_dir), *script_device_args(),
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE="1")
     result = subprocess.run(

@@ -13,6 +13,7 @@ from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.data import TransformConfig, prepare_datasets, set_transforms
 
 from .test_export import one_thread  # noqa: F401  (autouse fixture)
+from .testing_utils import training_device_args
 
 CHECKPOINT = str(Path(__file__).resolve().parents[1] / "checkpoints" / "fmnist-resnet-tiny")
 STEPS, SAVE_EVERY, RESUME_AT = 7, 2, 4  # 40 images in batches of 16: 3 steps per epoch, step 4 is mid-epoch 2
@@ -24,7 +25,7 @@ def trainer(output_dir, method, augmentation_seed=0, **kwargs):
     assert config.random_horizontal_flip and config.resize_size != config.crop_size  # augmentation is on
     set_transforms(data, config, augmentation_seed)
     args = SmileTrainingArguments(
-        output_dir=str(output_dir), report_to="none", use_cpu=True, method=method, max_steps=STEPS,
+        output_dir=str(output_dir), report_to="none", **training_device_args(), method=method, max_steps=STEPS,
         per_device_train_batch_size=16, save_strategy="steps", save_steps=SAVE_EVERY, disable_tqdm=True,
         delta_attention_batches=1, delta_attention_epochs=1, ema_update_every=2, final_finetune_fraction=0.3,
         model_init_kwargs={"num_labels": 10, "id2label": data.id2label}, **kwargs,

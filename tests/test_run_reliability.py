@@ -17,17 +17,19 @@ from smile_hf import SmileTrainer
 from smile_hf.checkpoints import RUN_CONFIG_NAME, IncompleteCheckpointError, OutputDirError, list_checkpoints
 
 from .example_scripts import EXAMPLES, load_example
+from .testing_utils import script_device_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 run_smile = load_example("run_smile")
 
 
 def tiny_argv(output_dir, *extra):
+    """A 3-step run on the test device (in this process or as a subprocess)."""
     return [
         "--dataset", "digits", "--train_samples_per_class", "2", "--max_eval_samples", "20", "--method", "smile",
         "--max_steps", "3", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "64",
         "--save_strategy", "steps", "--save_steps", "1", "--report_to", "none", "--disable_tqdm", "True",
-        "--output_dir", str(output_dir), *extra,
+        "--output_dir", str(output_dir), *script_device_args(), *extra,
     ]  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.data import DataError
 
 from .example_scripts import EXAMPLES, load_example
+from .testing_utils import script_device_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = EXAMPLES / "run_smile.py"
@@ -248,6 +249,7 @@ def test_tiny_run(tmp_path, capsys):
         "--dataset", "digits", "--train_samples_per_class", "3", "--max_eval_samples", "40", "--method", "smile",
         "--max_steps", "3", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "64",
         "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "True", "--output_dir", str(tmp_path),
+        *script_device_args(),
     ])  # fmt: skip
     assert (result["label"], result["method"], result["seed"], result["num_train"], result["num_eval"]) == (
         "smile", "smile", 42, 30, 40,

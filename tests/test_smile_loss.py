@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from smile_hf import Mix, SmileTrainer, SmileTrainingArguments
 from smile_hf.backbones import SOURCE_HEAD_NAME
 
-from .testing_utils import IMAGE_SIZE, source_and_student
+from .testing_utils import IMAGE_SIZE, source_and_student, training_device_args
 
 RTOL = 1e-5
 
@@ -45,19 +45,19 @@ def head_of(family, model):
 
 def make_trainer(student, source, tmp_path, **kwargs):
     args = SmileTrainingArguments(
-        output_dir=str(tmp_path), report_to="none", use_cpu=True, save_strategy="no", **kwargs
+        output_dir=str(tmp_path), report_to="none", save_strategy="no", **training_device_args(), **kwargs
     )
     return SmileTrainer(model=student, args=args, teacher_model=source)
 
 
 @pytest.mark.parametrize("family", ["resnet", "vit", "convnext", "swin"])
-def test_smile_loss_equals_hand_computation(family, tmp_path):
+def test_smile_loss_equals_hand_computation(family, tmp_path, torch_device):
     source, student = source_and_student(family, num_source=7, num_target=3)
     trainer = make_trainer(student, source, tmp_path, method="smile")
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(6, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g)
-    y = torch.tensor([0, 1, 2, 0, 1, 2])
-    lam, perm = 0.7, torch.tensor([3, 0, 5, 1, 2, 4])
+    x = torch.randn(6, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g).to(torch_device)
+    y = torch.tensor([0, 1, 2, 0, 1, 2], device=torch_device)
+    lam, perm = 0.7, torch.tensor([3, 0, 5, 1, 2, 4], device=torch_device)
     model = trainer.model.train()
 
     output = trainer.loss_fn(model, x, y, Mix("mixup", lam, perm))
@@ -92,12 +92,13 @@ def test_smile_loss_equals_hand_computation(family, tmp_path):
     assert output.mix.lam == pytest.approx(lam)
 
 
-def test_compute_loss_is_the_loss_of_the_drawn_mix_and_logs_its_terms(tmp_path):
+def test_compute_loss_is_the_loss_of_the_drawn_mix_and_logs_its_terms(tmp_path, torch_device):
     """`compute_loss` at step 0 = the loss object under the mix of (seed, step 0, micro-batch 0), and `log` reports
     each of its terms."""
     source, student = source_and_student("resnet")
     trainer = make_trainer(student, source, tmp_path, method="smile", seed=7)
-    x, y = torch.randn(6, 3, IMAGE_SIZE, IMAGE_SIZE), torch.tensor([0, 1, 2, 0, 1, 2])
+    x = torch.randn(6, 3, IMAGE_SIZE, IMAGE_SIZE, device=torch_device)
+    y = torch.tensor([0, 1, 2, 0, 1, 2], device=torch_device)
     model = trainer.model.train()
 
     loss = trainer.compute_loss(model, {"pixel_values": x, "labels": y})
@@ -112,11 +113,11 @@ def test_compute_loss_is_the_loss_of_the_drawn_mix_and_logs_its_terms(tmp_path):
     assert logged["mix_lambda"] == pytest.approx(mix.lam)
 
 
-def test_default_mix_follows_smile_convention(tmp_path):
+def test_default_mix_follows_smile_convention(tmp_path, torch_device):
     """lambda ~ Beta(0.2, 0.2) flipped to >= 0.5, a permutation, from a generator keyed by (seed, step, micro, rank)."""
     source, student = source_and_student("resnet")
     trainer = make_trainer(student, source, tmp_path, method="smile", seed=123)
-    x = torch.randn(8, 3, IMAGE_SIZE, IMAGE_SIZE)
+    x = torch.randn(8, 3, IMAGE_SIZE, IMAGE_SIZE, device=torch_device)
     mixes = [trainer.loss_fn.draw_mix(x, trainer.model, step=0, micro_step=micro) for micro in range(2)]
     import numpy as np
 
@@ -128,14 +129,15 @@ def test_default_mix_follows_smile_convention(tmp_path):
     assert mixes[0].lam >= 0.5 and mixes[1].lam >= 0.5
 
 
-def test_final_phase_loss_is_plain_finetuning(tmp_path):
+def test_final_phase_loss_is_plain_finetuning(tmp_path, torch_device):
     source, student = source_and_student("resnet")
     trainer = make_trainer(student, source, tmp_path, method="smile", final_finetune_fraction=0.25)
     trainer.state.max_steps, trainer.state.global_step = 8, 6  # steps 6 and 7 are the final phase
     assert trainer.final_phase_start == 6 and trainer.in_final_phase(6) and not trainer.in_final_phase(5)
     teacher_calls = []
     source.base_model.register_forward_hook(lambda *a: teacher_calls.append(1))
-    x, y = torch.randn(4, 3, IMAGE_SIZE, IMAGE_SIZE), torch.tensor([0, 1, 2, 1])
+    x = torch.randn(4, 3, IMAGE_SIZE, IMAGE_SIZE, device=torch_device)
+    y = torch.tensor([0, 1, 2, 1], device=torch_device)
     model = trainer.model.train()
 
     loss = trainer.compute_loss(model, {"pixel_values": x, "labels": y})
@@ -151,24 +153,27 @@ def test_final_phase_loss_is_plain_finetuning(tmp_path):
     assert {k for k in logged if k.startswith(("loss_", "mix_"))} == {"loss_main", "loss_cls", "mix_lambda"}
     assert logged["mix_lambda"] == 1.0  # no mix was applied
     with pytest.raises(ValueError, match="final plain phase"):
-        trainer.loss_fn(model, x, y, Mix("mixup", 0.7, torch.tensor([1, 0, 3, 2])), final_phase=True)
+        trainer.loss_fn(
+            model, x, y, Mix("mixup", 0.7, torch.tensor([1, 0, 3, 2], device=torch_device)), final_phase=True
+        )
 
 
-def test_student_backbone_runs_once_per_step(tmp_path):
+def test_student_backbone_runs_once_per_step(tmp_path, torch_device):
     source, student = source_and_student("vit")
     trainer = make_trainer(student, source, tmp_path, method="smile")
     counts = {"student": 0, "teacher": 0}
     student.base_model.register_forward_hook(lambda *a: counts.__setitem__("student", counts["student"] + 1))
     source.base_model.register_forward_hook(lambda *a: counts.__setitem__("teacher", counts["teacher"] + 1))
-    x, y = torch.randn(4, 3, IMAGE_SIZE, IMAGE_SIZE), torch.tensor([0, 1, 2, 1])
+    x = torch.randn(4, 3, IMAGE_SIZE, IMAGE_SIZE, device=torch_device)
+    y = torch.tensor([0, 1, 2, 1], device=torch_device)
     trainer.compute_loss(trainer.model.train(), {"pixel_values": x, "labels": y})
     assert counts == {"student": 1, "teacher": 1}
 
 
-def test_teacher_forward_has_no_autograd_state(tmp_path):
+def test_teacher_forward_has_no_autograd_state(tmp_path, torch_device):
     source, student = source_and_student("resnet")
     trainer = make_trainer(student, source, tmp_path, method="smile")
-    out = trainer.teacher(torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE))
+    out = trainer.teacher(torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE, device=torch_device))
     assert not out.logits.requires_grad and out.logits.grad_fn is None
     assert not out.feature_map.requires_grad
     assert not trainer.teacher.model.training

@@ -80,12 +80,12 @@ ALL = FAMILIES + TIMM_FAMILIES
 
 
 @pytest.mark.parametrize("family", ALL)
-def test_smile_loss_equals_hand_computation(family, tmp_path):
+def test_smile_loss_equals_hand_computation(family, tmp_path, torch_device):
     source, student = source_and_student(family, num_source=7, num_target=3)
     trainer = make_trainer(student, source, tmp_path, method="smile")
-    x = torch.randn(6, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(1))
-    y = torch.tensor([0, 1, 2, 0, 1, 2])
-    lam, perm = 0.7, torch.tensor([3, 0, 5, 1, 2, 4])
+    x = torch.randn(6, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(1)).to(torch_device)
+    y = torch.tensor([0, 1, 2, 0, 1, 2], device=torch_device)
+    lam, perm = 0.7, torch.tensor([3, 0, 5, 1, 2, 4], device=torch_device)
     model = trainer.model.eval()
 
     output = trainer.loss_fn(model, x, y, Mix("mixup", lam, perm))
@@ -124,12 +124,12 @@ def stage_states_by_hand(family, model, x, num_layers):
 
 
 @pytest.mark.parametrize("family", ALL)
-def test_delta_regulariser_equals_hand_computation(family, tmp_path):
+def test_delta_regulariser_equals_hand_computation(family, tmp_path, torch_device):
     """DELTA without attention: L = CE + 0.01 * sum_j 1/2 ||F_t^j - F_s^j||^2 + 0.01 * 1/2 ||w_head||^2."""
     source, student = source_and_student(family, num_source=7, num_target=3)
     trainer = make_trainer(student, source, tmp_path, method="delta", delta_attention=False)
-    x = torch.randn(4, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(2))
-    y = torch.tensor([0, 1, 2, 0])
+    x = torch.randn(4, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(2)).to(torch_device)
+    y = torch.tensor([0, 1, 2, 0], device=torch_device)
     model = trainer.model.eval()
     with torch.no_grad():  # move the student away from the teacher so that the distance is not zero
         for _, p in BackboneAdapter(model).backbone_named_parameters(model):
@@ -150,7 +150,7 @@ def test_delta_regulariser_equals_hand_computation(family, tmp_path):
 
 
 @pytest.mark.parametrize("family", ALL)
-def test_export_loads_in_pipeline_with_the_students_logits(family, tmp_path):
+def test_export_loads_in_pipeline_with_the_students_logits(family, tmp_path, torch_device):
     from transformers import ViTImageProcessor, pipeline
 
     source, student = source_and_student(family, num_source=7, num_target=3)
@@ -163,11 +163,12 @@ def test_export_loads_in_pipeline_with_the_students_logits(family, tmp_path):
     trainer.train()
     trainer.save_model(str(tmp_path / "export"))
     with transformers_log() as log:
-        classifier = pipeline("image-classification", model=str(tmp_path / "export"))
+        classifier = pipeline("image-classification", model=str(tmp_path / "export"), device=torch_device)
     assert_no_key_warnings(log.getvalue())
     pictures = images(2)
     with torch.no_grad():
-        probs = student.eval()(processor(pictures, return_tensors="pt")["pixel_values"]).logits.softmax(-1)
+        pixel_values = processor(pictures, return_tensors="pt")["pixel_values"].to(torch_device)
+        probs = student.eval()(pixel_values).logits.softmax(-1)
     for picture, expected in zip(pictures, probs):
         scores = {p["label"]: p["score"] for p in classifier(picture, top_k=3)}
         labels = student.config.id2label

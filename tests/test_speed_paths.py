@@ -11,7 +11,7 @@ from transformers import Trainer
 from smile_hf import EmaTeacher, SmileTrainer, SmileTrainingArguments
 from smile_hf.backbones import BackboneAdapter
 
-from .testing_utils import random_image_dataset, source_and_student
+from .testing_utils import random_image_dataset, source_and_student, training_device_args
 
 
 def test_ema_pairs_follow_the_student_passed():
@@ -44,7 +44,7 @@ def test_ema_pairs_follow_the_student_passed():
 def test_teacher_forward_under_the_students_autocast(tmp_path):
     source, student = source_and_student("resnet")
     args = SmileTrainingArguments(
-        output_dir=str(tmp_path), method="smile", max_steps=2, report_to="none", use_cpu=True, bf16=True,
+        output_dir=str(tmp_path), method="smile", max_steps=2, report_to="none", **training_device_args(), bf16=True,
         per_device_train_batch_size=4, save_strategy="no", final_finetune_fraction=0.0,
     )  # fmt: skip
     trainer = SmileTrainer(model=student, args=args, teacher_model=source, train_dataset=random_image_dataset(8))
@@ -61,11 +61,16 @@ def test_teacher_forward_under_the_students_autocast(tmp_path):
     assert all(p.dtype == torch.float32 for p in trainer.teacher.model.parameters())  # weights stay fp32
 
 
-def test_floating_point_ops_as_the_stock_trainer(tmp_path):
+def test_floating_point_ops_as_the_stock_trainer(tmp_path, torch_device):
     source, student = source_and_student("resnet")
-    args = SmileTrainingArguments(output_dir=str(tmp_path), method="finetune", report_to="none", use_cpu=True)
+    args = SmileTrainingArguments(
+        output_dir=str(tmp_path), method="finetune", report_to="none", **training_device_args()
+    )
     trainer = SmileTrainer(model=student, args=args)
-    inputs = {"pixel_values": torch.zeros(3, 3, 64, 64), "labels": torch.zeros(3, dtype=torch.long)}
+    inputs = {
+        "pixel_values": torch.zeros(3, 3, 64, 64, device=torch_device),
+        "labels": torch.zeros(3, dtype=torch.long, device=torch_device),
+    }
     expected = Trainer.floating_point_ops(trainer, inputs)
     assert expected > 0
     assert trainer.floating_point_ops(inputs) == expected

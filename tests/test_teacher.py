@@ -10,7 +10,7 @@ from transformers import TrainerCallback
 from smile_hf import EmaTeacher, SmileTrainer, SmileTrainingArguments
 from smile_hf.backbones import SOURCE_HEAD_NAME, BackboneAdapter
 
-from .testing_utils import random_image_dataset, source_and_student
+from .testing_utils import random_image_dataset, source_and_student, training_device_args
 
 
 class RecordStudentBackbone(TrainerCallback):
@@ -30,7 +30,7 @@ def train_smile(tmp_path, family="resnet", **kwargs):
     defaults = dict(max_steps=6, ema_update_every=2, ema_decay=0.9, final_finetune_fraction=0.0, learning_rate=1e-2)
     defaults.update(kwargs)
     args = SmileTrainingArguments(
-        output_dir=str(tmp_path), report_to="none", use_cpu=True, save_strategy="no", method="smile",
+        output_dir=str(tmp_path), report_to="none", **training_device_args(), save_strategy="no", method="smile",
         per_device_train_batch_size=4, logging_steps=1, **defaults,
     )  # fmt: skip
     trainer = SmileTrainer(

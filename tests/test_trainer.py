@@ -11,7 +11,14 @@ import transformers as T
 from smile_hf import BackboneAdapter, SmileTrainer, SmileTrainingArguments, UnsupportedBackboneError
 from smile_hf.backbones import SOURCE_HEAD_NAME
 
-from .testing_utils import FAMILIES, IMAGE_SIZE, random_image_dataset, source_and_student, tiny_model
+from .testing_utils import (
+    FAMILIES,
+    IMAGE_SIZE,
+    random_image_dataset,
+    source_and_student,
+    tiny_model,
+    training_device_args,
+)
 
 
 def digits_dataset(size: int = 16):
@@ -43,7 +50,7 @@ def test_end_to_end_on_digits(method, tmp_path):
     student = tiny_model("resnet", 10, seed=1)
     student.base_model.load_state_dict(source.base_model.state_dict())
     args = SmileTrainingArguments(
-        output_dir=str(tmp_path), report_to="none", use_cpu=True, save_strategy="no", method=method,
+        output_dir=str(tmp_path), report_to="none", **training_device_args(), save_strategy="no", method=method,
         max_steps=50, per_device_train_batch_size=32, learning_rate=1e-2, lr_scheduler_type="constant",
         logging_steps=10, ema_update_every=5,
         per_device_eval_batch_size=256, seed=0,
@@ -68,7 +75,7 @@ def test_gradient_accumulation_matches_a_double_batch(tmp_path):
     def one_step(batch_size, accumulation, out):
         _, student = source_and_student("vit")
         args = SmileTrainingArguments(
-            output_dir=str(tmp_path / out), report_to="none", use_cpu=True, save_strategy="no", method="finetune",
+            output_dir=str(tmp_path / out), report_to="none", **training_device_args(), save_strategy="no", method="finetune",
             max_steps=1, per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation,
             optim="sgd", learning_rate=0.5, lr_scheduler_type="constant", max_grad_norm=0.0, weight_decay=0.0,
             dataloader_drop_last=True,
@@ -91,7 +98,7 @@ def test_gradient_accumulation_matches_a_double_batch(tmp_path):
 def test_lr_step_schedule(tmp_path):
     _, student = source_and_student("resnet")
     args = SmileTrainingArguments(
-        output_dir=str(tmp_path), report_to="none", use_cpu=True, save_strategy="no", method="finetune",
+        output_dir=str(tmp_path), report_to="none", **training_device_args(), save_strategy="no", method="finetune",
         reference_recipe=True, lr_step_fraction=0.5, max_steps=10, per_device_train_batch_size=4, logging_steps=1,
     )  # fmt: skip
     trainer = SmileTrainer(model=student, args=args, train_dataset=random_image_dataset(16))
@@ -103,10 +110,10 @@ def test_lr_step_schedule(tmp_path):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_adapter_reads_features_in_one_pass(family):
+def test_adapter_reads_features_in_one_pass(family, torch_device):
     model = tiny_model(family, 3).eval()
     adapter = BackboneAdapter(model)
-    x = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE)
+    x = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE, device=torch_device)
     out = adapter.forward(model, x)
     with torch.no_grad():
         torch.testing.assert_close(out.logits, model(pixel_values=x).logits)
@@ -116,9 +123,9 @@ def test_adapter_reads_features_in_one_pass(family):
     assert out.feature_map.shape[1] in (out.pooled.shape[1], model.config.hidden_size if family in ("vit", "deit") else -1)
 
 
-def test_vit_feature_map_excludes_class_token():
+def test_vit_feature_map_excludes_class_token(torch_device):
     model = tiny_model("deit", 3).eval()
-    x = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE)
+    x = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE, device=torch_device)
     out = BackboneAdapter(model).forward(model, x)
     tokens = model.base_model(x).last_hidden_state  # CLS, distillation, then 16 patches
     assert tokens.shape[1] == 2 + out.feature_map.shape[-1] * out.feature_map.shape[-2]
@@ -126,12 +133,12 @@ def test_vit_feature_map_excludes_class_token():
     torch.testing.assert_close(out.feature_map[:, :, -1, -1], tokens[:, -1])
 
 
-def test_unsupported_backbone_error_names_type_and_fix():
+def test_unsupported_backbone_error_names_type_and_fix(torch_device):
     config = T.BeitConfig(
         image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
         num_labels=0,  # no head: nothing to derive it from
     )
-    model = T.BeitForImageClassification(config)
+    model = T.BeitForImageClassification(config).to(torch_device)
     with pytest.raises(UnsupportedBackboneError, match=r"'beit'.*register_backbone"):
         SmileTrainer(model=model, args=SmileTrainingArguments(output_dir="unused", report_to="none"))
 
@@ -154,7 +161,7 @@ def test_teacher_of_another_architecture_is_rejected():
 
 def test_source_head_starts_as_the_source_head_and_is_not_exported(tmp_path):
     source, student = source_and_student("resnet")
-    args = SmileTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    args = SmileTrainingArguments(output_dir=str(tmp_path), report_to="none", **training_device_args())
     trainer = SmileTrainer(model=student, args=args, teacher_model=source)
     aux = getattr(trainer.model, SOURCE_HEAD_NAME)
     assert torch.equal(aux.weight, source.classifier[1].weight) and aux.weight is not source.classifier[1].weight
@@ -165,10 +172,10 @@ def test_source_head_starts_as_the_source_head_and_is_not_exported(tmp_path):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_hidden_maps_are_one_per_stage_and_end_with_the_last_stage(family):
+def test_hidden_maps_are_one_per_stage_and_end_with_the_last_stage(family, torch_device):
     model = tiny_model(family, 3).eval()
     adapter = BackboneAdapter(model)
-    x = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE)
+    x = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE, device=torch_device)
     outputs = {}
     last_stage = adapter.stages(model)[-1]
     last_stage.register_forward_hook(lambda m, a, o: outputs.__setitem__("last", o[0] if isinstance(o, tuple) else o))

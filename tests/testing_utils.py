@@ -1,4 +1,5 @@
-"""Tiny models of every supported family, built from configs (no download), for the tests."""
+"""Tiny models of every supported family, built from configs (no download), for the tests; and the device the tests
+run on (`TEST_DEVICE`, chosen by the environment variable `SMILE_HF_TEST_DEVICE`)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,91 @@ import copy
 import os
 import sys
 
+import pytest
 import torch
 import transformers as T
 from torch import nn
 
 from smile_hf.backbones import BackboneAdapter
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The test device
+# ---------------------------------------------------------------------------------------------------------------------
+
+DEVICE_VARIABLE = "SMILE_HF_TEST_DEVICE"
+
+
+def available_accelerator() -> tuple[str | None, int]:
+    """(device type, number of devices) of this machine's accelerator, e.g. `("cuda", 2)`; `(None, 0)` without one."""
+    if hasattr(torch, "accelerator"):
+        if not torch.accelerator.is_available():
+            return None, 0
+        return torch.accelerator.current_accelerator().type, torch.accelerator.device_count()
+    return ("cuda", torch.cuda.device_count()) if torch.cuda.is_available() else (None, 0)
+
+
+def resolve_test_device(value: str | None, accelerator: tuple[str | None, int] | None = None) -> str:
+    """The device the tests run on, from the value of `SMILE_HF_TEST_DEVICE`: `"cpu"` when unset or empty, else
+    `"<type>:0"` for a device of this machine's accelerator (`cuda`, `cuda:0`; `accelerator` is `(type, count)`,
+    by default `available_accelerator()`). Raises ValueError, naming the variable, for a value that is no torch
+    device, a device this machine does not have, or a device index other than 0: a Trainer in one process always
+    trains on device 0 (transformers' choice), so another GPU is chosen with `CUDA_VISIBLE_DEVICES` instead."""
+    text = (value or "").strip()
+    if not text:
+        return "cpu"
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"{DEVICE_VARIABLE}={value!r} is not a torch device ({error}); use cpu, cuda or cuda:0") from None
+    if device.type == "cpu":
+        return "cpu"
+    kind, count = available_accelerator() if accelerator is None else accelerator
+    if device.type != kind or count < 1:
+        here = f"{count} {kind} device(s)" if kind else "no accelerator"
+        raise ValueError(f"{DEVICE_VARIABLE}={value!r}: this machine has no {device.type} device ({here})")
+    index = 0 if device.index is None else device.index
+    if index >= count:
+        raise ValueError(f"{DEVICE_VARIABLE}={value!r}: this machine has {count} {kind} device(s) (0..{count - 1})")
+    if index != 0:
+        raise ValueError(
+            f"{DEVICE_VARIABLE}={value!r}: the Trainer of a single process always trains on {kind}:0; to test on "
+            f"another device, make it the only visible one (CUDA_VISIBLE_DEVICES={index}) and set {DEVICE_VARIABLE}={kind}"
+        )
+    return f"{kind}:0"
+
+
+TEST_DEVICE: str = resolve_test_device(os.environ.get(DEVICE_VARIABLE))
+"""The device of the tests' models and tensors: "cpu" (the default), or e.g. "cuda:0" with `SMILE_HF_TEST_DEVICE=cuda`.
+The `torch_device` fixture (tests/conftest.py) gives the same value; tests/conftest.py turns a bad value into a
+usage error at the start of the session."""
+
+ON_ACCELERATOR = TEST_DEVICE != "cpu"
+
+
+def training_device_args(device: str | None = None) -> dict[str, bool]:
+    """The `SmileTrainingArguments` keywords that make a Trainer train on `device` (default `TEST_DEVICE`):
+    `use_cpu=True` only for the CPU; on an accelerator the Trainer moves the model to device 0 itself."""
+    return {"use_cpu": torch.device(TEST_DEVICE if device is None else device).type == "cpu"}
+
+
+def script_device_args(device: str | None = None) -> list[str]:
+    """The same, as command-line arguments of examples/run_smile.py (or any script parsing `SmileTrainingArguments`):
+    without them a script trains on the accelerator whenever the machine has one."""
+    return ["--use_cpu", str(training_device_args(device)["use_cpu"])]
+
+
+def requires_a_device_per_rank(ranks: int) -> pytest.MarkDecorator:
+    """Skips a test of `ranks` processes on an accelerator with fewer than `ranks` devices (DDP puts each rank on its
+    own device). On the CPU the ranks share the machine (gloo): never skipped."""
+    count = available_accelerator()[1] if ON_ACCELERATOR else ranks
+    return pytest.mark.skipif(
+        count < ranks, reason=f"{ranks} processes on {TEST_DEVICE} need {ranks} devices; this machine has {count}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Tiny models
+# ---------------------------------------------------------------------------------------------------------------------
 
 IMAGE_SIZE = 64  # large enough that every family's last feature map is at least 2 x 2
 
@@ -138,13 +219,16 @@ LAYOUT_REPRESENTATIVES = {
 """One fast family per layout of the last feature map (timm has its own skipped tests)."""
 
 
-def tiny_model(family: str, num_labels: int, seed: int = 0) -> nn.Module:
-    """A randomly initialised tiny image classifier of `family`."""
+def tiny_model(family: str, num_labels: int, seed: int = 0, device: str | None = None) -> nn.Module:
+    """A randomly initialised tiny image classifier of `family`, on `device` (default `TEST_DEVICE`). The weights are
+    drawn on the CPU, so that they are the same whatever the device."""
     torch.manual_seed(seed)
     config = TINY_CONFIGS[family](num_labels)
     if family in MODEL_CLASSES:
-        return MODEL_CLASSES[family](config)
-    return T.AutoModelForImageClassification.from_config(config)
+        model = MODEL_CLASSES[family](config)
+    else:
+        model = T.AutoModelForImageClassification.from_config(config)
+    return model.to(TEST_DEVICE if device is None else device)
 
 
 TIMM_ARCHITECTURES = {
@@ -154,19 +238,21 @@ TIMM_ARCHITECTURES = {
 """timm architectures (and `create_model` arguments) of the timm_wrapper tests: a CNN and a ViT with a register."""
 
 
-def timm_model(family: str, num_labels: int, seed: int = 0) -> nn.Module:
-    """A randomly initialised `TimmWrapperForImageClassification` of a [`TIMM_ARCHITECTURES`] entry (needs timm)."""
+def timm_model(family: str, num_labels: int, seed: int = 0, device: str | None = None) -> nn.Module:
+    """A randomly initialised `TimmWrapperForImageClassification` of a [`TIMM_ARCHITECTURES`] entry (needs timm), on
+    `device` (default `TEST_DEVICE`; weights drawn on the CPU)."""
     torch.manual_seed(seed)
     architecture, model_args = TIMM_ARCHITECTURES[family]
     config = T.TimmWrapperConfig(architecture=architecture, num_labels=num_labels, model_args=model_args)
-    return T.TimmWrapperForImageClassification(config)
+    return T.TimmWrapperForImageClassification(config).to(TEST_DEVICE if device is None else device)
 
 
-def source_and_student(family: str, num_source: int = 7, num_target: int = 3, seed: int = 0):
-    """A 'pre-trained' source model and a student with the same backbone and a new head of `num_target` classes."""
+def source_and_student(family: str, num_source: int = 7, num_target: int = 3, seed: int = 0, device: str | None = None):
+    """A 'pre-trained' source model and a student with the same backbone and a new head of `num_target` classes, both
+    on `device` (default `TEST_DEVICE`)."""
     build = timm_model if family in TIMM_ARCHITECTURES else tiny_model
-    source = build(family, num_source, seed)
-    student = build(family, num_target, seed + 1)
+    source = build(family, num_source, seed, device)
+    student = build(family, num_target, seed + 1, device)
     adapter = BackboneAdapter(student)
     heads = tuple(f"{path}." for path in adapter.spec.head.split(","))
     backbone = {k: v for k, v in source.state_dict().items() if not k.startswith(heads)}
@@ -176,7 +262,8 @@ def source_and_student(family: str, num_source: int = 7, num_target: int = 3, se
 
 
 def random_image_dataset(num: int = 32, num_labels: int = 3, size: int = IMAGE_SIZE, seed: int = 0):
-    """A `datasets.Dataset` of random pixel_values / labels in torch format."""
+    """A `datasets.Dataset` of random pixel_values / labels in torch format (CPU tensors, as a DataLoader gives them:
+    the Trainer moves each batch to its device; a test feeding them to a model itself moves them)."""
     from datasets import Dataset
 
     g = torch.Generator().manual_seed(seed)

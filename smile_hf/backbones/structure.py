@@ -127,7 +127,8 @@ def timm_stages(model: nn.Module) -> str:
 def _fingerprint(tensor: torch.Tensor) -> torch.Tensor:
     """(size, sum, sum of squares): unchanged by reshapes and permutations of the positions."""
     values = tensor.detach().double()
-    return torch.stack([torch.tensor(float(values.numel()), dtype=torch.float64), values.sum(), values.pow(2).sum()])
+    size = torch.tensor(float(values.numel()), dtype=torch.float64, device=values.device)
+    return torch.stack([size, values.sum(), values.pow(2).sum()])
 
 
 def _probe_size(model: nn.Module) -> tuple[int, int]:
