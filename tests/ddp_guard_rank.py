@@ -14,7 +14,7 @@ import torch
 from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.backbones import unwrap_model
 from smile_hf.guard import NonFiniteLossError
-from tests.testing_utils import finish_rank, random_image_dataset, source_and_student
+from tests.testing_utils import finish_rank, random_image_dataset, source_and_student, training_device_args
 
 
 class NanOnRankOne:
@@ -33,9 +33,9 @@ def main(output_dir: str, policy: str) -> None:
     rank = int(os.environ["RANK"])
     source, student = source_and_student("resnet")
     args = SmileTrainingArguments(
-        output_dir=output_dir, report_to="none", use_cpu=True, method="smile", max_steps=6, logging_steps=2,
+        output_dir=output_dir, report_to="none", method="smile", max_steps=6, logging_steps=2,
         per_device_train_batch_size=2, save_strategy="no", disable_tqdm=True, nan_policy=policy, optim="sgd",
-        learning_rate=0.01, final_finetune_fraction=0.0,
+        learning_rate=0.01, final_finetune_fraction=0.0, **training_device_args(),
     )  # fmt: skip
     trainer = SmileTrainer(model=student, args=args, teacher_model=source, train_dataset=random_image_dataset(32),
                            data_collator=NanOnRankOne(rank))  # fmt: skip

@@ -12,7 +12,7 @@ from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.backbones import BackboneAdapter
 from smile_hf.mixing import Mix
 
-from .testing_utils import random_image_dataset, source_and_student
+from .testing_utils import random_image_dataset, source_and_student, training_device_args
 
 
 def hook_count(model: nn.Module) -> int:
@@ -30,8 +30,8 @@ class CountingLinear(nn.Linear):
 def test_no_hook_is_registered_after_the_first_step(tmp_path, monkeypatch):
     source, student = source_and_student("resnet")
     args = SmileTrainingArguments(
-        output_dir=str(tmp_path), report_to="none", use_cpu=True, method="smile+manifold_mixup", max_steps=6,
-        per_device_train_batch_size=4, save_strategy="no", disable_tqdm=True, final_finetune_fraction=0.0,
+        output_dir=str(tmp_path), report_to="none", method="smile+manifold_mixup", max_steps=6,
+        per_device_train_batch_size=4, save_strategy="no", disable_tqdm=True, final_finetune_fraction=0.0, **training_device_args(),
     )  # fmt: skip
     trainer = SmileTrainer(model=student, args=args, teacher_model=source, train_dataset=random_image_dataset(24))
     registrations = []
@@ -50,13 +50,13 @@ def test_no_hook_is_registered_after_the_first_step(tmp_path, monkeypatch):
     assert (hook_count(trainer.model), hook_count(trainer.teacher)) == counts
 
 
-def test_hooks_do_nothing_outside_a_capture_and_copies_capture_once():
+def test_hooks_do_nothing_outside_a_capture_and_copies_capture_once(torch_device):
     _, model = source_and_student("resnet")
     adapter = BackboneAdapter(model)
     model.eval()
-    x = torch.randn(2, 3, 32, 32)
+    x = torch.randn(2, 3, 32, 32).to(torch_device)
     plain = model(pixel_values=x).logits
-    head = CountingLinear(model.classifier[1].in_features, 5)
+    head = CountingLinear(model.classifier[1].in_features, 5).to(torch_device)
     first = adapter.forward(model, x, source_head=head, output_hidden_states=True)
     assert hook_count(model) > 0
     torch.testing.assert_close(model(pixel_values=x).logits, plain, rtol=0, atol=0)  # inert outside a capture
@@ -69,14 +69,14 @@ def test_hooks_do_nothing_outside_a_capture_and_copies_capture_once():
     torch.testing.assert_close(second.source_logits, first.source_logits, rtol=0, atol=0)
 
 
-def test_manifold_mix_at_a_stage_equals_mixing_that_stage_by_hand():
+def test_manifold_mix_at_a_stage_equals_mixing_that_stage_by_hand(torch_device):
     """The stage mix (a hook installed once, active for one pass) against a second code path: the stages run by
     hand, the output of stage 1 mixed in between."""
     _, model = source_and_student("resnet")
     model.eval()
     adapter = BackboneAdapter(model)
-    x = torch.randn(4, 3, 32, 32)
-    mix = Mix("manifold_mixup", 0.7, torch.tensor([2, 0, 3, 1]), stage=2)
+    x = torch.randn(4, 3, 32, 32).to(torch_device)
+    mix = Mix("manifold_mixup", 0.7, torch.tensor([2, 0, 3, 1]), stage=2).to(torch_device)
     out = adapter.forward(model, x, mix=mix, output_hidden_states=True)
     resnet = model.resnet
     hidden = resnet.embedder(x)

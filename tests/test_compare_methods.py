@@ -83,6 +83,7 @@ def restore_threads():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.auto_device("runs examples/compare_methods.py as a user would: it trains on an accelerator when there is one")
 def test_tiny_comparison_run(tmp_path, capsys, monkeypatch, restore_threads):
     # as if the digits' split were not the official one: the printed results say so
     digits = dataclasses.replace(DATASET_PRESETS["digits"], official_split=False, eval_split_role="a made-up split")

@@ -10,7 +10,7 @@ import torch
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
 
-from .testing_utils import clone, random_image_dataset, source_and_student
+from .testing_utils import clone, random_image_dataset, source_and_student, training_device_args
 
 dynamo = pytest.importorskip("torch._dynamo")
 
@@ -18,9 +18,9 @@ dynamo = pytest.importorskip("torch._dynamo")
 def train(tmp_path, compile_: bool) -> SmileTrainer:
     source, student = source_and_student("resnet")
     args = SmileTrainingArguments(
-        output_dir=str(tmp_path), report_to="none", use_cpu=True, method="smile", max_steps=6, save_strategy="no",
+        output_dir=str(tmp_path), report_to="none", method="smile", max_steps=6, save_strategy="no",
         per_device_train_batch_size=4, disable_tqdm=True, final_finetune_fraction=0.0, ema_update_every=2, logging_steps=1,
-        torch_compile=compile_, torch_compile_backend="eager" if compile_ else None,
+        torch_compile=compile_, torch_compile_backend="eager" if compile_ else None, **training_device_args(),
     )  # fmt: skip
     trainer = SmileTrainer(model=clone(student), args=args, teacher_model=clone(source),
                            train_dataset=random_image_dataset(24))  # fmt: skip

@@ -22,10 +22,10 @@ def counted(fn, *args):
     return value, forward, backward
 
 
-def test_half_squared_norm_costs_the_same_for_any_number_of_tensors():
+def test_half_squared_norm_costs_the_same_for_any_number_of_tensors(torch_device):
     counts = []
     for n in (2, 8):
-        tensors = [torch.randn(5, 3, requires_grad=True) for _ in range(n)]
+        tensors = [torch.randn(5, 3, device=torch_device, requires_grad=True) for _ in range(n)]
         value, forward, backward = counted(half_squared_norm, tensors)
         expected = 0.5 * sum(float((t.detach() ** 2).sum()) for t in tensors)
         assert abs(value.item() - expected) <= 1e-5 * expected
@@ -35,17 +35,18 @@ def test_half_squared_norm_costs_the_same_for_any_number_of_tensors():
     assert counts[0] == counts[1] <= 4  # cat, square, sum, mul
 
 
-def test_mixed_cross_entropy_takes_one_log_softmax():
-    logits = torch.randn(6, 4, requires_grad=True)
-    labels, mix = torch.tensor([0, 1, 2, 3, 0, 1]), Mix("mixup", 0.3, torch.tensor([5, 4, 3, 2, 1, 0]))
+def test_mixed_cross_entropy_takes_one_log_softmax(torch_device):
+    logits = torch.randn(6, 4, device=torch_device, requires_grad=True)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1], device=torch_device)
+    mix = Mix("mixup", 0.3, torch.tensor([5, 4, 3, 2, 1, 0])).to(torch_device)
     value, forward, _ = counted(mixed_cross_entropy, logits, labels, mix)
     expected = 0.3 * F.cross_entropy(logits, labels) + 0.7 * F.cross_entropy(logits, labels[mix.perm])
     torch.testing.assert_close(value, expected, rtol=1e-6, atol=0)
     assert forward.ops["aten::_log_softmax"] == 1
 
 
-def test_mix_tensor_is_one_gather_and_one_lerp():
-    x, mix = torch.randn(4, 3, 2, 2), Mix("mixup", 0.8, torch.tensor([1, 2, 3, 0]))
+def test_mix_tensor_is_one_gather_and_one_lerp(torch_device):
+    x, mix = torch.randn(4, 3, 2, 2, device=torch_device), Mix("mixup", 0.8, torch.tensor([1, 2, 3, 0])).to(torch_device)
     value, forward, _ = counted(mix_tensor, x, mix)
     torch.testing.assert_close(value, 0.8 * x + 0.2 * x[mix.perm], rtol=1e-6, atol=1e-6)
     assert forward.total == 2

@@ -30,6 +30,8 @@ spec.loader.exec_module(prepare_mit_indoor67)
 CLASSES = {"bakery": (4, 2), "kitchen": (3, 2), "airport_inside": (2, 1)}
 """class -> (train, test) images listed; each class also has 2 images in neither list."""
 
+pytestmark = pytest.mark.cpu_only("file preparation and image folders: no model or tensor on a device")
+
 
 def jpeg(index: int) -> bytes:
     """A distinct 6 x 6 JPEG (its color encodes `index`)."""

@@ -23,6 +23,8 @@ from smile_hf.profiling import DispatchCounter
 MODELS = ["resnet50-b48", "resnet50-b128", "vit-b16", "convnext-t", "swin-t"]
 SYNC = "aten::_local_scalar_dense"
 
+pytestmark = pytest.mark.cpu_only("the tiny preset runs on the CPU by design (`--tiny`); test_cuda_counters runs when CUDA is present")
+
 
 def run_main(argv: list[str]) -> dict:
     threads, verbosity = torch.get_num_threads(), transformers.logging.get_verbosity()

@@ -17,7 +17,7 @@ from transformers import TrainerCallback
 from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.profiling import DispatchCounter
 
-from .testing_utils import random_image_dataset, source_and_student
+from .testing_utils import random_image_dataset, source_and_student, training_device_args
 
 MAX_STEPS, FINAL_FRACTION = 4, 0.25  # SMILE's last step is in the final plain phase
 
@@ -45,7 +45,7 @@ def step_counters(tmp_path, method: str, **kwargs) -> list[DispatchCounter]:
     source, student = source_and_student("resnet")
     counter = CountStepOperators()
     defaults = dict(max_steps=MAX_STEPS, per_device_train_batch_size=4, logging_steps=100, save_strategy="no",
-                    final_finetune_fraction=FINAL_FRACTION, report_to="none", use_cpu=True, disable_tqdm=True)  # fmt: skip
+                    final_finetune_fraction=FINAL_FRACTION, report_to="none", disable_tqdm=True, **training_device_args())  # fmt: skip
     defaults.update(kwargs)
     args = SmileTrainingArguments(output_dir=str(tmp_path), method=method, **defaults)
     trainer = SmileTrainer(
