@@ -1,5 +1,10 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
-"""Sharded training (FSDP, DeepSpeed ZeRO-3): refused with one clear error each, never run half-supported.
+"""Sharded training (FSDP, DeepSpeed ZeRO-3) and `nn.DataParallel`: refused with one clear error each, never run
+half-supported.
+
+`nn.DataParallel` (what the Trainer uses when one process sees several GPUs) runs replicas of the model in threads on
+slices of the batch, while the backbone adapter reads one forward pass's features in one place: refused, with the
+one-process-per-GPU launch commands.
 
 The teacher's EMA (`torch._foreach_lerp_` over matched parameters), the forward hooks of the backbone adapter and the
 SMILE checkpoint state (`smile_state.safetensors`) are written for unsharded parameters. Measured on the CPU machine
@@ -15,6 +20,8 @@ adapter, not a second model.
 from __future__ import annotations
 
 import os
+
+from transformers.training_args import ParallelMode
 
 FSDP_ERROR = (
     "SmileTrainer does not support FSDP: the teacher's EMA, the backbone hooks and the SMILE checkpoint state work on "
@@ -32,6 +39,12 @@ DEEPSPEED_RESUME_ERROR = (
     "SmileTrainer cannot resume under DeepSpeed: the Trainer restores DeepSpeed checkpoints with "
     "`deepspeed_load_checkpoint`, which skips smile_state.safetensors (teacher, auxiliary head, method state), so the "
     "run would continue from a wrong state. Resume this checkpoint without DeepSpeed (DDP), or start again."
+)
+DATA_PARALLEL_ERROR = (
+    "SmileTrainer does not support nn.DataParallel, which the Trainer uses when one process sees {n_gpu} GPUs: its "
+    "replicas run in threads on slices of the batch, while the backbone hooks read one forward pass's features in one "
+    "place. Launch one process per GPU (`torchrun --nproc_per_node {n_gpu} ...` or `accelerate launch --multi_gpu "
+    "...`), or make one GPU visible (`CUDA_VISIBLE_DEVICES=0`)."
 )
 
 
@@ -57,8 +70,12 @@ def uses_zero3(args) -> bool:
 
 
 def check_sharding(args, trainer=None) -> None:
-    """Raise `ValueError` with [`FSDP_ERROR`] or [`ZERO3_ERROR`] when the arguments (or, once built, the trainer's
-    accelerator: `is_fsdp_enabled`, DeepSpeed's ZeRO stage) ask for a sharded mode."""
+    """Raise `ValueError` with [`DATA_PARALLEL_ERROR`], [`FSDP_ERROR`] or [`ZERO3_ERROR`] when the arguments (or, once
+    built, the trainer's accelerator: `is_fsdp_enabled`, DeepSpeed's ZeRO stage) ask for `nn.DataParallel` or a
+    sharded mode."""
+    n_gpu = getattr(args, "n_gpu", 0)
+    if n_gpu > 1 and args.parallel_mode == ParallelMode.NOT_DISTRIBUTED:
+        raise ValueError(DATA_PARALLEL_ERROR.format(n_gpu=n_gpu))
     fsdp = uses_fsdp(args) or bool(getattr(trainer, "is_fsdp_enabled", False))
     if fsdp:
         raise ValueError(FSDP_ERROR)

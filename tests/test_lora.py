@@ -18,7 +18,14 @@ from transformers import AutoModelForImageClassification, ViTImageProcessor
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.backbones import SOURCE_HEAD_NAME, unwrap_model
-from smile_hf.sharding import DEEPSPEED_RESUME_ERROR, FSDP_ERROR, ZERO3_ERROR, check_resume, check_sharding
+from smile_hf.sharding import (
+    DATA_PARALLEL_ERROR,
+    DEEPSPEED_RESUME_ERROR,
+    FSDP_ERROR,
+    ZERO3_ERROR,
+    check_resume,
+    check_sharding,
+)
 from smile_hf.trainer import SMILE_STATE_NAME
 
 from .test_checkpoints import StopAt
@@ -274,3 +281,14 @@ def test_sharded_modes_are_refused_with_one_clear_error(tmp_path, monkeypatch):
         check_resume(DeepSpeedTrainer(), "checkpoint-3")
     assert str(error.value) == DEEPSPEED_RESUME_ERROR
     check_resume(DeepSpeedTrainer(), None)  # training from scratch is not a resume
+
+
+def test_data_parallel_is_refused(tmp_path):
+    """One process seeing two GPUs: the Trainer would wrap the model in nn.DataParallel (`parallel_mode` is
+    NOT_DISTRIBUTED, read from the GPU count the arguments found), which the adapter's hooks cannot follow."""
+    args = SmileTrainingArguments(output_dir=str(tmp_path), **training_device_args())
+    check_sharding(args)
+    args._n_gpu = 2  # what _setup_devices finds on a machine with two visible GPUs and no launcher
+    with pytest.raises(ValueError) as error:
+        check_sharding(args)
+    assert str(error.value) == DATA_PARALLEL_ERROR.format(n_gpu=2) and "--nproc_per_node 2" in str(error.value)
