@@ -6,10 +6,13 @@ Pipelines compared, on the same images:
 
 - `float resize (previous)`: the baseline, the pipeline before the uint8 change: full decode, conversion of the
   full-resolution image to float, anti-aliased bilinear resize of the float tensor, crop, flip, normalise;
-- `uint8 resize, full decode`: full decode, PIL bilinear resize of the uint8 image, then conversion
-  ([`smile_hf.data.ImageTransform`] with `jpeg_draft=False`; what evaluation does);
-- `uint8 resize + JPEG draft (train default)`: the same after a reduced-scale JPEG decode when the image is at least
-  twice the resize size (what `BatchTransform` does for training);
+- `PIL uint8 resize (eval transform)`: full decode, PIL bilinear resize of the uint8 image, then conversion
+  ([`smile_hf.data.ImageTransform`] with `train=False`: what evaluation and the exported processor do; center crop
+  instead of the random one, at the same cost);
+- `torch uint8 resize, full decode`: full decode, torch's anti-aliased bilinear resize of the uint8 tensor, then
+  conversion (the train transform with `jpeg_draft=False`);
+- `torch uint8 resize + JPEG draft (train default)`: the same after a reduced-scale JPEG decode when the image is at
+  least twice the resize size (what `BatchTransform` does for training);
 - `torchvision v2`: PIL decode, `v2.PILToTensor`, `v2.Resize(antialias=True)` on uint8, `RandomCrop`,
   `RandomHorizontalFlip`, `ToDtype(float32, scale=True)`, `Normalize`; only where torchvision imports (the output
   says why it was not run otherwise).
@@ -79,9 +82,12 @@ def float_resize_pipeline(config: TransformConfig) -> Callable[[bytes, torch.Gen
     return run
 
 
-def smile_hf_pipeline(config: TransformConfig, jpeg_draft: bool) -> Callable[[bytes, torch.Generator], torch.Tensor]:
-    """smile_hf's train transform, decoding as `BatchTransform` does (reduced-scale JPEG decode when allowed)."""
-    transform = ImageTransform(config, train=True, jpeg_draft=jpeg_draft)
+def smile_hf_pipeline(
+    config: TransformConfig, jpeg_draft: bool, train: bool = True
+) -> Callable[[bytes, torch.Generator], torch.Tensor]:
+    """smile_hf's train (or eval) transform, decoding as `BatchTransform` does (reduced-scale JPEG decode when
+    allowed)."""
+    transform = ImageTransform(config, train=train, jpeg_draft=jpeg_draft)
 
     def run(data: bytes, generator: torch.Generator) -> torch.Tensor:
         return transform(decode_image({"bytes": data}, transform.draft_size), generator)
@@ -158,8 +164,9 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)  # one DataLoader worker's view
     pipelines = {
         BASELINE: float_resize_pipeline(CONFIG),
-        "uint8 resize, full decode": smile_hf_pipeline(CONFIG, jpeg_draft=False),
-        "uint8 resize + JPEG draft (train default)": smile_hf_pipeline(CONFIG, jpeg_draft=True),
+        "PIL uint8 resize (eval transform)": smile_hf_pipeline(CONFIG, jpeg_draft=False, train=False),
+        "torch uint8 resize, full decode": smile_hf_pipeline(CONFIG, jpeg_draft=False),
+        "torch uint8 resize + JPEG draft (train default)": smile_hf_pipeline(CONFIG, jpeg_draft=True),
     }
     torchvision_run, torchvision_status = torchvision_pipeline(CONFIG)
     if torchvision_run is not None:

@@ -416,3 +416,22 @@ def test_image_folders_need_class_folders(tmp_path):
         (flat / f"{i}.png").write_bytes(png_bytes(Image.new("L", (4, 4)), "PNG"))
     with pytest.raises(DataError, match=r"3 image\(s\) directly inside it .*one sub-folder per class"):
         prepare_datasets(train_dir=str(flat))
+
+
+def test_train_resize_is_torchs_uint8_kernel_within_one_level_of_pils():
+    """Training resizes with torch's anti-aliased uint8 bilinear kernel (faster), evaluation with PIL's (what the
+    exported processor does): on a photo-like image the two differ by at most one intensity level."""
+    from smile_hf.data.transforms import ImageTransform, TransformConfig, normalize, resize, uint8_tensor
+
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (375, 500, 3))
+    image = Image.fromarray((np.cumsum(noise, axis=1) // np.arange(1, 501)[None, :, None]).astype(np.uint8))
+    size = (96, 128)
+    ours = resize(uint8_tensor(image), size).permute(1, 2, 0).numpy().astype(int)
+    pil = np.asarray(image.resize((size[1], size[0]), Image.BILINEAR)).astype(int)
+    assert np.abs(ours - pil).max() <= 1 and 0 < (ours != pil).mean() < 0.05  # (some differ: two kernels)
+    config = TransformConfig(crop_size=size, resize_size=size, random_horizontal_flip=False)
+    expected = normalize(torch.from_numpy(ours).permute(2, 0, 1).float() / 255.0, config.mean, config.std)
+    torch.testing.assert_close(ImageTransform(config, train=True)(image), expected, rtol=0, atol=1e-6)
+    evaluated = normalize(torch.from_numpy(pil).permute(2, 0, 1).float() / 255.0, config.mean, config.std)
+    torch.testing.assert_close(ImageTransform(config, train=False)(image), evaluated, rtol=0, atol=1e-6)

@@ -68,7 +68,8 @@ def test_data_speed_benchmark_smoke(tmp_path):
                      "--markdown", str(md)])  # fmt: skip
     payload = json.loads(out.read_text())
     assert set(payload["results"]) == {"96x64", "800x600"}
-    expected = {data_speed.BASELINE, "uint8 resize, full decode", "uint8 resize + JPEG draft (train default)"}
+    expected = {data_speed.BASELINE, "PIL uint8 resize (eval transform)", "torch uint8 resize, full decode",
+                "torch uint8 resize + JPEG draft (train default)"}  # fmt: skip
     for by_pipeline in payload["results"].values():
         assert expected <= set(by_pipeline) and all(v["median"] > 0 and v["n"] == 1 for v in by_pipeline.values())
     assert "torchvision v2" in md.read_text() and payload["torchvision"]

@@ -102,10 +102,14 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+def uint8_tensor(image: Image.Image) -> torch.Tensor:
+    """An RGB PIL image as a uint8 tensor 3 x H x W (a view of one copy of the pixels, channels last in memory)."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+
+
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     """An RGB PIL image as a float tensor 3 x H x W in [0, 1]."""
-    array = np.asarray(to_rgb(image), dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    return uint8_tensor(to_rgb(image)).float().div_(255.0)
 
 
 def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -247,16 +251,16 @@ class ImageTransform:
         """The transformed image; `generator` (if given) replaces the instance's source of randomness."""
         config, generator = self.config, generator or self.generator
         height, width = config.resize_size
-        # resize the uint8 image (PIL, bilinear, anti-aliased), crop and flip it, and only then convert the crop:
-        # faster than resizing floats, and exactly what `eval_image_processor` does at inference
-        resized = np.asarray(to_rgb(image).resize((width, height), Image.BILINEAR), dtype=np.uint8)
-        pixels = torch.from_numpy(resized.copy()).permute(2, 0, 1)
+        # resize the uint8 image (bilinear, anti-aliased), crop and flip it, and only then convert the crop. Training
+        # uses torch's uint8 kernel (about 3x faster than PIL's on a 500 x 375 photo, within one level of it);
+        # evaluation uses PIL's, bit for bit what `eval_image_processor` (and `pipeline()`) computes
+        rgb = to_rgb(image)
         if self.train:
-            pixels = random_crop(pixels, config.crop_size, generator)
+            pixels = random_crop(resize(uint8_tensor(rgb), (height, width)), config.crop_size, generator)
             if config.random_horizontal_flip and bool(torch.rand((), generator=generator) < 0.5):
                 pixels = pixels.flip(-1)
         else:
-            pixels = center_crop(pixels, config.crop_size)
+            pixels = center_crop(uint8_tensor(rgb.resize((width, height), Image.BILINEAR)), config.crop_size)
         return normalize(pixels.float().div_(255.0), config.mean, config.std)
 
 
