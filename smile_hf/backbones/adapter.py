@@ -235,9 +235,10 @@ class BackboneAdapter:
                 of stage k - 1 inside the forward pass.
         """
         inner = unwrap_model(model)
-        stages = self.stages(inner) if output_hidden_states or mix is not None else ()
+        mixes_a_stage = mix is not None and mix.strategy == "manifold_mixup" and mix.stage > 0
+        stages = self.stages(inner) if output_hidden_states or mixes_a_stage else ()
         mix_stage = None
-        if mix is not None and mix.strategy == "manifold_mixup" and mix.stage > 0:
+        if mixes_a_stage:
             mix_stage = stages[mix.stage - 1]  # stage k > 0 mixes the output of stage k - 1
         elif mix is not None:
             pixel_values = mix_inputs(pixel_values, mix)
