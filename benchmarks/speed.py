@@ -544,18 +544,23 @@ def random_batch(spec, device: str, seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
-def benchmark_model(spec: ModelSpec, methods: list[str], opts) -> dict:
-    rounds = opts.rounds or spec.rounds
-    chunks = opts.chunks or spec.chunks
-    source, student = build_models(spec)
-    batch = random_batch(spec, opts.device)
-    result = {
+def model_header(spec, student: nn.Module, rounds: int) -> dict:
+    """The description of a benchmarked model that starts its results."""
+    return {
         "description": spec.description,
         "image_size": spec.image_size,
         "batch_size": spec.batch_size,
         "parameters_m": sum(p.numel() for p in student.parameters()) / 1e6,
         "rounds": rounds,
     }
+
+
+def benchmark_model(spec: ModelSpec, methods: list[str], opts) -> dict:
+    rounds = opts.rounds or spec.rounds
+    chunks = opts.chunks or spec.chunks
+    source, student = build_models(spec)
+    batch = random_batch(spec, opts.device)
+    result = model_header(spec, student, rounds)
     log(f"[{spec.name}] {spec.description}, batch {spec.batch_size}: building {len(methods)} trainers")
     steppers = {m: SteppedTrainer(m, spec, source, student, batch, opts) for m in methods}
 
@@ -670,14 +675,8 @@ def benchmark_lora_model(spec: LoraModelSpec, opts) -> dict:
     rounds = opts.rounds or spec.rounds
     source, student = build_models(spec)
     batch = random_batch(spec, opts.device)
-    result = {
-        "description": spec.description,
-        "image_size": spec.image_size,
-        "batch_size": spec.batch_size,
-        "lora": {"r": spec.rank, "lora_alpha": spec.rank, "target_modules": list(spec.target_modules)},
-        "parameters_m": sum(p.numel() for p in student.parameters()) / 1e6,
-        "rounds": rounds,
-    }
+    result = model_header(spec, student, rounds)
+    result["lora"] = {"r": spec.rank, "lora_alpha": spec.rank, "target_modules": list(spec.target_modules)}
     log(f"[lora {spec.name}] {spec.description}, batch {spec.batch_size}: building {len(LORA_MODES)} trainers")
     steppers = {
         mode: SteppedTrainer(method, spec, source, student, batch, opts, lora_config(spec) if lora else None)
