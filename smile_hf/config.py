@@ -103,6 +103,13 @@ class SmileTrainingArguments(TrainingArguments):
             (step decay of the reference: 6666/9000). Requires `lr_scheduler_type="constant"`.
         lr_step_gamma (`float`, *optional*, defaults to `0.1`):
             Factor of the single learning-rate step.
+        backbone_lr_multiplier (`float`, *optional*, defaults to `1.0`):
+            The backbone trains at `learning_rate x backbone_lr_multiplier`; the new head (and an attached source
+            head) at `learning_rate` (TLlib's fine-tuning scripts: 0.1). See [`smile_hf.param_groups`].
+        layer_decay (`float` or `None`, *optional*, defaults to `None`):
+            Layer-wise learning-rate decay (BEiT): the backbone parameters of layer `l` of `L + 1` train at
+            `learning_rate x backbone_lr_multiplier x layer_decay ** (L + 1 - l)`, the layers being the backbone
+            stages the adapter finds. See [`smile_hf.param_groups`].
 
         > Parameters that control mixing
 
@@ -260,6 +267,14 @@ class SmileTrainingArguments(TrainingArguments):
         metadata={"help": "Multiply the lr by lr_step_gamma once after this fraction of training (needs constant lr)."},
     )
     lr_step_gamma: float = field(default=0.1, metadata={"help": "Factor of the single learning-rate step."})
+    backbone_lr_multiplier: float = field(
+        default=1.0,
+        metadata={"help": "The backbone trains at learning_rate x this, the new head at learning_rate (TLlib: 0.1)."},
+    )
+    layer_decay: float | None = field(
+        default=None,
+        metadata={"help": "Layer-wise lr decay in (0, 1] (BEiT: 0.75): stage l of L trains at lr x decay^(L+1-l)."},
+    )
 
     # ---- mixing ---------------------------------------------------------------------------------------------
     mixup_alpha: float = field(
@@ -388,5 +403,11 @@ class SmileTrainingArguments(TrainingArguments):
                     "`lr_step_fraction` replaces the learning-rate schedule: set `lr_scheduler_type='constant'` "
                     f"(got '{self.lr_scheduler_type}') or leave `lr_step_fraction` unset."
                 )
+        if not self.backbone_lr_multiplier >= 0.0:
+            raise ValueError(
+                f"`backbone_lr_multiplier` must be >= 0 (0 freezes the backbone), got {self.backbone_lr_multiplier}."
+            )
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            raise ValueError(f"`layer_decay` must be in (0, 1] (e.g. 0.75 as in BEiT), got {self.layer_decay}.")
         if not 0.0 < self.lr_step_gamma <= 1.0:
             raise ValueError(f"`lr_step_gamma` must be in (0, 1], got {self.lr_step_gamma}.")

@@ -32,6 +32,7 @@ from .methods import build_method, method_hyperparameters, method_title, parse_m
 from .methods.base import PrepareCallback
 from .metrics import as_compute_metrics
 from .mixing import Mix
+from .param_groups import grouped_parameters, learning_rate_scales
 from .model_card import model_card_from_trainer
 from .modeling import (
     attach_source_head,
@@ -198,6 +199,29 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
     def in_final_phase(self, step: int) -> bool:
         """Whether 0-based step `step` is trained with plain fine-tuning (no mixing, teacher or EMA)."""
         return self.method.has_final_phase and self.state.max_steps > 0 and step >= self.final_phase_start
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer; with `backbone_lr_multiplier` != 1 or `layer_decay`, one parameter group per
+        learning-rate scale and weight decay ([`smile_hf.param_groups`])."""
+        args = self.args
+        if self.optimizer is not None or (args.backbone_lr_multiplier == 1.0 and args.layer_decay is None):
+            return super().create_optimizer(model)
+        model = self.model if model is None else model
+        if self.optimizer_cls_and_kwargs is not None:
+            optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
+        else:
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(args, model)
+        if not isinstance(optimizer_cls, type) or {"params", "model", "optimizer_dict"} & set(optimizer_kwargs):
+            raise ValueError(
+                f"`backbone_lr_multiplier` / `layer_decay` need an optimizer built from parameter groups; optim "
+                f"'{args.optim}' builds its own. Use e.g. optim='adamw_torch' or 'sgd', or leave both unset."
+            )
+        scales = learning_rate_scales(model, self.adapter, args.backbone_lr_multiplier, args.layer_decay)
+        groups = grouped_parameters(
+            model, self.get_decay_parameter_names(model), args.weight_decay, args.learning_rate, scales
+        )
+        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
         """The Trainer's schedule, or with `lr_step_fraction` a constant lr (after warm-up) multiplied once by
