@@ -144,8 +144,8 @@ class DataTrainingArguments:
     corrupt_images: str = field(
         default="error",
         metadata={
-            "help": "Undecodable images: 'error' scans the validation split before training (and stops at the first "
-            "undecodable training image), naming the files; 'skip' drops them all (after a scan) and logs them.",
+            "help": "Undecodable images: 'error' scans the training and validation splits before training and "
+            "stops, naming the files; 'skip' drops them all (after a scan) and logs them.",
             "choices": list(CORRUPT_IMAGE_POLICIES),
         },
     )

@@ -22,7 +22,15 @@ from tqdm.auto import tqdm
 
 from .errors import DataError
 from .presets import DatasetPreset, DataSource, get_preset, load_image_folders, load_preset, resolved_revision
-from .transforms import INDEX_COLUMN, BatchTransform, ImageTransform, TransformConfig, decode_image, image_source
+from .transforms import (
+    INDEX_COLUMN,
+    BatchTransform,
+    ImageTransform,
+    TransformConfig,
+    decode_image,
+    image_source,
+    lossy_conversion,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -165,25 +173,50 @@ def truncate(dataset: Dataset, max_samples: int | None, seed: int) -> Dataset:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def find_corrupt_images(
+@dataclass
+class ImageScan:
+    """What decoding every image of a split found.
+
+    Attributes:
+        corrupt (`list[int]`): positions of the examples whose image cannot be decoded.
+        lossy (`dict[str, list[int]]`): positions of the images that the conversion to RGB ([`to_rgb`], what
+            `pipeline()` does) loses something of, by what it loses ([`lossy_conversion`]).
+    """
+
+    corrupt: list[int]
+    lossy: dict[str, list[int]]
+
+
+def scan_images(
     dataset: Dataset, image_column: str, chunk_size: int = 256, progress: bool = False, split: str = ""
-) -> list[int]:
-    """Positions of the examples whose image cannot be decoded (the image column must not be auto-decoded).
+) -> ImageScan:
+    """Decode every image of `dataset` (whose image column must not be auto-decoded) and report the undecodable
+    ones and those the conversion to RGB loses something of ([`ImageScan`]).
 
     Reads `chunk_size` examples at a time, so that large datasets are never held in memory at once; with
     `progress`, a tqdm bar over the examples of `split`.
     """
-    bad = []
+    scan = ImageScan([], {})
     bar = tqdm(total=len(dataset), desc=f"Checking the {split} images".replace("  ", " "), disable=not progress)
     for start in range(0, len(dataset), chunk_size):
         bar.update(min(chunk_size, len(dataset) - start))
         for offset, value in enumerate(dataset[start : start + chunk_size][image_column]):
             try:
-                decode_image(value)
+                loss = lossy_conversion(decode_image(value))
             except (OSError, UnidentifiedImageError, TypeError, ValueError, SyntaxError):
-                bad.append(start + offset)
+                scan.corrupt.append(start + offset)
+                continue
+            if loss is not None:
+                scan.lossy.setdefault(loss, []).append(start + offset)
     bar.close()
-    return bad
+    return scan
+
+
+def find_corrupt_images(
+    dataset: Dataset, image_column: str, chunk_size: int = 256, progress: bool = False, split: str = ""
+) -> list[int]:
+    """Positions of the examples whose image cannot be decoded ([`scan_images`]`.corrupt`)."""
+    return scan_images(dataset, image_column, chunk_size, progress, split).corrupt
 
 
 def without_image_decoding(dataset: Dataset, image_column: str) -> Dataset:
@@ -200,18 +233,34 @@ def name_examples(dataset: Dataset, positions: list[int], image_column: str, lim
     return [image_source(dataset[int(p)][image_column], int(indices[p])) for p in positions[:limit]]
 
 
+def warn_lossy_images(dataset: Dataset, lossy: dict[str, list[int]], image_column: str, split: str) -> None:
+    """One warning line per kind of loss in [`ImageScan`]`.lossy`: how many images of `split`, which (the first
+    five), what the conversion does to them and what to do about it."""
+    what = {
+        "transparency": "alpha is dropped, keeping the colour stored under transparent pixels",
+        "values outside 0..255": "16/32-bit and float values are clipped to 0..255, not rescaled",
+    }
+    for loss, positions in lossy.items():
+        logger.warning(
+            f"{len(positions)} image(s) of the {split} split have {loss} ({name_examples(dataset, positions, image_column)}): "
+            f"like pipeline() (PIL's convert('RGB')), the model sees them with {what[loss]}; convert them to 8-bit "
+            "RGB first if that loses what tells their classes apart."
+        )
+
+
 def handle_corrupt_images(
     dataset: Dataset, image_column: str, policy: str, split: str, progress: bool = False
 ) -> Dataset:
-    """With `policy="skip"`, scan `dataset` and drop the examples whose image cannot be decoded, logging them (file
-    paths when known). With `"error"`, the validation split is scanned now, so that an undecodable image stops the
-    run before training rather than after it ([`DataError`] naming the files); in the train split, the first
-    undecodable image stops training, naming it. `progress` shows a tqdm bar of the scan."""
+    """Scan `dataset` ([`scan_images`]) before training. With `policy="error"`, an undecodable image is a
+    [`DataError`] naming the files; with `"skip"`, the examples whose image cannot be decoded are dropped and logged
+    (file paths when known). Both splits get the same policy, so that an undecodable image stops the run before
+    training rather than in the middle of it. Images whose conversion to RGB loses something are logged
+    ([`warn_lossy_images`]). `progress` shows a tqdm bar of the scan."""
     if policy not in CORRUPT_IMAGE_POLICIES:
         raise DataError(f"--corrupt_images must be one of {', '.join(CORRUPT_IMAGE_POLICIES)}, got '{policy}'.")
-    if policy == "error" and split == "train":
-        return dataset
-    bad = find_corrupt_images(dataset, image_column, progress=progress, split=split)
+    scan = scan_images(dataset, image_column, progress=progress, split=split)
+    warn_lossy_images(dataset, scan.lossy, image_column, split)
+    bad = scan.corrupt
     if bad and policy == "error":
         raise DataError(
             f"{len(bad)} image(s) of the {split} split cannot be decoded: {name_examples(dataset, bad, image_column)}; "
@@ -322,8 +371,8 @@ def prepare_datasets(
         train_val_split: fraction of train carved off for evaluation when there is no eval split.
         max_train_samples, max_eval_samples: random subsets (seeded) of at most that many examples.
         train_samples_per_class: a seeded few-shot subset of the train split, applied before `max_train_samples`.
-        corrupt_images: `"error"` (undecodable validation images stop the run now, naming them; in train, the first
-            one stops training) or `"skip"` (drop them all first).
+        corrupt_images: `"error"` (an undecodable image of either split stops the run now, naming the files) or
+            `"skip"` (drop them all first, logged).
         seed: seed of every random choice here.
         cache_dir, token: passed to `datasets.load_dataset`.
         disable_tqdm: hide the progress bar of the undecodable-image scan.
