@@ -450,6 +450,19 @@ def test_a_training_image_that_breaks_after_the_scan_is_named_by_its_path(tmp_pa
         [data.train[i] for i in range(len(data.train))]
 
 
+@pytest.mark.parametrize("all_nested", [True, False], ids=["every class nested", "one nested folder"])
+def test_nested_class_folders_are_refused_naming_the_nested_path(tmp_path, all_nested):
+    good = [Image.new("L", (4, 4))] * 2
+    train = write_folder(tmp_path / "train", {"cat/sub": good, "dog/sub" if all_nested else "dog": good})
+    with pytest.raises(DataError) as error:
+        prepare_datasets(train_dir=train)
+    message = str(error.value)
+    count = 4 if all_nested else 2
+    assert f"--train_dir '{train}' has {count} image(s) in nested folders (e.g. {train}/cat/sub/0.png)" in message
+    assert "one sub-folder per class with images inside (e.g. train/cat/001.jpg)" in message
+    assert "\n" not in message and "column" not in message
+
+
 def test_a_class_only_in_the_validation_folder_is_an_error(tmp_path):
     good = [Image.new("L", (4, 4))] * 2
     train = write_folder(tmp_path / "train", {"cat": good, "dog": good})

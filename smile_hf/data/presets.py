@@ -271,7 +271,8 @@ def image_files(directory: str) -> list[str]:
 
 def check_image_folder(directory: str, flag: str, min_classes: int = 2) -> None:
     """Raise a [`DataError`] unless `directory` exists and is laid out as `<dir>/<class>/<image>` with at least
-    `min_classes` class folders holding images (and no image directly inside `directory`)."""
+    `min_classes` class folders holding images (and no image directly inside `directory`, nor in a folder inside a
+    class folder)."""
     if not os.path.isdir(directory):
         raise DataError(f"{flag} '{directory}' does not exist or is not a directory.")
     layout = "expected one sub-folder per class with images inside (e.g. train/cat/001.jpg)"
@@ -281,6 +282,12 @@ def check_image_folder(directory: str, flag: str, min_classes: int = 2) -> None:
     loose = [f for f in files if os.path.dirname(f) == os.path.normpath(directory)]
     if loose:
         raise DataError(f"{flag} '{directory}' has {len(loose)} image(s) directly inside it (e.g. {loose[0]}); {layout}.")
+    nested = [f for f in files if len(os.path.relpath(f, directory).split(os.sep)) > 2]
+    if nested:
+        raise DataError(
+            f"{flag} '{directory}' has {len(nested)} image(s) in nested folders (e.g. {nested[0]}); {layout}, with no "
+            "folder below the class folders: move the images up into their class folder."
+        )
     classes = sorted({os.path.relpath(f, directory).split(os.sep)[0] for f in files})
     if len(classes) < min_classes:
         raise DataError(
