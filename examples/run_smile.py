@@ -67,6 +67,7 @@ from smile_hf.data import (
     ImageTransform,
     PreparedData,
     TransformConfig,
+    align_to_model_classes,
     collate,
     eval_image_processor,
     get_preset,
@@ -600,17 +601,6 @@ def load_trained_model(model_args: ModelArguments):
         ) from error
 
 
-def check_classes(model, data: PreparedData) -> None:
-    """Raise an [`InputError`] unless the model's classes (`config.id2label`, in order) are the data's."""
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    if names != data.label_names:
-        differ = [(i, a, b) for i, (a, b) in enumerate(zip(names, data.label_names)) if a != b][:3]
-        raise InputError(
-            f"The model has {len(names)} classes, the data {len(data.label_names)}, and they differ "
-            f"(first (id, model, data): {differ}): evaluate on the data the model was trained for."
-        )
-
-
 def predict_folder(
     model, data_args: DataTrainingArguments, training_args: SmileTrainingArguments, config: TransformConfig
 ) -> str | None:
@@ -648,7 +638,7 @@ def evaluate_and_predict(
             data_args = replace(data_args, train_dir=data_args.validation_dir)
         with training_args.main_process_first(desc="loading the datasets"):
             data = prepare_data(data_args, model_args, training_args.seed, processor, config, quiet(training_args))
-        check_classes(model, data)
+        align_to_model_classes(data, model.config.id2label)  # a subset of its classes: allowed, with a note
         trainer = Trainer(
             model=model, args=training_args, eval_dataset=data.eval, data_collator=collate,
             compute_metrics=ClassificationMetrics(metric=load_classification_metric(keep_in_memory=True)),

@@ -139,15 +139,3 @@ def test_classify_files_names_an_undecodable_file_or_skips_it(tmp_path, torch_de
 def test_inference_arguments_are_checked(argv, message):
     with pytest.raises(run_smile.InputError, match=re.escape(message)):
         run_smile.parse_args(argv)
-
-
-def test_a_model_of_other_classes_is_refused():
-    class Config:
-        num_labels, id2label = 3, {0: "cat", 1: "dog", 2: "owl"}
-
-    class Data:
-        label_names = ["cat", "dog", "eel"]
-
-    model = type("Model", (), {"config": Config})()
-    with pytest.raises(run_smile.InputError, match=r"differ \(first \(id, model, data\): \[\(2, 'owl', 'eel'\)\]"):
-        run_smile.check_classes(model, Data)

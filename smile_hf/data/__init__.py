@@ -10,11 +10,13 @@ found, so that `examples/run_smile.py` can report bad input before any training 
   transforms and `collate`;
 - `smile_hf.data.prepare`: label checks and encoding, subsets, undecodable images, `prepare_datasets` and
   `set_transforms`;
+- `smile_hf.data.classes`: [`align_to_model_classes`], a trained model's label ids on data of its classes;
 - `smile_hf.data.errors`: [`DataError`].
 
 Every public name of these modules can be imported from `smile_hf.data` directly.
 """
 
+from .classes import align_to_model_classes
 from .errors import DataError, one_line
 from .prepare import (
     CORRUPT_IMAGE_POLICIES,
@@ -71,6 +73,7 @@ from .transforms import (
 )
 
 __all__ = [
+    "align_to_model_classes",
     "CORRUPT_IMAGE_POLICIES",
     "DATASET_PRESETS",
     "IMAGENET_MEAN",
