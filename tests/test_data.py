@@ -348,6 +348,24 @@ def test_truncate():
     assert len(truncate(dataset, 4, seed=0)) == 4
     assert truncate(dataset, None, seed=0) is dataset
     assert truncate(dataset, 4, seed=1)["x"] == truncate(dataset, 4, seed=1)["x"]
+    with pytest.raises(DataError, match=r"^--max_eval_samples must be >= 1 \(or left out for every example\), got 0"):
+        truncate(dataset, 0, seed=0, flag="max_eval_samples")
+
+
+def test_max_samples_errors_name_the_flag_given():
+    for flag in ("max_train_samples", "max_eval_samples"):
+        with pytest.raises(DataError, match=f"^--{flag} must be >= 1"):
+            prepare_datasets(dataset="digits", **{flag: 0})
+
+
+def test_few_shot_warns_once_naming_the_short_classes(caplog):
+    dataset = labelled([0, 0, 0, 1, 2, 2, 3])
+    with caplog.at_level(logging.WARNING, logger="smile_hf.data"):
+        subset = sample_per_class(dataset, "label", 3, seed=0, label_names=["cat", "dog", "eel", "owl"])
+    assert sorted(subset["label"]) == [0, 0, 0, 1, 2, 2, 3]
+    assert [r.getMessage() for r in caplog.records] == [
+        "3 class(es) have fewer than 3 training examples; using all they have: dog (1), eel (2), owl (1)."
+    ]
 
 
 def test_string_and_integer_labels_are_encoded():

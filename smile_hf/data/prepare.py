@@ -141,8 +141,11 @@ def check_label_range(dataset: Dataset, label_column: str, num_labels: int, wher
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def sample_per_class(dataset: Dataset, label_column: str, samples_per_class: int, seed: int) -> Dataset:
-    """A seeded few-shot subset: `samples_per_class` examples of every class (all of a class that has fewer).
+def sample_per_class(
+    dataset: Dataset, label_column: str, samples_per_class: int, seed: int, label_names: list[str] | None = None
+) -> Dataset:
+    """A seeded few-shot subset: `samples_per_class` examples of every class (all of a class that has fewer, named
+    in one warning line by `label_names` when given).
 
     The result keeps the original order of the examples.
     """
@@ -150,21 +153,28 @@ def sample_per_class(dataset: Dataset, label_column: str, samples_per_class: int
         raise DataError(f"--train_samples_per_class must be >= 1, got {samples_per_class}.")
     labels = np.asarray(dataset[label_column])
     rng = np.random.default_rng(seed)
-    chosen = []
+    chosen, short = [], []
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         if members.size < samples_per_class:
-            logger.warning(f"Class {label} has only {members.size} examples (< {samples_per_class}); using them all.")
+            name = label_names[label] if label_names is not None and 0 <= label < len(label_names) else str(label)
+            short.append(f"{name} ({members.size})")
         chosen.append(rng.choice(members, size=min(samples_per_class, members.size), replace=False))
+    if short:
+        logger.warning(
+            f"{len(short)} class(es) have fewer than {samples_per_class} training examples; using all they have: "
+            f"{', '.join(short[:20])}{' ...' if len(short) > 20 else ''}."
+        )
     return dataset.select(np.sort(np.concatenate(chosen)).tolist())
 
 
-def truncate(dataset: Dataset, max_samples: int | None, seed: int) -> Dataset:
-    """At most `max_samples` examples, drawn at random with `seed` (the whole dataset when `None`)."""
+def truncate(dataset: Dataset, max_samples: int | None, seed: int, flag: str = "max_samples") -> Dataset:
+    """At most `max_samples` examples, drawn at random with `seed` (the whole dataset when `None`); `flag` names the
+    option in the error a `max_samples` below 1 gets."""
+    if max_samples is not None and max_samples < 1:
+        raise DataError(f"--{flag} must be >= 1 (or left out for every example), got {max_samples}.")
     if max_samples is None or max_samples >= len(dataset):
         return dataset
-    if max_samples < 1:
-        raise DataError(f"--max_*_samples must be >= 1, got {max_samples}.")
     return dataset.shuffle(seed=seed).select(range(max_samples))
 
 
@@ -409,8 +419,9 @@ def prepare_datasets(
 
     train, evaluation = (with_example_index(splits[k]) for k in ("train", "validation"))
     if train_samples_per_class is not None:
-        train = sample_per_class(train, label_column, train_samples_per_class, seed)
-    train, evaluation = truncate(train, max_train_samples, seed), truncate(evaluation, max_eval_samples, seed)
+        train = sample_per_class(train, label_column, train_samples_per_class, seed, label_names)
+    train = truncate(train, max_train_samples, seed, "max_train_samples")
+    evaluation = truncate(evaluation, max_eval_samples, seed, "max_eval_samples")
     train, evaluation = (
         handle_corrupt_images(
             without_image_decoding(split, image_column), image_column, corrupt_images, name, not disable_tqdm
