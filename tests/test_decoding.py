@@ -11,7 +11,14 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageClassification, pipeline
 
-from smile_hf.data import ImageTransform, TransformConfig, collate, eval_image_processor, prepare_datasets, set_transforms
+from smile_hf.data import (
+    ImageTransform,
+    TransformConfig,
+    collate,
+    eval_image_processor,
+    prepare_datasets,
+    set_transforms,
+)
 from smile_hf.inference import classify_files
 
 from .testing_utils import TINY_CONFIGS

@@ -65,7 +65,9 @@ def test_data_of_exactly_the_models_classes_is_left_as_it_is_and_other_classes_a
     before = data.eval
     assert align_to_model_classes(data, MODEL_CLASSES) == [] and data.eval is before
     write_class_folders(tmp_path / "other", ["dog", "eel"])
-    data = prepare_datasets(train_dir=str(tmp_path / "other"), validation_dir=str(tmp_path / "other"), disable_tqdm=True)
+    data = prepare_datasets(
+        train_dir=str(tmp_path / "other"), validation_dir=str(tmp_path / "other"), disable_tqdm=True
+    )
     with pytest.raises(DataError, match=r"The data has 1 class\(es\) the model does not have: \['eel'\]"):
         align_to_model_classes(data, MODEL_CLASSES)
 

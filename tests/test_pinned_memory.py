@@ -22,11 +22,15 @@ def accelerator_available() -> bool:
 def test_non_blocking_follows_effective_pinned_memory(tmp_path, use_cpu):
     args = SmileTrainingArguments(output_dir=str(tmp_path), use_cpu=use_cpu, report_to="none")
     assert args.accelerator_config.non_blocking == (not use_cpu and accelerator_available())
-    pinned = SmileTrainingArguments(output_dir=str(tmp_path), use_cpu=use_cpu, accelerator_config={"non_blocking": True})
+    pinned = SmileTrainingArguments(
+        output_dir=str(tmp_path), use_cpu=use_cpu, accelerator_config={"non_blocking": True}
+    )
     assert pinned.accelerator_config.non_blocking  # what the user sets is kept
 
 
-@pytest.mark.skipif(accelerator_available(), reason="the warning this test looks for is the one of machines without one")
+@pytest.mark.skipif(
+    accelerator_available(), reason="the warning this test looks for is the one of machines without one"
+)
 def test_a_run_without_accelerator_does_not_warn(tmp_path, caplog):
     from transformers import AutoModelForImageClassification
 

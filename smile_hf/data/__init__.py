@@ -8,8 +8,8 @@ found, so that `examples/run_smile.py` can report bad input before any training 
 - `smile_hf.data.presets`: the `--dataset` presets and their loading, and `--train_dir` image folders;
 - `smile_hf.data.transforms`: image decoding, torch-only resize / crop / normalise, the per-image and per-batch
   transforms and `collate`;
-- `smile_hf.data.prepare`: label checks and encoding, subsets, undecodable images, `prepare_datasets` and
-  `set_transforms`;
+- `smile_hf.data.prepare`: label checks and encoding, subsets, `prepare_datasets` and `set_transforms`;
+- `smile_hf.data.scan`: undecodable images, and images the conversion to RGB loses something of;
 - `smile_hf.data.classes`: [`align_to_model_classes`], a trained model's label ids on data of its classes;
 - `smile_hf.data.errors`: [`DataError`].
 
@@ -19,23 +19,16 @@ Every public name of these modules can be imported from `smile_hf.data` directly
 from .classes import align_to_model_classes
 from .errors import DataError, one_line
 from .prepare import (
-    CORRUPT_IMAGE_POLICIES,
     PreparedData,
     check_columns,
     check_label_range,
     encode_labels,
-    find_corrupt_images,
-    ImageScan,
-    handle_corrupt_images,
     prepare_datasets,
     sample_per_class,
-    scan_images,
     set_transforms,
     split_off_validation,
     truncate,
     with_example_index,
-    warn_lossy_images,
-    without_image_decoding,
 )
 from .presets import (
     DATASET_PRESETS,
@@ -48,6 +41,15 @@ from .presets import (
     load_image_folders,
     load_preset,
     resolved_revision,
+)
+from .scan import (
+    CORRUPT_IMAGE_POLICIES,
+    ImageScan,
+    find_corrupt_images,
+    handle_corrupt_images,
+    scan_images,
+    warn_lossy_images,
+    without_image_decoding,
 )
 from .transforms import (
     IMAGENET_MEAN,
