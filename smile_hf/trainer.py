@@ -292,7 +292,8 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         self.guard.raise_if_diverged(self.state.global_step)
         check_finite_weights(unwrap_model(self.model), output_dir or self.args.output_dir)
         config = getattr(unwrap_model(self.model), "config", None)
-        if config is not None and fill_label_names(config, label_names_from_dataset(self.train_dataset)):
+        filled = config is not None and fill_label_names(config, label_names_from_dataset(self.train_dataset))
+        if filled and self.is_world_process_zero():  # every process names the classes; one says so
             logger.info("Saving the class names of the training set as `id2label` / `label2id`.")
         super().save_model(output_dir, _internal_call)
         if not self.args.should_save:
