@@ -217,6 +217,8 @@ def check_inference_args(
                 "--do_train False and nothing else to do: pass --do_eval (the validation data of --dataset, or "
                 "--validation_dir) and/or --do_predict --predict_dir DIR (a folder of images to classify)."
             )
+    if data_args.predict_dir and not training_args.do_predict:
+        raise InputError("--predict_dir is read with --do_predict only: add --do_predict (or drop --predict_dir).")
     if training_args.do_predict and not (data_args.predict_dir and os.path.isdir(data_args.predict_dir)):
         raise InputError(f"--do_predict needs --predict_dir, an existing folder of images (got {data_args.predict_dir}).")
     if data_args.top_k < 1:
@@ -626,8 +628,8 @@ def evaluate_and_predict(
 ) -> tuple[dict, Trainer | None]:
     """Without training: evaluate the trained model of `--model_name_or_path` on the validation data (`--do_eval`,
     the metrics a training run reports) and classify `--predict_dir` (`--do_predict`). The evaluation transform is
-    the one the model was exported with ([`TransformConfig.for_evaluation`]). Writes `eval_results.json`; returns
-    it and the evaluating trainer (`None` without `--do_eval`)."""
+    the one the model was exported with ([`TransformConfig.for_evaluation`]). Writes `eval_results.json` (with
+    `--do_eval`); returns it and the evaluating trainer (`None` without `--do_eval`)."""
     check_model(model_args, data_args if training_args.do_eval else None)
     processor = load_processor(model_args)
     config = TransformConfig.for_evaluation(processor, data_args.crop_pct)
@@ -649,7 +651,7 @@ def evaluate_and_predict(
         )  # fmt: skip
     if training_args.do_predict:
         result["predictions"] = predict_folder(model, data_args, training_args, config)
-    if training_args.should_save:
+    if training_args.should_save and training_args.do_eval:  # predicting alone writes predictions.csv only
         os.makedirs(training_args.output_dir, exist_ok=True)
         with open(os.path.join(training_args.output_dir, "eval_results.json"), "w") as f:
             json.dump(result, f, indent=2, default=str)
