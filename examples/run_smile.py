@@ -520,6 +520,7 @@ def card_arguments(
             dataset=source.name, dataset_tags=source.hub_id, dataset_args=source.config, dataset_split=source.eval_split,
             dataset_revision=source.revision, local_dataset=source.local,
             dataset_split_role=source.eval_split_role + ("" if source.official_split else " (not the official split)"),
+            **source.sample_counts(),
         )  # fmt: skip
     return card
 

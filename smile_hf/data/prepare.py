@@ -301,6 +301,9 @@ def prepare_datasets(
     train, evaluation = (with_example_index(splits[k]) for k in ("train", "validation"))
     if train_samples_per_class is not None:
         train = sample_per_class(train, label_column, train_samples_per_class, seed, label_names)
+    if max_eval_samples is not None and max_eval_samples < len(evaluation):  # the card says "N of its M images"
+        source.eval_split_examples = len(evaluation)
+    source.train_samples_per_class = train_samples_per_class
     train = truncate(train, max_train_samples, seed, "max_train_samples")
     evaluation = truncate(evaluation, max_eval_samples, seed, "max_eval_samples")
     train, evaluation = (
@@ -309,6 +312,7 @@ def prepare_datasets(
         )
         for split, name in ((train, "train"), (evaluation, "validation"))
     )
+    source.eval_examples = len(evaluation)
     if len(train) == 0 or len(evaluation) == 0:
         raise DataError(f"Nothing left to train or evaluate on ({len(train)} train, {len(evaluation)} eval examples).")
     return PreparedData(

@@ -35,6 +35,9 @@ class DataSource:
         official_split (`bool`): whether the split is the benchmark's official one.
         local (`bool`): local files (`--train_dir`), not on the Hub.
         notes (`str`): anything else the reader must know.
+        eval_examples (`int`, *optional*): the images evaluated on, after `--max_eval_samples`.
+        eval_split_examples (`int`, *optional*): the images of the evaluation split they were drawn from.
+        train_samples_per_class (`int`, *optional*): the training images per class of a few-shot subset.
     """
 
     name: str
@@ -47,6 +50,14 @@ class DataSource:
     official_split: bool = True
     local: bool = False
     notes: str = ""
+    eval_examples: int | None = None
+    eval_split_examples: int | None = None
+    train_samples_per_class: int | None = None
+
+    def sample_counts(self) -> dict[str, int | None]:
+        """The counts a model card states ([`smile_hf.model_card.build_model_card`]'s keywords of the same names)."""
+        return {"eval_examples": self.eval_examples, "eval_split_examples": self.eval_split_examples,
+                "train_samples_per_class": self.train_samples_per_class}  # fmt: skip
 
 
 def resolved_revision(dataset: Dataset, asked: str | None = None) -> str | None:
