@@ -369,6 +369,18 @@ def eval_image_processor(config: TransformConfig):
     )
 
 
+def evaluation_processor(dataset: Any):
+    """The image processor of `dataset`'s evaluation transform ([`eval_image_processor`] of its config), when the
+    transform attached with `set_transform` is an evaluation [`BatchTransform`] (what [`set_transforms`] attaches
+    to the eval split); else `None`. `SmileTrainer` saves it with the model when no `processing_class` is given,
+    so that `pipeline()` on the export sees what evaluation fed the model."""
+    transform = (getattr(dataset, "format", None) or {}).get("format_kwargs", {}).get("transform")
+    image_transform = getattr(transform, "transform", None)
+    if not isinstance(transform, BatchTransform) or not isinstance(image_transform, ImageTransform):
+        return None
+    return None if image_transform.train else eval_image_processor(image_transform.config)
+
+
 class TransformEpochCallback(TrainerCallback):
     """Tells the training set's transform which epoch begins (`set_epoch`), when it has one (a [`BatchTransform`]
     attached with `set_transform`). The epoch is `floor(state.epoch)`, also when a run resumes mid-epoch.
