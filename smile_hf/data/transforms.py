@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 from transformers import TrainerCallback
 from transformers.image_utils import PILImageResampling, load_image
 
@@ -95,6 +95,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     in their alpha channel or above 8 bits are best converted to 8-bit RGB before training; [`lossy_conversion`]
     says which ones are (`prepare_datasets` logs them).
     """
+    if image.mode == "RGB" and image.getexif().get(ExifTags.Base.Orientation, 1) == 1:
+        return image  # what load_image returns, without its two copies of the pixels
     return load_image(image)
 
 
