@@ -5,11 +5,14 @@ exported model gives, for the saved image file, the probabilities of the package
 
 from __future__ import annotations
 
+import csv
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoModelForImageClassification, pipeline
+from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
 from smile_hf.data import (
     ImageTransform,
@@ -19,7 +22,7 @@ from smile_hf.data import (
     prepare_datasets,
     set_transforms,
 )
-from smile_hf.inference import classify_files
+from smile_hf.inference import classify_files, write_predictions
 
 from .testing_utils import TINY_CONFIGS
 
@@ -62,7 +65,7 @@ def export(tmp_path_factory):
     model = AutoModelForImageClassification.from_config(TINY_CONFIGS["resnet"](7)).eval()
     model.config.id2label, model.config.label2id = dict(enumerate(names)), {n: i for i, n in enumerate(names)}
     with torch.no_grad():  # logits of several units: probabilities that a wrong pixel changes well beyond 1e-5
-        model.classifier[-1].weight.mul_(50.0)
+        model.classifier[-1].weight.mul_(10.0)
     config = TransformConfig(crop_size=(32, 32), resize_size=(37, 37), mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
     model.save_pretrained(root / "model")
     eval_image_processor(config).save_pretrained(root / "model")
@@ -96,14 +99,19 @@ def test_pipeline_predictions_and_evaluation_agree_for_every_mode(export):
     classifier = pipeline("image-classification", model=str(root / "model"), device="cpu")
     expected = {name: pipeline_probabilities(classifier, file) for name, file in files.items()}
 
-    # --do_predict's path: predictions.csv holds the top 5 of classify_files
-    predictions = {p.file: p for p in classify_files(model, list(files.values()), ImageTransform(config, False), 5)}
+    # --do_predict's path: the transform read back from the export, classify_files, predictions.csv
+    exported = TransformConfig.for_evaluation(AutoImageProcessor.from_pretrained(root / "model"))
+    assert exported == replace(config, random_horizontal_flip=False)
+    found = classify_files(model, list(files.values()), ImageTransform(exported, False), 5)
+    with open(write_predictions(found, str(root / "predictions.csv")), newline="", encoding="utf-8") as f:
+        rows = {row["file"]: row for row in csv.DictReader(f)}
     for name, file in files.items():
         top5 = sorted(expected[name].items(), key=lambda item: -item[1])[:5]
-        got = predictions[file]
+        labels = [rows[file][f"label_{i}"] for i in range(1, 6)]
+        scores = [float(rows[file][f"score_{i}"]) for i in range(1, 6)]
         # float32 softmax of the same logits computed in another batch: 1e-5 absolute
-        assert got.scores == pytest.approx([score for _, score in top5], abs=1e-5), name
-        assert got.labels == [label for label, _ in top5], name
+        assert scores == pytest.approx([score for _, score in top5], abs=1e-5), name
+        assert labels == [label for label, _ in top5], name
 
     # evaluation: the validation split of an image folder, through the eval transform and the model
     data = prepare_datasets(train_dir=str(root / "val"), validation_dir=str(root / "val"), disable_tqdm=True)
