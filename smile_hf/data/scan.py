@@ -85,8 +85,8 @@ def warn_lossy_images(dataset: Dataset, lossy: dict[str, list[int]], image_colum
     """One warning line per kind of loss in [`ImageScan`]`.lossy`: how many images of `split`, which (the first
     five), what the conversion does to them and what to do about it."""
     what = {
-        "transparency": "alpha is dropped, keeping the colour stored under transparent pixels",
-        "values outside 0..255": "16/32-bit and float values are clipped to 0..255, not rescaled",
+        "transparency": "their alpha dropped (each pixel keeps the colour stored under it)",
+        "values outside 0..255": "their values clipped to 0..255, not rescaled",
     }
     for loss, positions in lossy.items():
         logger.warning(
