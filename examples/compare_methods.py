@@ -32,6 +32,7 @@ import torch
 from transformers import HfArgumentParser
 
 from smile_hf import SmileTrainingArguments
+from smile_hf.curve_styles import label_styles
 
 # isort: split
 from run_smile import (  # examples/run_smile.py, next to this script
@@ -227,20 +228,16 @@ def import_pyplot():
     return plt
 
 
-LABEL_STYLES = {"scratch": dict(color="tab:gray", linestyle=":"), "finetune": dict(color="tab:blue", linestyle="--"),
-                "smile": dict(color="tab:red", linestyle="-")}  # fmt: skip
-"""Line style of the run labels of the demo (any other label takes the next color of the cycle)."""
-
-
 def draw_panel(ax, runs: list[dict], name: str) -> None:
     """One panel of [`plot_curves`]: series `name` of every run label (mean over seeds, min-max band)."""
     scale = 100.0 if name == "eval_accuracy" else 1.0
-    for label in dict.fromkeys(run["label"] for run in runs):
+    styles = label_styles(list(dict.fromkeys(run["label"] for run in runs)))  # one colour per label
+    for label in styles:
         curves = [run["curves"][name] for run in runs if run["label"] == label and name in run["curves"]]
         if not curves:
             continue
         steps, mean, low, high = mean_band(curves)
-        line = ax.plot(steps, [scale * v for v in mean], label=label, **LABEL_STYLES.get(label, {}))[0]
+        line = ax.plot(steps, [scale * v for v in mean], label=label, **styles[label])[0]
         low, high = [scale * v for v in low], [scale * v for v in high]
         ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15)
     ax.set_title(CURVE_SERIES.get(name, name), fontsize=10)

@@ -67,6 +67,7 @@ from smile_hf.data import (
     ImageTransform,
     PreparedData,
     TransformConfig,
+    align_to_model_classes,
     collate,
     eval_image_processor,
     get_preset,
@@ -144,8 +145,8 @@ class DataTrainingArguments:
     corrupt_images: str = field(
         default="error",
         metadata={
-            "help": "Undecodable images: 'error' scans the validation split before training (and stops at the first "
-            "undecodable training image), naming the files; 'skip' drops them all (after a scan) and logs them.",
+            "help": "Undecodable images: 'error' scans the training and validation splits before training and "
+            "stops, naming the files; 'skip' drops them all (after a scan) and logs them.",
             "choices": list(CORRUPT_IMAGE_POLICIES),
         },
     )
@@ -216,6 +217,8 @@ def check_inference_args(
                 "--do_train False and nothing else to do: pass --do_eval (the validation data of --dataset, or "
                 "--validation_dir) and/or --do_predict --predict_dir DIR (a folder of images to classify)."
             )
+    if data_args.predict_dir and not training_args.do_predict:
+        raise InputError("--predict_dir is read with --do_predict only: add --do_predict (or drop --predict_dir).")
     if training_args.do_predict and not (data_args.predict_dir and os.path.isdir(data_args.predict_dir)):
         raise InputError(f"--do_predict needs --predict_dir, an existing folder of images (got {data_args.predict_dir}).")
     if data_args.top_k < 1:
@@ -517,6 +520,7 @@ def card_arguments(
             dataset=source.name, dataset_tags=source.hub_id, dataset_args=source.config, dataset_split=source.eval_split,
             dataset_revision=source.revision, local_dataset=source.local,
             dataset_split_role=source.eval_split_role + ("" if source.official_split else " (not the official split)"),
+            **source.sample_counts(),
         )  # fmt: skip
     return card
 
@@ -600,17 +604,6 @@ def load_trained_model(model_args: ModelArguments):
         ) from error
 
 
-def check_classes(model, data: PreparedData) -> None:
-    """Raise an [`InputError`] unless the model's classes (`config.id2label`, in order) are the data's."""
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    if names != data.label_names:
-        differ = [(i, a, b) for i, (a, b) in enumerate(zip(names, data.label_names)) if a != b][:3]
-        raise InputError(
-            f"The model has {len(names)} classes, the data {len(data.label_names)}, and they differ "
-            f"(first (id, model, data): {differ}): evaluate on the data the model was trained for."
-        )
-
-
 def predict_folder(
     model, data_args: DataTrainingArguments, training_args: SmileTrainingArguments, config: TransformConfig
 ) -> str | None:
@@ -636,8 +629,8 @@ def evaluate_and_predict(
 ) -> tuple[dict, Trainer | None]:
     """Without training: evaluate the trained model of `--model_name_or_path` on the validation data (`--do_eval`,
     the metrics a training run reports) and classify `--predict_dir` (`--do_predict`). The evaluation transform is
-    the one the model was exported with ([`TransformConfig.for_evaluation`]). Writes `eval_results.json`; returns
-    it and the evaluating trainer (`None` without `--do_eval`)."""
+    the one the model was exported with ([`TransformConfig.for_evaluation`]). Writes `eval_results.json` (with
+    `--do_eval`); returns it and the evaluating trainer (`None` without `--do_eval`)."""
     check_model(model_args, data_args if training_args.do_eval else None)
     processor = load_processor(model_args)
     config = TransformConfig.for_evaluation(processor, data_args.crop_pct)
@@ -648,7 +641,7 @@ def evaluate_and_predict(
             data_args = replace(data_args, train_dir=data_args.validation_dir)
         with training_args.main_process_first(desc="loading the datasets"):
             data = prepare_data(data_args, model_args, training_args.seed, processor, config, quiet(training_args))
-        check_classes(model, data)
+        align_to_model_classes(data, model.config.id2label)  # a subset of its classes: allowed, with a note
         trainer = Trainer(
             model=model, args=training_args, eval_dataset=data.eval, data_collator=collate,
             compute_metrics=ClassificationMetrics(metric=load_classification_metric(keep_in_memory=True)),
@@ -659,7 +652,7 @@ def evaluate_and_predict(
         )  # fmt: skip
     if training_args.do_predict:
         result["predictions"] = predict_folder(model, data_args, training_args, config)
-    if training_args.should_save:
+    if training_args.should_save and training_args.do_eval:  # predicting alone writes predictions.csv only
         os.makedirs(training_args.output_dir, exist_ok=True)
         with open(os.path.join(training_args.output_dir, "eval_results.json"), "w") as f:
             json.dump(result, f, indent=2, default=str)

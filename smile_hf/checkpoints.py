@@ -242,6 +242,15 @@ def _differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
     return found
 
 
+def _saved_run_config(output_dir: str) -> dict | None:
+    """The `run_config.json` of `output_dir`, or `None` when it has none that reads as JSON."""
+    try:
+        with open(os.path.join(output_dir, RUN_CONFIG_NAME), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def resume_point(output_dir: str, run_config: dict, resume_from_checkpoint: str | None = None,
                  overwrite: bool = False) -> str | None:  # fmt: skip
     """The checkpoint a run script resumes from, or None to start fresh; never silently another run's.
@@ -249,7 +258,7 @@ def resume_point(output_dir: str, run_config: dict, resume_from_checkpoint: str 
     - `resume_from_checkpoint` `"last"` (or `"true"`): the newest complete checkpoint of `output_dir`; a path: that
       checkpoint, which must be complete ([`IncompleteCheckpointError`] otherwise).
     - Else, an empty or missing `output_dir` starts fresh; `overwrite` deletes its checkpoints and results and starts
-      fresh; a finished run (`results.json`) is an [`OutputDirError`]; complete checkpoints are resumed from only
+      fresh; a finished run (`results.json`) is an [`OutputDirError`] naming the arguments that differ; complete checkpoints are resumed from only
       when the `run_config.json` saved beside them equals `run_config` (else an [`OutputDirError`] naming the first
       differences and how to resume or start fresh).
     """
@@ -274,20 +283,17 @@ def resume_point(output_dir: str, run_config: dict, resume_from_checkpoint: str 
         if os.path.exists(os.path.join(output_dir, FINISHED_RUN_FILE)):
             os.remove(os.path.join(output_dir, FINISHED_RUN_FILE))
         return None
+    saved = _saved_run_config(output_dir)
+    what = "; ".join(_differences(saved, run_config)[:3]) if isinstance(saved, dict) else f"no readable {RUN_CONFIG_NAME}"
     if os.path.isfile(os.path.join(output_dir, FINISHED_RUN_FILE)):
-        raise OutputDirError(f"{output_dir} holds a finished run ({FINISHED_RUN_FILE}): {fresh}.")
+        differing = "the same arguments" if saved == run_config else f"differing: {what}"
+        raise OutputDirError(f"{output_dir} holds a finished run ({FINISHED_RUN_FILE}; {differing}): {fresh}.")
     last = get_last_checkpoint(output_dir)
     if last is None:
         return None
-    try:
-        with open(os.path.join(output_dir, RUN_CONFIG_NAME), encoding="utf-8") as f:
-            saved = json.load(f)
-    except (OSError, ValueError):
-        saved = None
     if saved == run_config:
         logger.warning(f"Resuming from {last}: the arguments saved in {RUN_CONFIG_NAME} match this run's.")
         return last
-    what = "; ".join(_differences(saved, run_config)[:3]) if isinstance(saved, dict) else f"no readable {RUN_CONFIG_NAME}"
     raise OutputDirError(
         f"{output_dir} holds checkpoints of another run ({what}): resume it with --resume_from_checkpoint last, or "
         f"{fresh}."

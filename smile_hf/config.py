@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import torch
 from transformers import TrainingArguments
 from transformers.utils import logging
 
@@ -55,6 +56,11 @@ _NOT_RUN_DEFINING = ("nan_policy", "max_consecutive_skips", "overwrite_output_di
 
 def _unset_help(name: str, text: str) -> str:
     return f"{text} Default: {_STOCK[name]!r}; with --reference_recipe: {REFERENCE_RECIPE[name]!r}."
+
+
+def _has_accelerator() -> bool:
+    """Whether torch sees an accelerator (where pinned memory and non-blocking copies take effect)."""
+    return torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
 
 
 @dataclass
@@ -177,7 +183,7 @@ class SmileTrainingArguments(TrainingArguments):
             The stock filter reads every micro-batch's loss on the host (a sync per micro-batch); the guard of
             `nan_policy` handles non-finite losses instead.
         accelerator_config (`dict`, *optional*):
-            Unless it says otherwise, `non_blocking` is on when `dataloader_pin_memory` is: batches go to the accelerator with non-blocking copies
+            Unless it says otherwise, `non_blocking` is on when `dataloader_pin_memory` is and an accelerator is used: batches go to the accelerator with non-blocking copies
             from pinned memory, so that loading a batch does not wait for the previous step to finish.
         optim, learning_rate, weight_decay, max_grad_norm, lr_scheduler_type, per_device_train_batch_size
             (*optional*, default to `None`, "not set"): resolved when the arguments are built, to the reference
@@ -328,8 +334,8 @@ class SmileTrainingArguments(TrainingArguments):
             isinstance(self.accelerator_config, dict) and "non_blocking" not in self.accelerator_config
         )
         super().__post_init__()
-        if default_non_blocking and self.dataloader_pin_memory:
-            self.accelerator_config.non_blocking = True
+        if default_non_blocking and self.dataloader_pin_memory and not self.use_cpu and _has_accelerator():
+            self.accelerator_config.non_blocking = True  # only where pinned memory takes effect
 
     def run_defining_values(self) -> dict[str, Any]:
         """The values of every field that changes the trained weights ([`RUN_DEFINING_STOCK_FIELDS`] and the

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 DEFAULT_TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"
 """The card template shipped in the package (`model_cards/template.md` of the source tree links to it); pass
@@ -174,10 +175,33 @@ def public_name(value: str | None) -> str | None:
     return value
 
 
+def is_hub_id(value: str | None) -> bool:
+    """Whether `value` has the form of a Hub repository id (`name` or `owner/name`: letters, digits, `-`, `_`, `.`),
+    so that it can go into `datasets:` metadata and a `huggingface.co/datasets/...` link; a readable name such as
+    "scikit-learn digits" (a dataset built offline, on no Hub repository) or a local path cannot."""
+    if not value or value != public_name(value):
+        return False
+    try:
+        validate_repo_id(value)
+    except HFValidationError:
+        return False
+    return True
+
+
 def _as_list(value) -> list:
     if value is None:
         return []
     return [value] if isinstance(value, str) else list(value)
+
+
+def _eval_subset(examples: int | None, of: int | None) -> str | None:
+    """How many images the results are on, for the card's text: `"300 of its 899 images, drawn at random"`, or
+    `"all its 899 images"`."""
+    if not examples:
+        return None
+    if of and examples < of:
+        return f"{examples} of its {of} images, drawn at random"
+    return f"all its {examples} images"
 
 
 def build_model_card(
@@ -198,6 +222,9 @@ def build_model_card(
     dataset_revision: str | None = None,
     dataset_split_role: str | None = None,
     local_dataset: bool = False,
+    eval_examples: int | None = None,
+    eval_split_examples: int | None = None,
+    train_samples_per_class: int | None = None,
     labels: Sequence[str] | None = None,
     architecture: str = "AutoModelForImageClassification",
     repo_id: str | None = None,
@@ -228,14 +255,17 @@ def build_model_card(
         dataset_split_role: what that split is (e.g. "the official test split"), said in the card's text.
         local_dataset: the data are local files, not a Hub dataset (named by folder name, `dataset_type` is
             `imagefolder`, no `datasets` metadata).
+        eval_examples / eval_split_examples: the images evaluated on, and the images of the evaluation split they
+            were drawn from (`--max_eval_samples`): the card says how many were used, and of how many.
+        train_samples_per_class: the training images per class of a few-shot run (`--train_samples_per_class`).
         labels: the class names, in label id order.
         citation: BibTeX of the paper to cite (the card has no citation section without it).
         template_path: a Jinja template; defaults to `model_cards/template.md`.
     """
     results = results or TrainingResults()
     hub_model = hub_base_model(base_model)
-    dataset_ids = [] if local_dataset else [d for d in _as_list(dataset_id) if d == public_name(d)]
-    local_dataset = local_dataset or (bool(_as_list(dataset_id)) and not dataset_ids)  # a path given as id
+    dataset_ids = [] if local_dataset else [d for d in _as_list(dataset_id) if is_hub_id(d)]
+    local_dataset = local_dataset or any(d != public_name(d) for d in _as_list(dataset_id))  # a path given as id
     name = public_name(dataset_name) or public_name(dataset_ids[0] if dataset_ids else dataset_id)
     if local_dataset and name:
         name = f"{name} (local image folder)" if "local" not in name else name
@@ -289,6 +319,8 @@ def build_model_card(
         dataset_revision=dataset_revision,
         dataset_id=dataset_ids[0] if dataset_ids else None,
         local_dataset=local_dataset,
+        eval_subset=_eval_subset(eval_examples, eval_split_examples),
+        train_subset=f"{train_samples_per_class} images per class (a few-shot subset)" if train_samples_per_class else None,
         num_labels=len(labels) if labels else "its",
         labels_preview=preview if labels else None,
         method_title=method_title or method,
@@ -355,7 +387,7 @@ def model_card_from_trainer(
         model_name = (args.hub_model_id or Path(args.output_dir).name).split("/")[-1]
     if tasks is not None and TASK not in _as_list(tasks):
         raise ValueError(f"smile_hf trains image classifiers: `tasks` must be '{TASK}', got {tasks!r}.")
-    dataset_ids = _as_list(dataset_tags) or _as_list(dataset)
+    dataset_ids = _as_list(dataset_tags) or [d for d in _as_list(dataset) if is_hub_id(d)]  # a name is no Hub id
     dataset_names = _as_list(dataset)
     configs = _as_list(dataset_args)
     labels = [config.id2label[i] for i in range(config.num_labels)] if getattr(config, "id2label", None) else None

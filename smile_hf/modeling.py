@@ -149,6 +149,8 @@ def fill_label_names(config, names: Sequence[str] | None) -> bool:
     classes agrees. Returns whether the config was changed."""
     if not names or len(names) != config.num_labels or not has_generic_labels(config):
         return False
+    if [config.id2label.get(i) for i in range(config.num_labels)] == list(names):
+        return False  # already these names (digits are named "0".."9", which look like placeholders)
     config.id2label = dict(enumerate(names))
     config.label2id = {name: i for i, name in enumerate(names)}
     return True

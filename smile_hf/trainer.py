@@ -23,7 +23,7 @@ from transformers.utils import logging
 from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, build_source_head_copy, unwrap_model
 from .checkpoints import CompleteCheckpointMixin
 from .config import SmileTrainingArguments
-from .data import TransformEpochCallback, collate
+from .data import TransformEpochCallback, collate, evaluation_processor
 from .distributed import add_buffer_sync
 from .guard import NonFiniteGuard, NonFiniteGuardCallback, check_finite_weights
 from .lora import LoraEmaTeacher, base_buffers, check_base_is_source, load_base_buffers, peft_model_of, wrap_student
@@ -70,7 +70,9 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
             with its original head) for the methods that need one (`method.needs_source_model`). Defaults to loading
             the student's `name_or_path` again.
         data_collator (*optional*): defaults to [`smile_hf.data.collate`] (stacks `pixel_values` and `labels`).
-        processing_class (*optional*): the image processor saved with the model. Defaults to the checkpoint's.
+        processing_class (*optional*): the image processor saved with the model. Defaults to the one of the
+            evaluation transform when `eval_dataset` has one attached by `smile_hf.data.set_transforms`
+            ([`smile_hf.data.evaluation_processor`]), else the checkpoint's.
         peft_config (`peft.LoraConfig`, *optional*): train LoRA adapters instead of the whole model (TRL's
             convention); the new head is added to `modules_to_save`. A `model` that is already a `PeftModel` is
             trained as it is. The teacher is then an adapter on the shared frozen base ([`LoraEmaTeacher`]).
@@ -117,8 +119,10 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
             attach_source_head(unwrap_model(model), build_source_head_copy(self.adapter, source_model))
         if "compute_metrics" in kwargs:  # an `evaluate` module computes through ClassificationMetrics
             kwargs["compute_metrics"] = as_compute_metrics(kwargs["compute_metrics"])
-        if processing_class is None:
-            processing_class = load_image_processor(getattr(model, "name_or_path", None), **init_kwargs)
+        if processing_class is None:  # what evaluates the model (smile_hf.data's eval transform), else the checkpoint's
+            processing_class = evaluation_processor(kwargs.get("eval_dataset")) or load_image_processor(
+                getattr(model, "name_or_path", None), **init_kwargs
+            )
         super().__init__(
             model=model,
             args=args,
@@ -316,7 +320,8 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         self.guard.raise_if_diverged(self.state.global_step)
         check_finite_weights(unwrap_model(self.model), output_dir or self.args.output_dir)
         config = getattr(unwrap_model(self.model), "config", None)
-        if config is not None and fill_label_names(config, label_names_from_dataset(self.train_dataset)):
+        filled = config is not None and fill_label_names(config, label_names_from_dataset(self.train_dataset))
+        if filled and self.is_world_process_zero():  # every process names the classes; one says so
             logger.info("Saving the class names of the training set as `id2label` / `label2id`.")
         super().save_model(output_dir, _internal_call)
         if not self.args.should_save:

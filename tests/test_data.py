@@ -25,10 +25,12 @@ from smile_hf.data import (
     check_columns,
     check_label_range,
     collate,
+    decode_image,
     encode_labels,
     find_corrupt_images,
     get_preset,
     handle_corrupt_images,
+    lossy_conversion,
     pil_to_tensor,
     prepare_datasets,
     resize,
@@ -110,14 +112,29 @@ def test_grayscale_is_replicated():
     assert (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 0] == [[0, 128], [255, 7]]).all()
 
 
-def test_rgba_is_composited_on_white():
-    pixels = np.array([[[255, 0, 0, 255], [0, 0, 0, 0]], [[0, 0, 255, 128], [10, 20, 30, 255]]], dtype=np.uint8)
-    rgb = np.asarray(to_rgb(Image.fromarray(pixels, mode="RGBA"))).astype(int)
-    assert rgb[0, 0].tolist() == [255, 0, 0]
-    assert rgb[0, 1].tolist() == [255, 255, 255]  # fully transparent black -> the white background
-    assert rgb[1, 1].tolist() == [10, 20, 30]
-    # half-transparent blue over white: 255 * (1 - a) + 0 * a, a = 128/255
-    assert rgb[1, 0].tolist() == pytest.approx([127, 127, 255], abs=1)
+def test_alpha_is_dropped_as_pipeline_drops_it():
+    # pipeline() converts with PIL's convert("RGB"): each pixel keeps the colour stored under it, whatever its alpha
+    pixels = np.array([[[255, 0, 0, 255], [0, 0, 0, 0]], [[0, 0, 255, 128], [10, 20, 30, 0]]], dtype=np.uint8)
+    rgba = Image.fromarray(pixels, mode="RGBA")
+    assert np.asarray(to_rgb(rgba)).tolist() == pixels[..., :3].tolist()
+    assert lossy_conversion(rgba) == "transparency"
+    assert lossy_conversion(Image.fromarray(np.full((2, 2, 4), 255, dtype=np.uint8), mode="RGBA")) is None  # opaque
+    la = Image.fromarray(np.array([[[7, 0], [200, 255]]], dtype=np.uint8), mode="LA")
+    assert np.asarray(to_rgb(la)).tolist() == [[[7, 7, 7], [200, 200, 200]]]
+    assert lossy_conversion(la) == "transparency"
+
+
+def test_exif_orientation_is_applied():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8))  # 24 wide, 16 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif)
+    stored = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))  # the pixels as stored, 24 x 16
+    upright = to_rgb(decode_image({"bytes": buffer.getvalue(), "path": None}))
+    assert upright.size == (16, 24)
+    assert np.asarray(upright).tolist() == np.rot90(stored, k=-1).tolist()  # 90 degrees clockwise
+    assert to_rgb(upright).size == (16, 24)  # once upright, the orientation tag is gone: not rotated twice
 
 
 def test_cmyk_is_converted():
@@ -131,17 +148,41 @@ def test_palette_images_are_expanded():
     image.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
     image.putdata([0, 1])
     assert np.asarray(to_rgb(image)).tolist() == [[[10, 20, 30], [200, 100, 50]]]
-    image.info["transparency"] = 1  # colour 1 transparent -> white
-    assert np.asarray(to_rgb(image)).tolist() == [[[10, 20, 30], [255, 255, 255]]]
+    assert lossy_conversion(image) is None
+    image.info["transparency"] = 1  # colour 1 transparent: dropped, as PIL's convert("RGB") drops it
+    assert np.asarray(to_rgb(image)).tolist() == [[[10, 20, 30], [200, 100, 50]]]
+    assert lossy_conversion(image) == "transparency"
 
 
-def test_high_bit_depth_grayscale():
-    image = Image.fromarray(np.array([[0, 65535]], dtype=np.uint16))
-    assert image.mode.startswith("I")
-    assert np.asarray(to_rgb(image))[..., 0].tolist() == [[0, 255]]
-    image = Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32))
+def test_high_bit_depth_grayscale_is_clipped_not_rescaled():
+    image = Image.fromarray(np.array([[0, 100, 300, 65535]], dtype=np.uint16))
+    assert image.mode == "I;16"
+    assert np.asarray(to_rgb(image))[..., 0].tolist() == [[0, 100, 255, 255]]
+    assert lossy_conversion(image) == "values outside 0..255"
+    assert lossy_conversion(Image.fromarray(np.array([[0, 255]], dtype=np.uint16))) is None
+    image = Image.fromarray(np.array([[-5, 7, 70000]], dtype=np.int32))
+    assert image.mode == "I"
+    assert np.asarray(to_rgb(image))[..., 0].tolist() == [[0, 7, 255]]
+    image = Image.fromarray(np.array([[0.0, 0.5, 100.75, 300.0]], dtype=np.float32))
     assert image.mode == "F"
-    assert np.asarray(to_rgb(image))[..., 0].tolist() == [[0, 128, 255]]
+    assert np.asarray(to_rgb(image))[..., 0].tolist() == [[0, 0, 100, 255]]  # truncated, then clipped
+    assert lossy_conversion(image) == "values outside 0..255"
+    assert lossy_conversion(Image.fromarray(np.array([[0.0, 12.0]], dtype=np.float32))) is None
+
+
+def test_lossy_images_are_named_in_one_warning_per_kind(caplog):
+    clear = Image.fromarray(np.zeros((2, 2, 4), dtype=np.uint8), mode="RGBA")
+    deep = Image.fromarray(np.full((2, 2), 4000, dtype=np.uint16))
+    plain = Image.new("RGB", (2, 2))
+    images = [{"bytes": png_bytes(i, "PNG"), "path": None} for i in (clear, plain, deep, clear)]
+    dataset = image_dataset(images, [0, 1, 0, 1]).cast_column("image", ImageFeature())
+    dataset = without_image_decoding(with_example_index(dataset), "image")
+    with caplog.at_level(logging.WARNING, logger="smile_hf.data"):
+        assert len(handle_corrupt_images(dataset, "image", "error", "train")) == 4
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2
+    assert lines[0].startswith("2 image(s) of the train split have transparency (['example 0', 'example 3'])")
+    assert lines[1].startswith("1 image(s) of the train split have values outside 0..255 (['example 2'])")
 
 
 def test_pil_to_tensor_scales_to_unit_range():
@@ -277,7 +318,8 @@ def test_corrupt_images_are_skipped_on_request(caplog):
     assert kept[INDEX_COLUMN] == [2, 0]
     assert find_corrupt_images(dataset, "image", chunk_size=3) == [0, 2]  # positions, across chunk boundaries
     assert "['example 3', 'example 1']" in caplog.text  # no file path in this dataset: its example indices
-    assert len(handle_corrupt_images(dataset, "image", "error", "train")) == 4
+    with pytest.raises(DataError, match=r"2 image\(s\) of the train split cannot be decoded: \['example 3', 'example 1'\]"):
+        handle_corrupt_images(dataset, "image", "error", "train")
     with pytest.raises(DataError, match="--corrupt_images must be one of error, skip"):
         handle_corrupt_images(dataset, "image", "ignore", "train")
 
@@ -306,6 +348,24 @@ def test_truncate():
     assert len(truncate(dataset, 4, seed=0)) == 4
     assert truncate(dataset, None, seed=0) is dataset
     assert truncate(dataset, 4, seed=1)["x"] == truncate(dataset, 4, seed=1)["x"]
+    with pytest.raises(DataError, match=r"^--max_eval_samples must be >= 1 \(or left out for every example\), got 0"):
+        truncate(dataset, 0, seed=0, flag="max_eval_samples")
+
+
+def test_max_samples_errors_name_the_flag_given():
+    for flag in ("max_train_samples", "max_eval_samples"):
+        with pytest.raises(DataError, match=f"^--{flag} must be >= 1"):
+            prepare_datasets(dataset="digits", **{flag: 0})
+
+
+def test_few_shot_warns_once_naming_the_short_classes(caplog):
+    dataset = labelled([0, 0, 0, 1, 2, 2, 3])
+    with caplog.at_level(logging.WARNING, logger="smile_hf.data"):
+        subset = sample_per_class(dataset, "label", 3, seed=0, label_names=["cat", "dog", "eel", "owl"])
+    assert sorted(subset["label"]) == [0, 0, 0, 1, 2, 2, 3]
+    assert [r.getMessage() for r in caplog.records] == [
+        "3 class(es) have fewer than 3 training examples; using all they have: dog (1), eel (2), owl (1)."
+    ]
 
 
 def test_string_and_integer_labels_are_encoded():
@@ -387,15 +447,38 @@ def test_a_corrupt_validation_image_stops_the_run_before_training_naming_the_fil
     assert len(data.eval) == 2
 
 
-def test_a_corrupt_training_image_is_named_by_its_path(tmp_path):
+def test_a_corrupt_training_image_stops_the_run_before_training_naming_the_file(tmp_path):
     good = [Image.new("L", (4, 4))] * 2
     train = write_folder(tmp_path / "train", {"a": good, "b": good})
     (tmp_path / "train" / "a" / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     val = write_folder(tmp_path / "val", {"a": good[:1], "b": good[:1]})
+    with pytest.raises(DataError, match=r"1 image\(s\) of the train split cannot be decoded: \['.*train/a/zz_broken.png'\]"):
+        prepare_datasets(train_dir=train, validation_dir=val)  # corrupt_images="error": the same policy as validation
+    assert len(prepare_datasets(train_dir=train, validation_dir=val, corrupt_images="skip").train) == 4
+
+
+def test_a_training_image_that_breaks_after_the_scan_is_named_by_its_path(tmp_path):
+    good = [Image.new("L", (4, 4))] * 2
+    train = write_folder(tmp_path / "train", {"a": good, "b": good})
+    val = write_folder(tmp_path / "val", {"a": good[:1], "b": good[:1]})
     data = prepare_datasets(train_dir=train, validation_dir=val)
+    (tmp_path / "train" / "a" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")  # e.g. a disk error mid-run
     set_transforms(data, TransformConfig(crop_size=(4, 4), resize_size=(4, 4)))
-    with pytest.raises(DataError, match=r"Cannot decode the image .*train/a/zz_broken.png of the train split"):
+    with pytest.raises(DataError, match=r"Cannot decode the image .*train/a/0.png of the train split"):
         [data.train[i] for i in range(len(data.train))]
+
+
+@pytest.mark.parametrize("all_nested", [True, False], ids=["every class nested", "one nested folder"])
+def test_nested_class_folders_are_refused_naming_the_nested_path(tmp_path, all_nested):
+    good = [Image.new("L", (4, 4))] * 2
+    train = write_folder(tmp_path / "train", {"cat/sub": good, "dog/sub" if all_nested else "dog": good})
+    with pytest.raises(DataError) as error:
+        prepare_datasets(train_dir=train)
+    message = str(error.value)
+    count = 4 if all_nested else 2
+    assert f"--train_dir '{train}' has {count} image(s) in nested folders (e.g. {train}/cat/sub/0.png)" in message
+    assert "one sub-folder per class with images inside (e.g. train/cat/001.jpg)" in message
+    assert "\n" not in message and "column" not in message
 
 
 def test_a_class_only_in_the_validation_folder_is_an_error(tmp_path):

@@ -84,6 +84,7 @@ def test_readme_round_trip_runs_as_written(tmp_path, monkeypatch, capsys):
     exec(compile(python_source, str(README), "exec"), namespace)
     assert "'label'" in capsys.readouterr().out
     predictions = read_predictions(tmp_path / "runs/digits-smile-predict/predictions.csv")
+    assert not (tmp_path / "runs/digits-smile-predict/eval_results.json").exists()  # nothing was evaluated
     assert sorted(predictions) == [f"{d}.png" for d in range(10)]
     for file, expected in predictions.items():
         got = [(p["label"], p["score"]) for p in namespace["classifier"](f"my_images/{file}", top_k=3)]
@@ -134,20 +135,9 @@ def test_classify_files_names_an_undecodable_file_or_skips_it(tmp_path, torch_de
         (["--do_train", "False", "--dataset", "digits", "--model_name_or_path", "m"], "nothing else to do"),
         (["--do_train", "False", "--do_predict", "--model_name_or_path", "m"], "--do_predict needs --predict_dir"),
         (["--dataset", "digits", "--do_predict", "--predict_dir", "/no/such/folder"], "an existing folder"),
+        (["--dataset", "digits", "--predict_dir", "."], "--predict_dir is read with --do_predict only: add --do_predict"),
     ],
 )
 def test_inference_arguments_are_checked(argv, message):
     with pytest.raises(run_smile.InputError, match=re.escape(message)):
         run_smile.parse_args(argv)
-
-
-def test_a_model_of_other_classes_is_refused():
-    class Config:
-        num_labels, id2label = 3, {0: "cat", 1: "dog", 2: "owl"}
-
-    class Data:
-        label_names = ["cat", "dog", "eel"]
-
-    model = type("Model", (), {"config": Config})()
-    with pytest.raises(run_smile.InputError, match=r"differ \(first \(id, model, data\): \[\(2, 'owl', 'eel'\)\]"):
-        run_smile.check_classes(model, Data)

@@ -108,3 +108,36 @@ def test_local_paths_never_reach_a_card(tmp_path):
     )  # fmt: skip
     assert str(tmp_path) not in str(card)
     assert card.data.datasets is None and card.data.eval_results[0].dataset_name == "birds (local image folder)"
+
+
+def test_built_in_data_card_has_no_hub_id_and_states_the_sample_counts(tmp_path):
+    """--dataset digits (scikit-learn's, on no Hub repository), few-shot, evaluated on part of its test split: no
+    `datasets:` entry, no huggingface.co/datasets link, and the text says how many images were used."""
+    out = tmp_path / "digits"
+    run_smile.main([
+        "--dataset", "digits", "--train_samples_per_class", "3", "--max_eval_samples", "50", "--method", "finetune",
+        "--max_steps", "2", "--per_device_train_batch_size", "8", "--report_to", "none", "--disable_tqdm", "True",
+        "--output_dir", str(out), *script_device_args(),
+    ])  # fmt: skip
+    text = (out / "README.md").read_text()
+    card, data, _, results = parse(out / "README.md")
+    assert "datasets" not in data and "huggingface.co/datasets" not in text
+    saved = json.loads((out / "results.json").read_text())["runs"][0]
+    test_images = 1797 - 1797 // 2  # build_digits: half of scikit-learn's 1797 images are the test split
+    assert (saved["num_eval"], saved["num_train"]) == (50, 30)
+    role = DATASET_PRESETS["digits"].eval_split_role
+    assert f"on the `test` split ({role}), 50 of its {test_images} images, drawn at random (step 2)" in text
+    assert f"evaluated on its `test` split: {role} (50 of its {test_images} images, drawn at random)." in text
+    assert "Training used 3 images per class (a few-shot subset)." in text
+    assert {r.dataset_name for r in results} == {"scikit-learn digits"}
+
+
+def test_a_name_is_never_taken_for_a_hub_id():
+    from smile_hf.model_card import is_hub_id
+
+    assert is_hub_id("ethz/food101") and is_hub_id("cifar10")
+    assert not is_hub_id("scikit-learn digits") and not is_hub_id("/data/birds") and not is_hub_id(None)
+    card = build_model_card(model_name="m", method="finetune", dataset_id="scikit-learn digits",
+                            results=TrainingResults(eval_metrics={"accuracy": 0.5}))  # fmt: skip
+    assert card.data.datasets is None and "huggingface.co/datasets" not in card.text
+    assert card.data.eval_results[0].dataset_name == "scikit-learn digits"  # named, not marked local

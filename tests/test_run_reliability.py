@@ -64,8 +64,10 @@ def test_a_finished_run_is_never_reused(tmp_path, resumes):
     out = tmp_path / "run"
     run_smile.main(tiny_argv(out))
     assert resumes == [None] and json.loads((out / RUN_CONFIG_NAME).read_text())["training"]["learning_rate"] == 5e-5
-    with pytest.raises(OutputDirError, match=r"holds a finished run \(results.json\): start fresh with --overwrite"):
+    with pytest.raises(OutputDirError, match=r"holds a finished run \(results.json; the same arguments\): start fresh with --overwrite"):
         run_smile.main(tiny_argv(out))
+    with pytest.raises(OutputDirError, match=r"finished run \(results.json; differing: training.learning_rate: 5e-05 there, 0.02 here\)"):
+        run_smile.main(tiny_argv(out, "--learning_rate", "0.02"))
     result = run_smile.main(tiny_argv(out, "--overwrite_output_dir", "True", "--learning_rate", "1e-3"))
     assert resumes == [None, None] and result["global_step"] == 3
     assert json.loads((out / RUN_CONFIG_NAME).read_text())["training"]["learning_rate"] == 1e-3

@@ -8,29 +8,27 @@ found, so that `examples/run_smile.py` can report bad input before any training 
 - `smile_hf.data.presets`: the `--dataset` presets and their loading, and `--train_dir` image folders;
 - `smile_hf.data.transforms`: image decoding, torch-only resize / crop / normalise, the per-image and per-batch
   transforms and `collate`;
-- `smile_hf.data.prepare`: label checks and encoding, subsets, undecodable images, `prepare_datasets` and
-  `set_transforms`;
+- `smile_hf.data.prepare`: label checks and encoding, subsets, `prepare_datasets` and `set_transforms`;
+- `smile_hf.data.scan`: undecodable images, and images the conversion to RGB loses something of;
+- `smile_hf.data.classes`: [`align_to_model_classes`], a trained model's label ids on data of its classes;
 - `smile_hf.data.errors`: [`DataError`].
 
 Every public name of these modules can be imported from `smile_hf.data` directly.
 """
 
+from .classes import align_to_model_classes
 from .errors import DataError, one_line
 from .prepare import (
-    CORRUPT_IMAGE_POLICIES,
     PreparedData,
     check_columns,
     check_label_range,
     encode_labels,
-    find_corrupt_images,
-    handle_corrupt_images,
     prepare_datasets,
     sample_per_class,
     set_transforms,
     split_off_validation,
     truncate,
     with_example_index,
-    without_image_decoding,
 )
 from .presets import (
     DATASET_PRESETS,
@@ -43,6 +41,15 @@ from .presets import (
     load_image_folders,
     load_preset,
     resolved_revision,
+)
+from .scan import (
+    CORRUPT_IMAGE_POLICIES,
+    ImageScan,
+    find_corrupt_images,
+    handle_corrupt_images,
+    scan_images,
+    warn_lossy_images,
+    without_image_decoding,
 )
 from .transforms import (
     IMAGENET_MEAN,
@@ -59,6 +66,8 @@ from .transforms import (
     crop,
     decode_image,
     eval_image_processor,
+    evaluation_processor,
+    lossy_conversion,
     normalize,
     pil_to_tensor,
     random_crop,
@@ -67,6 +76,7 @@ from .transforms import (
 )
 
 __all__ = [
+    "align_to_model_classes",
     "CORRUPT_IMAGE_POLICIES",
     "DATASET_PRESETS",
     "IMAGENET_MEAN",
@@ -83,6 +93,7 @@ __all__ = [
     "TransformEpochCallback",
     "augmentation_generator",
     "eval_image_processor",
+    "evaluation_processor",
     "PreparedData",
     "TransformConfig",
     "build_digits",
@@ -97,6 +108,10 @@ __all__ = [
     "find_corrupt_images",
     "get_preset",
     "handle_corrupt_images",
+    "ImageScan",
+    "lossy_conversion",
+    "scan_images",
+    "warn_lossy_images",
     "image_files",
     "load_image_folders",
     "load_preset",

@@ -16,18 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict
-from datasets import Image as ImageFeature
-from PIL import UnidentifiedImageError
-from tqdm.auto import tqdm
 
 from .errors import DataError
 from .presets import DatasetPreset, DataSource, get_preset, load_image_folders, load_preset, resolved_revision
-from .transforms import INDEX_COLUMN, BatchTransform, ImageTransform, TransformConfig, decode_image, image_source
+from .scan import CORRUPT_IMAGE_POLICIES, handle_corrupt_images, without_image_decoding
+from .transforms import INDEX_COLUMN, BatchTransform, ImageTransform, TransformConfig
 
 logger = logging.getLogger(__name__)
-
-CORRUPT_IMAGE_POLICIES = ("error", "skip")
-
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Splits
@@ -133,8 +128,11 @@ def check_label_range(dataset: Dataset, label_column: str, num_labels: int, wher
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def sample_per_class(dataset: Dataset, label_column: str, samples_per_class: int, seed: int) -> Dataset:
-    """A seeded few-shot subset: `samples_per_class` examples of every class (all of a class that has fewer).
+def sample_per_class(
+    dataset: Dataset, label_column: str, samples_per_class: int, seed: int, label_names: list[str] | None = None
+) -> Dataset:
+    """A seeded few-shot subset: `samples_per_class` examples of every class (all of a class that has fewer, named
+    in one warning line by `label_names` when given).
 
     The result keeps the original order of the examples.
     """
@@ -142,87 +140,29 @@ def sample_per_class(dataset: Dataset, label_column: str, samples_per_class: int
         raise DataError(f"--train_samples_per_class must be >= 1, got {samples_per_class}.")
     labels = np.asarray(dataset[label_column])
     rng = np.random.default_rng(seed)
-    chosen = []
+    chosen, short = [], []
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         if members.size < samples_per_class:
-            logger.warning(f"Class {label} has only {members.size} examples (< {samples_per_class}); using them all.")
+            name = label_names[label] if label_names is not None and 0 <= label < len(label_names) else str(label)
+            short.append(f"{name} ({members.size})")
         chosen.append(rng.choice(members, size=min(samples_per_class, members.size), replace=False))
+    if short:
+        logger.warning(
+            f"{len(short)} class(es) have fewer than {samples_per_class} training examples; using all they have: "
+            f"{', '.join(short[:20])}{' ...' if len(short) > 20 else ''}."
+        )
     return dataset.select(np.sort(np.concatenate(chosen)).tolist())
 
 
-def truncate(dataset: Dataset, max_samples: int | None, seed: int) -> Dataset:
-    """At most `max_samples` examples, drawn at random with `seed` (the whole dataset when `None`)."""
+def truncate(dataset: Dataset, max_samples: int | None, seed: int, flag: str = "max_samples") -> Dataset:
+    """At most `max_samples` examples, drawn at random with `seed` (the whole dataset when `None`); `flag` names the
+    option in the error a `max_samples` below 1 gets."""
+    if max_samples is not None and max_samples < 1:
+        raise DataError(f"--{flag} must be >= 1 (or left out for every example), got {max_samples}.")
     if max_samples is None or max_samples >= len(dataset):
         return dataset
-    if max_samples < 1:
-        raise DataError(f"--max_*_samples must be >= 1, got {max_samples}.")
     return dataset.shuffle(seed=seed).select(range(max_samples))
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Undecodable images
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def find_corrupt_images(
-    dataset: Dataset, image_column: str, chunk_size: int = 256, progress: bool = False, split: str = ""
-) -> list[int]:
-    """Positions of the examples whose image cannot be decoded (the image column must not be auto-decoded).
-
-    Reads `chunk_size` examples at a time, so that large datasets are never held in memory at once; with
-    `progress`, a tqdm bar over the examples of `split`.
-    """
-    bad = []
-    bar = tqdm(total=len(dataset), desc=f"Checking the {split} images".replace("  ", " "), disable=not progress)
-    for start in range(0, len(dataset), chunk_size):
-        bar.update(min(chunk_size, len(dataset) - start))
-        for offset, value in enumerate(dataset[start : start + chunk_size][image_column]):
-            try:
-                decode_image(value)
-            except (OSError, UnidentifiedImageError, TypeError, ValueError, SyntaxError):
-                bad.append(start + offset)
-    bar.close()
-    return bad
-
-
-def without_image_decoding(dataset: Dataset, image_column: str) -> Dataset:
-    """`dataset` with the image column left undecoded (`{"bytes", "path"}`), so that decoding errors can be caught
-    per example."""
-    if isinstance(dataset.features[image_column], ImageFeature):
-        return dataset.cast_column(image_column, ImageFeature(decode=False))
-    return dataset
-
-
-def name_examples(dataset: Dataset, positions: list[int], image_column: str, limit: int = 5) -> list[str]:
-    """The images at `positions` of `dataset` named for a message: file paths when known, else example indices."""
-    indices = dataset[INDEX_COLUMN] if INDEX_COLUMN in dataset.column_names else range(len(dataset))
-    return [image_source(dataset[int(p)][image_column], int(indices[p])) for p in positions[:limit]]
-
-
-def handle_corrupt_images(
-    dataset: Dataset, image_column: str, policy: str, split: str, progress: bool = False
-) -> Dataset:
-    """With `policy="skip"`, scan `dataset` and drop the examples whose image cannot be decoded, logging them (file
-    paths when known). With `"error"`, the validation split is scanned now, so that an undecodable image stops the
-    run before training rather than after it ([`DataError`] naming the files); in the train split, the first
-    undecodable image stops training, naming it. `progress` shows a tqdm bar of the scan."""
-    if policy not in CORRUPT_IMAGE_POLICIES:
-        raise DataError(f"--corrupt_images must be one of {', '.join(CORRUPT_IMAGE_POLICIES)}, got '{policy}'.")
-    if policy == "error" and split == "train":
-        return dataset
-    bad = find_corrupt_images(dataset, image_column, progress=progress, split=split)
-    if bad and policy == "error":
-        raise DataError(
-            f"{len(bad)} image(s) of the {split} split cannot be decoded: {name_examples(dataset, bad, image_column)}; "
-            "fix or remove them, or pass --corrupt_images skip to drop them."
-        )
-    if bad:
-        named = name_examples(dataset, bad, image_column, limit=20)
-        logger.warning(f"Skipping {len(bad)} undecodable image(s) of the {split} split: {named}.")
-        keep = sorted(set(range(len(dataset))) - set(bad))
-        dataset = dataset.select(keep)
-    return dataset
 
 
 def check_preset_classes(preset: DatasetPreset, label_column: str, found: int) -> None:
@@ -322,8 +262,8 @@ def prepare_datasets(
         train_val_split: fraction of train carved off for evaluation when there is no eval split.
         max_train_samples, max_eval_samples: random subsets (seeded) of at most that many examples.
         train_samples_per_class: a seeded few-shot subset of the train split, applied before `max_train_samples`.
-        corrupt_images: `"error"` (undecodable validation images stop the run now, naming them; in train, the first
-            one stops training) or `"skip"` (drop them all first).
+        corrupt_images: `"error"` (an undecodable image of either split stops the run now, naming the files) or
+            `"skip"` (drop them all first, logged).
         seed: seed of every random choice here.
         cache_dir, token: passed to `datasets.load_dataset`.
         disable_tqdm: hide the progress bar of the undecodable-image scan.
@@ -360,14 +300,19 @@ def prepare_datasets(
 
     train, evaluation = (with_example_index(splits[k]) for k in ("train", "validation"))
     if train_samples_per_class is not None:
-        train = sample_per_class(train, label_column, train_samples_per_class, seed)
-    train, evaluation = truncate(train, max_train_samples, seed), truncate(evaluation, max_eval_samples, seed)
+        train = sample_per_class(train, label_column, train_samples_per_class, seed, label_names)
+    if max_eval_samples is not None and max_eval_samples < len(evaluation):  # the card says "N of its M images"
+        source.eval_split_examples = len(evaluation)
+    source.train_samples_per_class = train_samples_per_class
+    train = truncate(train, max_train_samples, seed, "max_train_samples")
+    evaluation = truncate(evaluation, max_eval_samples, seed, "max_eval_samples")
     train, evaluation = (
         handle_corrupt_images(
             without_image_decoding(split, image_column), image_column, corrupt_images, name, not disable_tqdm
         )
         for split, name in ((train, "train"), (evaluation, "validation"))
     )
+    source.eval_examples = len(evaluation)
     if len(train) == 0 or len(evaluation) == 0:
         raise DataError(f"Nothing left to train or evaluate on ({len(train)} train, {len(evaluation)} eval examples).")
     return PreparedData(

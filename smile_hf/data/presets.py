@@ -35,6 +35,9 @@ class DataSource:
         official_split (`bool`): whether the split is the benchmark's official one.
         local (`bool`): local files (`--train_dir`), not on the Hub.
         notes (`str`): anything else the reader must know.
+        eval_examples (`int`, *optional*): the images evaluated on, after `--max_eval_samples`.
+        eval_split_examples (`int`, *optional*): the images of the evaluation split they were drawn from.
+        train_samples_per_class (`int`, *optional*): the training images per class of a few-shot subset.
     """
 
     name: str
@@ -47,6 +50,14 @@ class DataSource:
     official_split: bool = True
     local: bool = False
     notes: str = ""
+    eval_examples: int | None = None
+    eval_split_examples: int | None = None
+    train_samples_per_class: int | None = None
+
+    def sample_counts(self) -> dict[str, int | None]:
+        """The counts a model card states ([`smile_hf.model_card.build_model_card`]'s keywords of the same names)."""
+        return {"eval_examples": self.eval_examples, "eval_split_examples": self.eval_split_examples,
+                "train_samples_per_class": self.train_samples_per_class}  # fmt: skip
 
 
 def resolved_revision(dataset: Dataset, asked: str | None = None) -> str | None:
@@ -271,7 +282,8 @@ def image_files(directory: str) -> list[str]:
 
 def check_image_folder(directory: str, flag: str, min_classes: int = 2) -> None:
     """Raise a [`DataError`] unless `directory` exists and is laid out as `<dir>/<class>/<image>` with at least
-    `min_classes` class folders holding images (and no image directly inside `directory`)."""
+    `min_classes` class folders holding images (and no image directly inside `directory`, nor in a folder inside a
+    class folder)."""
     if not os.path.isdir(directory):
         raise DataError(f"{flag} '{directory}' does not exist or is not a directory.")
     layout = "expected one sub-folder per class with images inside (e.g. train/cat/001.jpg)"
@@ -281,6 +293,12 @@ def check_image_folder(directory: str, flag: str, min_classes: int = 2) -> None:
     loose = [f for f in files if os.path.dirname(f) == os.path.normpath(directory)]
     if loose:
         raise DataError(f"{flag} '{directory}' has {len(loose)} image(s) directly inside it (e.g. {loose[0]}); {layout}.")
+    nested = [f for f in files if len(os.path.relpath(f, directory).split(os.sep)) > 2]
+    if nested:
+        raise DataError(
+            f"{flag} '{directory}' has {len(nested)} image(s) in nested folders (e.g. {nested[0]}); {layout}, with no "
+            "folder below the class folders: move the images up into their class folder."
+        )
     classes = sorted({os.path.relpath(f, directory).split(os.sep)[0] for f in files})
     if len(classes) < min_classes:
         raise DataError(

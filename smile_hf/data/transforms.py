@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 from transformers import TrainerCallback
-from transformers.image_utils import PILImageResampling
+from transformers.image_utils import PILImageResampling, load_image
 
 from .._compat import pil_image_processor_class
 from .errors import DataError, one_line
@@ -75,31 +75,44 @@ def decode_image(value: Any, draft_size: tuple[int, int] | None = None) -> Image
     return image
 
 
-def _high_bit_depth_to_uint8(image: Image.Image) -> Image.Image:
-    """8-bit grayscale from 16/32-bit integer or float grayscale ('I;16', 'I', 'F')."""
-    array = np.asarray(image, dtype=np.float64)
-    if image.mode == "F":
-        top = 1.0 if array.size and array.max() <= 1.0 else 255.0
-    else:
-        top = 65535.0 if array.size and array.max() > 255 else 255.0
-    return Image.fromarray(np.clip(np.round(array * (255.0 / top)), 0, 255).astype(np.uint8), mode="L")
+def to_rgb(image: Image.Image) -> Image.Image:
+    """The RGB image `pipeline("image-classification")` feeds its image processor: `image` turned upright by its EXIF
+    orientation, then PIL's `convert("RGB")` (this is `transformers.image_utils.load_image`, which the pipeline
+    calls on every input, file or PIL image, before the processor sees it).
 
+    Training, evaluation and `--do_predict` all decode images here, so that the exported model sees in `pipeline()`
+    exactly the pixels it was trained and evaluated on, in every mode. What PIL's conversion does, and the package
+    therefore does too:
 
-def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """Convert any PIL mode to RGB.
+    - grayscale ('L') is replicated to three channels, 1-bit becomes 0 / 255, palette images are expanded, CMYK and
+      YCbCr are converted;
+    - transparency (RGBA, LA, PA, a palette with a transparent colour) is dropped: a pixel keeps the colour stored
+      under it, whatever its alpha (a black glyph on fully transparent black is black on black);
+    - 16-bit and 32-bit integer grayscale ('I;16', 'I') are clipped to 0..255, and float grayscale ('F') is
+      truncated to an integer and clipped to 0..255: no rescaling.
 
-    Grayscale ('L', '1', 16-bit, float) is replicated to three channels, CMYK and YCbCr are converted, palette images
-    are expanded, and images with transparency (RGBA, LA, PA, palette with a transparent colour) are composited on a
-    white `background`.
+    An image processor cannot change this (it receives the image already converted), so images whose meaning lives
+    in their alpha channel or above 8 bits are best converted to 8-bit RGB before training; [`lossy_conversion`]
+    says which ones are (`prepare_datasets` logs them).
     """
+    if image.mode == "RGB" and image.getexif().get(ExifTags.Base.Orientation, 1) == 1:
+        return image  # what load_image returns, without its two copies of the pixels
+    return load_image(image)
+
+
+def lossy_conversion(image: Image.Image) -> str | None:
+    """What [`to_rgb`] loses of `image`, or `None`: `"transparency"` (some pixel has alpha < 255, or a palette
+    image's transparent colour is in use) or `"values outside 0..255"` (integer grayscale with a value outside
+    0..255, or float grayscale with a value that is not an integer of 0..255: the conversion clips and truncates)."""
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        image = _high_bit_depth_to_uint8(image)
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info)
-    if has_alpha:
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (*background, 255))
-        return Image.alpha_composite(canvas, rgba).convert("RGB")
-    return image if image.mode == "RGB" else image.convert("RGB")
+        values = np.asarray(image)
+        exact = values.size == 0 or (values.min() >= 0 and values.max() <= 255 and (values == np.round(values)).all())
+        return None if exact else "values outside 0..255"
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return "transparency" if image.getchannel(image.mode[-1]).getextrema()[0] < 255 else None
+    return None
 
 
 def uint8_tensor(image: Image.Image) -> torch.Tensor:
@@ -356,6 +369,18 @@ def eval_image_processor(config: TransformConfig):
         image_mean=list(config.mean),
         image_std=list(config.std),
     )
+
+
+def evaluation_processor(dataset: Any):
+    """The image processor of `dataset`'s evaluation transform ([`eval_image_processor`] of its config), when the
+    transform attached with `set_transform` is an evaluation [`BatchTransform`] (what [`set_transforms`] attaches
+    to the eval split); else `None`. `SmileTrainer` saves it with the model when no `processing_class` is given,
+    so that `pipeline()` on the export sees what evaluation fed the model."""
+    transform = (getattr(dataset, "format", None) or {}).get("format_kwargs", {}).get("transform")
+    image_transform = getattr(transform, "transform", None)
+    if not isinstance(transform, BatchTransform) or not isinstance(image_transform, ImageTransform):
+        return None
+    return None if image_transform.train else eval_image_processor(image_transform.config)
 
 
 class TransformEpochCallback(TrainerCallback):
