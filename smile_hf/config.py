@@ -87,7 +87,7 @@ class SmileTrainingArguments(TrainingArguments):
         > Parameters that choose the method
 
         method (`str`, *optional*, defaults to `"smile"`):
-            Training method: a regulariser (`"finetune"`, `"smile"`, `"l2sp"`, `"delta"`, `"bss"`, `"rifle"`,
+            Training method, as a *method spec*: a regulariser (`"finetune"`, `"smile"`, `"l2sp"`, `"delta"`, `"bss"`, `"rifle"`,
             `"cotuning"`), a mixing strategy (`"mixup"`, `"cutmix"`, `"manifold_mixup"`, which mean plain
             fine-tuning with that mixing), or both joined by `+` (e.g. `"l2sp+mixup"`, `"smile+cutmix"`).
             `"smile"` alone mixes with mixup, as in the paper.
@@ -246,6 +246,8 @@ class SmileTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         self.method = self.method.strip().lower()
+        # the regulariser's name and the mixing strategy of the method spec (`regularizer`: a public attribute, whose
+        # spelling predates the package's "regulariser" and is kept for the code that reads it)
         self.regularizer, self.mixing = parse_method(self.method)
         if isinstance(self.model_init_kwargs, str):
             self.model_init_kwargs = json.loads(self.model_init_kwargs)
