@@ -8,10 +8,11 @@ package, so that no module imports, at load time, a module that imports it back.
 
 from __future__ import annotations
 
-# isort: off  (the registration order is the order of the regularisers' fields in SmileTrainingArguments)
+# The registration order is the order of the regularisers' fields in SmileTrainingArguments (and `--help`).
+# isort: off
 from . import smile, l2sp, delta, bss, rifle, cotuning, finetune  # noqa: F401  (register the built-in regularisers)
-
 # isort: on
+
 from .base import LossInputs, LossTerms, MethodCallback, TransferMethod, half_squared_norm
 from .buffers import BufferDict, BufferList
 from .context import MethodContext, as_context, for_each_training_batch
