@@ -13,7 +13,7 @@ from transformers import TrainingArguments
 from transformers.utils import logging
 
 from .guard import NAN_POLICIES
-from .methods import declared_hyperparameters, parse_method
+from .methods import METHODS, declared_hyperparameters, parse_method
 from .methods.smile import REFERENCE_FINAL_FINETUNE_FRACTION, REFERENCE_TOTAL_STEPS  # noqa: F401  (re-exported)
 
 logger = logging.get_logger(__name__)
@@ -64,6 +64,7 @@ def _add_method_fields(cls: type, hyperparameters) -> type:
     for hyperparameter in hyperparameters:
         cls.__annotations__[hyperparameter.name] = hyperparameter.annotation
         setattr(cls, hyperparameter.name, hyperparameter.as_field())
+    cls._method_fields = getattr(cls, "_method_fields", frozenset()) | {h.name for h in hyperparameters}
     entries = "\n".join(h.docstring() for h in hyperparameters).replace("\n", "\n        ")
     cls.__doc__ = (cls.__doc__ or "").rstrip() + ("\n\n        " + entries + "\n" if entries else "")
     return cls
@@ -270,7 +271,8 @@ class SmileTrainingArguments(TrainingArguments):
         registered after `smile_hf` was imported (a module of your own) are not fields of `SmileTrainingArguments`.
         This returns `cls` itself when every declared hyperparameter is a field, else a subclass (created once per
         set of new hyperparameters) that adds them, with their `--help`, checks and model-card lines; pass it to
-        `HfArgumentParser` or instantiate it like `SmileTrainingArguments`:
+        `HfArgumentParser` or instantiate it like `SmileTrainingArguments`. (A field keeps the declaration it was
+        created from: a regulariser registered again with `replace=True` and another default does not change it.)
 
         ```python
         register_method(MyRegulariser)  # declares HyperParameter("my_weight", 0.1, "Mine: weight of ...")
@@ -289,6 +291,23 @@ class SmileTrainingArguments(TrainingArguments):
             subclass.__doc__ = cls.__doc__
             setattr(module, name, dataclass(_add_method_fields(subclass, new)))  # picklable, as the Trainer needs
         return getattr(module, name)
+
+    def _check_regulariser_fields(self) -> None:
+        """Refuse a hyperparameter of the chosen regulariser that is named like a training argument; say which ones
+        are no fields of this class (a regulariser registered after the import: they keep their defaults)."""
+        own = [h.name for h in METHODS[self.regularizer].hyperparameters]
+        clash = [n for n in own if n not in self._method_fields and n in {f.name for f in fields(self)}]
+        if clash:
+            raise ValueError(
+                f"Regulariser '{self.regularizer}' declares a hyperparameter `{clash[0]}`, which is a training "
+                "argument of SmileTrainingArguments: give the hyperparameter another name."
+            )
+        missing = [n for n in own if n not in self._method_fields]
+        if missing:
+            logger.warning(
+                f"{missing} of '{self.regularizer}' are not fields of {type(self).__name__} and keep their defaults: "
+                "use SmileTrainingArguments.with_methods() to set them."
+            )
 
     def run_defining_values(self) -> dict[str, Any]:
         """The values of every field that changes the trained weights ([`RUN_DEFINING_STOCK_FIELDS`] and the
@@ -330,8 +349,9 @@ class SmileTrainingArguments(TrainingArguments):
     def _validate_smile_arguments(self) -> None:
         declared = declared_hyperparameters()
         for f in fields(self):  # every regulariser's field, checked by its declaration
-            if f.name in declared:
+            if f.name in declared and f.name in self._method_fields:
                 declared[f.name].check(getattr(self, f.name))
+        self._check_regulariser_fields()
         if self.nan_policy not in NAN_POLICIES:
             raise ValueError(f"`nan_policy` must be one of {NAN_POLICIES}, got '{self.nan_policy}'.")
         if self.max_consecutive_skips < 0:

@@ -123,6 +123,19 @@ def test_conflicting_or_shadowing_declarations_are_refused(toy_registered):
     assert "toy_conflict" not in METHODS and "toy_shadow" not in METHODS
 
 
+def test_a_hyperparameter_named_like_a_training_argument_is_refused():
+    class Clash(TransferMethod):
+        name = "toy_clash"
+        hyperparameters = (HyperParameter("seed", 1, "Toy: a hyperparameter named like a training argument.", type=int),)
+
+    register_method(Clash)
+    try:
+        with pytest.raises(ValueError, match="'toy_clash' declares a hyperparameter `seed`, which is a training argument"):
+            SmileTrainingArguments(output_dir="unused", report_to="none", method="toy_clash")
+    finally:
+        METHODS.pop("toy_clash")
+
+
 def test_regulariser_built_from_explicit_hyperparameters():
     method = L2SP(l2sp_alpha=0.3)
     assert (method.l2sp_alpha, method.l2sp_beta) == (0.3, 0.01)  # the other one keeps its declared default
