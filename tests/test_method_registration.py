@@ -176,6 +176,17 @@ def test_search_spaces_are_valid_and_contain_the_defaults(toy_registered):
             assert not dimension["log"] or low > 0, hyperparameter.name
 
 
+def test_a_hyperparameter_with_choices():
+    norm = HyperParameter("toy_norm", "l2", "Toy: the norm.", type=str, choices=("l1", "l2"), search=("l1", "l2"))
+    norm.check("l1")
+    with pytest.raises(ValueError, match=re.escape("`toy_norm` must be one of ('l1', 'l2'), got 'l3'.")):
+        norm.check("l3")
+    assert norm.as_field().metadata == {"help": "Toy: the norm.", "choices": ["l1", "l2"]}
+    assert norm.search_dimension() == {"type": "categorical", "choices": ["l1", "l2"]}
+    with pytest.raises(ValueError, match="`toy_bad` must be >= 0, got -1"):  # a default outside the range
+        HyperParameter("toy_bad", -1, "Toy: bad default.", type=int, low=0)
+
+
 def test_regulariser_state_is_buffers_that_move_and_save():
     """L2-SP's starting point is a tree of buffers keyed by parameter name: `state_dict` keys are `w0.<name>`, `.to`
     moves them, and a fresh regulariser takes a saved state."""

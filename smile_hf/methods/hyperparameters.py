@@ -118,8 +118,9 @@ class HyperParameter:
         return {"type": _TYPE_NAMES[self.type], "low": low, "high": high, "log": self.log}
 
     def docstring(self) -> str:
-        """The entry of the arguments' docstring, in the Hugging Face style."""
-        return f"{self.name} (`{_TYPE_NAMES[self.type]}`, *optional*, defaults to `{self.default!r}`):\n    {self.doc or self.help}"
+        """The entry of the arguments' docstring, in the Hugging Face style (with where the default comes from)."""
+        source = f" Default from: {self.reference}." if self.reference else ""
+        return f"{self.name} (`{_TYPE_NAMES[self.type]}`, *optional*, defaults to `{self.default!r}`):\n    {self.doc or self.help}{source}"
 
 
 def resolve_values(declared: tuple[HyperParameter, ...], values: dict[str, Any], owner: str) -> dict[str, Any]:
