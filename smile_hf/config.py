@@ -1,9 +1,11 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
-"""Training arguments of [`SmileTrainer`]: every hyperparameter of SMILE and of the baselines."""
+"""Training arguments of [`SmileTrainer`]: the training setup, the method spec, the mixing, and every hyperparameter
+that a registered regulariser declares (generated from its [`HyperParameter`]s: this module names none of them)."""
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -12,14 +14,13 @@ from transformers import TrainingArguments
 from transformers.utils import logging
 
 from .guard import NAN_POLICIES
-from .methods import parse_method
+from .methods import METHODS, declared_hyperparameters, parse_method
+from .methods.smile import REFERENCE_FINAL_FINETUNE_FRACTION, REFERENCE_TOTAL_STEPS  # noqa: F401  (re-exported)
 
 logger = logging.get_logger(__name__)
 
 # The reference recipe of SMILE (PaddlePaddle/Research, CV/SMILE/finetune.py): 9000 iterations in all,
 # the last 1000 plain fine-tuning, the learning rate x0.1 once at iteration floor(2 * (9000 + 1000) / 3).
-REFERENCE_TOTAL_STEPS = 9000
-REFERENCE_FINAL_FINETUNE_FRACTION = 1000 / REFERENCE_TOTAL_STEPS
 REFERENCE_LR_STEP_FRACTION = (2 * (9000 + 1000) // 3) / REFERENCE_TOTAL_STEPS
 
 # What `reference_recipe=True` puts into the fields the user did not set. `optim_args` is set only when the optimizer
@@ -63,7 +64,24 @@ def _has_accelerator() -> bool:
     return torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
 
 
+def _add_method_fields(cls: type, hyperparameters) -> type:
+    """Declare one dataclass field per [`HyperParameter`] on `cls` (before `@dataclass` processes it), and list them
+    in its docstring."""
+    for hyperparameter in hyperparameters:
+        cls.__annotations__[hyperparameter.name] = hyperparameter.annotation
+        setattr(cls, hyperparameter.name, hyperparameter.as_field())
+    cls._method_fields = getattr(cls, "_method_fields", frozenset()) | {h.name for h in hyperparameters}
+    entries = "\n".join(h.docstring() for h in hyperparameters).replace("\n", "\n        ")
+    cls.__doc__ = (cls.__doc__ or "").rstrip() + ("\n\n        " + entries + "\n" if entries else "")
+    return cls
+
+
+def _with_registered_method_fields(cls: type) -> type:
+    return _add_method_fields(cls, tuple(declared_hyperparameters().values()))
+
+
 @dataclass
+@_with_registered_method_fields
 class SmileTrainingArguments(TrainingArguments):
     r"""
     Configuration class for [`SmileTrainer`].
@@ -76,7 +94,7 @@ class SmileTrainingArguments(TrainingArguments):
         > Parameters that choose the method
 
         method (`str`, *optional*, defaults to `"smile"`):
-            Training method: a regulariser (`"finetune"`, `"smile"`, `"l2sp"`, `"delta"`, `"bss"`, `"rifle"`,
+            Training method, as a *method spec*: a regulariser (`"finetune"`, `"smile"`, `"l2sp"`, `"delta"`, `"bss"`, `"rifle"`,
             `"cotuning"`), a mixing strategy (`"mixup"`, `"cutmix"`, `"manifold_mixup"`, which mean plain
             fine-tuning with that mixing), or both joined by `+` (e.g. `"l2sp+mixup"`, `"smile+cutmix"`).
             `"smile"` alone mixes with mixup, as in the paper.
@@ -124,52 +142,6 @@ class SmileTrainingArguments(TrainingArguments):
         cutmix_alpha (`float`, *optional*, defaults to `1.0`):
             CutMix coefficient lambda ~ Beta(alpha, alpha) for `cutmix`.
 
-        > Parameters that control SMILE
-
-        reg_lambda (`float`, *optional*, defaults to `0.01`):
-            Weight of the sample-to-feature mixup term `L_reg` (distance between the student's feature map of the
-            mixed image and the mix of the teacher's feature maps).
-        aux_lambda (`float`, *optional*, defaults to `0.1`):
-            Weight of the auxiliary-head term `L_aux` (soft cross-entropy of the mixed teacher source probabilities).
-        cls_lambda (`float`, *optional*, defaults to `1e-4`):
-            Weight of `L_cls`, half the squared L2 norm of both heads' parameters.
-        ema_decay (`float`, *optional*, defaults to `0.999`):
-            Decay d of the mean teacher: `teacher <- d * teacher + (1 - d) * student` (backbone parameters only).
-        ema_update_every (`int`, *optional*, defaults to `10`):
-            Optimizer steps between two EMA updates of the teacher. Use 1 with `ema_decay=0.999**0.1` for a
-            per-step EMA with the same effective decay.
-        ema_buffers (`bool`, *optional*, defaults to `False`):
-            Also average floating-point buffers (BatchNorm running statistics). The reference does not.
-        final_finetune_fraction (`float`, *optional*, defaults to `1/9`):
-            Fraction of the training steps, at the end, trained with plain fine-tuning (no mixing, no teacher, no
-            EMA): the reference trains the last 1000 of 9000 iterations so.
-
-        > Parameters that control the baselines
-
-        l2sp_alpha (`float`, *optional*, defaults to `0.01`):
-            L2-SP: weight of 1/2 ||w - w0||^2 on the pre-trained backbone weights.
-        l2sp_beta (`float`, *optional*, defaults to `0.01`):
-            L2-SP, DELTA: weight of 1/2 ||w||^2 on the new head.
-        delta_alpha (`float`, *optional*, defaults to `0.01`):
-            DELTA: weight of the feature-map distance to the frozen pre-trained backbone.
-        delta_attention (`bool`, *optional*, defaults to `True`):
-            DELTA: weight channels by their importance for the target task (computed once before training).
-        delta_attention_batches (`int`, *optional*, defaults to `10`):
-            DELTA: batches used to measure each channel's importance.
-        delta_attention_epochs (`int`, *optional*, defaults to `10`):
-            DELTA: epochs of training of the linear classifier (on frozen pre-trained features) whose loss increase
-            measures each channel's importance (TLlib: 10).
-        delta_num_layers (`int`, *optional*, defaults to `4`):
-            DELTA: number of backbone stages (counted from the last) whose outputs are regularised.
-        bss_lambda (`float`, *optional*, defaults to `0.001`):
-            BSS: weight of the sum of the k smallest squared singular values of the batch features.
-        bss_k (`int`, *optional*, defaults to `1`):
-            BSS: number of smallest singular values penalised.
-        rifle_num_reinits (`int`, *optional*, defaults to `1`):
-            RIFLE: how many times the new head is re-initialised, evenly spaced over training.
-        cotuning_lambda (`float`, *optional*, defaults to `2.3`):
-            Co-Tuning: weight of the source-head cross-entropy against the translated source labels.
-
         > Defaults that differ from `TrainingArguments`
 
         remove_unused_columns (`bool`, *optional*, defaults to `False`):
@@ -188,6 +160,12 @@ class SmileTrainingArguments(TrainingArguments):
         optim, learning_rate, weight_decay, max_grad_norm, lr_scheduler_type, per_device_train_batch_size
             (*optional*, default to `None`, "not set"): resolved when the arguments are built, to the reference
             recipe's value with `reference_recipe=True`, else to the `TrainingArguments` default.
+
+        > Parameters of the regularisers
+
+        One field per hyperparameter that a registered regulariser declares (`TransferMethod.hyperparameters`),
+        generated from the declaration; the fields of a regulariser registered after `smile_hf` was imported are
+        those of `SmileTrainingArguments.with_methods()`.
     """
 
     # ---- defaults that differ from TrainingArguments --------------------------------------------------------
@@ -288,41 +266,10 @@ class SmileTrainingArguments(TrainingArguments):
     )
     cutmix_alpha: float = field(default=1.0, metadata={"help": "Beta(alpha, alpha) parameter of CutMix."})
 
-    # ---- SMILE ----------------------------------------------------------------------------------------------
-    reg_lambda: float = field(default=0.01, metadata={"help": "SMILE: weight of the feature mixup term L_reg."})
-    aux_lambda: float = field(default=0.1, metadata={"help": "SMILE: weight of the auxiliary-head term L_aux."})
-    cls_lambda: float = field(default=1e-4, metadata={"help": "SMILE: weight of L_cls (1/2 squared norm of both heads)."})
-    ema_decay: float = field(default=0.999, metadata={"help": "SMILE: decay of the EMA (mean) teacher, in [0, 1]."})
-    ema_update_every: int = field(default=10, metadata={"help": "SMILE: optimizer steps between EMA updates."})
-    ema_buffers: bool = field(
-        default=False, metadata={"help": "SMILE: also average BatchNorm running statistics (the reference does not)."}
-    )
-    final_finetune_fraction: float = field(
-        default=REFERENCE_FINAL_FINETUNE_FRACTION,
-        metadata={"help": "SMILE: fraction of steps at the end trained with plain fine-tuning (reference: 1000/9000)."},
-    )
-
-    # ---- baselines ------------------------------------------------------------------------------------------
-    l2sp_alpha: float = field(default=0.01, metadata={"help": "L2-SP: weight of 1/2 ||w - w0||^2 on the backbone."})
-    l2sp_beta: float = field(default=0.01, metadata={"help": "L2-SP and DELTA: weight of 1/2 ||w||^2 on the new head."})
-    delta_alpha: float = field(default=0.01, metadata={"help": "DELTA: weight of the feature-map distance."})
-    delta_attention: bool = field(
-        default=True, metadata={"help": "DELTA: weight channels by their importance for the target task."}
-    )
-    delta_attention_batches: int = field(
-        default=10, metadata={"help": "DELTA: batches used to measure channel importance."}
-    )
-    delta_attention_epochs: int = field(
-        default=10, metadata={"help": "DELTA: epochs of the linear classifier trained on frozen features for the attention."}
-    )
-    delta_num_layers: int = field(default=4, metadata={"help": "DELTA: number of last backbone stages regularised."})
-    bss_lambda: float = field(default=0.001, metadata={"help": "BSS: weight of the spectral shrinkage penalty."})
-    bss_k: int = field(default=1, metadata={"help": "BSS: number of smallest singular values penalised."})
-    rifle_num_reinits: int = field(default=1, metadata={"help": "RIFLE: number of re-initialisations of the head."})
-    cotuning_lambda: float = field(default=2.3, metadata={"help": "Co-Tuning: weight of the source-head term."})
-
     def __post_init__(self):
         self.method = self.method.strip().lower()
+        # the regulariser's name and the mixing strategy of the method spec (`regularizer`: a public attribute, whose
+        # spelling predates the package's "regulariser" and is kept for the code that reads it)
         self.regularizer, self.mixing = parse_method(self.method)
         if isinstance(self.model_init_kwargs, str):
             self.model_init_kwargs = json.loads(self.model_init_kwargs)
@@ -336,6 +283,52 @@ class SmileTrainingArguments(TrainingArguments):
         super().__post_init__()
         if default_non_blocking and self.dataloader_pin_memory and not self.use_cpu and _has_accelerator():
             self.accelerator_config.non_blocking = True  # only where pinned memory takes effect
+
+    @classmethod
+    def with_methods(cls) -> type[SmileTrainingArguments]:
+        """The arguments class with a field for every hyperparameter of every registered regulariser.
+
+        The fields of a dataclass are fixed when its class is created, so the hyperparameters of a regulariser
+        registered after `smile_hf` was imported (a module of your own) are not fields of `SmileTrainingArguments`.
+        This returns `cls` itself when every declared hyperparameter is a field, else a subclass (created once per
+        set of new hyperparameters) that adds them, with their `--help`, checks and model-card lines; pass it to
+        `HfArgumentParser` or instantiate it like `SmileTrainingArguments`. (A field keeps the declaration it was
+        created from: a regulariser registered again with `replace=True` and another default does not change it.)
+
+        ```python
+        register_method(MyRegulariser)  # declares HyperParameter("my_weight", 0.1, "Mine: weight of ...")
+        args_class = SmileTrainingArguments.with_methods()
+        (args,) = HfArgumentParser(args_class).parse_args_into_dataclasses()  # --method mine --my_weight 0.5
+        ```
+        """
+        present = {f.name for f in fields(cls)}
+        new = tuple(h for name, h in declared_hyperparameters().items() if name not in present)
+        if not new:
+            return cls
+        name = f"{cls.__name__}_{'_'.join(h.name for h in new)}"
+        module = sys.modules[__name__]
+        if not isinstance(getattr(module, name, None), type):
+            subclass = type(name, (cls,), {"__annotations__": {}, "__module__": __name__, "__qualname__": name})
+            subclass.__doc__ = cls.__doc__
+            setattr(module, name, dataclass(_add_method_fields(subclass, new)))  # picklable, as the Trainer needs
+        return getattr(module, name)
+
+    def _check_regulariser_fields(self) -> None:
+        """Refuse a hyperparameter of the chosen regulariser that is named like a training argument; say which ones
+        are no fields of this class (a regulariser registered after the import: they keep their defaults)."""
+        own = [h.name for h in METHODS[self.regularizer].hyperparameters]
+        clash = [n for n in own if n not in self._method_fields and n in {f.name for f in fields(self)}]
+        if clash:
+            raise ValueError(
+                f"Regulariser '{self.regularizer}' declares a hyperparameter `{clash[0]}`, which is a training "
+                "argument of SmileTrainingArguments: give the hyperparameter another name."
+            )
+        missing = [n for n in own if n not in self._method_fields]
+        if missing:
+            logger.warning(
+                f"{missing} of '{self.regularizer}' are not fields of {type(self).__name__} and keep their defaults: "
+                "use SmileTrainingArguments.with_methods() to set them."
+            )
 
     def run_defining_values(self) -> dict[str, Any]:
         """The values of every field that changes the trained weights ([`RUN_DEFINING_STOCK_FIELDS`] and the
@@ -375,26 +368,15 @@ class SmileTrainingArguments(TrainingArguments):
         return applied
 
     def _validate_smile_arguments(self) -> None:
-        non_negative = (
-            "reg_lambda", "aux_lambda", "cls_lambda", "l2sp_alpha", "l2sp_beta", "delta_alpha", "bss_lambda",
-            "cotuning_lambda",
-        )  # fmt: skip
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
-        if not 0.0 <= self.ema_decay <= 1.0:
-            raise ValueError(f"`ema_decay` must be in [0, 1], got {self.ema_decay}.")
-        for name in ("ema_update_every", "delta_attention_batches", "delta_attention_epochs", "delta_num_layers", "bss_k"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        declared = declared_hyperparameters()
+        for f in fields(self):  # every regulariser's field, checked by its declaration
+            if f.name in declared and f.name in self._method_fields:
+                declared[f.name].check(getattr(self, f.name))
+        self._check_regulariser_fields()
         if self.nan_policy not in NAN_POLICIES:
             raise ValueError(f"`nan_policy` must be one of {NAN_POLICIES}, got '{self.nan_policy}'.")
         if self.max_consecutive_skips < 0:
             raise ValueError(f"`max_consecutive_skips` must be >= 0, got {self.max_consecutive_skips}.")
-        if self.rifle_num_reinits < 0:
-            raise ValueError(f"`rifle_num_reinits` must be >= 0, got {self.rifle_num_reinits}.")
-        if not 0.0 <= self.final_finetune_fraction < 1.0:
-            raise ValueError(f"`final_finetune_fraction` must be in [0, 1), got {self.final_finetune_fraction}.")
         alpha_name = "cutmix_alpha" if self.mixing == "cutmix" else "mixup_alpha"
         if self.mixing is not None and getattr(self, alpha_name) <= 0:
             raise ValueError(

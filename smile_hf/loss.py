@@ -8,19 +8,20 @@ cross-entropy of the new head:
     loss = L_main + sum over the method's terms of weight * value
     L_main = lambda CE(z, y) + (1 - lambda) CE(z, y[perm])
 
-[`SmileTrainer.compute_loss`] calls it; `benchmarks/speed.py` times it in a bare PyTorch loop; tests drive it with an
-explicit [`Mix`].
+[`SmileTrainer.compute_loss`] calls it; it also runs every regulariser in a plain PyTorch loop (see
+`TransferLoss`'s example); tests drive it with an explicit [`Mix`].
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, ForwardOutput, unwrap_model
-from .methods import LossInputs, LossTerms, TransferMethod
+from .methods import METHODS, LossInputs, LossTerms, TransferMethod, parse_method
 from .mixing import Mix, mixed_cross_entropy, mixing_generator, sample_mix
 from .teacher import EmaTeacher
 
@@ -46,19 +47,36 @@ class TransferLoss:
     """The loss of one micro-batch for a transfer-learning method.
 
     Args:
-        method (`TransferMethod`): the regulariser (its loss terms and declared needs).
+        method (`TransferMethod` or `str`): the regulariser (its loss terms and declared needs), or a method spec
+            (`"l2sp+mixup"`): its regulariser is then built with `hyperparameters` and its mixing strategy is used.
         adapter (`BackboneAdapter`): the backbone adapter of the student's family.
-        teacher (`EmaTeacher`, *optional*): the teacher, for methods with `needs_teacher`.
-        mixing (`str`, *optional*): the mixing strategy (`"mixup"`, `"cutmix"`, `"manifold_mixup"`) or None.
+        teacher (`EmaTeacher`, *optional*): the teacher, for regularisers with `needs_teacher`.
+        mixing (`str`, *optional*): the mixing strategy (`"mixup"`, `"cutmix"`, `"manifold_mixup"`) or None; with a
+            method spec, taken from the spec.
         alpha (`float`, *optional*, defaults to 0.2): lambda ~ Beta(alpha, alpha).
         seed (`int`, *optional*, defaults to 0): with the step, micro-batch and rank, determines each mix.
         rank (`int`, *optional*, defaults to 0): the process index.
         channels_last (`bool`, *optional*, defaults to `False`): pass the images in the channels-last memory format.
+        **hyperparameters: with a method spec, the regulariser's hyperparameters (`l2sp_alpha=0.1`...).
+
+    A plain PyTorch loop (the regulariser's one-off work reads a [`MethodContext`]):
+
+    ```python
+    loss_fn = TransferLoss("l2sp+mixup", BackboneAdapter(model), l2sp_alpha=0.01)
+    context = MethodContext(model, loss_fn.adapter, batches=lambda: loader, device=device)
+    loss_fn.method.to(device).setup(context)
+    loss_fn.method.prepare(context)
+    for step, batch in enumerate(loader):
+        x, y = batch["pixel_values"].to(device), batch["labels"].to(device)
+        loss = loss_fn(model, x, y, loss_fn.draw_mix(x, model, step)).loss
+        loss.backward(); optimizer.step(); optimizer.zero_grad()
+        loss_fn.method.on_step_end(context, step + 1, num_steps)
+    ```
     """
 
     def __init__(
         self,
-        method: TransferMethod,
+        method: TransferMethod | str,
         adapter: BackboneAdapter,
         teacher: EmaTeacher | None = None,
         *,
@@ -67,7 +85,15 @@ class TransferLoss:
         seed: int = 0,
         rank: int = 0,
         channels_last: bool = False,
+        **hyperparameters: Any,
     ):
+        if isinstance(method, str):
+            if mixing is not None:
+                raise ValueError(f"The method spec '{method}' sets the mixing: leave `mixing` unset.")
+            regulariser, mixing = parse_method(method.strip().lower())
+            method = METHODS[regulariser](**hyperparameters)
+        elif hyperparameters:
+            raise TypeError(f"Pass the hyperparameters {sorted(hyperparameters)} to the regulariser, not to TransferLoss.")
         if method.needs_teacher and teacher is None:
             raise ValueError(f"Method '{method.name}' needs a teacher.")
         self.method = method

@@ -108,7 +108,7 @@ def check_teacher_matches(adapter: BackboneAdapter, student: nn.Module, teacher:
         raise ValueError(f"The teacher's backbone differs from the student's (e.g. {diff}): use the same checkpoint.")
 
 
-def loading_kwargs(kwargs: dict | None) -> dict:
+def select_loading_kwargs(kwargs: dict | None) -> dict:
     """The [`LOADING_KWARGS`] among `kwargs`."""
     return {k: v for k, v in (kwargs or {}).items() if k in LOADING_KWARGS}
 
@@ -118,7 +118,7 @@ def load_image_processor(name_or_path: str | None, **kwargs):
     if not name_or_path:
         return None
     try:
-        return AutoImageProcessor.from_pretrained(name_or_path, **loading_kwargs(kwargs))
+        return AutoImageProcessor.from_pretrained(name_or_path, **select_loading_kwargs(kwargs))
     except (OSError, ValueError) as error:
         logger.info(f"No image processor loaded from {name_or_path}: {error}")
         return None

@@ -28,8 +28,7 @@ from .distributed import add_buffer_sync
 from .guard import NonFiniteGuard, NonFiniteGuardCallback, check_finite_weights
 from .lora import LoraEmaTeacher, base_buffers, check_base_is_source, load_base_buffers, peft_model_of, wrap_student
 from .loss import TransferLoss
-from .methods import build_method, method_hyperparameters, method_title, parse_method
-from .methods.base import PrepareCallback
+from .methods import MethodCallback, MethodContext, build_method, method_hyperparameters, method_title, parse_method
 from .metrics import as_compute_metrics
 from .mixing import Mix
 from .param_groups import grouped_parameters, learning_rate_scales
@@ -42,7 +41,7 @@ from .modeling import (
     load_image_processor,
     load_source_model,
     load_student_with_classes_of,
-    loading_kwargs,
+    select_loading_kwargs,
 )
 from .sharding import check_resume, check_sharding
 from .teacher import EmaTeacher, EmaTeacherCallback
@@ -114,7 +113,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
             model = load_student_with_classes_of(model, train_dataset, init_kwargs)
         model = wrap_student(model, peft_config)
         self.adapter = BackboneAdapter(model)
-        source_model = self._source_model(model, teacher_model, loading_kwargs(init_kwargs))
+        source_model = self._source_model(model, teacher_model, select_loading_kwargs(init_kwargs))
         if self.method.needs_source_head and not hasattr(model, SOURCE_HEAD_NAME):
             attach_source_head(unwrap_model(model), build_source_head_copy(self.adapter, source_model))
         if "compute_metrics" in kwargs:  # an `evaluate` module computes through ClassificationMetrics
@@ -145,7 +144,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         self.guard = NonFiniteGuard(args.nan_policy, args.max_consecutive_skips)
         self.add_callback(NonFiniteGuardCallback(self.guard))
         self.add_callback(TransformEpochCallback(self.train_dataset))  # per-example augmentation follows the epoch
-        self.add_callback(PrepareCallback(self.method, self))
+        self.add_callback(MethodCallback(self.method, self.method_context))
         for callback in self.method.callbacks(self):
             self.add_callback(callback)
         if args.world_size > 1:  # BatchNorm statistics: the same on every rank for evaluation, saving and the EMA
@@ -191,6 +190,16 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         if self.method.ema_teacher:
             self.add_callback(EmaTeacherCallback(teacher, self.in_final_phase))
         return teacher
+
+    def method_context(self) -> MethodContext:
+        """What the regulariser's one-off work reads: the unwrapped student, the adapter, the teacher, the training
+        dataloader, the accelerator's reduce and gather, the device, the seed, and whether bars are shown."""
+        return MethodContext(
+            model=unwrap_model(self.model), adapter=self.adapter, batches=self.get_train_dataloader,
+            device=self.args.device, teacher=self.teacher, reduce=self.accelerator.reduce,
+            gather=self.accelerator.gather, seed=self.args.seed,
+            show_progress=not self.args.disable_tqdm and self.is_local_process_zero(),
+        )  # fmt: skip
 
     # ---- schedule ---------------------------------------------------------------------------------------------
 
@@ -251,7 +260,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         """
         check_resume(self, resume_from_checkpoint)
         if not self._method_ready:
-            self.method.setup(self)
+            self.method.setup(self.method_context())
             self._method_ready = True
         output = super().train(resume_from_checkpoint, *args, **kwargs)
         self.guard.raise_if_diverged(self.state.global_step)

@@ -1,28 +1,32 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
-"""What a transfer-learning method is to [`SmileTrainer`]: a set of loss terms and a few declared needs.
+"""What a regulariser is to [`TransferLoss`] and [`SmileTrainer`]: an `nn.Module` turning the outputs of one step
+into named, weighted loss terms, with its declared hyperparameters, its needs and its state (registered buffers).
 
-The trainer does the wiring (mixing, forward passes, the teacher, logging); a method only turns the outputs of
-one step into named, weighted loss terms. Adding a method is one new module with one class decorated by
-[`register_method`].
+Words: a *method spec* is the string of the `method` argument (`"l2sp+mixup"`: a regulariser, a mixing strategy or
+both); a *regulariser* is an instance of a [`TransferMethod`] subclass (the `"l2sp"` part); the *registry*
+(`METHODS`, [`register_method`]) maps regulariser names to their classes.
+
+The trainer does the wiring (mixing, forward passes, the teacher, logging). Adding a regulariser is one new module
+with one class decorated by [`register_method`]; its [`HyperParameter`]s become `SmileTrainingArguments` fields.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import TrainerCallback
+
+from .context import MethodContext
+from .hyperparameters import HyperParameter, resolve_values
 
 if TYPE_CHECKING:
 
     from ..backbones import BackboneAdapter, ForwardOutput
-    from ..config import SmileTrainingArguments
     from ..mixing import Mix
-    from ..trainer import SmileTrainer
 
 
 @dataclass
@@ -55,12 +59,25 @@ LossTerms = dict[str, tuple[float, torch.Tensor]]
 """Named loss terms: name -> (weight, unweighted value). Logged as `loss_<name>`; the loss is the weighted sum."""
 
 
-class TransferMethod:
-    """Base class of the methods. Subclasses set the class attributes they need and override `loss_terms`.
+class TransferMethod(nn.Module):
+    """Base class of the regularisers. Subclasses set the class attributes they need and override `loss_terms`.
+
+    A regulariser is an `nn.Module` without parameters: what it computes once (L2-SP's starting point, DELTA's
+    attention, Co-Tuning's relationship) is held in registered buffers, so that it moves with `.to()` and is saved
+    by `state_dict()`. It runs without a `Trainer`: [`TransferLoss`] computes its terms, and its one-off work
+    (`setup`, `prepare`) and per-step work (`on_step_end`) read a [`MethodContext`].
+
+    Args:
+        args (`SmileTrainingArguments`, *optional*, positional): read the hyperparameters from these arguments (as
+            `from_args`); keywords given as well take precedence.
+        **hyperparameters: the values of the declared `hyperparameters` (the others keep their defaults). An
+            undeclared name is a `TypeError`, an invalid value a `ValueError`. Each value is an attribute.
 
     Class attributes:
-        name: the value of `SmileTrainingArguments.method` that selects the method.
-        default_mixing: mixing used when the method is named alone (SMILE: "mixup").
+        name: the regulariser's name in a method spec (`SmileTrainingArguments.method`).
+        hyperparameters: the [`HyperParameter`]s the regulariser reads, declared once: they are the
+            `SmileTrainingArguments` fields and flags, their checks, the model card's list and the search space.
+        default_mixing: mixing used when the regulariser is named alone (SMILE: "mixup").
         dominant_mix: lambda is flipped to max(lambda, 1 - lambda), so the original sample dominates (SMILE).
         needs_teacher: a frozen copy of the source model is run on the unmixed images each step.
         ema_teacher: the teacher follows the student's backbone by EMA (`ema_decay`, `ema_update_every`).
@@ -72,12 +89,12 @@ class TransferMethod:
         needs_source_model: the pre-trained model with its original head must be loaded (for the teacher or the
             source head); derived from `needs_teacher` and `needs_source_head` unless a subclass sets it.
         title: readable name (model cards, reports).
-        paper: the reference of the method's paper.
-        description: one paragraph for the model card: what the method trains and how.
-        hyperparameters: the `SmileTrainingArguments` fields the method reads (listed on the model card).
+        paper: the reference of the regulariser's paper.
+        description: one paragraph for the model card: what the regulariser trains and how.
     """
 
     name: ClassVar[str]
+    hyperparameters: ClassVar[tuple[HyperParameter, ...]] = ()
     default_mixing: ClassVar[str | None] = None
     dominant_mix: ClassVar[bool] = False
     needs_teacher: ClassVar[bool] = False
@@ -90,7 +107,6 @@ class TransferMethod:
     title: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    hyperparameters: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -99,73 +115,93 @@ class TransferMethod:
         if not cls.title:
             cls.title = getattr(cls, "name", cls.__name__)
 
-    def __init__(self, args: SmileTrainingArguments):
-        self.args = args
+    def __init__(self, args: Any = None, /, **hyperparameters: Any):
+        super().__init__()
+        if args is not None:
+            hyperparameters = {**self.values_from(args), **hyperparameters}
+        for name, value in resolve_values(self.hyperparameters, hyperparameters, type(self).__name__).items():
+            setattr(self, name, value)
 
-    def setup(self, trainer: SmileTrainer) -> None:
-        """One-off work when `train()` is called, before a checkpoint's state is restored (e.g. snapshot the
-        starting weights; a resumed run then overwrites them with the saved ones)."""
+    @classmethod
+    def values_from(cls, args: Any) -> dict[str, Any]:
+        """The declared hyperparameters that are attributes of `args` (a `SmileTrainingArguments`), by name."""
+        return {h.name: getattr(args, h.name) for h in cls.hyperparameters if hasattr(args, h.name)}
 
-    def prepare(self, trainer: SmileTrainer) -> None:
+    @classmethod
+    def from_args(cls, args: Any) -> TransferMethod:
+        """The regulariser with the hyperparameters of `args` (a `SmileTrainingArguments`); a declared
+        hyperparameter that is not a field of `args` keeps its default."""
+        return cls(args)
+
+    @classmethod
+    def search_space(cls) -> dict[str, dict[str, Any]]:
+        """The default search space of the regulariser's hyperparameters, free of any tuning library: name ->
+        `{"type": "float" | "int", "low", "high", "log"}` or `{"type": "categorical", "choices"}` (see
+        [`HyperParameter.search_dimension`]); hyperparameters declared without `search` are left out."""
+        space = {h.name: h.search_dimension() for h in cls.hyperparameters}
+        return {name: dimension for name, dimension in space.items() if dimension is not None}
+
+    def setup(self, context: MethodContext) -> None:
+        """One-off work when training starts, before a checkpoint's state is restored (e.g. snapshot the starting
+        weights; a resumed run then overwrites them with the saved ones). A trainer may be passed instead of a
+        context ([`as_context`])."""
+
+    def prepare(self, context: MethodContext) -> None:
         """One-off work when training begins, after a checkpoint's state was restored and before the first step
-        (statistics of the source model on the training data, which a resumed run need not recompute)."""
+        (statistics of the source model on the training data, which a resumed run need not recompute). A trainer
+        may be passed instead of a context ([`as_context`])."""
+
+    def on_step_end(self, context: MethodContext, step: int, max_steps: int) -> None:
+        """Work after optimizer step `step` (1-based) of `max_steps` (e.g. RIFLE's re-initialisation of the head)."""
 
     def loss_terms(self, inputs: LossInputs) -> LossTerms:
-        """The method's terms beyond the main (mixed) cross-entropy."""
+        """The regulariser's terms beyond the main (mixed) cross-entropy."""
         return {}
 
-    def callbacks(self, trainer: SmileTrainer) -> list[TrainerCallback]:
-        """Trainer callbacks the method needs (e.g. head re-initialisation)."""
+    def forward(self, inputs: LossInputs) -> LossTerms:
+        """`loss_terms(inputs)`."""
+        return self.loss_terms(inputs)
+
+    def callbacks(self, trainer) -> list[TrainerCallback]:
+        """Trainer callbacks for needs that only a `Trainer` has (none of the built-in regularisers has one)."""
         return []
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """State to save in checkpoints (tensors only, for safetensors)."""
-        return {}
+    def follow_device(self, device: torch.device) -> None:
+        """Move the buffers to `device` if they are elsewhere (once, after a state was loaded on the CPU)."""
+        first = next(self.buffers(), None)
+        if first is not None and first.device != device:
+            self.to(device)
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore what `state_dict` returned."""
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name, buffer in self._buffers.items():  # a buffer not computed yet (None) takes the saved shape
+            if buffer is None and prefix + name in state_dict:
+                self._buffers[name] = torch.empty_like(state_dict[prefix + name])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-class PrepareCallback(TrainerCallback):
-    """Runs `method.prepare(trainer)` when training begins: after a checkpoint's state has been restored (so a
-    resumed run does not recompute what it saved) and before the first optimizer step. [`SmileTrainer`] adds one
-    for its method."""
+class MethodCallback(TrainerCallback):
+    """Runs a regulariser's work in a `Trainer`: `prepare` when training begins (after a checkpoint's state has been
+    restored, so a resumed run does not recompute what it saved, and before the first optimizer step) and
+    `on_step_end` after every optimizer step. [`SmileTrainer`] adds one for its regulariser.
 
-    def __init__(self, method: TransferMethod, trainer: SmileTrainer):
+    Args:
+        method (`TransferMethod`): the regulariser.
+        context (`Callable[[], MethodContext]`): builds the context (called when training begins).
+    """
+
+    def __init__(self, method: TransferMethod, context: Callable[[], MethodContext]):
         self.method = method
-        self.trainer = trainer
+        self.make_context = context
+        self.context: MethodContext | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.method.prepare(self.trainer)
+        self.context = self.make_context()
+        self.method.prepare(self.context)
 
-
-def progress_disabled(trainer) -> bool:
-    """Whether a one-off pass shows no progress bar: `--disable_tqdm`, or not the first process of its machine."""
-    return bool(trainer.args.disable_tqdm) or not trainer.is_local_process_zero()
-
-
-def for_each_training_batch(
-    trainer, fn: Callable[[torch.Tensor, torch.Tensor], None], max_batches=None, desc: str | None = None
-) -> int:
-    """Call `fn(pixel_values, labels)` on the batches of `trainer`'s training dataloader (at most `max_batches`),
-    on the training device, leaving the global random state as it was; with `desc`, a tqdm progress bar of that
-    name ([`progress_disabled`] hides it). Returns the number of batches seen."""
-    device = trainer.args.device
-    devices = []
-    if device.type == "cuda":
-        devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    seen = 0
-    loader = trainer.get_train_dataloader()
-    total = len(loader) if max_batches is None else min(len(loader), max_batches)
-    bar = tqdm(total=total, desc=desc, leave=False, disable=desc is None or progress_disabled(trainer))
-    with torch.random.fork_rng(devices=devices), bar:
-        for batch in loader:
-            if max_batches is not None and seen >= max_batches:
-                break
-            fn(batch["pixel_values"].to(device), batch["labels"].to(device))
-            seen += 1
-            bar.update(1)
-    return seen
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.context is None:
+            self.context = self.make_context()
+        self.method.on_step_end(self.context, state.global_step, state.max_steps)
 
 
 def half_squared_norm(tensors: Iterable[torch.Tensor]) -> torch.Tensor:

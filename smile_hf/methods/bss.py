@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from .base import LossInputs, LossTerms, TransferMethod
+from .hyperparameters import HyperParameter
 from .registry import register_method
 
 
@@ -44,7 +45,17 @@ class BSS(TransferMethod):
     description = (
         "BSS (Chen et al., 2019) penalises the smallest singular values of the batch features."
     )
-    hyperparameters = ("bss_k", "bss_lambda")
+    hyperparameters = (
+        HyperParameter(
+            "bss_lambda", 0.001, "BSS: weight of the spectral shrinkage penalty.", low=0, search=(1e-4, 1e-1),
+            log=True, doc="BSS: weight of the sum of the k smallest squared singular values of the batch features.",
+            reference="TLlib bss.py (Chen et al., 2019)",
+        ),
+        HyperParameter(
+            "bss_k", 1, "BSS: number of smallest singular values penalised.", type=int, low=1, search=(1, 4),
+            reference="TLlib bss.py (Chen et al., 2019)",
+        ),
+    )  # fmt: skip
 
     def loss_terms(self, inputs: LossInputs) -> LossTerms:
-        return {"bss": (self.args.bss_lambda, batch_spectral_shrinkage(inputs.student.pooled, self.args.bss_k))}
+        return {"bss": (self.bss_lambda, batch_spectral_shrinkage(inputs.student.pooled, self.bss_k))}

@@ -11,8 +11,8 @@ R[y] ~ p(y_s | y_t = y), turns each target label into a soft source label, which
 
 This is TLlib's "direct approach" (`tllib/regularization/co_tuning.py` `Relationship`, `CoTuningLoss`;
 `examples/.../co_tuning.py`, trade-off 2.3, weight decay 5e-4): R is computed from the pre-trained model in eval
-mode over one pass of the target training set, before the first optimizer step, and saved in checkpoints (a
-resumed run does not recompute it). One difference: TLlib reads the training set with the evaluation transform;
+mode over one pass of the target training set, before the first optimizer step, held in the regulariser's buffer
+`relationship` and saved in checkpoints (a resumed run does not recompute it). One difference: TLlib reads the training set with the evaluation transform;
 we read it as the Trainer does (`get_train_dataloader`, so with the training transform, as PaddleTransfer does),
 because a `Trainer` has no generic handle on an evaluation transform of the training set. A target class with no
 training image gets a uniform row. With several processes, the per-class sums are added over processes.
@@ -29,9 +29,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..backbones import SOURCE_HEAD_NAME, unwrap_model
+from ..backbones import SOURCE_HEAD_NAME
 from ..mixing import mix_tensor, soft_cross_entropy
-from .base import LossInputs, LossTerms, TransferMethod, for_each_training_batch
+from .base import LossInputs, LossTerms, TransferMethod
+from .context import MethodContext, as_context, for_each_training_batch
+from .hyperparameters import HyperParameter
 from .registry import register_method
 
 
@@ -56,54 +58,52 @@ class CoTuning(TransferMethod):
         "Co-Tuning (You et al., 2020) also trains the source head against source labels translated from the "
         "target labels by a learned category relationship."
     )
-    hyperparameters = ("cotuning_lambda",)
+    hyperparameters = (
+        HyperParameter(
+            "cotuning_lambda", 2.3, "Co-Tuning: weight of the source-head term.", low=0, search=(0.1, 10.0), log=True,
+            doc="Co-Tuning: weight of the source-head cross-entropy against the translated source labels.",
+            reference="TLlib examples/task_adaptation/image_classification/co_tuning.py (trade-off 2.3)",
+        ),
+    )  # fmt: skip
     needs_source_head = True
 
-    def __init__(self, args):
-        super().__init__(args)
-        self.relationship: torch.Tensor | None = None
+    def __init__(self, *args, **hyperparameters):
+        super().__init__(*args, **hyperparameters)
+        self.register_buffer("relationship", None)  # R (K x S), None until computed (or loaded)
 
     @torch.no_grad()
-    def prepare(self, trainer) -> None:
+    def prepare(self, context: MethodContext) -> None:
         """Compute R with the student's current (pre-trained) backbone and source head, unless already known."""
         if self.relationship is not None:
             return
-        model = unwrap_model(trainer.model)
+        context = as_context(context)
+        model, adapter, device = context.model, context.adapter, context.device
         source_head = getattr(model, SOURCE_HEAD_NAME)
-        num_classes = trainer.adapter.head(model).out_features
-        device = trainer.args.device
+        num_classes = adapter.head(model).out_features
         sums = torch.zeros(num_classes, source_head.out_features, dtype=torch.float64, device=device)
         counts = torch.zeros(num_classes, dtype=torch.int64, device=device)
 
         def accumulate(pixel_values, labels):
-            logits = trainer.adapter.forward(model, pixel_values, source_head=source_head).source_logits
+            logits = adapter.forward(model, pixel_values, source_head=source_head).source_logits
             sums.index_add_(0, labels, F.softmax(logits.double(), dim=-1))
             counts.add_(torch.bincount(labels, minlength=num_classes))
 
         was_training = model.training
         model.eval()
         try:
-            for_each_training_batch(trainer, accumulate, desc="Co-Tuning: category relationship")
+            for_each_training_batch(context, accumulate, desc="Co-Tuning: category relationship")
         finally:
             model.train(was_training)
-        sums = trainer.accelerator.reduce(sums, reduction="sum")
-        counts = trainer.accelerator.reduce(counts, reduction="sum")
+        sums = context.reduce(sums, reduction="sum")
+        counts = context.reduce(counts, reduction="sum")
         self.relationship = relationship_from_sums(sums, counts).float()
 
     def loss_terms(self, inputs: LossInputs) -> LossTerms:
         if self.relationship is None:
-            raise RuntimeError("Co-Tuning's category relationship is not computed: call `prepare(trainer)` first.")
-        if self.relationship.device != inputs.labels.device:  # once, after a checkpoint was loaded on the CPU
-            self.relationship = self.relationship.to(inputs.labels.device)
+            raise RuntimeError("Co-Tuning's category relationship is not computed: call `prepare(context)` first.")
+        self.follow_device(inputs.labels.device)  # once, after a checkpoint was loaded on the CPU
         target = self.relationship[inputs.labels]
         if inputs.mix is not None:
             target = mix_tensor(target, inputs.mix)
         loss = soft_cross_entropy(inputs.student.source_logits.float(), target)
-        return {"cotuning": (self.args.cotuning_lambda, loss)}
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {} if self.relationship is None else {"relationship": self.relationship}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        if "relationship" in state:
-            self.relationship = state["relationship"].float()
+        return {"cotuning": (self.cotuning_lambda, loss)}

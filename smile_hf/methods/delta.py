@@ -35,7 +35,8 @@ model in eval mode and the global random state left untouched:
   4. z^j = (Delta^j - mean_c Delta^j) / std_c Delta^j (population std), a^j = softmax(z^j / 5)  (uniform if the
      std is 0).
 With several processes, the features of step 2 are gathered from all processes and Delta is averaged over
-processes, so every process uses the same attention. The attention is saved in checkpoints (`method.attention.*`).
+processes, so every process uses the same attention. The attention is held in the regulariser's buffers and saved in
+checkpoints (`method.attention.*`).
 Two departures from TLlib, both towards the paper: TLlib sets `classifier.backbone.requires_grad = False`, a
 no-op on a Module, so its "frozen" classifier actually fine-tunes the backbone for 10 epochs; here the backbone is
 really frozen, which also lets its features be computed once. And TLlib zeroes a convolution's filter (the
@@ -58,11 +59,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..backbones import first_tensor, map_first_tensor, unwrap_model
-from .base import LossInputs, LossTerms, TransferMethod, for_each_training_batch, progress_disabled
-from .l2sp import head_penalty
+from ..backbones import first_tensor, map_first_tensor
+from .base import LossInputs, LossTerms, TransferMethod
+from .buffers import BufferList
+from .context import MethodContext, as_context, for_each_training_batch
+from .hyperparameters import HyperParameter
+from .l2sp import L2SP_BETA, head_penalty
 from .registry import register_method
 
+_TLLIB = "TLlib examples/task_adaptation/image_classification/delta.py"
 ATTENTION_LR = 0.01
 ATTENTION_MOMENTUM = 0.9
 ATTENTION_BATCH_SIZE = 32
@@ -211,30 +216,49 @@ class Delta(TransferMethod):
         "frozen pre-trained backbone, weighted by channel importance."
     )
     hyperparameters = (
-        "delta_alpha", "delta_attention", "delta_attention_batches", "delta_attention_epochs", "delta_num_layers",
-        "l2sp_beta",
+        HyperParameter(
+            "delta_alpha", 0.01, "DELTA: weight of the feature-map distance.", low=0, search=(1e-4, 1.0), log=True,
+            doc="DELTA: weight of the feature-map distance to the frozen pre-trained backbone.", reference=_TLLIB,
+        ),
+        HyperParameter(
+            "delta_attention", True, "DELTA: weight channels by their importance for the target task.", type=bool,
+            doc="DELTA: weight channels by their importance for the target task (computed once before training).",
+            reference=_TLLIB,
+        ),
+        HyperParameter(
+            "delta_attention_batches", 10, "DELTA: batches used to measure channel importance.", type=int, low=1,
+            doc="DELTA: batches used to measure each channel's importance.", reference=_TLLIB,
+        ),
+        HyperParameter(
+            "delta_attention_epochs", 10,
+            "DELTA: epochs of the linear classifier trained on frozen features for the attention.", type=int, low=1,
+            doc="DELTA: epochs of training of the linear classifier (on frozen pre-trained features) whose loss "
+            "increase measures each channel's importance (TLlib: 10).", reference=_TLLIB,
+        ),
+        HyperParameter(
+            "delta_num_layers", 4, "DELTA: number of last backbone stages regularised.", type=int, low=1,
+            doc="DELTA: number of backbone stages (counted from the last) whose outputs are regularised.",
+            reference=_TLLIB,
+        ),
+        L2SP_BETA,
     )  # fmt: skip
     needs_teacher = True
     ema_teacher = False
     teacher_sees_mix = True
     needs_hidden_states = True
 
-    def __init__(self, args):
-        super().__init__(args)
-        self.attention: list[torch.Tensor] | None = None
-        self.teacher = None
-
-    def setup(self, trainer) -> None:
-        self.teacher = trainer.teacher
+    def __init__(self, *args, **hyperparameters):
+        super().__init__(*args, **hyperparameters)
+        self.attention = BufferList()  # a^j of each regularised layer; empty until computed (or loaded)
 
     def num_layers(self, num_hidden_maps: int) -> int:
         """How many layers are regularised: the last `delta_num_layers` hidden maps (fewer if the model has fewer)."""
-        return min(self.args.delta_num_layers, num_hidden_maps)
+        return min(self.delta_num_layers, num_hidden_maps)
 
-    def stage_indices(self, pixel_values: torch.Tensor) -> list[int]:
+    def stage_indices(self, teacher, pixel_values: torch.Tensor) -> list[int]:
         """Indices of the stages whose outputs are the regularised hidden maps (the last ones: a model's hidden
         states end with its last stage's output)."""
-        adapter, model = self.teacher.adapter, self.teacher.model
+        adapter, model = teacher.adapter, teacher.model
         num_stages = len(adapter.stages(model))
         num_maps = len(adapter.forward(model, pixel_values[:1], output_hidden_states=True).hidden_maps)
         if num_maps > num_stages:
@@ -242,50 +266,44 @@ class Delta(TransferMethod):
         return list(range(num_stages - self.num_layers(num_maps), num_stages))
 
     @torch.no_grad()
-    def prepare(self, trainer) -> None:
-        """Compute the channel attention (module docstring, steps 1-4) unless it is already known."""
-        if self.attention is not None or not self.args.delta_attention:
+    def prepare(self, context: MethodContext) -> None:
+        """Compute the channel attention (module docstring, steps 1-4) with `context.teacher`, unless it is already
+        known."""
+        if len(self.attention) or not self.delta_attention:
             return
-        self.setup(trainer)
-        adapter, model = self.teacher.adapter, self.teacher.model
+        context = as_context(context)
+        teacher = context.teacher
+        adapter, model = teacher.adapter, teacher.model
         features, labels = [], []
 
         def collect(pixel_values, batch_labels):
             features.append(adapter.forward(model, pixel_values).pooled.float())
             labels.append(batch_labels)
 
-        for_each_training_batch(trainer, collect, desc="DELTA: backbone features")
-        features = trainer.accelerator.gather(torch.cat(features))
-        labels = trainer.accelerator.gather(torch.cat(labels))
-        num_classes = adapter.head(unwrap_model(trainer.model)).out_features
-        head = train_linear_probe(features, labels, num_classes, self.args.delta_attention_epochs, self.args.seed)
+        for_each_training_batch(context, collect, desc="DELTA: backbone features")
+        features = context.gather(torch.cat(features))
+        labels = context.gather(torch.cat(labels))
+        num_classes = adapter.head(context.model).out_features
+        head = train_linear_probe(features, labels, num_classes, self.delta_attention_epochs, context.seed)
 
         batches = []
-        for_each_training_batch(trainer, lambda x, y: batches.append((x, y)), self.args.delta_attention_batches)
-        indices = self.stage_indices(batches[0][0])
-        importance = channel_importance(self.teacher, head, indices, batches, progress=not progress_disabled(trainer))
-        importance = [trainer.accelerator.reduce(i, reduction="mean") for i in importance]
-        self.attention = [attention_from_importance(i) for i in importance]
+        for_each_training_batch(context, lambda x, y: batches.append((x, y)), self.delta_attention_batches)
+        indices = self.stage_indices(teacher, batches[0][0])
+        importance = channel_importance(teacher, head, indices, batches, progress=context.show_progress)
+        for layer_importance in importance:
+            self.attention.append(attention_from_importance(context.reduce(layer_importance, reduction="mean")))
 
     def loss_terms(self, inputs: LossInputs) -> LossTerms:
-        if self.args.delta_attention and self.attention is None:
-            raise RuntimeError("DELTA's channel attention is not computed: call `prepare(trainer)` first.")
+        attention = self.attention if len(self.attention) else None
+        if self.delta_attention and attention is None:
+            raise RuntimeError("DELTA's channel attention is not computed: call `prepare(context)` first.")
         num_layers = self.num_layers(len(inputs.student.hidden_maps))
-        if self.attention is not None and len(self.attention) != num_layers:
-            raise ValueError(f"DELTA has attention for {len(self.attention)} layers but regularises {num_layers}.")
-        if self.attention is not None and self.attention[0].device != inputs.labels.device:
-            self.attention = [a.to(inputs.labels.device) for a in self.attention]  # once, after a checkpoint load
+        if attention is not None and len(attention) != num_layers:
+            raise ValueError(f"DELTA has attention for {len(attention)} layers but regularises {num_layers}.")
+        self.follow_device(inputs.labels.device)
         student_maps = inputs.student.hidden_maps[-num_layers:]
         teacher_maps = inputs.teacher.hidden_maps[-num_layers:]
         return {
-            "delta": (self.args.delta_alpha, behavioral_distance(student_maps, teacher_maps, self.attention)),
-            "head": (self.args.l2sp_beta, head_penalty(inputs)),
+            "delta": (self.delta_alpha, behavioral_distance(student_maps, teacher_maps, attention)),
+            "head": (self.l2sp_beta, head_penalty(inputs)),
         }
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {} if self.attention is None else {f"attention.{j}": a for j, a in enumerate(self.attention)}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        keys = sorted((k for k in state if k.startswith("attention.")), key=lambda k: int(k.split(".")[1]))
-        if keys:
-            self.attention = [state[k].float() for k in keys]

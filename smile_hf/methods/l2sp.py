@@ -13,8 +13,8 @@ decay 0: set `weight_decay=0` to reproduce it). The RIFLE reference uses the sam
 PaddleTransfer's unsquared per-tensor norms are a different penalty and not offered.
 
 w0 is a snapshot of the student's backbone taken once, when training starts (before any checkpoint is loaded),
-kept on this method object (not in the optimizer) and saved in every checkpoint, so that a resumed run keeps the
-true starting point. Frozen parameters (`requires_grad=False`) are left out: their term is a constant.
+held in the regulariser's buffers (`w0.<parameter name>`, not in the optimizer) and saved in every checkpoint, so that
+a resumed run keeps the true starting point. Frozen parameters (`requires_grad=False`) are left out: their term is a constant.
 
 Under mixing the penalty does not depend on the inputs and is unchanged.
 """
@@ -23,9 +23,18 @@ from __future__ import annotations
 
 import torch
 
-from ..backbones import unwrap_model
 from .base import LossInputs, LossTerms, TransferMethod, half_squared_norm
+from .buffers import BufferDict
+from .context import MethodContext, as_context
+from .hyperparameters import HyperParameter
 from .registry import register_method
+
+_TLLIB = "TLlib examples/task_adaptation/image_classification/delta.py --regularization-type l2_sp"
+L2SP_BETA = HyperParameter(
+    "l2sp_beta", 0.01, "L2-SP and DELTA: weight of 1/2 ||w||^2 on the new head.", low=0, search=(1e-4, 1.0), log=True,
+    doc="L2-SP, DELTA: weight of 1/2 ||w||^2 on the new head.", reference=_TLLIB,
+)
+"""The weight of the head penalty, shared by L2-SP and DELTA."""
 
 
 def trainable_backbone_parameters(adapter, model) -> dict[str, torch.nn.Parameter]:
@@ -33,7 +42,7 @@ def trainable_backbone_parameters(adapter, model) -> dict[str, torch.nn.Paramete
     return {name: p for name, p in adapter.backbone_named_parameters(model) if p.requires_grad}
 
 
-def starting_point_distance(params: dict[str, torch.Tensor], start: dict[str, torch.Tensor]) -> torch.Tensor:
+def starting_point_distance(params: dict[str, torch.Tensor], start: BufferDict) -> torch.Tensor:
     """Omega_SP = 1/2 sum over tensors of ||w - w0||^2 (float32 accumulation)."""
     if params.keys() != start.keys():
         missing = sorted(params.keys() ^ start.keys())[:3]
@@ -60,43 +69,44 @@ class L2SP(TransferMethod):
         "L2-SP (Li, Grandvalet, Davoine, 2018) penalises the squared distance of the backbone to its pre- "
         "trained weights and the squared norm of the new head."
     )
-    hyperparameters = ("l2sp_alpha", "l2sp_beta")
+    hyperparameters = (
+        HyperParameter(
+            "l2sp_alpha", 0.01, "L2-SP: weight of 1/2 ||w - w0||^2 on the backbone.", low=0, search=(1e-4, 1.0),
+            log=True, doc="L2-SP: weight of 1/2 ||w - w0||^2 on the pre-trained backbone weights.", reference=_TLLIB,
+        ),
+        L2SP_BETA,
+    )  # fmt: skip
 
-    def __init__(self, args):
-        super().__init__(args)
-        self.starting_point: dict[str, torch.Tensor] = {}
+    def __init__(self, *args, **hyperparameters):
+        super().__init__(*args, **hyperparameters)
+        self.w0 = BufferDict()
 
-    def setup(self, trainer) -> None:
-        if self.starting_point:
+    @property
+    def starting_point(self) -> BufferDict:
+        """w0, by backbone parameter name (empty before `setup`)."""
+        return self.w0
+
+    def setup(self, context: MethodContext) -> None:
+        """Snapshot the trainable backbone parameters as w0 (unless already taken)."""
+        if len(self.w0):
             return
-        params = trainable_backbone_parameters(trainer.adapter, unwrap_model(trainer.model))
-        self.starting_point = {name: p.detach().clone() for name, p in params.items()}
+        context = as_context(context)
+        for name, p in trainable_backbone_parameters(context.adapter, context.model).items():
+            self.w0[name] = p.detach().clone()
 
     def loss_terms(self, inputs: LossInputs) -> LossTerms:
-        if not self.starting_point:
-            raise RuntimeError("L2-SP has no starting point: SmileTrainer.train() calls `setup` before training.")
+        if not len(self.w0):
+            raise RuntimeError("L2-SP has no starting point: call `setup(context)` before training (SmileTrainer.train does).")
         params = trainable_backbone_parameters(inputs.adapter, inputs.model)
-        self._follow_devices(params)
+        self.follow_device(next(iter(params.values())).device)
         return {
-            "sp": (self.args.l2sp_alpha, starting_point_distance(params, self.starting_point)),
-            "head": (self.args.l2sp_beta, head_penalty(inputs)),
+            "sp": (self.l2sp_alpha, starting_point_distance(params, self.w0)),
+            "head": (self.l2sp_beta, head_penalty(inputs)),
         }
 
-    def _follow_devices(self, params: dict[str, torch.Tensor]) -> None:
-        """Move w0 next to the parameters once (a checkpoint's state is loaded on the CPU)."""
-        for name, p in params.items():
-            start = self.starting_point.get(name)
-            if start is not None and start.device != p.device:
-                self.starting_point[name] = start.to(p.device)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {f"w0.{name}": t for name, t in self.starting_point.items()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        loaded = {k[len("w0.") :]: v for k, v in state.items() if k.startswith("w0.")}
-        if not loaded:
-            return
-        if self.starting_point and loaded.keys() != self.starting_point.keys():
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """`nn.Module.load_state_dict`, refusing in one line a starting point of another backbone."""
+        loaded = {k[len("w0.") :] for k in state_dict if k.startswith("w0.")}
+        if len(self.w0) and loaded and loaded != set(self.w0.keys()):
             raise ValueError("The checkpoint's L2-SP starting point does not match this model's backbone.")
-        devices = {name: t.device for name, t in self.starting_point.items()}
-        self.starting_point = {name: t.to(devices.get(name, t.device), copy=True) for name, t in loaded.items()}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)

@@ -1,8 +1,8 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
-"""The registry of transfer-learning methods and the grammar of the `method` argument.
+"""The registry of regularisers and the grammar of a method spec (the `method` argument).
 
-A method string is a regulariser (`"smile"`, `"l2sp"`...), a mixing strategy (`"mixup"`: fine-tuning with mixup) or
-both joined by `+` (`"l2sp+cutmix"`). Methods register themselves with [`register_method`] when their module is
+A method spec is a regulariser (`"smile"`, `"l2sp"`...), a mixing strategy (`"mixup"`: fine-tuning with mixup) or
+both joined by `+` (`"l2sp+cutmix"`). Regularisers register themselves with [`register_method`] when their module is
 imported; `smile_hf.methods` imports the built-in ones.
 """
 
@@ -10,21 +10,61 @@ from __future__ import annotations
 
 from typing import Any
 
+from torch import nn
+
 from ..mixing import MIXING_HYPERPARAMETERS, MIXING_STRATEGIES, MIXING_TITLES
 from .base import TransferMethod
+from .hyperparameters import HyperParameter
 
 METHODS: dict[str, type[TransferMethod]] = {}
-"""Every registered method class, by its `name`."""
+"""Every registered regulariser class, by its `name`."""
 
 
-def register_method(cls: type[TransferMethod]) -> type[TransferMethod]:
-    """Class decorator that makes a method selectable by `SmileTrainingArguments.method`."""
-    METHODS[cls.name] = cls
+def register_method(cls: type[TransferMethod] | None = None, *, replace: bool = False):
+    """Class decorator that makes a regulariser selectable in a method spec (`SmileTrainingArguments.method`).
+
+    `@register_method` or `@register_method(replace=True)`. A name already registered is a `ValueError` unless
+    `replace=True`; so is a hyperparameter whose name another regulariser declares differently (share the same
+    [`HyperParameter`] object instead, as DELTA shares L2-SP's `l2sp_beta`) or that shadows an attribute of the class.
+    The hyperparameters of a regulariser registered after `smile_hf` was imported are fields of
+    `SmileTrainingArguments.with_methods()`.
+    """
+    if cls is None:
+        return lambda c: register_method(c, replace=replace)
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name or "+" in name:
+        raise ValueError(f"{cls.__name__} needs a class attribute `name`: a non-empty string without '+'.")
+    if name in METHODS and not replace:
+        taken = METHODS[name]
+        raise ValueError(
+            f"Method name '{name}' is already registered by {taken.__module__}.{taken.__qualname__}: choose another "
+            "`name`, or pass `replace=True` to `register_method` to replace it."
+        )
+    _check_declarations(cls, {n: c for n, c in METHODS.items() if n != name})
+    METHODS[name] = cls
     return cls
 
 
+def _check_declarations(cls: type[TransferMethod], others: dict[str, type[TransferMethod]]) -> None:
+    declared = {h.name: (n, h) for n, c in others.items() for h in c.hyperparameters}
+    for hyperparameter in cls.hyperparameters:
+        if hasattr(cls, hyperparameter.name) or hyperparameter.name in vars(nn.Module()):
+            raise ValueError(f"Hyperparameter `{hyperparameter.name}` of '{cls.name}' shadows an attribute of the class.")
+        owner, other = declared.get(hyperparameter.name, (None, hyperparameter))
+        if other != hyperparameter:
+            raise ValueError(
+                f"Hyperparameter `{hyperparameter.name}` of '{cls.name}' differs from the one '{owner}' declares: "
+                "declare it under another name, or reuse that HyperParameter."
+            )
+
+
+def declared_hyperparameters() -> dict[str, HyperParameter]:
+    """The hyperparameters of every registered regulariser, by name, in registration and declaration order."""
+    return {h.name: h for cls in METHODS.values() for h in cls.hyperparameters}
+
+
 def parse_method(method: str) -> tuple[str, str | None]:
-    """Split a method string into (regulariser, mixing strategy or None).
+    """Split a method spec into (regulariser, mixing strategy or None).
 
     `"smile"` -> ("smile", "mixup"); `"mixup"` -> ("finetune", "mixup"); `"l2sp+cutmix"` -> ("l2sp", "cutmix").
     """
@@ -36,33 +76,34 @@ def parse_method(method: str) -> tuple[str, str | None]:
         raise ValueError(
             f"Unknown `method` '{method}'. Use a regulariser, a mixing strategy or 'regulariser+mixing' ({known})."
         )
-    regularizer = parts[0]
-    return regularizer, parts[1] if len(parts) == 2 else METHODS[regularizer].default_mixing
+    regulariser = parts[0]
+    return regulariser, parts[1] if len(parts) == 2 else METHODS[regulariser].default_mixing
 
 
 def get_method_class(method: str) -> type[TransferMethod]:
-    """The class of the regulariser named by a method string."""
+    """The class of the regulariser named by a method spec."""
     return METHODS[parse_method(method)[0]]
 
 
 def build_method(args) -> TransferMethod:
-    """Instantiate the regulariser named by `args.method`."""
-    return get_method_class(args.method)(args)
+    """The regulariser of the method spec `args.method`, with the hyperparameters of `args`."""
+    return get_method_class(args.method).from_args(args)
 
 
 def method_title(method: str) -> str:
-    """Readable name of a method string (`"smile"` -> "SMILE (...)", `"l2sp+mixup"` -> "L2-SP with mixup")."""
-    regularizer, mixing = parse_method(method)
-    cls = METHODS[regularizer]
+    """Readable name of a method spec (`"smile"` -> "SMILE (...)", `"l2sp+mixup"` -> "L2-SP with mixup")."""
+    regulariser, mixing = parse_method(method)
+    cls = METHODS[regulariser]
     if mixing is None or mixing == cls.default_mixing:
         return cls.title
-    if regularizer == "finetune":
+    if regulariser == "finetune":
         return f"fine-tuning with {MIXING_TITLES[mixing]}"
     return f"{cls.title} with {MIXING_TITLES[mixing]}"
 
 
 def method_hyperparameters(args) -> dict[str, Any]:
-    """The arguments of `args` (a `SmileTrainingArguments`) that the chosen method and its mixing read."""
-    regularizer, mixing = parse_method(args.method)
-    names = ["method", *METHODS[regularizer].hyperparameters, *MIXING_HYPERPARAMETERS.get(mixing, ())]
+    """The model card's list: the method spec and the values in `args` (a `SmileTrainingArguments`) of the
+    hyperparameters its regulariser declares and its mixing strategy reads."""
+    regulariser, mixing = parse_method(args.method)
+    names = ["method", *(h.name for h in METHODS[regulariser].hyperparameters), *MIXING_HYPERPARAMETERS.get(mixing, ())]
     return {name: getattr(args, name) for name in names if hasattr(args, name)}

@@ -26,10 +26,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
-from transformers import TrainerCallback
 
-from ..backbones import unwrap_model
 from .base import TransferMethod
+from .context import MethodContext
+from .hyperparameters import HyperParameter
 from .registry import register_method
 
 
@@ -51,25 +51,6 @@ def reinitialize_linear(head: nn.Linear, seed: int) -> None:
         head.bias.copy_(fresh.bias)
 
 
-class RifleCallback(TrainerCallback):
-    """Re-initialises the student's head after each scheduled optimizer step."""
-
-    def __init__(self, trainer, num_reinits: int):
-        self.trainer = trainer
-        self.num_reinits = num_reinits
-        self.steps: list[int] = []
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.steps = reinit_steps(state.max_steps, self.num_reinits)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step in self.steps:
-            model = unwrap_model(self.trainer.model)
-            seed = int(np.random.SeedSequence([args.seed, state.global_step]).generate_state(1)[0])
-            for offset, head in enumerate(self.trainer.adapter.classifiers(model)):  # two for distilled models
-                reinitialize_linear(head, seed + offset)
-
-
 @register_method
 class Rifle(TransferMethod):
     """RIFLE (see the module docstring for the schedule and the reference)."""
@@ -83,7 +64,17 @@ class Rifle(TransferMethod):
     description = (
         "RIFLE (Li et al., 2020) re-initialises the new head a few times during fine-tuning."
     )
-    hyperparameters = ("rifle_num_reinits",)
+    hyperparameters = (
+        HyperParameter(
+            "rifle_num_reinits", 1, "RIFLE: number of re-initialisations of the head.", type=int, low=0,
+            search=(1, 3), doc="RIFLE: how many times the new head is re-initialised, evenly spaced over training.",
+            reference="lixingjian/RIFLE train.py",
+        ),
+    )  # fmt: skip
 
-    def callbacks(self, trainer) -> list[TrainerCallback]:
-        return [RifleCallback(trainer, self.args.rifle_num_reinits)]
+    def on_step_end(self, context: MethodContext, step: int, max_steps: int) -> None:
+        """Re-initialise the new head(s) if optimizer step `step` (1-based) of `max_steps` is a scheduled one."""
+        if step in reinit_steps(max_steps, self.rifle_num_reinits):
+            seed = int(np.random.SeedSequence([context.seed, step]).generate_state(1)[0])
+            for offset, head in enumerate(context.adapter.classifiers(context.model)):  # two for distilled models
+                reinitialize_linear(head, seed + offset)

@@ -20,7 +20,14 @@ import torch
 from ..backbones import SOURCE_HEAD_NAME
 from ..mixing import mix_tensor, soft_cross_entropy
 from .base import LossInputs, LossTerms, TransferMethod, half_squared_norm
+from .hyperparameters import HyperParameter
 from .registry import register_method
+
+# The reference recipe of SMILE (PaddlePaddle/Research, CV/SMILE/finetune.py): 9000 iterations in all, the last 1000
+# plain fine-tuning.
+REFERENCE_TOTAL_STEPS = 9000
+REFERENCE_FINAL_FINETUNE_FRACTION = 1000 / REFERENCE_TOTAL_STEPS
+_REFERENCE = "SMILE reference (PaddlePaddle/Research, CV/SMILE/finetune.py)"
 
 
 def feature_mixup_distance(student_map: torch.Tensor, teacher_map: torch.Tensor, mix) -> torch.Tensor:
@@ -50,8 +57,43 @@ class Smile(TransferMethod):
         "from the pre-trained model. The last part of training is plain fine-tuning."
     )
     hyperparameters = (
-        "reg_lambda", "aux_lambda", "cls_lambda", "ema_decay", "ema_update_every", "ema_buffers",
-        "final_finetune_fraction",
+        HyperParameter(
+            "reg_lambda", 0.01, "SMILE: weight of the feature mixup term L_reg.", low=0, search=(1e-3, 1.0), log=True,
+            doc="Weight of the sample-to-feature mixup term `L_reg` (distance between the student's feature map of "
+            "the mixed image and the mix of the teacher's feature maps).", reference=_REFERENCE,
+        ),
+        HyperParameter(
+            "aux_lambda", 0.1, "SMILE: weight of the auxiliary-head term L_aux.", low=0, search=(1e-2, 1.0), log=True,
+            doc="Weight of the auxiliary-head term `L_aux` (soft cross-entropy of the mixed teacher source "
+            "probabilities).", reference=_REFERENCE,
+        ),
+        HyperParameter(
+            "cls_lambda", 1e-4, "SMILE: weight of L_cls (1/2 squared norm of both heads).", low=0,
+            search=(1e-6, 1e-2), log=True, doc="Weight of `L_cls`, half the squared L2 norm of both heads' "
+            "parameters.", reference=_REFERENCE,
+        ),
+        HyperParameter(
+            "ema_decay", 0.999, "SMILE: decay of the EMA (mean) teacher, in [0, 1].", low=0, high=1,
+            search=(0.99, 0.9999), doc="Decay d of the mean teacher: `teacher <- d * teacher + (1 - d) * student` "
+            "(backbone parameters only).", reference=_REFERENCE,
+        ),
+        HyperParameter(
+            "ema_update_every", 10, "SMILE: optimizer steps between EMA updates.", type=int, low=1,
+            doc="Optimizer steps between two EMA updates of the teacher. Use 1 with `ema_decay=0.999**0.1` for a "
+            "per-step EMA with the same effective decay.", reference=_REFERENCE,
+        ),
+        HyperParameter(
+            "ema_buffers", False, "SMILE: also average BatchNorm running statistics (the reference does not).",
+            type=bool, doc="Also average floating-point buffers (BatchNorm running statistics). The reference does "
+            "not.", reference=_REFERENCE,
+        ),
+        HyperParameter(
+            "final_finetune_fraction", REFERENCE_FINAL_FINETUNE_FRACTION,
+            "SMILE: fraction of steps at the end trained with plain fine-tuning (reference: 1000/9000).", low=0,
+            high=1, high_open=True, search=(0.0, 0.3), doc="Fraction of the training steps, at the end, trained "
+            "with plain fine-tuning (no mixing, no teacher, no EMA): the reference trains the last 1000 of 9000 "
+            "iterations so.", reference=_REFERENCE,
+        ),
     )  # fmt: skip
     default_mixing = "mixup"
     dominant_mix = True
@@ -62,16 +104,16 @@ class Smile(TransferMethod):
 
     def loss_terms(self, inputs: LossInputs) -> LossTerms:
         heads = (inputs.adapter.head(inputs.model), getattr(inputs.model, SOURCE_HEAD_NAME))
-        terms = {"cls": (self.args.cls_lambda, half_squared_norm(p for h in heads for p in h.parameters()))}
+        terms = {"cls": (self.cls_lambda, half_squared_norm(p for h in heads for p in h.parameters()))}
         if inputs.final_phase:
             return terms
         teacher_probs = torch.softmax(inputs.teacher.logits.float(), dim=-1)
         terms["aux"] = (
-            self.args.aux_lambda,
+            self.aux_lambda,
             soft_cross_entropy(inputs.student.source_logits.float(), mix_tensor(teacher_probs, inputs.mix)),
         )
         terms["reg"] = (
-            self.args.reg_lambda,
+            self.reg_lambda,
             feature_mixup_distance(inputs.student.feature_map, inputs.teacher.feature_map, inputs.mix),
         )
         return terms
