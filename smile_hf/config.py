@@ -10,6 +10,7 @@ from typing import Any
 from transformers import TrainingArguments
 from transformers.utils import logging
 
+from .calibration import CALIBRATIONS
 from .guard import NAN_POLICIES
 from .methods import parse_method
 
@@ -50,7 +51,7 @@ RUN_DEFINING_STOCK_FIELDS = (
 )  # fmt: skip
 """The `TrainingArguments` fields that change the trained weights (with every field SmileTrainingArguments adds but
 the failure policy and the output options): two runs that agree on them train the same model."""
-_NOT_RUN_DEFINING = ("nan_policy", "max_consecutive_skips", "overwrite_output_dir", "reference_recipe")
+_NOT_RUN_DEFINING = ("nan_policy", "max_consecutive_skips", "overwrite_output_dir", "reference_recipe", "calibration")
 
 
 def _unset_help(name: str, text: str) -> str:
@@ -103,6 +104,11 @@ class SmileTrainingArguments(TrainingArguments):
             (step decay of the reference: 6666/9000). Requires `lr_scheduler_type="constant"`.
         lr_step_gamma (`float`, *optional*, defaults to `0.1`):
             Factor of the single learning-rate step.
+        calibration (`str`, *optional*, defaults to `"none"`):
+            `"temperature"`: the model must be calibrated before it is saved, with
+            `trainer.calibrate(validation_dataset)` (one temperature fitted on a split that is neither trained nor
+            evaluated on, folded into the exported head: see [`smile_hf.calibration`]); `save_model` refuses an
+            uncalibrated model. Off by default: it needs a split of its own, and changes the exported probabilities.
 
         > Parameters that control mixing
 
@@ -260,6 +266,12 @@ class SmileTrainingArguments(TrainingArguments):
         metadata={"help": "Multiply the lr by lr_step_gamma once after this fraction of training (needs constant lr)."},
     )
     lr_step_gamma: float = field(default=0.1, metadata={"help": "Factor of the single learning-rate step."})
+    calibration: str = field(
+        default="none",
+        metadata={"help": "'temperature': fit one temperature on a validation split after training and fold it into "
+                  "the exported head (calibrated probabilities from pipeline()); 'none': no calibration.",
+                  "choices": list(CALIBRATIONS)},
+    )  # fmt: skip
 
     # ---- mixing ---------------------------------------------------------------------------------------------
     mixup_alpha: float = field(
@@ -368,6 +380,8 @@ class SmileTrainingArguments(TrainingArguments):
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
         if self.nan_policy not in NAN_POLICIES:
             raise ValueError(f"`nan_policy` must be one of {NAN_POLICIES}, got '{self.nan_policy}'.")
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"`calibration` must be one of {CALIBRATIONS}, got '{self.calibration}'.")
         if self.max_consecutive_skips < 0:
             raise ValueError(f"`max_consecutive_skips` must be >= 0, got {self.max_consecutive_skips}.")
         if self.rifle_num_reinits < 0:
