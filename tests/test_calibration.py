@@ -29,14 +29,6 @@ from smile_hf.metrics import calibration_bins, expected_calibration_error, softm
 from .testing_utils import IMAGE_SIZE, random_image_dataset, source_and_student, tiny_model, training_device_args
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def sampled_logits(n=4000, classes=5, true_temperature=2.5, seed=0):
     """Logits whose labels are drawn from softmax(logits / true_temperature): the NLL-optimal T is near it."""
     rng = np.random.default_rng(seed)
