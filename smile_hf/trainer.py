@@ -149,6 +149,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         self._metrics: dict[str, list[torch.Tensor]] = defaultdict(list)  # training loss terms since the last log
         self._micro_position = (-1, 0)
         self._method_ready = False
+        self.calibration: CalibrationResult | None = None  # set by `calibrate`
 
     # ---- models -----------------------------------------------------------------------------------------------
 

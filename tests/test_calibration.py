@@ -26,7 +26,15 @@ from smile_hf.calibration import (
 )
 from smile_hf.metrics import calibration_bins, expected_calibration_error, softmax
 
-from .testing_utils import IMAGE_SIZE, random_image_dataset, source_and_student, tiny_model, training_device_args
+from .example_scripts import load_example
+from .testing_utils import (
+    IMAGE_SIZE,
+    random_image_dataset,
+    script_device_args,
+    source_and_student,
+    tiny_model,
+    training_device_args,
+)
 
 
 def sampled_logits(n=4000, classes=5, true_temperature=2.5, seed=0):
@@ -220,3 +228,19 @@ def test_trainer_calibrate(tmp_path):
 def test_calibration_argument_is_checked():
     with pytest.raises(ValueError, match="`calibration` must be one of"):
         SmileTrainingArguments(output_dir="x", calibration="isotonic")
+
+
+def test_run_script_refuses_calibration_without_a_validation_split(tmp_path, monkeypatch):
+    """The run script's data has a training and an evaluation split only: `--calibration temperature` is one error
+    line before any training, never a temperature fitted on the evaluation split."""
+    run_smile = load_example("run_smile")
+
+    def fail(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(SmileTrainer, "train", fail)
+    common = ["--dataset", "digits", "--output_dir", str(tmp_path), "--report_to", "none", "--calibration", "temperature"]
+    with pytest.raises(run_smile.InputError, match="held out of both training and evaluation, and this data has only"):
+        run_smile.main([*common, "--max_steps", "1", "--train_samples_per_class", "2", *script_device_args()])
+    with pytest.raises(run_smile.InputError, match="--calibration calibrates a model after training"):
+        run_smile.parse_args([*common, "--do_train", "False", "--do_eval", "--model_name_or_path", str(tmp_path)])
