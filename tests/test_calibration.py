@@ -219,6 +219,9 @@ def test_trainer_calibrate(tmp_path):
     assert logged[-1]["calibration_ece_after"] == pytest.approx(result.ece_after)
     assert (tmp_path / RELIABILITY_FILE).is_file() == (importlib.util.find_spec("matplotlib") is not None)
     trainer.save_model()  # calibrated: saved
+    trainer.create_model_card()
+    card = (tmp_path / "README.md").read_text()
+    assert f"temperature T = {result.temperature:.4g}" in card and f"{100 * result.ece_after:.2f}%" in card
     loaded = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
     with torch.no_grad():
         exported = loaded(pixel_values=validation[:]["pixel_values"]).logits.numpy()
