@@ -9,7 +9,8 @@ feature map): the analysis of the SMILE paper, defined in `smile_hf.analysis`.
 A RUN_DIR is the output folder of `examples/run_smile.py` (or one run of `compare_methods.py`) saved with its model
 (`--save_strategy` other than `no`; the source head is read from its last checkpoint). The data is rebuilt from its
 `run_config.json`. Each RUN_DIR gets `linearity.json`, `linearity.md` and `linearity.png`; the table of every run is
-printed, and written to `--output` (Markdown, with the results as JSON beside it) if given.
+printed (per run, then the mean over the runs of each method), and written to `--output` (Markdown, with the
+results as JSON and the plot of every method as PNG beside it) if given.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import os
 import sys
 
-from smile_hf.analysis import LAMBDAS, analyze_run, linearity_table, write_linearity
+from smile_hf.analysis import LAMBDAS, analyze_run, linearity_summary, linearity_table, plot_linearity, write_linearity
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,15 +53,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
         result = analyze_run(run_dir, splits, args.num_pairs, lambdas, args.seed, args.batch_size)
         print(f"{run_dir}: " + ", ".join(write_linearity(result, run_dir)), flush=True)
         results.append(result)
-    table = linearity_table(results)
+    table = linearity_table(results) + "\n\nMean over the runs of each method (± sample std):\n\n" + linearity_summary(results)
     print(table)
     if args.output:
+        stem = os.path.splitext(args.output)[0]
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(table + "\n")
-        with open(os.path.splitext(args.output)[0] + ".json", "w", encoding="utf-8") as f:
-            json.dump({"command": "python examples/analyze_linearity.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                       "runs": results}, f, indent=1)  # fmt: skip
+        command = "python examples/analyze_linearity.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        with open(stem + ".json", "w", encoding="utf-8") as f:
+            json.dump({"command": command, "runs": results}, f, indent=1)
+        try:
+            plot_linearity(results, stem + ".png", title="relative deviation from linearity, mean over runs")
+        except ImportError as error:
+            print(f"No plot: {error}", file=sys.stderr)
     return results
 
 

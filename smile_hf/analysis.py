@@ -257,6 +257,10 @@ TABLE_COLUMNS = (
 """The columns of [`linearity_table`]: (space, value, header)."""
 
 
+def _value(measured: dict[str, Any], space: str, key: str) -> float | None:
+    return measured["spaces"].get(space, {}).get(key)
+
+
 def linearity_table(results: Sequence[dict[str, Any]]) -> str:
     """A Markdown table of [`analyze_run`] results: one row per run and split, the mean over lambda of each value of
     [`TABLE_COLUMNS`] ("-" where the run has no such space)."""
@@ -264,18 +268,43 @@ def linearity_table(results: Sequence[dict[str, Any]]) -> str:
              "|---|---|---|" + "---:|" * len(TABLE_COLUMNS)]  # fmt: skip
     for result in results:
         for split, measured in result["splits"].items():
-            cells = []
-            for space, key, _ in TABLE_COLUMNS:
-                value = measured["spaces"].get(space, {}).get(key)
-                cells.append("-" if value is None else f"{value:.4f}")
+            values = [_value(measured, space, key) for space, key, _ in TABLE_COLUMNS]
+            cells = ["-" if value is None else f"{value:.4f}" for value in values]
             name = os.path.basename(result["run"])
             lines.append(f"| {name} | {result['method']} | {split} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def plot_linearity(result: dict[str, Any], path: str) -> str:
-    """One panel per space: `relative(lambda)` of each split of an [`analyze_run`] result. Writes the PNG `path`
-    (needs matplotlib, imported here) and returns it."""
+def _by_method_and_split(results: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for result in results:
+        for split, measured in result["splits"].items():
+            groups.setdefault((result["method"], split), []).append(measured)
+    return groups
+
+
+def linearity_summary(results: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table of [`analyze_run`] results grouped by method and split: for each value of [`TABLE_COLUMNS`],
+    the mean over the group's runs (seeds) ± their sample standard deviation."""
+    lines = ["| method | split | runs | " + " | ".join(h for _, _, h in TABLE_COLUMNS) + " |",
+             "|---|---|---:|" + "---:|" * len(TABLE_COLUMNS)]  # fmt: skip
+    for (method, split), group in _by_method_and_split(results).items():
+        cells = []
+        for space, key, _ in TABLE_COLUMNS:
+            values = torch.tensor([v for m in group if (v := _value(m, space, key)) is not None], dtype=torch.float64)
+            if len(values) == 0:
+                cells.append("-")
+            else:
+                spread = f" ± {float(values.std()):.4f}" if len(values) > 1 else ""
+                cells.append(f"{float(values.mean()):.4f}{spread}")
+        lines.append(f"| {method} | {split} | {len(group)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_linearity(results: Sequence[dict[str, Any]], path: str, title: str = "") -> str:
+    """One panel per space: `relative(lambda)` of each method (one color; the mean over its runs) and split (train
+    solid, eval dashed) of [`analyze_run`] results. Writes the PNG `path` (needs matplotlib, imported here) and
+    returns it."""
     try:
         import matplotlib
     except ImportError as error:
@@ -283,17 +312,23 @@ def plot_linearity(result: dict[str, Any], path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    spaces = [s for s in SPACES if any(s in m["spaces"] for m in result["splits"].values())]
-    fig, axes = plt.subplots(1, len(spaces), figsize=(3.6 * len(spaces), 3.2), squeeze=False)
+    groups = _by_method_and_split(results)
+    spaces = [s for s in SPACES if any(s in m["spaces"] for group in groups.values() for m in group)]
+    methods = list(dict.fromkeys(method for method, _ in groups))
+    fig, axes = plt.subplots(1, len(spaces), figsize=(3.6 * len(spaces), 3.4), squeeze=False)
     for ax, space in zip(axes[0], spaces):
-        for split, measured in result["splits"].items():
-            if space in measured["spaces"]:
-                ax.plot(measured["lambdas"], measured["spaces"][space]["relative"], marker="o", markersize=3, label=split)
+        for (method, split), group in groups.items():
+            curves = [m["spaces"][space]["relative"] for m in group if space in m["spaces"]]
+            if curves:
+                mean = torch.tensor(curves, dtype=torch.float64).mean(dim=0).tolist()
+                ax.plot(group[0]["lambdas"], mean, color=f"C{methods.index(method)}", marker="o", markersize=3,
+                        linestyle="-" if split == "train" else "--", label=f"{method} {split}")  # fmt: skip
         ax.set(title=f"{space} ({SPACES[space]})", xlabel="lambda", ylabel="deviation / scale")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{os.path.basename(result['run'])} ({result['method']})", fontsize=10)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
@@ -309,14 +344,16 @@ def write_linearity(result: dict[str, Any], output_dir: str) -> list[str]:
     with open(paths[1], "w", encoding="utf-8") as f:
         f.write(linearity_table([result]) + "\n")
     try:
-        paths.append(plot_linearity(result, os.path.join(output_dir, "linearity.png")))
+        title = f"{os.path.basename(result['run'])} ({result['method']})"
+        paths.append(plot_linearity([result], os.path.join(output_dir, "linearity.png"), title))
     except ImportError as error:
         logger.warning(f"No linearity plot: {error}")
     return paths
 
 
 __all__ = [
-    "LAMBDAS", "SPACES", "TABLE_COLUMNS", "analyze_run", "deviation_from_linearity", "distance", "linearity_table",
+    "LAMBDAS", "SPACES", "TABLE_COLUMNS", "analyze_run", "deviation_from_linearity", "distance", "linearity_summary",
+    "linearity_table",
     "load_source_head", "measure_linearity", "mixup_cross_entropy", "model_outputs", "plot_linearity", "random_pairs",
     "run_images", "write_linearity",
 ]  # fmt: skip

@@ -13,7 +13,9 @@ import torch
 from torch import nn
 
 from smile_hf.analysis import (
+    TABLE_COLUMNS,
     deviation_from_linearity,
+    linearity_summary,
     linearity_table,
     load_source_head,
     measure_linearity,
@@ -124,8 +126,22 @@ def test_script_on_a_saved_run(tmp_path):
         assert split["num_pairs"] == 6 and split["lambdas"] == [0.3, 0.5]
         assert set(split["spaces"]) == {"probabilities", "source_probabilities", "pooled", "feature_map"}
     table = output.read_text().splitlines()
-    assert len(table) == 4 and table[2].startswith("| run | smile | train |")
-    assert output.read_text().strip() == linearity_table(results)
+    assert len(table) == 11 and table[2].startswith("| run | smile | train |")
+    assert table[7:] == linearity_summary(results).splitlines() and table[:4] == linearity_table(results).splitlines()
+    assert table[9].startswith("| smile | train | 1 | ")  # one run: its values, no spread
+    assert (tmp_path / "table.png").is_file() == (importlib.util.find_spec("matplotlib") is not None)
     assert json.loads(output.with_suffix(".json").read_text())["runs"][0]["splits"] == written["splits"]
     with pytest.raises(SystemExit):
         analyze.main([str(tmp_path)])  # not a saved run: one argparse error
+
+
+def test_summary_is_the_mean_and_sample_std_over_runs():
+    def run(method, value):
+        measured = {"lambdas": [0.5], "spaces": {"pooled": {"mean_relative": value}}}
+        return {"run": f"r{value}", "method": method, "splits": {"eval": measured}}
+
+    rows = linearity_summary([run("smile", 0.1), run("smile", 0.3), run("finetune", 0.2)]).splitlines()
+    pooled = [h for _, _, h in TABLE_COLUMNS].index("pooled: rel.")
+    smile, finetune = (row.strip("|").split("|") for row in rows[2:])
+    assert smile[:3] == [" smile ", " eval ", " 2 "] and smile[3 + pooled].strip() == f"0.2000 ± {np.std([0.1, 0.3], ddof=1):.4f}"
+    assert finetune[3 + pooled].strip() == "0.2000" and smile[3].strip() == "-"
