@@ -39,13 +39,16 @@ import logging
 import os
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import safetensors.torch
 import torch
 from torch import nn
 
 from .backbones import BackboneAdapter, combine_heads
+
+if TYPE_CHECKING:
+    from .data import PreparedData
 
 logger = logging.getLogger(__name__)
 
@@ -198,28 +201,46 @@ def load_source_head(run_dir: str, model: nn.Module) -> nn.Module | None:
     return head.to(next(model.parameters()).device)
 
 
-def run_images(run_dir: str, split: str, num_images: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """`num_images` images (at most the split's size, drawn with `seed`) and their labels from split `"train"` or
-    `"eval"` of the data a run was trained on (rebuilt from its `run_config.json` with the run's seed), through the
-    evaluation transform the run exported (no augmentation, both splits)."""
-    from transformers import AutoImageProcessor
+RUN_DATA_ARGUMENTS = ("dataset", "train_dir", "validation_dir", "image_column", "label_column", "train_val_split",
+                      "max_train_samples", "max_eval_samples", "train_samples_per_class")  # fmt: skip
+"""The data arguments of a run's `run_config.json` that choose its examples."""
 
-    from .data import BatchTransform, ImageTransform, TransformConfig, collate, prepare_datasets
+
+def run_data(run_dir: str, **overrides: Any) -> PreparedData:
+    """The data a run was trained and evaluated on, rebuilt from its `run_config.json` (with the run's seed), images not
+    decoded and no transform attached. `overrides` replace data arguments (e.g. `train_samples_per_class=None`)."""
+    from .data import prepare_datasets
 
     with open(os.path.join(run_dir, "run_config.json"), encoding="utf-8") as f:
         config = json.load(f)
-    data_keys = ("dataset", "train_dir", "validation_dir", "image_column", "label_column", "train_val_split",
-                 "max_train_samples", "max_eval_samples", "train_samples_per_class")  # fmt: skip
-    data = prepare_datasets(
-        **{k: config["data"].get(k) for k in data_keys if config["data"].get(k) is not None},
-        num_labels=config["model"].get("num_labels"), seed=config["training"]["seed"], disable_tqdm=True,
+    arguments = {k: config["data"].get(k) for k in RUN_DATA_ARGUMENTS} | overrides
+    return prepare_datasets(
+        **{k: v for k, v in arguments.items() if v is not None}, num_labels=config["model"].get("num_labels"),
+        seed=config["training"]["seed"], disable_tqdm=True,
     )  # fmt: skip
-    dataset = {"train": data.train, "eval": data.eval}[split]
+
+
+def exported_images(run_dir: str, data: PreparedData, dataset, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The examples `indices` of `dataset` (a split of `data`) and their labels, through the evaluation transform the
+    run exported with its model (no augmentation, whatever the split)."""
+    from transformers import AutoImageProcessor
+
+    from .data import BatchTransform, ImageTransform, TransformConfig, collate
+
     transform = ImageTransform(TransformConfig.for_evaluation(AutoImageProcessor.from_pretrained(run_dir)), train=False)
-    dataset.set_transform(BatchTransform(transform, data.image_column, data.label_column, split))
-    chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:num_images]
-    batch = collate([dataset[int(i)] for i in chosen])
+    dataset = dataset.with_transform(BatchTransform(transform, data.image_column, data.label_column, "analysis"))
+    batch = collate([dataset[int(i)] for i in indices])
     return batch["pixel_values"], batch["labels"]
+
+
+def run_images(run_dir: str, split: str, num_images: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """`num_images` images (at most the split's size, drawn with `seed`) and their labels from split `"train"` or
+    `"eval"` of the data a run was trained on ([`run_data`]), through the evaluation transform the run exported
+    ([`exported_images`])."""
+    data = run_data(run_dir)
+    dataset = {"train": data.train, "eval": data.eval}[split]
+    chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:num_images]
+    return exported_images(run_dir, data, dataset, chosen.tolist())
 
 
 def analyze_run(
@@ -352,8 +373,8 @@ def write_linearity(result: dict[str, Any], output_dir: str) -> list[str]:
 
 
 __all__ = [
-    "LAMBDAS", "SPACES", "TABLE_COLUMNS", "analyze_run", "deviation_from_linearity", "distance", "linearity_summary",
-    "linearity_table",
-    "load_source_head", "measure_linearity", "mixup_cross_entropy", "model_outputs", "plot_linearity", "random_pairs",
-    "run_images", "write_linearity",
+    "LAMBDAS", "RUN_DATA_ARGUMENTS", "SPACES", "TABLE_COLUMNS", "analyze_run", "deviation_from_linearity", "distance",
+    "exported_images", "linearity_summary", "linearity_table", "load_source_head", "measure_linearity",
+    "mixup_cross_entropy", "model_outputs", "plot_linearity", "random_pairs", "run_data", "run_images",
+    "write_linearity",
 ]  # fmt: skip
