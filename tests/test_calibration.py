@@ -247,3 +247,27 @@ def test_run_script_refuses_calibration_without_a_validation_split(tmp_path, mon
         run_smile.main([*common, "--max_steps", "1", "--train_samples_per_class", "2", *script_device_args()])
     with pytest.raises(run_smile.InputError, match="--calibration calibrates a model after training"):
         run_smile.parse_args([*common, "--do_train", "False", "--do_eval", "--model_name_or_path", str(tmp_path)])
+
+
+def test_calibration_benchmark_on_a_saved_run(tmp_path):
+    """benchmarks/calibration.py on a tiny saved 3-shot run: T is fitted on the training images the run did not train
+    on, the evaluation scores before folding are those the run's Trainer reported (a second code path), and top-1 is
+    the same after."""
+    from benchmarks import calibration as benchmark
+
+    run_smile = load_example("run_smile")
+    run_dir = tmp_path / "run"
+    result = run_smile.main([
+        "--dataset", "digits", "--train_samples_per_class", "3", "--max_eval_samples", "40", "--method", "mixup",
+        "--max_steps", "2", "--per_device_train_batch_size", "8", "--save_strategy", "steps", "--save_steps", "100",
+        "--report_to", "none", "--disable_tqdm", "True", "--output_dir", str(run_dir), *script_device_args(),
+    ])  # fmt: skip
+    records = benchmark.main([str(run_dir), "--output", str(tmp_path / "calibration")])
+    (record,) = records
+    assert record["method"] == "mixup" and record["num_eval"] == 40
+    assert record["num_validation"] == 898 - 30  # digits' training half, less the 3 x 10 images trained on
+    assert record["eval_before"]["accuracy"] == pytest.approx(result["metrics"]["eval_accuracy"])
+    assert record["eval_before"]["ece"] == pytest.approx(result["metrics"]["eval_ece"], abs=1e-6)
+    assert record["eval_after"]["accuracy"] == record["eval_before"]["accuracy"]
+    assert (tmp_path / "calibration.md").read_text().startswith("| method | runs | T |")
+    assert json.loads((tmp_path / "calibration.json").read_text())["runs"][0]["fit"] == record["fit"]
