@@ -28,6 +28,7 @@ from smile_hf.metrics import calibration_bins, expected_calibration_error, softm
 
 from .example_scripts import load_example
 from .testing_utils import (
+    ALL_FAMILIES,
     IMAGE_SIZE,
     random_image_dataset,
     script_device_args,
@@ -271,3 +272,19 @@ def test_calibration_benchmark_on_a_saved_run(tmp_path):
     assert record["eval_after"]["accuracy"] == record["eval_before"]["accuracy"]
     assert (tmp_path / "calibration.md").read_text().startswith("| method | runs | T |")
     assert json.loads((tmp_path / "calibration.json").read_text())["runs"][0]["fit"] == record["fit"]
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_fold_gives_scaled_logits_in_every_family(family):
+    """Every supported family: the folded model's logits are the unfolded ones divided by T (float32 tolerance)."""
+    model = tiny_model(family, 4, device="cpu").eval()
+    pixel_values = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
+
+    def logits_of(model):
+        outputs = model(pixel_values=pixel_values)
+        return outputs["logits"] if "logits" in outputs else outputs[0]  # PP-LCNet returns its logits first
+
+    with torch.no_grad():
+        logits = logits_of(model)
+        fold_temperature(model, 0.4, check_input=pixel_values)
+        torch.testing.assert_close(logits_of(model), logits / 0.4, rtol=1e-4, atol=1e-5)
