@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from .backbones import BackboneAdapter, combine_heads
+from .plotting import pyplot, save_figure
 
 if TYPE_CHECKING:
     from .data import PreparedData
@@ -326,13 +327,7 @@ def plot_linearity(results: Sequence[dict[str, Any]], path: str, title: str = ""
     """One panel per space: `relative(lambda)` of each method (one color; the mean over its runs) and split (train
     solid, eval dashed) of [`analyze_run`] results. Writes the PNG `path` (needs matplotlib, imported here) and
     returns it."""
-    try:
-        import matplotlib
-    except ImportError as error:
-        raise ImportError("plot_linearity needs matplotlib: pip install matplotlib.") from error
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot("plot_linearity")
     groups = _by_method_and_split(results)
     spaces = [s for s in SPACES if any(s in m["spaces"] for group in groups.values() for m in group)]
     methods = list(dict.fromkeys(method for method, _ in groups))
@@ -347,12 +342,7 @@ def plot_linearity(results: Sequence[dict[str, Any]], path: str, title: str = ""
         ax.set(title=f"{space} ({SPACES[space]})", xlabel="lambda", ylabel="deviation / scale")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
 
 
 def write_linearity(result: dict[str, Any], output_dir: str) -> list[str]:

@@ -27,6 +27,7 @@ from torch import nn
 
 from .backbones import BackboneAdapter, unwrap_model
 from .metrics import calibration_bins, expected_calibration_error, softmax
+from .plotting import pyplot, save_figure
 
 logger = logging.getLogger(__name__)
 
@@ -200,13 +201,7 @@ def plot_reliability(
     """Draw a reliability diagram: for each entry `name -> (probabilities, labels)` of `curves`, the accuracy of each
     confidence bin ([`~smile_hf.metrics.calibration_bins`]) against its mean confidence, with its ECE in the legend;
     the diagonal is perfect calibration. Writes the PNG `path` and returns it. Needs matplotlib (imported here)."""
-    try:
-        import matplotlib
-    except ImportError as error:
-        raise ImportError("plot_reliability needs matplotlib: pip install matplotlib.") from error
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot("plot_reliability")
     fig, ax = plt.subplots(figsize=(4.6, 4.4))
     ax.plot([0, 1], [0, 1], color="gray", linestyle=":", linewidth=1, label="perfectly calibrated")
     for name, (probabilities, labels) in curves.items():
@@ -215,14 +210,9 @@ def plot_reliability(
         ece = expected_calibration_error(probabilities, labels, num_bins)
         ax.plot(confidence[filled], accuracy[filled], marker="o", markersize=3, label=f"{name} (ECE {100 * ece:.1f}%)")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top-1 probability)", ylabel="accuracy")
-    ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
 
 
 # ---- the Trainer side -------------------------------------------------------------------------------------------

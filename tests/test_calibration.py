@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -115,6 +116,12 @@ def test_plot_reliability_writes_a_png(tmp_path):
     probabilities = softmax(rng.normal(size=(100, 3)))
     path = plot_reliability({"model": (probabilities, rng.integers(0, 3, 100))}, str(tmp_path / "r.png"))
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_is_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    with pytest.raises(ImportError, match=r"^plot_reliability needs matplotlib: pip install matplotlib\.$"):
+        plot_reliability({"m": (np.eye(2), np.arange(2))}, str(tmp_path / "r.png"))
 
 
 # ---- the fold ---------------------------------------------------------------------------------------------------------
