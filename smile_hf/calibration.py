@@ -219,9 +219,15 @@ def plot_reliability(
 
 
 def _check_split(trainer, dataset) -> None:
-    """A ValueError unless `dataset` is a split of its own: given, and neither the training nor an evaluation set."""
+    """A ValueError unless `dataset` is a split of its own (given, neither the training nor an evaluation set) and the
+    model is not calibrated already."""
     if dataset is None:
         raise ValueError("calibrate() needs a validation dataset (held out of training, not the evaluation split).")
+    if getattr(trainer, "calibration", None) is not None:
+        raise ValueError(
+            f"The model was already calibrated (T = {trainer.calibration.temperature:.4g} is folded into its head): "
+            "calibrate once per training."
+        )
     evaluation = trainer.eval_dataset
     evaluation = list(evaluation.values()) if isinstance(evaluation, Mapping) else [evaluation]
     if dataset is trainer.train_dataset or any(dataset is split for split in evaluation):

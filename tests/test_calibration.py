@@ -226,6 +226,8 @@ def test_trainer_calibrate(tmp_path):
     logged = [e for e in trainer.state.log_history if "calibration_temperature" in e]
     assert logged[-1]["calibration_ece_after"] == pytest.approx(result.ece_after)
     assert (tmp_path / RELIABILITY_FILE).is_file() == (importlib.util.find_spec("matplotlib") is not None)
+    with pytest.raises(ValueError, match="already calibrated"):
+        trainer.calibrate(validation)
     trainer.save_model()  # calibrated: saved
     trainer.create_model_card()
     card = (tmp_path / "README.md").read_text()
