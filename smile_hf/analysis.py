@@ -6,7 +6,8 @@ and feature spaces with both training and testing datasets".
 For `n` random pairs of distinct images `(x_i, x'_i)` of a split and each `lambda` of a grid, the model's output on
 the mixed image, `f(lambda x_i + (1 - lambda) x'_i)`, is compared with the mix of its outputs,
 `lambda f(x_i) + (1 - lambda) f(x'_i)`. A model that is linear (affine) in between the two images gives the same
-thing. With `d` a distance of the space (below), for each `lambda`:
+thing. The images are mixed as the model sees them (normalised `pixel_values`, as mixup mixes them in training), and
+the model runs in eval mode. With `d` a distance of the space (below), for each `lambda`:
 
 - `deviation(lambda) = mean_i d(f(mix_i), lambda f(x_i) + (1 - lambda) f(x'_i))`;
 - `scale = mean_i d(f(x_i), f(x'_i))`, how far apart the pairs are to begin with;
