@@ -33,6 +33,7 @@ from transformers import HfArgumentParser
 
 from smile_hf import SmileTrainingArguments
 from smile_hf.curve_styles import label_styles
+from smile_hf.checkpoints import write_run_config
 
 # isort: split
 from run_smile import (  # examples/run_smile.py, next to this script
@@ -49,6 +50,7 @@ from run_smile import (  # examples/run_smile.py, next to this script
     read_args,
     results_table,
     run_cli,
+    run_config,
     run_processes_on_cpu_without_accelerator,
     train_one,
     write_results,
@@ -319,6 +321,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     results, curves = [], []
     for run in plan:
+        if run.args.should_save:  # what defines the run, beside it (read by examples/analyze_linearity.py)
+            write_run_config(run.args.output_dir, run_config(model_args, data_args, run.args))
         result, trainer = train_one(
             model_args, run.args, data_by_seed[run.args.seed], processor, label=run.label, from_scratch=run.from_scratch
         )

@@ -221,6 +221,8 @@ def check_inference_args(
         raise InputError("--predict_dir is read with --do_predict only: add --do_predict (or drop --predict_dir).")
     if training_args.do_predict and not (data_args.predict_dir and os.path.isdir(data_args.predict_dir)):
         raise InputError(f"--do_predict needs --predict_dir, an existing folder of images (got {data_args.predict_dir}).")
+    if not training_args.do_train and training_args.calibration != "none":
+        raise InputError("--calibration calibrates a model after training: use it with training (--do_train True).")
     if data_args.top_k < 1:
         raise InputError(f"--top_k must be >= 1, got {data_args.top_k}.")
 
@@ -451,6 +453,13 @@ def train_one(
     default: the method) and its trainer. `from_scratch` starts from the checkpoint's architecture with random
     weights (no teacher)."""
     set_seed(training_args.seed)
+    validation = getattr(data, "validation", None)  # a split held out of training and evaluation, if the data has one
+    if training_args.calibration != "none" and validation is None:
+        raise InputError(
+            f"--calibration {training_args.calibration} fits the temperature on a validation split held out of both "
+            "training and evaluation, and this data has only a training and an evaluation split: use --calibration "
+            "none, or call SmileTrainer.calibrate(validation_dataset) in your own script."
+        )
     if from_scratch:
         model = random_init_model(model_args, data, **loading_kwargs(model_args))
     else:  # SmileTrainer loads the student (new head for the data's classes) and, if needed, the source model
@@ -477,6 +486,8 @@ def train_one(
     if resume:
         logger.info(f"Resuming from {resume}")
     train_result = trainer.train(resume_from_checkpoint=resume)
+    if training_args.calibration != "none":  # before evaluating and saving: the export is the calibrated model
+        trainer.calibrate(validation)
     metrics = trainer.evaluate()
     if training_args.save_strategy != "no":
         trainer.save_model()
@@ -500,6 +511,7 @@ def train_one(
         "global_step": trainer.state.global_step,
         "train_runtime": train_result.metrics.get("train_runtime"),
         "metrics": metrics,
+        "calibration": trainer.calibration.to_dict() if trainer.calibration is not None else None,
     }, trainer
 
 

@@ -13,6 +13,7 @@ import torch
 from transformers import TrainingArguments
 from transformers.utils import logging
 
+from .calibration import CALIBRATIONS
 from .guard import NAN_POLICIES
 from .methods import METHODS, declared_hyperparameters, parse_method
 from .methods.smile import REFERENCE_FINAL_FINETUNE_FRACTION, REFERENCE_TOTAL_STEPS  # noqa: F401  (re-exported)
@@ -52,7 +53,7 @@ RUN_DEFINING_STOCK_FIELDS = (
 )  # fmt: skip
 """The `TrainingArguments` fields that change the trained weights (with every field SmileTrainingArguments adds but
 the failure policy and the output options): two runs that agree on them train the same model."""
-_NOT_RUN_DEFINING = ("nan_policy", "max_consecutive_skips", "overwrite_output_dir", "reference_recipe")
+_NOT_RUN_DEFINING = ("nan_policy", "max_consecutive_skips", "overwrite_output_dir", "reference_recipe", "calibration")
 
 
 def _unset_help(name: str, text: str) -> str:
@@ -134,6 +135,11 @@ class SmileTrainingArguments(TrainingArguments):
             Layer-wise learning-rate decay (BEiT): the backbone parameters of layer `l` of `L + 1` train at
             `learning_rate x backbone_lr_multiplier x layer_decay ** (L + 1 - l)`, the layers being the backbone
             stages the adapter finds. See [`smile_hf.param_groups`].
+        calibration (`str`, *optional*, defaults to `"none"`):
+            `"temperature"`: the model must be calibrated before it is saved, with
+            `trainer.calibrate(validation_dataset)` (one temperature fitted on a split that is neither trained nor
+            evaluated on, folded into the exported head: see [`smile_hf.calibration`]); `save_model` refuses an
+            uncalibrated model. Off by default: it needs a split of its own, and changes the exported probabilities.
 
         > Parameters that control mixing
 
@@ -259,6 +265,12 @@ class SmileTrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Layer-wise lr decay in (0, 1] (BEiT: 0.75): stage l of L trains at lr x decay^(L+1-l)."},
     )
+    calibration: str = field(
+        default="none",
+        metadata={"help": "'temperature': fit one temperature on a validation split after training and fold it into "
+                  "the exported head (calibrated probabilities from pipeline()); 'none': no calibration.",
+                  "choices": list(CALIBRATIONS)},
+    )  # fmt: skip
 
     # ---- mixing ---------------------------------------------------------------------------------------------
     mixup_alpha: float = field(
@@ -375,6 +387,8 @@ class SmileTrainingArguments(TrainingArguments):
         self._check_regulariser_fields()
         if self.nan_policy not in NAN_POLICIES:
             raise ValueError(f"`nan_policy` must be one of {NAN_POLICIES}, got '{self.nan_policy}'.")
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"`calibration` must be one of {CALIBRATIONS}, got '{self.calibration}'.")
         if self.max_consecutive_skips < 0:
             raise ValueError(f"`max_consecutive_skips` must be >= 0, got {self.max_consecutive_skips}.")
         alpha_name = "cutmix_alpha" if self.mixing == "cutmix" else "mixup_alpha"

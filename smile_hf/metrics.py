@@ -44,23 +44,38 @@ def top_k_accuracy(logits: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     return float((order == labels[:, None]).any(axis=-1).mean())
 
 
-def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, num_bins: int = 15) -> float:
-    """Expected calibration error (Guo et al., 2017) of the top-1 predictions.
+def calibration_bins(
+    probabilities: np.ndarray, labels: np.ndarray, num_bins: int = 15
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reliability bins of the top-1 predictions: confidences (the highest probability) put in `num_bins`
+    equal-width bins ((0, 1/M], (1/M, 2/M], ...).
 
-    Confidences (the highest probability) are put in `num_bins` equal-width bins ((0, 1/M], (1/M, 2/M], ...);
-    `ECE = sum_b |B_b| / n * |accuracy(B_b) - mean confidence(B_b)|`.
+    Returns:
+        `(counts, accuracy, confidence)`, each of length `num_bins`: examples per bin, and the accuracy and mean
+        confidence of each bin (NaN for an empty bin).
     """
     probabilities, labels = np.asarray(probabilities, dtype=np.float64), np.asarray(labels)
-    if len(labels) == 0:
-        return float("nan")
     confidence = probabilities.max(axis=-1)
     correct = (probabilities.argmax(axis=-1) == labels).astype(np.float64)
     bins = np.clip(np.ceil(confidence * num_bins).astype(np.int64) - 1, 0, num_bins - 1)
-    ece = 0.0
-    for b in np.unique(bins):
-        members = bins == b
-        ece += members.mean() * abs(correct[members].mean() - confidence[members].mean())
-    return float(ece)
+    counts = np.bincount(bins, minlength=num_bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.bincount(bins, weights=correct, minlength=num_bins) / counts
+        mean_confidence = np.bincount(bins, weights=confidence, minlength=num_bins) / counts
+    return counts, accuracy, mean_confidence
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, num_bins: int = 15) -> float:
+    """Expected calibration error (Guo et al., 2017) of the top-1 predictions.
+
+    Confidences (the highest probability) are put in `num_bins` equal-width bins ([`calibration_bins`]);
+    `ECE = sum_b |B_b| / n * |accuracy(B_b) - mean confidence(B_b)|`.
+    """
+    if len(np.asarray(labels)) == 0:
+        return float("nan")
+    counts, accuracy, confidence = calibration_bins(probabilities, labels, num_bins)
+    filled = counts > 0
+    return float((counts[filled] / counts.sum() * np.abs(accuracy[filled] - confidence[filled])).sum())
 
 
 def classification_scores(
@@ -144,6 +159,7 @@ __all__ = [
     "CLASSIFICATION_METRIC_PATH",
     "ClassificationMetrics",
     "as_compute_metrics",
+    "calibration_bins",
     "classification_scores",
     "expected_calibration_error",
     "load_classification_metric",

@@ -91,6 +91,8 @@ class TrainingResults:
         eval_step: the step of that evaluation.
         loss_terms: each `loss_<term>` -> (last logged value, step).
         history_columns / history_rows: one row per evaluation (step, epoch, last training loss, metrics).
+        calibration: the last temperature scaling (`calibration_<name>` entries, prefix removed: `temperature`,
+            `nll_before`, `nll_after`, `ece_before`, `ece_after`, `num_samples`), empty without one.
     """
 
     eval_metrics: dict[str, float] = field(default_factory=dict)
@@ -98,6 +100,7 @@ class TrainingResults:
     loss_terms: dict[str, tuple[float, int]] = field(default_factory=dict)
     history_columns: list[str] = field(default_factory=list)
     history_rows: list[list[str]] = field(default_factory=list)
+    calibration: dict[str, float] = field(default_factory=dict)
 
 
 def _eval_metrics(entry: dict) -> dict[str, float]:
@@ -121,6 +124,8 @@ def training_results(log_history: Iterable[dict]) -> TrainingResults:
         for key, value in entry.items():
             if key.startswith("loss_") and isinstance(value, (int, float)):
                 results.loss_terms[key] = (value, step)
+        if "calibration_temperature" in entry:
+            results.calibration = {k[len("calibration_") :]: v for k, v in entry.items() if k.startswith("calibration_")}
         metrics = _eval_metrics(entry)
         if metrics:
             results.eval_metrics, results.eval_step = metrics, step
@@ -333,6 +338,9 @@ def build_model_card(
         loss_terms=[(k, _format(v), s) for k, (v, s) in results.loss_terms.items()],
         history_columns=results.history_columns,
         history_rows=results.history_rows,
+        calibration={k: _format(v) for k, v in results.calibration.items()},
+        calibration_ece={k: f"{100 * results.calibration[k]:.2f}%" for k in ("ece_before", "ece_after")
+                         if k in results.calibration},  # fmt: skip
         method_hyperparameters=[(k, _format(v)) for k, v in (method_hyperparameters or {}).items()],
         training_hyperparameters=[(k, _format(v)) for k, v in (training_hyperparameters or {}).items()],
         intended_use=intended_use or DEFAULT_INTENDED_USE,

@@ -21,6 +21,7 @@ from transformers import PreTrainedModel, Trainer
 from transformers.utils import logging
 
 from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, build_source_head_copy, unwrap_model
+from .calibration import CalibrationResult, calibrate_trainer, check_calibrated
 from .checkpoints import CompleteCheckpointMixin
 from .config import SmileTrainingArguments
 from .data import TransformEpochCallback, collate, evaluation_processor
@@ -152,6 +153,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         self._metrics: dict[str, list[torch.Tensor]] = defaultdict(list)  # training loss terms since the last log
         self._micro_position = (-1, 0)
         self._method_ready = False
+        self.calibration: CalibrationResult | None = None  # set by `calibrate`
 
     # ---- models -----------------------------------------------------------------------------------------------
 
@@ -317,6 +319,12 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
             self._metrics.clear()
         super().log(logs, start_time)
 
+    def calibrate(self, dataset) -> CalibrationResult:
+        """Temperature scaling: fit one temperature on `dataset` (a validation split, neither the training nor the
+        evaluation set), fold it into the model's head(s) and record it ([`smile_hf.calibration.calibrate_trainer`])."""
+        self.calibration = calibrate_trainer(self, dataset)
+        return self.calibration
+
     # ---- saving -----------------------------------------------------------------------------------------------
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
@@ -327,6 +335,8 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         (`training_args.json`). smile_hf never loads the Trainer's pickled `training_args.bin` (nor does the
         Trainer). A model whose weights are not finite is never saved ([`NonFiniteWeightsError`])."""
         self.guard.raise_if_diverged(self.state.global_step)
+        if not _internal_call:  # calibration='temperature' is honoured or refused, never silently skipped
+            check_calibrated(self)
         check_finite_weights(unwrap_model(self.model), output_dir or self.args.output_dir)
         config = getattr(unwrap_model(self.model), "config", None)
         filled = config is not None and fill_label_names(config, label_names_from_dataset(self.train_dataset))
