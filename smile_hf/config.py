@@ -50,7 +50,9 @@ RUN_DEFINING_STOCK_FIELDS = (
 )  # fmt: skip
 """The `TrainingArguments` fields that change the trained weights (with every field SmileTrainingArguments adds but
 the failure policy and the output options): two runs that agree on them train the same model."""
-_NOT_RUN_DEFINING = ("nan_policy", "max_consecutive_skips", "overwrite_output_dir", "reference_recipe")
+_NOT_RUN_DEFINING = (
+    "nan_policy", "max_consecutive_skips", "overwrite_output_dir", "reference_recipe", "reference_recipe_applied",
+)  # fmt: skip
 
 
 def _unset_help(name: str, text: str) -> str:
@@ -78,7 +80,9 @@ class SmileTrainingArguments(TrainingArguments):
             Use the optimisation recipe of the SMILE reference (SGD, Nesterov momentum 0.9, lr 0.01, weight decay
             1e-4, no gradient clipping, batch 48, lr x0.1 once at `lr_step_fraction`) for every one of these fields
             that was not set (see "Defaults that differ" below): a value passed explicitly is always kept, even one
-            equal to the `TrainingArguments` default. What the recipe set is recorded in `reference_recipe_applied`.
+            equal to the `TrainingArguments` default. What the recipe set is recorded in `reference_recipe_applied`
+            (a field: saved with the arguments and kept by `dataclasses.replace`). The single lr step is part of the
+            recipe's schedule only: with a `lr_scheduler_type` the user passed, `lr_step_fraction` stays unset.
         overwrite_output_dir (`bool`, *optional*, defaults to `False`):
             For run scripts ([`smile_hf.checkpoints.resume_point`]): start fresh in an `output_dir` that holds another
             run or a finished one, deleting its checkpoints. The Trainer itself does not read it.
@@ -260,6 +264,11 @@ class SmileTrainingArguments(TrainingArguments):
         metadata={"help": "Multiply the lr by lr_step_gamma once after this fraction of training (needs constant lr)."},
     )
     lr_step_gamma: float = field(default=0.1, metadata={"help": "Factor of the single learning-rate step."})
+    reference_recipe_applied: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "Recorded, not set: the fields reference_recipe filled (kept by dataclasses.replace and "
+                  "saved with the arguments)."},
+    )
 
     # ---- mixing ---------------------------------------------------------------------------------------------
     mixup_alpha: float = field(
@@ -305,16 +314,28 @@ class SmileTrainingArguments(TrainingArguments):
         self.regularizer, self.mixing = parse_method(self.method)
         if isinstance(self.model_init_kwargs, str):
             self.model_init_kwargs = json.loads(self.model_init_kwargs)
-        self.reference_recipe_applied = self._resolve_unset_fields()
+        self.reference_recipe_applied = self._recorded_recipe() | self._resolve_unset_fields()
         if self.reference_recipe_applied:
             logger.info(f"reference_recipe set {self.reference_recipe_applied}")
         self._validate_smile_arguments()
-        default_non_blocking = self.accelerator_config is None or (
-            isinstance(self.accelerator_config, dict) and "non_blocking" not in self.accelerator_config
-        )
+        self._default_non_blocking()
         super().__post_init__()
-        if default_non_blocking and self.dataloader_pin_memory:
-            self.accelerator_config.non_blocking = True
+
+    def _default_non_blocking(self) -> None:
+        """Turn `non_blocking` on in an `accelerator_config` given as None or as a dict without the key, when batches
+        are pinned. Done on the dict before `TrainingArguments.__post_init__` builds the `AcceleratorConfig`, so the
+        stock checks see it; an `AcceleratorConfig` instance or a JSON file path is the user's and is kept as it is
+        (an instance cannot tell a default `False` from a chosen one)."""
+        config = self.accelerator_config
+        if self.dataloader_pin_memory and (config is None or (isinstance(config, dict) and "non_blocking" not in config)):
+            self.accelerator_config = {**(config or {}), "non_blocking": True}
+
+    def _recorded_recipe(self) -> dict[str, Any]:
+        """What an earlier build recorded in `reference_recipe_applied` (`dataclasses.replace`, a saved
+        `training_args.json`), kept for the fields that still hold the recipe's value."""
+        recorded = self.reference_recipe_applied
+        recorded = json.loads(recorded) if isinstance(recorded, str) else dict(recorded or {})
+        return {k: v for k, v in recorded.items() if self.reference_recipe and getattr(self, k, None) == v}
 
     def run_defining_values(self) -> dict[str, Any]:
         """The values of every field that changes the trained weights ([`RUN_DEFINING_STOCK_FIELDS`] and the
@@ -349,7 +370,7 @@ class SmileTrainingArguments(TrainingArguments):
             return applied
         if self.optim_args is None and str(getattr(self.optim, "value", self.optim)) == REFERENCE_RECIPE["optim"]:
             self.optim_args = applied["optim_args"] = REFERENCE_RECIPE["optim_args"]
-        if self.lr_step_fraction is None:
+        if self.lr_step_fraction is None and "lr_scheduler_type" in applied:  # a schedule the user passed is kept
             self.lr_step_fraction = applied["lr_step_fraction"] = REFERENCE_RECIPE["lr_step_fraction"]
         return applied
 

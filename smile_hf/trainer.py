@@ -200,8 +200,9 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         return self.method.has_final_phase and self.state.max_steps > 0 and step >= self.final_phase_start
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
-        """The Trainer's schedule, or with `lr_step_fraction` a constant lr (after warm-up) multiplied once by
-        `lr_step_gamma` at that fraction of training."""
+        """The Trainer's schedule (or the user's, from `optimizers`), or with `lr_step_fraction` a constant lr after
+        the stock linear warm-up (`constant_with_warmup`: `step / warmup` for `step < warmup`, step for step) multiplied
+        once by `lr_step_gamma` at that fraction of training."""
         if self.args.lr_step_fraction is None or self.lr_scheduler is not None:
             return super().create_scheduler(num_training_steps, optimizer)
         milestone = int(self.args.lr_step_fraction * num_training_steps)
@@ -209,7 +210,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         gamma = self.args.lr_step_gamma
 
         def factor(step: int) -> float:
-            return min(1.0, (step + 1) / warmup if warmup else 1.0) * (gamma if step >= milestone else 1.0)
+            return (step / warmup if step < warmup else 1.0) * (gamma if step >= milestone else 1.0)
 
         self.lr_scheduler = LambdaLR(optimizer or self.optimizer, factor)
         self._created_lr_scheduler = True
