@@ -12,6 +12,7 @@ from transformers.utils import logging
 
 from .guard import NAN_POLICIES
 from .methods import parse_method
+from .parity import check_refused_fields
 
 logger = logging.get_logger(__name__)
 
@@ -318,17 +319,24 @@ class SmileTrainingArguments(TrainingArguments):
         if self.reference_recipe_applied:
             logger.info(f"reference_recipe set {self.reference_recipe_applied}")
         self._validate_smile_arguments()
-        self._default_non_blocking()
+        check_refused_fields(self)  # smile_hf.parity: the TrainingArguments fields SmileTrainer refuses, in one line
+        unset_non_blocking = self.accelerator_config is None or (
+            isinstance(self.accelerator_config, dict) and "non_blocking" not in self.accelerator_config
+        )
         super().__post_init__()
+        self._default_non_blocking(unset_non_blocking)
 
-    def _default_non_blocking(self) -> None:
-        """Turn `non_blocking` on in an `accelerator_config` given as None or as a dict without the key, when batches
-        are pinned. Done on the dict before `TrainingArguments.__post_init__` builds the `AcceleratorConfig`, so the
-        stock checks see it; an `AcceleratorConfig` instance or a JSON file path is the user's and is kept as it is
-        (an instance cannot tell a default `False` from a chosen one)."""
-        config = self.accelerator_config
-        if self.dataloader_pin_memory and (config is None or (isinstance(config, dict) and "non_blocking" not in config)):
-            self.accelerator_config = {**(config or {}), "non_blocking": True}
+    def _default_non_blocking(self, unset: bool) -> None:
+        """Turn `accelerator_config.non_blocking` on when the user left it unset (no `accelerator_config`, or a dict
+        without the key; an `AcceleratorConfig` instance or a JSON file is taken as it is) and batches are pinned.
+
+        This runs after `TrainingArguments.__post_init__` on purpose: only then is `dataloader_pin_memory` final (the
+        stock `__post_init__` turns it off with `use_cpu`), and non-blocking copies from unpinned memory gain nothing.
+        The `AcceleratorConfig` built there is a plain dataclass that the `Trainer` reads once, when it creates its
+        accelerator, so setting the field afterwards is seen; the one stock check on it (a warning when pinning is
+        off) cannot apply, since the field is only set when pinning is on."""
+        if unset and self.dataloader_pin_memory:
+            self.accelerator_config.non_blocking = True
 
     def _recorded_recipe(self) -> dict[str, Any]:
         """What an earlier build recorded in `reference_recipe_applied` (`dataclasses.replace`, a saved

@@ -88,9 +88,10 @@ def test_reference_recipe_applied_is_a_field_kept_by_replace_and_saved():
     "accelerator_config, pin, expected",
     [(None, True, True), (None, False, False), ({"split_batches": True}, True, True), ({"non_blocking": False}, True, False)],
 )
-def test_non_blocking_is_set_in_the_config_before_the_stock_checks(accelerator_config, pin, expected):
+def test_non_blocking_follows_the_final_pin_memory_unless_the_user_set_it(accelerator_config, pin, expected):
     args = make(accelerator_config=accelerator_config, dataloader_pin_memory=pin)
     assert args.accelerator_config.non_blocking is expected
+    assert make(accelerator_config=accelerator_config, use_cpu=True).accelerator_config.non_blocking is False  # unpinned
     if accelerator_config and "split_batches" in accelerator_config:
         assert args.accelerator_config.split_batches is True  # the user's other keys kept
     assert dataclasses.replace(args).accelerator_config.non_blocking is expected
