@@ -11,7 +11,7 @@ names the test file that exercises it.
 from __future__ import annotations
 
 import copy
-from dataclasses import fields, replace
+from dataclasses import fields
 from typing import Any
 
 from torch import nn
@@ -242,9 +242,14 @@ def check_optimizer_covers(optimizer, model: nn.Module) -> None:
 
 def check_trial_arguments(args: TrainingArguments) -> None:
     """Check the arguments as at construction after a hyperparameter-search trial set some of them with `setattr`:
-    a copy goes through `__post_init__` again (every one-line error), and the method string is parsed again."""
-    checked = replace(args)
-    args.regularizer, args.mixing = checked.regularizer, checked.mixing
+    the method string is parsed again and SmileTrainingArguments' own checks run again (every one-line error). Not
+    the whole `__post_init__`: a second `TrainingArguments` set-up resets the accelerator state of the running
+    Trainer."""
+    from .methods import parse_method
+
+    args.regularizer, args.mixing = parse_method(args.method.strip().lower())
+    args._validate_smile_arguments()
+    check_refused_fields(args)
 
 
 def keep_pristine(teacher_model, model_init) -> Any:
