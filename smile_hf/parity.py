@@ -70,7 +70,7 @@ TRAINING_ARGUMENTS: dict[str, tuple[str, str]] = {
     "gradient_checkpointing_kwargs": (IRRELEVANT, "read only with gradient_checkpointing, which is refused"),
     "torch_compile": (WORKS, "tests/test_compile.py"),
     "torch_compile_backend": (WORKS, "tests/test_compile.py"),
-    "torch_compile_mode": (WORKS, "tests/test_compile.py"),
+    "torch_compile_mode": (WORKS, "tests/test_parity_passthrough.py"),
     "use_liger_kernel": (REFUSED, "Liger kernels replace layers of language models, which image classifiers lack: "
                          "leave use_liger_kernel=False"),
     "liger_kernel_config": (IRRELEVANT, "read only with use_liger_kernel, which is refused"),
@@ -94,7 +94,7 @@ TRAINING_ARGUMENTS: dict[str, tuple[str, str]] = {
     "disable_tqdm": (WORKS, _STOCK_RUN),
     "report_to": (WORKS, _STOCK_RUN),
     "run_name": (WORKS, _STOCK_RUN),
-    "project": (WORKS, _STOCK_RUN),
+    "project": (IRRELEVANT, "read only by the trackio logger (report_to='trackio'), as with the stock Trainer"),
     "trackio_space_id": (IRRELEVANT, "read only by the trackio logger (report_to='trackio'), as with the stock Trainer"),
     "trackio_bucket_id": (IRRELEVANT, "read only by the trackio logger (report_to='trackio'), as with the stock Trainer"),
     "trackio_static_space_id": (
@@ -123,16 +123,16 @@ TRAINING_ARGUMENTS: dict[str, tuple[str, str]] = {
         "state), so it cannot be resumed: save with save_strategy='steps' instead",
     ),
     "push_to_hub": (WORKS, _HUB),
-    "hub_token": (WORKS, _HUB),
-    "hub_private_repo": (WORKS, _HUB),
+    "hub_token": (WORKS, "tests/test_parity_passthrough.py"),
+    "hub_private_repo": (WORKS, "tests/test_parity_passthrough.py"),
     "hub_model_id": (WORKS, _HUB),
     "hub_strategy": (WORKS, _HUB),
-    "hub_always_push": (WORKS, _HUB),
-    "hub_revision": (WORKS, _HUB),
+    "hub_always_push": (WORKS, "tests/test_parity_passthrough.py"),
+    "hub_revision": (WORKS, "tests/test_parity_passthrough.py"),
     "load_best_model_at_end": (WORKS, "tests/test_parity_model_init.py"),
     "metric_for_best_model": (WORKS, "tests/test_parity_model_init.py"),
     "greater_is_better": (WORKS, "tests/test_parity_model_init.py"),
-    "ignore_data_skip": (WORKS, "tests/test_resume_mid_epoch.py"),
+    "ignore_data_skip": (WORKS, "tests/test_parity_passthrough.py"),
     "restore_callback_states_from_checkpoint": (WORKS, _STOCK_RUN),
     "resume_from_checkpoint": (IRRELEVANT, "read by run scripts, not by the Trainer; train(resume_from_checkpoint=) "
                                "is tested in tests/test_checkpoints.py"),
@@ -159,15 +159,16 @@ TRAINING_ARGUMENTS: dict[str, tuple[str, str]] = {
     "length_column_name": (IRRELEVANT, "read only by train_sampling_strategy='group_by_length', for text lengths"),
     # ---- distributed
     "ddp_find_unused_parameters": (WORKS, _CHECKPOINTS),
-    "ddp_bucket_cap_mb": (WORKS, _STOCK_RUN),
-    "ddp_broadcast_buffers": (WORKS, _STOCK_RUN),
-    "ddp_static_graph": (WORKS, _STOCK_RUN),
-    "ddp_backend": (WORKS, _STOCK_RUN),
-    "ddp_timeout": (WORKS, _STOCK_RUN),
+    "ddp_bucket_cap_mb": (WORKS, _STOCK_RUN + " (one process: the stock DDP set-up, untouched; DDP runs in tests/test_multiprocess.py)"),
+    "ddp_broadcast_buffers": (WORKS, _STOCK_RUN + " (one process: the stock DDP set-up, untouched; DDP runs in tests/test_multiprocess.py)"),
+    "ddp_static_graph": (WORKS, _STOCK_RUN + " (one process: the stock DDP set-up, untouched; DDP runs in tests/test_multiprocess.py)"),
+    "ddp_backend": (WORKS, "tests/test_multiprocess.py"),
+    "ddp_timeout": (WORKS, _STOCK_RUN + " (one process: the stock DDP set-up, untouched; DDP runs in tests/test_multiprocess.py)"),
     "fsdp": (REFUSED, "refused by smile_hf.sharding.check_sharding (FSDP_ERROR); tested in " + _SHARDING),
     "fsdp_config": (REFUSED, "refused with fsdp by smile_hf.sharding.check_sharding; tested in " + _SHARDING),
     "deepspeed": (WORKS, _SHARDING + " (ZeRO-3 refused by smile_hf.sharding.check_sharding)"),
-    "local_rank": (WORKS, "tests/test_multiprocess.py"),
+    "local_rank": (IRRELEVANT, "set by the launcher (LOCAL_RANK), not by users; two-process runs are tested in "
+                   "tests/test_multiprocess.py"),
     # ---- diagnostics and script flags
     "debug": (WORKS, _STOCK_RUN),
     "skip_memory_metrics": (WORKS, _STOCK_RUN),
@@ -180,10 +181,10 @@ TRAINING_ARGUMENTS: dict[str, tuple[str, str]] = {
 TRAINER_ARGUMENTS: dict[str, tuple[str, str]] = {
     "model": (WORKS, "tests/test_trainer.py"),
     "args": (WORKS, "tests/test_trainer.py"),
-    "data_collator": (WORKS, "tests/test_data.py"),
+    "data_collator": (WORKS, "tests/test_guard.py"),
     "train_dataset": (WORKS, "tests/test_trainer.py"),
     "eval_dataset": (WORKS, "tests/test_trainer.py"),
-    "processing_class": (WORKS, "tests/test_export_processor.py"),
+    "processing_class": (WORKS, "tests/test_loading.py"),
     "model_init": (WORKS, "tests/test_parity_model_init.py"),
     "compute_loss_func": (WORKS, "tests/test_parity_loss.py"),
     "compute_metrics": (WORKS, "tests/test_trainer.py"),
@@ -261,3 +262,28 @@ def keep_pristine(teacher_model, model_init) -> Any:
 def fresh_copy(teacher_model, model_init) -> Any:
     """With `model_init`, a copy of a teacher given as a model; otherwise (and for names or None) the argument."""
     return copy.deepcopy(teacher_model) if model_init is not None and isinstance(teacher_model, nn.Module) else teacher_model
+
+
+def unclassified(arguments_class: type = TrainingArguments, trainer_class: type | None = None) -> list[str]:
+    """One line per field of `arguments_class` (a `TrainingArguments` dataclass) and per `trainer_class.__init__`
+    argument (default `transformers.Trainer`) that neither table classifies, saying where to classify it."""
+    import inspect
+
+    from transformers import Trainer, __version__
+
+    trainer_class = trainer_class or Trainer
+    where = "smile_hf/parity.py {table}: add '{name}' as works (with its test), irrelevant (with the reason) or refused"
+    problems = [
+        f"TrainingArguments field '{f.name}' (transformers {__version__}) is not classified: "
+        + where.format(table="TRAINING_ARGUMENTS", name=f.name)
+        for f in fields(arguments_class)
+        if f.name not in TRAINING_ARGUMENTS
+    ]
+    parameters = inspect.signature(trainer_class.__init__).parameters
+    problems += [
+        f"Trainer.__init__ argument '{name}' (transformers {__version__}) is not classified: "
+        + where.format(table="TRAINER_ARGUMENTS", name=name)
+        for name, p in parameters.items()
+        if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and name not in TRAINER_ARGUMENTS
+    ]
+    return problems

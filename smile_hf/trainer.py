@@ -44,7 +44,7 @@ from .modeling import (
 )
 from .parity import check_optimizer_covers, check_trainer_arguments, check_trial_arguments, fresh_copy, keep_pristine
 from .sharding import check_resume, check_sharding
-from .smile_state import SMILE_STATE_NAME, SmileStateMixin
+from .smile_state import SMILE_STATE_NAME, SmileStateMixin  # noqa: F401  (SMILE_STATE_NAME: its former home)
 from .teacher import EmaTeacher, EmaTeacherCallback
 
 logger = logging.get_logger(__name__)
