@@ -20,6 +20,7 @@ from transformers import PreTrainedModel, Trainer
 from transformers.utils import logging
 
 from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, build_source_head_copy, unwrap_model
+from .channels import fit_datasets_to_model
 from .checkpoints import CompleteCheckpointMixin
 from .config import SmileTrainingArguments
 from .data import TransformEpochCallback, collate
@@ -118,6 +119,9 @@ class SmileTrainer(SmileStateMixin, CompleteCheckpointMixin, Trainer):
             model = load_student_with_classes_of(model, train_dataset, init_kwargs)
         model = wrap_student(model, peft_config)
         source_model = self._attach_model_parts(model, args)
+        eval_sets = kwargs.get("eval_dataset")
+        eval_sets = eval_sets if isinstance(eval_sets, dict) else {"evaluation": eval_sets}
+        fit_datasets_to_model(model, {"training": train_dataset, **eval_sets})  # images to the model's channels
         if "compute_metrics" in kwargs:  # an `evaluate` module computes through ClassificationMetrics
             kwargs["compute_metrics"] = as_compute_metrics(kwargs["compute_metrics"])
         if processing_class is None:
