@@ -301,7 +301,8 @@ class SmileTrainer(SmileStateMixin, CompleteCheckpointMixin, Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Training: [`TransferLoss`] of the batch under this micro-batch's mix, each term recorded for logging.
-        Evaluation: plain CE."""
+        Evaluation: the stock loss (cross-entropy, label-smoothed with `label_smoothing_factor`), or the user's
+        `compute_loss_func` ([`TargetLoss`])."""
         if not model.training:
             if self._loss_func is None:  # the stock loss (label-smoothed with `label_smoothing_factor`)
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)

@@ -20,14 +20,19 @@ def make(**kwargs) -> SmileTrainingArguments:
     return SmileTrainingArguments(output_dir="unused", report_to="none", **kwargs)
 
 
-@pytest.mark.parametrize("warmup_steps", [0, 1, 3])
-def test_lr_step_warm_up_matches_the_stock_schedule_step_for_step(warmup_steps):
-    """Every step's factor is `transformers.get_scheduler("constant_with_warmup")`'s, times gamma from the milestone."""
+@pytest.mark.parametrize("warmup, warmup_steps", [({"warmup_steps": 0}, 0), ({"warmup_steps": 1}, 1),
+                                                  ({"warmup_steps": 3}, 3), ({"warmup_steps": 0.25}, 3),
+                                                  ({"warmup_ratio": 0.25}, 3)])  # fmt: skip
+def test_lr_step_warm_up_matches_the_stock_schedule_step_for_step(warmup, warmup_steps):
+    """Every step's factor is `transformers.get_scheduler("constant_with_warmup")`'s, times gamma from the milestone
+    (a warm-up below 1 is a fraction of the 10 steps: ceil(2.5) = 3)."""
     total, fraction, gamma = 10, 0.6, 0.1
+    if "warmup_ratio" in warmup and "warmup_ratio" not in {f.name for f in dataclasses.fields(transformers.TrainingArguments)}:
+        pytest.skip(f"transformers {transformers.__version__} has no warmup_ratio (warmup_steps < 1 is the ratio)")
     _, student = source_and_student("resnet")
     args = make(
         method="finetune", lr_scheduler_type="constant", lr_step_fraction=fraction, lr_step_gamma=gamma,
-        warmup_steps=warmup_steps, learning_rate=1.0, **training_device_args(),
+        learning_rate=1.0, **warmup, **training_device_args(),
     )  # fmt: skip
     trainer = SmileTrainer(model=student, args=args)
     ours = trainer.create_scheduler(total, torch.optim.SGD(student.parameters(), lr=1.0))
