@@ -118,10 +118,7 @@ TRAINING_ARGUMENTS: dict[str, tuple[str, str]] = {
     "save_steps": (WORKS, _CHECKPOINTS),
     "save_on_each_node": (WORKS, _STOCK_RUN),
     "save_total_limit": (WORKS, _CHECKPOINTS),
-    "enable_jit_checkpoint": (
-        REFUSED, "saves a checkpoint when the job is preempted without the SMILE state (teacher, source head, method "
-        "state), so it cannot be resumed: save with save_strategy='steps' instead",
-    ),
+    "enable_jit_checkpoint": (WORKS, "tests/test_parity_passthrough.py"),
     "push_to_hub": (WORKS, _HUB),
     "hub_token": (WORKS, "tests/test_parity_passthrough.py"),
     "hub_private_repo": (WORKS, "tests/test_parity_passthrough.py"),

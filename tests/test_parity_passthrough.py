@@ -1,13 +1,21 @@
 """Stock fields that SmileTrainer hands on unchanged, each checked where it acts: the Hub options reach the Hub client,
-`torch_compile_mode` reaches the teacher's compilation, and `ignore_data_skip` resumes like the stock Trainer."""
+`torch_compile_mode` reaches the teacher's compilation, `ignore_data_skip` resumes like the stock Trainer, and
+`enable_jit_checkpoint` writes a complete checkpoint."""
 
 from __future__ import annotations
 
+import os
+import signal
+
+import safetensors.torch
 import torch
 import transformers as T
 import transformers.trainer
+from transformers import TrainerCallback
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
+from smile_hf.checkpoints import is_complete_checkpoint
+from smile_hf.smile_state import SMILE_STATE_NAME
 
 from .test_hub import FakeHub, no_network  # noqa: F401  (no_network: fixture)
 from .testing_utils import random_image_dataset, source_and_student, training_device_args
@@ -86,3 +94,33 @@ def test_ignore_data_skip_resumes_like_the_stock_trainer(tmp_path):
         torch.testing.assert_close(v, stock[k], rtol=1e-5, atol=1e-6, msg=k)
     skipping = resumed_weights("smile", tmp_path / "skip", ignore_data_skip=False)
     assert any(not torch.allclose(v, skipping[k]) for k, v in ours.items())  # the field changed which batches ran
+
+
+class SigtermAtStep(TrainerCallback):
+    """Sends this process SIGTERM (as a scheduler preempting the job does) at the end of step `step`."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_enable_jit_checkpoint_saves_a_complete_checkpoint_with_the_smile_state_on_sigterm(tmp_path):
+    """The stock just-in-time checkpoint (SIGTERM, then a 3 s grace period) goes through SmileTrainer's checkpoint
+    save: the completion marker and the SMILE state are written, and the run resumes from it."""
+    source, student = source_and_student("resnet")
+    args = SmileTrainingArguments(
+        output_dir=str(tmp_path), report_to="none", method="smile", max_steps=100_000, save_strategy="no",
+        per_device_train_batch_size=4, enable_jit_checkpoint=True, disable_tqdm=True, **training_device_args(),
+    )  # fmt: skip
+    trainer = SmileTrainer(model=student, teacher_model=source, args=args, train_dataset=random_image_dataset(16),
+                           callbacks=[SigtermAtStep(2)])  # fmt: skip
+    trainer.train()
+    (folder,) = [f for f in os.listdir(tmp_path) if f.startswith("checkpoint-")]
+    checkpoint = os.path.join(str(tmp_path), folder)
+    assert trainer.state.global_step < 100_000 and is_complete_checkpoint(checkpoint)
+    assert SMILE_STATE_NAME in os.listdir(checkpoint)
+    state = safetensors.torch.load_file(os.path.join(checkpoint, SMILE_STATE_NAME))
+    assert int(state["teacher.num_updates"]) == int(trainer.teacher.num_updates)
