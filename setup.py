@@ -17,8 +17,10 @@ install_requires = [
 ]
 extras = {
     # matplotlib: the benchmark smoke tests plot; peft: the LoRA tests (installs beside a CPU torch, no torch change)
-    "test": ["pytest>=8", "scikit-learn>=1.3", "matplotlib>=3.7", "peft>=0.21"],
-    "peft": ["peft>=0.21"],  # LoRA training (`SmileTrainer(..., peft_config=LoraConfig(...))`)
+    # optuna: the hyperparameter_search tests
+    "test": ["pytest>=8", "scikit-learn>=1.3", "matplotlib>=3.7", "peft>=0.21", "optuna>=3.0"],
+    "peft": ["peft>=0.21"],
+    "tune": ["optuna>=3.0"],  # `trainer.hyperparameter_search(backend="optuna", ...)`  # LoRA training (`SmileTrainer(..., peft_config=LoraConfig(...))`)
     "bench": ["matplotlib>=3.7", "scikit-learn>=1.3", "mlxtend>=0.23"],
     # timm_wrapper models; timm needs a torchvision built for the installed torch (see the README's Install)
     "timm": ["timm>=1.0"],

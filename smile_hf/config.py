@@ -17,6 +17,7 @@ from .calibration import CALIBRATIONS
 from .guard import NAN_POLICIES
 from .methods import METHODS, declared_hyperparameters, parse_method
 from .methods.smile import REFERENCE_FINAL_FINETUNE_FRACTION, REFERENCE_TOTAL_STEPS  # noqa: F401  (re-exported)
+from .parity import check_refused_fields
 
 logger = logging.get_logger(__name__)
 
@@ -53,7 +54,10 @@ RUN_DEFINING_STOCK_FIELDS = (
 )  # fmt: skip
 """The `TrainingArguments` fields that change the trained weights (with every field SmileTrainingArguments adds but
 the failure policy and the output options): two runs that agree on them train the same model."""
-_NOT_RUN_DEFINING = ("nan_policy", "max_consecutive_skips", "overwrite_output_dir", "reference_recipe", "calibration")
+_NOT_RUN_DEFINING = (
+    "nan_policy", "max_consecutive_skips", "overwrite_output_dir", "reference_recipe", "reference_recipe_applied",
+    "calibration",
+)  # fmt: skip
 
 
 def _unset_help(name: str, text: str) -> str:
@@ -103,7 +107,9 @@ class SmileTrainingArguments(TrainingArguments):
             Use the optimisation recipe of the SMILE reference (SGD, Nesterov momentum 0.9, lr 0.01, weight decay
             1e-4, no gradient clipping, batch 48, lr x0.1 once at `lr_step_fraction`) for every one of these fields
             that was not set (see "Defaults that differ" below): a value passed explicitly is always kept, even one
-            equal to the `TrainingArguments` default. What the recipe set is recorded in `reference_recipe_applied`.
+            equal to the `TrainingArguments` default. What the recipe set is recorded in `reference_recipe_applied`
+            (a field: saved with the arguments and kept by `dataclasses.replace`). The single lr step is part of the
+            recipe's schedule only: with a `lr_scheduler_type` the user passed, `lr_step_fraction` stays unset.
         overwrite_output_dir (`bool`, *optional*, defaults to `False`):
             For run scripts ([`smile_hf.checkpoints.resume_point`]): start fresh in an `output_dir` that holds another
             run or a finished one, deleting its checkpoints. The Trainer itself does not read it.
@@ -271,6 +277,11 @@ class SmileTrainingArguments(TrainingArguments):
                   "the exported head (calibrated probabilities from pipeline()); 'none': no calibration.",
                   "choices": list(CALIBRATIONS)},
     )  # fmt: skip
+    reference_recipe_applied: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "Recorded, not set: the fields reference_recipe filled (kept by dataclasses.replace and "
+                  "saved with the arguments)."},
+    )
 
     # ---- mixing ---------------------------------------------------------------------------------------------
     mixup_alpha: float = field(
@@ -285,16 +296,29 @@ class SmileTrainingArguments(TrainingArguments):
         self.regularizer, self.mixing = parse_method(self.method)
         if isinstance(self.model_init_kwargs, str):
             self.model_init_kwargs = json.loads(self.model_init_kwargs)
-        self.reference_recipe_applied = self._resolve_unset_fields()
+        self.reference_recipe_applied = self._recorded_recipe() | self._resolve_unset_fields()
         if self.reference_recipe_applied:
             logger.info(f"reference_recipe set {self.reference_recipe_applied}")
         self._validate_smile_arguments()
-        default_non_blocking = self.accelerator_config is None or (
+        check_refused_fields(self)  # smile_hf.parity: the TrainingArguments fields SmileTrainer refuses, in one line
+        unset_non_blocking = self.accelerator_config is None or (
             isinstance(self.accelerator_config, dict) and "non_blocking" not in self.accelerator_config
         )
         super().__post_init__()
-        if default_non_blocking and self.dataloader_pin_memory and not self.use_cpu and _has_accelerator():
-            self.accelerator_config.non_blocking = True  # only where pinned memory takes effect
+        self._default_non_blocking(unset_non_blocking)
+
+    def _default_non_blocking(self, unset: bool) -> None:
+        """Turn `accelerator_config.non_blocking` on when the user left it unset (no `accelerator_config`, or a dict
+        without the key; an `AcceleratorConfig` instance or a JSON file is taken as it is) and batches are pinned.
+
+        This runs after `TrainingArguments.__post_init__` on purpose: only then is `dataloader_pin_memory` final (the
+        stock `__post_init__` turns it off with `use_cpu`), and non-blocking copies from unpinned memory gain nothing
+        (nor do they on a machine without an accelerator, where torch would warn that pinning is unavailable).
+        The `AcceleratorConfig` built there is a plain dataclass that the `Trainer` reads once, when it creates its
+        accelerator, so setting the field afterwards is seen; the one stock check on it (a warning when pinning is
+        off) cannot apply, since the field is only set when pinning is on."""
+        if unset and self.dataloader_pin_memory and not self.use_cpu and _has_accelerator():
+            self.accelerator_config.non_blocking = True
 
     @classmethod
     def with_methods(cls) -> type[SmileTrainingArguments]:
@@ -342,6 +366,13 @@ class SmileTrainingArguments(TrainingArguments):
                 "use SmileTrainingArguments.with_methods() to set them."
             )
 
+    def _recorded_recipe(self) -> dict[str, Any]:
+        """What an earlier build recorded in `reference_recipe_applied` (`dataclasses.replace`, a saved
+        `training_args.json`), kept for the fields that still hold the recipe's value."""
+        recorded = self.reference_recipe_applied
+        recorded = json.loads(recorded) if isinstance(recorded, str) else dict(recorded or {})
+        return {k: v for k, v in recorded.items() if self.reference_recipe and getattr(self, k, None) == v}
+
     def run_defining_values(self) -> dict[str, Any]:
         """The values of every field that changes the trained weights ([`RUN_DEFINING_STOCK_FIELDS`] and the
         method's fields), as JSON values, with the number of processes (it changes the total batch)."""
@@ -375,7 +406,7 @@ class SmileTrainingArguments(TrainingArguments):
             return applied
         if self.optim_args is None and str(getattr(self.optim, "value", self.optim)) == REFERENCE_RECIPE["optim"]:
             self.optim_args = applied["optim_args"] = REFERENCE_RECIPE["optim_args"]
-        if self.lr_step_fraction is None:
+        if self.lr_step_fraction is None and "lr_scheduler_type" in applied:  # a schedule the user passed is kept
             self.lr_step_fraction = applied["lr_step_fraction"] = REFERENCE_RECIPE["lr_step_fraction"]
         return applied
 

@@ -5,6 +5,7 @@ transform on each file, the model's softmax in batches, the top-k labels and sco
 
 from __future__ import annotations
 
+import copy
 import csv
 import logging
 import os
@@ -15,6 +16,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
+from .channels import model_num_channels
 from .data import DataError, decode_image, one_line
 
 logger = logging.getLogger(__name__)
@@ -71,6 +73,10 @@ def classify_files(
         batch_size: images per forward pass.
         corrupt_images: `"error"` (an undecodable file is a [`DataError`] naming it) or `"skip"` (left out, logged).
     """
+    config = getattr(transform, "config", None)
+    if hasattr(config, "with_channels") and config.num_channels != model_num_channels(model):
+        transform = copy.copy(transform)  # a smile_hf ImageTransform: images converted to the model's channels
+        transform.config = config.with_channels(model_num_channels(model))
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

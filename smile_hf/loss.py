@@ -6,7 +6,7 @@ once on the mixed batch, run the teacher once (methods that need one), and add t
 cross-entropy of the new head:
 
     loss = L_main + sum over the method's terms of weight * value
-    L_main = lambda CE(z, y) + (1 - lambda) CE(z, y[perm])
+    L_main = lambda CE(z, y) + (1 - lambda) CE(z, y[perm])   (label-smoothed, or a `compute_loss_func`: [`TargetLoss`])
 
 [`SmileTrainer.compute_loss`] calls it; it also runs every regulariser in a plain PyTorch loop (see
 `TransferLoss`'s example); tests drive it with an explicit [`Mix`].
@@ -22,7 +22,8 @@ from torch import nn
 
 from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, ForwardOutput, unwrap_model
 from .methods import METHODS, LossInputs, LossTerms, TransferMethod, parse_method
-from .mixing import Mix, mixed_cross_entropy, mixing_generator, sample_mix
+from .mixing import Mix, mixing_generator, sample_mix
+from .target import TargetLoss
 from .teacher import EmaTeacher
 
 
@@ -57,6 +58,8 @@ class TransferLoss:
         seed (`int`, *optional*, defaults to 0): with the step, micro-batch and rank, determines each mix.
         rank (`int`, *optional*, defaults to 0): the process index.
         channels_last (`bool`, *optional*, defaults to `False`): pass the images in the channels-last memory format.
+        target_loss (`TargetLoss`, *optional*): `L_main` (label smoothing, or a `compute_loss_func`); defaults to the
+            plain mixed cross-entropy. The methods' own terms never use it.
         **hyperparameters: with a method spec, the regulariser's hyperparameters (`l2sp_alpha=0.1`...).
 
     A plain PyTorch loop (the regulariser's one-off work reads a [`MethodContext`]):
@@ -85,6 +88,7 @@ class TransferLoss:
         seed: int = 0,
         rank: int = 0,
         channels_last: bool = False,
+        target_loss: TargetLoss | None = None,
         **hyperparameters: Any,
     ):
         if isinstance(method, str):
@@ -104,14 +108,18 @@ class TransferLoss:
         self.seed = seed
         self.rank = rank
         self.channels_last = channels_last
+        self.target_loss = target_loss if target_loss is not None else TargetLoss()
 
     @classmethod
-    def from_args(cls, method: TransferMethod, adapter: BackboneAdapter, teacher: EmaTeacher | None, args):
-        """The loss configured by a `SmileTrainingArguments`."""
+    def from_args(
+        cls, method: TransferMethod, adapter: BackboneAdapter, teacher: EmaTeacher | None, args, loss_func=None
+    ):
+        """The loss configured by a `SmileTrainingArguments` (and a `Trainer` `compute_loss_func`, see
+        [`TargetLoss`])."""
         alpha = args.cutmix_alpha if args.mixing == "cutmix" else args.mixup_alpha
         return cls(
             method, adapter, teacher, mixing=args.mixing, alpha=alpha, seed=args.seed, rank=args.process_index,
-            channels_last=args.channels_last,
+            channels_last=args.channels_last, target_loss=TargetLoss(args.label_smoothing_factor, loss_func),
         )  # fmt: skip
 
     def draw_mix(self, pixel_values: torch.Tensor, model: nn.Module, step: int, micro_step: int = 0) -> Mix | None:
@@ -183,7 +191,7 @@ class TransferLoss:
         """The mixed cross-entropy and the method's terms, from the forward outputs of student and teacher (the last
         step of `__call__`, public so that a profiler can time the forward passes apart)."""
         inputs = LossInputs(pixel_values, labels, mix, student, teacher, unwrap_model(model), self.adapter, final_phase)
-        terms = {"main": (1.0, mixed_cross_entropy(student.logits.float(), labels, mix))}
+        terms = {"main": (1.0, self.target_loss(student.logits, labels, mix))}
         terms.update(self.method.loss_terms(inputs))
         loss = sum(weight * value for weight, value in terms.values())
         return LossOutput(loss, terms, mix, student)

@@ -123,12 +123,21 @@ def mix_inputs(pixel_values: torch.Tensor, mix: Mix) -> torch.Tensor:
     return pixel_values
 
 
-def mixed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mix: Mix | None) -> torch.Tensor:
-    """lambda * CE(logits, y) + (1 - lambda) * CE(logits, y[perm]), batch means; plain CE without a mix."""
+def mixed_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, mix: Mix | None, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """lambda * CE(logits, y) + (1 - lambda) * CE(logits, y[perm]), batch means; plain CE without a mix.
+
+    With `label_smoothing` eps, each CE is `F.cross_entropy(..., label_smoothing=eps)` (the stock Trainer's
+    `label_smoothing_factor`): (1 - eps) * NLL + eps * mean over the classes of -log p; the uniform part is the same
+    for both targets, so it is added once."""
     if mix is None:
-        return F.cross_entropy(logits, labels)
+        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
     log_probs = F.log_softmax(logits, dim=-1)  # once for both labels
-    return mix.lam * F.nll_loss(log_probs, labels) + (1.0 - mix.lam) * F.nll_loss(log_probs, labels[mix.perm])
+    nll = mix.lam * F.nll_loss(log_probs, labels) + (1.0 - mix.lam) * F.nll_loss(log_probs, labels[mix.perm])
+    if not label_smoothing:
+        return nll
+    return (1.0 - label_smoothing) * nll - label_smoothing * log_probs.mean(dim=-1).mean()
 
 
 def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import torch
 from torch import nn
 
 from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, unwrap_model
@@ -91,3 +92,30 @@ def grouped_parameters(
         group["params"].append(parameter)
     return list(groups.values())
 
+
+
+def uses_lr_groups(args) -> bool:
+    """Whether `args` (a `SmileTrainingArguments`) asks for per-group learning rates."""
+    return args.backbone_lr_multiplier != 1.0 or args.layer_decay is not None
+
+
+def build_grouped_optimizer(
+    model: nn.Module,
+    adapter: BackboneAdapter,
+    args,
+    optimizer_cls,
+    optimizer_kwargs: dict,
+    decay_parameter_names: Iterable[str],
+) -> torch.optim.Optimizer:
+    """The optimizer `optimizer_cls(**optimizer_kwargs)` (what `Trainer.get_optimizer_cls_and_kwargs` or
+    `optimizer_cls_and_kwargs` gives) over the groups of [`grouped_parameters`], with the scales of `args`'
+    `backbone_lr_multiplier` and `layer_decay`. An optimizer that builds its own groups (a factory, GaLore, LOMO,
+    layer-wise optimizers) is refused in one line."""
+    if not isinstance(optimizer_cls, type) or {"params", "model", "optimizer_dict"} & set(optimizer_kwargs):
+        raise ValueError(
+            f"`backbone_lr_multiplier` / `layer_decay` need an optimizer built from parameter groups; optim "
+            f"'{args.optim}' builds its own. Use e.g. optim='adamw_torch' or 'sgd', or leave both unset."
+        )
+    scales = learning_rate_scales(model, adapter, args.backbone_lr_multiplier, args.layer_decay)
+    groups = grouped_parameters(model, decay_parameter_names, args.weight_decay, args.learning_rate, scales)
+    return optimizer_cls(groups, **optimizer_kwargs)

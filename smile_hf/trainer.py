@@ -12,27 +12,26 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 
-import safetensors.torch
 import torch
 from huggingface_hub import ModelCard
 from torch import nn
-from torch.optim.lr_scheduler import LambdaLR
 from transformers import PreTrainedModel, Trainer
 from transformers.utils import logging
 
 from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, build_source_head_copy, unwrap_model
 from .calibration import CalibrationResult, calibrate_trainer, check_calibrated
+from .channels import fit_datasets_to_model
 from .checkpoints import CompleteCheckpointMixin
 from .config import SmileTrainingArguments
 from .data import TransformEpochCallback, collate, evaluation_processor
 from .distributed import add_buffer_sync
 from .guard import NonFiniteGuard, NonFiniteGuardCallback, check_finite_weights
-from .lora import LoraEmaTeacher, base_buffers, check_base_is_source, load_base_buffers, peft_model_of, wrap_student
+from .lora import LoraEmaTeacher, check_base_is_source, peft_model_of, wrap_student
 from .loss import TransferLoss
-from .methods import MethodCallback, MethodContext, build_method, method_hyperparameters, method_title, parse_method
+from .methods import MethodCallback, MethodContext, build_method, method_hyperparameters, method_title
 from .metrics import as_compute_metrics
 from .mixing import Mix
-from .param_groups import grouped_parameters, learning_rate_scales
+from .param_groups import build_grouped_optimizer, uses_lr_groups
 from .model_card import model_card_from_trainer
 from .modeling import (
     attach_source_head,
@@ -44,26 +43,29 @@ from .modeling import (
     load_student_with_classes_of,
     select_loading_kwargs,
 )
+from .parity import check_optimizer_covers, check_trainer_arguments, check_trial_arguments, fresh_copy, keep_pristine
+from .schedules import step_decay_schedule
 from .sharding import check_resume, check_sharding
+from .smile_state import SMILE_STATE_NAME, SmileStateMixin  # noqa: F401  (SMILE_STATE_NAME: its former home)
 from .teacher import EmaTeacher, EmaTeacherCallback
 
 logger = logging.get_logger(__name__)
 
-SMILE_STATE_NAME = "smile_state.safetensors"
-"""File, in each Trainer checkpoint, holding the state the stock Trainer does not know about."""
 TRAINING_ARGS_JSON_NAME = "training_args.json"
 """The training arguments saved with the model as JSON, readable without unpickling the Trainer's
 `training_args.bin`."""
 
 
-class SmileTrainer(CompleteCheckpointMixin, Trainer):
+class SmileTrainer(SmileStateMixin, CompleteCheckpointMixin, Trainer):
     """Trainer for transfer learning of image classifiers with SMILE and its baselines.
 
     Args:
         model (`PreTrainedModel` or `str`): the student, a pre-trained `AutoModelForImageClassification` whose head
             has been replaced for the target classes (see [`load_student`]); or the name or path of a pre-trained
             checkpoint, loaded with a new head (`args.model_init_kwargs` are passed to `from_pretrained`; the number
-            and names of the classes come from the training set's `ClassLabel` column or from those kwargs).
+            and names of the classes come from the training set's `ClassLabel` column or from those kwargs); or None
+            with `model_init=` (the stock `Trainer`'s form for `hyperparameter_search`: every `train()` makes a new
+            model, and its source head, teacher, EMA state and method state are built again).
         args (`SmileTrainingArguments`, *optional*): the training arguments, the method and its hyperparameters.
             Defaults to SMILE with every default, writing to `<model name>-smile`.
         teacher_model (`PreTrainedModel` or `str`, *optional*): the source model (the same pre-trained checkpoint,
@@ -77,7 +79,8 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
             convention); the new head is added to `modules_to_save`. A `model` that is already a `PeftModel` is
             trained as it is. The teacher is then an adapter on the shared frozen base ([`LoraEmaTeacher`]).
         **kwargs: every other `Trainer` argument (`train_dataset`, `eval_dataset`, `compute_metrics`,
-            `callbacks`...).
+            `callbacks`...; what each means here: [`smile_hf.parity.TRAINER_ARGUMENTS`]). `compute_loss_func` replaces
+            the target cross-entropy `L_main` ([`smile_hf.target.TargetLoss`]).
     """
 
     _tag_names = ["smile_hf", "image-classification", "transfer-learning"]
@@ -93,7 +96,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
 
     def __init__(
         self,
-        model: PreTrainedModel | str,
+        model: PreTrainedModel | str | None = None,
         args: SmileTrainingArguments | None = None,
         teacher_model: PreTrainedModel | str | None = None,
         data_collator=None,
@@ -108,15 +111,20 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         if not isinstance(args, SmileTrainingArguments):
             raise TypeError(f"SmileTrainer needs SmileTrainingArguments, got {type(args).__name__}.")
         check_sharding(args)
-        self.method = build_method(args)
+        check_trainer_arguments(model, args, kwargs)
         init_kwargs = dict(args.model_init_kwargs or {})
+        model_init, loss_func = kwargs.pop("model_init", None), kwargs.pop("compute_loss_func", None)
+        self._peft_config, self._teacher_model = peft_config, keep_pristine(teacher_model, model_init)
+        self.model_init = model_init
+        if model is None:  # the stock Trainer's form for `hyperparameter_search`: the model comes from model_init
+            model = self.call_model_init()
         if isinstance(model, str):
             model = load_student_with_classes_of(model, train_dataset, init_kwargs)
         model = wrap_student(model, peft_config)
-        self.adapter = BackboneAdapter(model)
-        source_model = self._source_model(model, teacher_model, select_loading_kwargs(init_kwargs))
-        if self.method.needs_source_head and not hasattr(model, SOURCE_HEAD_NAME):
-            attach_source_head(unwrap_model(model), build_source_head_copy(self.adapter, source_model))
+        source_model = self._attach_model_parts(model, args)
+        eval_sets = kwargs.get("eval_dataset")
+        eval_sets = eval_sets if isinstance(eval_sets, dict) else {"evaluation": eval_sets}
+        fit_datasets_to_model(model, {"training": train_dataset, **eval_sets})  # images to the model's channels
         if "compute_metrics" in kwargs:  # an `evaluate` module computes through ClassificationMetrics
             kwargs["compute_metrics"] = as_compute_metrics(kwargs["compute_metrics"])
         if processing_class is None:  # what evaluates the model (smile_hf.data's eval transform), else the checkpoint's
@@ -131,9 +139,36 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
             processing_class=processing_class,
             **kwargs,
         )
-        # compute_loss returns a per-batch mean: the Trainer divides it by the gradient accumulation steps.
-        self.model_accepts_loss_kwargs = False
+        self.model_init = model_init
+        # compute_loss returns a per-batch mean: the Trainer divides it by the gradient accumulation steps (the user's
+        # compute_loss_func lives in `loss_fn.target_loss`, so the stock `compute_loss_func` stays None).
+        self.model_accepts_loss_kwargs, self._loss_func = False, loss_func
         check_sharding(args, self)
+        check_optimizer_covers(self.optimizer, self.model)
+        self.add_callback(TransformEpochCallback(self.train_dataset))  # per-example augmentation follows the epoch
+        if args.world_size > 1:  # BatchNorm statistics: the same on every rank for evaluation, saving and the EMA
+            add_buffer_sync(self)
+        self._build_training_parts(source_model)
+
+    # ---- models -----------------------------------------------------------------------------------------------
+
+    def _attach_model_parts(self, model: nn.Module, args: SmileTrainingArguments) -> nn.Module | None:
+        """The method, the adapter of `model` and (for the methods that need them) the source model and the source
+        head attached to `model`. Returns the source model."""
+        self.method = build_method(args)
+        self.adapter = BackboneAdapter(model)
+        load_kwargs = select_loading_kwargs(dict(args.model_init_kwargs or {}))
+        source_model = self._source_model(model, fresh_copy(self._teacher_model, self.model_init), load_kwargs)
+        if self.method.needs_source_head and not hasattr(unwrap_model(model), SOURCE_HEAD_NAME):
+            attach_source_head(unwrap_model(model), build_source_head_copy(self.adapter, source_model))
+        return source_model
+
+    def _build_training_parts(self, source_model: nn.Module | None) -> None:
+        """What training builds around the student: teacher, loss, guard and their callbacks (built again, the old
+        callbacks removed, for each model `model_init` makes)."""
+        args, before = self.args, list(self.callback_handler.callbacks)
+        for callback in getattr(self, "_model_callbacks", ()):
+            self.remove_callback(callback)
         self.teacher = self._build_teacher(source_model) if self.method.needs_teacher else None
         if args.torch_compile and isinstance(self.teacher, EmaTeacher):  # the Trainer compiles the student only
             self.teacher.model.compile(backend=args.torch_compile_backend, mode=args.torch_compile_mode)
@@ -141,21 +176,36 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
             for module in (self.model, self.teacher):
                 if module is not None:
                     module.to(memory_format=torch.channels_last)
-        self.loss_fn = TransferLoss.from_args(self.method, self.adapter, self.teacher, args)
+        self.loss_fn = TransferLoss.from_args(self.method, self.adapter, self.teacher, args, self._loss_func)
         self.guard = NonFiniteGuard(args.nan_policy, args.max_consecutive_skips)
         self.add_callback(NonFiniteGuardCallback(self.guard))
-        self.add_callback(TransformEpochCallback(self.train_dataset))  # per-example augmentation follows the epoch
         self.add_callback(MethodCallback(self.method, self.method_context))
         for callback in self.method.callbacks(self):
             self.add_callback(callback)
-        if args.world_size > 1:  # BatchNorm statistics: the same on every rank for evaluation, saving and the EMA
-            add_buffer_sync(self)
+        self._model_callbacks = [c for c in self.callback_handler.callbacks if c not in before]
         self._metrics: dict[str, list[torch.Tensor]] = defaultdict(list)  # training loss terms since the last log
         self._micro_position = (-1, 0)
         self._method_ready = False
         self.calibration: CalibrationResult | None = None  # set by `calibrate`
 
-    # ---- models -----------------------------------------------------------------------------------------------
+    def call_model_init(self, trial=None) -> nn.Module:
+        """`Trainer.call_model_init`, the new model wrapped for LoRA (`peft_config`) as in `__init__`."""
+        return wrap_student(super().call_model_init(trial), self._peft_config)
+
+    def _hp_search_setup(self, trial) -> None:
+        """`Trainer._hp_search_setup` (the trial's values into `args`), then, when `train` has just made a new model
+        with `model_init`, the method, source head, teacher, EMA state and loss built again for it, with those values
+        (checked as at construction)."""
+        super()._hp_search_setup(trial)
+        if self.model_init is None:
+            return
+        check_trial_arguments(self.args)
+        source_model = self._attach_model_parts(self.model, self.args)
+        if self.place_model_on_device:  # the new source head
+            self._move_model_to_device(self.model, self.args.device)
+        self._build_training_parts(source_model)
+        self.method.setup(self.method_context())
+        self._method_ready = True
 
     def _source_model(self, model: nn.Module, teacher_model, load_kwargs: dict) -> nn.Module | None:
         """The pre-trained model with its original head, when the method needs it."""
@@ -218,39 +268,23 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """The Trainer's optimizer; with `backbone_lr_multiplier` != 1 or `layer_decay`, one parameter group per
         learning-rate scale and weight decay ([`smile_hf.param_groups`])."""
-        args = self.args
-        if self.optimizer is not None or (args.backbone_lr_multiplier == 1.0 and args.layer_decay is None):
+        if self.optimizer is not None or not uses_lr_groups(self.args):
             return super().create_optimizer(model)
         model = self.model if model is None else model
-        if self.optimizer_cls_and_kwargs is not None:
-            optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
-        else:
-            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(args, model)
-        if not isinstance(optimizer_cls, type) or {"params", "model", "optimizer_dict"} & set(optimizer_kwargs):
-            raise ValueError(
-                f"`backbone_lr_multiplier` / `layer_decay` need an optimizer built from parameter groups; optim "
-                f"'{args.optim}' builds its own. Use e.g. optim='adamw_torch' or 'sgd', or leave both unset."
-            )
-        scales = learning_rate_scales(model, self.adapter, args.backbone_lr_multiplier, args.layer_decay)
-        groups = grouped_parameters(
-            model, self.get_decay_parameter_names(model), args.weight_decay, args.learning_rate, scales
-        )
-        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        optimizer_cls, kwargs = self.optimizer_cls_and_kwargs or self.get_optimizer_cls_and_kwargs(self.args, model)
+        decay_names = self.get_decay_parameter_names(model)
+        self.optimizer = build_grouped_optimizer(model, self.adapter, self.args, optimizer_cls, kwargs, decay_names)
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
-        """The Trainer's schedule, or with `lr_step_fraction` a constant lr (after warm-up) multiplied once by
-        `lr_step_gamma` at that fraction of training."""
+        """The Trainer's schedule (or the user's, from `optimizers`), or with `lr_step_fraction` the reference's
+        step decay after the stock warm-up ([`smile_hf.schedules.step_decay_schedule`])."""
         if self.args.lr_step_fraction is None or self.lr_scheduler is not None:
             return super().create_scheduler(num_training_steps, optimizer)
-        milestone = int(self.args.lr_step_fraction * num_training_steps)
         warmup = self.args.get_warmup_steps(num_training_steps)
-        gamma = self.args.lr_step_gamma
-
-        def factor(step: int) -> float:
-            return min(1.0, (step + 1) / warmup if warmup else 1.0) * (gamma if step >= milestone else 1.0)
-
-        self.lr_scheduler = LambdaLR(optimizer or self.optimizer, factor)
+        self.lr_scheduler = step_decay_schedule(
+            optimizer or self.optimizer, num_training_steps, warmup, self.args.lr_step_fraction, self.args.lr_step_gamma
+        )
         self._created_lr_scheduler = True
         return self.lr_scheduler
 
@@ -261,7 +295,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         the auxiliary head and the method's state are restored from the checkpoint.
         """
         check_resume(self, resume_from_checkpoint)
-        if not self._method_ready:
+        if not self._method_ready and self.model_init is None:  # with model_init: for the new model, in train
             self.method.setup(self.method_context())
             self._method_ready = True
         output = super().train(resume_from_checkpoint, *args, **kwargs)
@@ -289,9 +323,14 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Training: [`TransferLoss`] of the batch under this micro-batch's mix, each term recorded for logging.
-        Evaluation: plain CE."""
+        Evaluation: the stock loss (cross-entropy, label-smoothed with `label_smoothing_factor`), or the user's
+        `compute_loss_func` ([`TargetLoss`])."""
         if not model.training:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if self._loss_func is None:  # the stock loss (label-smoothed with `label_smoothing_factor`)
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            outputs = model(pixel_values=inputs["pixel_values"])
+            loss = self.loss_fn.target_loss(outputs.logits, inputs["labels"], None)
+            return (loss, outputs) if return_outputs else loss
         step, pixel_values = self.state.global_step, inputs["pixel_values"]
         final_phase = self.in_final_phase(step)
         mix = None if final_phase else self.loss_fn.draw_mix(pixel_values, model, step, self._next_micro_step())
@@ -352,72 +391,6 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
             logger.warning(
                 f"No image processor saved in {output_dir}: `pipeline('image-classification')` needs one. Pass "
                 "`processing_class=AutoImageProcessor.from_pretrained(<pre-trained checkpoint>)` to SmileTrainer."
-            )
-
-    def smile_state_dict(self) -> dict[str, torch.Tensor]:
-        """The training state the stock Trainer does not checkpoint: source head, teacher, method state.
-
-        Keys are prefixed `source_head.`, `teacher.` (weights, buffers and the EMA counter `teacher.num_updates`)
-        and `method.` (and `base_buffers.` for a LoRA student, see [`smile_hf.lora.base_buffers`]); tensors are copied to the CPU (so that tied or shared tensors can go to safetensors)."""
-        state = {}
-        source_head = getattr(unwrap_model(self.model), SOURCE_HEAD_NAME, None)
-        if source_head is not None:
-            state.update({f"source_head.{k}": v for k, v in source_head.state_dict().items()})
-        if self.teacher is not None:
-            state.update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
-        state.update({f"method.{k}": v for k, v in self.method.state_dict().items()})
-        state.update({f"base_buffers.{k}": v for k, v in base_buffers(self.model).items()})  # LoRA: see lora.py
-        return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
-
-    def load_smile_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore what `smile_state_dict` returned (strictly: every expected part must be there, and nothing else)."""
-
-        def part(prefix):
-            return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-
-        source_head = getattr(unwrap_model(self.model), SOURCE_HEAD_NAME, None)
-        expected = {"method"} | ({"source_head"} if source_head is not None else set())
-        expected |= {"teacher"} if self.teacher is not None else set()
-        expected |= {"base_buffers"} if base_buffers(self.model) else set()
-        found = {k.split(".", 1)[0] for k in state}
-        if found - expected or (expected - {"method"}) - found:
-            raise ValueError(
-                f"The saved SMILE state has parts {sorted(found)} but method '{self.args.method}' needs "
-                f"{sorted(expected - {'method'} | (found & {'method'}))}: was the checkpoint written with another method?"
-            )
-        if source_head is not None:
-            source_head.load_state_dict(part("source_head."))
-        if self.teacher is not None:
-            self.teacher.load_state_dict(part("teacher."))
-        self.method.load_state_dict(part("method."))
-        if "base_buffers" in expected:
-            load_base_buffers(self.model, part("base_buffers."))
-
-    def extra_checkpoint_files(self) -> dict[str, tuple[dict[str, torch.Tensor], dict[str, str]]]:
-        """`smile_state.safetensors`: the state of [`smile_state_dict`], written into every checkpoint."""
-        metadata = {"format": "pt", "method": self.args.method, "global_step": str(self.state.global_step)}
-        return {SMILE_STATE_NAME: (self.smile_state_dict(), metadata)}
-
-    def checkpoint_marker_fields(self) -> dict[str, str]:
-        return {"method": self.args.method}
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        """The stock loading of the student, then the SMILE state (`smile_state.safetensors`)."""
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        path = os.path.join(resume_from_checkpoint, SMILE_STATE_NAME)
-        if os.path.isfile(path):
-            with safetensors.safe_open(path, framework="pt") as f:
-                written_by = (f.metadata() or {}).get("method")
-            if written_by is not None and parse_method(written_by)[0] != self.args.regularizer:
-                raise ValueError(
-                    f"{resume_from_checkpoint} was written by method '{written_by}', not '{self.args.method}': resume "
-                    "with the same method."
-                )
-            self.load_smile_state_dict(safetensors.torch.load_file(path, device="cpu"))
-        elif self.smile_state_dict():
-            raise FileNotFoundError(
-                f"{resume_from_checkpoint} has no {SMILE_STATE_NAME}: it was not written by a complete SmileTrainer "
-                "checkpoint save, so the teacher and auxiliary head cannot be restored."
             )
 
     # ---- model card / Hub -------------------------------------------------------------------------------------

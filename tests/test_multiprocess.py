@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from smile_hf.backbones import SOURCE_HEAD_NAME
 
-from .testing_utils import requires_a_device_per_rank, script_device_args
+from .testing_utils import TEST_DEVICE, requires_a_device_per_rank, script_device_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "tests" / "ddp_rank_states.py"  # examples/run_smile.py, then each rank's weights
@@ -46,6 +46,7 @@ def two_process_run(tmp_path_factory):
         "--ema_update_every", "1", "--ema_decay", "0.5", "--final_finetune_fraction", "0.34", "--learning_rate", "0.05",
         "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "True",
         "--output_dir", str(output_dir), *script_device_args(),
+        "--ddp_backend", "nccl" if TEST_DEVICE.startswith("cuda") else "gloo",  # a stock field, honoured as such
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE="1")
     result = subprocess.run(

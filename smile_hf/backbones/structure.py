@@ -15,6 +15,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
+from ..channels import model_num_channels
 from .spec import SOURCE_HEAD_NAME, BackboneSpec, UnsupportedBackboneError
 
 TOKEN_PARAMETERS = ("cls_token", "class_embedding", "distillation_token", "register_tokens")
@@ -211,7 +212,8 @@ def probe(model: nn.Module, spec: BackboneSpec) -> BackboneSpec:
     handles = [child.register_forward_hook(record(name)) for name, module in lists.items() for child in module]
     handles += [head.register_forward_hook(lambda _m, args, out: head_io.append((args[0], out))) for head in heads]
     parameter = next(model.parameters())
-    pixel_values = torch.randn(1, 3, *_probe_size(model), generator=torch.Generator().manual_seed(0))
+    channels = model_num_channels(model)
+    pixel_values = torch.randn(1, channels, *_probe_size(model), generator=torch.Generator().manual_seed(0))
     was_training = model.training
     model.eval()
     try:

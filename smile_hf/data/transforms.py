@@ -18,7 +18,7 @@ import io
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ from transformers import TrainerCallback
 from transformers.image_utils import PILImageResampling, load_image
 
 from .._compat import pil_image_processor_class
+from ..channels import channel_stats, mode_for_channels
 from .errors import DataError, one_line
 
 INDEX_COLUMN = "__example_index__"
@@ -116,8 +117,23 @@ def lossy_conversion(image: Image.Image) -> str | None:
 
 
 def uint8_tensor(image: Image.Image) -> torch.Tensor:
-    """An RGB PIL image as a uint8 tensor 3 x H x W (a view of one copy of the pixels, channels last in memory)."""
-    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+    """A PIL image as a uint8 tensor C x H x W (C = 3 for RGB, 1 for L...; a view of one copy of the pixels,
+    channels last in memory)."""
+    array = np.array(image, dtype=np.uint8)
+    return torch.from_numpy(array[:, :, None] if array.ndim == 2 else array).permute(2, 0, 1)
+
+
+def to_channels(image: Image.Image, num_channels: int = 3) -> Image.Image:
+    """`image` in the mode a model with `num_channels` input channels takes ([`smile_hf.channels.mode_for_channels`]):
+    RGB ([`to_rgb`]), L (grayscale: transparency composited on white, high bit depths scaled), or a 4-band mode kept."""
+    mode = mode_for_channels(image.mode, num_channels)
+    if mode == "RGB":
+        return to_rgb(image)
+    if mode == "L":
+        if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+            return _high_bit_depth_to_uint8(image)
+        return image if image.mode == "L" else to_rgb(image).convert("L")
+    return image
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
@@ -183,6 +199,7 @@ class TransformConfig:
         mean (`tuple[float, ...]`): per-channel mean subtracted after scaling to [0, 1].
         std (`tuple[float, ...]`): per-channel standard deviation.
         random_horizontal_flip (`bool`): flip training images left-right with probability 1/2.
+        num_channels (`int`): channels of the model's input; images are converted to them ([`to_channels`]).
     """
 
     crop_size: tuple[int, int] = (224, 224)
@@ -190,6 +207,12 @@ class TransformConfig:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     random_horizontal_flip: bool = True
+    num_channels: int = 3
+
+    def with_channels(self, num_channels: int) -> TransformConfig:
+        """The config for a model with `num_channels` input channels (statistics by [`channel_stats`])."""
+        mean, std = channel_stats(self.mean, num_channels), channel_stats(self.std, num_channels, "image_std")
+        return replace(self, mean=mean, std=std, num_channels=num_channels)
 
     @classmethod
     def from_image_processor(
@@ -232,7 +255,8 @@ class TransformConfig:
 
 
 class ImageTransform:
-    """The reference's train or eval pipeline on one PIL image, returning a normalised 3 x H x W tensor.
+    """The reference's train or eval pipeline on one PIL image, returning a normalised C x H x W tensor (C =
+    `config.num_channels`: the image is converted to RGB or grayscale first, see [`to_channels`]).
 
     Args:
         config (`TransformConfig`): sizes and normalisation.
@@ -267,7 +291,7 @@ class ImageTransform:
         # resize the uint8 image (bilinear, anti-aliased), crop and flip it, and only then convert the crop. Training
         # uses torch's uint8 kernel (about 3x faster than PIL's on a 500 x 375 photo, within one level of it);
         # evaluation uses PIL's, bit for bit what `eval_image_processor` (and `pipeline()`) computes
-        rgb = to_rgb(image)
+        rgb = to_channels(image, config.num_channels)
         if self.train:
             pixels = random_crop(resize(uint8_tensor(rgb), (height, width)), config.crop_size, generator)
             if config.random_horizontal_flip and bool(torch.rand((), generator=generator) < 0.5):

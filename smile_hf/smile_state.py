@@ -1,0 +1,99 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""The training state of [`SmileTrainer`] that the stock `Trainer` does not checkpoint (source head, teacher with its
+EMA counter, method state, LoRA base buffers): written into every checkpoint as `smile_state.safetensors`, restored
+on resume and with `load_best_model_at_end`."""
+
+from __future__ import annotations
+
+import os
+
+import safetensors.torch
+import torch
+from torch import nn
+
+from .backbones import SOURCE_HEAD_NAME, unwrap_model
+from .lora import base_buffers, load_base_buffers
+from .methods import parse_method
+
+SMILE_STATE_NAME = "smile_state.safetensors"
+"""File, in each Trainer checkpoint, holding the state the stock Trainer does not know about."""
+
+
+class SmileStateMixin:
+    """Mixin of [`SmileTrainer`] (listed before [`CompleteCheckpointMixin`]): the state beyond the student, its save
+    into every checkpoint, and its loading on resume and at the end of training (`load_best_model_at_end`)."""
+
+    def smile_state_dict(self) -> dict[str, torch.Tensor]:
+        """The training state the stock Trainer does not checkpoint: source head, teacher, method state.
+
+        Keys are prefixed `source_head.`, `teacher.` (weights, buffers and the EMA counter `teacher.num_updates`)
+        and `method.` (and `base_buffers.` for a LoRA student, see [`smile_hf.lora.base_buffers`]); tensors are copied to the CPU (so that tied or shared tensors can go to safetensors)."""
+        state = {}
+        source_head = getattr(unwrap_model(self.model), SOURCE_HEAD_NAME, None)
+        if source_head is not None:
+            state.update({f"source_head.{k}": v for k, v in source_head.state_dict().items()})
+        if self.teacher is not None:
+            state.update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
+        state.update({f"method.{k}": v for k, v in self.method.state_dict().items()})
+        state.update({f"base_buffers.{k}": v for k, v in base_buffers(self.model).items()})  # LoRA: see lora.py
+        return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+
+    def load_smile_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what `smile_state_dict` returned (strictly: every expected part must be there, and nothing else)."""
+
+        def part(prefix):
+            return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+        source_head = getattr(unwrap_model(self.model), SOURCE_HEAD_NAME, None)
+        expected = {"method"} | ({"source_head"} if source_head is not None else set())
+        expected |= {"teacher"} if self.teacher is not None else set()
+        expected |= {"base_buffers"} if base_buffers(self.model) else set()
+        found = {k.split(".", 1)[0] for k in state}
+        if found - expected or (expected - {"method"}) - found:
+            raise ValueError(
+                f"The saved SMILE state has parts {sorted(found)} but method '{self.args.method}' needs "
+                f"{sorted(expected - {'method'} | (found & {'method'}))}: was the checkpoint written with another method?"
+            )
+        if source_head is not None:
+            source_head.load_state_dict(part("source_head."))
+        if self.teacher is not None:
+            self.teacher.load_state_dict(part("teacher."))
+        self.method.load_state_dict(part("method."))
+        if "base_buffers" in expected:
+            load_base_buffers(self.model, part("base_buffers."))
+
+    def extra_checkpoint_files(self) -> dict[str, tuple[dict[str, torch.Tensor], dict[str, str]]]:
+        """`smile_state.safetensors`: the state of [`smile_state_dict`], written into every checkpoint."""
+        metadata = {"format": "pt", "method": self.args.method, "global_step": str(self.state.global_step)}
+        return {SMILE_STATE_NAME: (self.smile_state_dict(), metadata)}
+
+    def checkpoint_marker_fields(self) -> dict[str, str]:
+        return {"method": self.args.method}
+
+    def _load_best_model(self) -> None:
+        """The stock loading of the best student (`load_best_model_at_end`), then the teacher, source head and method
+        state saved in the same checkpoint."""
+        super()._load_best_model()
+        self._load_smile_state(self.state.best_model_checkpoint)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """The stock loading of the student, then the SMILE state (`smile_state.safetensors`)."""
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self._load_smile_state(resume_from_checkpoint)
+
+    def _load_smile_state(self, resume_from_checkpoint: str) -> None:
+        path = os.path.join(resume_from_checkpoint, SMILE_STATE_NAME)
+        if os.path.isfile(path):
+            with safetensors.safe_open(path, framework="pt") as f:
+                written_by = (f.metadata() or {}).get("method")
+            if written_by is not None and parse_method(written_by)[0] != self.args.regularizer:
+                raise ValueError(
+                    f"{resume_from_checkpoint} was written by method '{written_by}', not '{self.args.method}': resume "
+                    "with the same method."
+                )
+            self.load_smile_state_dict(safetensors.torch.load_file(path, device="cpu"))
+        elif self.smile_state_dict():
+            raise FileNotFoundError(
+                f"{resume_from_checkpoint} has no {SMILE_STATE_NAME}: it was not written by a complete SmileTrainer "
+                "checkpoint save, so the teacher and auxiliary head cannot be restored."
+            )
