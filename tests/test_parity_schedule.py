@@ -93,7 +93,10 @@ def test_reference_recipe_applied_is_a_field_kept_by_replace_and_saved():
     "accelerator_config, pin, expected",
     [(None, True, True), (None, False, False), ({"split_batches": True}, True, True), ({"non_blocking": False}, True, False)],
 )
-def test_non_blocking_follows_the_final_pin_memory_unless_the_user_set_it(accelerator_config, pin, expected):
+def test_non_blocking_follows_the_final_pin_memory_unless_the_user_set_it(
+    accelerator_config, pin, expected, monkeypatch
+):
+    monkeypatch.setattr("smile_hf.config._has_accelerator", lambda: True)  # pinning takes effect (test_pinned_memory)
     args = make(accelerator_config=accelerator_config, dataloader_pin_memory=pin)
     assert args.accelerator_config.non_blocking is expected
     assert make(accelerator_config=accelerator_config, use_cpu=True).accelerator_config.non_blocking is False  # unpinned
