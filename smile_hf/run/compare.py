@@ -1,0 +1,198 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""Several runs in one call: every method of `--compare_methods` (and plain fine-tuning from random weights,
+`--scratch_baseline`) on every seed of `--seeds`, each a run of [`smile_hf.run.driver`], then one results table."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+from dataclasses import dataclass, field, replace
+
+import torch
+from transformers import HfArgumentParser
+
+from ..config import SmileTrainingArguments
+from .arguments import (
+    DataTrainingArguments,
+    InputError,
+    ModelArguments,
+    finalize_args,
+    given_options,
+    quiet,
+    read_args,
+    run_processes_on_cpu_without_accelerator,
+)
+from .curves import training_curves, write_curves
+from .driver import configure_logging, train_one
+from .loading import check_model, load_processor, prepare_data
+from .outputs import results_table, write_results
+
+logger = logging.getLogger(__name__)
+
+DEMO_ARGS = [
+    "--dataset", "digits",
+    "--train_samples_per_class", "10",
+    "--random_horizontal_flip", "False",  # digits are not mirror-symmetric
+    "--compare_methods", "finetune,smile",
+    "--scratch_baseline", "True",  # plain fine-tuning from random weights: what the pre-training brings
+    "--seeds", "0,1,2",
+    "--torch_num_threads", "1",  # a 80k-parameter model: threads cost more than they give
+    "--reference_recipe", "True",  # SGD Nesterov 0.9, lr 0.01, wd 1e-4, batch 48, lr x0.1 at 2/3
+    "--max_steps", "500",
+    "--per_device_eval_batch_size", "256",
+    "--eval_strategy", "steps",  # accuracy over the steps, for the curves (the final evaluation is unchanged)
+    "--eval_steps", "50",
+    "--save_strategy", "no",
+    "--logging_steps", "50",
+    "--report_to", "none",
+    "--output_dir", "outputs/compare_methods_demo",
+    "--plot_curves", "benchmarks/results/demo_curves.png",  # and demo_curves.json: shown in the README
+]  # fmt: skip
+"""What `python examples/compare_methods.py` (no argument, e.g. `make demo`) runs: a few minutes on 2 CPU cores."""
+
+@dataclass
+class ExperimentArguments:
+    """Several runs in one call."""
+
+    compare_methods: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated methods trained one after the other on every seed, e.g. finetune,smile."},
+    )
+    seeds: str | None = field(default=None, metadata={"help": "Comma-separated seeds (default: --seed)."})
+    scratch_baseline: bool = field(
+        default=False,
+        metadata={
+            "help": "Also fine-tune a randomly initialised model of the same architecture on every seed (shows what "
+            "the pre-trained weights bring); reported as 'scratch'."
+        },
+    )
+    results_file: str = field(default="results.json", metadata={"help": "Results file name in --output_dir."})
+    torch_num_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "CPU threads of torch's intra-op pool (default: torch's choice). 1 is fastest for tiny models "
+            "and on shared CPUs, where extra threads mostly wait for each other."
+        },
+    )
+    plot_curves: str | None = field(
+        default=None,
+        metadata={
+            "help": "Draw every run's loss terms and evaluation accuracy over the steps in this PNG (needs "
+            "matplotlib), and write the curves as JSON beside it (same name, .json). The accuracy curve needs "
+            "evaluations during training (--eval_strategy steps)."
+        },
+    )
+
+
+def build_parser(prog: str | None = None) -> HfArgumentParser:
+    """The parser of a comparison: the arguments of one run, and [`ExperimentArguments`]."""
+    return HfArgumentParser(
+        (ModelArguments, DataTrainingArguments, SmileTrainingArguments, ExperimentArguments), prog=prog
+    )
+
+
+def parse_args(
+    argv: list[str], prog: str | None = None
+) -> tuple[ModelArguments, DataTrainingArguments, SmileTrainingArguments, ExperimentArguments]:
+    """Parse the command line, or a single `.json` / `.yaml` file of arguments; no argument runs [`DEMO_ARGS`]."""
+    model_args, data_args, training_args, experiment_args = read_args(build_parser(prog), argv or DEMO_ARGS)
+    finalize_args(model_args, training_args, data_args, given_options(argv or DEMO_ARGS))
+    return model_args, data_args, training_args, experiment_args
+
+
+def parse_list(text: str | None, cast=str) -> list:
+    return [cast(item.strip()) for item in text.split(",") if item.strip()] if text else []
+
+
+SCRATCH = "scratch"
+"""Label of the plain fine-tuning runs from a randomly initialised model (`--scratch_baseline`)."""
+
+
+@dataclass
+class Run:
+    """One training run: its label in the results, its arguments, and whether it starts from random weights."""
+
+    label: str
+    args: SmileTrainingArguments
+    from_scratch: bool = False
+
+
+def run_plan(training_args: SmileTrainingArguments, experiment_args: ExperimentArguments) -> list[Run]:
+    """One [`Run`] per (method, seed), plus a from-scratch fine-tuning per seed with `--scratch_baseline`; each run
+    has its own output folder when there are several."""
+    methods = parse_list(experiment_args.compare_methods) or [training_args.method]
+    seeds = parse_list(experiment_args.seeds, int) or [training_args.seed]
+    labels = ([SCRATCH] if experiment_args.scratch_baseline else []) + methods
+    single = len(labels) * len(seeds) == 1
+
+    def make(label: str, seed: int) -> Run:
+        method = "finetune" if label == SCRATCH else label
+        output_dir = (
+            training_args.output_dir if single else os.path.join(training_args.output_dir, f"{label}-seed{seed}")
+        )
+        return Run(label, replace(training_args, method=method, seed=seed, output_dir=output_dir), label == SCRATCH)
+
+    return [make(label, seed) for seed in seeds for label in labels]
+
+
+def check_plotting(experiment_args: ExperimentArguments, training_args: SmileTrainingArguments) -> None:
+    """Before any training: an [`InputError`] if `--plot_curves` cannot plot (no matplotlib), a warning if there
+    will be no accuracy curve (no evaluation during training)."""
+    if not experiment_args.plot_curves:
+        return
+    if importlib.util.find_spec("matplotlib") is None:
+        raise InputError("--plot_curves needs matplotlib, which is not installed: pip install matplotlib.")
+    if training_args.eval_strategy == "no":
+        logger.warning("--plot_curves with --eval_strategy no: no accuracy curve (use --eval_strategy steps).")
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict]:
+    """A comparison from command-line arguments (default: `sys.argv[1:]`; none: the offline demo, [`DEMO_ARGS`]), or
+    one `.json` / `.yaml` file of them; returns every run's results. `prog` names the command in messages."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        command = prog or "python examples/compare_methods.py"
+        print("No arguments: running the offline demo (from scratch vs fine-tuning vs SMILE, few-shot digits):\n  "
+              f"{command} " + " ".join(DEMO_ARGS), flush=True)  # fmt: skip
+    run_processes_on_cpu_without_accelerator()
+    model_args, data_args, training_args, experiment_args = parse_args(argv, prog)
+    configure_logging(training_args)
+    if experiment_args.torch_num_threads:
+        torch.set_num_threads(experiment_args.torch_num_threads)
+    check_model(model_args, data_args)
+    check_plotting(experiment_args, training_args)
+    processor = load_processor(model_args)
+    plan = run_plan(training_args, experiment_args)
+    seeds = list(dict.fromkeys(run.args.seed for run in plan))
+    with training_args.main_process_first(desc="loading the datasets"):
+        data_by_seed = {
+            seed: prepare_data(data_args, model_args, seed, processor, disable_tqdm=quiet(training_args)) for seed in seeds
+        }
+    first = data_by_seed[seeds[0]]
+    logger.info(
+        f"Data: {first.description}: {len(first.train)} train / {len(first.eval)} eval examples; "
+        f"world size {training_args.world_size}; {len(plan)} run(s)"
+    )
+    results, curves = [], []
+    for run in plan:
+        result, trainer = train_one(
+            model_args, run.args, data_by_seed[run.args.seed], processor, label=run.label, from_scratch=run.from_scratch
+        )
+        results.append(result)
+        curves.append({"label": run.label, "seed": run.args.seed, "curves": training_curves(trainer.state.log_history)})
+        if run.args.should_save:
+            write_results([result], run.args.output_dir, experiment_args.results_file)
+    if training_args.should_save:
+        path = write_results(results, training_args.output_dir, experiment_args.results_file)
+        description = f"{first.description}, {len(first.eval)} eval images, model {model_args.model_name_or_path}"
+        print(f"\nResults ({description}):")
+        print(results_table(results))
+        if first.source is not None and not first.source.official_split:
+            print(f"Evaluated on {first.source.eval_split_role or first.source.eval_split}: not the benchmark's official split.")
+        print(f"Saved to {path}", flush=True)
+        if experiment_args.plot_curves:
+            json_path, png_path = write_curves(curves, experiment_args.plot_curves, title=description)
+            print(f"Curves: {png_path} (data: {json_path})", flush=True)
+    return results
