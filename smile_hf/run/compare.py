@@ -13,7 +13,9 @@ from dataclasses import dataclass, field, replace
 import torch
 from transformers import HfArgumentParser
 
+from ..checkpoints import resume_point, write_run_config
 from ..config import SmileTrainingArguments
+from ..data import PreparedData
 from .arguments import (
     DataTrainingArguments,
     InputError,
@@ -25,9 +27,11 @@ from .arguments import (
     run_processes_on_cpu_without_accelerator,
 )
 from .curves import training_curves, write_curves
-from .driver import configure_logging, train_one
+from .driver import configure_logging, run_config, train_one
+from .folders import CURVES_KEY, check_comparison_dir
 from .loading import check_model, load_processor, prepare_data
 from .outputs import results_table, write_results
+from .predict import evaluate_and_predict
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +52,7 @@ DEMO_ARGS = [
     "--logging_steps", "50",
     "--report_to", "none",
     "--output_dir", "outputs/compare_methods_demo",
+    "--overwrite_output_dir", "True",  # the demo starts afresh every time
     "--plot_curves", "benchmarks/results/demo_curves.png",  # and demo_curves.json: shown in the README
 ]  # fmt: skip
 """What `python examples/compare_methods.py` (no argument, e.g. `make demo`) runs: a few minutes on 2 CPU cores."""
@@ -97,7 +102,10 @@ def parse_args(
     argv: list[str], prog: str | None = None
 ) -> tuple[ModelArguments, DataTrainingArguments, SmileTrainingArguments, ExperimentArguments]:
     """Parse the command line, or a single `.json` / `.yaml` file of arguments; no argument runs [`DEMO_ARGS`]."""
-    model_args, data_args, training_args, experiment_args = read_args(build_parser(prog), argv or DEMO_ARGS)
+    try:
+        model_args, data_args, training_args, experiment_args = read_args(build_parser(prog), argv or DEMO_ARGS)
+    except ValueError as error:  # raised by the arguments' own checks (unknown method, a negative weight...)
+        raise InputError(" ".join(str(error).split())) from error
     finalize_args(model_args, training_args, data_args, given_options(argv or DEMO_ARGS))
     return model_args, data_args, training_args, experiment_args
 
@@ -148,9 +156,74 @@ def check_plotting(experiment_args: ExperimentArguments, training_args: SmileTra
         logger.warning("--plot_curves with --eval_strategy no: no accuracy curve (use --eval_strategy steps).")
 
 
+def check_evaluation_only(training_args: SmileTrainingArguments, given: set[str]) -> None:
+    """`--do_train False` evaluates the runs of an earlier comparison: raise an [`InputError`] unless `--do_eval` is
+    set, `--do_predict` is not (one model at a time: `run_smile.py --do_predict`) and `--output_dir` names the
+    comparison's folder."""
+    if training_args.do_train:
+        return
+    if not training_args.do_eval or training_args.do_predict:
+        raise InputError(
+            "--do_train False evaluates the runs of an earlier comparison: pass --do_eval (and no --do_predict: "
+            "classify images with one run's model, run_smile.py --do_predict --model_name_or_path <its folder>)."
+        )
+    if "output_dir" not in given:
+        raise InputError("--do_train False --do_eval evaluates the runs saved in --output_dir: pass that folder.")
+
+
+def resume_points(
+    model_args: ModelArguments, data_args: DataTrainingArguments, training_args: SmileTrainingArguments, plan: list[Run]
+) -> list[str | None]:
+    """Before any training, for every run of `plan`: the checkpoint it resumes from, or None ([`resume_point`] of
+    its folder: never another run's). `--resume_from_checkpoint last` resumes every run that has a checkpoint and
+    starts those that never began; a checkpoint path names one run's checkpoint, so it needs a single run."""
+    resume = training_args.resume_from_checkpoint
+    if resume and resume.strip().lower() not in ("last", "true") and len(plan) > 1:
+        raise InputError(
+            f"--resume_from_checkpoint {resume}: a comparison of {len(plan)} runs resumes each from its own folder; "
+            "pass --resume_from_checkpoint last."
+        )
+    points = []
+    for run in plan:
+        never_began = not os.path.isdir(run.args.output_dir) or not os.listdir(run.args.output_dir)
+        points.append(resume_point(
+            run.args.output_dir, run_config(model_args, data_args, run.args, run.from_scratch),
+            None if never_began else resume, training_args.overwrite_output_dir,
+        ))  # fmt: skip
+    return points
+
+
+def evaluate_runs(
+    model_args: ModelArguments, data_args: DataTrainingArguments, plan: list[Run], output_dir: str, results_file: str
+) -> list[dict]:
+    """Without training: evaluate the model saved in every run folder of `plan` (each on the data of its seed), then
+    write their results and table to `<output_dir>/eval_<results_file>`; the training results stay as they are."""
+    missing = [run.args.output_dir for run in plan if not os.path.isfile(os.path.join(run.args.output_dir, "config.json"))]
+    if missing:
+        raise InputError(
+            f"--do_train False --do_eval: no saved model in {', '.join(missing[:3])}"
+            f"{' ...' if len(missing) > 3 else ''} (train the comparison first, with a --save_strategy other than no)."
+        )
+    results = []
+    for run in plan:
+        run_model = replace(model_args, model_name_or_path=run.args.output_dir)
+        result, _ = evaluate_and_predict(run_model, data_args, run.args)
+        results.append({"label": run.label, "method": run.args.method, "from_scratch": run.from_scratch,
+                        "seed": run.args.seed, **result})  # fmt: skip
+    if plan[0].args.should_save:
+        path = write_results(results, output_dir, f"eval_{results_file}")
+        print(f"\nEvaluation of the runs of {output_dir}:\n{results_table(results)}\nSaved to {path}", flush=True)
+    return results
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict]:
     """A comparison from command-line arguments (default: `sys.argv[1:]`; none: the offline demo, [`DEMO_ARGS`]), or
-    one `.json` / `.yaml` file of them; returns every run's results. `prog` names the command in messages."""
+    one `.json` / `.yaml` file of them; returns every run's results. `prog` names the command in messages.
+
+    Before any training: the model and the plotting are checked, the data is loaded (once per seed), and the output
+    folder is checked: no run of another comparison in it ([`check_comparison_dir`]), and in each run's folder
+    nothing but this run's checkpoints ([`resume_points`]). `--do_train False --do_eval` evaluates the saved runs.
+    """
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
         command = prog or "python examples/compare_methods.py"
@@ -158,13 +231,16 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict]:
               f"{command} " + " ".join(DEMO_ARGS), flush=True)  # fmt: skip
     run_processes_on_cpu_without_accelerator()
     model_args, data_args, training_args, experiment_args = parse_args(argv, prog)
+    check_evaluation_only(training_args, given_options(argv or DEMO_ARGS))
     configure_logging(training_args)
     if experiment_args.torch_num_threads:
         torch.set_num_threads(experiment_args.torch_num_threads)
+    plan = run_plan(training_args, experiment_args)
+    if not training_args.do_train:
+        return evaluate_runs(model_args, data_args, plan, training_args.output_dir, experiment_args.results_file)
     check_model(model_args, data_args)
     check_plotting(experiment_args, training_args)
     processor = load_processor(model_args)
-    plan = run_plan(training_args, experiment_args)
     seeds = list(dict.fromkeys(run.args.seed for run in plan))
     with training_args.main_process_first(desc="loading the datasets"):
         data_by_seed = {
@@ -175,24 +251,46 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict]:
         f"Data: {first.description}: {len(first.train)} train / {len(first.eval)} eval examples; "
         f"world size {training_args.world_size}; {len(plan)} run(s)"
     )
+    if training_args.should_save:
+        check_comparison_dir(training_args.output_dir, [run.args.output_dir for run in plan],
+                             experiment_args.results_file, training_args.overwrite_output_dir)  # fmt: skip
+    resumes = resume_points(model_args, data_args, training_args, plan)
     results, curves = [], []
-    for run in plan:
+    for run, resume in zip(plan, resumes):
+        if run.args.should_save:
+            write_run_config(run.args.output_dir, run_config(model_args, data_args, run.args, run.from_scratch))
         result, trainer = train_one(
-            model_args, run.args, data_by_seed[run.args.seed], processor, label=run.label, from_scratch=run.from_scratch
-        )
+            model_args, run.args, data_by_seed[run.args.seed], processor, label=run.label,
+            from_scratch=run.from_scratch, resume=resume,
+        )  # fmt: skip
         results.append(result)
         curves.append({"label": run.label, "seed": run.args.seed, "curves": training_curves(trainer.state.log_history)})
         if run.args.should_save:
             write_results([result], run.args.output_dir, experiment_args.results_file)
     if training_args.should_save:
-        path = write_results(results, training_args.output_dir, experiment_args.results_file)
-        description = f"{first.description}, {len(first.eval)} eval images, model {model_args.model_name_or_path}"
-        print(f"\nResults ({description}):")
-        print(results_table(results))
-        if first.source is not None and not first.source.official_split:
-            print(f"Evaluated on {first.source.eval_split_role or first.source.eval_split}: not the benchmark's official split.")
-        print(f"Saved to {path}", flush=True)
-        if experiment_args.plot_curves:
-            json_path, png_path = write_curves(curves, experiment_args.plot_curves, title=description)
-            print(f"Curves: {png_path} (data: {json_path})", flush=True)
+        report(results, curves, first, model_args, training_args, experiment_args)
     return results
+
+
+def report(
+    results: list[dict],
+    curves: list[dict],
+    data: PreparedData,
+    model_args: ModelArguments,
+    training_args: SmileTrainingArguments,
+    experiment_args: ExperimentArguments,
+) -> None:
+    """Write the curves (`--plot_curves`), then the combined results file (naming the curves), and print the table."""
+    description = f"{data.description}, {len(data.eval)} eval images, model {model_args.model_name_or_path}"
+    drawn = {}
+    if experiment_args.plot_curves:
+        json_path, png_path = write_curves(curves, experiment_args.plot_curves, title=description)
+        drawn = {CURVES_KEY: png_path}
+    path = write_results(results, training_args.output_dir, experiment_args.results_file, **drawn)
+    print(f"\nResults ({description}):")
+    print(results_table(results))
+    if data.source is not None and not data.source.official_split:
+        print(f"Evaluated on {data.source.eval_split_role or data.source.eval_split}: not the benchmark's official split.")
+    print(f"Saved to {path}", flush=True)
+    if drawn:
+        print(f"Curves: {png_path} (data: {json_path})", flush=True)

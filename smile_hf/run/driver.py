@@ -148,17 +148,21 @@ def run(
 
 
 def run_config(
-    model_args: ModelArguments, data_args: DataTrainingArguments, training_args: SmileTrainingArguments
+    model_args: ModelArguments,
+    data_args: DataTrainingArguments,
+    training_args: SmileTrainingArguments,
+    from_scratch: bool = False,
 ) -> dict:
     """What defines this run (compared with the one saved in `--output_dir` before resuming from its checkpoints):
-    the checkpoint (name, revision, classes), every data argument, and the training arguments that change the
-    trained weights (`SmileTrainingArguments.run_defining_values`)."""
+    the checkpoint (name, revision, classes), every data argument, the training arguments that change the trained
+    weights (`SmileTrainingArguments.run_defining_values`), and whether it starts from random weights."""
     model = {"model_name_or_path": model_args.model_name_or_path, "model_revision": model_args.model_revision,
              "num_labels": model_args.num_labels}  # fmt: skip
     data = {k: v for k, v in asdict(data_args).items() if k not in ("predict_dir", "top_k")}  # not the weights'
-    return json.loads(json.dumps(
-        {"model": model, "data": data, "training": training_args.run_defining_values()}, default=str
-    ))  # fmt: skip
+    config = {"model": model, "data": data, "training": training_args.run_defining_values()}
+    if from_scratch:
+        config["from_scratch"] = True
+    return json.loads(json.dumps(config, default=str))
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict:

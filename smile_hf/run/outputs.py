@@ -84,12 +84,12 @@ def results_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_results(runs: list[dict], output_dir: str, file_name: str = "results.json") -> str:
-    """Write `{"runs": runs, "table": results_table(runs)}` to `output_dir/file_name`; return its path."""
+def write_results(runs: list[dict], output_dir: str, file_name: str = "results.json", **extra) -> str:
+    """Write `{"runs": runs, "table": results_table(runs), **extra}` to `output_dir/file_name`; return its path."""
     path = os.path.join(output_dir, file_name)
     os.makedirs(output_dir, exist_ok=True)
     with open(path, "w") as f:
-        json.dump({"runs": runs, "table": results_table(runs)}, f, indent=2, default=str)
+        json.dump({"runs": runs, "table": results_table(runs), **extra}, f, indent=2, default=str)
     return path
 
 
