@@ -14,6 +14,7 @@ from transformers import HfArgumentParser
 
 from ..config import SmileTrainingArguments
 from ..data import CORRUPT_IMAGE_POLICIES, DATASET_PRESETS, get_preset
+from .help import argument_groups, group_help
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_CHECKPOINT = "checkpoints/fmnist-resnet-tiny"
@@ -97,9 +98,27 @@ class InputError(ValueError):
     """Bad command-line input found before training (one line, shown as is)."""
 
 
+RUN_DESCRIPTION = """\
+Fine-tune an image classifier (any AutoModelForImageClassification checkpoint) on a target dataset with SMILE or a
+transfer-learning baseline: one run. It trains, evaluates, saves, writes the model card and results.json into
+--output_dir, and pushes to the Hub with --push_to_hub; rerun with the same arguments, it resumes from its last
+checkpoint. Arguments can also come from one .json / .yaml file: run_smile.py args.json.
+
+examples:
+  accelerate launch examples/run_smile.py --dataset food101
+  python examples/run_smile.py --dataset digits --train_samples_per_class 10 --method smile
+  python examples/run_smile.py --train_dir data/train --validation_dir data/val --method l2sp+mixup
+  python examples/run_smile.py --do_train False --do_eval --dataset digits --model_name_or_path runs/m"""
+
+
 def build_parser(prog: str | None = None) -> HfArgumentParser:
-    """The parser of one run: [`ModelArguments`], [`DataTrainingArguments`], [`SmileTrainingArguments`]."""
-    return HfArgumentParser((ModelArguments, DataTrainingArguments, SmileTrainingArguments), prog=prog)
+    """The parser of one run: [`ModelArguments`], [`DataTrainingArguments`], [`SmileTrainingArguments`], with a
+    grouped `--help` ([`group_help`])."""
+    parser = HfArgumentParser(
+        (ModelArguments, DataTrainingArguments, SmileTrainingArguments), prog=prog, description=RUN_DESCRIPTION,
+        usage="%(prog)s (--dataset NAME | --train_dir DIR) [OPTION ...]\n       %(prog)s ARGS.json | ARGS.yaml",
+    )
+    return group_help(parser, argument_groups({"model": ModelArguments, "data": DataTrainingArguments}))
 
 
 def read_args(parser: HfArgumentParser, argv: list[str]) -> tuple:

@@ -29,6 +29,7 @@ from .arguments import (
 from .curves import training_curves, write_curves
 from .driver import configure_logging, run_config, train_one
 from .folders import CURVES_KEY, check_comparison_dir
+from .help import argument_groups, group_help
 from .loading import check_model, load_processor, prepare_data
 from .outputs import results_table, write_results
 from .predict import evaluate_and_predict
@@ -63,7 +64,8 @@ class ExperimentArguments:
 
     compare_methods: str | None = field(
         default=None,
-        metadata={"help": "Comma-separated methods trained one after the other on every seed, e.g. finetune,smile."},
+        metadata={"help": "Comma-separated methods trained one after the other on every seed, e.g. finetune,smile "
+            "(default: --method alone)."},
     )
     seeds: str | None = field(default=None, metadata={"help": "Comma-separated seeds (default: --seed)."})
     scratch_baseline: bool = field(
@@ -91,11 +93,42 @@ class ExperimentArguments:
     )
 
 
+COMPARE_DESCRIPTION = """\
+Compare transfer methods over seeds: every method of --compare_methods (and, with --scratch_baseline, plain
+fine-tuning from random weights) on every seed of --seeds, each one run of run_smile.py in <output_dir>/<label>-seed
+<seed>, then one table of all of them in <output_dir>/results.json. It takes every option of run_smile.py.
+
+Run with no arguments, it is the offline demo (make demo): from scratch vs fine-tuning vs SMILE on few-shot digits
+from the bundled Fashion-MNIST ResNet, 3 seeds, a few minutes on 2 CPU cores, with the curves of the README.
+
+example:
+  python examples/compare_methods.py --train_dir data/train --validation_dir data/val --train_samples_per_class 10 \\
+      --compare_methods finetune,smile --seeds 0,1,2 --output_dir runs/mine"""
+
+
+COMPARE_HELP = {
+    "do_train": "Train every run (default: True; --do_train False --do_eval evaluates the runs saved in --output_dir).",
+    "do_eval": "With --do_train False: evaluate the model saved in every run folder of --output_dir, into "
+    "<output_dir>/eval_results.json (a training run always evaluates). (default: False)",
+    "do_predict": "Not for comparisons: classify images with one run's model, run_smile.py --do_predict. "
+    "(default: False)",
+    "output_dir": "The comparison's folder: each run in <output_dir>/<label>-seed<seed>, all of them and the table in "
+    "<output_dir>/results.json (default: runs/<dataset>-<method>-<model>; the demo: outputs/compare_methods_demo).",
+    "resume_from_checkpoint": "'last': resume every run from its own newest complete checkpoint (runs that never "
+    "began start). Without it, each run resumes when its saved arguments match; other runs are refused.",
+}
+"""The help of the options whose meaning a comparison sets."""
+
+
 def build_parser(prog: str | None = None) -> HfArgumentParser:
-    """The parser of a comparison: the arguments of one run, and [`ExperimentArguments`]."""
-    return HfArgumentParser(
-        (ModelArguments, DataTrainingArguments, SmileTrainingArguments, ExperimentArguments), prog=prog
-    )
+    """The parser of a comparison: the arguments of one run, and [`ExperimentArguments`], with a grouped `--help`."""
+    parser = HfArgumentParser(
+        (ModelArguments, DataTrainingArguments, SmileTrainingArguments, ExperimentArguments), prog=prog,
+        description=COMPARE_DESCRIPTION, usage="%(prog)s [OPTION ...]   (no option: the offline demo)\n"
+        "       %(prog)s ARGS.json | ARGS.yaml",
+    )  # fmt: skip
+    groups = {"model": ModelArguments, "data": DataTrainingArguments, "comparison": ExperimentArguments}
+    return group_help(parser, argument_groups(groups), COMPARE_HELP)
 
 
 def parse_args(
