@@ -11,11 +11,11 @@ import os
 import pytest
 import torch
 
-from smile_hf import SmileTrainer
 from smile_hf.checkpoints import OutputDirError
 from smile_hf.run import InputError
 from smile_hf.run import compare as compare_methods
 
+from .test_run_reliability import resumes  # noqa: F401 (the fixture `trains` builds on)
 from .testing_utils import script_device_args
 
 
@@ -30,17 +30,11 @@ def compare_argv(output_dir, *extra, methods="finetune,smile"):
 
 
 @pytest.fixture
-def trains(monkeypatch):
-    """The checkpoint every `SmileTrainer.train` call resumes from (None: a fresh start), in order."""
-    seen, train = [], SmileTrainer.train
-
-    def spy(self, resume_from_checkpoint=None, *args, **kwargs):
-        seen.append(resume_from_checkpoint)
-        return train(self, resume_from_checkpoint, *args, **kwargs)
-
-    monkeypatch.setattr(SmileTrainer, "train", spy)
+def trains(resumes):
+    """The checkpoint every `SmileTrainer.train` call resumes from (None: a fresh start), in order; torch's thread
+    count restored after `--torch_num_threads`."""
     threads = torch.get_num_threads()
-    yield seen
+    yield resumes
     torch.set_num_threads(threads)
 
 
