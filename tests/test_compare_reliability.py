@@ -94,3 +94,7 @@ def test_evaluation_only_evaluates_the_saved_runs(tmp_path, trains):
         compare_methods.main(compare_argv(tmp_path / "nothing", "--do_train", "False", "--do_eval", "True"))
     with pytest.raises(InputError, match="pass --do_eval"):
         compare_methods.main(compare_argv(out, "--do_train", "False"))
+    with pytest.raises(InputError, match="--plot_curves draws the curves of training"):
+        compare_methods.main(compare_argv(out, "--do_train", "False", "--do_eval", "True", "--plot_curves", "c.png"))
+    with pytest.raises(InputError, match="--do_predict: a comparison classifies no images"):
+        compare_methods.main(compare_argv(out, "--do_predict", "True"))

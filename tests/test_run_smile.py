@@ -1,5 +1,6 @@
-"""examples/run_smile.py and its driver (`smile_hf.run`): argument parsing (CLI, JSON, YAML; no argument is an error pointing at the demo), the
-results table, each bad input (one clear error before training), and a tiny end-to-end run."""
+"""examples/run_smile.py and its driver (`smile_hf.run`): argument parsing (CLI, JSON, YAML; no argument is an
+error pointing at the demo), the results table, each bad input (one clear error before training), a tiny end-to-end
+run, and the `smile-hf train` console entry point."""
 
 from __future__ import annotations
 

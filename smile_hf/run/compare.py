@@ -189,19 +189,23 @@ def check_plotting(experiment_args: ExperimentArguments, training_args: SmileTra
         logger.warning("--plot_curves with --eval_strategy no: no accuracy curve (use --eval_strategy steps).")
 
 
-def check_evaluation_only(training_args: SmileTrainingArguments, given: set[str]) -> None:
-    """`--do_train False` evaluates the runs of an earlier comparison: raise an [`InputError`] unless `--do_eval` is
-    set, `--do_predict` is not (one model at a time: `run_smile.py --do_predict`) and `--output_dir` names the
-    comparison's folder."""
+def check_modes(training_args: SmileTrainingArguments, experiment_args: ExperimentArguments, given: set[str]) -> None:
+    """Raise an [`InputError`] for what a comparison does not do: classify images (`--do_predict`: one run's model
+    does, with `run_smile.py`), or, with `--do_train False` (evaluate the runs of an earlier comparison), anything
+    but `--do_eval` on an `--output_dir` named explicitly (no curves: they come from training)."""
+    if training_args.do_predict:
+        raise InputError(
+            "--do_predict: a comparison classifies no images. Classify with one run's model: run_smile.py --do_train "
+            "False --do_predict --predict_dir DIR --model_name_or_path <its folder>."
+        )
     if training_args.do_train:
         return
-    if not training_args.do_eval or training_args.do_predict:
-        raise InputError(
-            "--do_train False evaluates the runs of an earlier comparison: pass --do_eval (and no --do_predict: "
-            "classify images with one run's model, run_smile.py --do_predict --model_name_or_path <its folder>)."
-        )
+    if not training_args.do_eval:
+        raise InputError("--do_train False evaluates the runs of an earlier comparison: pass --do_eval.")
     if "output_dir" not in given:
         raise InputError("--do_train False --do_eval evaluates the runs saved in --output_dir: pass that folder.")
+    if experiment_args.plot_curves:
+        raise InputError("--plot_curves draws the curves of training: drop it with --do_train False.")
 
 
 def resume_points(
@@ -264,7 +268,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict]:
               f"{command} " + " ".join(DEMO_ARGS), flush=True)  # fmt: skip
     run_processes_on_cpu_without_accelerator()
     model_args, data_args, training_args, experiment_args = parse_args(argv, prog)
-    check_evaluation_only(training_args, given_options(argv or DEMO_ARGS))
+    check_modes(training_args, experiment_args, given_options(argv or DEMO_ARGS))
     configure_logging(training_args)
     if experiment_args.torch_num_threads:
         torch.set_num_threads(experiment_args.torch_num_threads)
