@@ -322,7 +322,7 @@ def report(
     drawn = {}
     if experiment_args.plot_curves:
         json_path, png_path = write_curves(curves, experiment_args.plot_curves, title=description)
-        drawn = {CURVES_KEY: png_path}
+        drawn = {CURVES_KEY: os.path.abspath(png_path)}  # deleted with these runs (--overwrite_output_dir)
     path = write_results(results, training_args.output_dir, experiment_args.results_file, **drawn)
     print(f"\nResults ({description}):")
     print(results_table(results))
