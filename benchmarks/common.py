@@ -9,6 +9,7 @@ import os
 import platform
 import statistics
 import sys
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -141,3 +142,30 @@ def accuracy_table(results: dict, targets: Sequence[str], shots: Sequence, metho
             row.append(f"{text} / {100 * ece:.1f}")
         rows.append(row)
     return markdown_table(header, rows)
+
+
+# ---- shared by the speed benchmarks (speed.py, speed_gpu.py) ------------------------------------------------------
+
+TARGET_RATIO = 1.35
+"""The target of the speed benchmarks: a SMILE step at most this many fine-tuning steps (CPU and GPU presets)."""
+
+
+def device_line(payload: dict, versions: str = "") -> str:
+    """`Device: ...; torch ..., transformers ...<versions>; precision: ...` of a report."""
+    env, settings = payload["environment"], payload["settings"]
+    where = f" ({env['cuda']})" if env.get("cuda") else f", {env['torch_threads']} torch thread(s), {env['cpu_count']} cores"
+    precision = "bf16 autocast" if settings["bf16"] else "fp32"
+    return (
+        f"Device: {settings['device']}{where}; torch {env['torch']}, transformers {env['transformers']}{versions}; "
+        f"precision: {precision}"
+    )
+
+
+def fmt_q(q: dict, digits: int = 2) -> str:
+    """`median [p25–p75]` of a [`quantiles`] dict."""
+    return f"{q['median']:.{digits}f} [{q['p25']:.{digits}f}–{q['p75']:.{digits}f}]"
+
+
+def log(message: str) -> None:
+    """A progress line on stderr, with the time."""
+    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)

@@ -11,11 +11,9 @@ import sys
 
 import safetensors.torch
 
+from smile_hf import run as run_smile
 from smile_hf.backbones import unwrap_model
-from tests.example_scripts import load_example
 from tests.testing_utils import finish_rank
-
-run_smile = load_example("run_smile")
 
 
 def save_rank_state(trainer, output_dir: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +23,8 @@ from smile_hf.analysis import (
     random_pairs,
 )
 
-from .example_scripts import load_example
+from smile_hf import run as run_smile  # the driver of examples/run_smile.py
+
 from .testing_utils import IMAGE_SIZE, script_device_args, tiny_model
 
 LAMBDAS = (0.1, 0.25, 0.5, 0.9)
@@ -102,9 +104,17 @@ def test_relu_model_is_not_linear_and_source_head_is_measured():
         measure_linearity(model, pixel_values, lambdas=(1.0,))
 
 
+def load_script(name: str):
+    """examples/<name>.py as a module (the examples are scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_script_on_a_saved_run(tmp_path):
-    run_smile = load_example("run_smile")
-    analyze = load_example("analyze_linearity")
+    analyze = load_script("analyze_linearity")
     run_dir = tmp_path / "run"
     run_smile.main([
         "--dataset", "digits", "--train_samples_per_class", "3", "--max_eval_samples", "20", "--method", "smile",

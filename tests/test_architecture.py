@@ -1,5 +1,6 @@
-"""The package's structure: no import cycle (function-level imports included), a leaf model-card module, small
-modules, and the public API of the README importable."""
+"""The package's structure: no import cycle (function-level imports included; in the package and among the
+benchmarks), a leaf model-card module, small modules (package, examples, benchmarks), and the public API of the README
+importable."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1] / "smile_hf"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = REPO_ROOT / "smile_hf"
+SCRIPT_DIRS = (REPO_ROOT / "examples", REPO_ROOT / "benchmarks")
 MAX_MODULE_LINES = 450
 
 
@@ -99,9 +102,41 @@ def test_model_card_is_a_leaf():
     assert import_graph()["smile_hf.model_card"] == set()
 
 
-@pytest.mark.parametrize("path", sorted(PACKAGE_DIR.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE_DIR)))
+SMALL_FILES = sorted(PACKAGE_DIR.rglob("*.py")) + sorted(p for d in SCRIPT_DIRS for p in d.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", SMALL_FILES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_modules_stay_small(path):
     assert len(path.read_text(encoding="utf-8").splitlines()) <= MAX_MODULE_LINES
+
+
+def test_size_check_covers_examples_and_benchmarks():
+    names = {str(p.relative_to(REPO_ROOT)) for p in SMALL_FILES}
+    assert {"examples/run_smile.py", "examples/compare_methods.py", "benchmarks/speed.py", "benchmarks/speed_gpu.py"} <= names
+
+
+def benchmark_imports() -> dict[str, set[str]]:
+    """Module of `benchmarks/` -> the modules of `benchmarks/` it imports anywhere (`from .x import`, `from . import
+    x`, `from benchmarks.x import`, `import benchmarks.x`; function-level imports included)."""
+    folder = REPO_ROOT / "benchmarks"
+    modules = {p.stem for p in folder.glob("*.py")} - {"__init__"}
+    graph = {}
+    for name in modules:
+        found = set()
+        for node in ast.walk(ast.parse((folder / f"{name}.py").read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.level == 1 or (node.module or "").startswith("benchmarks")):
+                module = (node.module or "").removeprefix("benchmarks").lstrip(".")
+                found |= {module} if module else {alias.name for alias in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {a.name.split(".", 1)[1] for a in node.names if a.name.startswith("benchmarks.")}
+        graph[name] = (found & modules) - {name}
+    return graph
+
+
+def test_benchmarks_import_graph_has_no_cycle():
+    graph = benchmark_imports()
+    assert "stepping" in graph["speed_gpu"] and "speed" not in graph["speed_gpu"]  # shared helpers, not speed.py
+    assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"
 
 
 def test_readme_public_api_imports():

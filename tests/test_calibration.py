@@ -27,7 +27,8 @@ from smile_hf.calibration import (
 )
 from smile_hf.metrics import calibration_bins, expected_calibration_error, softmax
 
-from .example_scripts import load_example
+from smile_hf import run as run_smile  # the driver of examples/run_smile.py
+
 from .testing_utils import (
     ALL_FAMILIES,
     IMAGE_SIZE,
@@ -246,7 +247,6 @@ def test_calibration_argument_is_checked():
 def test_run_script_refuses_calibration_without_a_validation_split(tmp_path, monkeypatch):
     """The run script's data has a training and an evaluation split only: `--calibration temperature` is one error
     line before any training, never a temperature fitted on the evaluation split."""
-    run_smile = load_example("run_smile")
 
     def fail(*args, **kwargs):
         raise AssertionError("training started")
@@ -265,7 +265,6 @@ def test_calibration_benchmark_on_a_saved_run(tmp_path):
     the same after."""
     from benchmarks import calibration as benchmark
 
-    run_smile = load_example("run_smile")
     run_dir = tmp_path / "run"
     result = run_smile.main([
         "--dataset", "digits", "--train_samples_per_class", "3", "--max_eval_samples", "40", "--method", "mixup",

@@ -9,12 +9,10 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, pipeline
 
+from smile_hf import run as run_smile
 from smile_hf.data import ImageTransform, TransformConfig, decode_image, eval_image_processor
 
-from .example_scripts import load_example
 from .testing_utils import script_device_args
-
-run_smile = load_example("run_smile")
 
 
 @pytest.mark.cpu_only("image processing: the transform and the processor run on the CPU, before any model")

@@ -15,16 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
+from smile_hf import run as run_smile
 from smile_hf.data import DataError, ImageTransform, TransformConfig, eval_image_processor
 from smile_hf.inference import classify_files
-
-from .example_scripts import load_example
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 README = REPO_ROOT / "README.md"
 MARKER = "<!-- round-trip:"
-
-run_smile = load_example("run_smile")
 
 
 def readme_blocks() -> tuple[list[list[str]], str]:

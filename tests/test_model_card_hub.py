@@ -12,13 +12,12 @@ from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from PIL import Image
 
+from smile_hf import SmileTrainingArguments
+from smile_hf import run as run_smile
 from smile_hf.data import DATASET_PRESETS
 from smile_hf.model_card import HUB_METRIC_IDS, TrainingResults, build_model_card
 
-from .example_scripts import load_example
 from .testing_utils import script_device_args
-
-run_smile = load_example("run_smile")
 
 EVAL = {"eval_accuracy": 0.5, "eval_top5_accuracy": 0.75, "eval_ece": 0.125, "eval_num_samples": 8, "eval_loss": 1.5}
 
@@ -76,7 +75,7 @@ def test_preset_card_names_the_dataset_revision_and_true_split(tmp_path):
     source.revision = "0123456789abcdef0123456789abcdef01234567"
     card_args = run_smile.card_arguments(
         run_smile.ModelArguments(model_name_or_path="microsoft/resnet-50", license="mit"),
-        run_smile.SmileTrainingArguments(output_dir=str(tmp_path), method="smile"),
+        SmileTrainingArguments(output_dir=str(tmp_path), method="smile"),
         type("Data", (), {"source": source})(), from_scratch=False,
     )  # fmt: skip
     from smile_hf.model_card import training_results

@@ -23,10 +23,10 @@ from smile_hf.data import (
     set_transforms,
 )
 
-from .example_scripts import load_example
+from smile_hf import run as run_smile  # the driver of examples/run_smile.py
+
 from .testing_utils import TINY_CONFIGS, script_device_args
 
-run_smile = load_example("run_smile")
 
 MODEL_CLASSES = {0: "cat", 1: "dog", 2: "owl"}
 

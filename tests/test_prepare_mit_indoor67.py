@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from smile_hf.data import load_image_folders
+from smile_hf.run import parse_args
 
-from .example_scripts import load_example
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "scripts" / "prepare_mit_indoor67.py"
@@ -179,5 +179,5 @@ def test_readme_recipe_uses_the_scripts_arguments():
     assert prepare[:2] == ["python", "scripts/prepare_mit_indoor67.py"]
     assert train[:2] == ["python", "examples/run_smile.py"]
     args = prepare_mit_indoor67.parse_args(prepare[2:])
-    _, data_args, _ = load_example("run_smile").parse_args(train[2:])
+    _, data_args, _ = parse_args(train[2:])
     assert (data_args.train_dir, data_args.validation_dir) == (f"{args.output_dir}/train", f"{args.output_dir}/test")

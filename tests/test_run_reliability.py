@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from smile_hf import SmileTrainer
+from smile_hf import run as run_smile
 from smile_hf.checkpoints import RUN_CONFIG_NAME, IncompleteCheckpointError, OutputDirError, list_checkpoints
 
-from .example_scripts import EXAMPLES, load_example
 from .testing_utils import script_device_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-run_smile = load_example("run_smile")
+EXAMPLES = REPO_ROOT / "examples"
 
 
 def tiny_argv(output_dir, *extra):

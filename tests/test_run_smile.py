@@ -1,8 +1,10 @@
-"""examples/run_smile.py: argument parsing (CLI, JSON, YAML; no argument is an error pointing at the demo), the
-results table, each bad input (one clear error before training), and a tiny end-to-end run."""
+"""examples/run_smile.py and its driver (`smile_hf.run`): argument parsing (CLI, JSON, YAML; no argument is an
+error pointing at the demo), the results table, each bad input (one clear error before training), a tiny end-to-end
+run, and the `smile-hf train` console entry point."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -13,15 +15,15 @@ import pytest
 from transformers import BertConfig
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
+from smile_hf import run as run_smile
+from smile_hf.run import arguments as run_arguments
 from smile_hf.data import DataError
 
-from .example_scripts import EXAMPLES, load_example
 from .testing_utils import script_device_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO_ROOT / "examples"
 SCRIPT = EXAMPLES / "run_smile.py"
-
-run_smile = load_example("run_smile")
 
 
 # ---- parsing ------------------------------------------------------------------------------------------------------
@@ -213,10 +215,10 @@ def test_default_model_and_output_dir():
 
 
 def test_report_to_tensorboard_only_when_installed(monkeypatch):
-    real_find_spec = run_smile.importlib.util.find_spec
+    real_find_spec = importlib.util.find_spec
     for installed in (False, True):
         monkeypatch.setattr(
-            run_smile.importlib.util, "find_spec",
+            importlib.util, "find_spec",
             lambda name, installed=installed: object() if name == "tensorboard" and installed else real_find_spec(name),
         )  # fmt: skip
         _, _, training_args = run_smile.parse_args(["--dataset", "food101"])
@@ -226,7 +228,7 @@ def test_report_to_tensorboard_only_when_installed(monkeypatch):
 
 
 def test_dataloader_workers_follow_the_cpus_with_an_accelerator(monkeypatch):
-    monkeypatch.setattr(run_smile, "has_accelerator", lambda: True)
+    monkeypatch.setattr(run_arguments, "has_accelerator", lambda: True)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     _, _, args = run_smile.parse_args(["--dataset", "food101"])
     run_smile.set_dataloader_defaults(args, set(), cpu_count=16)
@@ -236,7 +238,7 @@ def test_dataloader_workers_follow_the_cpus_with_an_accelerator(monkeypatch):
     _, _, args = run_smile.parse_args(["--dataset", "food101", "--dataloader_num_workers", "3"])
     run_smile.set_dataloader_defaults(args, {"dataloader_num_workers"}, cpu_count=16)
     assert args.dataloader_num_workers == 3
-    monkeypatch.setattr(run_smile, "has_accelerator", lambda: False)
+    monkeypatch.setattr(run_arguments, "has_accelerator", lambda: False)
     _, _, args = run_smile.parse_args(["--dataset", "food101"])
     assert (args.dataloader_num_workers, args.dataloader_pin_memory) == (0, False)  # the CPU trains
 
@@ -261,3 +263,38 @@ def test_tiny_run(tmp_path, capsys):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [r["label"] for r in saved["runs"]] == ["smile"] and saved["table"].startswith("| seed | smile top-1 (%) |")
     assert "| seed | smile top-1 (%) |" in capsys.readouterr().out
+
+
+# ---- the console entry point: `smile-hf train ...` is the same driver -------------------------------------------------
+
+
+def test_console_entry_point_trains_like_the_script(tmp_path):
+    """`smile-hf train ARGS` (here through `smile_hf.cli.main`) runs the driver of `run_smile.py`: the same results
+    file, from the same arguments, as `run_smile.main(ARGS)` (a 2-step run, seeded: the same accuracy)."""
+    from smile_hf import cli
+
+    argv = [
+        "--dataset", "digits", "--train_samples_per_class", "2", "--max_eval_samples", "20", "--method", "finetune",
+        "--max_steps", "2", "--per_device_train_batch_size", "8", "--save_strategy", "no", "--report_to", "none",
+        "--disable_tqdm", "True", *script_device_args(),
+    ]  # fmt: skip
+    script = run_smile.main([*argv, "--output_dir", str(tmp_path / "script")])
+    cli.main(["train", *argv, "--output_dir", str(tmp_path / "cli")])
+    saved = json.loads((tmp_path / "cli" / "results.json").read_text())["runs"]
+    assert [r["label"] for r in saved] == ["finetune"] and saved[0]["global_step"] == 2
+    assert saved[0]["metrics"]["eval_accuracy"] == script["metrics"]["eval_accuracy"]
+
+
+def test_console_entry_point_errors_and_usage(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))
+    command = [sys.executable, "-m", "smile_hf.cli"]
+    bad = subprocess.run([*command, "train", "--dataset", "digits", "--method", "smiles"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert [line for line in bad.stderr.splitlines() if "error" in line.lower()][0].startswith(
+        "smile-hf train: error: Unknown `method` 'smiles'."
+    )
+    usage = subprocess.run([*command, "fly"], env=env, capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 2 and usage.stderr.startswith("usage: smile-hf {train,compare}")
+    help_text = subprocess.run([*command, "train", "--help"], env=env, capture_output=True, text=True, timeout=120)
+    assert help_text.returncode == 0 and help_text.stdout.startswith("usage: smile-hf train")

@@ -1,0 +1,209 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""The CPU speed benchmark of one model (step-time ratios, profile, EMA update, peak memory, SmileTrainer against
+the bare loop) and its report."""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from smile_hf.backbones import unwrap_model
+
+from .bare_loop import step_profile, trainer_vs_bare
+from .common import TARGET_RATIO, device_line, fmt_q, log, markdown_table, quantiles
+from .memory import peak_step_memory
+from .speed_models import NUM_TARGET_LABELS, ModelSpec, build_models
+from .stepping import SteppedTrainer, interleaved_step_times, synchronize
+
+
+TARGET_EMA_SHARE = 0.01
+TARGET_TRAINER_OVERHEAD = 1.05
+
+
+def ema_update_times(trainer, device: str, repeats: int, warmup: int = 5) -> list[float]:
+    """Milliseconds of `repeats` EMA updates of `trainer`'s teacher towards its student, after `warmup` untimed ones."""
+    student, times = unwrap_model(trainer.model), []
+    for i in range(warmup + repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        trainer.teacher.update(student)
+        synchronize(device)
+        if i >= warmup:
+            times.append(1e3 * (time.perf_counter() - start))
+    return times
+
+
+def random_batch(spec, device: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """One batch of `spec`'s size of random images and labels, on `device`."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "pixel_values": torch.randn(spec.batch_size, 3, spec.image_size, spec.image_size, generator=g).to(device),
+        "labels": torch.randint(0, NUM_TARGET_LABELS, (spec.batch_size,), generator=g).to(device),
+    }
+
+
+def model_header(spec, student: nn.Module, rounds: int) -> dict:
+    """The description of a benchmarked model that starts its results."""
+    return {
+        "description": spec.description,
+        "image_size": spec.image_size,
+        "batch_size": spec.batch_size,
+        "parameters_m": sum(p.numel() for p in student.parameters()) / 1e6,
+        "rounds": rounds,
+    }
+
+
+def benchmark_model(spec: ModelSpec, methods: list[str], opts) -> dict:
+    rounds = opts.rounds or spec.rounds
+    chunks = opts.chunks or spec.chunks
+    source, student = build_models(spec)
+    batch = random_batch(spec, opts.device)
+    result = model_header(spec, student, rounds)
+    log(f"[{spec.name}] {spec.description}, batch {spec.batch_size}: building {len(methods)} trainers")
+    steppers = {m: SteppedTrainer(m, spec, source, student, batch, opts) for m in methods}
+
+    log(f"[{spec.name}] step times, {rounds} interleaved rounds")
+    times = interleaved_step_times(steppers, rounds, warmup=3)
+    base = times["finetune"]
+    result["step_ms"] = {m: quantiles([1e3 * t for t in ts]) for m, ts in times.items()}
+    result["ratio"] = {m: quantiles([t / b for t, b in zip(ts, base)]) for m, ts in times.items()}
+    result["ratio_of_means"] = {m: float(np.mean(ts) / np.mean(base)) for m, ts in times.items()}
+
+    if "smile" in steppers:
+        log(f"[{spec.name}] EMA update")
+        smile = steppers["smile"].trainer
+        ema_times = ema_update_times(smile, opts.device, repeats=20)
+        ema_ms = float(np.median(ema_times))
+        smile_ms = result["step_ms"]["smile"]["median"]
+        every = smile.args.ema_update_every
+        result["ema"] = {
+            "update_ms": quantiles(ema_times),
+            "tensors": len(smile.teacher._pairs(unwrap_model(smile.model))[0]),
+            "update_every": every,
+            "share_of_smile_step_amortised": ema_ms / every / smile_ms,
+            "share_of_smile_step_if_every_step": ema_ms / smile_ms,
+        }
+
+    log(f"[{spec.name}] peak memory")
+    result["memory"] = {m: peak_step_memory(steppers[m]) for m in methods if m in opts.memory_methods}
+    del steppers
+    gc.collect()
+
+    log(f"[{spec.name}] profile of the bare steps")
+    result["profile"] = step_profile(spec, source, student, batch, opts, max(6, rounds // 2))
+
+    if chunks > 0:
+        result["trainer_vs_bare"] = {}
+        for method in ("smile", "finetune"):
+            log(f"[{spec.name}] SmileTrainer.train() vs bare loop ({method}), {chunks} chunk pairs")
+            result["trainer_vs_bare"][method] = trainer_vs_bare(
+                spec, source, student, opts, chunks, method, chunk_steps=spec.chunk_steps
+            )
+    gc.collect()
+    return result
+
+
+def report(payload: dict) -> str:
+    models = payload["models"]
+    names = list(models)
+    methods = payload["settings"]["methods"]
+    lines = [
+        "## Cost per optimizer step (speed benchmark)",
+        "",
+        device_line(payload) + ". Same model, batch and optimiser (reference recipe: SGD Nesterov) for every method.",
+        "",
+        "### Step time / fine-tuning step time",
+        "",
+        "Median [quartiles] over interleaved rounds (one step of every method per round, shuffled order; each ratio "
+        "against fine-tuning's step of the same round). EMA updates (every 10 steps) are included in SMILE's steps.",
+        "",
+    ]
+    header = ["method"] + [f"{n} ({models[n]['image_size']}px, batch {models[n]['batch_size']})" for n in names]
+    rows = [
+        [m] + [fmt_q(models[n]["ratio"][m]) if m in models[n]["ratio"] else "n/a" for n in names] for m in methods
+    ]
+    rows.append(["fine-tuning step (ms)"] + [f"{models[n]['step_ms']['finetune']['median']:.1f}" for n in names])
+    lines += [markdown_table(header, rows), ""]
+
+    lines += ["### SMILE against the targets", ""]
+    header = ["", *names]
+    rows = []
+    smile = [models[n]["ratio"].get("smile") for n in names]
+    if all(smile):
+        rows.append(
+            [f"SMILE step / fine-tuning step (target ≤ {TARGET_RATIO})"]
+            + [f"{q['median']:.2f} [{q['p25']:.2f}–{q['p75']:.2f}] {'✓' if q['median'] <= TARGET_RATIO else '✗'}" for q in smile]
+        )
+    if all("ema" in models[n] for n in names):
+        rows.append(["one EMA update (ms)"] + [fmt_q(models[n]["ema"]["update_ms"], 2) for n in names])
+        rows.append(
+            [f"EMA share of a SMILE step, amortised over 10 steps (target < {100 * TARGET_EMA_SHARE:.0f}%)"]
+            + [
+                f"{100 * models[n]['ema']['share_of_smile_step_amortised']:.2f}% "
+                f"{'✓' if models[n]['ema']['share_of_smile_step_amortised'] < TARGET_EMA_SHARE else '✗'}"
+                for n in names
+            ]
+        )
+        rows.append(
+            ["EMA share if updated every step"]
+            + [f"{100 * models[n]['ema']['share_of_smile_step_if_every_step']:.2f}%" for n in names]
+        )
+    if all("trainer_vs_bare" in models[n] for n in names):
+        rows.append(
+            [f"SmileTrainer.train() / bare loop, SMILE (target < {TARGET_TRAINER_OVERHEAD})"]
+            + [
+                f"{fmt_q(models[n]['trainer_vs_bare']['smile']['ratio'], 3)} "
+                f"{'✓' if models[n]['trainer_vs_bare']['smile']['ratio']['median'] < TARGET_TRAINER_OVERHEAD else '✗'}"
+                for n in names
+            ]
+        )
+        rows.append(
+            ["same for fine-tuning (the stock Trainer's own overhead)"]
+            + [fmt_q(models[n]["trainer_vs_bare"]["finetune"]["ratio"], 3) for n in names]
+        )
+        rows.append(
+            ["bare-loop step, SMILE / fine-tuning (ms)"]
+            + [
+                f"{models[n]['trainer_vs_bare']['smile']['bare_step_ms']['median']:.1f} / "
+                f"{models[n]['trainer_vs_bare']['finetune']['bare_step_ms']['median']:.1f}"
+                for n in names
+            ]
+        )
+    for m in ("finetune", "smile"):
+        if all(m in models[n]["memory"] for n in names):
+            rows.append(
+                [f"peak memory, {m} (MiB): held + step peak"]
+                + [
+                    f"{models[n]['memory'][m]['peak_mib']:.1f} = {models[n]['memory'][m]['held_mib']:.1f} + "
+                    f"{models[n]['memory'][m]['step_peak_mib']:.1f}"
+                    for n in names
+                ]
+            )
+    if all({"finetune", "smile"} <= set(models[n]["memory"]) for n in names):
+        rows.append(
+            ["peak memory, SMILE / fine-tuning"]
+            + [f"{models[n]['memory']['smile']['peak_mib'] / models[n]['memory']['finetune']['peak_mib']:.2f}" for n in names]
+        )
+    lines += [markdown_table(header, rows), ""]
+
+    lines += [
+        "### Where the time goes (bare loops, median ms per phase; % of the fine-tuning step)",
+        "",
+    ]
+    phases = ["data", "mixing", "student forward", "teacher forward", "loss terms", "backward", "optimizer", "total"]
+    header = ["phase"] + [f"{n} {m}" for n in names for m in ("finetune", "smile")]
+    rows = []
+    for phase in phases:
+        row = [phase]
+        for n in names:
+            ft_total = models[n]["profile"]["finetune"]["total"]
+            for m in ("finetune", "smile"):
+                value = models[n]["profile"][m].get(phase)
+                row.append("–" if value is None else f"{1e3 * value:.1f} ({100 * value / ft_total:.0f}%)")
+        rows.append(row)
+    lines += [markdown_table(header, rows), ""]
+    return "\n".join(lines)

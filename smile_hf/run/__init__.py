@@ -1,0 +1,76 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""The run driver behind `examples/run_smile.py`, `examples/compare_methods.py` and `smile-hf train` / `smile-hf
+compare`: arguments, loading, one training run with its results, card and predictions, and the resume protection of
+its output folder.
+
+- `arguments.py`: `ModelArguments`, `DataTrainingArguments`, parsing (command line, `.json`, `.yaml`) and the defaults
+  that depend on other arguments.
+- `loading.py`: the checkpoint checked before anything else, its image processor, the data with its transforms.
+- `driver.py`: one run ([`run`], [`train_one`]) and what defines it (`run_config.json`).
+- `outputs.py`: `results.json` and its table, the model card's arguments.
+- `predict.py`: without training, evaluate a trained model and classify a folder of images.
+- `compare.py`, `curves.py`: several methods over seeds in one call, and their curves.
+"""
+
+from .arguments import (
+    BUNDLED_CHECKPOINT,
+    DEFAULT_MODEL,
+    DataTrainingArguments,
+    InputError,
+    ModelArguments,
+    build_parser,
+    check_inference_args,
+    default_model,
+    default_output_dir,
+    finalize_args,
+    given_options,
+    has_accelerator,
+    parse_args,
+    quiet,
+    read_args,
+    resolve_bundled,
+    run_processes_on_cpu_without_accelerator,
+    set_dataloader_defaults,
+)
+from .driver import configure_logging, main, run, run_config, train_one
+from .loading import check_model, is_offline, load_processor, load_trained_model, loading_kwargs, prepare_data
+from .outputs import base_model_license, card_arguments, results_table, write_results
+from .predict import evaluate_and_predict, predict_folder
+
+__all__ = [
+    "BUNDLED_CHECKPOINT",
+    "DEFAULT_MODEL",
+    "DataTrainingArguments",
+    "InputError",
+    "ModelArguments",
+    "base_model_license",
+    "build_parser",
+    "card_arguments",
+    "check_inference_args",
+    "check_model",
+    "configure_logging",
+    "default_model",
+    "default_output_dir",
+    "evaluate_and_predict",
+    "finalize_args",
+    "given_options",
+    "has_accelerator",
+    "is_offline",
+    "load_processor",
+    "load_trained_model",
+    "loading_kwargs",
+    "main",
+    "parse_args",
+    "predict_folder",
+    "prepare_data",
+    "quiet",
+    "read_args",
+    "resolve_bundled",
+    "results_table",
+    "run",
+    "run_config",
+    "run_processes_on_cpu_without_accelerator",
+    "set_dataloader_defaults",
+    "train_one",
+    "write_results",
+]

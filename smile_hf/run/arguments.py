@@ -1,0 +1,266 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""The arguments of a run: the model and data dataclasses beside [`SmileTrainingArguments`], their parsing (command
+line, or one `.json` / `.yaml` file), and the defaults a run script fills in from the other arguments."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import HfArgumentParser
+
+from ..config import SmileTrainingArguments
+from ..data import CORRUPT_IMAGE_POLICIES, DATASET_PRESETS, get_preset
+from .help import argument_groups, group_help
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUNDLED_CHECKPOINT = "checkpoints/fmnist-resnet-tiny"
+"""Source checkpoint shipped in the repository (a tiny ResNet pre-trained on Fashion-MNIST): the default model of
+the offline `--dataset digits` (and of the demo), never of real images."""
+DEFAULT_MODEL = "microsoft/resnet-50"
+"""The default `--model_name_or_path` for Hub presets and `--train_dir`: the SMILE paper's backbone (ResNet-50
+pre-trained on ImageNet-1k)."""
+
+
+@dataclass
+class ModelArguments:
+    """Which checkpoint to fine-tune."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Any AutoModelForImageClassification checkpoint: a local folder or a Hub id. Default: "
+            f"{DEFAULT_MODEL} (the paper's backbone) for Hub presets and --train_dir; the bundled "
+            f"{BUNDLED_CHECKPOINT} (a tiny Fashion-MNIST ResNet) for the offline --dataset digits."
+        },
+    )
+    num_labels: int | None = field(
+        default=None, metadata={"help": "Classes of the new head (default: the number of classes of the data)."}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where to cache downloaded models and datasets."})
+    model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the checkpoint."})
+    token: str | None = field(default=None, metadata={"help": "Hub token for private models or datasets."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
+    license: str | None = field(
+        default=None,
+        metadata={"help": "License of the fine-tuned model, for its card (default: the base model's, if its card says)."},
+    )
+    default_model_used = False  # set (on the instance) when --model_name_or_path was filled in by default
+
+
+@dataclass
+class DataTrainingArguments:
+    """What data to train and evaluate on."""
+
+    dataset: str | None = field(
+        default=None, metadata={"help": f"A dataset preset: {', '.join(sorted(DATASET_PRESETS))}."}
+    )
+    train_dir: str | None = field(
+        default=None, metadata={"help": "Folder of training images, one sub-folder per class (instead of --dataset)."}
+    )
+    validation_dir: str | None = field(
+        default=None, metadata={"help": "Folder of evaluation images (default: --train_val_split of --train_dir)."}
+    )
+    image_column: str | None = field(default=None, metadata={"help": "Image column (default: the preset's/image)."})
+    label_column: str | None = field(default=None, metadata={"help": "Label column (default: the preset's/label)."})
+    train_val_split: float = field(
+        default=0.15, metadata={"help": "Fraction of train held out for evaluation when there is no eval split."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on a random subset of this size."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on a random subset of this size."})
+    train_samples_per_class: int | None = field(
+        default=None, metadata={"help": "Few-shot: train on this many examples of each class (drawn with --seed)."}
+    )
+    corrupt_images: str = field(
+        default="error",
+        metadata={
+            "help": "Undecodable images: 'error' scans the training and validation splits before training and "
+            "stops, naming the files; 'skip' drops them all (after a scan) and logs them.",
+            "choices": list(CORRUPT_IMAGE_POLICIES),
+        },
+    )
+    random_horizontal_flip: bool = field(default=True, metadata={"help": "Flip training images left-right."})
+    crop_pct: float | None = field(
+        default=None, metadata={"help": "Crop size / resize size (default: the processor's, else 224/256)."}
+    )
+    predict_dir: str | None = field(
+        default=None,
+        metadata={"help": "With --do_predict: a folder of images (searched recursively) to classify into "
+                  "<output_dir>/predictions.csv (file, then the top-k labels and scores)."},
+    )  # fmt: skip
+    top_k: int = field(default=5, metadata={"help": "Labels and scores per image in predictions.csv."})
+
+
+class InputError(ValueError):
+    """Bad command-line input found before training (one line, shown as is)."""
+
+
+RUN_DESCRIPTION = """\
+Fine-tune an image classifier (any AutoModelForImageClassification checkpoint) on a target dataset with SMILE or a
+transfer-learning baseline: one run. It trains, evaluates, saves, writes the model card and results.json into
+--output_dir, and pushes to the Hub with --push_to_hub; rerun with the same arguments, it resumes from its last
+checkpoint. Arguments can also come from one .json / .yaml file: run_smile.py args.json.
+
+examples:
+  accelerate launch examples/run_smile.py --dataset food101
+  python examples/run_smile.py --dataset digits --train_samples_per_class 10 --method smile
+  python examples/run_smile.py --train_dir data/train --validation_dir data/val --method l2sp+mixup
+  python examples/run_smile.py --do_train False --do_eval --dataset digits --model_name_or_path runs/m"""
+
+
+def build_parser(prog: str | None = None) -> HfArgumentParser:
+    """The parser of one run: [`ModelArguments`], [`DataTrainingArguments`], [`SmileTrainingArguments`], with a
+    grouped `--help` ([`group_help`])."""
+    parser = HfArgumentParser(
+        (ModelArguments, DataTrainingArguments, SmileTrainingArguments), prog=prog, description=RUN_DESCRIPTION,
+        usage="%(prog)s (--dataset NAME | --train_dir DIR) [OPTION ...]\n       %(prog)s ARGS.json | ARGS.yaml",
+    )
+    return group_help(parser, argument_groups({"model": ModelArguments, "data": DataTrainingArguments}))
+
+
+def read_args(parser: HfArgumentParser, argv: list[str]) -> tuple:
+    """Parse the command line, or a single `.json` / `.yaml` file of arguments, into `parser`'s dataclasses."""
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        return parser.parse_yaml_file(yaml_file=os.path.abspath(argv[0]))
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def parse_args(
+    argv: list[str], prog: str | None = None
+) -> tuple[ModelArguments, DataTrainingArguments, SmileTrainingArguments]:
+    """Parse the command line, or a single `.json` / `.yaml` file of arguments; no argument is an [`InputError`]."""
+    if not argv:
+        raise InputError(
+            "no arguments: pass --dataset NAME (a preset) or --train_dir DIR (your own image folders), or a .json / "
+            ".yaml file of arguments; --help lists every option. The offline demo is examples/compare_methods.py."
+        )
+    try:
+        model_args, data_args, training_args = read_args(build_parser(prog), argv)
+    except ValueError as error:  # raised by the arguments' own checks (unknown method, a negative weight...)
+        raise InputError(" ".join(str(error).split())) from error
+    finalize_args(model_args, training_args, data_args, given_options(argv))
+    check_inference_args(model_args, data_args, training_args)
+    return model_args, data_args, training_args
+
+
+def check_inference_args(
+    model_args: ModelArguments, data_args: DataTrainingArguments, training_args: SmileTrainingArguments
+) -> None:
+    """Raise an [`InputError`] unless the evaluate / predict options make sense: without training (`--do_train
+    False`), a model named explicitly and something to do (`--do_eval`, `--do_predict`); `--do_predict` needs
+    `--predict_dir`, an existing folder, and `--top_k` >= 1."""
+    if not training_args.do_train:
+        if model_args.default_model_used:
+            raise InputError(
+                "--do_train False evaluates or classifies with a trained model: pass --model_name_or_path (the "
+                "output folder of a training run, or any exported image classifier)."
+            )
+        if not (training_args.do_eval or training_args.do_predict):
+            raise InputError(
+                "--do_train False and nothing else to do: pass --do_eval (the validation data of --dataset, or "
+                "--validation_dir) and/or --do_predict --predict_dir DIR (a folder of images to classify)."
+            )
+    if not training_args.do_train and training_args.calibration != "none":
+        raise InputError("--calibration calibrates a model after training: use it with training (--do_train True).")
+    if data_args.predict_dir and not training_args.do_predict:
+        raise InputError("--predict_dir is read with --do_predict only: add --do_predict (or drop --predict_dir).")
+    if training_args.do_predict and not (data_args.predict_dir and os.path.isdir(data_args.predict_dir)):
+        raise InputError(f"--do_predict needs --predict_dir, an existing folder of images (got {data_args.predict_dir}).")
+    if data_args.top_k < 1:
+        raise InputError(f"--top_k must be >= 1, got {data_args.top_k}.")
+
+
+def given_options(argv: list[str]) -> set[str]:
+    """The names of the options set explicitly: the `--name` / `--name=value` flags of a command line, or the keys
+    of a single `.json` / `.yaml` file of arguments."""
+    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
+        import yaml  # JSON is YAML
+
+        with open(argv[0], encoding="utf-8") as f:
+            return set(yaml.safe_load(f) or {})
+    return {arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--")}
+
+
+def finalize_args(
+    model_args: ModelArguments,
+    training_args: SmileTrainingArguments,
+    data_args: DataTrainingArguments | None = None,
+    given: set[str] | frozenset[str] = frozenset(),
+) -> None:
+    """Fill in what the script needs whatever the user passed, and the defaults that depend on other arguments
+    (unless set explicitly, named in `given`): `--do_train` (on unless `--do_train False`), the model
+    ([`default_model`]), `--output_dir` (`runs/<dataset>-<method>-<model>`), `--report_to` (TensorBoard when
+    installed), the data loader workers."""
+    if "do_train" not in given:
+        training_args.do_train = True  # the script trains unless told not to (--do_train False: evaluate / predict)
+    if model_args.model_name_or_path is None:
+        model_args.model_name_or_path = default_model(data_args)
+        model_args.default_model_used = True
+    if data_args is not None and "output_dir" not in given:
+        training_args.output_dir = default_output_dir(model_args, data_args, training_args)
+    if "report_to" not in given and importlib.util.find_spec("tensorboard") is not None:
+        training_args.report_to = ["tensorboard"]
+    set_dataloader_defaults(training_args, given)
+
+
+def default_model(data_args: DataTrainingArguments | None) -> str:
+    """The bundled toy checkpoint for a preset built offline (`--dataset digits`), else [`DEFAULT_MODEL`]."""
+    if data_args is not None and data_args.dataset is not None and get_preset(data_args.dataset).hub_id is None:
+        return resolve_bundled(BUNDLED_CHECKPOINT)
+    return DEFAULT_MODEL
+
+
+def default_output_dir(
+    model_args: ModelArguments, data_args: DataTrainingArguments, training_args: SmileTrainingArguments
+) -> str:
+    """`runs/<dataset>-<method>-<model>`: the preset (or the `--train_dir` / `--validation_dir` / `--predict_dir`
+    folder's name), the method (`predict` without training), the last part of the model's name or path."""
+    folder = data_args.train_dir or data_args.validation_dir or data_args.predict_dir or "data"
+    dataset = data_args.dataset or os.path.basename(os.path.normpath(folder))
+    model = os.path.basename(os.path.normpath(model_args.model_name_or_path))
+    return os.path.join("runs", f"{dataset}-{training_args.method if training_args.do_train else 'predict'}-{model}")
+
+
+def set_dataloader_defaults(
+    training_args: SmileTrainingArguments, given: set[str] | frozenset[str], cpu_count: int | None = None
+) -> None:
+    """With an accelerator, the data loading runs beside it: unless set, one worker per CPU core available to this
+    process (less one, at most 16) with persistent workers and pinned memory. Without one, the CPU trains the model
+    too: the loading stays in the main process, and pinned memory is off."""
+    if not has_accelerator():
+        training_args.dataloader_pin_memory = False  # no effect without an accelerator, but a warning per run
+        return
+    if "dataloader_num_workers" not in given:
+        if cpu_count is None:
+            cpu_count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        per_process = max(1, cpu_count // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+        training_args.dataloader_num_workers = min(16, max(1, per_process - 1))
+    if "dataloader_persistent_workers" not in given and training_args.dataloader_num_workers > 0:
+        training_args.dataloader_persistent_workers = True
+
+
+def resolve_bundled(path: str) -> str:
+    """A repository-relative path, found from the current directory or from the repository root."""
+    return path if os.path.isdir(path) else str(REPO_ROOT / path)
+
+
+def quiet(training_args: SmileTrainingArguments) -> bool:
+    """Whether this process shows no progress bar: `--disable_tqdm`, or not the one that logs."""
+    return bool(training_args.disable_tqdm) or not training_args.should_log
+
+
+def has_accelerator() -> bool:
+    """Whether torch sees an accelerator (CUDA, MPS, XPU...)."""
+    return torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+
+
+def run_processes_on_cpu_without_accelerator() -> None:
+    """Several processes (torchrun, `accelerate launch --multi_gpu`) on a machine without an accelerator: tell the
+    Trainer to run them on CPU with gloo; unless told, transformers leaves each process alone (world size 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")

@@ -1,0 +1,186 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""One run, start to end: check the model, load the data, refuse or resume the output folder's run, train,
+evaluate, save, write the card and `results.json`, push, classify `--predict_dir`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import asdict
+
+import transformers
+from safetensors import SafetensorError
+from transformers import set_seed
+
+from ..checkpoints import resume_point, write_run_config
+from ..config import SmileTrainingArguments
+from ..data import PreparedData, eval_image_processor, one_line
+from ..metrics import ClassificationMetrics, load_classification_metric
+from ..trainer import SmileTrainer
+from .arguments import (
+    DataTrainingArguments,
+    InputError,
+    ModelArguments,
+    parse_args,
+    quiet,
+    run_processes_on_cpu_without_accelerator,
+)
+from .loading import check_model, load_processor, loading_kwargs, prepare_data, random_init_model
+from .outputs import card_arguments, results_table, write_results
+from .predict import evaluate_and_predict, predict_folder
+
+logger = logging.getLogger(__name__)
+
+
+def train_one(
+    model_args: ModelArguments,
+    training_args: SmileTrainingArguments,
+    data: PreparedData,
+    processor,
+    label: str | None = None,
+    from_scratch: bool = False,
+    resume: str | None = None,
+) -> tuple[dict, SmileTrainer]:
+    """Train (from checkpoint `resume` if given), evaluate, save and push one run; return its results (named `label`,
+    default: the method) and its trainer. `from_scratch` starts from the checkpoint's architecture with random
+    weights (no teacher)."""
+    validation = getattr(data, "validation", None)  # a split held out of training and evaluation, if the data has one
+    if training_args.calibration != "none" and validation is None:
+        raise InputError(
+            f"--calibration {training_args.calibration} fits the temperature on a validation split held out of both "
+            "training and evaluation, and this data has only a training and an evaluation split: use --calibration "
+            "none, or call SmileTrainer.calibrate(validation_dataset) in your own script."
+        )
+    set_seed(training_args.seed)
+    if from_scratch:
+        model = random_init_model(model_args, data, **loading_kwargs(model_args))
+    else:  # SmileTrainer loads the student (new head for the data's classes) and, if needed, the source model
+        model = model_args.model_name_or_path
+        training_args.model_init_kwargs = {
+            **(training_args.model_init_kwargs or {}), **loading_kwargs(model_args),
+            "num_labels": len(data.label_names), "id2label": data.id2label,
+        }  # fmt: skip
+    try:
+        trainer = SmileTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=data.train,
+            eval_dataset=data.eval,
+            # top-1 / top-5 / ECE through the evaluate module shipped in smile_hf (local path: works offline)
+            compute_metrics=ClassificationMetrics(metric=load_classification_metric(keep_in_memory=True)),
+            # saved with the model: what evaluation fed it (resize to crop / crop_pct, center crop, normalise)
+            processing_class=eval_image_processor(data.transform_config) if data.transform_config else processor,
+        )
+    except (OSError, SafetensorError) as error:  # a model folder without weights, or with damaged ones
+        raise InputError(
+            f"Cannot load the weights of --model_name_or_path '{model_args.model_name_or_path}': {one_line(error)}"
+        ) from error
+    if resume:
+        logger.info(f"Resuming from {resume}")
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    if training_args.calibration != "none":  # before evaluating and saving: the export is the calibrated model
+        trainer.calibrate(validation)
+    metrics = trainer.evaluate()
+    if training_args.save_strategy != "no":
+        trainer.save_model()
+        trainer.save_state()
+    card = card_arguments(model_args, training_args, data, from_scratch)
+    trainer.create_model_card(**card)  # README.md beside the model, pushed or not (main process only)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(**card)
+    return {
+        "label": label or training_args.method,
+        "method": training_args.method,
+        "from_scratch": from_scratch,
+        "seed": training_args.seed,
+        "model": model_args.model_name_or_path,
+        "data": data.description,
+        "data_source": asdict(data.source) if data.source else None,
+        "num_labels": len(data.label_names),
+        "num_train": len(data.train),
+        "num_eval": len(data.eval),
+        "world_size": training_args.world_size,
+        "global_step": trainer.state.global_step,
+        "train_runtime": train_result.metrics.get("train_runtime"),
+        "metrics": metrics,
+        "calibration": trainer.calibration.to_dict() if trainer.calibration is not None else None,
+    }, trainer
+
+
+def configure_logging(training_args: SmileTrainingArguments, *loggers: str) -> None:
+    """Log to stderr at the process's log level: `smile_hf`, `transformers`, `datasets` and `loggers`."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler()])
+    level = training_args.get_process_log_level()
+    for name in ("smile_hf", *loggers):
+        logging.getLogger(name).setLevel(level if level != logging.WARNING else logging.INFO)
+    transformers.utils.logging.set_verbosity(level)
+    import datasets
+
+    datasets.utils.logging.set_verbosity(level)
+
+
+def run(
+    model_args: ModelArguments, data_args: DataTrainingArguments, training_args: SmileTrainingArguments
+) -> tuple[dict, SmileTrainer]:
+    """Check the model, prepare the data, then train, evaluate, save and push; write and print `results.json`.
+    Return the run's results and its trainer."""
+    configure_logging(training_args)
+    default = " (the default; --model_name_or_path changes it)" if model_args.default_model_used else ""
+    logger.info(f"Model: {model_args.model_name_or_path}{default}; output folder: {training_args.output_dir}")
+    if not training_args.do_train:
+        return evaluate_and_predict(model_args, data_args, training_args)
+    check_model(model_args, data_args)
+    processor = load_processor(model_args)
+    with training_args.main_process_first(desc="loading the datasets"):
+        data = prepare_data(data_args, model_args, training_args.seed, processor, disable_tqdm=quiet(training_args))
+    logger.info(
+        f"Data: {data.description}: {len(data.train)} train / {len(data.eval)} eval examples; "
+        f"world size {training_args.world_size}"
+    )
+    config = run_config(model_args, data_args, training_args)
+    resume = resume_point(
+        training_args.output_dir, config, training_args.resume_from_checkpoint, training_args.overwrite_output_dir
+    )
+    if training_args.should_save:
+        write_run_config(training_args.output_dir, config)
+    result, trainer = train_one(model_args, training_args, data, processor, resume=resume)
+    if training_args.do_predict:  # the trained model on --predict_dir, with the evaluation transform it was exported with
+        result["predictions"] = predict_folder(trainer.model, data_args, training_args, data.transform_config)
+    if training_args.should_save:
+        path = write_results([result], training_args.output_dir)
+        print(f"\nResults ({data.description}, {len(data.eval)} eval images, model {model_args.model_name_or_path}):")
+        print(results_table([result]))
+        if data.source is not None and not data.source.official_split:
+            print(f"Evaluated on {data.source.eval_split_role or data.source.eval_split}: not the benchmark's official split.")
+        print(f"Saved to {path}", flush=True)
+    return result, trainer
+
+
+def run_config(
+    model_args: ModelArguments,
+    data_args: DataTrainingArguments,
+    training_args: SmileTrainingArguments,
+    from_scratch: bool = False,
+) -> dict:
+    """What defines this run (compared with the one saved in `--output_dir` before resuming from its checkpoints):
+    the checkpoint (name, revision, classes), every data argument, the training arguments that change the trained
+    weights (`SmileTrainingArguments.run_defining_values`), and whether it starts from random weights."""
+    model = {"model_name_or_path": model_args.model_name_or_path, "model_revision": model_args.model_revision,
+             "num_labels": model_args.num_labels}  # fmt: skip
+    data = {k: v for k, v in asdict(data_args).items() if k not in ("predict_dir", "top_k")}  # not the weights'
+    config = {"model": model, "data": data, "training": training_args.run_defining_values()}
+    if from_scratch:
+        config["from_scratch"] = True
+    return json.loads(json.dumps(config, default=str))
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
+    """One run from command-line arguments (default: `sys.argv[1:]`), or one `.json` / `.yaml` file of them; returns
+    its results. `prog` names the command in `--help` and argparse's errors."""
+    argv = sys.argv[1:] if argv is None else argv
+    run_processes_on_cpu_without_accelerator()
+    model_args, data_args, training_args = parse_args(argv, prog)
+    result, _ = run(model_args, data_args, training_args)
+    return result
+

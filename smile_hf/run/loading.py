@@ -1,0 +1,143 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""Loading for a run: the checkpoint checked before anything else (config only), its image processor, the data with
+its transforms, the model from random weights or as it was saved."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from huggingface_hub import constants as hub_constants
+from safetensors import SafetensorError
+from transformers import AutoConfig, AutoModelForImageClassification
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
+
+from ..data import PreparedData, TransformConfig, get_preset, one_line, prepare_datasets, set_transforms
+from ..modeling import load_image_processor
+from .arguments import DataTrainingArguments, InputError, ModelArguments
+
+logger = logging.getLogger(__name__)
+
+
+def is_offline() -> bool:
+    """Whether the Hugging Face Hub is switched off (`HF_HUB_OFFLINE=1`, read by huggingface_hub at import)."""
+    return bool(hub_constants.HF_HUB_OFFLINE)
+
+
+def dataset_download(data_args: DataTrainingArguments | None, cache_dir: str | None = None) -> str | None:
+    """What to run to download the Hub dataset of `--dataset` when it is not in the `datasets` cache (offline
+    only: a Hub preset cached by an earlier run loads offline), else None."""
+    if data_args is None or data_args.dataset is None:
+        return None
+    preset = get_preset(data_args.dataset)
+    if preset.hub_id is None:
+        return None
+    try:
+        import datasets
+
+        kwargs = {"name": preset.config_name, "data_dir": preset.data_dir, "revision": preset.revision}
+        datasets.load_dataset_builder(preset.hub_id, cache_dir=cache_dir, **{k: v for k, v in kwargs.items() if v})
+        return None
+    except Exception:  # not cached (offline), or anything else: name it
+        return f"the dataset {preset.hub_id} (`hf download --repo-type dataset {preset.hub_id}`)"
+
+
+def check_model(model_args: ModelArguments, data_args: DataTrainingArguments | None = None) -> None:
+    """Raise an [`InputError`] unless the checkpoint can be read and is an image classifier (config only). Offline,
+    the error names everything the run would download: the model and, if not cached, the preset's dataset."""
+    name = model_args.model_name_or_path
+    try:
+        config = AutoConfig.from_pretrained(
+            name, cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token,
+            trust_remote_code=model_args.trust_remote_code,
+        )  # fmt: skip
+    except (OSError, ValueError) as error:
+        if is_offline() and not os.path.isdir(name):
+            missing = [f"the model {name} (`hf download {name}`)", dataset_download(data_args, model_args.cache_dir)]
+            raise InputError(
+                f"offline (HF_HUB_OFFLINE=1) and not in the local cache: download {' and '.join(filter(None, missing))} "
+                "once online, or pass a local --model_name_or_path folder."
+            ) from error
+        where = "not a local folder with a config.json, and the Hugging Face Hub"
+        raise InputError(
+            f"Cannot load --model_name_or_path '{name}': {where} cannot be reached or has no such model "
+            f"(offline?). Pass a local checkpoint folder. [{type(error).__name__}]"
+        ) from error
+    if type(config) not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING and not _has_remote_classifier(config):
+        raise InputError(
+            f"--model_name_or_path '{name}' is a '{config.model_type}' model, not an image classifier: "
+            "AutoModelForImageClassification cannot load it. Use an image classification checkpoint."
+        )
+
+
+def _has_remote_classifier(config) -> bool:
+    return "AutoModelForImageClassification" in (getattr(config, "auto_map", None) or {})
+
+
+def loading_kwargs(model_args: ModelArguments) -> dict:
+    """Where and how to load the checkpoint: the same for the student, the source model and the image processor."""
+    return {
+        "cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token,
+        "trust_remote_code": model_args.trust_remote_code,
+    }  # fmt: skip
+
+
+def load_processor(model_args: ModelArguments):
+    """The checkpoint's image processor, or `None` (ImageNet defaults) if it has none."""
+    processor = load_image_processor(model_args.model_name_or_path, **loading_kwargs(model_args))
+    if processor is None:
+        logger.warning("The checkpoint has no image processor: using 224 x 224 crops and ImageNet mean / std.")
+    return processor
+
+
+def prepare_data(
+    data_args: DataTrainingArguments,
+    model_args: ModelArguments,
+    seed: int,
+    processor,
+    config: TransformConfig | None = None,
+    disable_tqdm: bool = False,
+) -> PreparedData:
+    """Load and check the data of `data_args` and attach the transforms of `config` (default: read from the
+    checkpoint's `processor` and `--crop_pct`); `disable_tqdm` hides the undecodable-image scan's progress bar."""
+    data = prepare_datasets(
+        dataset=data_args.dataset,
+        train_dir=data_args.train_dir,
+        validation_dir=data_args.validation_dir,
+        image_column=data_args.image_column,
+        label_column=data_args.label_column,
+        num_labels=model_args.num_labels,
+        train_val_split=data_args.train_val_split,
+        max_train_samples=data_args.max_train_samples,
+        max_eval_samples=data_args.max_eval_samples,
+        train_samples_per_class=data_args.train_samples_per_class,
+        corrupt_images=data_args.corrupt_images,
+        seed=seed,
+        cache_dir=model_args.cache_dir,
+        token=model_args.token,
+        disable_tqdm=disable_tqdm,
+    )
+    if config is None:
+        config = TransformConfig.from_image_processor(processor, data_args.crop_pct, data_args.random_horizontal_flip)
+    set_transforms(data, config, seed)
+    return data
+
+
+def random_init_model(model_args: ModelArguments, data: PreparedData, **load_kwargs):
+    """The checkpoint's architecture with random weights and a head for the data's classes."""
+    config = AutoConfig.from_pretrained(
+        model_args.model_name_or_path, num_labels=len(data.label_names), id2label=data.id2label,
+        label2id={v: k for k, v in data.id2label.items()}, **load_kwargs,
+    )  # fmt: skip
+    return AutoModelForImageClassification.from_config(config, trust_remote_code=model_args.trust_remote_code)
+
+
+def load_trained_model(model_args: ModelArguments):
+    """The image classifier of `--model_name_or_path` as it was saved (its own head and classes)."""
+    try:
+        return AutoModelForImageClassification.from_pretrained(model_args.model_name_or_path, **loading_kwargs(model_args))
+    except (OSError, SafetensorError) as error:
+        raise InputError(
+            f"Cannot load the weights of --model_name_or_path '{model_args.model_name_or_path}': {one_line(error)}"
+        ) from error
+

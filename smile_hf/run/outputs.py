@@ -1,0 +1,96 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""What a run leaves behind besides the model: `results.json` and its table, and the model card's arguments."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+
+from ..config import SmileTrainingArguments
+from ..data import PreparedData
+from .arguments import ModelArguments
+from .loading import is_offline
+
+
+def card_arguments(
+    model_args: ModelArguments, training_args: SmileTrainingArguments, data: PreparedData, from_scratch: bool
+) -> dict:
+    """What the model card says beyond what the trainer knows: base model, license, the dataset (readable name, Hub
+    id, configuration, revision, split evaluated on and what it is; local data by folder name only)."""
+    source = data.source
+    card = {
+        "finetuned_from": None if from_scratch else model_args.model_name_or_path,
+        "license": model_args.license or base_model_license(model_args),
+        "tasks": "image-classification",
+        "tags": ["image-classification", training_args.method],
+    }
+    if source is not None:
+        card.update(
+            dataset=source.name, dataset_tags=source.hub_id, dataset_args=source.config, dataset_split=source.eval_split,
+            dataset_revision=source.revision, local_dataset=source.local,
+            dataset_split_role=source.eval_split_role + ("" if source.official_split else " (not the official split)"),
+            **source.sample_counts(),
+        )  # fmt: skip
+    return card
+
+
+def base_model_license(model_args: ModelArguments) -> str | None:
+    """The `license` of the base model's card: `README.md` of a local folder, else of the Hub repository (from the
+    local cache when offline); `None` when there is no card or it names no license."""
+    from huggingface_hub import ModelCard, hf_hub_download
+
+    name = model_args.model_name_or_path
+    try:
+        path = os.path.join(name, "README.md")
+        if not os.path.isdir(name):
+            path = hf_hub_download(
+                name, "README.md", revision=model_args.model_revision, cache_dir=model_args.cache_dir,
+                token=model_args.token, local_files_only=is_offline(),
+            )  # fmt: skip
+        return ModelCard.load(path).data.license if os.path.isfile(path) else None
+    except Exception:  # no card, unreachable, unparsable: no license claimed
+        return None
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return _pct(values[0])
+    return f"{_pct(statistics.mean(values))} ± {100 * statistics.stdev(values):.2f}"
+
+
+def results_table(runs: list[dict]) -> str:
+    """A Markdown table: one row per seed, top-1 of each run label (method, or `scratch`) side by side, then mean ±
+    sample standard deviation over seeds of top-1, top-5 and ECE."""
+    methods = list(dict.fromkeys(r.get("label", r["method"]) for r in runs))
+    seeds = list(dict.fromkeys(r["seed"] for r in runs))
+    by_key = {(r.get("label", r["method"]), r["seed"]): r["metrics"] for r in runs}
+    lines = ["| seed | " + " | ".join(f"{m} top-1 (%)" for m in methods) + " |"]
+    lines.append("|---|" + "---:|" * len(methods))
+    for seed in seeds:
+        cells = [_pct(by_key.get((m, seed), {}).get("eval_accuracy")) for m in methods]
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+
+    def column(method: str, key: str) -> list[float]:
+        return [by_key[(method, s)][key] for s in seeds if key in by_key.get((method, s), {})]
+
+    for label, key in (("top-1", "eval_accuracy"), ("top-5", "eval_top5_accuracy"), ("ECE", "eval_ece")):
+        lines.append(f"| mean {label} | " + " | ".join(_mean_std(column(m, key)) for m in methods) + " |")
+    return "\n".join(lines)
+
+
+def write_results(runs: list[dict], output_dir: str, file_name: str = "results.json", **extra) -> str:
+    """Write `{"runs": runs, "table": results_table(runs), **extra}` to `output_dir/file_name`; return its path."""
+    path = os.path.join(output_dir, file_name)
+    os.makedirs(output_dir, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"runs": runs, "table": results_table(runs), **extra}, f, indent=2, default=str)
+    return path
+
+
