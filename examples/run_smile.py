@@ -50,7 +50,6 @@ import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import torch
 import transformers
 from huggingface_hub import constants as hub_constants
 from safetensors import SafetensorError
@@ -58,6 +57,7 @@ from transformers import AutoConfig, AutoModelForImageClassification, HfArgument
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
+from smile_hf._compat import accelerator_available
 from smile_hf.backbones import UnsupportedBackboneError
 from smile_hf.checkpoints import IncompleteCheckpointError, OutputDirError, resume_point, write_run_config
 from smile_hf.data import (
@@ -302,7 +302,7 @@ def quiet(training_args: SmileTrainingArguments) -> bool:
 
 
 def has_accelerator() -> bool:
-    return torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    return accelerator_available()
 
 
 def run_processes_on_cpu_without_accelerator() -> None:

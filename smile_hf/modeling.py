@@ -12,6 +12,7 @@ from torch import nn
 from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
 from transformers.utils import logging
 
+from ._compat import hide_from_save
 from .backbones import SOURCE_HEAD_NAME, BackboneAdapter
 
 logger = logging.get_logger(__name__)
@@ -84,7 +85,7 @@ def attach_source_head(model: PreTrainedModel, head: nn.Module) -> None:
     and checkpoints see it, and leave it out of every saved model (`_keys_to_ignore_on_save`)."""
     model.add_module(SOURCE_HEAD_NAME, head)
     hidden = {f"{SOURCE_HEAD_NAME}.{name}" for name in head.state_dict()}
-    model._keys_to_ignore_on_save = set(model._keys_to_ignore_on_save or ()) | hidden
+    hide_from_save(model, hidden)
 
 
 def reset_head(model: nn.Module) -> None:

@@ -20,13 +20,22 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import PreTrainedModel, Trainer
 from transformers.utils import logging
 
+from ._compat import mark_scheduler_created
 from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, build_source_head_copy, unwrap_model
 from .checkpoints import CompleteCheckpointMixin
 from .config import SmileTrainingArguments
 from .data import TransformEpochCallback, collate
 from .distributed import add_buffer_sync
 from .guard import NonFiniteGuard, NonFiniteGuardCallback, check_finite_weights
-from .lora import LoraEmaTeacher, base_buffers, check_base_is_source, load_base_buffers, peft_model_of, wrap_student
+from .lora import (
+    LoraEmaTeacher,
+    base_buffers,
+    check_base_is_source,
+    load_base_buffers,
+    peft_model_of,
+    save_adapter,
+    wrap_student,
+)
 from .loss import TransferLoss
 from .methods import build_method, method_hyperparameters, method_title, parse_method
 from .methods.base import PrepareCallback
@@ -44,7 +53,7 @@ from .modeling import (
     loading_kwargs,
 )
 from .sharding import check_resume, check_sharding
-from .teacher import EmaTeacher, EmaTeacherCallback
+from .teacher import EmaTeacher, EmaTeacherCallback, Teacher
 
 logger = logging.get_logger(__name__)
 
@@ -130,8 +139,8 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         self.model_accepts_loss_kwargs = False
         check_sharding(args, self)
         self.teacher = self._build_teacher(source_model) if self.method.needs_teacher else None
-        if args.torch_compile and isinstance(self.teacher, EmaTeacher):  # the Trainer compiles the student only
-            self.teacher.model.compile(backend=args.torch_compile_backend, mode=args.torch_compile_mode)
+        if args.torch_compile and self.teacher is not None:  # the Trainer compiles the student only
+            self.teacher.compile_model(backend=args.torch_compile_backend, mode=args.torch_compile_mode)
         if args.channels_last:
             for module in (self.model, self.teacher):
                 if module is not None:
@@ -168,7 +177,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         check(self.adapter, model, teacher_model)
         return teacher_model
 
-    def _build_teacher(self, source_model: nn.Module) -> EmaTeacher | LoraEmaTeacher:
+    def _build_teacher(self, source_model: nn.Module) -> Teacher:
         """The teacher: a full copy of the source model ([`EmaTeacher`]) or, for a LoRA student, an adapter on the
         student's frozen base with a copy of the source head ([`LoraEmaTeacher`])."""
         args = self.args
@@ -212,7 +221,7 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
             return min(1.0, (step + 1) / warmup if warmup else 1.0) * (gamma if step >= milestone else 1.0)
 
         self.lr_scheduler = LambdaLR(optimizer or self.optimizer, factor)
-        self._created_lr_scheduler = True
+        mark_scheduler_created(self)
         return self.lr_scheduler
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
@@ -288,13 +297,23 @@ class SmileTrainer(CompleteCheckpointMixin, Trainer):
         are left out through `_keys_to_ignore_on_save`). Placeholder `id2label` names are replaced by the class
         names of the training set (a `ClassLabel` column), and the training arguments are also written as JSON
         (`training_args.json`). smile_hf never loads the Trainer's pickled `training_args.bin` (nor does the
-        Trainer). A model whose weights are not finite is never saved ([`NonFiniteWeightsError`])."""
+        Trainer). A model whose weights are not finite is never saved ([`NonFiniteWeightsError`]).
+
+        A LoRA student is saved as its adapter alone, with its trained head and the image processor (the teacher
+        adapter, which checkpoints keep in `smile_state.safetensors`, is left out); `push_to_hub` uploads that.
+        For the adapter merged into the base, call [`smile_hf.lora.save_merged`]."""
         self.guard.raise_if_diverged(self.state.global_step)
         check_finite_weights(unwrap_model(self.model), output_dir or self.args.output_dir)
         config = getattr(unwrap_model(self.model), "config", None)
         if config is not None and fill_label_names(config, label_names_from_dataset(self.train_dataset)):
             logger.info("Saving the class names of the training set as `id2label` / `label2id`.")
-        super().save_model(output_dir, _internal_call)
+        if peft_model_of(self.model) is None:
+            super().save_model(output_dir, _internal_call)
+        else:  # the adapter alone: the stock save would add the teacher's (checkpoints keep it in the SMILE state)
+            if self.args.should_save:
+                save_adapter(self, output_dir or self.args.output_dir, warn=not self.saving_checkpoint)
+            if self.args.push_to_hub and not _internal_call:  # as the stock save_model
+                self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
         if not self.args.should_save:
             return
         output_dir = output_dir if output_dir is not None else self.args.output_dir
