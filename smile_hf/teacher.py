@@ -69,9 +69,11 @@ class Teacher(nn.Module):
     def forward(
         self, pixel_values: torch.Tensor, output_hidden_states: bool = False, mix: Mix | None = None
     ) -> ForwardOutput:
+        """Source logits and feature maps of the images (mixed by `mix` if given, as the student's are)."""
         raise NotImplementedError
 
     def update(self, student: nn.Module) -> None:
+        """One EMA step towards `student`: teacher <- lerp(teacher, student, 1 - decay)."""
         raise NotImplementedError
 
     def should_update(self, global_step: int) -> bool:

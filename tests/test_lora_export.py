@@ -121,3 +121,19 @@ def test_push_to_hub_uploads_no_teacher_and_checkpoints_keep_it(tmp_path, monkey
                 if f".{TEACHER_ADAPTER_NAME}." in n}  # fmt: skip
     assert teacher_adapter == expected and len(expected) > 0
     assert int(state["teacher.num_updates"]) == int(trainer.teacher.num_updates) == 2
+
+
+def test_the_trainer_uses_either_teacher_through_the_teacher_protocol(tmp_path):
+    import inspect
+    import re
+
+    import smile_hf.trainer
+    from smile_hf import EmaTeacher, Teacher
+    from smile_hf.lora import LoraEmaTeacher
+
+    lora, _ = make_trainer(tmp_path / "lora", "vit")
+    assert type(lora.teacher) is LoraEmaTeacher and isinstance(lora.teacher, Teacher)
+    assert issubclass(EmaTeacher, Teacher) and not lora.teacher.training
+    assert not re.search(r"isinstance\([^)]*Teacher", inspect.getsource(smile_hf.trainer))
+    # the shared schedule: every `update_every` steps while the decay is below 1
+    assert [lora.teacher.should_update(s) for s in range(1, 5)] == [s % 2 == 0 for s in range(1, 5)]
