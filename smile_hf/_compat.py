@@ -10,7 +10,8 @@ an upstream change fails one named test instead of a training run:
 - `PreTrainedModel._keys_to_ignore_on_save` ([`hide_from_save`]);
 - peft's adapter layers ([`peft_tuner_layers`]) and the switching of their adapters ([`switch_adapters`]), which
   uses peft's public `set_adapter` / `enable_adapters` of each layer;
-- `torch.accelerator` ([`accelerator_available`]).
+- `torch.accelerator` ([`accelerator_available`]); torch's dispatch modes ([`TorchDispatchMode`],
+  [`operator_name`]) and the module under `torch.compile` ([`compiled_inner`]).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from transformers.trainer_utils import rotate_checkpoints as _rotate_checkpoints
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: F401  (re-exported: torch has no public path)
 
 if TYPE_CHECKING:
     from transformers import Trainer
@@ -82,6 +83,8 @@ def mark_scheduler_created(trainer: Trainer) -> None:
 def rotate_checkpoints(trainer: Trainer, run_dir: str) -> None:
     """Delete the checkpoints of `run_dir` beyond `trainer.args.save_total_limit`, oldest first (by modification
     time), always keeping the newest and the best one."""
+    from transformers.trainer_utils import rotate_checkpoints as _rotate_checkpoints
+
     _rotate_checkpoints(
         output_dir=run_dir,
         save_total_limit=trainer.args.save_total_limit,
@@ -108,6 +111,17 @@ def pil_image_processor_class(name: str):
 def accelerator_available() -> bool:
     """Whether torch sees an accelerator (CUDA, MPS, XPU...): `torch.accelerator.is_available()`."""
     return torch.accelerator.is_available()
+
+
+def operator_name(func) -> str:
+    """The name of an operator a `TorchDispatchMode` sees, e.g. `"aten::add"` (the overload is not part of it)."""
+    return func._schema.name
+
+
+def compiled_inner(model: nn.Module) -> nn.Module | None:
+    """The module that `torch.compile` wrapped (`OptimizedModule._orig_mod`), or None when `model` is not such a
+    wrapper."""
+    return getattr(model, "_orig_mod", None)
 
 
 # ---- peft ------------------------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
-from ._compat import peft_tuner_layers, switch_adapters
+from ._compat import compiled_inner, peft_tuner_layers, switch_adapters
 from .backbones import BackboneAdapter, ForwardOutput, unwrap_model
 from .mixing import Mix
 from .teacher import Teacher
@@ -55,7 +55,7 @@ def require_peft():
 def peft_model_of(model: nn.Module) -> nn.Module | None:
     """The peft `PeftModel` inside `model` (under DDP / `torch.compile` wrappers), or None if it is not one."""
     while not callable(getattr(type(model), "get_base_model", None)):
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        inner = getattr(model, "module", None) or compiled_inner(model)
         if not isinstance(inner, nn.Module):
             return None
         model = inner
@@ -316,7 +316,7 @@ def save_adapter(trainer, output_dir: str, warn: bool = True) -> None:
             "loaded on the original base it will not reproduce the student. Use `save_merged` for this model."
         )
     student_adapters = [name for name in peft_model.peft_config if name != TEACHER_ADAPTER_NAME]
-    base_name = getattr(peft_model.get_base_model().config, "_name_or_path", "")
+    base_name = peft_model.get_base_model().name_or_path
     for name in student_adapters:  # the card and adapter_config.json name the base model
         config = peft_model.peft_config[name]
         config.base_model_name_or_path = config.base_model_name_or_path or base_name or None

@@ -17,8 +17,11 @@ from smile_hf._compat import (
     SCHEDULER_CREATED_FLAG,
     TRAINER_CALLS,
     TRAINER_OVERRIDES,
+    TorchDispatchMode,
     accelerator_available,
+    compiled_inner,
     hide_from_save,
+    operator_name,
     pil_image_processor_class,
     trainer_member_problems,
     trainer_run_dir,
@@ -78,6 +81,28 @@ def test_pil_image_processor_class():
 def test_accelerator_available_matches_the_backends():
     expected = torch.cuda.is_available() or torch.backends.mps.is_available() or torch.xpu.is_available()
     assert accelerator_available() is expected
+
+
+def test_dispatch_mode_sees_operator_names():
+    class Names(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(operator_name(func))
+            return func(*args, **(kwargs or {}))
+
+    a, b = torch.ones(3), torch.full((3,), 2.0)
+    with Names() as mode:
+        c = torch.add(a, b).mul(b)
+    assert mode.names == ["aten::add", "aten::mul"] and torch.equal(c, torch.full((3,), 6.0))
+
+
+def test_compiled_inner_is_the_wrapped_module():
+    module = torch.nn.Linear(2, 2)
+    assert compiled_inner(torch.compile(module)) is module  # wrapping only: nothing is compiled before a call
+    assert compiled_inner(module) is None
 
 
 # ---- peft ------------------------------------------------------------------------------------------------------------

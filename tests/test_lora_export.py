@@ -53,7 +53,7 @@ def trained_vit(tmp_path):
     assert int(trainer.teacher.num_updates) == 2 and any(not torch.equal(t, s) for t, s in zip(teacher, student))
     base_dir = tmp_path / "base"
     source_and_student("vit")[1].save_pretrained(str(base_dir))
-    unwrap_model(trainer.model).config._name_or_path = str(base_dir)
+    unwrap_model(trainer.model).config.name_or_path = str(base_dir)
     trainer.model.eval()
     return trainer, base_dir
 
