@@ -316,7 +316,7 @@ def save_adapter(trainer, output_dir: str, warn: bool = True) -> None:
             "loaded on the original base it will not reproduce the student. Use `save_merged` for this model."
         )
     student_adapters = [name for name in peft_model.peft_config if name != TEACHER_ADAPTER_NAME]
-    base_name = peft_model.get_base_model().name_or_path
+    base_name = peft_model.get_base_model().config.name_or_path
     for name in student_adapters:  # the card and adapter_config.json name the base model
         config = peft_model.peft_config[name]
         config.base_model_name_or_path = config.base_model_name_or_path or base_name or None

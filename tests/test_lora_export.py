@@ -45,7 +45,8 @@ def uint8_images(n=3, seed=5) -> list[np.ndarray]:
 @pytest.fixture
 def trained_vit(tmp_path):
     """A ViT LoRA student after 4 SMILE steps whose teacher adapter has moved away from the student's (2 EMA updates),
-    and the folder of its pre-trained base (named by the adapter's config, as when loaded from there)."""
+    and the folder of its pre-trained base with its processor (named by the model's config, as when loaded from
+    there)."""
     trainer, _ = make_trainer(tmp_path / "run", "vit", max_steps=4, final_finetune_fraction=0.0)
     trainer.train()
     teacher = [p for n, p in unwrap_model(trainer.model).named_parameters() if f".{TEACHER_ADAPTER_NAME}." in n]
@@ -53,6 +54,7 @@ def trained_vit(tmp_path):
     assert int(trainer.teacher.num_updates) == 2 and any(not torch.equal(t, s) for t, s in zip(teacher, student))
     base_dir = tmp_path / "base"
     source_and_student("vit")[1].save_pretrained(str(base_dir))
+    trainer.processing_class.save_pretrained(str(base_dir))
     unwrap_model(trainer.model).config.name_or_path = str(base_dir)
     trainer.model.eval()
     return trainer, base_dir
@@ -61,6 +63,19 @@ def trained_vit(tmp_path):
 def student_logits(trainer, pixel_values: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return trainer.model.eval()(pixel_values=pixel_values.to(trainer.args.device)).logits.cpu()
+
+
+def assert_pipeline_predicts_as_the_student(trainer, model_dir) -> None:
+    """`pipeline("image-classification", model=model_dir)` gives the trained student's top-1 class and probability."""
+    classifier = pipeline("image-classification", model=str(model_dir), device="cpu")
+    images = uint8_images()
+    pixel_values = trainer.processing_class(images, return_tensors="pt")["pixel_values"]  # the pipeline's processor
+    probabilities = student_logits(trainer, pixel_values).softmax(-1)
+    id2label = unwrap_model(trainer.model).config.id2label
+    for image, expected in zip(images, probabilities):
+        (top,) = classifier(image, top_k=1)
+        assert top["label"] == id2label[int(expected.argmax())]
+        assert top["score"] == pytest.approx(float(expected.max()), rel=1e-5, abs=1e-6)
 
 
 def test_save_model_writes_the_student_adapter_alone(trained_vit, tmp_path):
@@ -83,6 +98,8 @@ def test_save_model_writes_the_student_adapter_alone(trained_vit, tmp_path):
         actual = loaded.eval()(pixel_values=x).logits
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
     assert torch.equal(actual.argmax(-1), expected.argmax(-1))
+    # transformers' PEFT integration loads the base the adapter names, then the adapter
+    assert_pipeline_predicts_as_the_student(trainer, out)
 
 
 def test_merged_export_runs_in_the_pipeline(trained_vit, tmp_path):
@@ -90,15 +107,7 @@ def test_merged_export_runs_in_the_pipeline(trained_vit, tmp_path):
     out = tmp_path / "merged"
     save_merged(trainer, str(out))
     assert not [f for f in all_files(out) if TEACHER_ADAPTER_NAME in f or "adapter_" in f]
-    classifier = pipeline("image-classification", model=str(out), device="cpu")
-    images = uint8_images()
-    pixel_values = trainer.processing_class(images, return_tensors="pt")["pixel_values"]  # the pipeline's processor
-    probabilities = student_logits(trainer, pixel_values).softmax(-1)
-    id2label = unwrap_model(trainer.model).config.id2label
-    for image, expected in zip(images, probabilities):
-        (top,) = classifier(image, top_k=1)
-        assert top["label"] == id2label[int(expected.argmax())]
-        assert top["score"] == pytest.approx(float(expected.max()), rel=1e-5, abs=1e-6)
+    assert_pipeline_predicts_as_the_student(trainer, out)
 
 
 def test_push_to_hub_uploads_no_teacher_and_checkpoints_keep_it(tmp_path, monkeypatch, no_network):  # noqa: F811
