@@ -6,8 +6,11 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.smile_hf-installed
-# The oldest versions the fast suite passes on (`make test-min`); setup.py's install_requires declares the same floor.
-MIN_PINS ?= transformers==5.23.0 accelerate==1.7.0 datasets==3.0.0 huggingface_hub==1.31.0
+# The oldest versions the fast suite passes on (`make test-min`): every floor of setup.py's install_requires, torch
+# included (MIN_TORCH, installed first: the CPU build, as TORCH_SPEC), and peft's floor for the LoRA tests.
+MIN_TORCH ?= torch==2.13.0
+MIN_PINS ?= transformers==5.23.0 accelerate==1.7.0 datasets==3.0.0 huggingface_hub==1.31.0 safetensors==0.8.0 \
+    numpy==2.0.0 pillow==10.0.0 pyyaml==6.0 evaluate==0.4.0 peft==0.21.0
 MIN_VENV ?= .venv-min
 MIN_PY := $(MIN_VENV)/bin/python
 MIN_STAMP := $(MIN_VENV)/.smile_hf-installed
@@ -30,8 +33,8 @@ lint: $(STAMP)
 # A second virtual environment at MIN_PINS, then the fast suite there.
 $(MIN_STAMP): setup.py Makefile
 	test -x $(MIN_PY) || $(PYTHON) -m venv $(MIN_VENV)
-	$(MIN_PY) -m pip install --quiet "$(TORCH_SPEC)" $(TORCH_INDEX)
-	$(MIN_PY) -m pip install --quiet -e ".[test]" $(MIN_PINS)
+	$(MIN_PY) -m pip install --quiet "$(MIN_TORCH)" $(TORCH_INDEX)
+	$(MIN_PY) -m pip install --quiet -e ".[test]" $(MIN_TORCH) $(MIN_PINS)
 	touch $(MIN_STAMP)
 
 test-min: $(MIN_STAMP)

@@ -1,16 +1,20 @@
 from setuptools import find_packages, setup
 
-# torch is pinned by the Makefile (TORCH_SPEC) before this package is installed; a range here lets users with
-# GPUs keep the build they have.
+# Every floor is tested: `make test-min` runs the fast suite at exactly these versions (MIN_TORCH and MIN_PINS in
+# the Makefile).
+# torch is pinned by the Makefile (TORCH_SPEC) before this package is installed; a range here lets users with GPUs
+# keep the build they have.
 install_requires = [
-    "torch>=2.1",
-    # The floor is tested: `make test-min` runs the fast suite at exactly these versions (the Makefile's MIN_PINS).
+    # transformers 5 disables torch < 2.6. 2.13 is the oldest torch tested: the CPU build that CI installs from its
+    # wheel cache. Every other torch for x86-64 Linux on PyPI is a CUDA build (a 0.5 GB wheel plus several GB of CUDA
+    # libraries), which CI cannot fetch in its time, so torch 2.6-2.12 may work but is not tested.
+    "torch>=2.13",
     "transformers>=5.23",
     "accelerate>=1.7",
     "datasets>=3.0",
     "huggingface_hub>=1.31",
-    "safetensors>=0.4",
-    "numpy>=1.24",
+    "safetensors>=0.8",  # transformers 5.23 requires it
+    "numpy>=2.0",  # with numpy 1.24 the pyarrow that pip resolves for datasets (26) refuses to import
     "pillow>=10.0",
     "pyyaml>=6.0",
     "evaluate>=0.4",  # smile_hf.metrics: the top-k / ECE module shipped in the package, loaded by local path

@@ -55,7 +55,6 @@ from .common import (
     write_text,
 )
 
-
 SHOTS = (5, 20)
 SEEDS = (0, 1, 2)
 MAX_STEPS = 200

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 TARGETS = ("digits", "mnist")
 MNIST_TEST_IMAGES = 1000
 

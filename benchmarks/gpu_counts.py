@@ -16,7 +16,6 @@ from .gpu_steppers import LoopStepper
 from .memory import peak_step_memory
 from .stepping import synchronize
 
-
 LAUNCH_EVENT = re.compile(r"^(cudaLaunch|cuLaunch|cudaGraphLaunch)")
 """CUDA runtime / driver calls that launch work on the GPU (`cudaLaunchKernel`, `cudaLaunchKernelExC`,
 `cuLaunchKernel`, `cuLaunchKernelEx`, `cudaLaunchCooperativeKernel`, `cudaGraphLaunch`)."""

@@ -10,7 +10,6 @@ import torch
 import transformers
 from torch import nn
 
-
 SOURCE_LABELS = 1000
 TARGET_LABELS = 100
 

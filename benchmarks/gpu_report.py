@@ -7,7 +7,6 @@ from __future__ import annotations
 from .common import TARGET_RATIO, device_line, fmt_q, markdown_table
 from .gpu_steppers import MODES, TRAINER_MODES
 
-
 TARGET_SMILE_OVER_FT_PLUS_TEACHER = 1.05
 TARGET_SMILE_OVER_FT = TARGET_RATIO
 

@@ -18,7 +18,6 @@ from .gpu_models import GpuModelSpec
 from .speed_models import TensorDataset
 from .stepping import stock_step_settings, training_arguments
 
-
 TRAINER_MODES = ("stock-finetune", "smiletrainer-finetune", "smile")
 MODES = (*TRAINER_MODES, "teacher-forward")
 

@@ -19,7 +19,6 @@ from .memory import peak_step_memory
 from .speed_models import NUM_TARGET_LABELS, ModelSpec, build_models
 from .stepping import SteppedTrainer, interleaved_step_times, synchronize
 
-
 TARGET_EMA_SHARE = 0.01
 TARGET_TRAINER_OVERHEAD = 1.05
 

@@ -13,7 +13,6 @@ from torch import nn
 
 from .common import SOURCE_CHECKPOINT
 
-
 NUM_SOURCE_LABELS = 10
 NUM_TARGET_LABELS = 10
 

@@ -29,7 +29,7 @@ import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
-from ._compat import rotate_checkpoints
+from ._compat import push_checkpoint, rotate_checkpoints, trainer_run_dir
 
 logger = logging.get_logger(__name__)
 
@@ -325,6 +325,9 @@ class CompleteCheckpointMixin:
     newest complete checkpoint; a given path must be a complete checkpoint.
     """
 
+    saving_checkpoint: bool = False
+    """True while a checkpoint is written (`save_model` is then called for the checkpoint's model files)."""
+
     def extra_checkpoint_files(self) -> dict[str, tuple[dict[str, torch.Tensor], dict[str, str]]]:
         """File name -> (tensors, safetensors metadata) of the state the stock Trainer does not checkpoint."""
         return {}
@@ -344,7 +347,7 @@ class CompleteCheckpointMixin:
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _save_checkpoint(self, model, trial) -> None:
-        run_dir = self._get_output_dir(trial=trial)
+        run_dir = trainer_run_dir(self, trial)
         output_dir = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         if self.args.should_save and os.path.exists(output_dir):
             logger.warning(f"Replacing {output_dir} (left by an earlier run or an interrupted save).")
@@ -352,10 +355,12 @@ class CompleteCheckpointMixin:
         self.accelerator.wait_for_everyone()
         save_total_limit, push_to_hub = self.args.save_total_limit, self.args.push_to_hub
         self.args.save_total_limit, self.args.push_to_hub = None, False  # both wait for the marker
+        self.saving_checkpoint = True
         try:
             super()._save_checkpoint(model, trial)
         finally:
             self.args.save_total_limit, self.args.push_to_hub = save_total_limit, push_to_hub
+            self.saving_checkpoint = False
         if self.args.should_save:
             for name, (tensors, metadata) in self.extra_checkpoint_files().items():
                 save_safetensors_atomic(tensors, os.path.join(output_dir, name), metadata)
@@ -363,7 +368,7 @@ class CompleteCheckpointMixin:
         if self.args.should_save:
             write_completion_marker(output_dir, self.state.global_step, **self.checkpoint_marker_fields())
         if push_to_hub:
-            self._push_from_checkpoint(output_dir)
+            push_checkpoint(self, output_dir)
         if self.args.should_save:
             rotate_checkpoints(self, run_dir)
 

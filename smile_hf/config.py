@@ -9,10 +9,10 @@ import sys
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-import torch
 from transformers import TrainingArguments
 from transformers.utils import logging
 
+from ._compat import accelerator_available
 from .calibration import CALIBRATIONS
 from .guard import NAN_POLICIES
 from .methods import METHODS, declared_hyperparameters, parse_method
@@ -66,7 +66,7 @@ def _unset_help(name: str, text: str) -> str:
 
 def _has_accelerator() -> bool:
     """Whether torch sees an accelerator (where pinned memory and non-blocking copies take effect)."""
-    return torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    return accelerator_available()
 
 
 def _add_method_fields(cls: type, hyperparameters) -> type:

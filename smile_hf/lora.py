@@ -32,8 +32,10 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
+from ._compat import compiled_inner, peft_tuner_layers, switch_adapters
 from .backbones import BackboneAdapter, ForwardOutput, unwrap_model
 from .mixing import Mix
+from .teacher import EmaTeacher, Teacher
 
 logger = logging.get_logger(__name__)
 
@@ -53,7 +55,7 @@ def require_peft():
 def peft_model_of(model: nn.Module) -> nn.Module | None:
     """The peft `PeftModel` inside `model` (under DDP / `torch.compile` wrappers), or None if it is not one."""
     while not callable(getattr(type(model), "get_base_model", None)):
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        inner = getattr(model, "module", None) or compiled_inner(model)
         if not isinstance(inner, nn.Module):
             return None
         model = inner
@@ -131,10 +133,10 @@ class _TeacherView(nn.Module):
             return self.module(*args, **kwargs)
 
 
-class LoraEmaTeacher(nn.Module):
+class LoraEmaTeacher(Teacher):
     """The SMILE teacher of a LoRA student: the student's frozen base with its own (EMA) adapter.
 
-    Same interface as [`EmaTeacher`]: `teacher(pixel_values, output_hidden_states=..., mix=...)`, `update(student)`,
+    A [`Teacher`], as [`EmaTeacher`]: `teacher(pixel_values, output_hidden_states=..., mix=...)`, `update(student)`,
     `should_update(step)`, `state_dict()` / `load_state_dict()`, `model` (the shared model in teacher mode, for
     methods that run the source model themselves), `adapter`, `num_updates`.
 
@@ -158,28 +160,22 @@ class LoraEmaTeacher(nn.Module):
         include_buffers: bool = False,
         autocast: Callable[[], AbstractContextManager] | None = None,
     ):
-        super().__init__()
+        super().__init__(adapter, decay, update_every, include_buffers, autocast)
         peft_model = peft_model_of(student)
         if peft_model is None:
             raise ValueError("LoraEmaTeacher needs a peft PeftModel student.")
         base = peft_model.get_base_model()
         object.__setattr__(self, "_base", base)
         object.__setattr__(self, "model", _TeacherView(self, base))
-        self.adapter = adapter
-        self.decay = decay
-        self.update_every = update_every
-        self.include_buffers = include_buffers
-        self.autocast = autocast or contextlib.nullcontext
         self.student_adapter_name = peft_model.active_adapters[0]
         self.source_head = copy.deepcopy(source_head).requires_grad_(False)
-        self.register_buffer("num_updates", torch.zeros((), dtype=torch.int64))
         self.adapter_name = TEACHER_ADAPTER_NAME if decay < 1.0 else None
         if self.adapter_name is not None:
             self._add_teacher_adapter(peft_model)
         self.source_buffers = {
             n: b.detach().clone() for n, b in adapter.backbone_named_buffers(base) if b.is_floating_point()
         }
-        super().train(False)
+        self.source_head.eval()
 
     def _add_teacher_adapter(self, peft_model: nn.Module) -> None:
         """Add the teacher adapter as a frozen copy of the student's, leaving every other `requires_grad` flag and the
@@ -190,10 +186,10 @@ class LoraEmaTeacher(nn.Module):
         config = copy.deepcopy(peft_model.peft_config[self.student_adapter_name])
         config.modules_to_save, config.inference_mode = None, True
         peft_model.add_adapter(TEACHER_ADAPTER_NAME, config)
+        for layer in self._tuner_layers():
+            layer.set_adapter(self.student_adapter_name)
         for p in peft_model.parameters():
             p.requires_grad_(flags.get(p, False))
-        for layer in self._tuner_layers():
-            layer._active_adapter = [self.student_adapter_name]
         with torch.no_grad():
             for teacher, student in self._pairs(self._base):
                 teacher.copy_(student)
@@ -203,13 +199,8 @@ class LoraEmaTeacher(nn.Module):
 
     def _tuner_layers(self) -> Iterator[nn.Module]:
         """The peft adapter layers (LoRA...), not the `modules_to_save` wrappers of the heads."""
-        peft = require_peft()
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
-        wrapper = getattr(peft.utils.other, "AuxiliaryTrainingWrapper", ())
-        for module in self._base.modules():
-            if isinstance(module, BaseTunerLayer) and not isinstance(module, wrapper):
-                yield module
+        require_peft()
+        return peft_tuner_layers(self._base)
 
     def _pairs(self, model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(teacher tensor, student tensor) for every tensor of the teacher adapter."""
@@ -221,38 +212,26 @@ class LoraEmaTeacher(nn.Module):
             raise ValueError(f"Teacher and student adapters differ (e.g. the student has no {missing[:3]}).")
         return [(teacher[n], student[names[n]]) for n in sorted(teacher)]
 
-    def train(self, mode: bool = True) -> LoraEmaTeacher:
-        """A teacher is never trained: it stays in eval mode whatever `mode` is."""
-        return super().train(False)
-
     @contextlib.contextmanager
     def teacher_mode(self):
         """Within the context the shared model is the teacher: LoRA layers on the teacher adapter (or off), every
         module in eval mode, the teacher's buffers in place. Everything is restored on exit."""
-        layers = list(self._tuner_layers())
-        saved = [(layer._active_adapter, layer._disable_adapters) for layer in layers]
         modes = [(m, m.training) for m in self._base.modules()]
         swapped = []
-        try:
-            for layer in layers:
-                if self.adapter_name is None:
-                    layer._disable_adapters = True
-                else:
-                    layer._active_adapter = [self.adapter_name]
-            self._base.eval()
-            for name, tensor in self.source_buffers.items():
-                module_name, _, buffer_name = name.rpartition(".")
-                module = self._base.base_model.get_submodule(module_name)
-                swapped.append((module, buffer_name, module._buffers[buffer_name]))
-                module._buffers[buffer_name] = tensor
-            yield
-        finally:
-            for module, buffer_name, tensor in swapped:
-                module._buffers[buffer_name] = tensor
-            for module, mode in modes:
-                module.training = mode
-            for layer, (active, disabled) in zip(layers, saved):
-                layer._active_adapter, layer._disable_adapters = active, disabled
+        with switch_adapters(list(self._tuner_layers()), self.adapter_name):
+            try:
+                self._base.eval()
+                for name, tensor in self.source_buffers.items():
+                    module_name, _, buffer_name = name.rpartition(".")
+                    module = self._base.base_model.get_submodule(module_name)
+                    swapped.append((module, buffer_name, getattr(module, buffer_name)))
+                    setattr(module, buffer_name, tensor)  # a tensor set on a buffer's name replaces the buffer
+                yield
+            finally:
+                for module, buffer_name, tensor in swapped:
+                    setattr(module, buffer_name, tensor)
+                for module, mode in modes:
+                    module.training = mode
 
     @torch.no_grad()
     def forward(
@@ -282,10 +261,6 @@ class LoraEmaTeacher(nn.Module):
         torch._foreach_lerp_(teacher_tensors, [s.to(t.dtype) for t, s in zip(teacher_tensors, student_tensors)],
                              1.0 - self.decay)  # fmt: skip
         self.num_updates += 1
-
-    def should_update(self, global_step: int) -> bool:
-        """Whether the EMA runs after optimizer step number `global_step` (1-based)."""
-        return self.decay < 1.0 and global_step % self.update_every == 0
 
     def state_dict(self, *args, **kwargs) -> dict[str, torch.Tensor]:
         """`num_updates`, `source_head.*`, `adapter.<parameter name>` (the teacher adapter's tensors, named as in
@@ -328,24 +303,25 @@ def load_base_buffers(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
             tensor.copy_(state[name])
 
 
-def save_adapter(trainer, output_dir: str) -> None:
+def save_adapter(trainer, output_dir: str, warn: bool = True) -> None:
     """Write the student's adapter alone (with its trained head), its PEFT model card naming the base model, and the
-    image processor; the teacher adapter is left out. A base with BatchNorm layers has running statistics that
-    training changed and the adapter format cannot hold: for such models (ResNet, ConvNeXt...) export the merged
-    model instead (a warning says so)."""
+    image processor; the teacher adapter is left out. This is what `SmileTrainer.save_model` writes for a LoRA
+    student. A base with BatchNorm layers has running statistics that training changed and the adapter format cannot
+    hold: for such models (ResNet, ConvNeXt...) export the merged model instead (with `warn`, a warning says so;
+    checkpoints, which keep those statistics in `smile_state.safetensors`, pass `warn=False`)."""
     peft_model = peft_model_of(trainer.model)
-    if any(b.is_floating_point() for b in base_buffers(peft_model).values()):
+    if warn and any(b.is_floating_point() for b in base_buffers(peft_model).values()):
         logger.warning(
             "The adapter alone does not hold the base model's BatchNorm running statistics, which training updated: "
             "loaded on the original base it will not reproduce the student. Use `save_merged` for this model."
         )
     student_adapters = [name for name in peft_model.peft_config if name != TEACHER_ADAPTER_NAME]
-    base_name = getattr(peft_model.get_base_model().config, "_name_or_path", "")
+    base_name = peft_model.get_base_model().config.name_or_path
     for name in student_adapters:  # the card and adapter_config.json name the base model
         config = peft_model.peft_config[name]
         config.base_model_name_or_path = config.base_model_name_or_path or base_name or None
     peft_model.save_pretrained(output_dir, selected_adapters=student_adapters)
-    _save_processor(trainer, output_dir)
+    save_processor(trainer, output_dir)
 
 
 def save_merged(trainer, output_dir: str) -> None:
@@ -357,10 +333,20 @@ def save_merged(trainer, output_dir: str) -> None:
         peft_model.delete_adapter(TEACHER_ADAPTER_NAME)
     merged = peft_model.merge_and_unload()
     merged.save_pretrained(output_dir)
-    _save_processor(trainer, output_dir)
+    save_processor(trainer, output_dir)
 
 
-def _save_processor(trainer, output_dir: str) -> None:
+def save_processor(trainer, output_dir: str) -> None:
+    """Write the trainer's image processor (if it has one) into `output_dir`."""
     os.makedirs(output_dir, exist_ok=True)
     if trainer.processing_class is not None:
         trainer.processing_class.save_pretrained(output_dir)
+
+
+def build_teacher(student: nn.Module, adapter: BackboneAdapter, source_model: nn.Module, **options) -> Teacher:
+    """The teacher of `student`: for a LoRA student ([`peft_model_of`]) an adapter on its frozen base with a copy of
+    the source head ([`LoraEmaTeacher`]), else a full copy of the source model ([`EmaTeacher`]). `options` are the
+    teachers' own (`decay`, `update_every`, `include_buffers`, `autocast`)."""
+    if peft_model_of(student) is not None:
+        return LoraEmaTeacher(student, adapter, adapter.head(source_model), **options)
+    return EmaTeacher(source_model, adapter, **options)

@@ -12,7 +12,9 @@ from torch import nn
 from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
 from transformers.utils import logging
 
+from ._compat import hide_from_save
 from .backbones import SOURCE_HEAD_NAME, BackboneAdapter
+from .lora import check_base_is_source, peft_model_of
 
 logger = logging.get_logger(__name__)
 
@@ -84,7 +86,7 @@ def attach_source_head(model: PreTrainedModel, head: nn.Module) -> None:
     and checkpoints see it, and leave it out of every saved model (`_keys_to_ignore_on_save`)."""
     model.add_module(SOURCE_HEAD_NAME, head)
     hidden = {f"{SOURCE_HEAD_NAME}.{name}" for name in head.state_dict()}
-    model._keys_to_ignore_on_save = set(model._keys_to_ignore_on_save or ()) | hidden
+    hide_from_save(model, hidden)
 
 
 def reset_head(model: nn.Module) -> None:
@@ -154,3 +156,23 @@ def fill_label_names(config, names: Sequence[str] | None) -> bool:
     config.id2label = dict(enumerate(names))
     config.label2id = {name: i for i, name in enumerate(names)}
     return True
+
+
+def resolve_source_model(
+    method_name: str, adapter: BackboneAdapter, student: nn.Module, teacher_model: nn.Module | str | None, load_kwargs: dict
+) -> nn.Module:
+    """The pre-trained source model (with its original head) of `student`: `teacher_model`, loaded if it is a name,
+    by default the checkpoint the student was loaded from (`name_or_path`); checked against the student's backbone
+    (for a LoRA student, its frozen base must be the source's)."""
+    if teacher_model is None:
+        teacher_model = getattr(student, "name_or_path", "")
+        if not teacher_model:
+            raise ValueError(
+                f"Method '{method_name}' needs the pre-trained source model (with its original head), but the "
+                "student was not loaded from a checkpoint: pass `teacher_model=`."
+            )
+    if isinstance(teacher_model, str):
+        teacher_model = load_source_model(teacher_model, **load_kwargs)
+    check = check_base_is_source if peft_model_of(student) is not None else check_teacher_matches
+    check(adapter, student, teacher_model)
+    return teacher_model

@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections import Counter
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+
+from ._compat import TorchDispatchMode, operator_name
 
 HOST_SYNC_OPS = frozenset(
     {
@@ -47,10 +48,6 @@ HOST_SYNC_OPS = frozenset(
 shape that depends on the data) or check one."""
 
 
-def _op_name(func) -> str:
-    return func._schema.name  # e.g. "aten::add" (the overload is not part of the name)
-
-
 class DispatchCounter(TorchDispatchMode):
     """Counts every operator dispatched inside the context (after autograd, so backward operators count too).
 
@@ -68,7 +65,7 @@ class DispatchCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        name = _op_name(func)
+        name = operator_name(func)
         if name == "aten::index" and any(
             isinstance(index, torch.Tensor) and index.dtype == torch.bool for index in (args[1] if len(args) > 1 else ())
         ):

@@ -22,15 +22,20 @@ from .backbones import BackboneAdapter, ForwardOutput, unwrap_model
 from .mixing import Mix
 
 
-class EmaTeacher(nn.Module):
-    """A frozen source model that can follow a student's backbone by EMA.
+class Teacher(nn.Module):
+    """What [`SmileTrainer`] and the methods use of a teacher, whatever it is ([`EmaTeacher`], a full copy of the
+    source model, or [`smile_hf.lora.LoraEmaTeacher`], an adapter on a LoRA student's frozen base):
 
-    An `nn.Module` holding the source model (`model`) and the number of EMA updates made (`num_updates`, an int64
-    buffer), so that `to`, `state_dict` and `load_state_dict` are the standard ones (keys `model.*` and
-    `num_updates`), as in timm's `ModelEmaV3`. It always stays in eval mode.
+    - `forward(pixel_values, output_hidden_states=False, mix=None)`: the source logits and feature maps of the images
+      (a [`ForwardOutput`]), without autograd state;
+    - `update(student)`: one EMA step towards the student; `should_update(global_step)` tells when;
+    - `state_dict()` / `load_state_dict()`: everything a resumed run needs (with the EMA counter `num_updates`);
+    - `model`: the source model (as the teacher runs it) for methods that run it themselves; `adapter`;
+    - `compile_model(backend, mode)`: compiles what the Trainer does not already compile (`torch_compile`).
+
+    A teacher always stays in eval mode. Subclasses call `super().__init__` with the EMA options below.
 
     Args:
-        model (`PreTrainedModel`): the source model (pre-trained backbone + source head). It is frozen in place.
         adapter (`BackboneAdapter`): the adapter of the model family (shared with the student).
         decay (`float`): EMA decay d in [0, 1]; 1 keeps the teacher fixed.
         update_every (`int`): optimizer steps between two updates.
@@ -42,7 +47,6 @@ class EmaTeacher(nn.Module):
 
     def __init__(
         self,
-        model: nn.Module,
         adapter: BackboneAdapter,
         decay: float = 0.999,
         update_every: int = 10,
@@ -50,21 +54,67 @@ class EmaTeacher(nn.Module):
         autocast: Callable[[], AbstractContextManager] | None = None,
     ):
         super().__init__()
-        self.model = model.eval().requires_grad_(False)
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.int64))
         self.autocast = autocast or contextlib.nullcontext
         self.adapter = adapter
         self.decay = decay
         self.update_every = update_every
         self.include_buffers = include_buffers
+        super().train(False)
+
+    def train(self, mode: bool = True) -> Teacher:
+        """A teacher is never trained: it stays in eval mode whatever `mode` is."""
+        return super().train(False)
+
+    def forward(
+        self, pixel_values: torch.Tensor, output_hidden_states: bool = False, mix: Mix | None = None
+    ) -> ForwardOutput:
+        """Source logits and feature maps of the images (mixed by `mix` if given, as the student's are)."""
+        raise NotImplementedError
+
+    def update(self, student: nn.Module) -> None:
+        """One EMA step towards `student`: teacher <- lerp(teacher, student, 1 - decay)."""
+        raise NotImplementedError
+
+    def should_update(self, global_step: int) -> bool:
+        """Whether the EMA runs after optimizer step number `global_step` (1-based)."""
+        return self.decay < 1.0 and global_step % self.update_every == 0
+
+    def compile_model(self, backend: str | None = None, mode: str | None = None) -> None:
+        """Compile the teacher's own forward pass (`torch_compile`); nothing by default (a LoRA teacher runs the
+        student's own modules)."""
+
+
+class EmaTeacher(Teacher):
+    """A frozen source model that can follow a student's backbone by EMA.
+
+    An `nn.Module` holding the source model (`model`) and the number of EMA updates made (`num_updates`, an int64
+    buffer), so that `to`, `state_dict` and `load_state_dict` are the standard ones (keys `model.*` and
+    `num_updates`), as in timm's `ModelEmaV3`. It always stays in eval mode.
+
+    Args:
+        model (`PreTrainedModel`): the source model (pre-trained backbone + source head). It is frozen in place.
+        adapter, decay, update_every, include_buffers, autocast: see [`Teacher`].
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        adapter: BackboneAdapter,
+        decay: float = 0.999,
+        update_every: int = 10,
+        include_buffers: bool = False,
+        autocast: Callable[[], AbstractContextManager] | None = None,
+    ):
+        super().__init__(adapter, decay, update_every, include_buffers, autocast)
+        self.model = model.eval().requires_grad_(False)
         # (weak reference to the student, teacher tensors, student tensors) of the last update: the pairs are
         # matched by name once, not at every update (see `_pairs`).
         self._pairs_cache: tuple[weakref.ref, list[torch.Tensor], list[torch.Tensor]] | None = None
-        super().train(False)
 
-    def train(self, mode: bool = True) -> EmaTeacher:
-        """A teacher is never trained: it stays in eval mode whatever `mode` is."""
-        return super().train(False)
+    def compile_model(self, backend: str | None = None, mode: str | None = None) -> None:
+        """Compile the source model's forward pass (the Trainer compiles the student only)."""
+        self.model.compile(backend=backend, mode=mode)
 
     def _apply(self, fn, *args, **kwargs):
         self._pairs_cache = None  # `to`, `cuda`, `half`...: tensors may be replaced
@@ -122,21 +172,17 @@ class EmaTeacher(nn.Module):
         torch._foreach_lerp_(teacher_tensors, student_tensors, 1.0 - self.decay)
         self.num_updates += 1
 
-    def should_update(self, global_step: int) -> bool:
-        """Whether the EMA runs after optimizer step number `global_step` (1-based)."""
-        return self.decay < 1.0 and global_step % self.update_every == 0
-
 
 class EmaTeacherCallback(TrainerCallback):
     """Moves the teacher towards the (unwrapped) student after every `update_every`-th optimizer step,
     except during the final plain fine-tuning phase.
 
     Args:
-        teacher (`EmaTeacher`): the teacher to update.
+        teacher (`Teacher`): the teacher to update.
         in_final_phase (`Callable[[int], bool]`): tells whether a step belongs to the final plain phase.
     """
 
-    def __init__(self, teacher: EmaTeacher, in_final_phase):
+    def __init__(self, teacher: Teacher, in_final_phase):
         self.teacher = teacher
         self.in_final_phase = in_final_phase
 

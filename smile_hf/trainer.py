@@ -18,6 +18,7 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer
 from transformers.utils import logging
 
+from ._compat import mark_scheduler_created
 from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, build_source_head_copy, unwrap_model
 from .calibration import CalibrationResult, calibrate_trainer, check_calibrated
 from .channels import fit_datasets_to_model
@@ -26,28 +27,27 @@ from .config import SmileTrainingArguments
 from .data import TransformEpochCallback, collate, evaluation_processor
 from .distributed import add_buffer_sync
 from .guard import NonFiniteGuard, NonFiniteGuardCallback, check_finite_weights
-from .lora import LoraEmaTeacher, check_base_is_source, peft_model_of, wrap_student
+from .lora import build_teacher, peft_model_of, save_adapter, wrap_student
 from .loss import TransferLoss
 from .methods import MethodCallback, MethodContext, build_method, method_hyperparameters, method_title
 from .metrics import as_compute_metrics
 from .mixing import Mix
-from .param_groups import build_grouped_optimizer, uses_lr_groups
 from .model_card import model_card_from_trainer
 from .modeling import (
     attach_source_head,
-    check_teacher_matches,
     fill_label_names,
     label_names_from_dataset,
     load_image_processor,
-    load_source_model,
     load_student_with_classes_of,
+    resolve_source_model,
     select_loading_kwargs,
 )
+from .param_groups import build_grouped_optimizer, uses_lr_groups
 from .parity import check_optimizer_covers, check_trainer_arguments, check_trial_arguments, fresh_copy, keep_pristine
 from .schedules import step_decay_schedule
 from .sharding import check_resume, check_sharding
 from .smile_state import SMILE_STATE_NAME, SmileStateMixin  # noqa: F401  (SMILE_STATE_NAME: its former home)
-from .teacher import EmaTeacher, EmaTeacherCallback
+from .teacher import EmaTeacherCallback, Teacher
 
 logger = logging.get_logger(__name__)
 
@@ -170,8 +170,8 @@ class SmileTrainer(SmileStateMixin, CompleteCheckpointMixin, Trainer):
         for callback in getattr(self, "_model_callbacks", ()):
             self.remove_callback(callback)
         self.teacher = self._build_teacher(source_model) if self.method.needs_teacher else None
-        if args.torch_compile and isinstance(self.teacher, EmaTeacher):  # the Trainer compiles the student only
-            self.teacher.model.compile(backend=args.torch_compile_backend, mode=args.torch_compile_mode)
+        if args.torch_compile and self.teacher is not None:  # the Trainer compiles the student only
+            self.teacher.compile_model(backend=args.torch_compile_backend, mode=args.torch_compile_mode)
         if args.channels_last:
             for module in (self.model, self.teacher):
                 if module is not None:
@@ -208,38 +208,21 @@ class SmileTrainer(SmileStateMixin, CompleteCheckpointMixin, Trainer):
         self._method_ready = True
 
     def _source_model(self, model: nn.Module, teacher_model, load_kwargs: dict) -> nn.Module | None:
-        """The pre-trained model with its original head, when the method needs it."""
+        """The pre-trained model with its original head, when the method needs it ([`resolve_source_model`])."""
         if not self.method.needs_source_model:
             return None
-        if teacher_model is None:
-            teacher_model = getattr(model, "name_or_path", "")
-            if not teacher_model:
-                raise ValueError(
-                    f"Method '{self.method.name}' needs the pre-trained source model (with its original head), but "
-                    "the student was not loaded from a checkpoint: pass `teacher_model=`."
-                )
-        if isinstance(teacher_model, str):
-            teacher_model = load_source_model(teacher_model, **load_kwargs)
-        check = check_base_is_source if peft_model_of(model) is not None else check_teacher_matches
-        check(self.adapter, model, teacher_model)
-        return teacher_model
+        return resolve_source_model(self.method.name, self.adapter, model, teacher_model, load_kwargs)
 
-    def _build_teacher(self, source_model: nn.Module) -> EmaTeacher | LoraEmaTeacher:
-        """The teacher: a full copy of the source model ([`EmaTeacher`]) or, for a LoRA student, an adapter on the
-        student's frozen base with a copy of the source head ([`LoraEmaTeacher`])."""
-        args = self.args
-        options = {
-            "decay": args.ema_decay if self.method.ema_teacher else 1.0,
-            "update_every": args.ema_update_every,
-            "include_buffers": args.ema_buffers,
-            "autocast": lambda: self.accelerator.autocast(),  # the student's mixed precision (accelerate's)
-        }
-        if peft_model_of(self.model) is not None:
-            teacher = LoraEmaTeacher(self.model, self.adapter, self.adapter.head(source_model), **options)
-        else:
-            teacher = EmaTeacher(source_model, self.adapter, **options)
-        teacher = teacher.to(args.device)
-        if self.method.ema_teacher:
+    def _build_teacher(self, source_model: nn.Module) -> Teacher:
+        """The teacher of the student ([`smile_hf.lora.build_teacher`]), on the training device, with its EMA callback
+        when the method's teacher follows the student."""
+        args, ema = self.args, self.method.ema_teacher
+        teacher = build_teacher(
+            self.model, self.adapter, source_model, decay=args.ema_decay if ema else 1.0,
+            update_every=args.ema_update_every, include_buffers=args.ema_buffers,
+            autocast=lambda: self.accelerator.autocast(),  # the student's mixed precision (accelerate's)
+        ).to(args.device)  # fmt: skip
+        if ema:
             self.add_callback(EmaTeacherCallback(teacher, self.in_final_phase))
         return teacher
 
@@ -285,7 +268,7 @@ class SmileTrainer(SmileStateMixin, CompleteCheckpointMixin, Trainer):
         self.lr_scheduler = step_decay_schedule(
             optimizer or self.optimizer, num_training_steps, warmup, self.args.lr_step_fraction, self.args.lr_step_gamma
         )
-        self._created_lr_scheduler = True
+        mark_scheduler_created(self)
         return self.lr_scheduler
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
@@ -372,7 +355,11 @@ class SmileTrainer(SmileStateMixin, CompleteCheckpointMixin, Trainer):
         are left out through `_keys_to_ignore_on_save`). Placeholder `id2label` names are replaced by the class
         names of the training set (a `ClassLabel` column), and the training arguments are also written as JSON
         (`training_args.json`). smile_hf never loads the Trainer's pickled `training_args.bin` (nor does the
-        Trainer). A model whose weights are not finite is never saved ([`NonFiniteWeightsError`])."""
+        Trainer). A model whose weights are not finite is never saved ([`NonFiniteWeightsError`]).
+
+        A LoRA student is saved as its adapter alone, with its trained head and the image processor (the teacher
+        adapter, which checkpoints keep in `smile_state.safetensors`, is left out); `push_to_hub` uploads that.
+        For the adapter merged into the base, call [`smile_hf.lora.save_merged`]."""
         self.guard.raise_if_diverged(self.state.global_step)
         if not _internal_call:  # calibration='temperature' is honoured or refused, never silently skipped
             check_calibrated(self)
@@ -381,7 +368,13 @@ class SmileTrainer(SmileStateMixin, CompleteCheckpointMixin, Trainer):
         filled = config is not None and fill_label_names(config, label_names_from_dataset(self.train_dataset))
         if filled and self.is_world_process_zero():  # every process names the classes; one says so
             logger.info("Saving the class names of the training set as `id2label` / `label2id`.")
-        super().save_model(output_dir, _internal_call)
+        if peft_model_of(self.model) is None:
+            super().save_model(output_dir, _internal_call)
+        else:  # the adapter alone: the stock save would add the teacher's (checkpoints keep it in the SMILE state)
+            if self.args.should_save:
+                save_adapter(self, output_dir or self.args.output_dir, warn=not self.saving_checkpoint)
+            if self.args.push_to_hub and not _internal_call:  # as the stock save_model
+                self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
         if not self.args.should_save:
             return
         output_dir = output_dir if output_dir is not None else self.args.output_dir

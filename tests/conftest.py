@@ -28,11 +28,7 @@ def exact_float32_and_deterministic_cudnn() -> None:
     """No TF32 in matmuls and convolutions (cuDNN's convolutions default to it), set the way `TrainingArguments(
     tf32=False)` sets it (mixing torch's new and legacy TF32 flags makes reading the legacy ones raise); cuDNN's
     deterministic kernels, chosen without benchmarking."""
-    if hasattr(torch.backends, "fp32_precision"):  # torch >= 2.9: every backend and operator inherits it
-        torch.backends.fp32_precision = "ieee"
-    else:
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.fp32_precision = "ieee"  # every backend and operator inherits it
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
 

@@ -13,6 +13,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from smile_hf import run as run_smile  # the driver of examples/run_smile.py
 from smile_hf.analysis import (
     TABLE_COLUMNS,
     deviation_from_linearity,
@@ -22,8 +23,6 @@ from smile_hf.analysis import (
     measure_linearity,
     random_pairs,
 )
-
-from smile_hf import run as run_smile  # the driver of examples/run_smile.py
 
 from .testing_utils import IMAGE_SIZE, script_device_args, tiny_model
 

@@ -14,6 +14,7 @@ from PIL import Image
 from transformers import AutoModelForImageClassification, ViTImageProcessor, pipeline
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
+from smile_hf import run as run_smile  # the driver of examples/run_smile.py
 from smile_hf.backbones import BackboneAdapter
 from smile_hf.calibration import (
     CALIBRATION_FILE,
@@ -26,8 +27,6 @@ from smile_hf.calibration import (
     temperature_scaling,
 )
 from smile_hf.metrics import calibration_bins, expected_calibration_error, softmax
-
-from smile_hf import run as run_smile  # the driver of examples/run_smile.py
 
 from .testing_utils import (
     ALL_FAMILIES,

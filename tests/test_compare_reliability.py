@@ -30,7 +30,7 @@ def compare_argv(output_dir, *extra, methods="finetune,smile"):
 
 
 @pytest.fixture
-def trains(resumes):
+def trains(resumes):  # noqa: F811  (the fixture imported above)
     """The checkpoint every `SmileTrainer.train` call resumes from (None: a fresh start), in order; torch's thread
     count restored after `--torch_num_threads`."""
     threads = torch.get_num_threads()

@@ -175,7 +175,7 @@ def test_resume_is_exact_and_exports_load(tmp_path, torch_device):
     base_dir = tmp_path / "base"
     _, base = source_and_student("vit")
     base.save_pretrained(str(base_dir))
-    unwrap_model(vit.model).config._name_or_path = str(base_dir)  # as if loaded from there
+    unwrap_model(vit.model).config.name_or_path = str(base_dir)  # as if loaded from there
     save_adapter(vit, str(tmp_path / "adapter"))
     files = set(os.listdir(tmp_path / "adapter"))
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "preprocessor_config.json"} <= files

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageClassification
 
+from smile_hf import run as run_smile  # the driver of examples/run_smile.py
 from smile_hf.data import (
     DataError,
     ImageTransform,
@@ -23,10 +24,7 @@ from smile_hf.data import (
     set_transforms,
 )
 
-from smile_hf import run as run_smile  # the driver of examples/run_smile.py
-
 from .testing_utils import TINY_CONFIGS, script_device_args
-
 
 MODEL_CLASSES = {0: "cat", 1: "dog", 2: "owl"}
 

@@ -20,7 +20,6 @@ from PIL import Image
 from smile_hf.data import load_image_folders
 from smile_hf.run import parse_args
 
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "scripts" / "prepare_mit_indoor67.py"
 spec = importlib.util.spec_from_file_location("prepare_mit_indoor67", SCRIPT)

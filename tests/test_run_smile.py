@@ -16,8 +16,8 @@ from transformers import BertConfig
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf import run as run_smile
-from smile_hf.run import arguments as run_arguments
 from smile_hf.data import DataError
+from smile_hf.run import arguments as run_arguments
 
 from .testing_utils import script_device_args
 

@@ -23,11 +23,9 @@ DEVICE_VARIABLE = "SMILE_HF_TEST_DEVICE"
 
 def available_accelerator() -> tuple[str | None, int]:
     """(device type, number of devices) of this machine's accelerator, e.g. `("cuda", 2)`; `(None, 0)` without one."""
-    if hasattr(torch, "accelerator"):
-        if not torch.accelerator.is_available():
-            return None, 0
-        return torch.accelerator.current_accelerator().type, torch.accelerator.device_count()
-    return ("cuda", torch.cuda.device_count()) if torch.cuda.is_available() else (None, 0)
+    if not torch.accelerator.is_available():
+        return None, 0
+    return torch.accelerator.current_accelerator().type, torch.accelerator.device_count()
 
 
 def resolve_test_device(value: str | None, accelerator: tuple[str | None, int] | None = None) -> str:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .._compat import compiled_inner
+
 SOURCE_HEAD_NAME = "smile_source_head"
 """Attribute under which a trainable copy of the source (pre-trained) head is attached to the student."""
 
@@ -96,7 +98,7 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     """The module under DDP / DataParallel / `torch.compile` / peft `PeftModel` wrappers (for a `PeftModel`, the
     `transformers` model with the adapter layers injected)."""
     while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        inner = getattr(model, "module", None) or compiled_inner(model)
         if inner is None and callable(getattr(type(model), "get_base_model", None)):  # peft's PeftModel
             inner = model.get_base_model()
         if not isinstance(inner, nn.Module):

@@ -125,13 +125,12 @@ def uint8_tensor(image: Image.Image) -> torch.Tensor:
 
 def to_channels(image: Image.Image, num_channels: int = 3) -> Image.Image:
     """`image` in the mode a model with `num_channels` input channels takes ([`smile_hf.channels.mode_for_channels`]):
-    RGB ([`to_rgb`]), L (grayscale: transparency composited on white, high bit depths scaled), or a 4-band mode kept."""
+    RGB ([`to_rgb`]), L (the grayscale of [`to_rgb`]'s image, so decoded as `pipeline()` decodes it: transparency
+    dropped, high bit depths clipped), or a 4-band mode kept."""
     mode = mode_for_channels(image.mode, num_channels)
     if mode == "RGB":
         return to_rgb(image)
     if mode == "L":
-        if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-            return _high_bit_depth_to_uint8(image)
         return image if image.mode == "L" else to_rgb(image).convert("L")
     return image
 

@@ -9,9 +9,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from transformers import HfArgumentParser
 
+from .._compat import accelerator_available
 from ..config import SmileTrainingArguments
 from ..data import CORRUPT_IMAGE_POLICIES, DATASET_PRESETS, get_preset
 from .help import argument_groups, group_help
@@ -256,7 +256,7 @@ def quiet(training_args: SmileTrainingArguments) -> bool:
 
 def has_accelerator() -> bool:
     """Whether torch sees an accelerator (CUDA, MPS, XPU...)."""
-    return torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    return accelerator_available()
 
 
 def run_processes_on_cpu_without_accelerator() -> None:

@@ -13,7 +13,7 @@ from ..config import SmileTrainingArguments
 from ..data import DataError, ImageTransform, TransformConfig, align_to_model_classes, collate, image_files
 from ..inference import PREDICTIONS_FILE, classify_files, write_predictions
 from ..metrics import ClassificationMetrics, load_classification_metric
-from .arguments import DataTrainingArguments, InputError, ModelArguments, quiet
+from .arguments import DataTrainingArguments, ModelArguments, quiet
 from .loading import check_model, load_processor, load_trained_model, prepare_data
 
 
