@@ -8,6 +8,7 @@ import json
 import os
 
 from ..curve_styles import label_styles
+from ..plotting import pyplot, save_figure
 
 CURVE_SERIES = {
     "loss_main": "loss_main: cross-entropy (SMILE's: of mixed images)",
@@ -51,18 +52,6 @@ def mean_band(curves: list[dict[str, list]]) -> tuple[list[int], list[float], li
     return steps, [sum(v) / len(v) for v in values], [min(v) for v in values], [max(v) for v in values]
 
 
-def import_pyplot():
-    """`matplotlib.pyplot` on the file-only Agg backend; an `ImportError` saying what to install without it."""
-    try:
-        import matplotlib
-    except ImportError as error:
-        raise ImportError("Plotting the curves needs matplotlib: pip install matplotlib.") from error
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def draw_panel(ax, runs: list[dict], name: str) -> None:
     """One panel of [`plot_curves`]: series `name` of every run label (mean over seeds, min-max band)."""
     scale = 100.0 if name == "eval_accuracy" else 1.0
@@ -85,7 +74,7 @@ def plot_curves(runs: list[dict], path: str, title: str = "") -> str:
     """Draw one panel per series of [`curve_series`] (accuracy in %): for each run label, the mean over its seeds
     and the band between their min and max. `runs`: `{"label", "seed", "curves"}` dicts ([`training_curves`]).
     Writes the PNG `path` and returns it."""
-    plt = import_pyplot()
+    plt = pyplot("Plotting the curves")
     series = curve_series(runs)
     columns = min(3, len(series))
     rows = -(-len(series) // columns)
@@ -94,12 +83,7 @@ def plot_curves(runs: list[dict], path: str, title: str = "") -> str:
         draw_panel(ax, runs, name)
     for ax in list(axes.flat)[len(series) :]:
         ax.set_visible(False)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
 
 
 def write_curves(runs: list[dict], path: str, title: str = "") -> tuple[str, str]:
