@@ -137,6 +137,28 @@ def test_baselines_are_registered_and_combine_with_mixing():
     assert METHODS["cotuning"].needs_source_head and not METHODS["cotuning"].needs_teacher
 
 
+# The defaults of BASELINES' references (TLlib's scripts, the SMILE reference's task_config.ini for FGVC-Aircraft and
+# Stanford Cars, the RIFLE reference), each tied to the one reference its declaration names.
+REFERENCE_DEFAULTS = {
+    "l2sp": ({"l2sp_alpha": 0.01, "l2sp_beta": 0.01}, "TLlib"),
+    "delta": ({"delta_alpha": 0.001}, "lixingjian/SMILE"),
+    "delta_tllib": ({"delta_tllib_alpha": 0.01, "l2sp_beta": 0.01}, "TLlib"),
+    "bss": ({"bss_lambda": 0.001, "bss_k": 1}, "TLlib"),
+    "rifle": ({"rifle_num_reinits": 1}, "lixingjian/RIFLE"),
+    "cotuning": ({"cotuning_lambda": 2.3}, "TLlib"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_DEFAULTS))
+def test_baseline_defaults_follow_one_named_reference(name):
+    values, reference = REFERENCE_DEFAULTS[name]
+    method = METHODS[name]()
+    declared = {h.name: h for h in METHODS[name].hyperparameters}
+    for key, value in values.items():
+        assert getattr(method, key) == value, key
+        assert declared[key].reference.startswith(reference), (key, declared[key].reference)
+
+
 # ---- L2-SP --------------------------------------------------------------------------------------------------
 
 
