@@ -15,7 +15,7 @@ from .testing_utils import FAMILIES, random_image_dataset, source_and_student, t
 # method -> loss terms it must log (besides `loss_main`)
 METHODS = {
     "l2sp": {"loss_sp", "loss_head"},
-    "delta": {"loss_delta", "loss_head"},
+    "delta": {"loss_delta"},
     "bss": {"loss_bss"},
     "rifle": set(),
     "cotuning": {"loss_cotuning"},
@@ -23,7 +23,7 @@ METHODS = {
     "cutmix": {"mix_lambda"},
     "manifold_mixup": {"mix_lambda"},
     "l2sp+mixup": {"loss_sp", "loss_head", "mix_lambda"},
-    "delta+manifold_mixup": {"loss_delta", "loss_head", "mix_lambda"},
+    "delta+manifold_mixup": {"loss_delta", "mix_lambda"},
     "cotuning+cutmix": {"loss_cotuning", "mix_lambda"},
     "smile+cutmix": {"loss_aux", "loss_reg", "loss_cls", "mix_lambda"},
 }

@@ -175,7 +175,7 @@ def train_two_steps(family: str, method: str, tmp_path, **kwargs) -> list[dict]:
 
 METHOD_TERMS = {
     "smile": {"loss_main", "loss_aux", "loss_reg", "loss_cls"},
-    "delta+manifold_mixup": {"loss_main", "loss_delta", "loss_head", "mix_lambda"},
+    "delta+manifold_mixup": {"loss_main", "loss_delta", "mix_lambda"},
 }
 
 

@@ -43,7 +43,7 @@ def make(tmp_path, method="smile", train_dataset=None, **kwargs):
 def test_needs_source_model_follows_the_declared_needs():
     needing = {name for name, cls in METHODS.items() if cls.needs_source_model}
     assert needing == {name for name, cls in METHODS.items() if cls.needs_teacher or cls.needs_source_head}
-    assert needing == {"smile", "delta", "cotuning"}
+    assert needing == {"smile", "delta", "delta_tllib", "cotuning"}
 
 
 def test_checkpoint_name_loads_student_source_model_and_processor(tmp_path, torch_device):

@@ -152,7 +152,7 @@ def test_regulariser_built_from_explicit_hyperparameters():
     [  # the messages of the hand-written checks these declarations replace
         ({"reg_lambda": -1.0}, "`reg_lambda` must be >= 0, got -1.0."),
         ({"ema_decay": 1.5}, "`ema_decay` must be in [0, 1], got 1.5."),
-        ({"delta_num_layers": 0}, "`delta_num_layers` must be >= 1, got 0."),
+        ({"delta_attention_batches": 0}, "`delta_attention_batches` must be >= 1, got 0."),
         ({"rifle_num_reinits": -1}, "`rifle_num_reinits` must be >= 0, got -1."),
         ({"final_finetune_fraction": 1.0}, "`final_finetune_fraction` must be in [0, 1), got 1.0."),
     ],

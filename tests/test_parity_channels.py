@@ -75,7 +75,7 @@ def test_methods_train_models_of_any_channel_count(method, term, num_channels, t
     args = SmileTrainingArguments(
         output_dir=str(tmp_path), report_to="none", save_strategy="no", method=method, max_steps=3,
         per_device_train_batch_size=4, learning_rate=0.05, optim="sgd", logging_steps=1, delta_attention_batches=2,
-        delta_attention_epochs=1, delta_num_layers=2, **training_device_args(),
+        delta_attention_epochs=1, **training_device_args(),
     )  # fmt: skip
     trainer = SmileTrainer(model=student, teacher_model=source, args=args, train_dataset=tensor_dataset(num_channels))
     trainer.train()

@@ -28,6 +28,7 @@ from .testing_utils import TEST_DEVICE, clone, random_image_dataset, source_and_
 STEPS, BATCH, SEED, LR = 4, 4, 3, 0.05
 HYPERPARAMETERS = {  # small one-off passes for DELTA; an EMA and a final phase that act within 4 steps for SMILE
     "delta": {"delta_attention_batches": 2, "delta_attention_epochs": 2},
+    "delta_tllib": {"delta_attention_batches": 2, "delta_attention_epochs": 2},
     "smile": {"ema_decay": 0.8, "ema_update_every": 2, "final_finetune_fraction": 0.25},
     "rifle": {"rifle_num_reinits": 1},
 }
@@ -152,7 +153,7 @@ def test_regulariser_state_moves_and_round_trips_through_safetensors(name, tmp_p
     method.prepare(context)
     state = {k: v.detach().clone() for k, v in method.state_dict().items()}
     assert set(state) == {k for k, _ in method.named_buffers()}
-    if name in ("l2sp", "delta", "cotuning"):
+    if name in ("l2sp", "delta", "delta_tllib", "cotuning"):
         assert state  # w0, the attention, R
     on_meta = copy.deepcopy(method).to("meta")
     assert all(b.device.type == "meta" for b in on_meta.buffers())

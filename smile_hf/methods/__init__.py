@@ -10,7 +10,7 @@ from __future__ import annotations
 
 # The registration order is the order of the regularisers' fields in SmileTrainingArguments (and `--help`).
 # isort: off
-from . import smile, l2sp, delta, bss, rifle, cotuning, finetune  # noqa: F401  (register the built-in regularisers)
+from . import smile, l2sp, delta, delta_tllib, bss, rifle, cotuning, finetune  # noqa: F401  (register the built-in regularisers)
 # isort: on
 
 from .base import LossInputs, LossTerms, MethodCallback, TransferMethod, half_squared_norm

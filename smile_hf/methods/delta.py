@@ -1,48 +1,50 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
 """DELTA: DEep Learning Transfer using Feature Map with Attention for Convolutional Networks (Li, Xiong, Wang, Rao,
-Liu, Chen, Huan; ICLR 2019, arXiv 1901.09229).
+Liu, Chen, Huan; ICLR 2019, arXiv 1901.09229), as the SMILE reference runs it (`method="delta"`).
 
 The student's feature maps are kept close to those of the frozen pre-trained model (the teacher, never updated,
 eval mode) on the same input, channel by channel, each channel weighted by how much the pre-trained model needs it
-to classify the target data. With F_s^j, F_t^j (B x C_j x H_j x W_j) the outputs of layer j of student and teacher
-and a^j the channel attention of layer j (sum_c a^j_c = 1):
+to classify the target data. Two references disagree on where and at which scale; each is offered on its own,
+never mixed:
 
-    Omega   = sum_j 1/2 sum_{b,c} C_j * a^j_c * ||F_t^j[b,c] - F_s^j[b,c]||^2 / (H_j * W_j)     (delta_attention)
-    Omega   = sum_j 1/2 ||F_t^j - F_s^j||_F^2                                                  (no attention)
-    L       = L_main + delta_alpha * Omega + l2sp_beta * 1/2 ||w_head||^2
+- `delta` (this module) follows the SMILE reference (lixingjian/SMILE `finetune.py`, `FinetuneDELTA`), the DELTA
+  SMILE's results were compared against. With F_s, F_t (B x C x H x W) the output of the LAST backbone stage of
+  student and teacher (ResNet-50's `layer4`; for ViT-like models the patch tokens as a map, special tokens
+  excluded) and a its channel attention (sum_c a_c = 1):
 
-summed over the batch, not averaged, with delta_alpha = l2sp_beta = 0.01: TLlib
-`AttentionBehavioralRegularization` / `BehavioralRegularization` + `L2Regularization`
-(`examples/task_adaptation/image_classification/delta.py`, which trains with weight decay 0).
+      Omega = sum_b sum_c a_c * ||F_s[b,c] - F_t[b,c]||^2 / (H * W)      (summed over the batch, not averaged)
+      L     = L_main + delta_alpha * Omega
 
-Layers: the outputs of the last `delta_num_layers` (default 4) backbone stages, i.e. the last entries of the
-model's `hidden_states` (for ViT-like models the patch tokens as a map, special tokens excluded). TLlib hooks the
-last convolution of each of the 4 ResNet-50 stages (before its BatchNorm and the residual sum); the stage output is
-the architecture-independent equivalent, and for a ResNet-50 it gives the same four stages.
+  No 1/2, no C factor, no head term (the reference applies its weight decay, 1e-4, to every parameter, the head
+  included). `delta_alpha` defaults to 0.001, the reference's `alpha_delta` for FGVC-Aircraft and Stanford Cars
+  (`task_config.ini`; CUB-200-2011 uses 0.01). Without attention (`delta_attention=False`) a_c = 1/C, the attention
+  of channels that are all equally important.
+- `delta_tllib` ([`~smile_hf.methods.delta_tllib`]) follows TLlib: the output of the last convolution of each
+  stage (before its BatchNorm and the residual sum), 1/2 * C * a_c scale, head L2, weight 0.01; ResNet only.
 
-Channel attention a^j, computed once, when training begins (before the first optimizer step; after a checkpoint is
-restored, so a resumed run reuses the saved attention instead of recomputing it), with the frozen pre-trained
-model in eval mode and the global random state left untouched:
+Channel attention a (of each regularised layer), computed once, when training begins (before the first optimizer
+step; after a checkpoint is restored, so a resumed run reuses the saved attention instead of recomputing it), with
+the frozen pre-trained model in eval mode and the global random state left untouched (the procedure of TLlib
+`calculate_channel_attention`; the SMILE reference loads the same softmax(importance / 5) precomputed per dataset):
   1. pooled features of the pre-trained backbone are computed over one pass of the training dataloader;
   2. a new linear classifier is trained on them (backbone frozen) for `delta_attention_epochs` (TLlib: 10) epochs:
      PyTorch's default init, SGD lr 0.01, momentum 0.9 Nesterov, no weight decay, batches of 32, the lr multiplied
      by 0.1 over 6 epochs (exponential decay per epoch), shuffling and init seeded by `seed` (TLlib
      `calculate_channel_attention` and its `--attention-*` defaults);
-  3. for each of the first `delta_attention_batches` (TLlib: 10) training batches, each layer j and each channel c,
-     the increase of the classifier's cross-entropy when channel c of layer j's output is set to zero (for every
-     position; for token layouts every token, special tokens included):
+  3. for each of the first `delta_attention_batches` (TLlib: 10) training batches, each regularised layer j and each
+     channel c, the increase of the classifier's cross-entropy when channel c of layer j's output is set to zero (for
+     every position; for token layouts every token, special tokens included):
         Delta^j_c = mean over batches of [CE(zeroed) - CE(intact)];
   4. z^j = (Delta^j - mean_c Delta^j) / std_c Delta^j (population std), a^j = softmax(z^j / 5)  (uniform if the
      std is 0).
 With several processes, the features of step 2 are gathered from all processes and Delta is averaged over
 processes, so every process uses the same attention. The attention is held in the regulariser's buffers and saved in
 checkpoints (`method.attention.*`).
-Two departures from TLlib, both towards the paper: TLlib sets `classifier.backbone.requires_grad = False`, a
-no-op on a Module, so its "frozen" classifier actually fine-tunes the backbone for 10 epochs; here the backbone is
-really frozen, which also lets its features be computed once. And TLlib zeroes a convolution's filter (the
-channel then still carries the BatchNorm shift); here the channel of the hooked stage output itself is zeroed.
+TLlib sets `classifier.backbone.requires_grad = False`, a no-op on a Module, so its "frozen" classifier actually
+fine-tunes the backbone for 10 epochs; here the backbone is really frozen (as in the paper), which also lets its
+features be computed once.
 The cost of step 3 is one forward pass of the layers after layer j per channel of layer j and batch; channels are
-processed in groups stacked along the batch dimension.
+processed in groups stacked along the batch dimension where the model allows it.
 
 Under mixing the regulariser compares student and teacher on the same input, the one the student is trained on:
 the teacher runs on the mixed images (for manifold mixup, with the same stage output mixed; `teacher_sees_mix`),
@@ -64,10 +66,10 @@ from .base import LossInputs, LossTerms, TransferMethod
 from .buffers import BufferList
 from .context import MethodContext, as_context, for_each_training_batch
 from .hyperparameters import HyperParameter
-from .l2sp import L2SP_BETA, head_penalty
 from .registry import register_method
 
 _TLLIB = "TLlib examples/task_adaptation/image_classification/delta.py"
+_SMILE_REF = "lixingjian/SMILE finetune.py, task_config.ini (FGVC-Aircraft, Stanford Cars)"
 ATTENTION_LR = 0.01
 ATTENTION_MOMENTUM = 0.9
 ATTENTION_BATCH_SIZE = 32
@@ -77,18 +79,11 @@ ATTENTION_SAMPLES_PER_PASS = 256
 """Channel importance: channels are zeroed in groups of about this many samples per forward pass."""
 
 
-def behavioral_distance(student_maps, teacher_maps, attention=None) -> torch.Tensor:
-    """Omega of the module docstring (float32): attention-weighted if `attention` is given, else plain."""
-    total = 0.0
-    for j, (student_map, teacher_map) in enumerate(zip(student_maps, teacher_maps, strict=True)):
-        diff = student_map.float() - teacher_map.detach().float()
-        if attention is None:
-            total = total + 0.5 * diff.pow(2).sum()
-            continue
-        _, channels, height, width = diff.shape
-        per_channel = diff.pow(2).sum(dim=(2, 3))  # B x C
-        total = total + 0.5 * channels * (per_channel * attention[j].to(per_channel.device)).sum() / (height * width)
-    return total
+def attention_weighted_distance(student_map: torch.Tensor, teacher_map: torch.Tensor, attention: torch.Tensor):
+    """sum_{b,c} a_c * ||F_s[b,c] - F_t[b,c]||^2 / (H * W) of one layer (float32; the teacher's map detached)."""
+    diff = student_map.float() - teacher_map.detach().float()
+    per_channel = diff.pow(2).sum(dim=(2, 3)) / (diff.shape[2] * diff.shape[3])  # B x C
+    return (per_channel * attention.to(per_channel.device)).sum()
 
 
 def attention_from_importance(importance: torch.Tensor, temperature: float = ATTENTION_TEMPERATURE) -> torch.Tensor:
@@ -130,19 +125,19 @@ def _channel_dim(adapter, state: torch.Tensor) -> int:
     return -1 if adapter.spec.tokens and state.dim() == 3 else 1
 
 
-def stage_output_channels(adapter, model, stage_indices, pixel_values) -> list[int]:
-    """The number of channels of the outputs of the given stages (one forward pass on one image)."""
-    stages, captured = adapter.stages(model), {}
+def output_channels(adapter, model, modules, pixel_values) -> list[int]:
+    """The number of channels of the outputs of `modules` (one forward pass of `model` on one image)."""
+    captured = {}
     handles = [
-        stages[i].register_forward_hook(lambda _m, _a, out, i=i: captured.__setitem__(i, first_tensor(out)))
-        for i in stage_indices
+        m.register_forward_hook(lambda _m, _a, out, j=j: captured.__setitem__(j, first_tensor(out)))
+        for j, m in enumerate(modules)
     ]
     try:
         adapter.forward(model, pixel_values[:1])
     finally:
         for handle in handles:
             handle.remove()
-    return [captured[i].shape[_channel_dim(adapter, captured[i])] for i in stage_indices]
+    return [captured[j].shape[_channel_dim(adapter, captured[j])] for j in range(len(modules))]
 
 
 def _zeroed_copies_hook(adapter, mask: torch.Tensor):
@@ -163,12 +158,11 @@ def _zeroed_copies_hook(adapter, mask: torch.Tensor):
 
 
 @torch.no_grad()
-def channel_importance(teacher, head: nn.Module, stage_indices, batches, progress: bool = False) -> list[torch.Tensor]:
-    """Delta^j_c (step 3): mean over `batches` of CE(channel c of stage j zeroed) - CE(intact), per stage index;
-    with `progress`, a tqdm bar over the batches."""
+def channel_importance(teacher, head: nn.Module, modules, batches, progress: bool = False) -> list[torch.Tensor]:
+    """Delta^j_c (step 3): mean over `batches` of CE(channel c of the output of `modules[j]` zeroed) - CE(intact),
+    per module of the teacher; with `progress`, a tqdm bar over the batches."""
     adapter, model = teacher.adapter, teacher.model
-    stages = adapter.stages(model)
-    channels = stage_output_channels(adapter, model, stage_indices, batches[0][0])
+    channels = output_channels(adapter, model, modules, batches[0][0])
 
     def classify(pooled: torch.Tensor) -> torch.Tensor:  # the float32 probe on features of any dtype
         return head(pooled.float())
@@ -177,13 +171,13 @@ def channel_importance(teacher, head: nn.Module, stage_indices, batches, progres
     for pixel_values, labels in tqdm(batches, desc="DELTA: channel importance", leave=False, disable=not progress):
         intact = F.cross_entropy(adapter.forward(model, pixel_values, source_head=classify).source_logits, labels)
         group = max(1, ATTENTION_SAMPLES_PER_PASS // len(pixel_values))
-        for total, index, num_channels in zip(totals, stage_indices, channels):
+        for total, module, num_channels in zip(totals, modules, channels):
             first = 0
             while first < num_channels:
                 count = min(group, num_channels - first)
                 mask = torch.ones(count, num_channels, device=pixel_values.device)
                 mask[torch.arange(count), torch.arange(first, first + count)] = 0.0
-                handle = stages[index].register_forward_hook(_zeroed_copies_hook(adapter, mask), prepend=True)
+                handle = module.register_forward_hook(_zeroed_copies_hook(adapter, mask), prepend=True)
                 try:
                     logits = adapter.forward(model, pixel_values, source_head=classify).source_logits
                     if len(logits) != count * len(labels):
@@ -191,7 +185,7 @@ def channel_importance(teacher, head: nn.Module, stage_indices, batches, progres
                 except (RuntimeError, ValueError):
                     if count == 1:
                         raise
-                    group = 1  # PVT, CvT: later layers reshape with the input's batch size; one channel per pass
+                    group = 1  # PVT, CvT, a residual branch: the rest needs the input's batch size; one channel per pass
                     continue
                 finally:
                     handle.remove()
@@ -201,69 +195,45 @@ def channel_importance(teacher, head: nn.Module, stage_indices, batches, progres
     return [total / len(batches) for total in totals]
 
 
-@register_method
-class Delta(TransferMethod):
-    """DELTA (see the module docstring for the formula, the attention procedure and the reference)."""
+DELTA_ATTENTION = (
+    HyperParameter(
+        "delta_attention", True, "DELTA: weight channels by their importance for the target task.", type=bool,
+        doc="DELTA: weight channels by their importance for the target task (computed once before training).",
+        reference=_TLLIB,
+    ),
+    HyperParameter(
+        "delta_attention_batches", 10, "DELTA: batches used to measure channel importance.", type=int, low=1,
+        doc="DELTA: batches used to measure each channel's importance.", reference=_TLLIB,
+    ),
+    HyperParameter(
+        "delta_attention_epochs", 10,
+        "DELTA: epochs of the linear classifier trained on frozen features for the attention.", type=int, low=1,
+        doc="DELTA: epochs of training of the linear classifier (on frozen pre-trained features) whose loss "
+        "increase measures each channel's importance (TLlib: 10).", reference=_TLLIB,
+    ),
+)  # fmt: skip
+"""The attention hyperparameters, shared by both DELTA variants."""
 
-    name = "delta"
-    title = "DELTA"
+
+class ChannelAttentionRegularizer(TransferMethod):
+    """What both DELTA variants share: a frozen teacher on the student's (mixed) input, and the channel attention of
+    the regularised layers (`hook_points`), computed once by `prepare` (module docstring, steps 1-4)."""
+
     paper = (
         "Li, Xiong, Wang, Rao, Liu, Chen, Huan. DELTA: DEep Learning Transfer using Feature Map with "
         "Attention for Convolutional Networks. ICLR 2019, arXiv 1901.09229."
     )
-    description = (
-        "DELTA (Li et al., 2019) penalises the distance between the student's feature maps and those of the "
-        "frozen pre-trained backbone, weighted by channel importance."
-    )
-    hyperparameters = (
-        HyperParameter(
-            "delta_alpha", 0.01, "DELTA: weight of the feature-map distance.", low=0, search=(1e-4, 1.0), log=True,
-            doc="DELTA: weight of the feature-map distance to the frozen pre-trained backbone.", reference=_TLLIB,
-        ),
-        HyperParameter(
-            "delta_attention", True, "DELTA: weight channels by their importance for the target task.", type=bool,
-            doc="DELTA: weight channels by their importance for the target task (computed once before training).",
-            reference=_TLLIB,
-        ),
-        HyperParameter(
-            "delta_attention_batches", 10, "DELTA: batches used to measure channel importance.", type=int, low=1,
-            doc="DELTA: batches used to measure each channel's importance.", reference=_TLLIB,
-        ),
-        HyperParameter(
-            "delta_attention_epochs", 10,
-            "DELTA: epochs of the linear classifier trained on frozen features for the attention.", type=int, low=1,
-            doc="DELTA: epochs of training of the linear classifier (on frozen pre-trained features) whose loss "
-            "increase measures each channel's importance (TLlib: 10).", reference=_TLLIB,
-        ),
-        HyperParameter(
-            "delta_num_layers", 4, "DELTA: number of last backbone stages regularised.", type=int, low=1,
-            doc="DELTA: number of backbone stages (counted from the last) whose outputs are regularised.",
-            reference=_TLLIB,
-        ),
-        L2SP_BETA,
-    )  # fmt: skip
     needs_teacher = True
     ema_teacher = False
     teacher_sees_mix = True
-    needs_hidden_states = True
 
     def __init__(self, *args, **hyperparameters):
         super().__init__(*args, **hyperparameters)
         self.attention = BufferList()  # a^j of each regularised layer; empty until computed (or loaded)
 
-    def num_layers(self, num_hidden_maps: int) -> int:
-        """How many layers are regularised: the last `delta_num_layers` hidden maps (fewer if the model has fewer)."""
-        return min(self.delta_num_layers, num_hidden_maps)
-
-    def stage_indices(self, teacher, pixel_values: torch.Tensor) -> list[int]:
-        """Indices of the stages whose outputs are the regularised hidden maps (the last ones: a model's hidden
-        states end with its last stage's output)."""
-        adapter, model = teacher.adapter, teacher.model
-        num_stages = len(adapter.stages(model))
-        num_maps = len(adapter.forward(model, pixel_values[:1], output_hidden_states=True).hidden_maps)
-        if num_maps > num_stages:
-            raise ValueError(f"{adapter.model_type}: {num_maps} hidden maps but {num_stages} stages, cannot align.")
-        return list(range(num_stages - self.num_layers(num_maps), num_stages))
+    def hook_points(self, adapter, model: nn.Module) -> list[nn.Module]:
+        """The modules of `model` whose outputs are regularised, in forward order."""
+        raise NotImplementedError
 
     @torch.no_grad()
     def prepare(self, context: MethodContext) -> None:
@@ -288,22 +258,51 @@ class Delta(TransferMethod):
 
         batches = []
         for_each_training_batch(context, lambda x, y: batches.append((x, y)), self.delta_attention_batches)
-        indices = self.stage_indices(teacher, batches[0][0])
-        importance = channel_importance(teacher, head, indices, batches, progress=context.show_progress)
+        modules = self.hook_points(adapter, model)
+        importance = channel_importance(teacher, head, modules, batches, progress=context.show_progress)
         for layer_importance in importance:
             self.attention.append(attention_from_importance(context.reduce(layer_importance, reduction="mean")))
 
-    def loss_terms(self, inputs: LossInputs) -> LossTerms:
-        attention = self.attention if len(self.attention) else None
-        if self.delta_attention and attention is None:
+    def layer_attention(self, num_layers: int) -> list[torch.Tensor] | None:
+        """The attention of each of the `num_layers` regularised layers (None without attention), checked."""
+        if not self.delta_attention:
+            return None
+        if not len(self.attention):
             raise RuntimeError("DELTA's channel attention is not computed: call `prepare(context)` first.")
-        num_layers = self.num_layers(len(inputs.student.hidden_maps))
-        if attention is not None and len(attention) != num_layers:
-            raise ValueError(f"DELTA has attention for {len(attention)} layers but regularises {num_layers}.")
+        if len(self.attention) != num_layers:
+            raise ValueError(f"DELTA has attention for {len(self.attention)} layers but regularises {num_layers}.")
+        return list(self.attention)
+
+
+@register_method
+class Delta(ChannelAttentionRegularizer):
+    """DELTA as the SMILE reference runs it: the last stage's output, sum_{b,c} a_c ||dF||^2 / (H W), weight 0.001
+    (see the module docstring)."""
+
+    name = "delta"
+    title = "DELTA"
+    description = (
+        "DELTA (Li et al., 2019), as the SMILE reference runs it, penalises the distance between the student's "
+        "last-stage feature map and that of the frozen pre-trained backbone, weighted by channel importance."
+    )
+    hyperparameters = (
+        HyperParameter(
+            "delta_alpha", 0.001, "DELTA: weight of the last-stage feature-map distance.", low=0, search=(1e-4, 1e-1),
+            log=True, doc="DELTA: weight of sum_{b,c} a_c ||F_s - F_t||^2 / (H W) on the last stage's output (the SMILE "
+            "reference's alpha_delta; CUB-200-2011 uses 0.01).", reference=_SMILE_REF,
+        ),
+        *DELTA_ATTENTION,
+    )  # fmt: skip
+    needs_hidden_states = True
+
+    def hook_points(self, adapter, model: nn.Module) -> list[nn.Module]:
+        """The last stage (its output is the last hidden map)."""
+        return [adapter.stages(model)[-1]]
+
+    def loss_terms(self, inputs: LossInputs) -> LossTerms:
+        attention = self.layer_attention(1)
         self.follow_device(inputs.labels.device)
-        student_maps = inputs.student.hidden_maps[-num_layers:]
-        teacher_maps = inputs.teacher.hidden_maps[-num_layers:]
-        return {
-            "delta": (self.delta_alpha, behavioral_distance(student_maps, teacher_maps, attention)),
-            "head": (self.l2sp_beta, head_penalty(inputs)),
-        }
+        student_map, teacher_map = inputs.student.hidden_maps[-1], inputs.teacher.hidden_maps[-1]
+        channels = student_map.shape[1]
+        weights = attention[0] if attention is not None else torch.full((channels,), 1.0 / channels)
+        return {"delta": (self.delta_alpha, attention_weighted_distance(student_map, teacher_map, weights))}

@@ -31,10 +31,10 @@ from .registry import register_method
 
 _TLLIB = "TLlib examples/task_adaptation/image_classification/delta.py --regularization-type l2_sp"
 L2SP_BETA = HyperParameter(
-    "l2sp_beta", 0.01, "L2-SP and DELTA: weight of 1/2 ||w||^2 on the new head.", low=0, search=(1e-4, 1.0), log=True,
-    doc="L2-SP, DELTA: weight of 1/2 ||w||^2 on the new head.", reference=_TLLIB,
+    "l2sp_beta", 0.01, "L2-SP and DELTA (TLlib): weight of 1/2 ||w||^2 on the new head.", low=0, search=(1e-4, 1.0),
+    log=True, doc="L2-SP, DELTA (TLlib, `delta_tllib`): weight of 1/2 ||w||^2 on the new head.", reference=_TLLIB,
 )
-"""The weight of the head penalty, shared by L2-SP and DELTA."""
+"""The weight of the head penalty, shared by L2-SP and TLlib's DELTA (`delta_tllib`)."""
 
 
 def trainable_backbone_parameters(adapter, model) -> dict[str, torch.nn.Parameter]:
@@ -51,7 +51,7 @@ def starting_point_distance(params: dict[str, torch.Tensor], start: BufferDict) 
 
 
 def head_penalty(inputs: LossInputs) -> torch.Tensor:
-    """1/2 ||w_head||^2 over the new classifier's weight and bias (shared by L2-SP and DELTA)."""
+    """1/2 ||w_head||^2 over the new classifier's weight and bias (shared by L2-SP and `delta_tllib`)."""
     return half_squared_norm(p.float() for p in inputs.adapter.head(inputs.model).parameters())
 
 

@@ -25,7 +25,7 @@ def register_method(cls: type[TransferMethod] | None = None, *, replace: bool = 
 
     `@register_method` or `@register_method(replace=True)`. A name already registered is a `ValueError` unless
     `replace=True`; so is a hyperparameter whose name another regulariser declares differently (share the same
-    [`HyperParameter`] object instead, as DELTA shares L2-SP's `l2sp_beta`) or that shadows an attribute of the class.
+    [`HyperParameter`] object instead, as `delta_tllib` shares L2-SP's `l2sp_beta`) or that shadows an attribute of the class.
     The hyperparameters of a regulariser registered after `smile_hf` was imported are fields of
     `SmileTrainingArguments.with_methods()`.
     """
