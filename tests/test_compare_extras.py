@@ -76,3 +76,11 @@ def test_reliability_and_linearity_of_every_run(tmp_path, trains, monkeypatch): 
     table = (out / "linearity.md").read_text()
     assert "| finetune-seed0 | finetune | eval |" in table and "| smile | train | 1 |" in table
     assert (out / "linearity.png").stat().st_size > 0
+
+    # without training: the runs saved in --output_dir analysed again, with the same numbers
+    for path in out.glob("linearity.*"):
+        path.unlink()
+    compare_methods.main(compare_argv(out, "--do_train", "False", "--do_eval", "True", "--analyze", "True"))
+    assert len(trains) == 2  # nothing trained
+    evaluated = json.loads((out / "linearity.json").read_text())["runs"]
+    assert [r["splits"] for r in evaluated] == [r["splits"] for r in combined["runs"]]
