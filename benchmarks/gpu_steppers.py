@@ -60,9 +60,8 @@ class LoopStepper:
     def __init__(self, trainer: transformers.Trainer, batch: dict[str, torch.Tensor], device: str):
         self.trainer, self.batch, self.device = trainer, batch, device
         max_steps = trainer.args.max_steps
-        if isinstance(trainer, SmileTrainer) and not trainer._method_ready:
-            trainer.method.setup(trainer)
-            trainer._method_ready = True
+        if isinstance(trainer, SmileTrainer):  # what `SmileTrainer.train` runs first (never called here)
+            trainer.method.setup(trainer.method_context())
         trainer.create_optimizer()
         self.model, trainer.optimizer = trainer.accelerator.prepare(trainer.model, trainer.optimizer)
         trainer.model_wrapped = self.model

@@ -36,6 +36,16 @@ def ema_update_times(trainer, device: str, repeats: int, warmup: int = 5) -> lis
     return times
 
 
+def ema_tensor_count(teacher) -> int:
+    """How many tensors one EMA update averages: the floating-point tensors of the teacher's backbone (its
+    parameters, and its buffers with `include_buffers`)."""
+    adapter, model = teacher.adapter, teacher.model
+    tensors = dict(adapter.backbone_named_parameters(model))
+    if teacher.include_buffers:
+        tensors.update(adapter.backbone_named_buffers(model))
+    return sum(t.is_floating_point() for t in tensors.values())
+
+
 def random_batch(spec, device: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """One batch of `spec`'s size of random images and labels, on `device`."""
     g = torch.Generator().manual_seed(seed)
@@ -81,7 +91,7 @@ def benchmark_model(spec: ModelSpec, methods: list[str], opts) -> dict:
         every = smile.args.ema_update_every
         result["ema"] = {
             "update_ms": quantiles(ema_times),
-            "tensors": len(smile.teacher._pairs(unwrap_model(smile.model))[0]),
+            "tensors": ema_tensor_count(smile.teacher),
             "update_every": every,
             "share_of_smile_step_amortised": ema_ms / every / smile_ms,
             "share_of_smile_step_if_every_step": ema_ms / smile_ms,
@@ -93,7 +103,8 @@ def benchmark_model(spec: ModelSpec, methods: list[str], opts) -> dict:
     gc.collect()
 
     log(f"[{spec.name}] profile of the bare steps")
-    result["profile"] = step_profile(spec, source, student, batch, opts, max(6, rounds // 2))
+    profiled = list(dict.fromkeys([*methods, "smile"]))  # every method; the report's phase table reads smile's
+    result["profile"] = step_profile(spec, source, student, batch, opts, max(6, rounds // 2), profiled)
 
     if chunks > 0:
         result["trainer_vs_bare"] = {}
@@ -205,4 +216,25 @@ def report(payload: dict) -> str:
                 row.append("–" if value is None else f"{1e3 * value:.1f} ({100 * value / ft_total:.0f}%)")
         rows.append(row)
     lines += [markdown_table(header, rows), ""]
+    lines += bare_totals_table(models)
     return "\n".join(lines)
+
+
+def bare_totals_table(models: dict) -> list[str]:
+    """Every profiled method's bare-loop step (median ms, and / fine-tuning's), where more than fine-tuning and
+    SMILE were profiled."""
+    names = list(models)
+    methods = list(dict.fromkeys(m for n in names for m in models[n]["profile"]))
+    if set(methods) <= {"finetune", "smile"}:
+        return []
+    header = ["method"] + names
+    rows = []
+    for m in methods:
+        row = [m]
+        for n in names:
+            profile = models[n]["profile"]
+            value = profile.get(m, {}).get("total")
+            row.append("–" if value is None else f"{1e3 * value:.1f} ({value / profile['finetune']['total']:.2f})")
+        rows.append(row)
+    title = "### Bare-loop step of every method (standalone `TransferLoss`; median ms, / fine-tuning)"
+    return [title, "", markdown_table(header, rows), ""]

@@ -78,8 +78,7 @@ class SteppedTrainer:
         trainer.create_optimizer_and_scheduler(num_training_steps=self.max_steps)
         trainer.state.max_steps = self.max_steps
         trainer.current_gradient_accumulation_steps = 1
-        trainer.method.setup(trainer)
-        trainer._method_ready = True
+        trainer.method.setup(trainer.method_context())  # what `SmileTrainer.train` runs first (never called here)
         self.model = trainer.model
         if opts.bf16:  # what `Trainer.train` does: accelerate wraps the student's forward in its autocast
             self.model = trainer.accelerator.prepare_model(trainer.model)

@@ -16,11 +16,10 @@ results as JSON and the plot of every method as PNG beside it) if given.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
-from smile_hf.analysis import LAMBDAS, analyze_run, linearity_summary, linearity_table, plot_linearity, write_linearity
+from smile_hf.analysis import LAMBDAS, analyze_run, linearity_report, write_linearity, write_linearity_report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,20 +52,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         result = analyze_run(run_dir, splits, args.num_pairs, lambdas, args.seed, args.batch_size)
         print(f"{run_dir}: " + ", ".join(write_linearity(result, run_dir)), flush=True)
         results.append(result)
-    table = linearity_table(results) + "\n\nMean over the runs of each method (± sample std):\n\n" + linearity_summary(results)
-    print(table)
+    print(linearity_report(results))
     if args.output:
-        stem = os.path.splitext(args.output)[0]
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(table + "\n")
         command = "python examples/analyze_linearity.py " + " ".join(sys.argv[1:] if argv is None else argv)
-        with open(stem + ".json", "w", encoding="utf-8") as f:
-            json.dump({"command": command, "runs": results}, f, indent=1)
-        try:
-            plot_linearity(results, stem + ".png", title="relative deviation from linearity, mean over runs")
-        except ImportError as error:
-            print(f"No plot: {error}", file=sys.stderr)
+        write_linearity_report(results, args.output, command)
     return results
 
 

@@ -363,9 +363,34 @@ def write_linearity(result: dict[str, Any], output_dir: str) -> list[str]:
     return paths
 
 
+def linearity_report(results: Sequence[dict[str, Any]]) -> str:
+    """The table of every run ([`linearity_table`]) and the mean over the runs of each method
+    ([`linearity_summary`]), in Markdown."""
+    return (linearity_table(results) + "\n\nMean over the runs of each method (± sample std):\n\n"
+            + linearity_summary(results))  # fmt: skip
+
+
+def write_linearity_report(results: Sequence[dict[str, Any]], path: str, command: str | None = None) -> list[str]:
+    """Write [`linearity_report`] of [`analyze_run`] results to the Markdown file `path`, the results beside it as
+    JSON (same name, `{"command", "runs"}`) and, with matplotlib, the plot of every method ([`plot_linearity`]) as
+    PNG; return the paths written."""
+    stem = os.path.splitext(path)[0]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(linearity_report(results) + "\n")
+    with open(stem + ".json", "w", encoding="utf-8") as f:
+        json.dump({"command": command, "runs": list(results)}, f, indent=1)
+    paths = [path, stem + ".json"]
+    try:
+        paths.append(plot_linearity(results, stem + ".png", title="relative deviation from linearity, mean over runs"))
+    except ImportError as error:
+        logger.warning(f"No linearity plot: {error}")
+    return paths
+
+
 __all__ = [
     "LAMBDAS", "RUN_DATA_ARGUMENTS", "SPACES", "TABLE_COLUMNS", "analyze_run", "deviation_from_linearity", "distance",
-    "exported_images", "linearity_summary", "linearity_table", "load_source_head", "measure_linearity",
+    "exported_images", "linearity_report", "linearity_summary", "linearity_table", "load_source_head", "measure_linearity",
     "mixup_cross_entropy", "model_outputs", "plot_linearity", "random_pairs", "run_data", "run_images",
-    "write_linearity",
+    "write_linearity", "write_linearity_report",
 ]  # fmt: skip

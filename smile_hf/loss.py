@@ -24,7 +24,7 @@ from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, ForwardOutput, unwrap_
 from .methods import METHODS, LossInputs, LossTerms, TransferMethod, parse_method
 from .mixing import Mix, mixing_generator, sample_mix
 from .target import TargetLoss
-from .teacher import EmaTeacher
+from .teacher import Teacher
 
 
 @dataclass
@@ -51,7 +51,8 @@ class TransferLoss:
         method (`TransferMethod` or `str`): the regulariser (its loss terms and declared needs), or a method spec
             (`"l2sp+mixup"`): its regulariser is then built with `hyperparameters` and its mixing strategy is used.
         adapter (`BackboneAdapter`): the backbone adapter of the student's family.
-        teacher (`EmaTeacher`, *optional*): the teacher, for regularisers with `needs_teacher`.
+        teacher (`Teacher`, *optional*): the teacher ([`EmaTeacher`], or [`smile_hf.lora.LoraEmaTeacher`] for a LoRA
+            student: any [`Teacher`]), for regularisers with `needs_teacher`.
         mixing (`str`, *optional*): the mixing strategy (`"mixup"`, `"cutmix"`, `"manifold_mixup"`) or None; with a
             method spec, taken from the spec.
         alpha (`float`, *optional*, defaults to 0.2): lambda ~ Beta(alpha, alpha).
@@ -81,7 +82,7 @@ class TransferLoss:
         self,
         method: TransferMethod | str,
         adapter: BackboneAdapter,
-        teacher: EmaTeacher | None = None,
+        teacher: Teacher | None = None,
         *,
         mixing: str | None = None,
         alpha: float = 0.2,
@@ -112,7 +113,7 @@ class TransferLoss:
 
     @classmethod
     def from_args(
-        cls, method: TransferMethod, adapter: BackboneAdapter, teacher: EmaTeacher | None, args, loss_func=None
+        cls, method: TransferMethod, adapter: BackboneAdapter, teacher: Teacher | None, args, loss_func=None
     ):
         """The loss configured by a `SmileTrainingArguments` (and a `Trainer` `compute_loss_func`, see
         [`TargetLoss`])."""

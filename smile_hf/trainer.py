@@ -2,9 +2,9 @@
 """[`SmileTrainer`]: a `transformers.Trainer` whose `compute_loss` adds mixing and the loss terms of a transfer
 learning method (SMILE by default) to the fine-tuning of any supported `AutoModelForImageClassification`.
 
-The trainer only wires the pieces together: the loss of a micro-batch is [`TransferLoss`], the teacher
-[`EmaTeacher`], the method's terms a [`TransferMethod`], the checkpoint protocol [`CompleteCheckpointMixin`] and the
-model card [`smile_hf.model_card`].
+The trainer only wires the pieces together: the loss of a micro-batch is [`TransferLoss`], the teacher a
+[`Teacher`] ([`smile_hf.lora.build_teacher`]), the method's terms a [`TransferMethod`], the checkpoint protocol
+[`CompleteCheckpointMixin`] and the model card [`smile_hf.model_card`].
 """
 
 from __future__ import annotations

@@ -40,8 +40,16 @@ def test_speed_smoke(tmp_path):
     # SMILE holds a teacher and an auxiliary head on top of what fine-tuning holds
     assert model["memory"]["smile"]["held_mib"] > model["memory"]["finetune"]["held_mib"]
     assert {"teacher forward", "student forward", "backward"} <= set(model["profile"]["smile"])
+    assert set(model["profile"]) == {"finetune", "mixup", "smile"}  # every method through the bare loop
+    assert "mixing" in model["profile"]["mixup"] and "teacher forward" not in model["profile"]["mixup"]
+    # one EMA update averages every parameter of the backbone (the ResNet's `resnet` module, no buffers)
+    from benchmarks.speed_models import MODELS, build_models
+
+    source, _ = build_models(MODELS["small-cnn"])
+    assert model["ema"]["tensors"] == len(list(source.resnet.parameters()))
     assert set(model["trainer_vs_bare"]) == {"smile", "finetune"}
     assert "SMILE step / fine-tuning step" in md.read_text()
+    assert "Bare-loop step of every method" in md.read_text()
 
 
 def test_step_memory_tracker_counts_allocations_only(torch_device):

@@ -31,7 +31,7 @@ class MethodContext:
             `pixel_values` and `labels` (what a `DataLoader` with [`smile_hf.data.collate`] gives) or a
             `(pixel_values, labels)` pair; [`for_each_training_batch`] moves them to `device`.
         device (`torch.device`): the training device.
-        teacher (`nn.Module`, *optional*): the teacher ([`EmaTeacher`]), for regularisers with `needs_teacher`.
+        teacher (`Teacher`, *optional*): the teacher (any [`smile_hf.teacher.Teacher`]), for regularisers with `needs_teacher`.
         reduce (`Callable[[Tensor, str], Tensor]`, *optional*): `reduce(tensor, reduction)` with `reduction` "sum"
             or "mean" over the processes (`Accelerator.reduce`); the identity in one process.
         gather (`Callable[[Tensor], Tensor]`, *optional*): concatenates a tensor of every process along dimension 0

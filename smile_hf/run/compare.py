@@ -26,6 +26,13 @@ from .arguments import (
     read_args,
     run_processes_on_cpu_without_accelerator,
 )
+from .compare_extras import (
+    analyze_runs,
+    check_analysis,
+    eval_predictions,
+    remove_comparison_figures,
+    write_reliability,
+)
 from .curves import training_curves, write_curves
 from .driver import configure_logging, run_config, train_one
 from .folders import CURVES_KEY, check_comparison_dir
@@ -73,6 +80,14 @@ class ExperimentArguments:
         metadata={
             "help": "Also fine-tune a randomly initialised model of the same architecture on every seed (shows what "
             "the pre-trained weights bring); reported as 'scratch'."
+        },
+    )
+    analyze: bool = field(
+        default=False,
+        metadata={
+            "help": "After all runs, measure how linear each saved model is in-between samples (smile_hf.analysis, "
+            "as examples/analyze_linearity.py): linearity.{json,md,png} in each run's folder, the table and plot "
+            "of every run in <output_dir>/linearity.{md,json,png}. Needs saved models (not --save_strategy no)."
         },
     )
     results_file: str = field(default="results.json", metadata={"help": "Results file name in --output_dir."})
@@ -274,9 +289,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict]:
         torch.set_num_threads(experiment_args.torch_num_threads)
     plan = run_plan(training_args, experiment_args)
     if not training_args.do_train:
-        return evaluate_runs(model_args, data_args, plan, training_args.output_dir, experiment_args.results_file)
+        results = evaluate_runs(model_args, data_args, plan, training_args.output_dir, experiment_args.results_file)
+        if experiment_args.analyze and training_args.should_save:  # the runs saved by an earlier comparison
+            analyze_runs([run.args.output_dir for run in plan], training_args.output_dir, argv)
+        return results
     check_model(model_args, data_args)
     check_plotting(experiment_args, training_args)
+    check_analysis(experiment_args.analyze, training_args)
     processor = load_processor(model_args)
     seeds = list(dict.fromkeys(run.args.seed for run in plan))
     with training_args.main_process_first(desc="loading the datasets"):
@@ -291,8 +310,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict]:
     if training_args.should_save:
         check_comparison_dir(training_args.output_dir, [run.args.output_dir for run in plan],
                              experiment_args.results_file, training_args.overwrite_output_dir)  # fmt: skip
+        if training_args.overwrite_output_dir:
+            remove_comparison_figures(training_args.output_dir)
     resumes = resume_points(model_args, data_args, training_args, plan)
-    results, curves = [], []
+    results, curves, predictions = [], [], {}
     for run, resume in zip(plan, resumes):
         if run.args.should_save:
             write_run_config(run.args.output_dir, run_config(model_args, data_args, run.args, run.from_scratch))
@@ -302,11 +323,28 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict]:
         )  # fmt: skip
         results.append(result)
         curves.append({"label": run.label, "seed": run.args.seed, "curves": training_curves(trainer.state.log_history)})
+        predictions.setdefault(run.label, []).append(eval_predictions(trainer))  # every process: predict gathers
         if run.args.should_save:
             write_results([result], run.args.output_dir, experiment_args.results_file)
     if training_args.should_save:
         report(results, curves, first, model_args, training_args, experiment_args)
+        comparison_figures(plan, predictions, first, training_args, experiment_args.analyze, argv)
     return results
+
+
+def comparison_figures(
+    plan: list[Run], predictions: dict, data: PreparedData, training_args: SmileTrainingArguments, analyze: bool,
+    argv: list[str],
+) -> None:
+    """The figures drawn from every run, in the comparison's folder: the reliability diagram of every method on the
+    evaluation split, and with `--analyze` the linearity analysis of every saved run ([`smile_hf.run.compare_extras`])."""
+    shown = {label: [p for p in runs if p is not None] for label, runs in predictions.items()}
+    pooled = ", seeds pooled" if any(len(runs) > 1 for runs in shown.values()) else ""
+    path = write_reliability(shown, training_args.output_dir, title=f"{data.description}, evaluation split{pooled}")
+    if path:
+        print(f"Reliability diagram: {path}", flush=True)
+    if analyze:
+        analyze_runs([run.args.output_dir for run in plan], training_args.output_dir, argv)
 
 
 def report(
