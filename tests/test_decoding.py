@@ -85,10 +85,12 @@ def pipeline_probabilities(classifier, file: str) -> dict[str, float]:
 def test_the_saved_files_hold_the_modes_under_test(export):
     _, _, _, files = export
     modes = {name: Image.open(file).mode for name, file in files.items()}
+    # Pillow 10.0 (the floor) opens a 16-bit grayscale PNG as 32-bit "I" (same values), newer ones as "I;16"
+    sixteen_bit = modes.pop("I;16")
+    assert sixteen_bit in ("I;16", "I") and Image.open(files["I;16"]).getextrema()[1] > 255
     assert modes == {
         "RGBA transparent glyph": "RGBA", "RGBA half transparent": "RGBA", "RGBA opaque": "RGBA", "LA": "LA",
-        "P with transparency": "P", "I;16": "I;16", "I": "I", "F": "F", "CMYK": "CMYK", "1": "1",
-        "EXIF-rotated JPEG": "RGB",
+        "P with transparency": "P", "I": "I", "F": "F", "CMYK": "CMYK", "1": "1", "EXIF-rotated JPEG": "RGB",
     }  # fmt: skip
     assert Image.open(files["EXIF-rotated JPEG"]).getexif()[0x0112] == 6
 
