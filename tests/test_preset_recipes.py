@@ -113,9 +113,11 @@ def test_any_option_passed_wins_over_the_recipe(tmp_path):
     _, args = parse("--dataset", "digits", "--num_train_epochs", "2", "--lr_scheduler_type", "cosine")
     assert (args.max_steps, args.num_train_epochs, value(args, "lr_scheduler_type")) == (-1, 2, "cosine")
     assert args.lr_step_fraction is None
-    # a negated boolean, an abbreviation argparse accepts, and the keys of a JSON file of arguments are options too
+    # a negated boolean, an abbreviation argparse accepts, dashes, and the keys of a JSON file of arguments are options too
     data_args, args = parse("--dataset", "digits", "--random_horizontal_flip", "True", "--learning_r", "0.2")
     assert data_args.random_horizontal_flip is True and args.learning_rate == 0.2
+    _, args = parse("--dataset", "digits", "--learning-rate", "0.3", "--max-steps=4")
+    assert args.learning_rate == 0.3 and args.max_steps == 4
     data_args, _ = parse("--dataset", "cub200", "--no_random_horizontal_flip")
     assert data_args.random_horizontal_flip is False
     path = tmp_path / "args.json"

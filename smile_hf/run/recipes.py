@@ -6,11 +6,14 @@ Only the run scripts apply it: `SmileTrainingArguments` built in Python keep the
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import RECIPE_FIELDS, SmileTrainingArguments
 from ..data import get_preset
 from ..methods import METHODS, declared_hyperparameters
+
+if TYPE_CHECKING:
+    from .arguments import DataTrainingArguments
 
 YIELDS_TO = {"max_steps": ("num_train_epochs",)}
 """A recipe value left out when the user set another option that means the same: a number of epochs replaces the
@@ -73,10 +76,11 @@ def _show(value: Any) -> Any:
 
 
 def explicit_names(given: set[str] | frozenset[str], names: set[str]) -> set[str]:
-    """The argument names the options in `given` set: exact names, `no_<name>` (a boolean's negation) and the unique
-    prefixes argparse accepts for a name (`--learning 0.1` sets `learning_rate`)."""
+    """The argument names the options in `given` set: exact names (or spelt with dashes, `--learning-rate`),
+    `no_<name>` (a boolean's negation) and the unique prefixes argparse accepts for a name (`--learning_r 0.1` sets
+    `learning_rate`)."""
     found = set()
-    for option in given:
+    for option in (option.replace("-", "_") for option in given):
         if option in names:
             found.add(option)
         elif option.startswith("no_") and option[3:] in names:
@@ -87,7 +91,7 @@ def explicit_names(given: set[str] | frozenset[str], names: set[str]) -> set[str
 
 
 def apply_preset_recipe(
-    data_args, training_args: SmileTrainingArguments, given: set[str] | frozenset[str]
+    data_args: DataTrainingArguments, training_args: SmileTrainingArguments, given: set[str] | frozenset[str]
 ) -> SmileTrainingArguments:
     """Put the recipe of `data_args.dataset`'s preset into the arguments the user did not set (`given`: the options
     of the command line, or the keys of a `.json` / `.yaml` file), record it as `data_args.recipe` (a
