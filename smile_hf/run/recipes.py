@@ -6,14 +6,11 @@ Only the run scripts apply it: `SmileTrainingArguments` built in Python keep the
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..config import RECIPE_FIELDS, SmileTrainingArguments
 from ..data import get_preset
 from ..methods import METHODS, declared_hyperparameters
-
-if TYPE_CHECKING:
-    from .arguments import DataTrainingArguments
 
 YIELDS_TO = {"max_steps": ("num_train_epochs",)}
 """A recipe value left out when the user set another option that means the same: a number of epochs replaces the
@@ -91,11 +88,11 @@ def explicit_names(given: set[str] | frozenset[str], names: set[str]) -> set[str
 
 
 def apply_preset_recipe(
-    data_args: DataTrainingArguments, training_args: SmileTrainingArguments, given: set[str] | frozenset[str]
+    data_args: Any, training_args: SmileTrainingArguments, given: set[str] | frozenset[str]
 ) -> SmileTrainingArguments:
-    """Put the recipe of `data_args.dataset`'s preset into the arguments the user did not set (`given`: the options
-    of the command line, or the keys of a `.json` / `.yaml` file), record it as `data_args.recipe` (a
-    [`PresetRecipe`]) and return the training arguments (rebuilt when the recipe changes one, so that
+    """Put the recipe of `data_args.dataset`'s preset (`data_args`: the run's `DataTrainingArguments`) into the
+    arguments the user did not set (`given`: the options of the command line, or the keys of a `.json` / `.yaml`
+    file), record it as `data_args.recipe` (a [`PresetRecipe`]) and return the training arguments (rebuilt when the recipe changes one, so that
     `reference_recipe` fills the optimisation fields the user left unset). The values of the recipe's
     `reference_values` are used only with the reference optimisation on. Nothing is applied without a preset, or
     without training (`--do_train False`)."""
