@@ -2,14 +2,14 @@
 """The training recipe each dataset preset carries ([`Recipe`]): what `run_smile.py --dataset NAME` trains with when
 no option says otherwise ([`smile_hf.run.recipes`] applies it; `SmileTrainer` in Python never reads it).
 
-- The SMILE paper's datasets: its recipe, the reference optimisation (`reference_recipe`: SGD Nesterov 0.9, lr 0.01,
-  weight decay 1e-4, batch 48, no clipping, lr x0.1 once at 6666 of) 9,000 steps (the reference's `max_iters`). For
-  CUB-200-2011, Stanford Cars and FGVC-Aircraft also the baselines' weights and the resize of the reference's
-  `task_config.ini`, applied with the reference optimisation only.
+- The SMILE paper's datasets: its recipe, the reference optimisation (`reference_recipe`: SGD Nesterov 0.9, lr
+  0.01, weight decay 1e-4, batch 48, no clipping, lr x0.1 once at step 6666) for 9,000 steps (the reference's
+  `max_iters`). For CUB-200-2011, Stanford Cars and FGVC-Aircraft also the baselines' weights and the resize of the
+  reference's `task_config.ini`, applied with the reference optimisation only.
 - The other Hub presets (Flowers-102, Oxford-IIIT Pet, DTD, CIFAR-100): the same recipe, stated as not tuned for
-  them. It is the one recipe of the package known to transfer an ImageNet backbone well, and keeps the presets
-  comparable; the stock `TrainingArguments` (AdamW at 5e-5 for 3 epochs) is no recipe for transfer (25.7% top-1 on
-  `digits`, against about 96% with the reference optimisation).
+  them. It is the recipe the paper fine-tunes an ImageNet backbone with on each of its five datasets, and it keeps
+  the presets comparable; the stock `TrainingArguments` (AdamW at 5e-5 for 3 epochs) is no recipe for transfer
+  (25.7% top-1 on `digits`, against about 96% with the reference optimisation).
 - `digits`: the offline demo's recipe (`make demo`): the reference optimisation for 500 steps, no flip.
 """
 
