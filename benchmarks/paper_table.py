@@ -3,8 +3,9 @@
 CUB-200-2011, Stanford Cars and FGVC-Aircraft (full training sets) with every method and the SMILE reference
 recipe, `SmileTrainingArguments(reference_recipe=True, max_steps=9000)`: SGD (Nesterov momentum 0.9), lr 0.01,
 weight decay 1e-4, batch 48, lr x0.1 after 2/3 of the steps, no gradient clipping; SMILE's last 1/9 of the steps
-plain fine-tuning. Images: resize to 256 x 256, random crop 224 + horizontal flip; evaluation: center crop 224
-(`smile_hf.data`, the reference's transforms). The data come from the Hub through the `smile_hf.data` presets
+plain fine-tuning; the baselines' weights of the reference's task_config.ini per dataset (`DatasetPreset.recipe`).
+Images: resize to 256 x 256 (CUB: the shorter side to 256, as the reference), random crop 224 + horizontal flip;
+evaluation: center crop 224 (`smile_hf.data`, the reference's transforms). The data come from the Hub through the `smile_hf.data` presets
 `cub200`, `stanford_cars` and `fgvc_aircraft`.
 
 Prints the accuracy benchmark's table (top-1 mean ± std over seeds / ECE, per dataset) and, next to it, the
@@ -95,14 +96,17 @@ def run_one(job: dict) -> dict:
     from transformers import AutoImageProcessor, set_seed
 
     from smile_hf import SmileTrainer, SmileTrainingArguments
-    from smile_hf.data import TransformConfig, prepare_datasets, set_transforms
+    from smile_hf.data import TransformConfig, get_preset, prepare_datasets, set_transforms
     from smile_hf.metrics import ClassificationMetrics
 
     transformers.logging.set_verbosity_warning()
     seed, method = job["seed"], job["method"]
     processor = AutoImageProcessor.from_pretrained(job["checkpoint"], token=job["token"])
     data = prepare_datasets(dataset=job["dataset"], seed=seed, cache_dir=job["cache_dir"], token=job["token"])
-    set_transforms(data, TransformConfig.from_image_processor(processor))  # resize 256, crop 224, flip
+    # the baselines' weights and the resize of the reference's task_config.ini for this dataset (the preset's)
+    reference = dict(get_preset(job["dataset"]).recipe.reference_values)
+    keep_aspect = reference.pop("keep_aspect", False)
+    set_transforms(data, TransformConfig.from_image_processor(processor, keep_aspect=keep_aspect))  # 256, crop 224, flip
     set_seed(seed)
     output_dir = os.path.join(job["output_dir"], f"{job['dataset']}-{method.replace('+', '_')}-seed{seed}")
     args = SmileTrainingArguments(
@@ -122,6 +126,7 @@ def run_one(job: dict) -> dict:
         dataloader_num_workers=job["num_workers"],
         dataloader_drop_last=True,
         model_init_kwargs={"num_labels": len(data.label_names), "id2label": data.id2label, "token": job["token"]},
+        **reference,
     )
     trainer = SmileTrainer(
         model=job["checkpoint"],

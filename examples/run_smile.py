@@ -11,8 +11,8 @@ command. Several methods or seeds in one call, and the offline demo, are `exampl
     # runs/food101-smile-resnet-50 (the default output folder)
     accelerate launch examples/run_smile.py --dataset food101
 
-    # A benchmark preset, the reference's optimisation recipe
-    python examples/run_smile.py --dataset cub200 --method smile --reference_recipe True --max_steps 9000
+    # A benchmark preset with its recipe (the paper's: the reference optimisation for 9,000 steps; any option wins)
+    python examples/run_smile.py --dataset cub200 --method smile
 
     # Your own image folders (one sub-folder per class), a 10-shot subset
     python examples/run_smile.py --train_dir data/train --validation_dir data/val --train_samples_per_class 10 \\

@@ -218,6 +218,7 @@ def build_model_card(
     method_hyperparameters: dict[str, Any] | None = None,
     method_paper: str | None = None,
     training_hyperparameters: dict[str, Any] | None = None,
+    training_recipe: str | None = None,
     results: TrainingResults | None = None,
     base_model: str | None = None,
     dataset_id: str | None = None,
@@ -251,6 +252,7 @@ def build_model_card(
         method: the `SmileTrainingArguments.method` string (also a tag).
         method_title / method_description: the method's readable name (default: `method`) and its paragraph.
         method_hyperparameters / training_hyperparameters: tables of the card (name -> value).
+        training_recipe: where the training values come from (a run script's dataset recipe), above their table.
         results: evaluation results and loss terms (see [`training_results`]).
         base_model: the pre-trained checkpoint fine-tuned: a Hub id goes into the metadata; of a local folder, only
             its name is shown.
@@ -343,6 +345,7 @@ def build_model_card(
                          if k in results.calibration},  # fmt: skip
         method_hyperparameters=[(k, _format(v)) for k, v in (method_hyperparameters or {}).items()],
         training_hyperparameters=[(k, _format(v)) for k, v in (training_hyperparameters or {}).items()],
+        training_recipe=training_recipe,
         intended_use=intended_use or DEFAULT_INTENDED_USE,
         limitations=list(limitations),
         framework_versions=_framework_versions(),
@@ -386,8 +389,9 @@ def model_card_from_trainer(
             method says of itself (see [`build_model_card`]).
         The other arguments are those of `Trainer.create_model_card`: `finetuned_from` defaults to the model's
         `name_or_path`, `dataset_tags` (Hub ids) to `dataset`.
-        dataset_details: `dataset_split`, `dataset_revision`, `dataset_split_role`, `local_dataset` of
-            [`build_model_card`] (default split: the evaluation dataset's `split`, else "validation").
+        dataset_details: `dataset_split`, `dataset_revision`, `dataset_split_role`, `local_dataset`,
+            `training_recipe` of [`build_model_card`] (default split: the evaluation dataset's `split`, else
+            "validation").
     """
     args = trainer.args
     config = model.config

@@ -69,7 +69,7 @@ def test_each_run_resumes_its_own_checkpoints_only(tmp_path, trains):
     for label in ("finetune", "smile"):  # interrupted before the end: no results
         os.remove(out / f"{label}-seed0" / "results.json")
     os.remove(out / "results.json")
-    with pytest.raises(OutputDirError, match=r"checkpoints of another run \(training.learning_rate: 5e-05 there"):
+    with pytest.raises(OutputDirError, match=r"checkpoints of another run \(training.learning_rate: 0.01 there"):
         compare_methods.main(compare_argv(out, "--save_strategy", "steps", "--save_steps", "1", "--learning_rate", "0.02"))
     assert trains == [None, None]
     runs = compare_methods.main(compare_argv(out, "--save_strategy", "steps", "--save_steps", "1", "--max_steps", "3",

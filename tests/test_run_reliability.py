@@ -60,13 +60,13 @@ def copy_of(folder, tmp_path):
     return tmp_path / "run"
 
 
-def test_a_finished_run_is_never_reused(tmp_path, resumes):
+def test_a_finished_run_is_never_reused(tmp_path, resumes):  # learning_rate 0.01: the digits preset's recipe
     out = tmp_path / "run"
     run_smile.main(tiny_argv(out))
-    assert resumes == [None] and json.loads((out / RUN_CONFIG_NAME).read_text())["training"]["learning_rate"] == 5e-5
+    assert resumes == [None] and json.loads((out / RUN_CONFIG_NAME).read_text())["training"]["learning_rate"] == 0.01
     with pytest.raises(OutputDirError, match=r"holds a finished run \(results.json; the same arguments\): start fresh with --overwrite"):
         run_smile.main(tiny_argv(out))
-    with pytest.raises(OutputDirError, match=r"finished run \(results.json; differing: training.learning_rate: 5e-05 there, 0.02 here\)"):
+    with pytest.raises(OutputDirError, match=r"finished run \(results.json; differing: training.learning_rate: 0.01 there, 0.02 here\)"):
         run_smile.main(tiny_argv(out, "--learning_rate", "0.02"))
     result = run_smile.main(tiny_argv(out, "--overwrite_output_dir", "True", "--learning_rate", "1e-3"))
     assert resumes == [None, None] and result["global_step"] == 3
@@ -75,7 +75,7 @@ def test_a_finished_run_is_never_reused(tmp_path, resumes):
 
 def test_another_run_is_refused_naming_the_differences(interrupted, tmp_path, resumes):
     out = copy_of(interrupted, tmp_path)
-    with pytest.raises(OutputDirError, match=r"another run \(training.learning_rate: 5e-05 there, 0.02 here\)"):
+    with pytest.raises(OutputDirError, match=r"another run \(training.learning_rate: 0.01 there, 0.02 here\)"):
         run_smile.main(tiny_argv(out, "--learning_rate", "0.02"))
     with pytest.raises(OutputDirError, match=r"training.seed: 42 there, 7 here.*--resume_from_checkpoint last"):
         run_smile.main(tiny_argv(out, "--seed", "7"))

@@ -9,6 +9,8 @@ found, so that `examples/run_smile.py` can report bad input before any training 
 - `smile_hf.data.transforms`: image decoding, torch-only resize / crop / normalise, the per-image and per-batch
   transforms and `collate`;
 - `smile_hf.data.prepare`: label checks and encoding, subsets, `prepare_datasets` and `set_transforms`;
+- `smile_hf.data.export`: the image processor saved with an exported model (the evaluation transform);
+- `smile_hf.data.recipes`: the training recipe each preset carries;
 - `smile_hf.data.scan`: undecodable images, and images the conversion to RGB loses something of;
 - `smile_hf.data.classes`: [`align_to_model_classes`], a trained model's label ids on data of its classes;
 - `smile_hf.data.errors`: [`DataError`].
@@ -18,6 +20,7 @@ Every public name of these modules can be imported from `smile_hf.data` directly
 
 from .classes import align_to_model_classes
 from .errors import DataError, one_line
+from .export import eval_image_processor, evaluation_processor
 from .prepare import (
     PreparedData,
     check_columns,
@@ -42,6 +45,7 @@ from .presets import (
     load_preset,
     resolved_revision,
 )
+from .recipes import Recipe
 from .scan import (
     CORRUPT_IMAGE_POLICIES,
     ImageScan,
@@ -65,8 +69,6 @@ from .transforms import (
     collate,
     crop,
     decode_image,
-    eval_image_processor,
-    evaluation_processor,
     lossy_conversion,
     normalize,
     pil_to_tensor,
@@ -95,6 +97,7 @@ __all__ = [
     "eval_image_processor",
     "evaluation_processor",
     "PreparedData",
+    "Recipe",
     "TransformConfig",
     "build_digits",
     "center_crop",

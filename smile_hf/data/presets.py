@@ -15,6 +15,15 @@ from datasets import Image as ImageFeature
 from PIL import Image
 
 from .errors import DataError, one_line
+from .recipes import (
+    CUB_RECIPE,
+    DEMO_RECIPE,
+    FGVC_AIRCRAFT_RECIPE,
+    STANFORD_CARS_RECIPE,
+    UNTUNED_RECIPE,
+    Recipe,
+    paper_recipe,
+)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Dataset presets
@@ -93,6 +102,8 @@ class DatasetPreset:
             `validation` split is the official test split).
         official_split (`bool`): whether the train / eval split is the benchmark's official one.
         builder (`Callable`, *optional*): builds the dataset locally (offline datasets); gets the preset.
+        recipe (`Recipe`, *optional*): the training recipe `run_smile.py --dataset NAME` uses where no option says
+            otherwise ([`smile_hf.data.recipes`]).
     """
 
     name: str
@@ -111,6 +122,7 @@ class DatasetPreset:
     eval_split_role: str = "the official test split"
     official_split: bool = True
     builder: Callable[[DatasetPreset], DatasetDict] | None = field(default=None, compare=False, repr=False)
+    recipe: Recipe | None = field(default=None, compare=False, repr=False)
 
     def source(self) -> DataSource:
         """What a model card and the results say about this preset's data."""
@@ -157,17 +169,20 @@ DATASET_PRESETS: dict[str, DatasetPreset] = {
             title="Food-101", homepage="https://data.vision.ee.ethz.ch/cvl/datasets_extra/food-101/",
             eval_split_role="the official test split (250 images per class), named 'validation' on the Hub",
             notes="The Hub's 'validation' split is the official test split (250 images per class).",
+            recipe=paper_recipe("Food-101"),
         ),
         DatasetPreset(
             "cub200", "bentrevett/caltech-ucsd-birds-200-2011", "train", "test", 200,
             revision="1ef09e021b0b65b40337f6f285909656f407f6e0",
             title="CUB-200-2011", homepage="https://www.vision.caltech.edu/datasets/cub_200_2011/",
             notes="Official train / test split (5994 / 5794 images), species labels; the bbox column is not used.",
+            recipe=CUB_RECIPE,
         ),
         DatasetPreset(
             "stanford_cars", "tanganke/stanford_cars", "train", "test", 196,
             title="Stanford Cars", homepage="https://ai.stanford.edu/~jkrause/cars/car_dataset.html",
             notes="Official train / test split (8144 / 8041 images).",
+            recipe=STANFORD_CARS_RECIPE,
         ),
         DatasetPreset(
             "fgvc_aircraft", "HuggingFaceM4/FGVC-Aircraft", "train+validation", "test", 100,
@@ -175,6 +190,7 @@ DATASET_PRESETS: dict[str, DatasetPreset] = {
             title="FGVC-Aircraft", homepage="https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/",
             notes="Variant level (100 classes); trains on trainval, evaluates on test, as the reference. Pinned to "
             "the repository's Parquet commit (data/{train,validation,test}-*.parquet; its loading script deleted).",
+            recipe=FGVC_AIRCRAFT_RECIPE,
         ),
         DatasetPreset(
             "mit_indoor67", "keremberke/indoor-scene-classification", "train", "test", 67,
@@ -183,34 +199,39 @@ DATASET_PRESETS: dict[str, DatasetPreset] = {
             official_split=False, eval_split_role="Roboflow's test split (not the official one)",
             notes="Roboflow's 70/20/10 split, not the official 80/20 one; read from the Hub's Parquet conversion. "
             "scripts/prepare_mit_indoor67.py lays out the official split for --train_dir / --validation_dir.",
+            recipe=paper_recipe("MIT Indoor-67"),
         ),
         DatasetPreset(
             "flowers102", "dpdl-benchmark/oxford_flowers102", "train+validation", "test", 102,
             title="Oxford Flowers-102", homepage="https://www.robots.ox.ac.uk/~vgg/data/flowers/102/",
             notes="Official splits: trains on train + validation (2040 images), evaluates on test (6149).",
+            recipe=UNTUNED_RECIPE,
         ),
         DatasetPreset(
             "oxford_pets", "timm/oxford-iiit-pet", "train", "test", 37,
             title="Oxford-IIIT Pet", homepage="https://www.robots.ox.ac.uk/~vgg/data/pets/",
             notes="Official trainval / test split (3680 / 3669 images), breed labels.",
+            recipe=UNTUNED_RECIPE,
         ),
         DatasetPreset(
             "cifar100", "uoft-cs/cifar100", "train", "test", 100,
             image_column="img", label_column="fine_label",
             title="CIFAR-100", homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
             notes="Fine labels (100 classes), 32 x 32 images upsampled by the transforms.",
+            recipe=UNTUNED_RECIPE,
         ),
         DatasetPreset(
             "dtd", "tanganke/dtd", "train", "test", 47,
             title="Describable Textures (DTD)", homepage="https://www.robots.ox.ac.uk/~vgg/data/dtd/",
             notes="Split 1: train + val (3760 images) / test (1880).",
+            recipe=UNTUNED_RECIPE,
         ),
         DatasetPreset(
             "digits", None, "train", "test", 10,
             title="scikit-learn digits", homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html#digits-dataset",
             eval_split_role="a fixed stratified half of the data (seed 0)",
             notes="Offline: scikit-learn's digits, fixed stratified 50/50 split; the demo trains few-shot.",
-            builder=build_digits,
+            builder=build_digits, recipe=DEMO_RECIPE,
         ),
     )
 }  # fmt: skip

@@ -8,6 +8,9 @@ The transforms follow the reference (PaddleTransfer's SMILE `finetune.py`):
 - train: resize to a square of `resize_size`, random crop of `crop_size`, random horizontal flip, normalise;
 - eval: resize to a square of `resize_size`, center crop of `crop_size`, normalise;
 
+or, with `keep_aspect` (the reference's `keep_aspect`, its CUB-200-2011 setting), resize the shorter side to
+`resize_size` keeping the aspect ratio (torchvision's `Resize(int)`), then crop;
+
 with `crop_size`, mean and std read from the checkpoint's image processor and `resize_size = crop_size / crop_pct`
 (`crop_pct = 224 / 256` in the reference).
 """
@@ -26,9 +29,8 @@ import torch
 import torch.nn.functional as F
 from PIL import ExifTags, Image, UnidentifiedImageError
 from transformers import TrainerCallback
-from transformers.image_utils import PILImageResampling, load_image
+from transformers.image_utils import load_image
 
-from .._compat import pil_image_processor_class
 from ..channels import channel_stats, mode_for_channels
 from .errors import DataError, one_line
 
@@ -199,6 +201,8 @@ class TransformConfig:
         std (`tuple[float, ...]`): per-channel standard deviation.
         random_horizontal_flip (`bool`): flip training images left-right with probability 1/2.
         num_channels (`int`): channels of the model's input; images are converted to them ([`to_channels`]).
+        keep_aspect (`bool`): resize the shorter side to `resize_size` (the larger of its two sides) and the other
+            in proportion, instead of squashing to `resize_size` ([`TransformConfig.resized_size`]).
     """
 
     crop_size: tuple[int, int] = (224, 224)
@@ -207,6 +211,18 @@ class TransformConfig:
     std: tuple[float, ...] = IMAGENET_STD
     random_horizontal_flip: bool = True
     num_channels: int = 3
+    keep_aspect: bool = False
+
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+        """The (height, width) an image of `height` x `width` is resized to: `resize_size`, or with `keep_aspect`
+        the shorter side at `max(resize_size)` and the longer one at `int(that * long / short)` (torchvision's
+        `Resize(int)` and `transformers`' `shortest_edge`, so that the exported processor resizes alike)."""
+        if not self.keep_aspect:
+            return self.resize_size
+        size = max(self.resize_size)
+        if height <= width:
+            return size, int(size * width / height)
+        return int(size * height / width), size
 
     def with_channels(self, num_channels: int) -> TransformConfig:
         """The config for a model with `num_channels` input channels (statistics by [`channel_stats`])."""
@@ -215,16 +231,17 @@ class TransformConfig:
 
     @classmethod
     def from_image_processor(
-        cls, processor: Any | None, crop_pct: float | None = None, random_horizontal_flip: bool = True
-    ) -> TransformConfig:
+        cls, processor: Any | None, crop_pct: float | None = None, random_horizontal_flip: bool = True,
+        keep_aspect: bool = False,
+    ) -> TransformConfig:  # fmt: skip
         """Read the crop size and normalisation of a checkpoint's image processor.
 
         The crop is the processor's `crop_size` (when it center-crops) or `size`; the resize is `crop / crop_pct`
-        with `crop_pct` from the argument, the processor, or the reference's 224/256. Without a processor, the
-        ImageNet defaults (224 crop, ImageNet mean / std) are used.
+        with `crop_pct` from the argument, the processor, or the reference's 224/256 (with `keep_aspect`: of the
+        shorter side). Without a processor, the ImageNet defaults (224 crop, ImageNet mean / std) are used.
         """
         if processor is None:
-            return cls(random_horizontal_flip=random_horizontal_flip)
+            return cls(random_horizontal_flip=random_horizontal_flip, keep_aspect=keep_aspect)
         crop_size = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
         crop_hw = _hw(crop_size or processor.size)
         pct = crop_pct or getattr(processor, "crop_pct", None) or REFERENCE_CROP_PCT
@@ -234,23 +251,25 @@ class TransformConfig:
             std = tuple(float(s) for s in np.broadcast_to(processor.image_std, (3,)))
         else:
             mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-        return cls(crop_hw, resize_hw, mean, std, random_horizontal_flip)
+        return cls(crop_hw, resize_hw, mean, std, random_horizontal_flip, keep_aspect=keep_aspect)
 
     @classmethod
     def for_evaluation(cls, processor: Any | None, crop_pct: float | None = None) -> TransformConfig:
         """The config whose eval transform is `processor`'s own pipeline when `processor` is one that
-        [`eval_image_processor`] writes (bilinear resize to a fixed height and width, then center crop): resize to
-        its `size`, crop to its `crop_size`. Any other processor (or an explicit `crop_pct`) gives
-        [`TransformConfig.from_image_processor`]: the training-time rule, crop / crop_pct."""
+        [`eval_image_processor`] writes (bilinear resize to a fixed height and width, or of the shorter side to
+        `shortest_edge`, then center crop): resize to its `size`, crop to its `crop_size`. Any other processor (or an
+        explicit `crop_pct`) gives [`TransformConfig.from_image_processor`]: the training-time rule, crop / crop_pct."""
         size = getattr(processor, "size", None) or {}
+        keep_aspect = bool(size.get("shortest_edge")) and not size.get("longest_edge")
         exported = (
             crop_pct is None and getattr(processor, "do_center_crop", False) and getattr(processor, "do_resize", True)
-            and "height" in size and "width" in size and getattr(processor, "resample", None) == Image.BILINEAR
+            and (("height" in size and "width" in size) or keep_aspect)
+            and getattr(processor, "resample", None) == Image.BILINEAR
         )  # fmt: skip
         config = cls.from_image_processor(processor, crop_pct, random_horizontal_flip=False)
         if not exported:
             return config
-        return cls(config.crop_size, _hw(size), config.mean, config.std, random_horizontal_flip=False)
+        return replace(config, resize_size=_hw(size), keep_aspect=keep_aspect)
 
 
 class ImageTransform:
@@ -286,7 +305,7 @@ class ImageTransform:
     def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
         """The transformed image; `generator` (if given) replaces the instance's source of randomness."""
         config, generator = self.config, generator or self.generator
-        height, width = config.resize_size
+        height, width = config.resized_size(image.height, image.width)
         # resize the uint8 image (bilinear, anti-aliased), crop and flip it, and only then convert the crop. Training
         # uses torch's uint8 kernel (about 3x faster than PIL's on a 500 x 375 photo, within one level of it);
         # evaluation uses PIL's, bit for bit what `eval_image_processor` (and `pipeline()`) computes
@@ -370,40 +389,6 @@ def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         "pixel_values": torch.stack([e["pixel_values"] for e in examples]),
         "labels": torch.tensor([e["labels"] for e in examples], dtype=torch.long),
     }
-
-
-def eval_image_processor(config: TransformConfig):
-    """A `transformers` image processor that reproduces the evaluation pipeline of `config`: bilinear resize of the
-    RGB uint8 image to `resize_size`, center crop to `crop_size`, scaling to [0, 1], normalisation. Saved with the
-    exported model, so that `pipeline("image-classification")` feeds the model what evaluation fed it (bit for bit
-    with the PIL backend, the one used without torchvision)."""
-    processor_class = pil_image_processor_class("DeiTImageProcessor")
-    height, width = config.resize_size
-    crop_height, crop_width = config.crop_size
-    return processor_class(
-        do_resize=True,
-        size={"height": height, "width": width},
-        resample=PILImageResampling.BILINEAR,
-        do_center_crop=True,
-        crop_size={"height": crop_height, "width": crop_width},
-        do_rescale=True,
-        rescale_factor=1 / 255,
-        do_normalize=True,
-        image_mean=list(config.mean),
-        image_std=list(config.std),
-    )
-
-
-def evaluation_processor(dataset: Any):
-    """The image processor of `dataset`'s evaluation transform ([`eval_image_processor`] of its config), when the
-    transform attached with `set_transform` is an evaluation [`BatchTransform`] (what [`set_transforms`] attaches
-    to the eval split); else `None`. `SmileTrainer` saves it with the model when no `processing_class` is given,
-    so that `pipeline()` on the export sees what evaluation fed the model."""
-    transform = (getattr(dataset, "format", None) or {}).get("format_kwargs", {}).get("transform")
-    image_transform = getattr(transform, "transform", None)
-    if not isinstance(transform, BatchTransform) or not isinstance(image_transform, ImageTransform):
-        return None
-    return None if image_transform.train else eval_image_processor(image_transform.config)
 
 
 class TransformEpochCallback(TrainerCallback):

@@ -15,6 +15,7 @@ from .._compat import accelerator_available
 from ..config import SmileTrainingArguments
 from ..data import CORRUPT_IMAGE_POLICIES, DATASET_PRESETS, get_preset
 from .help import argument_groups, group_help
+from .recipes import apply_preset_recipe
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_CHECKPOINT = "checkpoints/fmnist-resnet-tiny"
@@ -86,12 +87,18 @@ class DataTrainingArguments:
     crop_pct: float | None = field(
         default=None, metadata={"help": "Crop size / resize size (default: the processor's, else 224/256)."}
     )
+    keep_aspect: bool = field(
+        default=False,
+        metadata={"help": "Resize the shorter side to the resize size, keeping the aspect ratio, then crop (the "
+                  "reference's keep_aspect; default: squash to a square). The cub200 preset's with --reference_recipe."},
+    )  # fmt: skip
     predict_dir: str | None = field(
         default=None,
         metadata={"help": "With --do_predict: a folder of images (searched recursively) to classify into "
                   "<output_dir>/predictions.csv (file, then the top-k labels and scores)."},
     )  # fmt: skip
     top_k: int = field(default=5, metadata={"help": "Labels and scores per image in predictions.csv."})
+    recipe = None  # set (on the instance) by smile_hf.run.recipes.apply_preset_recipe: the preset's recipe used
 
 
 class InputError(ValueError):
@@ -143,6 +150,7 @@ def parse_args(
         model_args, data_args, training_args = read_args(build_parser(prog), argv)
     except ValueError as error:  # raised by the arguments' own checks (unknown method, a negative weight...)
         raise InputError(" ".join(str(error).split())) from error
+    training_args = apply_preset_recipe(data_args, training_args, given_options(argv))  # an unknown --dataset: DataError
     finalize_args(model_args, training_args, data_args, given_options(argv))
     check_inference_args(model_args, data_args, training_args)
     return model_args, data_args, training_args

@@ -40,6 +40,7 @@ from .help import argument_groups, group_help
 from .loading import check_model, load_processor, prepare_data
 from .outputs import results_table, write_results
 from .predict import evaluate_and_predict
+from .recipes import apply_preset_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +155,7 @@ def parse_args(
         model_args, data_args, training_args, experiment_args = read_args(build_parser(prog), argv or DEMO_ARGS)
     except ValueError as error:  # raised by the arguments' own checks (unknown method, a negative weight...)
         raise InputError(" ".join(str(error).split())) from error
+    training_args = apply_preset_recipe(data_args, training_args, given_options(argv or DEMO_ARGS))
     finalize_args(model_args, training_args, data_args, given_options(argv or DEMO_ARGS))
     return model_args, data_args, training_args, experiment_args
 
@@ -285,6 +287,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict]:
     model_args, data_args, training_args, experiment_args = parse_args(argv, prog)
     check_modes(training_args, experiment_args, given_options(argv or DEMO_ARGS))
     configure_logging(training_args)
+    if data_args.recipe is not None:
+        logger.info(data_args.recipe.line())
     if experiment_args.torch_num_threads:
         torch.set_num_threads(experiment_args.torch_num_threads)
     plan = run_plan(training_args, experiment_args)
@@ -319,7 +323,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict]:
             write_run_config(run.args.output_dir, run_config(model_args, data_args, run.args, run.from_scratch))
         result, trainer = train_one(
             model_args, run.args, data_by_seed[run.args.seed], processor, label=run.label,
-            from_scratch=run.from_scratch, resume=resume,
+            from_scratch=run.from_scratch, resume=resume, recipe=data_args.recipe,
         )  # fmt: skip
         results.append(result)
         curves.append({"label": run.label, "seed": run.args.seed, "curves": training_curves(trainer.state.log_history)})

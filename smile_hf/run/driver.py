@@ -29,6 +29,7 @@ from .arguments import (
 from .loading import check_model, load_processor, loading_kwargs, prepare_data, random_init_model
 from .outputs import card_arguments, results_table, write_results
 from .predict import evaluate_and_predict, predict_folder
+from .recipes import PresetRecipe
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +42,11 @@ def train_one(
     label: str | None = None,
     from_scratch: bool = False,
     resume: str | None = None,
+    recipe: PresetRecipe | None = None,
 ) -> tuple[dict, SmileTrainer]:
     """Train (from checkpoint `resume` if given), evaluate, save and push one run; return its results (named `label`,
     default: the method) and its trainer. `from_scratch` starts from the checkpoint's architecture with random
-    weights (no teacher)."""
+    weights (no teacher); `recipe` (the `--dataset` preset's recipe used) goes into the results and the card."""
     validation = getattr(data, "validation", None)  # a split held out of training and evaluation, if the data has one
     if training_args.calibration != "none" and validation is None:
         raise InputError(
@@ -85,7 +87,7 @@ def train_one(
     if training_args.save_strategy != "no":
         trainer.save_model()
         trainer.save_state()
-    card = card_arguments(model_args, training_args, data, from_scratch)
+    card = card_arguments(model_args, training_args, data, from_scratch, recipe)
     trainer.create_model_card(**card)  # README.md beside the model, pushed or not (main process only)
     if training_args.push_to_hub:
         trainer.push_to_hub(**card)
@@ -105,6 +107,7 @@ def train_one(
         "train_runtime": train_result.metrics.get("train_runtime"),
         "metrics": metrics,
         "calibration": trainer.calibration.to_dict() if trainer.calibration is not None else None,
+        "recipe": recipe.to_dict() if recipe is not None else None,
     }, trainer
 
 
@@ -128,6 +131,8 @@ def run(
     configure_logging(training_args)
     default = " (the default; --model_name_or_path changes it)" if model_args.default_model_used else ""
     logger.info(f"Model: {model_args.model_name_or_path}{default}; output folder: {training_args.output_dir}")
+    if data_args.recipe is not None:
+        logger.info(data_args.recipe.line())
     if not training_args.do_train:
         return evaluate_and_predict(model_args, data_args, training_args)
     check_model(model_args, data_args)
@@ -144,7 +149,7 @@ def run(
     )
     if training_args.should_save:
         write_run_config(training_args.output_dir, config)
-    result, trainer = train_one(model_args, training_args, data, processor, resume=resume)
+    result, trainer = train_one(model_args, training_args, data, processor, resume=resume, recipe=data_args.recipe)
     if training_args.do_predict:  # the trained model on --predict_dir, with the evaluation transform it was exported with
         result["predictions"] = predict_folder(trainer.model, data_args, training_args, data.transform_config)
     if training_args.should_save:

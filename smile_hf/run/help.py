@@ -56,7 +56,8 @@ GROUP_TITLES = {
     "model": "model (the checkpoint to fine-tune)",
     "method": "method (SMILE and the baselines, their mixing and hyperparameters)",
     "comparison": "comparison (several methods over seeds)",
-    "recipe": "recipe (optimiser, learning rate and length of training)",
+    "recipe": "recipe (optimiser, learning rate and length of training; with --dataset, the defaults are the "
+    "preset's recipe, logged at the start)",
     "output": "output (what the run does and writes, resuming, checkpoints, logs, the Hub)",
     "trainer": "all Trainer options (transformers.TrainingArguments)",
 }

@@ -118,7 +118,9 @@ def prepare_data(
         disable_tqdm=disable_tqdm,
     )
     if config is None:
-        config = TransformConfig.from_image_processor(processor, data_args.crop_pct, data_args.random_horizontal_flip)
+        config = TransformConfig.from_image_processor(
+            processor, data_args.crop_pct, data_args.random_horizontal_flip, data_args.keep_aspect
+        )
     set_transforms(data, config, seed)
     return data
 

@@ -11,13 +11,19 @@ from ..config import SmileTrainingArguments
 from ..data import PreparedData
 from .arguments import ModelArguments
 from .loading import is_offline
+from .recipes import PresetRecipe
 
 
 def card_arguments(
-    model_args: ModelArguments, training_args: SmileTrainingArguments, data: PreparedData, from_scratch: bool
+    model_args: ModelArguments,
+    training_args: SmileTrainingArguments,
+    data: PreparedData,
+    from_scratch: bool,
+    recipe: PresetRecipe | None = None,
 ) -> dict:
     """What the model card says beyond what the trainer knows: base model, license, the dataset (readable name, Hub
-    id, configuration, revision, split evaluated on and what it is; local data by folder name only)."""
+    id, configuration, revision, split evaluated on and what it is; local data by folder name only), and the
+    `--dataset` preset's recipe used, if any."""
     source = data.source
     card = {
         "finetuned_from": None if from_scratch else model_args.model_name_or_path,
@@ -32,6 +38,8 @@ def card_arguments(
             dataset_split_role=source.eval_split_role + ("" if source.official_split else " (not the official split)"),
             **source.sample_counts(),
         )  # fmt: skip
+    if recipe is not None:
+        card["training_recipe"] = recipe.card_text(training_args.regularizer)
     return card
 
 
