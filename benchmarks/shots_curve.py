@@ -18,7 +18,8 @@ t-interval of each method's mean.
     python -m benchmarks.shots_curve --report_only
 
 Sources: `--sources name=path,...` (default: the bundled `fmnist-resnet-tiny`, and `fmnist-resnet-small` when its
-folder exists); `--source_seeds name=0,1,2` runs a source on fewer seeds than `--seeds`.
+folder exists); `--source_seeds name=0,1,2` and `--source_shots name=1,5,full` run a source on fewer seeds or shot
+levels than `--seeds` and `--shots`.
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ def summarise(runs: list[dict], sources, target: str, shots, methods) -> dict:
     for source in sources:
         for s in shots:
             cell_runs = [r for r in runs if r["source"] == source and r["target"] == target and r["shots"] == s]
+            if not cell_runs:
+                continue
             cell = summary.setdefault(source, {}).setdefault(shot_label(s), {})
             for m in methods:
                 values = [r["accuracy"] for r in sorted(cell_runs, key=lambda r: r["seed"]) if r["method"] == m]
@@ -130,7 +133,7 @@ def report(payload: dict) -> str:
     for source, info in settings["sources"].items():
         header = ["shots", *methods, *(f"{a} − {b}" for a, b in COMPARISONS)]
         rows = []
-        for s in settings["shots"]:
+        for s in info["shots"]:
             cell = summary[source].get(shot_label(s), {})
             rows.append([shot_label(s), *(_interval_cell(cell.get(m)) for m in methods),
                          *(_interval_cell(cell.get(f"{a} - {b}"), sign=True) for a, b in COMPARISONS)])  # fmt: skip
@@ -215,6 +218,7 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--sources", default=None, help="name=path,... (default: bundled + fmnist-resnet-small)")
     parser.add_argument("--source_seeds", default="", help="name=0,1,2;... : fewer seeds for a source")
+    parser.add_argument("--source_shots", default="", help="name=1,5,full;... : fewer shot levels for a source")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--max_steps", type=int, default=MAX_STEPS)
     parser.add_argument("--workers", type=int, default=2)
@@ -224,24 +228,34 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def parse_shots(text: str) -> list[int | None]:
+    return [None if s.strip() == "full" else int(s) for s in text.split(",")]
+
+
+def per_source(text: str) -> dict[str, str]:
+    """`"a=0,1;b=2"` -> {"a": "0,1", "b": "2"}."""
+    return dict(item.split("=", 1) for item in filter(None, (i.strip() for i in text.split(";"))))
+
+
 def plan(opts) -> tuple[dict, list[dict]]:
     """The settings and every job of the grid (source x shots x seed x method)."""
-    shots = [None if s.strip() == "full" else int(s) for s in opts.shots.split(",")]
-    seeds = [int(s) for s in opts.seeds.split(",")]
+    shots, seeds = parse_shots(opts.shots), [int(s) for s in opts.seeds.split(",")]
     methods = [m.strip() for m in opts.methods.split(",") if m.strip()]
-    fewer = dict(item.split("=", 1) for item in filter(None, opts.source_seeds.split(";")))
+    fewer_seeds, fewer_shots = per_source(opts.source_seeds), per_source(opts.source_shots)
     sources = {}
     for name, path in parse_sources(opts.sources or default_sources()).items():
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise SystemExit(f"No source checkpoint at {path}: train it with scripts/train_source_model.py.")
         with open(os.path.join(path, "training_results.json"), encoding="utf-8") as f:
             parameters = json.load(f)["num_parameters"]
-        source_seeds = [int(s) for s in fewer[name].split(",")] if name in fewer else seeds
-        sources[name] = {"path": os.path.relpath(path, REPO_ROOT), "parameters": parameters, "seeds": source_seeds}
+        source_seeds = [int(s) for s in fewer_seeds[name].split(",")] if name in fewer_seeds else seeds
+        source_shots = parse_shots(fewer_shots[name]) if name in fewer_shots else shots
+        sources[name] = {"path": os.path.relpath(path, REPO_ROOT), "parameters": parameters, "seeds": source_seeds,
+                         "shots": source_shots}  # fmt: skip
     jobs = [
         {"source": name, "target": opts.target, "shots": s, "seed": seed, "method": m, "max_steps": opts.max_steps,
          "checkpoint": os.path.join(REPO_ROOT, info["path"]), "threads": 1}
-        for name, info in sources.items() for seed in info["seeds"] for s in shots for m in methods
+        for name, info in sources.items() for seed in info["seeds"] for s in info["shots"] for m in methods
     ]  # fmt: skip
     settings = {"target": opts.target, "shots": shots, "seeds": seeds, "methods": methods, "sources": sources,
                 "max_steps": opts.max_steps, "workers": opts.workers,

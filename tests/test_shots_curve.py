@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from benchmarks.shots_curve import paired_differences, summarise, t_interval
+from benchmarks.shots_curve import paired_differences, parse_args, plan, summarise, t_interval
 
 from .test_benchmarks import CHECKPOINT, run
 
@@ -73,3 +73,12 @@ def test_tiny_grid_end_to_end(tmp_path):
         assert cell["smile - finetune"]["low"] is None  # one seed: no interval
     assert "| full |" in (tmp_path / "curve.md").read_text()
     assert (tmp_path / "curve.png").stat().st_size > 0
+
+
+def test_fewer_seeds_and_shots_for_one_source():
+    opts = parse_args(["--sources", f"a={CHECKPOINT},b={CHECKPOINT}", "--seeds", "0,1,2", "--shots", "1,2,full",
+                       "--source_seeds", "b=0,1", "--source_shots", "b=1,full"])  # fmt: skip
+    settings, jobs = plan(opts)
+    assert settings["sources"]["b"]["shots"] == [1, None] and settings["sources"]["a"]["shots"] == [1, 2, None]
+    count = {name: sum(j["source"] == name for j in jobs) for name in ("a", "b")}
+    assert count == {"a": 3 * 3 * 3, "b": 2 * 2 * 3}  # seeds x shot levels x (finetune, mixup, smile)
