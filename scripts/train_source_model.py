@@ -125,21 +125,21 @@ def write_model_card(results: dict, paths: list[str]) -> None:
 library_name: transformers
 pipeline_tag: image-classification
 tags: [smile_hf, resnet, fashion-mnist, tiny]
-datasets: [fashion_mnist]
+datasets: [zalando-datasets/fashion_mnist]
 license: apache-2.0
 model-index:
 - name: {results["name"]}
   results:
   - task: {{type: image-classification}}
-    dataset: {{type: fashion_mnist, name: Fashion-MNIST, split: test}}
+    dataset: {{type: zalando-datasets/fashion_mnist, name: Fashion-MNIST, split: test}}
     metrics:
     - {{type: accuracy, value: {results["test_accuracy"]:.4f}}}
 ---
 
 # {results["name"]}
 
-A tiny ResNet ({results["num_parameters"]:,} parameters) pre-trained on Fashion-MNIST, shipped with smile_hf as the
-offline source checkpoint of `examples/compare_methods.py`'s demo. Not meant for any real use.
+A tiny ResNet ({results["num_parameters"]:,} parameters) pre-trained on Fashion-MNIST, shipped with smile_hf as an
+offline source checkpoint (`examples/compare_methods.py`'s demo, `benchmarks/`). Not meant for any real use.
 
 - Architecture: `ResNetForImageClassification`, embedding {results["width"]}, hidden sizes {results["hidden_sizes"]},
   one basic block per stage; input 3 x {IMAGE_SIZE} x {IMAGE_SIZE}, last feature map 2 x 2.
