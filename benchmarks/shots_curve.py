@@ -288,7 +288,8 @@ def main(argv=None) -> dict:
         print(finish(payload, opts.output))
         return payload
     settings, jobs = plan(opts)
-    settings["command"] = " ".join(["python -m benchmarks.shots_curve", *(argv if argv is not None else sys.argv[1:])])
+    given = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--resume"]  # same results either way
+    settings["command"] = " ".join(["python -m benchmarks.shots_curve", *given])
     runs = []
     if opts.resume and os.path.isfile(opts.output + ".json"):
         with open(opts.output + ".json", encoding="utf-8") as f:
