@@ -125,21 +125,21 @@ def write_model_card(results: dict, paths: list[str]) -> None:
 library_name: transformers
 pipeline_tag: image-classification
 tags: [smile_hf, resnet, fashion-mnist, tiny]
-datasets: [fashion_mnist]
+datasets: [zalando-datasets/fashion_mnist]
 license: apache-2.0
 model-index:
-- name: fmnist-resnet-tiny
+- name: {results["name"]}
   results:
   - task: {{type: image-classification}}
-    dataset: {{type: fashion_mnist, name: Fashion-MNIST, split: test}}
+    dataset: {{type: zalando-datasets/fashion_mnist, name: Fashion-MNIST, split: test}}
     metrics:
     - {{type: accuracy, value: {results["test_accuracy"]:.4f}}}
 ---
 
-# fmnist-resnet-tiny
+# {results["name"]}
 
-A tiny ResNet ({results["num_parameters"]:,} parameters) pre-trained on Fashion-MNIST, shipped with smile_hf as the
-offline source checkpoint of `examples/compare_methods.py`'s demo. Not meant for any real use.
+A tiny ResNet ({results["num_parameters"]:,} parameters) pre-trained on Fashion-MNIST, shipped with smile_hf as an
+offline source checkpoint (`examples/compare_methods.py`'s demo, `benchmarks/`). Not meant for any real use.
 
 - Architecture: `ResNetForImageClassification`, embedding {results["width"]}, hidden sizes {results["hidden_sizes"]},
   one basic block per stage; input 3 x {IMAGE_SIZE} x {IMAGE_SIZE}, last feature map 2 x 2.
@@ -154,7 +154,7 @@ offline source checkpoint of `examples/compare_methods.py`'s demo. Not meant for
 Regenerate (a few minutes on 2 CPU cores; one thread is fastest for so small a model):
 
     apt-get install dataset-fashion-mnist
-    OMP_NUM_THREADS=1 python scripts/train_source_model.py --output_dir checkpoints/fmnist-resnet-tiny
+    OMP_NUM_THREADS=1 python scripts/train_source_model.py --output_dir checkpoints/{results["name"]}{results["width_flag"]}
 
 Exact weights (and the last digits of the accuracy) may differ across machines and torch builds.
 """
@@ -206,6 +206,8 @@ def main() -> None:
     )
     processor.save_pretrained(args.output_dir)
     results = {
+        "name": os.path.basename(os.path.normpath(args.output_dir)),
+        "width_flag": "" if args.width == 16 else f" --width {args.width}",
         "test_accuracy": accuracy,
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "width": args.width,
