@@ -11,6 +11,7 @@ found, so that `examples/run_smile.py` can report bad input before any training 
 - `smile_hf.data.prepare`: label checks and encoding, subsets, `prepare_datasets` and `set_transforms`;
 - `smile_hf.data.scan`: undecodable images, and images the conversion to RGB loses something of;
 - `smile_hf.data.classes`: [`align_to_model_classes`], a trained model's label ids on data of its classes;
+- `smile_hf.data.validation`: [`carve_validation`], a stratified, seeded validation split held out of train;
 - `smile_hf.data.errors`: [`DataError`].
 
 Every public name of these modules can be imported from `smile_hf.data` directly.
@@ -51,6 +52,7 @@ from .scan import (
     warn_lossy_images,
     without_image_decoding,
 )
+from .validation import DEFAULT_VALIDATION_FRACTION, ValidationSplit, carve_validation, held_out_counts
 from .transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -127,4 +129,8 @@ __all__ = [
     "truncate",
     "with_example_index",
     "without_image_decoding",
+    "DEFAULT_VALIDATION_FRACTION",
+    "ValidationSplit",
+    "carve_validation",
+    "held_out_counts",
 ]

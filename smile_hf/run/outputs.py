@@ -14,10 +14,12 @@ from .loading import is_offline
 
 
 def card_arguments(
-    model_args: ModelArguments, training_args: SmileTrainingArguments, data: PreparedData, from_scratch: bool
+    model_args: ModelArguments, training_args: SmileTrainingArguments, data: PreparedData, from_scratch: bool,
+    search=None,
 ) -> dict:
     """What the model card says beyond what the trainer knows: base model, license, the dataset (readable name, Hub
-    id, configuration, revision, split evaluated on and what it is; local data by folder name only)."""
+    id, configuration, revision, split evaluated on and what it is; local data by folder name only), the validation
+    split held out of the training data and the hyperparameter search (`search`, a `SearchRecord`), if any."""
     source = data.source
     card = {
         "finetuned_from": None if from_scratch else model_args.model_name_or_path,
@@ -32,6 +34,10 @@ def card_arguments(
             dataset_split_role=source.eval_split_role + ("" if source.official_split else " (not the official split)"),
             **source.sample_counts(),
         )  # fmt: skip
+    if data.validation_split is not None:
+        card["validation_split"] = data.validation_split.describe()
+    if search is not None:
+        card["hyperparameter_search"] = search.summary()
     return card
 
 
