@@ -21,7 +21,7 @@ import copy
 import importlib.util
 import logging
 import os
-import time
+import shutil
 from typing import Any
 
 from transformers.trainer_callback import PrinterCallback
@@ -126,7 +126,9 @@ def run_trial(model_args: ModelArguments, training_args: SmileTrainingArguments,
     trainer = validation_trainer(student(model_args, args, data, from_scratch=False), args, data)
     trainer.remove_callback(PrinterCallback)  # one progress bar over the trials, not every trial's logs
     trainer.train()
-    return objective_value(trainer.evaluate(), objective)
+    value = objective_value(trainer.evaluate(), objective)
+    shutil.rmtree(output_dir, ignore_errors=True)  # nothing kept of a trial but its values and metric
+    return value
 
 
 def search(
@@ -230,6 +232,8 @@ def optuna_search(
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         with tqdm(total=record.trials_requested, initial=done, desc="hp search trials", disable=disable_tqdm) as bar:
             study.optimize(objective, n_trials=missing, callbacks=[lambda *_: bar.update(1)])
+    if os.path.isdir(folder) and not os.listdir(folder):
+        os.rmdir(folder)
     record.study = os.path.abspath(os.path.join(training_args.output_dir, STUDY_FILE))
     record.trials = [
         TrialRecord(number=t.number, values=t.params, value=t.value, state=t.state.name,
