@@ -30,7 +30,7 @@ from transformers.trainer_utils import IntervalStrategy
 from ..checkpoints import FINISHED_RUN_FILE, OutputDirError
 from ..config import SmileTrainingArguments
 from ..data import PreparedData
-from ..metrics import ClassificationMetrics, load_classification_metric
+from ..metrics import ClassificationMetrics
 from ..trainer import SmileTrainer
 from ..tuning import apply_values, default_search_space, load_search_space, ray_space, suggest
 from .arguments import DataTrainingArguments, InputError, ModelArguments
@@ -107,10 +107,11 @@ def objective_value(metrics: dict[str, float], objective: str) -> float:
 
 def validation_trainer(model, args: SmileTrainingArguments, data: PreparedData, **kwargs) -> SmileTrainer:
     """A trainer on `data.train`, evaluated on the held-out `data.validation` (never on `data.eval`); `kwargs` go to
-    `SmileTrainer` (`model_init`, `teacher_model`)."""
+    `SmileTrainer` (`model_init`, `teacher_model`). The scores are computed directly (the `evaluate` module's
+    result, and the trainer pickles for Ray's workers)."""
     return SmileTrainer(
         model=model, args=args, train_dataset=data.train, eval_dataset=data.validation,
-        compute_metrics=ClassificationMetrics(metric=load_classification_metric(keep_in_memory=True)), **kwargs,
+        compute_metrics=ClassificationMetrics(), **kwargs,
     )  # fmt: skip
 
 

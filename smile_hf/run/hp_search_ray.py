@@ -50,6 +50,7 @@ def ray_search(
     connect(data_args.ray_address)
     args = trial_arguments(training_args, {}, os.path.join(training_args.output_dir, TRIALS_FOLDER))
     name = student(model_args, args, data, from_scratch=False)  # the checkpoint's name; the loading options set
+    name = os.path.abspath(name) if os.path.isdir(name) else name  # the workers run in their own folders
     model_init = functools.partial(load_student_with_classes_of, name, data.train, dict(args.model_init_kwargs))
     trainer = validation_trainer(None, args, data, model_init=model_init, teacher_model=name)  # source: loaded
     best = trainer.hyperparameter_search(
