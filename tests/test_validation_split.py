@@ -7,8 +7,8 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
 from datasets import ClassLabel, Dataset, Features, Value
+from PIL import Image
 
 from smile_hf.data import INDEX_COLUMN, DataError, ImageTransform, carve_validation, held_out_counts
 from smile_hf.run import parse_args, prepare_data

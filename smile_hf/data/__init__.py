@@ -52,7 +52,6 @@ from .scan import (
     warn_lossy_images,
     without_image_decoding,
 )
-from .validation import DEFAULT_VALIDATION_FRACTION, ValidationSplit, carve_validation, held_out_counts
 from .transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -76,6 +75,7 @@ from .transforms import (
     resize,
     to_rgb,
 )
+from .validation import DEFAULT_VALIDATION_FRACTION, ValidationSplit, carve_validation, held_out_counts
 
 __all__ = [
     "align_to_model_classes",

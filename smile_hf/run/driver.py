@@ -26,8 +26,8 @@ from .arguments import (
     quiet,
     run_processes_on_cpu_without_accelerator,
 )
-from .loading import check_model, load_processor, loading_kwargs, prepare_data, random_init_model
 from .hp_search import check_not_finished, check_search, needs_validation, search
+from .loading import check_model, load_processor, prepare_data, student
 from .outputs import card_arguments, results_table, write_results
 from .predict import evaluate_and_predict, predict_folder
 from .tuning_arguments import SEARCH_ONLY_FIELDS
@@ -102,22 +102,9 @@ def train_one(
         "train_runtime": train_result.metrics.get("train_runtime"),
         "metrics": metrics,
         "calibration": trainer.calibration.to_dict() if trainer.calibration is not None else None,
-        "validation_split": data.validation_split.to_dict() if data.validation_split is not None else None,
+        "validation_split": data.validation_split.to_dict() if validation is not None else None,
         "hp_search": {"summary": search.summary(), "best_values": search.best_values} if search is not None else None,
     }, trainer
-
-
-def student(model_args: ModelArguments, training_args: SmileTrainingArguments, data: PreparedData, from_scratch: bool):
-    """The `model` of the run's `SmileTrainer`: the checkpoint's architecture with random weights (`from_scratch`),
-    else the checkpoint's name, with the loading options and the data's classes set in `model_init_kwargs`
-    (SmileTrainer loads the student with a new head for the classes and, if the method needs it, the source model)."""
-    if from_scratch:
-        return random_init_model(model_args, data, **loading_kwargs(model_args))
-    training_args.model_init_kwargs = {
-        **(training_args.model_init_kwargs or {}), **loading_kwargs(model_args),
-        "num_labels": len(data.label_names), "id2label": data.id2label,
-    }  # fmt: skip
-    return model_args.model_name_or_path
 
 
 def configure_logging(training_args: SmileTrainingArguments, *loggers: str) -> None:

@@ -17,30 +17,23 @@ trial's duration for `hp_search.json`. The Ray backend is `Trainer.hyperparamete
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import logging
 import os
-import shutil
 from typing import Any
-
-from transformers.trainer_callback import PrinterCallback
-from transformers.trainer_utils import IntervalStrategy
 
 from ..checkpoints import FINISHED_RUN_FILE, OutputDirError
 from ..config import SmileTrainingArguments
 from ..data import PreparedData
-from ..metrics import ClassificationMetrics
-from ..trainer import SmileTrainer
 from ..tuning import apply_values, default_search_space, load_search_space, ray_space, suggest
 from .arguments import DataTrainingArguments, InputError, ModelArguments
 from .hp_search_report import SearchRecord, TrialRecord, write_search_outputs
+from .hp_trials import TRIALS_FOLDER, run_trial
 
 logger = logging.getLogger(__name__)
 
 STUDY_FILE = "hp_search.db"
 STUDY_NAME = "hp_search"
-TRIALS_FOLDER = "hp_search"
 
 
 def needs_validation(data_args: DataTrainingArguments, training_args: SmileTrainingArguments) -> bool:
@@ -82,54 +75,6 @@ def check_not_finished(training_args: SmileTrainingArguments) -> None:
             "--overwrite_output_dir True (the stored search is reused; --hp_search_rerun True runs it again) or "
             "another --output_dir."
         )
-
-
-def trial_arguments(training_args: SmileTrainingArguments, values: dict[str, Any], output_dir: str) -> SmileTrainingArguments:
-    """The arguments of one trial: the run's, with `values`, in `output_dir`, evaluated once at the end, saving,
-    pushing, reporting and calibrating nothing."""
-    args = copy.deepcopy(training_args)
-    apply_values(args, values)
-    args.output_dir = output_dir
-    args.save_strategy = IntervalStrategy.NO
-    args.eval_strategy = IntervalStrategy.NO
-    args.load_best_model_at_end = False
-    args.push_to_hub = False
-    args.report_to = []
-    args.calibration = "none"
-    args.disable_tqdm = True
-    return args
-
-
-def objective_value(metrics: dict[str, float], objective: str) -> float:
-    """The search's objective from `trainer.evaluate()`'s metrics: top-1 accuracy or the loss."""
-    return float(metrics["eval_accuracy" if objective == "accuracy" else "eval_loss"])
-
-
-def validation_trainer(model, args: SmileTrainingArguments, data: PreparedData, **kwargs) -> SmileTrainer:
-    """A trainer on `data.train`, evaluated on the held-out `data.validation` (never on `data.eval`); `kwargs` go to
-    `SmileTrainer` (`model_init`, `teacher_model`). The scores are computed directly (the `evaluate` module's
-    result, and the trainer pickles for Ray's workers)."""
-    return SmileTrainer(
-        model=model, args=args, train_dataset=data.train, eval_dataset=data.validation,
-        compute_metrics=ClassificationMetrics(), **kwargs,
-    )  # fmt: skip
-
-
-def run_trial(model_args: ModelArguments, training_args: SmileTrainingArguments, data: PreparedData,
-              values: dict[str, Any], output_dir: str, objective: str) -> float:  # fmt: skip
-    """Train one trial with `values` and return its objective on the validation split."""
-    from transformers import set_seed
-
-    from .driver import student
-
-    args = trial_arguments(training_args, values, output_dir)
-    set_seed(args.seed)
-    trainer = validation_trainer(student(model_args, args, data, from_scratch=False), args, data)
-    trainer.remove_callback(PrinterCallback)  # one progress bar over the trials, not every trial's logs
-    trainer.train()
-    value = objective_value(trainer.evaluate(), objective)
-    shutil.rmtree(output_dir, ignore_errors=True)  # nothing kept of a trial but its values and metric
-    return value
 
 
 def search(

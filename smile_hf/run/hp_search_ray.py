@@ -14,6 +14,8 @@ from ..data import PreparedData
 from ..modeling import load_student_with_classes_of
 from .arguments import DataTrainingArguments, InputError, ModelArguments
 from .hp_search_report import SearchRecord, TrialRecord
+from .hp_trials import TRIALS_FOLDER, objective_value, trial_arguments, validation_trainer
+from .loading import student
 
 
 def parse_resources(text: str | None) -> dict[str, float]:
@@ -44,9 +46,6 @@ def ray_search(
 ) -> None:  # fmt: skip
     """Run `record.trials_requested` Ray Tune trials of `param_space` (results under `<output_dir>/hp_search/ray`)
     and fill `record` with every trial and the best one."""
-    from .driver import student
-    from .hp_search import TRIALS_FOLDER, objective_value, trial_arguments, validation_trainer
-
     connect(data_args.ray_address)
     args = trial_arguments(training_args, {}, os.path.join(training_args.output_dir, TRIALS_FOLDER))
     name = student(model_args, args, data, from_scratch=False)  # the checkpoint's name; the loading options set

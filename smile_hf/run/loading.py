@@ -12,6 +12,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForImageClassification
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
 
+from ..config import SmileTrainingArguments
 from ..data import (
     PreparedData,
     TransformConfig,
@@ -147,6 +148,19 @@ def random_init_model(model_args: ModelArguments, data: PreparedData, **load_kwa
         label2id={v: k for k, v in data.id2label.items()}, **load_kwargs,
     )  # fmt: skip
     return AutoModelForImageClassification.from_config(config, trust_remote_code=model_args.trust_remote_code)
+
+
+def student(model_args: ModelArguments, training_args: SmileTrainingArguments, data: PreparedData, from_scratch: bool):
+    """The `model` of the run's `SmileTrainer`: the checkpoint's architecture with random weights (`from_scratch`),
+    else the checkpoint's name, with the loading options and the data's classes set in `model_init_kwargs`
+    (SmileTrainer loads the student with a new head for the classes and, if the method needs it, the source model)."""
+    if from_scratch:
+        return random_init_model(model_args, data, **loading_kwargs(model_args))
+    training_args.model_init_kwargs = {
+        **(training_args.model_init_kwargs or {}), **loading_kwargs(model_args),
+        "num_labels": len(data.label_names), "id2label": data.id2label,
+    }  # fmt: skip
+    return model_args.model_name_or_path
 
 
 def load_trained_model(model_args: ModelArguments):

@@ -34,7 +34,7 @@ def card_arguments(
             dataset_split_role=source.eval_split_role + ("" if source.official_split else " (not the official split)"),
             **source.sample_counts(),
         )  # fmt: skip
-    if data.validation_split is not None:
+    if getattr(data, "validation_split", None) is not None:
         card["validation_split"] = data.validation_split.describe()
     if search is not None:
         card["hyperparameter_search"] = search.summary()
