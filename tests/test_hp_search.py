@@ -134,6 +134,31 @@ def test_a_killed_search_resumes_and_a_finished_one_is_not_rerun(tmp_path, monke
     assert len(calls) == 3 and len(stored_trials(tmp_path)) == 3  # asked: a fresh study of 3 trials
 
 
+def test_a_trial_left_running_by_a_kill_is_failed_and_its_values_tried_again(tmp_path):
+    """A SIGKILL leaves the running trial in state RUNNING in the database: reopening the study marks it failed and
+    queues its values, so the next trial draws exactly them."""
+    record = hp_search_module.SearchRecord(
+        backend="optuna", objective="accuracy", direction="maximize", trials_requested=3,
+        space={"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}, method="finetune",
+    )  # fmt: skip
+    study = hp_search_module.open_study(str(tmp_path), record, seed=0, rerun=False)
+    killed = study.ask()
+    killed_value = killed.suggest_float("learning_rate", 1e-4, 1e-2, log=True)  # then the process dies
+    reopened = hp_search_module.open_study(str(tmp_path), record, seed=0, rerun=False)
+    hp_search_module.retry_interrupted(reopened)
+    assert reopened.trials[killed.number].state == optuna.trial.TrialState.FAIL
+    retried = reopened.ask()
+    assert retried.suggest_float("learning_rate", 1e-4, 1e-2, log=True) == killed_value
+    with pytest.raises(InputError, match="holds a search of another objective: rerun with --hp_search_rerun True"):
+        record.objective = "loss"
+        hp_search_module.open_study(str(tmp_path), record, seed=0, rerun=False)
+
+
+def test_a_search_without_training_is_refused(tmp_path):
+    with pytest.raises(InputError, match=r"--hp_search_trials hold\(s\) a validation split out of training"):
+        main(search_argv(tmp_path, "--do_train", "False", "--do_eval", "--model_name_or_path", str(tmp_path)))
+
+
 def test_a_space_file_replaces_the_space_and_an_unknown_name_is_one_error(tmp_path):
     space = {"learning_rate": {"type": "float", "low": 0.001, "high": 0.002, "log": True}}
     (tmp_path / "space.json").write_text(json.dumps(space))

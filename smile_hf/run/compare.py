@@ -293,9 +293,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict]:
     if experiment_args.torch_num_threads:
         torch.set_num_threads(experiment_args.torch_num_threads)
     plan = run_plan(training_args, experiment_args)
+    check_search(data_args, training_args)
     if not training_args.do_train:
         return evaluate_runs(model_args, data_args, plan, training_args.output_dir, experiment_args.results_file)
-    check_search(data_args)
     check_model(model_args, data_args)
     check_plotting(experiment_args, training_args)
     processor = load_processor(model_args)

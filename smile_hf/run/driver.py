@@ -127,9 +127,9 @@ def run(
     configure_logging(training_args)
     default = " (the default; --model_name_or_path changes it)" if model_args.default_model_used else ""
     logger.info(f"Model: {model_args.model_name_or_path}{default}; output folder: {training_args.output_dir}")
+    check_search(data_args, training_args)
     if not training_args.do_train:
         return evaluate_and_predict(model_args, data_args, training_args)
-    check_search(data_args)
     check_model(model_args, data_args)
     processor = load_processor(model_args)
     with training_args.main_process_first(desc="loading the datasets"):

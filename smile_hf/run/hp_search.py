@@ -53,8 +53,13 @@ def search_space(data_args: DataTrainingArguments, training_args: SmileTrainingA
         raise InputError(str(error)) from error
 
 
-def check_search(data_args: DataTrainingArguments) -> None:
-    """Before anything is loaded: an [`InputError`] for a negative trial count or a backend that is not installed."""
+def check_search(data_args: DataTrainingArguments, training_args: SmileTrainingArguments) -> None:
+    """Before anything is loaded: an [`InputError`] for a search or a validation split without training, a negative
+    trial count, or a backend that is not installed."""
+    asked = [f"--{name}" for name in ("hp_search_trials", "validation_split_fraction", "validation_samples_per_class")
+             if getattr(data_args, name)]  # fmt: skip
+    if asked and not training_args.do_train:
+        raise InputError(f"{', '.join(asked)} hold(s) a validation split out of training: use with training (--do_train True).")
     if data_args.hp_search_trials < 0:
         raise InputError(f"--hp_search_trials must be >= 0, got {data_args.hp_search_trials}.")
     if data_args.hp_search_trials == 0:
