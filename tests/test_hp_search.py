@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +19,7 @@ from smile_hf.run import hp_search as hp_search_module
 from smile_hf.run import hp_trials as hp_trials_module
 from smile_hf.tuning import SHARED_HYPERPARAMETERS
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 optuna = pytest.importorskip("optuna", reason="the hyperparameter search needs the optional `optuna` (smile_hf[tune])")
 
 
@@ -191,12 +195,15 @@ def test_compare_methods_searches_each_method_in_its_own_space(tmp_path):
 
 
 def test_the_ray_backend_runs_two_trials_on_a_local_ray(tmp_path):
-    ray = pytest.importorskip("ray", reason="the Ray backend needs the optional `ray[tune]` (pip install 'ray[tune]')")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        main(search_argv(tmp_path, "--hp_search_backend", "ray", "--ray_resources_per_trial", "cpu=1", trials=2))
-    finally:
-        ray.shutdown()
+    """In a fresh process, as the command runs (Ray pickles the trainer for its workers): two trials on a local Ray
+    instance started by the script (no RAY_ADDRESS)."""
+    pytest.importorskip("ray", reason="the Ray backend needs the optional `ray[tune]` (pip install 'ray[tune]')")
+    argv = search_argv(tmp_path, "--hp_search_backend", "ray", "--ray_resources_per_trial", "cpu=1", trials=2)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "examples" / "run_smile.py"), *argv], env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
     record = read_json(tmp_path / "hp_search.json")
     assert record["backend"] == "ray" and len(record["trials"]) == 2
     values = [t["value"] for t in record["trials"]]

@@ -102,7 +102,7 @@ def train_one(
         "train_runtime": train_result.metrics.get("train_runtime"),
         "metrics": metrics,
         "calibration": trainer.calibration.to_dict() if trainer.calibration is not None else None,
-        "validation_split": data.validation_split.to_dict() if validation is not None else None,
+        "validation_split": split.to_dict() if (split := getattr(data, "validation_split", None)) else None,
         "hp_search": {"summary": search.summary(), "best_values": search.best_values} if search is not None else None,
     }, trainer
 
