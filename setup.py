@@ -24,7 +24,9 @@ extras = {
     # optuna: the hyperparameter_search tests
     "test": ["pytest>=8", "scikit-learn>=1.3", "matplotlib>=3.7", "peft>=0.21", "optuna>=3.0"],
     "peft": ["peft>=0.21"],
-    "tune": ["optuna>=3.0"],  # `trainer.hyperparameter_search(backend="optuna", ...)`  # LoRA training (`SmileTrainer(..., peft_config=LoraConfig(...))`)
+    "tune": ["optuna>=3.0"],  # --hp_search_trials, `trainer.hyperparameter_search(backend="optuna", ...)`
+    # --hp_search_backend ray (Ray Tune on a cluster; a large download, not in `test`: its test skips without it)
+    "ray": ["ray[tune]>=2.9"],
     "bench": ["matplotlib>=3.7", "scikit-learn>=1.3", "mlxtend>=0.23"],
     # timm_wrapper models; timm needs a torchvision built for the installed torch (see the README's Install)
     "timm": ["timm>=1.0"],

@@ -231,6 +231,8 @@ def build_model_card(
     eval_examples: int | None = None,
     eval_split_examples: int | None = None,
     train_samples_per_class: int | None = None,
+    validation_split: str | None = None,
+    hyperparameter_search: str | None = None,
     labels: Sequence[str] | None = None,
     architecture: str = "AutoModelForImageClassification",
     repo_id: str | None = None,
@@ -265,6 +267,8 @@ def build_model_card(
         eval_examples / eval_split_examples: the images evaluated on, and the images of the evaluation split they
             were drawn from (`--max_eval_samples`): the card says how many were used, and of how many.
         train_samples_per_class: the training images per class of a few-shot run (`--train_samples_per_class`).
+        validation_split: the validation split held out of the training data (search, calibration), in words.
+        hyperparameter_search: the hyperparameter search whose best values were trained with, in words.
         labels: the class names, in label id order.
         citation: BibTeX of the paper to cite (the card has no citation section without it).
         template_path: a Jinja template; defaults to `model_cards/template.md`.
@@ -328,6 +332,8 @@ def build_model_card(
         local_dataset=local_dataset,
         eval_subset=_eval_subset(eval_examples, eval_split_examples),
         train_subset=f"{train_samples_per_class} images per class (a few-shot subset)" if train_samples_per_class else None,
+        validation_split=validation_split,
+        hyperparameter_search=hyperparameter_search,
         num_labels=len(labels) if labels else "its",
         labels_preview=preview if labels else None,
         method_title=method_title or method,

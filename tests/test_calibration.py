@@ -243,17 +243,20 @@ def test_calibration_argument_is_checked():
         SmileTrainingArguments(output_dir="x", calibration="isotonic")
 
 
-def test_run_script_refuses_calibration_without_a_validation_split(tmp_path, monkeypatch):
-    """The run script's data has a training and an evaluation split only: `--calibration temperature` is one error
-    line before any training, never a temperature fitted on the evaluation split."""
+def test_calibration_without_a_validation_split_is_refused(tmp_path, monkeypatch):
+    """Data with a training and an evaluation split only (no split held out of training): `--calibration
+    temperature` is one error line before any training, never a temperature fitted on the evaluation split; without
+    training, `--calibration` is refused. (The run script holds a split out: tests/test_run_calibration.py.)"""
 
     def fail(*args, **kwargs):
         raise AssertionError("training started")
 
     monkeypatch.setattr(SmileTrainer, "train", fail)
     common = ["--dataset", "digits", "--output_dir", str(tmp_path), "--report_to", "none", "--calibration", "temperature"]
+    model_args, data_args, training_args = run_smile.parse_args([*common, "--train_samples_per_class", "2"])
+    data = run_smile.prepare_data(data_args, model_args, 0, None)  # no validation split
     with pytest.raises(run_smile.InputError, match="held out of both training and evaluation, and this data has only"):
-        run_smile.main([*common, "--max_steps", "1", "--train_samples_per_class", "2", *script_device_args()])
+        run_smile.train_one(model_args, training_args, data, None)
     with pytest.raises(run_smile.InputError, match="--calibration calibrates a model after training"):
         run_smile.parse_args([*common, "--do_train", "False", "--do_eval", "--model_name_or_path", str(tmp_path)])
 

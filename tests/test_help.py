@@ -14,7 +14,7 @@ from smile_hf.run import DataTrainingArguments, ModelArguments, build_parser
 from smile_hf.run import compare as compare_methods
 
 RUN_GROUPS = [
-    "options", "data (", "model (", "method (", "recipe (", "output (", "all Trainer options (",
+    "options", "data (", "model (", "method (", "tuning (", "recipe (", "output (", "all Trainer options (",
 ]  # fmt: skip
 
 

@@ -13,6 +13,7 @@ found, so that `examples/run_smile.py` can report bad input before any training 
 - `smile_hf.data.recipes`: the training recipe each preset carries;
 - `smile_hf.data.scan`: undecodable images, and images the conversion to RGB loses something of;
 - `smile_hf.data.classes`: [`align_to_model_classes`], a trained model's label ids on data of its classes;
+- `smile_hf.data.validation`: [`carve_validation`], a stratified, seeded validation split held out of train;
 - `smile_hf.data.errors`: [`DataError`].
 
 Every public name of these modules can be imported from `smile_hf.data` directly.
@@ -76,6 +77,7 @@ from .transforms import (
     resize,
     to_rgb,
 )
+from .validation import DEFAULT_VALIDATION_FRACTION, ValidationSplit, carve_validation, held_out_counts
 
 __all__ = [
     "align_to_model_classes",
@@ -130,4 +132,8 @@ __all__ = [
     "truncate",
     "with_example_index",
     "without_image_decoding",
+    "DEFAULT_VALIDATION_FRACTION",
+    "ValidationSplit",
+    "carve_validation",
+    "held_out_counts",
 ]

@@ -21,6 +21,7 @@ from .errors import DataError
 from .presets import DatasetPreset, DataSource, get_preset, load_image_folders, load_preset, resolved_revision
 from .scan import CORRUPT_IMAGE_POLICIES, handle_corrupt_images, without_image_decoding
 from .transforms import INDEX_COLUMN, BatchTransform, ImageTransform, TransformConfig
+from .validation import ValidationSplit
 
 logger = logging.getLogger(__name__)
 
@@ -217,6 +218,9 @@ class PreparedData:
         description (`str`): where the data came from (for logs, results and model cards).
         transform_config (`TransformConfig`): the transforms [`set_transforms`] attached (None before).
         source (`DataSource`): the dataset's name, Hub id, revision and splits, without local paths (model cards).
+        validation (`Dataset`, *optional*): a split held out of `train` (never of `eval`) for a hyperparameter
+            search and calibration (see `smile_hf.data.validation`), given the evaluation transform.
+        validation_split (`ValidationSplit`, *optional*): what `validation` is.
     """
 
     train: Dataset
@@ -227,6 +231,8 @@ class PreparedData:
     description: str
     transform_config: TransformConfig | None = None
     source: DataSource | None = None
+    validation: Dataset | None = None
+    validation_split: ValidationSplit | None = None
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -331,6 +337,9 @@ def set_transforms(data: PreparedData, config: TransformConfig, seed: int | None
     training augmentation of each example is drawn from (`seed`, epoch, example index) (see [`BatchTransform`]);
     `seed=None` draws it from torch's global generator instead."""
     data.transform_config = config
-    for split, train, name in ((data.train, True, "train"), (data.eval, False, "validation")):
+    splits = [(data.train, True, "train"), (data.eval, False, "validation")]
+    if data.validation is not None:  # held out of train, transformed as the evaluation split is
+        splits.append((data.validation, False, "held-out validation"))
+    for split, train, name in splits:
         transform = BatchTransform(ImageTransform(config, train), data.image_column, data.label_column, name, seed)
         split.set_transform(transform)

@@ -16,6 +16,7 @@ from ..config import SmileTrainingArguments
 from ..data import CORRUPT_IMAGE_POLICIES, DATASET_PRESETS, get_preset
 from .help import argument_groups, group_help
 from .recipes import apply_preset_recipe
+from .tuning_arguments import TuningArguments
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_CHECKPOINT = "checkpoints/fmnist-resnet-tiny"
@@ -53,8 +54,9 @@ class ModelArguments:
 
 
 @dataclass
-class DataTrainingArguments:
-    """What data to train and evaluate on."""
+class DataTrainingArguments(TuningArguments):
+    """What data to train and evaluate on (and, inherited, the validation split held out of it and the
+    hyperparameter search on that split)."""
 
     dataset: str | None = field(
         default=None, metadata={"help": f"A dataset preset: {', '.join(sorted(DATASET_PRESETS))}."}
@@ -125,7 +127,8 @@ def build_parser(prog: str | None = None) -> HfArgumentParser:
         (ModelArguments, DataTrainingArguments, SmileTrainingArguments), prog=prog, description=RUN_DESCRIPTION,
         usage="%(prog)s (--dataset NAME | --train_dir DIR) [OPTION ...]\n       %(prog)s ARGS.json | ARGS.yaml",
     )
-    return group_help(parser, argument_groups({"model": ModelArguments, "data": DataTrainingArguments}))
+    groups = {"model": ModelArguments, "data": DataTrainingArguments, "tuning": TuningArguments}
+    return group_help(parser, argument_groups(groups))
 
 
 def read_args(parser: HfArgumentParser, argv: list[str]) -> tuple:

@@ -37,10 +37,12 @@ from .curves import training_curves, write_curves
 from .driver import configure_logging, run_config, train_one
 from .folders import CURVES_KEY, check_comparison_dir
 from .help import argument_groups, group_help
+from .hp_search import check_not_finished, check_search, needs_validation, search
 from .loading import check_model, load_processor, prepare_data
 from .outputs import results_table, write_results
 from .predict import evaluate_and_predict
 from .recipes import apply_preset_recipe
+from .tuning_arguments import TuningArguments
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +145,8 @@ def build_parser(prog: str | None = None) -> HfArgumentParser:
         description=COMPARE_DESCRIPTION, usage="%(prog)s [OPTION ...]   (no option: the offline demo)\n"
         "       %(prog)s ARGS.json | ARGS.yaml",
     )  # fmt: skip
-    groups = {"model": ModelArguments, "data": DataTrainingArguments, "comparison": ExperimentArguments}
+    groups = {"model": ModelArguments, "data": DataTrainingArguments, "tuning": TuningArguments,
+              "comparison": ExperimentArguments}  # fmt: skip
     return group_help(parser, argument_groups(groups), COMPARE_HELP)
 
 
@@ -247,6 +250,23 @@ def resume_points(
     return points
 
 
+def search_runs(
+    model_args: ModelArguments, data_args: DataTrainingArguments, plan: list[Run], data_by_seed: dict,
+    disable_tqdm: bool = False,
+) -> list:
+    """With `--hp_search_trials`: search each run's method on its seed's validation split (in the run's folder) and
+    set the best values on its arguments, before any run trains; one `SearchRecord` (or None) per run of `plan`.
+    The from-scratch baseline (`--scratch_baseline`) is not searched: its trials would start from the checkpoint."""
+    if not data_args.hp_search_trials:
+        return [None] * len(plan)
+    for run in plan:
+        check_not_finished(run.args)
+    return [
+        None if run.from_scratch else search(model_args, data_args, run.args, data_by_seed[run.args.seed], disable_tqdm)
+        for run in plan
+    ]
+
+
 def evaluate_runs(
     model_args: ModelArguments, data_args: DataTrainingArguments, plan: list[Run], output_dir: str, results_file: str
 ) -> list[dict]:
@@ -292,6 +312,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict]:
     if experiment_args.torch_num_threads:
         torch.set_num_threads(experiment_args.torch_num_threads)
     plan = run_plan(training_args, experiment_args)
+    check_search(data_args, training_args)
     if not training_args.do_train:
         results = evaluate_runs(model_args, data_args, plan, training_args.output_dir, experiment_args.results_file)
         if experiment_args.analyze and training_args.should_save:  # the runs saved by an earlier comparison
@@ -304,8 +325,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict]:
     seeds = list(dict.fromkeys(run.args.seed for run in plan))
     with training_args.main_process_first(desc="loading the datasets"):
         data_by_seed = {
-            seed: prepare_data(data_args, model_args, seed, processor, disable_tqdm=quiet(training_args)) for seed in seeds
-        }
+            seed: prepare_data(data_args, model_args, seed, processor, disable_tqdm=quiet(training_args),
+                               validation=needs_validation(data_args, training_args))
+            for seed in seeds
+        }  # fmt: skip
     first = data_by_seed[seeds[0]]
     logger.info(
         f"Data: {first.description}: {len(first.train)} train / {len(first.eval)} eval examples; "
@@ -316,14 +339,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict]:
                              experiment_args.results_file, training_args.overwrite_output_dir)  # fmt: skip
         if training_args.overwrite_output_dir:
             remove_comparison_figures(training_args.output_dir)
+    searches = search_runs(model_args, data_args, plan, data_by_seed, quiet(training_args))
     resumes = resume_points(model_args, data_args, training_args, plan)
     results, curves, predictions = [], [], {}
-    for run, resume in zip(plan, resumes):
+    for run, resume, searched in zip(plan, resumes, searches):
         if run.args.should_save:
             write_run_config(run.args.output_dir, run_config(model_args, data_args, run.args, run.from_scratch))
         result, trainer = train_one(
             model_args, run.args, data_by_seed[run.args.seed], processor, label=run.label,
-            from_scratch=run.from_scratch, resume=resume, recipe=data_args.recipe,
+            from_scratch=run.from_scratch, resume=resume, recipe=data_args.recipe, search=searched,
         )  # fmt: skip
         results.append(result)
         curves.append({"label": run.label, "seed": run.args.seed, "curves": training_curves(trainer.state.log_history)})

@@ -26,10 +26,12 @@ from .arguments import (
     quiet,
     run_processes_on_cpu_without_accelerator,
 )
-from .loading import check_model, load_processor, loading_kwargs, prepare_data, random_init_model
+from .hp_search import check_not_finished, check_search, needs_validation, search
+from .loading import check_model, load_processor, prepare_data, student
 from .outputs import card_arguments, results_table, write_results
 from .predict import evaluate_and_predict, predict_folder
 from .recipes import PresetRecipe
+from .tuning_arguments import SEARCH_ONLY_FIELDS
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +45,13 @@ def train_one(
     from_scratch: bool = False,
     resume: str | None = None,
     recipe: PresetRecipe | None = None,
+    search=None,
 ) -> tuple[dict, SmileTrainer]:
     """Train (from checkpoint `resume` if given), evaluate, save and push one run; return its results (named `label`,
     default: the method) and its trainer. `from_scratch` starts from the checkpoint's architecture with random
-    weights (no teacher); `recipe` (the `--dataset` preset's recipe used) goes into the results and the card."""
+    weights (no teacher); `recipe` (the `--dataset` preset's recipe used) goes into the results and the card;
+    `search` (a `SearchRecord`) is the hyperparameter search whose best values it trains with, named in the card and
+    the results. With `--calibration`, the temperature is fitted on `data.validation`."""
     validation = getattr(data, "validation", None)  # a split held out of training and evaluation, if the data has one
     if training_args.calibration != "none" and validation is None:
         raise InputError(
@@ -55,14 +60,7 @@ def train_one(
             "none, or call SmileTrainer.calibrate(validation_dataset) in your own script."
         )
     set_seed(training_args.seed)
-    if from_scratch:
-        model = random_init_model(model_args, data, **loading_kwargs(model_args))
-    else:  # SmileTrainer loads the student (new head for the data's classes) and, if needed, the source model
-        model = model_args.model_name_or_path
-        training_args.model_init_kwargs = {
-            **(training_args.model_init_kwargs or {}), **loading_kwargs(model_args),
-            "num_labels": len(data.label_names), "id2label": data.id2label,
-        }  # fmt: skip
+    model = student(model_args, training_args, data, from_scratch)
     try:
         trainer = SmileTrainer(
             model=model,
@@ -87,7 +85,7 @@ def train_one(
     if training_args.save_strategy != "no":
         trainer.save_model()
         trainer.save_state()
-    card = card_arguments(model_args, training_args, data, from_scratch, recipe)
+    card = card_arguments(model_args, training_args, data, from_scratch, recipe, search)
     trainer.create_model_card(**card)  # README.md beside the model, pushed or not (main process only)
     if training_args.push_to_hub:
         trainer.push_to_hub(**card)
@@ -108,6 +106,8 @@ def train_one(
         "metrics": metrics,
         "calibration": trainer.calibration.to_dict() if trainer.calibration is not None else None,
         "recipe": recipe.to_dict() if recipe is not None else None,
+        "validation_split": split.to_dict() if (split := getattr(data, "validation_split", None)) else None,
+        "hp_search": {"summary": search.summary(), "best_values": search.best_values} if search is not None else None,
     }, trainer
 
 
@@ -133,23 +133,31 @@ def run(
     logger.info(f"Model: {model_args.model_name_or_path}{default}; output folder: {training_args.output_dir}")
     if data_args.recipe is not None:
         logger.info(data_args.recipe.line())
+    check_search(data_args, training_args)
     if not training_args.do_train:
         return evaluate_and_predict(model_args, data_args, training_args)
     check_model(model_args, data_args)
     processor = load_processor(model_args)
     with training_args.main_process_first(desc="loading the datasets"):
-        data = prepare_data(data_args, model_args, training_args.seed, processor, disable_tqdm=quiet(training_args))
+        data = prepare_data(data_args, model_args, training_args.seed, processor, disable_tqdm=quiet(training_args),
+                            validation=needs_validation(data_args, training_args))  # fmt: skip
     logger.info(
         f"Data: {data.description}: {len(data.train)} train / {len(data.eval)} eval examples; "
         f"world size {training_args.world_size}"
     )
+    search_record = None
+    if data_args.hp_search_trials:
+        check_not_finished(training_args)
+        search_record = search(model_args, data_args, training_args, data, disable_tqdm=quiet(training_args))
     config = run_config(model_args, data_args, training_args)
     resume = resume_point(
         training_args.output_dir, config, training_args.resume_from_checkpoint, training_args.overwrite_output_dir
     )
     if training_args.should_save:
         write_run_config(training_args.output_dir, config)
-    result, trainer = train_one(model_args, training_args, data, processor, resume=resume, recipe=data_args.recipe)
+    result, trainer = train_one(
+        model_args, training_args, data, processor, resume=resume, recipe=data_args.recipe, search=search_record
+    )
     if training_args.do_predict:  # the trained model on --predict_dir, with the evaluation transform it was exported with
         result["predictions"] = predict_folder(trainer.model, data_args, training_args, data.transform_config)
     if training_args.should_save:
@@ -173,7 +181,8 @@ def run_config(
     weights (`SmileTrainingArguments.run_defining_values`), and whether it starts from random weights."""
     model = {"model_name_or_path": model_args.model_name_or_path, "model_revision": model_args.model_revision,
              "num_labels": model_args.num_labels}  # fmt: skip
-    data = {k: v for k, v in asdict(data_args).items() if k not in ("predict_dir", "top_k")}  # not the weights'
+    not_weights = ("predict_dir", "top_k", *SEARCH_ONLY_FIELDS)  # what changes no trained weight
+    data = {k: v for k, v in asdict(data_args).items() if k not in not_weights}
     config = {"model": model, "data": data, "training": training_args.run_defining_values()}
     if from_scratch:
         config["from_scratch"] = True

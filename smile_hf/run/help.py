@@ -56,6 +56,7 @@ GROUP_TITLES = {
     "model": "model (the checkpoint to fine-tune)",
     "method": "method (SMILE and the baselines, their mixing and hyperparameters)",
     "comparison": "comparison (several methods over seeds)",
+    "tuning": "tuning (a validation split held out of the training data, a hyperparameter search on it)",
     "recipe": "recipe (optimiser, learning rate and length of training; with --dataset, the defaults are the "
     "preset's recipe, logged at the start)",
     "output": "output (what the run does and writes, resuming, checkpoints, logs, the Hub)",

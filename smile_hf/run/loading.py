@@ -12,7 +12,16 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForImageClassification
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
 
-from ..data import PreparedData, TransformConfig, get_preset, one_line, prepare_datasets, set_transforms
+from ..config import SmileTrainingArguments
+from ..data import (
+    PreparedData,
+    TransformConfig,
+    carve_validation,
+    get_preset,
+    one_line,
+    prepare_datasets,
+    set_transforms,
+)
 from ..modeling import load_image_processor
 from .arguments import DataTrainingArguments, InputError, ModelArguments
 
@@ -97,9 +106,12 @@ def prepare_data(
     processor,
     config: TransformConfig | None = None,
     disable_tqdm: bool = False,
+    validation: bool = False,
 ) -> PreparedData:
     """Load and check the data of `data_args` and attach the transforms of `config` (default: read from the
-    checkpoint's `processor` and `--crop_pct`); `disable_tqdm` hides the undecodable-image scan's progress bar."""
+    checkpoint's `processor` and `--crop_pct`); `disable_tqdm` hides the undecodable-image scan's progress bar.
+    `validation` holds a validation split out of the training data ([`carve_validation`] with
+    `--validation_split_fraction` / `--validation_samples_per_class` and `seed`) into `data.validation`."""
     data = prepare_datasets(
         dataset=data_args.dataset,
         train_dir=data_args.train_dir,
@@ -117,6 +129,12 @@ def prepare_data(
         token=model_args.token,
         disable_tqdm=disable_tqdm,
     )
+    if validation:
+        data.train, data.validation, data.validation_split = carve_validation(
+            data.train, data.label_column, seed, data_args.validation_split_fraction,
+            data_args.validation_samples_per_class,
+        )  # fmt: skip
+        logger.info(f"Validation split: {data.validation_split.describe()}")
     if config is None:
         config = TransformConfig.from_image_processor(
             processor, data_args.crop_pct, data_args.random_horizontal_flip, data_args.keep_aspect
@@ -132,6 +150,19 @@ def random_init_model(model_args: ModelArguments, data: PreparedData, **load_kwa
         label2id={v: k for k, v in data.id2label.items()}, **load_kwargs,
     )  # fmt: skip
     return AutoModelForImageClassification.from_config(config, trust_remote_code=model_args.trust_remote_code)
+
+
+def student(model_args: ModelArguments, training_args: SmileTrainingArguments, data: PreparedData, from_scratch: bool):
+    """The `model` of the run's `SmileTrainer`: the checkpoint's architecture with random weights (`from_scratch`),
+    else the checkpoint's name, with the loading options and the data's classes set in `model_init_kwargs`
+    (SmileTrainer loads the student with a new head for the classes and, if the method needs it, the source model)."""
+    if from_scratch:
+        return random_init_model(model_args, data, **loading_kwargs(model_args))
+    training_args.model_init_kwargs = {
+        **(training_args.model_init_kwargs or {}), **loading_kwargs(model_args),
+        "num_labels": len(data.label_names), "id2label": data.id2label,
+    }  # fmt: skip
+    return model_args.model_name_or_path
 
 
 def load_trained_model(model_args: ModelArguments):

@@ -20,10 +20,12 @@ def card_arguments(
     data: PreparedData,
     from_scratch: bool,
     recipe: PresetRecipe | None = None,
+    search=None,
 ) -> dict:
     """What the model card says beyond what the trainer knows: base model, license, the dataset (readable name, Hub
-    id, configuration, revision, split evaluated on and what it is; local data by folder name only), and the
-    `--dataset` preset's recipe used, if any."""
+    id, configuration, revision, split evaluated on and what it is; local data by folder name only), the `--dataset`
+    preset's recipe used, the validation split held out of the training data and the hyperparameter search
+    (`search`, a `SearchRecord`), if any."""
     source = data.source
     card = {
         "finetuned_from": None if from_scratch else model_args.model_name_or_path,
@@ -40,6 +42,10 @@ def card_arguments(
         )  # fmt: skip
     if recipe is not None:
         card["training_recipe"] = recipe.card_text(training_args.regularizer)
+    if getattr(data, "validation_split", None) is not None:
+        card["validation_split"] = data.validation_split.describe()
+    if search is not None:
+        card["hyperparameter_search"] = search.summary()
     return card
 
 

@@ -1,0 +1,112 @@
+# Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
+"""A validation split held out of the training data: what a hyperparameter search selects on and what temperature
+scaling is fitted on, so that neither ever looks at the evaluation split.
+
+The split is stratified and seeded: of every class, `k` examples (drawn with the seed) are held out, where `k` is
+`--validation_samples_per_class`, else `--validation_split_fraction` of the class rounded, at least 1; at least one
+example of each class stays for training. Few-shot data keep this rule: with 3 images per class, 1 is held out and
+2 train.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from datasets import Dataset
+
+from .errors import DataError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_VALIDATION_FRACTION = 0.2
+"""The fraction of each class held out when neither `--validation_split_fraction` nor
+`--validation_samples_per_class` is given (at least one example of every class)."""
+
+
+@dataclass
+class ValidationSplit:
+    """What the held-out validation split is (logged, and written into `results.json`, `hp_search.json` and the
+    model card).
+
+    Attributes:
+        examples (`int`): its size.
+        train_examples (`int`): the training examples left.
+        min_per_class / max_per_class (`int`): the fewest / most examples of one class held out.
+        fraction (`float`, *optional*), samples_per_class (`int`, *optional*): the rule asked for.
+        seed (`int`): the seed of the draw.
+    """
+
+    examples: int
+    train_examples: int
+    min_per_class: int
+    max_per_class: int
+    fraction: float | None
+    samples_per_class: int | None
+    seed: int
+
+    def describe(self) -> str:
+        """One line: `"30 images held out of the training data (3 per class, seed 0); 70 left to train on"`."""
+        per_class = (
+            f"{self.min_per_class}" if self.min_per_class == self.max_per_class
+            else f"{self.min_per_class}-{self.max_per_class}"
+        )  # fmt: skip
+        return (
+            f"{self.examples} images held out of the training data ({per_class} per class, seed {self.seed}); "
+            f"{self.train_examples} left to train on"
+        )
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "description": self.describe()}
+
+
+def held_out_counts(class_sizes: np.ndarray, fraction: float | None, samples_per_class: int | None) -> np.ndarray:
+    """How many examples of each class (of sizes `class_sizes`) to hold out: `samples_per_class`, else
+    `round(fraction * size)`, at least 1 and at most `size - 1`. A class of one example is a [`DataError`]."""
+    if fraction is not None and samples_per_class is not None:
+        raise DataError("Pass --validation_split_fraction or --validation_samples_per_class, not both.")
+    if samples_per_class is not None and samples_per_class < 1:
+        raise DataError(f"--validation_samples_per_class must be >= 1, got {samples_per_class}.")
+    if samples_per_class is None:
+        fraction = DEFAULT_VALIDATION_FRACTION if fraction is None else fraction
+        if not 0.0 < fraction < 1.0:
+            raise DataError(f"--validation_split_fraction must be in (0, 1), got {fraction}.")
+        wanted = np.maximum(1, np.rint(fraction * class_sizes).astype(int))
+    else:
+        wanted = np.full_like(class_sizes, samples_per_class)
+    if (class_sizes < 2).any():
+        raise DataError(
+            f"A validation split held out of the training data needs at least 2 training examples of every class "
+            f"(one to hold out, one to train on); {int((class_sizes < 2).sum())} class(es) have 1: use more training "
+            "examples (--train_samples_per_class 2 or more)."
+        )
+    return np.minimum(wanted, class_sizes - 1)
+
+
+def carve_validation(
+    dataset: Dataset,
+    label_column: str,
+    seed: int,
+    fraction: float | None = None,
+    samples_per_class: int | None = None,
+) -> tuple[Dataset, Dataset, ValidationSplit]:
+    """Split `dataset` into (train, validation), stratified by `label_column` with [`held_out_counts`] examples of
+    each class drawn with `seed`; both keep the original order. Return them and their [`ValidationSplit`]."""
+    labels = np.asarray(dataset[label_column])
+    classes, sizes = np.unique(labels, return_counts=True)
+    counts = held_out_counts(sizes, fraction, samples_per_class)
+    rng = np.random.default_rng(seed)
+    held = [rng.choice(np.flatnonzero(labels == c), size=int(k), replace=False) for c, k in zip(classes, counts)]
+    held_out = np.sort(np.concatenate(held))
+    mask = np.ones(len(labels), dtype=bool)
+    mask[held_out] = False
+    train, validation = dataset.select(np.flatnonzero(mask).tolist()), dataset.select(held_out.tolist())
+    split = ValidationSplit(
+        examples=len(validation), train_examples=len(train), min_per_class=int(counts.min()),
+        max_per_class=int(counts.max()), fraction=fraction, samples_per_class=samples_per_class, seed=seed,
+    )  # fmt: skip
+    if samples_per_class is not None and (counts < samples_per_class).any():
+        logger.warning(f"--validation_samples_per_class {samples_per_class}: some classes have too few examples; "
+                       "at least one of each stays for training.")  # fmt: skip
+    return train, validation, split

@@ -1,0 +1,212 @@
+"""`run_smile.py --hp_search_trials N` end to end on digits: the search selects on the validation split held out of
+the training data (never on the evaluation split), resumes after a kill, is not rerun once finished, writes
+`hp_search.json`, its plot and the card's section, and trains once with the best values; `--hp_space` replaces the
+space and an unknown name is one error naming the valid ones. The Ray backend runs two trials on a local Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from smile_hf.run import InputError, main
+from smile_hf.run import driver as driver_module
+from smile_hf.run import hp_search as hp_search_module
+from smile_hf.run import hp_trials as hp_trials_module
+from smile_hf.tuning import SHARED_HYPERPARAMETERS
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+optuna = pytest.importorskip("optuna", reason="the hyperparameter search needs the optional `optuna` (smile_hf[tune])")
+
+
+def search_argv(output_dir, *extra, trials: int = 3):
+    """A tiny search: 3-shot digits (1 image per class held out), 4 steps per trial, 50 evaluation images."""
+    return [
+        "--dataset", "digits", "--train_samples_per_class", "3", "--max_eval_samples", "50", "--max_steps", "4",
+        "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "64", "--method", "finetune",
+        "--hp_search_trials", str(trials), "--report_to", "none", "--disable_tqdm", "True",
+        "--output_dir", str(output_dir), *extra,
+    ]  # fmt: skip
+
+
+def read_json(path) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def stored_trials(output_dir) -> list:
+    study = optuna.load_study(study_name="hp_search", storage=f"sqlite:///{os.path.join(output_dir, 'hp_search.db')}")
+    return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+class Forbidden:
+    """Stands in for the evaluation split during the search: any use of it fails the test."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the search used the evaluation split ({name})")
+
+    def __len__(self):
+        raise AssertionError("the search used the evaluation split (len)")
+
+    def __getitem__(self, key):
+        raise AssertionError("the search used the evaluation split (getitem)")
+
+    def __iter__(self):
+        raise AssertionError("the search used the evaluation split (iter)")
+
+
+@pytest.fixture
+def guarded_search(monkeypatch):
+    """The driver's search with the evaluation split replaced by [`Forbidden`] while it runs; records the size of
+    the split each trial evaluated on."""
+    real, evaluated = hp_search_module.search, []
+    real_objective = hp_trials_module.objective_value
+
+    def search(model_args, data_args, training_args, data, **kwargs):
+        evaluation, data.eval = data.eval, Forbidden()
+        try:
+            return real(model_args, data_args, training_args, data, **kwargs)
+        finally:
+            data.eval = evaluation
+
+    def objective_value(metrics, objective):
+        evaluated.append(metrics["eval_num_samples"])
+        return real_objective(metrics, objective)
+
+    monkeypatch.setattr(driver_module, "search", search)
+    monkeypatch.setattr(hp_trials_module, "objective_value", objective_value)
+    return evaluated
+
+
+def test_the_search_selects_on_the_validation_split_then_trains_once_with_the_best_values(tmp_path, guarded_search):
+    result = main(search_argv(tmp_path))
+    record = read_json(tmp_path / "hp_search.json")
+    assert guarded_search == [10, 10, 10]  # 3 trials, each on the 10 held-out images (1 of each class)
+    assert record["validation_split"]["examples"] == 10 and record["validation_split"]["train_examples"] == 20
+    assert set(record["space"]) == {"learning_rate", "weight_decay"}  # fine-tuning declares no hyperparameter
+    assert len(record["trials"]) == 3 and all(t["state"] == "COMPLETE" and t["duration_s"] > 0 for t in record["trials"])
+    best = max(record["trials"], key=lambda t: t["value"])  # maximising top-1, first of ties (Optuna's rule)
+    assert record["best_value"] == best["value"] and record["best_values"] == best["values"]
+    for trial in record["trials"]:
+        for name, dimension in record["space"].items():
+            assert dimension["low"] <= trial["values"][name] <= dimension["high"]
+    # the final run: trained with the best values on the 20 training images, evaluated on the evaluation split
+    saved = read_json(tmp_path / "training_args.json") if (tmp_path / "training_args.json").exists() else None
+    trained = saved or read_json(tmp_path / "run_config.json")["training"]
+    for name, value in record["best_values"].items():
+        assert trained[name] == pytest.approx(value)
+    assert result["num_train"] == 20 and result["num_eval"] == 50
+    assert result["hp_search"]["best_values"] == record["best_values"]
+    assert (tmp_path / "hp_search.png").stat().st_size > 0
+    card = (tmp_path / "README.md").read_text()
+    assert "### Hyperparameter search" in card and "optuna search, 3 trials over learning_rate, weight_decay" in card
+    assert "10 images held out of the training data (1 per class, seed 42)" in card
+    assert not (tmp_path / "hp_search").exists()  # the trials' scratch folders are removed
+
+
+def test_a_killed_search_resumes_and_a_finished_one_is_not_rerun(tmp_path, monkeypatch):
+    real, calls = hp_search_module.run_trial, []
+
+    def run_trial(*args, **kwargs):
+        calls.append(args[3])  # the trial's values
+        if len(calls) == 3 and not resumed:
+            raise KeyboardInterrupt  # killed during the third trial
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hp_search_module, "run_trial", run_trial)
+    resumed = False
+    with pytest.raises(KeyboardInterrupt):
+        main(search_argv(tmp_path))
+    first_two = [(t.number, t.params, t.value) for t in stored_trials(tmp_path)]
+    assert len(first_two) == 2 and not (tmp_path / "results.json").exists()
+
+    resumed, calls[:] = True, []
+    main(search_argv(tmp_path))  # the same command again
+    trials = stored_trials(tmp_path)
+    assert len(trials) == 3 and len(calls) == 1  # only the missing trial ran
+    assert [(t.number, t.params, t.value) for t in trials[:2]] == first_two  # the first two were not rerun
+    assert len(read_json(tmp_path / "hp_search.json")["trials"]) == 4  # and the killed one is recorded as failed
+
+    calls[:] = []
+    main(search_argv(tmp_path, "--overwrite_output_dir", "True"))  # a finished study is reused, not rerun
+    assert calls == [] and len(stored_trials(tmp_path)) == 3
+    main(search_argv(tmp_path, "--overwrite_output_dir", "True", "--hp_search_rerun", "True"))
+    assert len(calls) == 3 and len(stored_trials(tmp_path)) == 3  # asked: a fresh study of 3 trials
+
+
+def test_a_trial_left_running_by_a_kill_is_failed_and_its_values_tried_again(tmp_path):
+    """A SIGKILL leaves the running trial in state RUNNING in the database: reopening the study marks it failed and
+    queues its values, so the next trial draws exactly them."""
+    record = hp_search_module.SearchRecord(
+        backend="optuna", objective="accuracy", direction="maximize", trials_requested=3,
+        space={"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}, method="finetune",
+    )  # fmt: skip
+    study = hp_search_module.open_study(str(tmp_path), record, seed=0, rerun=False)
+    killed = study.ask()
+    killed_value = killed.suggest_float("learning_rate", 1e-4, 1e-2, log=True)  # then the process dies
+    reopened = hp_search_module.open_study(str(tmp_path), record, seed=0, rerun=False)
+    hp_search_module.retry_interrupted(reopened)
+    assert reopened.trials[killed.number].state == optuna.trial.TrialState.FAIL
+    retried = reopened.ask()
+    assert retried.suggest_float("learning_rate", 1e-4, 1e-2, log=True) == killed_value
+    with pytest.raises(InputError, match="holds a search of another objective: rerun with --hp_search_rerun True"):
+        record.objective = "loss"
+        hp_search_module.open_study(str(tmp_path), record, seed=0, rerun=False)
+
+
+def test_a_search_without_training_is_refused(tmp_path):
+    with pytest.raises(InputError, match=r"--hp_search_trials hold\(s\) a validation split out of training"):
+        main(search_argv(tmp_path, "--do_train", "False", "--do_eval", "--model_name_or_path", str(tmp_path)))
+
+
+def test_a_space_file_replaces_the_space_and_an_unknown_name_is_one_error(tmp_path):
+    space = {"learning_rate": {"type": "float", "low": 0.001, "high": 0.002, "log": True}}
+    (tmp_path / "space.json").write_text(json.dumps(space))
+    main(search_argv(tmp_path / "run", "--hp_space", str(tmp_path / "space.json"), trials=2))
+    record = read_json(tmp_path / "run" / "hp_search.json")
+    assert record["space"] == space
+    assert all(set(t["values"]) == {"learning_rate"} and 0.001 <= t["values"]["learning_rate"] <= 0.002
+               for t in record["trials"])  # fmt: skip
+
+    (tmp_path / "bad.json").write_text(json.dumps({"learning_rate": space["learning_rate"], "reg_lambda": {}}))
+    with pytest.raises(InputError) as error:
+        main(search_argv(tmp_path / "bad", "--hp_space", str(tmp_path / "bad.json"), "--method", "l2sp"))
+    message = str(error.value)
+    assert "unknown hyperparameter(s) ['reg_lambda'] for --method l2sp" in message  # SMILE's, not L2-SP's
+    assert "\n" not in message and all(name in message for name in (*SHARED_HYPERPARAMETERS, "l2sp_alpha"))
+    assert not (tmp_path / "bad").exists()  # refused before anything was trained or written
+
+
+def test_compare_methods_searches_each_method_in_its_own_space(tmp_path):
+    from smile_hf.methods import METHODS
+    from smile_hf.run.compare import main as compare_main
+
+    argv = search_argv(tmp_path, "--compare_methods", "finetune,l2sp", "--save_strategy", "no", trials=2)
+    results = compare_main(argv)
+    for result in results:
+        record = read_json(tmp_path / f"{result['method']}-seed42" / "hp_search.json")
+        declared = set(METHODS[result["method"]].search_space())  # L2-SP's declared space, none for fine-tuning
+        assert set(record["space"]) == declared | {"learning_rate", "weight_decay"}
+        assert len(record["trials"]) == 2 and result["hp_search"]["best_values"] == record["best_values"]
+
+
+def test_the_ray_backend_runs_two_trials_on_a_local_ray(tmp_path):
+    """In a fresh process, as the command runs (Ray pickles the trainer for its workers): two trials on a local Ray
+    instance started by the script (no RAY_ADDRESS)."""
+    pytest.importorskip("ray", reason="the Ray backend needs the optional `ray[tune]` (pip install 'ray[tune]')")
+    argv = search_argv(tmp_path, "--hp_search_backend", "ray", "--ray_resources_per_trial", "cpu=1", trials=2)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "examples" / "run_smile.py"), *argv], env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = read_json(tmp_path / "hp_search.json")
+    assert record["backend"] == "ray" and len(record["trials"]) == 2
+    values = [t["value"] for t in record["trials"]]
+    assert all(v is not None for v in values) and record["best_value"] == max(values)
+    trained = read_json(tmp_path / "run_config.json")["training"]
+    assert trained["learning_rate"] == pytest.approx(record["best_values"]["learning_rate"])
