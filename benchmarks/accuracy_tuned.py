@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import multiprocessing as mp
 import os
 import sys
@@ -130,7 +129,9 @@ def run_job(job: dict) -> dict:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--targets", default="digits")
     parser.add_argument("--shots", default="5", help="training images per class")
     parser.add_argument("--seeds", default="0,1,2")
@@ -227,12 +228,21 @@ def main(argv=None) -> dict:
     payload = {
         "environment": environment(),
         "settings": {
-            "command": " ".join(["python", "-m", "benchmarks.accuracy_tuned", *(argv if argv is not None else sys.argv[1:])]),
+            "command": " ".join(
+                ["python", "-m", "benchmarks.accuracy_tuned", *(argv if argv is not None else sys.argv[1:])]
+            ),
             "checkpoint": os.path.relpath(opts.checkpoint, REPO_ROOT),
-            "targets": targets, "shots": shots, "seeds": seeds, "methods": all_methods, "max_steps": opts.max_steps,
-            "tune_trials": opts.tune_trials, "tune_objective": opts.tune_objective,
+            "targets": targets,
+            "shots": shots,
+            "seeds": seeds,
+            "methods": all_methods,
+            "max_steps": opts.max_steps,
+            "tune_trials": opts.tune_trials,
+            "tune_objective": opts.tune_objective,
             "validation_fraction": opts.validation_fraction,
-            "workers": opts.workers, "threads_per_worker": opts.threads, "wall_seconds": round(time.time() - started, 1),
+            "workers": opts.workers,
+            "threads_per_worker": opts.threads,
+            "wall_seconds": round(time.time() - started, 1),
         },  # fmt: skip
         "summary": summary,
         "smile_vs_finetune": smile_vs_finetune(summary, targets, shots, [m for m in methods if m == "smile"]),
