@@ -86,29 +86,43 @@ def parse_method_spec(spec: str) -> tuple[str, dict]:
     return match.group("method").strip(), overrides
 
 
-def run_one(job: dict) -> dict:
-    """Train one (target, shots, seed, method) and evaluate it."""
-    torch.set_num_threads(job["threads"])
+def quiet() -> None:
+    """Silence the libraries' logs and progress bars in a run's process, and register the offline targets."""
+    import datasets
     import transformers
-    from transformers import AutoImageProcessor, set_seed
-
-    from smile_hf import SmileTrainer, SmileTrainingArguments
-    from smile_hf.data import TransformConfig, prepare_datasets
-    from smile_hf.metrics import ClassificationMetrics
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    import datasets
-
     datasets.disable_progress_bars()
     logging.getLogger("smile_hf").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     register_targets()
+
+
+def load_data(job: dict):
+    """The run's few-shot data (drawn with the job's seed), images not yet decoded, and the checkpoint's transforms
+    (to attach with `set_transforms_decoding_once`)."""
+    from transformers import AutoImageProcessor
+
+    from smile_hf.data import TransformConfig, prepare_datasets
+
+    processor = AutoImageProcessor.from_pretrained(job["checkpoint"])
+    data = prepare_datasets(dataset=job["target"], train_samples_per_class=job["shots"], seed=job["seed"])
+    return data, TransformConfig.from_image_processor(processor, random_horizontal_flip=False)
+
+
+def train_and_evaluate(job: dict, data, values: dict | None = None) -> dict:
+    """Train `job["method"]` on `data.train` and evaluate it on `data.eval` (transforms attached); `values` (a
+    search's point) are set on the arguments after the recipe, as `smile_hf.tuning.apply_values` does in a search."""
+    import transformers
+    from transformers import set_seed
+
+    from smile_hf import SmileTrainer, SmileTrainingArguments
+    from smile_hf.metrics import ClassificationMetrics
+    from smile_hf.tuning import apply_values
+
     method, overrides = parse_method_spec(job["method"])
     seed = job["seed"]
-    processor = AutoImageProcessor.from_pretrained(job["checkpoint"])
-    data = prepare_datasets(dataset=job["target"], train_samples_per_class=job["shots"], seed=seed)
-    set_transforms_decoding_once(data, TransformConfig.from_image_processor(processor, random_horizontal_flip=False))
     set_seed(seed)
     with tempfile.TemporaryDirectory(prefix="smile-accuracy-") as output_dir:
         args = SmileTrainingArguments(
@@ -128,6 +142,7 @@ def run_one(job: dict) -> dict:
             model_init_kwargs={"num_labels": len(data.label_names), "id2label": data.id2label},
             **overrides,
         )
+        apply_values(args, values or {})
         # 5 shots x 10 classes = 50 images: one batch of 48 per epoch, not a batch of 48 and one of 2 (but keep the
         # incomplete batch when it is the only one)
         args.dataloader_drop_last = len(data.train) >= args.per_device_train_batch_size
@@ -151,12 +166,23 @@ def run_one(job: dict) -> dict:
         "method": job["method"],
         "accuracy": float(metrics["eval_accuracy"]),
         "ece": float(metrics["eval_ece"]),
+        "loss": float(metrics["eval_loss"]),
         "eval_images": int(metrics["eval_num_samples"]),
         "train_images": len(data.train),
         "train_loss": float(train_result.training_loss),
         "train_seconds": round(train_seconds, 2),
         "steps": int(trainer.state.global_step),
+        "trained_with": {name: getattr(trainer.args, name) for name in values or {}},
     }
+
+
+def run_one(job: dict) -> dict:
+    """Train one (target, shots, seed, method) and evaluate it."""
+    torch.set_num_threads(job["threads"])
+    quiet()
+    data, config = load_data(job)
+    set_transforms_decoding_once(data, config)
+    return train_and_evaluate(job, data)
 
 
 def log(message: str) -> None:

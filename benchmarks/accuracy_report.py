@@ -28,22 +28,23 @@ def summarise(runs: list[dict], targets, shots, methods) -> dict:
     return summary
 
 
-def smile_vs_finetune(summary: dict, targets, shots, smile_methods) -> list[dict]:
-    """Per target and shot level: SMILE's mean accuracy minus fine-tuning's, and the per-seed (paired) differences."""
+def smile_vs_finetune(summary: dict, targets, shots, smile_methods, base: str = "finetune") -> list[dict]:
+    """Per target and shot level: SMILE's mean accuracy minus fine-tuning's (`base`'s), and the per-seed (paired)
+    differences."""
     rows = []
     for t in targets:
         for s in shots:
             cells = summary[t][str(s)]
-            base = cells.get("finetune")
+            reference = cells.get(base)
             for m in smile_methods:
-                if base is None or m not in cells:
+                if reference is None or m not in cells:
                     continue
-                paired = dict(zip(base["seeds"], base["accuracy"]))
+                paired = dict(zip(reference["seeds"], reference["accuracy"]))
                 diffs = [a - paired[seed] for seed, a in zip(cells[m]["seeds"], cells[m]["accuracy"]) if seed in paired]
                 rows.append({
                     "target": t, "shots": s, "method": m,
-                    "smile_mean": cells[m]["accuracy_mean"], "finetune_mean": base["accuracy_mean"],
-                    "difference": cells[m]["accuracy_mean"] - base["accuracy_mean"],
+                    "smile_mean": cells[m]["accuracy_mean"], "finetune_mean": reference["accuracy_mean"],
+                    "difference": cells[m]["accuracy_mean"] - reference["accuracy_mean"],
                     "paired_differences": diffs, "seeds_better": sum(d > 0 for d in diffs), "seeds": len(diffs),
                 })  # fmt: skip
     return rows
