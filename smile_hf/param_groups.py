@@ -99,6 +99,16 @@ def uses_lr_groups(args) -> bool:
     return args.backbone_lr_multiplier != 1.0 or args.layer_decay is not None
 
 
+def check_no_user_optimizer(optimizer: torch.optim.Optimizer | None, args) -> None:
+    """Refuse per-group learning rates with an optimizer the user built (`Trainer(optimizers=(opt, sched))`): its
+    groups are the user's, so the options could not apply."""
+    if optimizer is not None and uses_lr_groups(args):
+        raise ValueError(
+            "`backbone_lr_multiplier` / `layer_decay` build the optimizer's parameter groups, but an optimizer was "
+            "passed in `optimizers`: set the groups' lr in it yourself, or pass `optimizer_cls_and_kwargs` instead."
+        )
+
+
 def build_grouped_optimizer(
     model: nn.Module,
     adapter: BackboneAdapter,

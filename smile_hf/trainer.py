@@ -42,7 +42,7 @@ from .modeling import (
     resolve_source_model,
     select_loading_kwargs,
 )
-from .param_groups import build_grouped_optimizer, uses_lr_groups
+from .param_groups import build_grouped_optimizer, check_no_user_optimizer, uses_lr_groups
 from .parity import check_optimizer_covers, check_trainer_arguments, check_trial_arguments, fresh_copy, keep_pristine
 from .schedules import step_decay_schedule
 from .sharding import check_resume, check_sharding
@@ -145,6 +145,7 @@ class SmileTrainer(SmileStateMixin, CompleteCheckpointMixin, Trainer):
         self.model_accepts_loss_kwargs, self._loss_func = False, loss_func
         check_sharding(args, self)
         check_optimizer_covers(self.optimizer, self.model)
+        check_no_user_optimizer(self.optimizer, args)  # per-group learning rates need the optimizer built here
         self.add_callback(TransformEpochCallback(self.train_dataset))  # per-example augmentation follows the epoch
         if args.world_size > 1:  # BatchNorm statistics: the same on every rank for evaluation, saving and the EMA
             add_buffer_sync(self)

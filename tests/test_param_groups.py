@@ -117,6 +117,23 @@ def test_defaults_keep_the_stock_optimizer(tmp_path):
     assert len(optimizer.param_groups) == 2 and "lr_scale" not in optimizer.param_groups[0]  # Trainer's own groups
 
 
+def test_a_user_optimizer_is_refused_with_per_group_options(tmp_path):
+    source, student = source_and_student("resnet")
+    args = SmileTrainingArguments(
+        output_dir=str(tmp_path), report_to="none", **training_device_args(), method="finetune", max_steps=1,
+        backbone_lr_multiplier=0.1,
+    )  # fmt: skip
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="an optimizer was passed in `optimizers`"):
+        SmileTrainer(model=student, args=args, teacher_model=source, train_dataset=random_image_dataset(8),
+                     optimizers=(optimizer, None))  # fmt: skip
+    trainer = SmileTrainer(  # the optimizer class and kwargs alone: the groups are built here, as documented
+        model=student, args=args, teacher_model=source, train_dataset=random_image_dataset(8),
+        optimizer_cls_and_kwargs=(torch.optim.SGD, {"lr": 0.1}),
+    )  # fmt: skip
+    assert {group["lr_scale"] for group in trainer.create_optimizer().param_groups} == {1.0, 0.1}
+
+
 @pytest.mark.parametrize(
     "options,message",
     [({"backbone_lr_multiplier": -0.1}, "`backbone_lr_multiplier` must be >= 0"), ({"layer_decay": 1.5}, "`layer_decay` must be in (0, 1]")],
