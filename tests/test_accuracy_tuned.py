@@ -16,6 +16,31 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKPOINT = os.path.join(REPO, "checkpoints", "fmnist-resnet-tiny")
 
 
+@pytest.fixture(autouse=True)
+def keep_global_state():
+    """The benchmark's runs silence the libraries' logs, progress bars and warnings and register the `mnist` preset,
+    process-wide (each run has a process of its own there); restore all of it for the tests that follow."""
+    import logging
+    import warnings
+
+    import datasets
+    import transformers
+
+    from smile_hf.data import DATASET_PRESETS
+
+    verbosity, presets = transformers.logging.get_verbosity(), dict(DATASET_PRESETS)
+    bars = transformers.utils.logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
+    smile_level = logging.getLogger("smile_hf").level
+    with warnings.catch_warnings():
+        yield
+    transformers.logging.set_verbosity(verbosity)
+    (transformers.utils.logging.enable_progress_bar if bars[0] else transformers.utils.logging.disable_progress_bar)()
+    (datasets.enable_progress_bars if bars[1] else datasets.disable_progress_bars)()
+    logging.getLogger("smile_hf").setLevel(smile_level)
+    DATASET_PRESETS.clear()
+    DATASET_PRESETS.update(presets)
+
+
 class HiddenTestImages:
     """Stands in for the test split during the search: any use of it fails."""
 
