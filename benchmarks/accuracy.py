@@ -51,8 +51,7 @@ from .common import (
     SOURCE_CHECKPOINT,
     available_methods,
     environment,
-    write_json,
-    write_text,
+    publish,
 )
 
 SHOTS = (5, 20)
@@ -216,10 +215,7 @@ def report_only(opts) -> dict:
     with open(opts.output, encoding="utf-8") as f:
         payload = json.load(f)
     settings = payload["settings"]
-    text = report(payload)
-    print(text)
-    if opts.markdown:
-        write_text(opts.markdown, text)
+    publish(report(payload), payload, None, opts.markdown)  # the JSON is the input here: not written again
     if opts.plot:
         plot(payload["summary"], settings["targets"], settings["shots"], settings["methods"], opts.plot)
     return payload
@@ -295,12 +291,7 @@ def main(argv=None) -> dict:
         "smile_vs_finetune": smile_vs_finetune(summary, targets, shots, smile_methods),
         "runs": sorted(runs, key=lambda r: (r["target"], r["shots"], r["seed"], methods.index(r["method"]))),
     }
-    text = report(payload)
-    print(text)
-    if opts.output:
-        write_json(opts.output, payload)
-    if opts.markdown:
-        write_text(opts.markdown, text)
+    publish(report(payload), payload, opts.output, opts.markdown)
     if opts.plot:
         plot(summary, targets, shots, methods, opts.plot)
         log(f"plot: {opts.plot}")

@@ -41,7 +41,7 @@ import torch
 from .accuracy import MAX_STEPS, load_data, log, quiet, run_one, train_and_evaluate
 from .accuracy_report import report, smile_vs_finetune, summarise
 from .accuracy_targets import set_transforms_decoding_once
-from .common import REPO_ROOT, RESULTS_DIR, SOURCE_CHECKPOINT, environment, write_json, write_text
+from .common import REPO_ROOT, RESULTS_DIR, SOURCE_CHECKPOINT, environment, publish
 
 TUNED = "[tuned]"
 METHODS = ("finetune", "smile")
@@ -249,12 +249,7 @@ def main(argv=None) -> dict:
         "comparisons": comparisons(summary, targets, shots, methods),
         "runs": sorted(runs, key=lambda r: (r["target"], r["shots"], r["seed"], all_methods.index(r["method"]))),
     }
-    text = tuned_report(payload)
-    print(text)
-    if opts.output:
-        write_json(opts.output, payload)
-    if opts.markdown:
-        write_text(opts.markdown, text)
+    publish(tuned_report(payload), payload, opts.output, opts.markdown)
     return payload
 
 

@@ -105,6 +105,16 @@ def write_text(path: str, text: str) -> None:
         f.write(text if text.endswith("\n") else text + "\n")
 
 
+def publish(text: str, payload: dict, output: str | None, markdown: str | None) -> None:
+    """Print a benchmark's report `text`, then write `payload` as JSON to `output` and `text` to `markdown` (each
+    only when given)."""
+    print(text)
+    if output:
+        write_json(output, payload)
+    if markdown:
+        write_text(markdown, text)
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str | None = None) -> str:
     """A GitHub markdown table; `align` is one character per column, `l` or `r` (default: first left, rest right)."""
     align = align or "l" + "r" * (len(header) - 1)

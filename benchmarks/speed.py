@@ -53,7 +53,7 @@ import time
 import torch
 import transformers
 
-from .common import METHODS, RESULTS_DIR, TARGET_RATIO, available_methods, environment, log, write_json, write_text
+from .common import METHODS, RESULTS_DIR, TARGET_RATIO, available_methods, environment, log, publish
 from .memory import PeakTensorMemory  # noqa: F401 (re-exported: `from benchmarks.speed import PeakTensorMemory`)
 from .speed_cpu import TARGET_EMA_SHARE, TARGET_TRAINER_OVERHEAD, benchmark_model, report
 from .speed_lora import LORA_MODELS, lora_main, lora_report
@@ -117,21 +117,14 @@ def main(argv=None) -> dict:
         with open(opts.output, encoding="utf-8") as f:
             payload = json.load(f)
         text = (lora_report if payload["settings"].get("section") == "lora" else report)(payload)
-        print(text)
-        if opts.markdown:
-            write_text(opts.markdown, text)
+        publish(text, payload, None, opts.markdown)  # the JSON is the input here: not written again
         return payload
     if opts.device == "cpu":
         torch.set_num_threads(opts.threads)
     transformers.logging.set_verbosity_error()
     if opts.lora:
         payload = lora_main(opts, argv)
-        text = lora_report(payload)
-        print(text)
-        if opts.output:
-            write_json(opts.output, payload)
-        if opts.markdown:
-            write_text(opts.markdown, text)
+        publish(lora_report(payload), payload, opts.output, opts.markdown)
         return payload
     opts.models = opts.models or ",".join(MODELS)
     unknown = [m for m in opts.models.split(",") if m not in MODELS]
@@ -161,12 +154,7 @@ def main(argv=None) -> dict:
     for name in opts.models.split(","):
         payload["models"][name] = benchmark_model(MODELS[name], methods, opts)
     payload["settings"]["wall_seconds"] = round(time.time() - started, 1)
-    text = report(payload)
-    print(text)
-    if opts.output:
-        write_json(opts.output, payload)
-    if opts.markdown:
-        write_text(opts.markdown, text)
+    publish(report(payload), payload, opts.output, opts.markdown)
     return payload
 
 
