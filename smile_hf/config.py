@@ -64,11 +64,6 @@ def _unset_help(name: str, text: str) -> str:
     return f"{text} Default: {_STOCK[name]!r}; with --reference_recipe: {REFERENCE_RECIPE[name]!r}."
 
 
-def _has_accelerator() -> bool:
-    """Whether torch sees an accelerator (where pinned memory and non-blocking copies take effect)."""
-    return accelerator_available()
-
-
 def _add_method_fields(cls: type, hyperparameters) -> type:
     """Declare one dataclass field per [`HyperParameter`] on `cls` (before `@dataclass` processes it), and list them
     in its docstring."""
@@ -317,7 +312,7 @@ class SmileTrainingArguments(TrainingArguments):
         The `AcceleratorConfig` built there is a plain dataclass that the `Trainer` reads once, when it creates its
         accelerator, so setting the field afterwards is seen; the one stock check on it (a warning when pinning is
         off) cannot apply, since the field is only set when pinning is on."""
-        if unset and self.dataloader_pin_memory and not self.use_cpu and _has_accelerator():
+        if unset and self.dataloader_pin_memory and not self.use_cpu and accelerator_available():
             self.accelerator_config.non_blocking = True
 
     @classmethod

@@ -96,7 +96,7 @@ def test_reference_recipe_applied_is_a_field_kept_by_replace_and_saved():
 def test_non_blocking_follows_the_final_pin_memory_unless_the_user_set_it(
     accelerator_config, pin, expected, monkeypatch
 ):
-    monkeypatch.setattr("smile_hf.config._has_accelerator", lambda: True)  # pinning takes effect (test_pinned_memory)
+    monkeypatch.setattr("smile_hf.config.accelerator_available", lambda: True)  # pinning takes effect (test_pinned_memory)
     args = make(accelerator_config=accelerator_config, dataloader_pin_memory=pin)
     assert args.accelerator_config.non_blocking is expected
     assert make(accelerator_config=accelerator_config, use_cpu=True).accelerator_config.non_blocking is False  # unpinned
