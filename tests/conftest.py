@@ -28,7 +28,12 @@ def exact_float32_and_deterministic_cudnn() -> None:
     """No TF32 in matmuls and convolutions (cuDNN's convolutions default to it), set the way `TrainingArguments(
     tf32=False)` sets it (mixing torch's new and legacy TF32 flags makes reading the legacy ones raise); cuDNN's
     deterministic kernels, chosen without benchmarking."""
-    torch.backends.fp32_precision = "ieee"  # every backend and operator inherits it
+    torch.backends.fp32_precision = "ieee"
+    # Each backend's own flag too: torch 2.11 keeps cuDNN's convolutions at "tf32" after the global one is set.
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
+    torch.backends.cudnn.fp32_precision = "ieee"
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
+    torch.backends.cudnn.rnn.fp32_precision = "ieee"
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
 

@@ -338,7 +338,8 @@ class BatchTransform:
     With a `seed` and an [`INDEX_COLUMN`] in the data, each example's augmentation is drawn from
     [`augmentation_generator`]`(seed, epoch, index)`, so that a run resumed in the middle of an epoch sees the same
     crops and flips as an uninterrupted one; the epoch is set by [`TransformEpochCallback`] (which `SmileTrainer`
-    adds). Without them, torch's global generator is used.
+    adds). Without them, torch's global generator is used. The epoch is held in shared memory: DataLoader workers,
+    persistent ones (`dataloader_persistent_workers=True`) included, read the value the main process last set.
 
     Args:
         transform (`ImageTransform`): the per-image pipeline.
@@ -354,11 +355,16 @@ class BatchTransform:
         self.label_column = label_column
         self.split = split
         self.seed = seed
-        self.epoch = 0
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose augmentation the next examples get."""
+        return int(self._epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        """The epoch whose augmentation the next examples get."""
-        self.epoch = epoch
+        """Set the epoch whose augmentation the next examples get, in this process and in its DataLoader workers."""
+        self._epoch.fill_(epoch)
 
     def _generator(self, index: Any) -> torch.Generator | None:
         if self.seed is None or index is None or not self.transform.train:
@@ -393,10 +399,9 @@ def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 
 class TransformEpochCallback(TrainerCallback):
     """Tells the training set's transform which epoch begins (`set_epoch`), when it has one (a [`BatchTransform`]
-    attached with `set_transform`). The epoch is `floor(state.epoch)`, also when a run resumes mid-epoch.
-
-    With `dataloader_persistent_workers=True` the workers keep the transform they copied at the first epoch: the
-    per-example augmentation then repeats every epoch, so this callback refuses that combination.
+    attached with `set_transform`). The epoch is `floor(state.epoch)`, also when a run resumes mid-epoch. The
+    `Trainer` calls `on_epoch_begin` before it iterates the epoch's DataLoader, and persistent workers read the epoch
+    from shared memory, so they see it too.
     """
 
     def __init__(self, dataset):
@@ -405,9 +410,4 @@ class TransformEpochCallback(TrainerCallback):
     def on_epoch_begin(self, args, state, control, **kwargs):
         if not hasattr(self.transform, "set_epoch"):
             return
-        if args.dataloader_persistent_workers and args.dataloader_num_workers > 0:
-            raise ValueError(
-                "The training set's per-example augmentation follows the epoch, which persistent DataLoader workers "
-                "never see: set dataloader_persistent_workers=False."
-            )
         self.transform.set_epoch(math.floor(state.epoch or 0))
