@@ -12,6 +12,7 @@ import contextlib
 
 import pytest
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 from transformers import TrainerCallback
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
@@ -47,7 +48,7 @@ class CountStepOperators(TrainerCallback):
         self._context.close()
 
 
-def step_counters(tmp_path, method: str, forbid_syncs: bool = False, **kwargs) -> list[DispatchCounter]:
+def step_counters(tmp_path, method: str, forbid_syncs: bool = False, callbacks=(), **kwargs) -> list[DispatchCounter]:
     source, student = source_and_student("resnet")
     counter = CountStepOperators(forbid_syncs)
     defaults = dict(max_steps=MAX_STEPS, per_device_train_batch_size=4, logging_steps=100, save_strategy="no",
@@ -55,8 +56,9 @@ def step_counters(tmp_path, method: str, forbid_syncs: bool = False, **kwargs) -
     defaults.update(kwargs)
     args = SmileTrainingArguments(output_dir=str(tmp_path), method=method, **defaults)
     trainer = SmileTrainer(
-        model=student, args=args, teacher_model=source, train_dataset=random_image_dataset(32), callbacks=[counter]
-    )
+        model=student, args=args, teacher_model=source, train_dataset=random_image_dataset(32),
+        callbacks=[*callbacks, counter],
+    )  # fmt: skip
     try:
         trainer.train()
     finally:
@@ -89,3 +91,19 @@ def test_the_counter_sees_the_stock_nan_filter_and_the_per_step_policies(tmp_pat
     for policy in ("stop_at_step", "skip_step"):
         checked = step_counters(tmp_path / policy, "smile", nan_policy=policy, gradient_accumulation_steps=2)
         assert [c.host_syncs for c in checked] == [{"aten::_local_scalar_dense": 1}] * MAX_STEPS
+
+
+def test_a_step_that_raises_leaves_neither_the_counter_nor_the_sync_mode_behind(tmp_path):
+    """The error mode (on CUDA) and the counter are entered at a step's start and left at its end: a step that raises
+    before its end must not leave them active for the rest of the process (later tests of the same worker)."""
+
+    class FailingStep(TrainerCallback):  # runs before the counter's `on_step_end`
+        def on_step_end(self, args, state, control, **kwargs):
+            raise RuntimeError("a failing step")
+
+    before = torch.cuda.get_sync_debug_mode() if torch.cuda.is_available() else None
+    with pytest.raises(RuntimeError, match="a failing step"):
+        step_counters(tmp_path, "finetune", forbid_syncs=True, callbacks=[FailingStep()])
+    assert _get_current_dispatch_mode() is None
+    if torch.cuda.is_available():
+        assert torch.cuda.get_sync_debug_mode() == before
