@@ -1,6 +1,7 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
-"""Peak memory of one optimizer step: the allocator's peak on CUDA; on the CPU what is held between steps plus the
-peak of the tensors allocated during the step (tracked by a dispatch mode)."""
+"""Peak memory of one optimizer step: what the stepper holds between steps (its own tensors) plus the peak of what the
+step allocates on top (on CUDA the allocator's peak above what was allocated before the step; on the CPU tracked by a
+dispatch mode)."""
 
 from __future__ import annotations
 
@@ -61,18 +62,22 @@ def storage_bytes(tensors) -> int:
 
 
 def peak_step_memory(stepper: SteppedTrainer) -> dict[str, float]:
-    """Peak memory (MiB) of one optimizer step, after one warm-up step (so the optimizer state exists)."""
+    """Peak memory (MiB) of one optimizer step, after one warm-up step (so the optimizer state exists): `held_mib`,
+    the stepper's own tensors held between steps (`static_storages`), plus `step_peak_mib`, the peak of what the step
+    allocates, gives `peak_mib`. On CUDA the step's peak is the allocator's peak above what was allocated before the
+    step, and not the allocator's totals: those would count the other steppers alive in the process too."""
     stepper.step()
     gc.collect()
+    held = storage_bytes(stepper.static_storages())
     if stepper.device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
         stepper.step()
         torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated()
-        return {"held_mib": before / 2**20, "step_peak_mib": (peak - before) / 2**20, "peak_mib": peak / 2**20}
-    held = storage_bytes(stepper.static_storages())
-    with PeakTensorMemory() as tracker:
-        stepper.step()
-    return {"held_mib": held / 2**20, "step_peak_mib": tracker.peak / 2**20, "peak_mib": (held + tracker.peak) / 2**20}
+        step_peak = torch.cuda.max_memory_allocated() - before
+    else:
+        with PeakTensorMemory() as tracker:
+            stepper.step()
+        step_peak = tracker.peak
+    return {"held_mib": held / 2**20, "step_peak_mib": step_peak / 2**20, "peak_mib": (held + step_peak) / 2**20}

@@ -16,9 +16,9 @@ from configs), it measures:
    loss terms), timed phase by phase.
 3. **The EMA update**: the time of one `EmaTeacher.update` (one fused `torch._foreach_lerp_`), and its share of a
    SMILE step, amortised over `ema_update_every` steps and per step.
-4. **Peak memory** of one step of each method: on CUDA the allocator's peak; on the CPU the parameters, buffers and
-   optimizer state held between steps (student, auxiliary head, teacher) plus the peak of the tensors allocated
-   during the step (tracked by a dispatch mode).
+4. **Peak memory** of one step of each method: the parameters, buffers and optimizer state held between steps
+   (student, auxiliary head, teacher) plus the peak of the tensors allocated during the step (on CUDA the
+   allocator's peak above what was allocated before the step; on the CPU tracked by a dispatch mode).
 5. **SmileTrainer against a bare loop**: real `SmileTrainer.train()` runs against a bare PyTorch loop doing the same
    SMILE step (same dataset, collator, optimiser, EMA schedule), in alternating chunks of steps; the ratio of their
    mean step times (data loading, logging and callbacks included) is reported per chunk pair.

@@ -142,12 +142,13 @@ def lora_report(payload: dict) -> str:
         "",
         "Modes: `lora-*` train LoRA adapters and the new head (`SmileTrainer(..., peft_config=LoraConfig(...))`); the "
         "LoRA SMILE teacher is a second adapter on the student's frozen base (an EMA of the student's adapter). "
-        "`full-*` train every weight; the full SMILE teacher is a full copy of the model. Peak memory: "
+        "`full-*` train every weight; the full SMILE teacher is a full copy of the model. Peak memory: what is held "
+        "between steps (parameters, buffers, optimizer state, teacher, method state) plus the peak of the tensors "
+        "allocated during one step "
         + (
-            "the CUDA allocator's peak over one step."
+            "(the CUDA allocator's peak above what was allocated before the step)."
             if payload["settings"]["device"].startswith("cuda")
-            else "what is held between steps (parameters, buffers, optimizer state, teacher, method state) plus the "
-            "peak of the tensors allocated during one step (a dispatch-mode tracker of live storages)."
+            else "(a dispatch-mode tracker of live storages)."
         )
         + " Step times: interleaved rounds, one step of every mode per round in a shuffled order, each divided by "
         "LoRA fine-tuning's step of the same round (median [quartiles]); EMA updates (every 10 steps) included.",

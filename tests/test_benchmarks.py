@@ -25,9 +25,10 @@ def run(module: str, *args: str, env: dict | None = None) -> subprocess.Complete
 
 def test_speed_smoke(tmp_path):
     out, md = tmp_path / "speed.json", tmp_path / "speed.md"
+    # small-cnn is a model of the cpu preset; on a CUDA device the default preset is the gpu one
     result = run(
         "speed", "--models", "small-cnn", "--methods", "finetune,mixup,smile", "--rounds", "2", "--chunks", "1",
-        "--output", str(out), "--markdown", str(md), "--device", TEST_DEVICE,
+        "--output", str(out), "--markdown", str(md), "--device", TEST_DEVICE, "--preset", "cpu",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     payload = json.loads(out.read_text())
@@ -86,6 +87,8 @@ def test_speed_lora_smoke(tmp_path):
     assert ratio == pytest.approx(memory["lora-smile"]["peak_mib"] / memory["lora-finetune"]["peak_mib"])
     # the LoRA teacher is an adapter, a source head and buffer copies on the shared base, not a second model: what
     # SMILE-LoRA holds on top of FT-LoRA is that teacher (plus the auxiliary head), far less than a full-copy teacher
+    # `held_mib` is each mode's own tensors on both devices (on CUDA not the allocator's total, which counts the four
+    # modes' models alive together)
     teacher = model["teacher_mib"]
     assert 0 < teacher["lora-smile"] < teacher["full-smile"] / 10
     assert memory["lora-smile"]["held_mib"] - memory["lora-finetune"]["held_mib"] < teacher["full-smile"] / 5

@@ -134,7 +134,7 @@ def test_switch_adapters_runs_the_named_adapter_or_the_base_and_restores_everyth
 
     _, base = source_and_student("vit")
     base = base.eval()
-    x = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0)).to(base.device)
     with torch.no_grad():
         base_logits = copy.deepcopy(base)(pixel_values=x).logits
     config = peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"], modules_to_save=["classifier"])

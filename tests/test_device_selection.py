@@ -19,6 +19,7 @@ from .testing_utils import (
     available_accelerator,
     resolve_test_device,
     script_device_args,
+    subprocess_env,
     training_device_args,
 )
 
@@ -95,7 +96,7 @@ def test_the_session_default_arguments_are_those_of_the_test_device():
 def test_a_bad_value_stops_a_pytest_session_at_its_start(tmp_path):
     """A fresh pytest with a device this machine lacks: exit status 4 (usage error), one line naming the variable,
     and no test run."""
-    env = dict(os.environ, **{DEVICE_VARIABLE: "no-such-device"}, PYTHONPATH=str(REPO_ROOT))
+    env = subprocess_env(**{DEVICE_VARIABLE: "no-such-device"})
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_architecture.py::test_cycle_finder_finds_a_cycle"],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
@@ -132,7 +133,7 @@ def test_accelerator_runs_use_float32_convolutions_and_deterministic_cudnn():
         "      torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=subprocess_env(),
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

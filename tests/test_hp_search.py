@@ -19,6 +19,8 @@ from smile_hf.run import hp_search as hp_search_module
 from smile_hf.run import hp_trials as hp_trials_module
 from smile_hf.tuning import SHARED_HYPERPARAMETERS
 
+from .testing_utils import subprocess_env
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 optuna = pytest.importorskip("optuna", reason="the hyperparameter search needs the optional `optuna` (smile_hf[tune])")
 
@@ -199,7 +201,7 @@ def test_the_ray_backend_runs_two_trials_on_a_local_ray(tmp_path):
     instance started by the script (no RAY_ADDRESS)."""
     pytest.importorskip("ray", reason="the Ray backend needs the optional `ray[tune]` (pip install 'ray[tune]')")
     argv = search_argv(tmp_path, "--hp_search_backend", "ray", "--ray_resources_per_trial", "cpu=1", trials=2)
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env = subprocess_env()
     env.pop("RAY_ADDRESS", None)
     done = subprocess.run([sys.executable, str(REPO_ROOT / "examples" / "run_smile.py"), *argv], env=env,
                           capture_output=True, text=True, timeout=600)  # fmt: skip

@@ -27,6 +27,7 @@ from .testing_utils import (
     random_image_dataset,
     requires_a_device_per_rank,
     source_and_student,
+    subprocess_env,
     training_device_args,
 )
 
@@ -633,21 +634,18 @@ def test_relationship_and_attention_are_the_same_on_every_process(tmp_path, torc
     """Two processes (torchrun; gloo on the CPU, one device each on an accelerator), each reading half of the
     training set: Co-Tuning's R is the single-process R over the whole set, and DELTA's attention is the same on
     both ranks."""
-    import os
     import socket
     import subprocess
     import sys
-    from pathlib import Path
 
     from safetensors.torch import load_file
 
-    root = Path(__file__).resolve().parents[1]
     script = tmp_path / "run.py"
     script.write_text(DDP_SCRIPT)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root), HF_HUB_OFFLINE="1")
+    env = subprocess_env(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
               "--master_port", str(port), str(script), str(tmp_path)]  # fmt: skip
     result = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))

@@ -7,7 +7,6 @@ writes each rank's weights."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from safetensors.torch import load_file
 
 from smile_hf.backbones import SOURCE_HEAD_NAME
 
-from .testing_utils import TEST_DEVICE, requires_a_device_per_rank, script_device_args
+from .testing_utils import TEST_DEVICE, requires_a_device_per_rank, script_device_args, subprocess_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "tests" / "ddp_rank_states.py"  # examples/run_smile.py, then each rank's weights
@@ -48,7 +47,7 @@ def two_process_run(tmp_path_factory):
         "--output_dir", str(output_dir), *script_device_args(),
         "--ddp_backend", "nccl" if TEST_DEVICE.startswith("cuda") else "gloo",  # a stock field, honoured as such
     ]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE="1")
+    env = subprocess_env(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     result = subprocess.run(
         command, env=env, capture_output=True, text=True, check=False, timeout=300, cwd=str(output_dir)
     )
@@ -92,7 +91,7 @@ GUARD_SCRIPT = REPO_ROOT / "tests" / "ddp_guard_rank.py"
 def run_guard(tmp_path, policy: str):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
                "--master_port", str(free_port()), str(GUARD_SCRIPT), str(tmp_path), policy]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE="1")
+    env = subprocess_env(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

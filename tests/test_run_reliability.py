@@ -17,7 +17,7 @@ from smile_hf import SmileTrainer
 from smile_hf import run as run_smile
 from smile_hf.checkpoints import RUN_CONFIG_NAME, IncompleteCheckpointError, OutputDirError, list_checkpoints
 
-from .testing_utils import script_device_args
+from .testing_utils import script_device_args, subprocess_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO_ROOT / "examples"
@@ -137,7 +137,7 @@ def test_model_folders_without_or_with_damaged_weights(tmp_path):
 
 
 def run_script(*argv) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")
+    env = subprocess_env(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     return subprocess.run(
         [sys.executable, str(EXAMPLES / "run_smile.py"), *argv], env=env, capture_output=True, text=True, timeout=300
     )
@@ -149,7 +149,8 @@ def test_script_reports_a_diverged_run_in_one_line_and_saves_nothing(tmp_path):
                                    "--save_steps", "5"))  # fmt: skip
     assert result.returncode == 1, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("run_smile.py: error:")]
-    assert len(errors) == 1 and "Training diverged at step" in errors[0] and "Traceback" not in result.stderr
+    assert len(errors) == 1 and "Training diverged at step" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
     assert not (out / "results.json").exists() and not (out / "model.safetensors").exists()
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from smile_hf import run as run_smile
 from smile_hf.data import DataError
 from smile_hf.run import arguments as run_arguments
 
-from .testing_utils import script_device_args
+from .testing_utils import script_device_args, subprocess_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO_ROOT / "examples"
@@ -156,8 +155,7 @@ def test_model_that_is_not_an_image_classifier(tmp_path, no_training):
 
 def run_offline(tmp_path, *argv):
     """The script in a subprocess, offline, with an empty Hugging Face cache (HF_HOME), from `tmp_path`."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"),
-               PYTHONPATH=str(REPO_ROOT))  # fmt: skip
+    env = subprocess_env(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     return subprocess.run(
         [sys.executable, str(SCRIPT), *argv], env=env, cwd=tmp_path, capture_output=True, text=True, check=False,
         timeout=120,
@@ -216,11 +214,14 @@ def test_default_model_and_output_dir():
 
 def test_report_to_tensorboard_only_when_installed(monkeypatch):
     real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, installed):  # tensorboard installed or not, whatever this machine has
+        if name == "tensorboard":
+            return object() if installed else None
+        return real_find_spec(name)
+
     for installed in (False, True):
-        monkeypatch.setattr(
-            importlib.util, "find_spec",
-            lambda name, installed=installed: object() if name == "tensorboard" and installed else real_find_spec(name),
-        )  # fmt: skip
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, installed=installed: find_spec(name, installed))
         _, _, training_args = run_smile.parse_args(["--dataset", "food101"])
         assert training_args.report_to == (["tensorboard"] if installed else [])
         _, _, training_args = run_smile.parse_args(["--dataset", "food101", "--report_to", "none"])
@@ -286,7 +287,7 @@ def test_console_entry_point_trains_like_the_script(tmp_path):
 
 
 def test_console_entry_point_errors_and_usage(tmp_path):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))
+    env = subprocess_env(HF_HUB_OFFLINE="1")
     command = [sys.executable, "-m", "smile_hf.cli"]
     bad = subprocess.run([*command, "train", "--dataset", "digits", "--method", "smiles"], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)  # fmt: skip

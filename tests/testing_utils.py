@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,17 @@ import transformers as T
 from torch import nn
 
 from smile_hf.backbones import BackboneAdapter
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def subprocess_env(**variables: str) -> dict[str, str]:
+    """The environment of a child Python process that imports this checkout: this process's environment with
+    `variables` set and the repository root put first on `PYTHONPATH`, ahead of what `PYTHONPATH` already holds (the
+    packages found there stay importable in the child)."""
+    inherited = [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
+    return {**os.environ, **variables, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *inherited])}
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The test device
