@@ -17,6 +17,8 @@ from smile_hf.run import InputError, main, parse_args, prepare_data
 from smile_hf.run import hp_trials as hp_trials_module
 from smile_hf.run.validation_source import check_validation_source, validation_source
 
+from .test_preset_schemas import ROWS_PER_SPLIT, use_local_copy, write_local_copy
+
 NAME = "digits_trainval"
 
 
@@ -76,6 +78,7 @@ def test_calibration_keeps_the_own_split_out_of_the_final_training(trainval):
     assert uids(data.train) == trainval["train"] and uids(data.validation) == trainval["validation"]
     assert data.validation_split.final_train_examples is None
     assert "training images without it" in data.validation_split.describe()
+    assert data.validation_split.card_text().endswith("; the model never trained on them")
 
 
 @pytest.mark.parametrize(
@@ -132,6 +135,20 @@ def test_an_unusable_validation_source_is_one_line(trainval, argv, message):
     assert "\n" not in str(raised.value)
 
 
+@pytest.mark.parametrize("name", ["fgvc_aircraft", "flowers102"])
+def test_a_hub_presets_own_split_is_read_from_the_repository(name, tmp_path, monkeypatch):
+    """The Hub path (`load_dataset` by split name) on a local Parquet copy of the preset's declared schema: the
+    trials' data is the `train` split, the validation split is `validation`, the final run trains on both."""
+    preset = DATASET_PRESETS[name]
+    use_local_copy(monkeypatch, name, write_local_copy(tmp_path / "repo", preset))
+    plain = prepare_datasets(dataset=name, cache_dir=str(tmp_path / "cache"))
+    data = prepare_datasets(dataset=name, cache_dir=str(tmp_path / "cache"), own_validation=True)
+    raw = lambda dataset: [row[preset.image_column]["bytes"] for row in dataset.with_format(None)]  # noqa: E731
+    assert (len(data.search_train), len(data.validation)) == (ROWS_PER_SPLIT, ROWS_PER_SPLIT)
+    assert raw(data.train) == raw(plain.train) == raw(data.search_train) + raw(data.validation)
+    assert data.validation_split.describe().startswith(f"the dataset's own `validation` split, {ROWS_PER_SPLIT} images")
+
+
 def test_loading_the_own_split_of_a_preset_without_one_is_refused():
     with pytest.raises(DataError, match="has no validation split of its own"):
         load_preset(DATASET_PRESETS["digits"], own_validation=True)
@@ -162,3 +179,4 @@ def test_a_search_trains_on_train_validates_on_the_own_split_and_retrains_on_bot
     assert result["validation_split"] == split
     card = open(os.path.join(output_dir, "README.md"), encoding="utf-8").read()
     assert f"the dataset's own `validation` split, {len(trainval['validation'])} images" in card
+    assert "the search's trials never trained on them, the final model did." in card

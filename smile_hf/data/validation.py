@@ -72,6 +72,12 @@ class ValidationSplit:
             f"{self.train_examples} left to train on"
         )
 
+    def card_text(self) -> str:
+        """[`describe`] and whether the final model trained on the split (the model card's words)."""
+        if self.final_train_examples:
+            return f"{self.describe()}; the search's trials never trained on them, the final model did"
+        return f"{self.describe()}; the model never trained on them"
+
     def to_dict(self) -> dict:
         return {**asdict(self), "description": self.describe()}
 
