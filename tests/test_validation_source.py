@@ -149,6 +149,11 @@ def test_a_hub_presets_own_split_is_read_from_the_repository(name, tmp_path, mon
     assert data.validation_split.describe().startswith(f"the dataset's own `validation` split, {ROWS_PER_SPLIT} images")
 
 
+def test_a_validation_source_without_a_search_or_calibration_is_refused(tmp_path):
+    with pytest.raises(InputError, match="--validation_source carve chooses the validation split of --hp_search_trials"):
+        main(["--dataset", "digits", "--validation_source", "carve", "--report_to", "none", "--output_dir", str(tmp_path)])
+
+
 def test_loading_the_own_split_of_a_preset_without_one_is_refused():
     with pytest.raises(DataError, match="has no validation split of its own"):
         load_preset(DATASET_PRESETS["digits"], own_validation=True)

@@ -58,6 +58,14 @@ def check_search(data_args: DataTrainingArguments, training_args: SmileTrainingA
     """Before anything is loaded: an [`InputError`] for a search or a validation split without training, a negative
     trial count, a backend that is not installed, or a `--validation_source` that cannot be used."""
     check_validation_source(data_args)
+    carving = data_args.validation_split_fraction is not None or data_args.validation_samples_per_class is not None
+    if data_args.validation_source != "auto" and not (data_args.hp_search_trials or carving) and (
+        training_args.calibration == "none"
+    ):
+        raise InputError(
+            f"--validation_source {data_args.validation_source} chooses the validation split of --hp_search_trials "
+            "and --calibration, and neither is asked: drop it, or add one of them."
+        )
     asked = [f"--{name}" for name in ("hp_search_trials", "validation_split_fraction", "validation_samples_per_class")
              if getattr(data_args, name)]  # fmt: skip
     if asked and not training_args.do_train:
