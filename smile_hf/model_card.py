@@ -267,7 +267,7 @@ def build_model_card(
         eval_examples / eval_split_examples: the images evaluated on, and the images of the evaluation split they
             were drawn from (`--max_eval_samples`): the card says how many were used, and of how many.
         train_samples_per_class: the training images per class of a few-shot run (`--train_samples_per_class`).
-        validation_split: the validation split held out of the training data (search, calibration), in words.
+        validation_split: the validation split (search, calibration) in words, and whether the model trained on it.
         hyperparameter_search: the hyperparameter search whose best values were trained with, in words.
         labels: the class names, in label id order.
         citation: BibTeX of the paper to cite (the card has no citation section without it).

@@ -77,7 +77,13 @@ from .transforms import (
     resize,
     to_rgb,
 )
-from .validation import DEFAULT_VALIDATION_FRACTION, ValidationSplit, carve_validation, held_out_counts
+from .validation import (
+    DEFAULT_VALIDATION_FRACTION,
+    ValidationSplit,
+    carve_validation,
+    held_out_counts,
+    own_validation_split,
+)
 
 __all__ = [
     "align_to_model_classes",
@@ -136,4 +142,5 @@ __all__ = [
     "ValidationSplit",
     "carve_validation",
     "held_out_counts",
+    "own_validation_split",
 ]

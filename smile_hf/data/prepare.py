@@ -15,13 +15,21 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict
+from datasets import ClassLabel, Dataset, DatasetDict, concatenate_datasets
 
 from .errors import DataError
-from .presets import DatasetPreset, DataSource, get_preset, load_image_folders, load_preset, resolved_revision
+from .presets import (
+    OWN_VALIDATION_KEY,
+    DatasetPreset,
+    DataSource,
+    get_preset,
+    load_image_folders,
+    load_preset,
+    resolved_revision,
+)
 from .scan import CORRUPT_IMAGE_POLICIES, handle_corrupt_images, without_image_decoding
 from .transforms import INDEX_COLUMN, BatchTransform, ImageTransform, TransformConfig
-from .validation import ValidationSplit
+from .validation import ValidationSplit, own_validation_split
 
 logger = logging.getLogger(__name__)
 
@@ -219,8 +227,11 @@ class PreparedData:
         transform_config (`TransformConfig`): the transforms [`set_transforms`] attached (None before).
         source (`DataSource`): the dataset's name, Hub id, revision and splits, without local paths (model cards).
         validation (`Dataset`, *optional*): a split held out of `train` (never of `eval`) for a hyperparameter
-            search and calibration (see `smile_hf.data.validation`), given the evaluation transform.
+            search and calibration (see `smile_hf.data.validation`), given the evaluation transform; or the dataset's
+            own validation split.
         validation_split (`ValidationSplit`, *optional*): what `validation` is.
+        search_train (`Dataset`, *optional*): what a search's trials train on when it is not `train`: `train`
+            without the dataset's own validation split, which the final run (`train`) trains on too.
     """
 
     train: Dataset
@@ -233,6 +244,7 @@ class PreparedData:
     source: DataSource | None = None
     validation: Dataset | None = None
     validation_split: ValidationSplit | None = None
+    search_train: Dataset | None = None
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -255,6 +267,8 @@ def prepare_datasets(
     cache_dir: str | None = None,
     token: str | bool | None = None,
     disable_tqdm: bool = False,
+    own_validation: bool = False,
+    train_on_validation: bool = True,
 ) -> PreparedData:
     """Load a preset (`dataset`) or image folders (`train_dir`, `validation_dir`), check columns and labels, and
     draw the requested subsets. Every problem is a one-line [`DataError`].
@@ -273,6 +287,10 @@ def prepare_datasets(
         seed: seed of every random choice here.
         cache_dir, token: passed to `datasets.load_dataset`.
         disable_tqdm: hide the progress bar of the undecodable-image scan.
+        own_validation: make the preset's own validation split `validation` (its `validation_split`), with the
+            full training data only (no `train_samples_per_class` / `max_train_samples`).
+        train_on_validation: with `own_validation`, `train` keeps the validation split when the preset trains on it
+            (and `search_train` is `train` without it); `False`: `train` is without it (it calibrates).
     """
     if corrupt_images not in CORRUPT_IMAGE_POLICIES:
         raise DataError(f"--corrupt_images must be one of {', '.join(CORRUPT_IMAGE_POLICIES)}, got '{corrupt_images}'.")
@@ -280,7 +298,7 @@ def prepare_datasets(
         raise DataError("Pass exactly one of --dataset NAME (a preset) or --train_dir DIR (your own image folders).")
     if dataset is not None:
         preset = get_preset(dataset)
-        splits = load_preset(preset, cache_dir=cache_dir, token=token)
+        splits = load_preset(preset, cache_dir=cache_dir, token=token, own_validation=own_validation)
         image_column, label_column = image_column or preset.image_column, label_column or preset.label_column
         description = preset.hub_id or f"{preset.name} (built in)"
         source = preset.source()
@@ -303,6 +321,15 @@ def prepare_datasets(
     for name, split in splits.items():
         check_label_range(split, label_column, num_labels, name)
     check_eval_classes(splits["train"], splits["validation"], label_column, label_names)
+    own = splits.pop(OWN_VALIDATION_KEY, None)
+    if own is not None and (train_samples_per_class is not None or max_train_samples is not None):
+        raise DataError(
+            "The dataset's own validation split goes with its full training data: drop --train_samples_per_class / "
+            "--max_train_samples, or carve the validation split from the subset (--validation_source carve)."
+        )
+    search_size = None  # the training examples without the own validation split, when the final run trains on both
+    if own is not None and train_on_validation and preset.validation_split in preset.train_parts():
+        search_size, splits["train"] = len(splits["train"]), concatenate_datasets([splits["train"], own])
 
     train, evaluation = (with_example_index(splits[k]) for k in ("train", "validation"))
     if train_samples_per_class is not None:
@@ -321,7 +348,7 @@ def prepare_datasets(
     source.eval_examples = len(evaluation)
     if len(train) == 0 or len(evaluation) == 0:
         raise DataError(f"Nothing left to train or evaluate on ({len(train)} train, {len(evaluation)} eval examples).")
-    return PreparedData(
+    data = PreparedData(
         train,
         evaluation,
         label_names[:num_labels] + [str(i) for i in range(len(label_names), num_labels)],
@@ -330,6 +357,28 @@ def prepare_datasets(
         description,
         source=source,
     )
+    if own is not None:
+        use_own_validation(data, own, preset.validation_split, search_size, corrupt_images, not disable_tqdm)
+    return data
+
+
+def use_own_validation(
+    data: PreparedData, own: Dataset, split_name: str, search_size: int | None, corrupt_images: str, progress: bool
+) -> None:
+    """Set `data.validation` to the dataset's own validation split `own` (`split_name`) and `data.validation_split`.
+    `search_size`: `data.train` holds it after its first `search_size` examples (indexed by [`INDEX_COLUMN`]), the
+    trials' training data (`data.search_train`); `None`: `data.train` does not hold it."""
+    if search_size is None:
+        own = without_image_decoding(with_example_index(own), data.image_column)
+        data.validation = handle_corrupt_images(own, data.image_column, corrupt_images, split_name, progress)
+    else:
+        index = np.asarray(data.train.with_format(None)[INDEX_COLUMN])
+        data.validation = data.train.select(np.flatnonzero(index >= search_size).tolist())
+        data.search_train = data.train.select(np.flatnonzero(index < search_size).tolist())
+    if len(data.validation) == 0:
+        raise DataError(f"The dataset's own `{split_name}` split has no image left: --validation_source carve instead.")
+    searched, final = (data.train, None) if data.search_train is None else (data.search_train, len(data.train))
+    data.validation_split = own_validation_split(data.validation, searched, data.label_column, split_name, final)
 
 
 def set_transforms(data: PreparedData, config: TransformConfig, seed: int | None = 0) -> None:
@@ -340,6 +389,8 @@ def set_transforms(data: PreparedData, config: TransformConfig, seed: int | None
     splits = [(data.train, True, "train"), (data.eval, False, "validation")]
     if data.validation is not None:  # held out of train, transformed as the evaluation split is
         splits.append((data.validation, False, "held-out validation"))
+    if data.search_train is not None:  # the trials' training data: train without the dataset's own validation split
+        splits.append((data.search_train, True, "train"))
     for split, train, name in splits:
         transform = BatchTransform(ImageTransform(config, train), data.image_column, data.label_column, name, seed)
         split.set_transform(transform)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict
+from datasets import ClassLabel, Dataset, DatasetDict, concatenate_datasets
 from datasets import Image as ImageFeature
 from PIL import Image
 
@@ -104,6 +104,9 @@ class DatasetPreset:
         builder (`Callable`, *optional*): builds the dataset locally (offline datasets); gets the preset.
         recipe (`Recipe`, *optional*): the training recipe `run_smile.py --dataset NAME` uses where no option says
             otherwise ([`smile_hf.data.recipes`]).
+        validation_split (`str`, *optional*): the dataset's own validation split, distinct from `eval_split`: what a
+            hyperparameter search and calibration validate on (`--validation_source`; the search's trials then train
+            on `train_split` without it). `None`: the dataset has none, a validation split is carved from training.
     """
 
     name: str
@@ -123,6 +126,7 @@ class DatasetPreset:
     official_split: bool = True
     builder: Callable[[DatasetPreset], DatasetDict] | None = field(default=None, compare=False, repr=False)
     recipe: Recipe | None = field(default=None, compare=False, repr=False)
+    validation_split: str | None = None
 
     def source(self) -> DataSource:
         """What a model card and the results say about this preset's data."""
@@ -134,7 +138,13 @@ class DatasetPreset:
 
     def split_names(self) -> set[str]:
         """Every split name the preset uses."""
-        return {s.strip() for split in (self.train_split, self.eval_split) for s in split.split("+")}
+        splits = (self.train_split, self.eval_split, self.validation_split or "")
+        return {s.strip() for split in splits for s in split.split("+") if s.strip()}
+
+    def train_parts(self, without_validation: bool = False) -> list[str]:
+        """The splits `train_split` joins, in order; `without_validation` leaves out `validation_split`."""
+        parts = [s.strip() for s in self.train_split.split("+")]
+        return [s for s in parts if not (without_validation and s == self.validation_split)]
 
 
 def build_digits(preset: DatasetPreset, test_fraction: float = 0.5, seed: int = 0) -> DatasetDict:
@@ -190,7 +200,7 @@ DATASET_PRESETS: dict[str, DatasetPreset] = {
             title="FGVC-Aircraft", homepage="https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/",
             notes="Variant level (100 classes); trains on trainval, evaluates on test, as the reference. Pinned to "
             "the repository's Parquet commit (data/{train,validation,test}-*.parquet; its loading script deleted).",
-            recipe=FGVC_AIRCRAFT_RECIPE,
+            recipe=FGVC_AIRCRAFT_RECIPE, validation_split="validation",
         ),
         DatasetPreset(
             "mit_indoor67", "keremberke/indoor-scene-classification", "train", "test", 67,
@@ -205,7 +215,7 @@ DATASET_PRESETS: dict[str, DatasetPreset] = {
             "flowers102", "dpdl-benchmark/oxford_flowers102", "train+validation", "test", 102,
             title="Oxford Flowers-102", homepage="https://www.robots.ox.ac.uk/~vgg/data/flowers/102/",
             notes="Official splits: trains on train + validation (2040 images), evaluates on test (6149).",
-            recipe=UNTUNED_RECIPE,
+            recipe=UNTUNED_RECIPE, validation_split="validation",
         ),
         DatasetPreset(
             "oxford_pets", "timm/oxford-iiit-pet", "train", "test", 37,
@@ -272,17 +282,34 @@ def get_preset(name: str) -> DatasetPreset:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def load_preset(preset: DatasetPreset, cache_dir: str | None = None, token: str | bool | None = None) -> DatasetDict:
-    """Load a preset as a `DatasetDict` with its train split as `"train"` and its eval split as `"validation"`."""
+OWN_VALIDATION_KEY = "own_validation"
+"""The key of the dataset's own validation split in what [`load_preset`] returns with `own_validation=True`."""
+
+
+def load_preset(
+    preset: DatasetPreset, cache_dir: str | None = None, token: str | bool | None = None, own_validation: bool = False
+) -> DatasetDict:
+    """Load a preset as a `DatasetDict` with its train split as `"train"` and its eval split as `"validation"`.
+
+    `own_validation` (for a preset with a `validation_split`): `"train"` is then `train_split` without the validation
+    split, and the validation split is [`OWN_VALIDATION_KEY`]."""
+    if own_validation and preset.validation_split is None:
+        raise DataError(f"--dataset {preset.name} has no validation split of its own: carve one from its training data")
+    wanted = {"train": preset.train_parts(without_validation=own_validation), "validation": [preset.eval_split]}
+    if own_validation:
+        wanted[OWN_VALIDATION_KEY] = [preset.validation_split]
     if preset.builder is not None:
         splits = preset.builder(preset)
-        return DatasetDict(train=splits[preset.train_split], validation=splits[preset.eval_split])
+        joined = {key: [splits[n] for n in names] for key, names in wanted.items()}
+        return DatasetDict({key: concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+                            for key, parts in joined.items()})  # fmt: skip
     from datasets import load_dataset
 
     kwargs = {"name": preset.config_name, "data_dir": preset.data_dir, "revision": preset.revision}
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     loaded = {}
-    for key, split in (("train", preset.train_split), ("validation", preset.eval_split)):
+    for key, names in wanted.items():
+        split = "+".join(names)
         try:
             loaded[key] = load_dataset(preset.hub_id, split=split, cache_dir=cache_dir, token=token, **kwargs)
         except Exception as error:  # network, missing split, auth: one clear line instead of a traceback

@@ -1,6 +1,7 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
 """A validation split held out of the training data: what a hyperparameter search selects on and what temperature
-scaling is fitted on, so that neither ever looks at the evaluation split.
+scaling is fitted on, so that neither ever looks at the evaluation split. It is carved from the training data
+([`carve_validation`]), or it is a dataset's own validation split ([`own_validation_split`]).
 
 The split is stratified and seeded: of every class, `k` examples (drawn with the seed) are held out, where `k` is
 `--validation_samples_per_class`, else `--validation_split_fraction` of the class rounded, at least 1; at least one
@@ -35,7 +36,11 @@ class ValidationSplit:
         train_examples (`int`): the training examples left.
         min_per_class / max_per_class (`int`): the fewest / most examples of one class held out.
         fraction (`float`, *optional*), samples_per_class (`int`, *optional*): the rule asked for.
-        seed (`int`): the seed of the draw.
+        seed (`int`, *optional*): the seed of the draw (`None` for a dataset's own split).
+        source (`str`): `"carved"` (held out of the training data) or `"dataset"` (the dataset's own split).
+        split_name (`str`, *optional*): the name of the dataset's own split.
+        final_train_examples (`int`, *optional*): the examples the final run trains on when they are more than
+            `train_examples` (a dataset's own split, trained on after the search).
     """
 
     examples: int
@@ -44,18 +49,34 @@ class ValidationSplit:
     max_per_class: int
     fraction: float | None
     samples_per_class: int | None
-    seed: int
+    seed: int | None
+    source: str = "carved"
+    split_name: str | None = None
+    final_train_examples: int | None = None
 
     def describe(self) -> str:
-        """One line: `"30 images held out of the training data (3 per class, seed 0); 70 left to train on"`."""
+        """One line: `"30 images held out of the training data (3 per class, seed 0); 70 left to train on"`, or
+        `"the dataset's own `validation` split, 30 images (3 per class); 70 training images without it"`."""
         per_class = (
             f"{self.min_per_class}" if self.min_per_class == self.max_per_class
             else f"{self.min_per_class}-{self.max_per_class}"
         )  # fmt: skip
+        if self.source == "dataset":
+            final = f" (the final run trains on all {self.final_train_examples})" if self.final_train_examples else ""
+            return (
+                f"the dataset's own `{self.split_name}` split, {self.examples} images ({per_class} per class); "
+                f"{self.train_examples} training images without it{final}"
+            )
         return (
             f"{self.examples} images held out of the training data ({per_class} per class, seed {self.seed}); "
             f"{self.train_examples} left to train on"
         )
+
+    def card_text(self) -> str:
+        """[`describe`] and whether the final model trained on the split (the model card's words)."""
+        if self.final_train_examples:
+            return f"{self.describe()}; the search's trials never trained on them, the final model did"
+        return f"{self.describe()}; the model never trained on them"
 
     def to_dict(self) -> dict:
         return {**asdict(self), "description": self.describe()}
@@ -110,3 +131,16 @@ def carve_validation(
         logger.warning(f"--validation_samples_per_class {samples_per_class}: some classes have too few examples; "
                        "at least one of each stays for training.")  # fmt: skip
     return train, validation, split
+
+
+def own_validation_split(
+    validation: Dataset, train: Dataset, label_column: str, split_name: str, final_train_examples: int | None = None
+) -> ValidationSplit:
+    """The [`ValidationSplit`] of a dataset's own validation split `split_name` (`validation`), beside the training
+    data `train` without it; `final_train_examples`: what the final run trains on, when it is more than `train`."""
+    sizes = np.unique(np.asarray(validation[label_column]), return_counts=True)[1]
+    return ValidationSplit(
+        examples=len(validation), train_examples=len(train), min_per_class=int(sizes.min()),
+        max_per_class=int(sizes.max()), fraction=None, samples_per_class=None, seed=None, source="dataset",
+        split_name=split_name, final_train_examples=final_train_examples,
+    )  # fmt: skip

@@ -326,7 +326,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict]:
     with training_args.main_process_first(desc="loading the datasets"):
         data_by_seed = {
             seed: prepare_data(data_args, model_args, seed, processor, disable_tqdm=quiet(training_args),
-                               validation=needs_validation(data_args, training_args))
+                               validation=needs_validation(data_args, training_args),
+                               calibration=training_args.calibration != "none")
             for seed in seeds
         }  # fmt: skip
     first = data_by_seed[seeds[0]]

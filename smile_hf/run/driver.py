@@ -140,7 +140,8 @@ def run(
     processor = load_processor(model_args)
     with training_args.main_process_first(desc="loading the datasets"):
         data = prepare_data(data_args, model_args, training_args.seed, processor, disable_tqdm=quiet(training_args),
-                            validation=needs_validation(data_args, training_args))  # fmt: skip
+                            validation=needs_validation(data_args, training_args),
+                            calibration=training_args.calibration != "none")  # fmt: skip
     logger.info(
         f"Data: {data.description}: {len(data.train)} train / {len(data.eval)} eval examples; "
         f"world size {training_args.world_size}"

@@ -1,10 +1,10 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
 """`--hp_search_trials N`: search the method's hyperparameters on the validation split held out of the training
-data, then set the best values on the run's arguments (the run then trains once with them on the training data and
+data (or the dataset's own validation split, [`smile_hf.run.validation_source`]), then set the best values on the run's arguments (the run then trains once with them on the training data and
 evaluates on the evaluation split, which the search never sees).
 
 Each trial is one `SmileTrainer` run (`model` named, loaded fresh per trial as in a plain run) trained on
-`data.train` and evaluated on `data.validation`; `data.eval` is never passed to it.
+`data.train` (`data.search_train`, without the dataset's own validation split, where it is set) and evaluated on `data.validation`; `data.eval` is never passed to it.
 
 The Optuna backend drives `optuna` directly rather than through `Trainer.hyperparameter_search`, which creates an
 in-memory study and always runs `n_trials` more trials: a search stored in SQLite in the output folder
@@ -29,6 +29,7 @@ from ..tuning import apply_values, default_search_space, load_search_space, ray_
 from .arguments import DataTrainingArguments, InputError, ModelArguments
 from .hp_search_report import SearchRecord, TrialRecord, write_search_outputs
 from .hp_trials import TRIALS_FOLDER, run_trial
+from .validation_source import check_validation_source
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,16 @@ def search_space(data_args: DataTrainingArguments, training_args: SmileTrainingA
 
 def check_search(data_args: DataTrainingArguments, training_args: SmileTrainingArguments) -> None:
     """Before anything is loaded: an [`InputError`] for a search or a validation split without training, a negative
-    trial count, or a backend that is not installed."""
+    trial count, a backend that is not installed, or a `--validation_source` that cannot be used."""
+    check_validation_source(data_args)
+    carving = data_args.validation_split_fraction is not None or data_args.validation_samples_per_class is not None
+    if data_args.validation_source != "auto" and not (data_args.hp_search_trials or carving) and (
+        training_args.calibration == "none"
+    ):
+        raise InputError(
+            f"--validation_source {data_args.validation_source} chooses the validation split of --hp_search_trials "
+            "and --calibration, and neither is asked: drop it, or add one of them."
+        )
     asked = [f"--{name}" for name in ("hp_search_trials", "validation_split_fraction", "validation_samples_per_class")
              if getattr(data_args, name)]  # fmt: skip
     if asked and not training_args.do_train:

@@ -46,11 +46,13 @@ def objective_value(metrics: dict[str, float], objective: str) -> float:
 
 
 def validation_trainer(model, args: SmileTrainingArguments, data: PreparedData, **kwargs) -> SmileTrainer:
-    """A trainer on `data.train`, evaluated on the held-out `data.validation` (never on `data.eval`); `kwargs` go to
+    """A trainer on `data.train` (`data.search_train` where set: the training data without the dataset's own
+    validation split), evaluated on the held-out `data.validation` (never on `data.eval`); `kwargs` go to
     `SmileTrainer` (`model_init`, `teacher_model`). The scores are computed directly (the `evaluate` module's
     result, and the trainer pickles for Ray's workers)."""
+    train = data.search_train if getattr(data, "search_train", None) is not None else data.train
     return SmileTrainer(
-        model=model, args=args, train_dataset=data.train, eval_dataset=data.validation,
+        model=model, args=args, train_dataset=train, eval_dataset=data.validation,
         compute_metrics=ClassificationMetrics(), **kwargs,
     )  # fmt: skip
 

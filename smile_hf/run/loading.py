@@ -24,6 +24,7 @@ from ..data import (
 )
 from ..modeling import load_image_processor
 from .arguments import DataTrainingArguments, InputError, ModelArguments
+from .validation_source import validation_source
 
 logger = logging.getLogger(__name__)
 
@@ -107,11 +108,15 @@ def prepare_data(
     config: TransformConfig | None = None,
     disable_tqdm: bool = False,
     validation: bool = False,
+    calibration: bool = False,
 ) -> PreparedData:
     """Load and check the data of `data_args` and attach the transforms of `config` (default: read from the
     checkpoint's `processor` and `--crop_pct`); `disable_tqdm` hides the undecodable-image scan's progress bar.
     `validation` holds a validation split out of the training data ([`carve_validation`] with
-    `--validation_split_fraction` / `--validation_samples_per_class` and `seed`) into `data.validation`."""
+    `--validation_split_fraction` / `--validation_samples_per_class` and `seed`) into `data.validation`, or takes the
+    dataset's own one where `--validation_source` says so ([`validation_source`]): the final run then trains on it
+    too (`data.search_train` is the training data without it), unless `calibration` fits a temperature on it."""
+    own = validation and validation_source(data_args) == "dataset"
     data = prepare_datasets(
         dataset=data_args.dataset,
         train_dir=data_args.train_dir,
@@ -128,12 +133,15 @@ def prepare_data(
         cache_dir=model_args.cache_dir,
         token=model_args.token,
         disable_tqdm=disable_tqdm,
+        own_validation=own,
+        train_on_validation=not calibration,
     )
-    if validation:
+    if validation and not own:
         data.train, data.validation, data.validation_split = carve_validation(
             data.train, data.label_column, seed, data_args.validation_split_fraction,
             data_args.validation_samples_per_class,
         )  # fmt: skip
+    if validation:
         logger.info(f"Validation split: {data.validation_split.describe()}")
     if config is None:
         config = TransformConfig.from_image_processor(

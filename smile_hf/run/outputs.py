@@ -43,7 +43,7 @@ def card_arguments(
     if recipe is not None:
         card["training_recipe"] = recipe.card_text(training_args.regularizer)
     if getattr(data, "validation_split", None) is not None:
-        card["validation_split"] = data.validation_split.describe()
+        card["validation_split"] = data.validation_split.card_text()
     if search is not None:
         card["hyperparameter_search"] = search.summary()
     return card

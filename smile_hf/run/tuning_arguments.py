@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+VALIDATION_SOURCES = ("auto", "carve", "dataset")
 HP_SEARCH_BACKENDS = ("optuna", "ray")
 HP_SEARCH_OBJECTIVES = ("accuracy", "loss")
 SEARCH_ONLY_FIELDS = ("hp_search_trials", "hp_search_backend", "hp_search_rerun", "ray_address", "ray_resources_per_trial")
@@ -17,15 +18,26 @@ SEARCH_ONLY_FIELDS = ("hp_search_trials", "hp_search_backend", "hp_search_rerun"
 class TuningArguments:
     """A validation split held out of the training data, and a hyperparameter search selecting on it."""
 
+    validation_source: str = field(
+        default="auto",
+        metadata={"help": "Where the validation split (--hp_search_trials, --calibration) comes from. dataset: the "
+                  "--dataset preset's own validation split (fgvc_aircraft, flowers102), the trials train on the "
+                  "training data without it and the final run on all of it (without it with --calibration); carve: "
+                  "held out of the training data; auto: dataset where the preset has one and neither "
+                  "--validation_split_fraction / --validation_samples_per_class nor a training subset "
+                  "(--train_samples_per_class, --max_train_samples) is given, else carve.",
+                  "choices": list(VALIDATION_SOURCES)},
+    )  # fmt: skip
     validation_split_fraction: float | None = field(
         default=None,
         metadata={"help": "Hold this fraction of each class of the training data out as a validation split (at least "
-                  "1 image per class; default 0.2 when a split is needed: --hp_search_trials, --calibration)."},
+                  "1 image per class; default 0.2 when a split is needed: --hp_search_trials, --calibration). "
+                  "Given, the split is carved even where the dataset has its own."},
     )  # fmt: skip
     validation_samples_per_class: int | None = field(
         default=None,
         metadata={"help": "Hold this many images of each class of the training data out as a validation split "
-                  "(instead of --validation_split_fraction)."},
+                  "(instead of --validation_split_fraction; carved even where the dataset has its own)."},
     )  # fmt: skip
     hp_search_trials: int = field(
         default=0,
