@@ -99,13 +99,16 @@ def hide_from_save(model: nn.Module, keys: set[str]) -> None:
     model._keys_to_ignore_on_save = set(model._keys_to_ignore_on_save or ()) | set(keys)
 
 
-def pil_image_processor_class(name: str):
-    """The PIL-backed image processor class of `name` (e.g. `DeiTImageProcessor`): transformers 5 names it
-    `<name>Pil`, apart from the torchvision-backed `<name>` (which installs without torchvision replace by the PIL one,
-    with a warning)."""
+def portable_image_processor_class():
+    """transformers' generic PIL image processor, `PilBackend` (resize, center crop, rescale, normalise, as its
+    attributes say). `AutoImageProcessor` loads a saved `image_processor_type` by backend: a model's processor
+    (`DeiTImageProcessor`...) as its torchvision class wherever torchvision is installed, whose uint8 resize differs
+    from PIL's by one level on some pixels. `"PilBackend"` is in no backend mapping, so it loads as itself, torchvision
+    or not (without torchvision, transformers first looks for a `PilBackendPil` and logs once "Requested pil backend
+    is not available. Falling back to torchvision backend." before loading `PilBackend` itself)."""
     import transformers
 
-    return getattr(transformers, f"{name}Pil")
+    return transformers.PilBackend
 
 
 def accelerator_available() -> bool:

@@ -22,7 +22,7 @@ from smile_hf._compat import (
     compiled_inner,
     hide_from_save,
     operator_name,
-    pil_image_processor_class,
+    portable_image_processor_class,
     trainer_member_problems,
     trainer_run_dir,
 )
@@ -72,10 +72,13 @@ def test_hidden_keys_are_left_out_of_save_pretrained(tmp_path):
     assert keys == set(model.state_dict()) - {"extra.weight", "extra.bias"}
 
 
-def test_pil_image_processor_class():
-    cls = pil_image_processor_class("DeiTImageProcessor")
-    assert cls.__name__ == "DeiTImageProcessorPil" and cls is transformers.DeiTImageProcessorPil
-    assert issubclass(cls, transformers.image_processing_utils.BaseImageProcessor)
+def test_portable_image_processor_class():
+    cls = portable_image_processor_class()
+    assert cls is transformers.PilBackend and issubclass(cls, transformers.image_processing_utils.BaseImageProcessor)
+    assert cls().backend == "pil"
+    # the saved type must be no value of the backend mappings: those resolve to the torchvision class when it imports
+    mappings = transformers.models.auto.image_processing_auto.IMAGE_PROCESSOR_MAPPING_NAMES.values()
+    assert cls.__name__ not in {name for mapping in mappings for name in mapping.values()}
 
 
 def test_accelerator_available_matches_the_backends():

@@ -8,7 +8,7 @@ from typing import Any
 
 from transformers.image_utils import PILImageResampling
 
-from .._compat import pil_image_processor_class
+from .._compat import portable_image_processor_class
 from .transforms import BatchTransform, ImageTransform, TransformConfig
 
 
@@ -16,9 +16,11 @@ def eval_image_processor(config: TransformConfig):
     """A `transformers` image processor that reproduces the evaluation pipeline of `config`: bilinear resize of the
     RGB uint8 image to `resize_size` (with `keep_aspect`: of its shorter side to `max(resize_size)`, the processor's
     `shortest_edge`), center crop to `crop_size`, scaling to [0, 1], normalisation. Saved with the exported model, so
-    that `pipeline("image-classification")` feeds the model what evaluation fed it (bit for bit with the PIL backend,
-    the one used without torchvision)."""
-    processor_class = pil_image_processor_class("DeiTImageProcessor")
+    that `pipeline("image-classification")` feeds the model what evaluation fed it, bit for bit: it is transformers'
+    PIL processor (`PilBackend`), which `AutoImageProcessor` loads as such whether or not torchvision is installed (a
+    model's own processor class, e.g. `DeiTImageProcessor`, loads as its torchvision variant where torchvision is
+    installed, whose uint8 resize differs from PIL's by one level on some pixels)."""
+    processor_class = portable_image_processor_class()
     height, width = config.resize_size
     crop_height, crop_width = config.crop_size
     size = {"shortest_edge": max(height, width)} if config.keep_aspect else {"height": height, "width": width}
