@@ -35,9 +35,11 @@ timeout 200 $PY -m benchmarks.data_speed --output "$OUT/data_speed.json" --markd
 wait $speed || { echo "speed benchmark failed"; status=1; }
 tail -n 40 "$OUT/speed_cuda.log"
 
-# 3: the fast suite on the GPU, one file per worker at a time.
-SMILE_HF_TEST_DEVICE=cuda OMP_NUM_THREADS=1 timeout 240 $PY -m pytest -m "not slow" -q -p no:cacheprovider \
-    -n "$WORKERS" --dist loadfile -rs tests >"$OUT/test_cuda.log" 2>&1 || { echo "cuda tests failed"; status=1; }
+# 3: the fast suite on the GPU, one file per worker at a time, each test named in the log as it ends; with
+# pytest-timeout a test that hangs is stopped (and named) after 120 s.
+per_test=$($PY -c "import pytest_timeout" 2>/dev/null && echo "--timeout 120")
+SMILE_HF_TEST_DEVICE=cuda OMP_NUM_THREADS=1 timeout 240 $PY -m pytest -m "not slow" -v -p no:cacheprovider $per_test \
+    -n "$WORKERS" --dist loadfile -rfEs tests >"$OUT/test_cuda.log" 2>&1 || { echo "cuda tests failed"; status=1; }
 tail -n 60 "$OUT/test_cuda.log"
 
 # 4: the timm tests on the CPU.

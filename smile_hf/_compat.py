@@ -10,6 +10,8 @@ an upstream change fails one named test instead of a training run:
 - `PreTrainedModel._keys_to_ignore_on_save` ([`hide_from_save`]);
 - peft's adapter layers ([`peft_tuner_layers`]) and the switching of their adapters ([`switch_adapters`]), which
   uses peft's public `set_adapter` / `enable_adapters` of each layer;
+- the DataLoaders a `Trainer` keeps (accelerate's `Accelerator._dataloaders`, `Trainer._eval_dataloaders`) and
+  torch's DataLoader iterator ([`shut_down_dataloader_workers`]);
 - `torch.accelerator` ([`accelerator_available`]); torch's dispatch modes ([`TorchDispatchMode`],
   [`operator_name`]) and the module under `torch.compile` ([`compiled_inner`]).
 """
@@ -109,6 +111,24 @@ def portable_image_processor_class():
     import transformers
 
     return transformers.PilBackend
+
+
+def shut_down_dataloader_workers(trainer: Trainer) -> int:
+    """Stop the worker processes of the DataLoaders `trainer` keeps: those accelerate prepared
+    (`Accelerator._dataloaders`) and the evaluation ones the Trainer caches with persistent workers
+    (`Trainer._eval_dataloaders`). Persistent workers otherwise live until their DataLoader is garbage-collected,
+    which a finished trainer's reference cycles delay, so runs made one after another in a process (a comparison, a
+    search's trials) would pile them up. A later iteration of a DataLoader starts new workers. Returns how many
+    DataLoaders had workers to stop."""
+    loaders = [*getattr(trainer.accelerator, "_dataloaders", []), *getattr(trainer, "_eval_dataloaders", {}).values()]
+    stopped = 0
+    for loader in {id(loader): loader for loader in loaders}.values():
+        iterator = getattr(loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()  # what the iterator's __del__ does
+            loader._iterator = None  # DataLoader.__iter__ then builds a new one
+            stopped += 1
+    return stopped
 
 
 def accelerator_available() -> bool:

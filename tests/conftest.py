@@ -49,6 +49,18 @@ def pytest_report_header(config):
     return header
 
 
+@pytest.fixture(autouse=True)
+def _share_the_cores_between_test_processes(monkeypatch):
+    """On an accelerator the run script gives each run one DataLoader worker per core (less one): with pytest-xdist's
+    N processes that is N times the machine's cores in workers. Each test process counts its share of the cores."""
+    processes = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if processes > 1:
+        from smile_hf.run import arguments
+
+        share = max(2, arguments.available_cpu_count() // processes)
+        monkeypatch.setattr(arguments, "available_cpu_count", lambda: share)
+
+
 @pytest.fixture(scope="session")
 def torch_device() -> str:
     """The device the test's models and tensors go on: "cpu", or e.g. "cuda:0" (`SMILE_HF_TEST_DEVICE`)."""

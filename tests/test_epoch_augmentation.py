@@ -7,6 +7,7 @@ import io
 from types import SimpleNamespace
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from datasets import Dataset
@@ -79,10 +80,14 @@ def digits_run(output_dir, *extra: str) -> dict[str, torch.Tensor]:
 def test_training_with_persistent_workers_matches_the_main_process(tmp_path):
     """Two epochs of 3 steps: the crops and flips of epoch 2 reach persistent workers, so the weights are those of
     loading in the main process (the same augmentation, the same batches in the same order): bit for bit on the CPU;
-    on an accelerator 1e-5, room for kernels that accumulate in a varying order (atomic adds)."""
+    on an accelerator 1e-5, room for kernels that accumulate in a varying order (atomic adds). No worker outlives
+    the run."""
     main = digits_run(tmp_path / "main", "--dataloader_num_workers", "0")
+    before = set(psutil.Process().children())
     workers = digits_run(tmp_path / "workers", "--dataloader_num_workers", "2", "--dataloader_persistent_workers",
-                         "True")  # fmt: skip
+                         "True", "--eval_strategy", "steps", "--eval_steps", "3")  # fmt: skip
+    # the run stopped its persistent train and eval workers (they would otherwise wait for garbage collection)
+    assert set(psutil.Process().children()) - before == set()
     assert main.keys() == workers.keys()
     tolerance = 1e-5 if ON_ACCELERATOR else 0.0
     for name in main:

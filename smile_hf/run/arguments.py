@@ -247,12 +247,16 @@ def set_dataloader_defaults(
         training_args.dataloader_pin_memory = False  # no effect without an accelerator, but a warning per run
         return
     if "dataloader_num_workers" not in given:
-        if cpu_count is None:
-            cpu_count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cpu_count = available_cpu_count() if cpu_count is None else cpu_count
         per_process = max(1, cpu_count // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
         training_args.dataloader_num_workers = min(16, max(1, per_process - 1))
     if "dataloader_persistent_workers" not in given and training_args.dataloader_num_workers > 0:
         training_args.dataloader_persistent_workers = True
+
+
+def available_cpu_count() -> int:
+    """The CPU cores this process may run on (its affinity where the platform tells it, else all)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def resolve_bundled(path: str) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from transformers import HfArgumentParser
 
+from .._compat import shut_down_dataloader_workers
 from ..checkpoints import resume_point, write_run_config
 from ..config import SmileTrainingArguments
 from ..data import PreparedData
@@ -353,6 +354,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict]:
         results.append(result)
         curves.append({"label": run.label, "seed": run.args.seed, "curves": training_curves(trainer.state.log_history)})
         predictions.setdefault(run.label, []).append(eval_predictions(trainer))  # every process: predict gathers
+        shut_down_dataloader_workers(trainer)
         if run.args.should_save:
             write_results([result], run.args.output_dir, experiment_args.results_file)
     if training_args.should_save:

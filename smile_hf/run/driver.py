@@ -13,6 +13,7 @@ import transformers
 from safetensors import SafetensorError
 from transformers import set_seed
 
+from .._compat import shut_down_dataloader_workers
 from ..checkpoints import resume_point, write_run_config
 from ..config import SmileTrainingArguments
 from ..data import PreparedData, eval_image_processor, one_line
@@ -89,6 +90,7 @@ def train_one(
     trainer.create_model_card(**card)  # README.md beside the model, pushed or not (main process only)
     if training_args.push_to_hub:
         trainer.push_to_hub(**card)
+    shut_down_dataloader_workers(trainer)  # persistent workers would outlive the run
     return {
         "label": label or training_args.method,
         "method": training_args.method,

@@ -12,6 +12,7 @@ from transformers import set_seed
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import IntervalStrategy
 
+from .._compat import shut_down_dataloader_workers
 from ..config import SmileTrainingArguments
 from ..data import PreparedData
 from ..metrics import ClassificationMetrics
@@ -66,5 +67,6 @@ def run_trial(model_args: ModelArguments, training_args: SmileTrainingArguments,
     trainer.remove_callback(PrinterCallback)  # one progress bar over the trials, not every trial's logs
     trainer.train()
     value = objective_value(trainer.evaluate(), objective)
+    shut_down_dataloader_workers(trainer)
     shutil.rmtree(output_dir, ignore_errors=True)  # nothing kept of a trial but its values and metric
     return value
