@@ -185,3 +185,17 @@ def test_a_search_trains_on_train_validates_on_the_own_split_and_retrains_on_bot
     card = open(os.path.join(output_dir, "README.md"), encoding="utf-8").read()
     assert f"the dataset's own `validation` split, {len(trainval['validation'])} images" in card
     assert "the search's trials never trained on them, the final model did." in card
+
+
+@pytest.mark.parametrize(
+    "extra, defines",
+    [([], False), (["--validation_split_fraction", "0.3"], False), (["--calibration", "temperature"], True),
+     (["--hp_search_trials", "2"], True)],
+)  # fmt: skip
+def test_the_validation_source_defines_a_run_only_with_a_search_or_a_calibration(tmp_path, extra, defines):
+    """Only a search or a calibration holds a validation split out, so only then does the source change the trained
+    weights (and a run folder saved before the option existed still resumes without one)."""
+    from smile_hf.run.driver import run_config
+
+    model_args, data_args, training_args = parse_args(["--dataset", "digits", "--output_dir", str(tmp_path), *extra])
+    assert ("validation_source" in run_config(model_args, data_args, training_args)["data"]) is defines

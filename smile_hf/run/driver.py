@@ -185,6 +185,8 @@ def run_config(
     model = {"model_name_or_path": model_args.model_name_or_path, "model_revision": model_args.model_revision,
              "num_labels": model_args.num_labels}  # fmt: skip
     not_weights = ("predict_dir", "top_k", *SEARCH_ONLY_FIELDS)  # what changes no trained weight
+    if not data_args.hp_search_trials and training_args.calibration == "none":
+        not_weights += ("validation_source",)  # picks the split only a search or a calibration holds out
     data = {k: v for k, v in asdict(data_args).items() if k not in not_weights}
     config = {"model": model, "data": data, "training": training_args.run_defining_values()}
     if from_scratch:
