@@ -244,6 +244,27 @@ def test_dataloader_workers_follow_the_cpus_with_an_accelerator(monkeypatch):
     assert (args.dataloader_num_workers, args.dataloader_pin_memory) == (0, False)  # the CPU trains
 
 
+def test_a_run_with_the_accelerator_data_loading_defaults_trains_several_epochs(tmp_path, monkeypatch):
+    """What the run script does on a GPU machine, on the CPU: persistent workers (one per core less one, here 2) over
+    three epochs (pinned memory is asked for too; torch's DataLoader drops it without an accelerator)."""
+    monkeypatch.setattr(run_arguments, "has_accelerator", lambda: True)
+    monkeypatch.setattr(run_arguments, "available_cpu_count", lambda: 3)
+    loaders, get_train_dataloader = [], SmileTrainer.get_train_dataloader
+
+    def recording(self):
+        loaders.append(get_train_dataloader(self))
+        return loaders[-1]
+
+    monkeypatch.setattr(SmileTrainer, "get_train_dataloader", recording)
+    result = run_smile.main([
+        "--dataset", "digits", "--train_samples_per_class", "1", "--max_eval_samples", "10", "--num_train_epochs", "3",
+        "--max_steps", "-1", "--per_device_train_batch_size", "5", "--report_to", "none", "--disable_tqdm", "True",
+        "--output_dir", str(tmp_path), *script_device_args(),
+    ])  # fmt: skip
+    assert [(loader.num_workers, loader.persistent_workers) for loader in loaders] == [(2, True)]
+    assert result["global_step"] == 6 and result["metrics"]["epoch"] == 3.0  # 10 images, batches of 5
+
+
 # ---- a tiny end-to-end run ----------------------------------------------------------------------------------------
 
 
