@@ -122,8 +122,8 @@ def test_every_regulariser_runs_in_a_plain_loop_as_in_the_trainer(name, tmp_path
         assert mine.terms.keys() == theirs.terms.keys(), step
         for term, (weight, value) in mine.terms.items():
             assert weight == theirs.terms[term][0]
-            assert float(value) == pytest.approx(float(theirs.terms[term][1]), rel=RTOL), (step, term)
-        assert torch.isfinite(mine.loss) and float(mine.loss) == pytest.approx(float(theirs.loss), rel=RTOL), step
+            assert float(value.detach()) == pytest.approx(float(theirs.terms[term][1].detach()), rel=RTOL), (step, term)
+        assert torch.isfinite(mine.loss) and float(mine.loss.detach()) == pytest.approx(float(theirs.loss.detach()), rel=RTOL), step
     trained = trainer.model.state_dict()
     moved = 0
     for key, value in model.state_dict().items():
