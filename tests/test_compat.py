@@ -23,6 +23,7 @@ from smile_hf._compat import (
     hide_from_save,
     operator_name,
     portable_image_processor_class,
+    shut_down_dataloader_workers,
     trainer_member_problems,
     trainer_run_dir,
 )
@@ -79,6 +80,25 @@ def test_portable_image_processor_class():
     # the saved type must be no value of the backend mappings: those resolve to the torchvision class when it imports
     mappings = transformers.models.auto.image_processing_auto.IMAGE_PROCESSOR_MAPPING_NAMES.values()
     assert cls.__name__ not in {name for mapping in mappings for name in mapping.values()}
+
+
+@pytest.mark.cpu_only("DataLoader workers are CPU processes")
+def test_dataloader_workers_of_a_trainer_are_stopped(tmp_path):
+    """`Accelerator._dataloaders` holds what the Trainer's loaders became, `DataLoader._iterator` the persistent
+    iterator and `_shutdown_workers` stops it: after the call no worker process is alive, and a second call finds
+    none to stop."""
+    args = SmileTrainingArguments(
+        output_dir=str(tmp_path), method="finetune", max_steps=2, per_device_train_batch_size=4, report_to=[],
+        dataloader_num_workers=2, dataloader_persistent_workers=True, **training_device_args(),
+    )  # fmt: skip
+    _, student = source_and_student("resnet")
+    trainer = SmileTrainer(model=student, args=args, train_dataset=random_image_dataset(16))
+    trainer.train()
+    workers = [w for loader in trainer.accelerator._dataloaders for w in loader._iterator._workers]
+    assert len(workers) == 2 and all(w.is_alive() for w in workers)
+    assert shut_down_dataloader_workers(trainer) == 1
+    assert not any(w.is_alive() for w in workers)
+    assert shut_down_dataloader_workers(trainer) == 0
 
 
 def test_accelerator_available_matches_the_backends():
