@@ -4,7 +4,8 @@
 #   2. the data-pipeline benchmark with its torchvision column, beside it on the CPU -> OUT/data_speed.{json,md}
 #   3. the fast test suite with SMILE_HF_TEST_DEVICE=cuda (the timm tests run wherever timm imports) -> OUT/test_cuda.log
 #   4. the timm tests once more on the CPU -> OUT/test_timm_cpu.log
-# Usage: scripts/gpu_checks.sh OUT_DIR [PYTEST_WORKERS]   (smile_hf importable, e.g. `pip install -e ".[test,timm]"`)
+# Usage: scripts/gpu_checks.sh OUT_DIR [PYTEST_WORKERS]   (smile_hf importable, e.g. `pip install -e ".[test,timm]"`;
+# pytest-xdist and pytest-timeout used where installed)
 # Each step has its own time limit so that one slow step cannot eat the others' time; the exit status is 1 if any
 # step failed. Copy the results into benchmarks/results/ to publish them.
 set -uo pipefail
@@ -37,9 +38,11 @@ tail -n 40 "$OUT/speed_cuda.log"
 
 # 3: the fast suite on the GPU, one file per worker at a time, each test named in the log as it ends; with
 # pytest-timeout a test that hangs is stopped (and named) after 120 s.
+# Without pytest-xdist the suite runs in one process (allow about 10 minutes then).
 per_test=$($PY -c "import pytest_timeout" 2>/dev/null && echo "--timeout 120")
+parallel=$($PY -c "import xdist" 2>/dev/null && echo "-n $WORKERS --dist loadfile")
 SMILE_HF_TEST_DEVICE=cuda OMP_NUM_THREADS=1 timeout 240 $PY -m pytest -m "not slow" -v -p no:cacheprovider $per_test \
-    -n "$WORKERS" --dist loadfile -rfEs tests >"$OUT/test_cuda.log" 2>&1 || { echo "cuda tests failed"; status=1; }
+    $parallel -rfEs tests >"$OUT/test_cuda.log" 2>&1 || { echo "cuda tests failed"; status=1; }
 tail -n 60 "$OUT/test_cuda.log"
 
 # 4: the timm tests on the CPU.
