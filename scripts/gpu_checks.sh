@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The checks that need a CUDA GPU, in one run (at most about 8.5 minutes: each step has a time limit):
+# The checks that need a CUDA GPU, in one run (at most about 8.5 minutes with pytest-xdist: each step has a time limit):
 #   1. the GPU speed benchmark   -> OUT/speed_cuda.{json,md}  (python -m benchmarks.speed --device cuda)
 #   2. the data-pipeline benchmark with its torchvision column, beside it on the CPU -> OUT/data_speed.{json,md}
 #   3. the fast test suite with SMILE_HF_TEST_DEVICE=cuda (the timm tests run wherever timm imports) -> OUT/test_cuda.log
@@ -38,10 +38,11 @@ tail -n 40 "$OUT/speed_cuda.log"
 
 # 3: the fast suite on the GPU, one file per worker at a time, each test named in the log as it ends; with
 # pytest-timeout a test that hangs is stopped (and named) after 120 s.
-# Without pytest-xdist the suite runs in one process (allow about 10 minutes then).
+# Without pytest-xdist the suite runs in one process, under a longer limit.
 per_test=$($PY -c "import pytest_timeout" 2>/dev/null && echo "--timeout 120")
 parallel=$($PY -c "import xdist" 2>/dev/null && echo "-n $WORKERS --dist loadfile")
-SMILE_HF_TEST_DEVICE=cuda OMP_NUM_THREADS=1 timeout 240 $PY -m pytest -m "not slow" -v -p no:cacheprovider $per_test \
+limit=$([ -n "$parallel" ] && echo 240 || echo 900)
+SMILE_HF_TEST_DEVICE=cuda OMP_NUM_THREADS=1 timeout "$limit" $PY -m pytest -m "not slow" -v -p no:cacheprovider $per_test \
     $parallel -rfEs tests >"$OUT/test_cuda.log" 2>&1 || { echo "cuda tests failed"; status=1; }
 tail -n 60 "$OUT/test_cuda.log"
 
