@@ -17,7 +17,7 @@ from .bare_loop import step_profile, trainer_vs_bare
 from .common import TARGET_RATIO, device_line, fmt_q, log, markdown_table, quantiles
 from .memory import peak_step_memory
 from .speed_models import NUM_TARGET_LABELS, ModelSpec, build_models
-from .stepping import SteppedTrainer, interleaved_step_times, synchronize
+from .stepping import SteppedTrainer, interleaved_step_times, step_time_summary, synchronize
 
 TARGET_EMA_SHARE = 0.01
 TARGET_TRAINER_OVERHEAD = 1.05
@@ -77,10 +77,7 @@ def benchmark_model(spec: ModelSpec, methods: list[str], opts) -> dict:
 
     log(f"[{spec.name}] step times, {rounds} interleaved rounds")
     times = interleaved_step_times(steppers, rounds, warmup=3)
-    base = times["finetune"]
-    result["step_ms"] = {m: quantiles([1e3 * t for t in ts]) for m, ts in times.items()}
-    result["ratio"] = {m: quantiles([t / b for t, b in zip(ts, base)]) for m, ts in times.items()}
-    result["ratio_of_means"] = {m: float(np.mean(ts) / np.mean(base)) for m, ts in times.items()}
+    result.update(step_time_summary(times, "finetune"))
 
     if "smile" in steppers:
         log(f"[{spec.name}] EMA update")

@@ -9,24 +9,17 @@ import sys
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import transformers
 
 from .common import device_line, environment, fmt_q, log, markdown_table, quantiles
 from .memory import peak_step_memory, storage_bytes
 from .speed_cpu import ema_update_times, model_header, random_batch
-from .speed_models import build_models, small_cnn_config
-from .stepping import SteppedTrainer, interleaved_step_times
+from .speed_models import BenchmarkModelSpec, build_models, small_cnn_config
+from .stepping import SteppedTrainer, interleaved_step_times, step_time_summary
 
 
 @dataclass(frozen=True)
-class LoraModelSpec:
-    name: str
-    description: str
-    config: callable
-    image_size: int
-    batch_size: int
-    rounds: int  # interleaved rounds of the step-time comparison (after warm-up)
+class LoraModelSpec(BenchmarkModelSpec):
     target_modules: tuple[str, ...]  # the LoRA layers
     rank: int
 
@@ -105,10 +98,7 @@ def benchmark_lora_model(spec: LoraModelSpec, opts) -> dict:
 
     log(f"[lora {spec.name}] step times, {rounds} interleaved rounds")
     times = interleaved_step_times(steppers, rounds, warmup=3)
-    base = times["lora-finetune"]
-    result["step_ms"] = {m: quantiles([1e3 * t for t in ts]) for m, ts in times.items()}
-    result["ratio"] = {m: quantiles([t / b for t, b in zip(ts, base)]) for m, ts in times.items()}
-    result["ratio_of_means"] = {m: float(np.mean(ts) / np.mean(base)) for m, ts in times.items()}
+    result.update(step_time_summary(times, "lora-finetune"))
     smile_steps = zip(times["lora-smile"], times["full-smile"])
     result["lora_smile_over_full_smile_time"] = quantiles([t / f for t, f in smile_steps])
 

@@ -31,13 +31,19 @@ def small_cnn_config(num_labels: int) -> transformers.PretrainedConfig:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class BenchmarkModelSpec:
+    """A model of a step-time comparison: built from `config`, stepped on batches of `batch_size` images."""
+
     name: str
     description: str
     config: callable
     image_size: int
     batch_size: int
     rounds: int  # interleaved rounds of the step-time comparison (after warm-up)
+
+
+@dataclass(frozen=True)
+class ModelSpec(BenchmarkModelSpec):
     chunks: int  # chunk pairs of the trainer-vs-bare-loop comparison
     chunk_steps: int  # measured steps per chunk (a multiple of the EMA period, 10)
 

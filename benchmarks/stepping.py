@@ -15,6 +15,7 @@ from torch import nn
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
 
+from .common import quantiles
 from .speed_models import ModelSpec, random_dataset
 
 
@@ -130,3 +131,14 @@ def interleaved_step_times(steppers: dict[str, SteppedTrainer], rounds: int, war
             if r >= warmup:
                 times[name].append(time.perf_counter() - start)
     return times
+
+
+def step_time_summary(times: dict[str, list[float]], base: str) -> dict[str, dict]:
+    """From [`interleaved_step_times`]: each method's step time in ms (`step_ms`), its ratio to method `base`'s step
+    of the same round (`ratio`, both as [`quantiles`]) and the ratio of the mean step times (`ratio_of_means`)."""
+    reference = times[base]
+    return {
+        "step_ms": {m: quantiles([1e3 * t for t in ts]) for m, ts in times.items()},
+        "ratio": {m: quantiles([t / b for t, b in zip(ts, reference)]) for m, ts in times.items()},
+        "ratio_of_means": {m: float(np.mean(ts) / np.mean(reference)) for m, ts in times.items()},
+    }
