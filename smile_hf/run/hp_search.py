@@ -1,10 +1,12 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
 """`--hp_search_trials N`: search the method's hyperparameters on the validation split held out of the training
-data (or the dataset's own validation split, [`smile_hf.run.validation_source`]), then set the best values on the run's arguments (the run then trains once with them on the training data and
-evaluates on the evaluation split, which the search never sees).
+data (or the dataset's own validation split, [`smile_hf.run.validation_source`]), then set the best values on the
+run's arguments (the run then trains once with them on the training data and evaluates on the evaluation split, which
+the search never sees).
 
 Each trial is one `SmileTrainer` run (`model` named, loaded fresh per trial as in a plain run) trained on
-`data.train` (`data.search_train`, without the dataset's own validation split, where it is set) and evaluated on `data.validation`; `data.eval` is never passed to it.
+`data.train` (`data.search_train`, without the dataset's own validation split, where it is set) and evaluated on
+`data.validation`; `data.eval` is never passed to it.
 
 The Optuna backend drives `optuna` directly rather than through `Trainer.hyperparameter_search`, which creates an
 in-memory study and always runs `n_trials` more trials: a search stored in SQLite in the output folder
