@@ -10,7 +10,6 @@ found, so that `examples/run_smile.py` can report bad input before any training 
   transforms and `collate`;
 - `smile_hf.data.prepare`: label checks and encoding, subsets, `prepare_datasets` and `set_transforms`;
 - `smile_hf.data.export`: the image processor saved with an exported model (the evaluation transform);
-- `smile_hf.data.recipes`: the training recipe each preset carries;
 - `smile_hf.data.scan`: undecodable images, and images the conversion to RGB loses something of;
 - `smile_hf.data.classes`: [`align_to_model_classes`], a trained model's label ids on data of its classes;
 - `smile_hf.data.validation`: [`carve_validation`], a stratified, seeded validation split held out of train;
@@ -46,7 +45,6 @@ from .presets import (
     load_preset,
     resolved_revision,
 )
-from .recipes import Recipe
 from .scan import (
     CORRUPT_IMAGE_POLICIES,
     ImageScan,
@@ -105,7 +103,6 @@ __all__ = [
     "eval_image_processor",
     "evaluation_processor",
     "PreparedData",
-    "Recipe",
     "TransformConfig",
     "build_digits",
     "center_crop",

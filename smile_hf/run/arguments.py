@@ -4,6 +4,7 @@ line, or one `.json` / `.yaml` file), and the defaults a run script fills in fro
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 from dataclasses import dataclass, field
@@ -100,7 +101,7 @@ class DataTrainingArguments(TuningArguments):
                   "<output_dir>/predictions.csv (file, then the top-k labels and scores)."},
     )  # fmt: skip
     top_k: int = field(default=5, metadata={"help": "Labels and scores per image in predictions.csv."})
-    recipe = None  # set (on the instance) by smile_hf.run.recipes.apply_preset_recipe: the preset's recipe used
+    recipe = None  # set (on the instance) by smile_hf.run.recipes.apply_preset_recipe: an AppliedRecipe
 
 
 class InputError(ValueError):
@@ -153,8 +154,9 @@ def parse_args(
         model_args, data_args, training_args = read_args(build_parser(prog), argv)
     except ValueError as error:  # raised by the arguments' own checks (unknown method, a negative weight...)
         raise InputError(" ".join(str(error).split())) from error
-    training_args = apply_preset_recipe(data_args, training_args, given_options(argv))  # an unknown --dataset: DataError
-    finalize_args(model_args, training_args, data_args, given_options(argv))
+    given = given_options(argv, build_parser(prog))
+    training_args = apply_preset_recipe(data_args, training_args, given)  # an unknown --dataset: DataError
+    finalize_args(model_args, training_args, data_args, given)
     check_inference_args(model_args, data_args, training_args)
     return model_args, data_args, training_args
 
@@ -186,15 +188,20 @@ def check_inference_args(
         raise InputError(f"--top_k must be >= 1, got {data_args.top_k}.")
 
 
-def given_options(argv: list[str]) -> set[str]:
-    """The names of the options set explicitly: the `--name` / `--name=value` flags of a command line, or the keys
-    of a single `.json` / `.yaml` file of arguments."""
+def given_options(argv: list[str], parser: HfArgumentParser | None = None) -> set[str]:
+    """The names of the arguments set explicitly: those a command line sets, as `parser` (default: a fresh
+    [`build_parser`]) reads it (spelt with dashes, abbreviated, `--no_<name>`...), or the keys of a single `.json` /
+    `.yaml` file of arguments. `parser` is changed: pass a fresh one."""
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
         import yaml  # JSON is YAML
 
         with open(argv[0], encoding="utf-8") as f:
             return set(yaml.safe_load(f) or {})
-    return {arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--")}
+    parser = build_parser() if parser is None else parser
+    for action in parser._actions:  # the namespace then holds only what argv sets
+        action.default = argparse.SUPPRESS
+    namespace, _ = parser.parse_known_args(argv)
+    return set(vars(namespace))
 
 
 def finalize_args(

@@ -159,8 +159,9 @@ def parse_args(
         model_args, data_args, training_args, experiment_args = read_args(build_parser(prog), argv or DEMO_ARGS)
     except ValueError as error:  # raised by the arguments' own checks (unknown method, a negative weight...)
         raise InputError(" ".join(str(error).split())) from error
-    training_args = apply_preset_recipe(data_args, training_args, given_options(argv or DEMO_ARGS))
-    finalize_args(model_args, training_args, data_args, given_options(argv or DEMO_ARGS))
+    given = given_options(argv or DEMO_ARGS, build_parser(prog))
+    training_args = apply_preset_recipe(data_args, training_args, given)
+    finalize_args(model_args, training_args, data_args, given)
     return model_args, data_args, training_args, experiment_args
 
 
