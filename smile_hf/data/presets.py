@@ -14,7 +14,6 @@ from datasets import ClassLabel, Dataset, DatasetDict, concatenate_datasets
 from datasets import Image as ImageFeature
 from PIL import Image
 
-from .errors import DataError, one_line
 from ..recipes import (
     CUB_RECIPE,
     DEMO_RECIPE,
@@ -24,6 +23,7 @@ from ..recipes import (
     Recipe,
     paper_recipe,
 )
+from .errors import DataError, one_line
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Dataset presets

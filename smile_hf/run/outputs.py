@@ -9,9 +9,9 @@ import statistics
 
 from ..config import SmileTrainingArguments
 from ..data import PreparedData
+from ..recipes import AppliedRecipe
 from .arguments import ModelArguments
 from .loading import is_offline
-from ..recipes import AppliedRecipe
 
 
 def card_arguments(
