@@ -15,9 +15,11 @@ its output folder.
 from .arguments import (
     BUNDLED_CHECKPOINT,
     DEFAULT_MODEL,
+    DRIVER_ONLY_OPTIONS,
     DataTrainingArguments,
     InputError,
     ModelArguments,
+    apply_defaults,
     build_parser,
     check_inference_args,
     default_model,
@@ -40,9 +42,11 @@ from .predict import evaluate_and_predict, predict_folder
 __all__ = [
     "BUNDLED_CHECKPOINT",
     "DEFAULT_MODEL",
+    "DRIVER_ONLY_OPTIONS",
     "DataTrainingArguments",
     "InputError",
     "ModelArguments",
+    "apply_defaults",
     "base_model_license",
     "build_parser",
     "card_arguments",

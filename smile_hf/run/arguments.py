@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from transformers import HfArgumentParser
@@ -104,6 +104,14 @@ class DataTrainingArguments(TuningArguments):
     recipe = None  # set (on the instance) by smile_hf.run.recipes.apply_preset_recipe: an AppliedRecipe
 
 
+DRIVER_ONLY_OPTIONS = frozenset(
+    {"do_predict", "predict_dir", "top_k", "calibration", *(f.name for f in fields(TuningArguments))}
+)
+"""The options of a run that only the driver (`smile-hf train`) acts on: classifying a folder, calibrating, the
+hyperparameter search and the validation split it holds out. A script of its own that does none of this refuses
+them."""
+
+
 class InputError(ValueError):
     """Bad command-line input found before training (one line, shown as is)."""
 
@@ -154,11 +162,24 @@ def parse_args(
         model_args, data_args, training_args = read_args(build_parser(prog), argv)
     except ValueError as error:  # raised by the arguments' own checks (unknown method, a negative weight...)
         raise InputError(" ".join(str(error).split())) from error
-    given = given_options(argv, build_parser(prog))
-    training_args = apply_preset_recipe(data_args, training_args, given)  # an unknown --dataset: DataError
-    finalize_args(model_args, training_args, data_args, given)
+    training_args = apply_defaults(model_args, data_args, training_args, given_options(argv, build_parser(prog)))
     check_inference_args(model_args, data_args, training_args)
     return model_args, data_args, training_args
+
+
+def apply_defaults(
+    model_args: ModelArguments,
+    data_args: DataTrainingArguments,
+    training_args: SmileTrainingArguments,
+    given: set[str] | frozenset[str],
+) -> SmileTrainingArguments:
+    """The defaults of a run that its parser cannot give, each only where `given` (the options set explicitly:
+    [`given_options`]) names nothing: the recipe of the `--dataset` preset ([`apply_preset_recipe`]; an unknown
+    preset is a `DataError`), then the defaults that depend on other arguments ([`finalize_args`]). Returns the
+    training arguments (rebuilt when the recipe changes one)."""
+    training_args = apply_preset_recipe(data_args, training_args, given)
+    finalize_args(model_args, training_args, data_args, given)
+    return training_args
 
 
 def check_inference_args(
