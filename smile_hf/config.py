@@ -47,8 +47,8 @@ _NOT_RUN_DEFINING = (
 
 def _unset_help(name: str, text: str) -> str:
     return (
-        f"{text} Default: {_STOCK[name]!r}; with --reference_recipe: {REFERENCE_RECIPE.values[name]!r}. (None in "
-        "Python means not set: --reference_recipe fills only the fields the user did not set.)"
+        f"{text} (None: not set, so that --reference_recipe fills only the fields you did not pass.) Default: "
+        f"{_STOCK[name]!r}; with --reference_recipe: {REFERENCE_RECIPE.values[name]!r}."
     )
 
 

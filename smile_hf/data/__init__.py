@@ -3,7 +3,7 @@
 and the train / eval transforms of the SMILE reference, written with torch only (no torchvision).
 
 Everything here fails early with a [`DataError`], a one-line message that names what was expected and what was
-found, so that `examples/run_smile.py` can report bad input before any training starts.
+found, so that a run script can report bad input before any training starts.
 
 - `smile_hf.data.presets`: the `--dataset` presets and their loading, and `--train_dir` image folders;
 - `smile_hf.data.transforms`: image decoding, torch-only resize / crop / normalise, the per-image and per-batch

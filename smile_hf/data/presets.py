@@ -102,7 +102,7 @@ class DatasetPreset:
             `validation` split is the official test split).
         official_split (`bool`): whether the train / eval split is the benchmark's official one.
         builder (`Callable`, *optional*): builds the dataset locally (offline datasets); gets the preset.
-        recipe (`Recipe`, *optional*): the training recipe `run_smile.py --dataset NAME` uses where no option says
+        recipe (`Recipe`, *optional*): the training recipe `smile-hf train --dataset NAME` uses where no option says
             otherwise ([`smile_hf.recipes`]).
         validation_split (`str`, *optional*): the dataset's own validation split, distinct from `eval_split`: what a
             hyperparameter search and calibration validate on (`--validation_source`; the search's trials then train

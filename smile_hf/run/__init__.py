@@ -1,6 +1,6 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
-"""The run driver behind `examples/run_smile.py`, `examples/compare_methods.py` and `smile-hf train` / `smile-hf
-compare`: arguments, loading, one training run with its results, card and predictions, and the resume protection of
+"""The run driver behind `smile-hf train` (one run, full-featured; `examples/run_smile.py` is the short script of
+the same run), `smile-hf compare` and `examples/compare_methods.py`: arguments, loading, one training run with its results, card and predictions, and the resume protection of
 its output folder.
 
 - `arguments.py`: `ModelArguments`, `DataTrainingArguments`, parsing (command line, `.json`, `.yaml`) and the defaults

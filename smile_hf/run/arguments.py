@@ -120,13 +120,13 @@ RUN_DESCRIPTION = """\
 Fine-tune an image classifier (any AutoModelForImageClassification checkpoint) on a target dataset with SMILE or a
 transfer-learning baseline: one run. It trains, evaluates, saves, writes the model card and results.json into
 --output_dir, and pushes to the Hub with --push_to_hub; rerun with the same arguments, it resumes from its last
-checkpoint. Arguments can also come from one .json / .yaml file: run_smile.py args.json.
+checkpoint. Arguments can also come from one .json / .yaml file: smile-hf train args.json.
 
 examples:
-  accelerate launch examples/run_smile.py --dataset food101
-  python examples/run_smile.py --dataset digits --train_samples_per_class 10 --method smile
-  python examples/run_smile.py --train_dir data/train --validation_dir data/val --method l2sp+mixup
-  python examples/run_smile.py --do_train False --do_eval --dataset digits --model_name_or_path runs/m"""
+  smile-hf train --dataset food101
+  smile-hf train --dataset digits --train_samples_per_class 10 --method smile
+  smile-hf train --train_dir data/train --validation_dir data/val --method l2sp+mixup
+  smile-hf train --do_train False --do_eval --dataset digits --model_name_or_path runs/m"""
 
 
 def build_parser(prog: str | None = None) -> HfArgumentParser:
