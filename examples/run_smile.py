@@ -45,6 +45,7 @@ from smile_hf.run import (
     apply_defaults,
     configure_logging,
     given_options,
+    loading_kwargs,
     run_processes_on_cpu_without_accelerator,
 )
 
@@ -87,25 +88,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     #    checked, and the subsets asked for (few-shot: --train_samples_per_class). The transforms are the SMILE
     #    reference's (random resized crop and flip for training; resize and center crop for evaluation), sized and
     #    normalised from the checkpoint's image processor.
-    loading = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token,
-               "trust_remote_code": model_args.trust_remote_code}  # fmt: skip
+    loading = loading_kwargs(model_args)  # from_pretrained's cache_dir, revision, token, trust_remote_code
     with training_args.main_process_first(desc="loading the datasets"):
-        data = prepare_datasets(
-            dataset=data_args.dataset,
-            train_dir=data_args.train_dir,
-            validation_dir=data_args.validation_dir,
-            image_column=data_args.image_column,
-            label_column=data_args.label_column,
-            num_labels=model_args.num_labels,
-            train_val_split=data_args.train_val_split,
-            max_train_samples=data_args.max_train_samples,
-            max_eval_samples=data_args.max_eval_samples,
-            train_samples_per_class=data_args.train_samples_per_class,
-            corrupt_images=data_args.corrupt_images,
-            seed=training_args.seed,
-            cache_dir=model_args.cache_dir,
-            token=model_args.token,
-        )
+        data = prepare_datasets(**data_args.dataset_kwargs(model_args), seed=training_args.seed)
         processor = load_image_processor(model_args.model_name_or_path, **loading)
         transforms = TransformConfig.from_image_processor(
             processor, data_args.crop_pct, data_args.random_horizontal_flip, data_args.keep_aspect

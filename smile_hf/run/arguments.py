@@ -103,6 +103,14 @@ class DataTrainingArguments(TuningArguments):
     top_k: int = field(default=5, metadata={"help": "Labels and scores per image in predictions.csv."})
     recipe = None  # set (on the instance) by smile_hf.run.recipes.apply_preset_recipe: an AppliedRecipe
 
+    def dataset_kwargs(self, model_args: ModelArguments) -> dict:
+        """The arguments of [`~smile_hf.data.prepare_datasets`] these data arguments (and the model's classes and
+        cache of `model_args`) give: all but `seed` and the options of a validation split."""
+        names = ("dataset", "train_dir", "validation_dir", "image_column", "label_column", "train_val_split",
+                 "max_train_samples", "max_eval_samples", "train_samples_per_class", "corrupt_images")  # fmt: skip
+        return {**{name: getattr(self, name) for name in names}, "num_labels": model_args.num_labels,
+                "cache_dir": model_args.cache_dir, "token": model_args.token}  # fmt: skip
+
 
 DRIVER_ONLY_OPTIONS = frozenset(
     {"do_predict", "predict_dir", "top_k", "calibration", *(f.name for f in fields(TuningArguments))}
