@@ -1,5 +1,6 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
-"""The `smile-hf` command: `smile-hf train ...` is `examples/run_smile.py ...` (one run), `smile-hf compare ...` is
+"""The `smile-hf` command: `smile-hf train ...` is one run, with the full driver
+([`smile_hf.run`]; `examples/run_smile.py` is the short script of the same run), `smile-hf compare ...` is
 `examples/compare_methods.py ...` (several methods over seeds; no argument: the offline demo). Also
 `python -m smile_hf.cli train ...`.
 
@@ -24,7 +25,10 @@ USER_ERRORS = (DataError, InputError, UnsupportedBackboneError, IncompleteCheckp
 RUN_ERRORS = (NonFiniteLossError, NonFiniteWeightsError)
 """A run that failed (it diverged), reported as one line on stderr with exit status 1."""
 
-COMMANDS = {"train": "one run (examples/run_smile.py)", "compare": "several methods over seeds (examples/compare_methods.py)"}
+COMMANDS = {
+    "train": "one run (the full driver; examples/run_smile.py is its short script)",
+    "compare": "several methods over seeds (examples/compare_methods.py)",
+}
 USAGE = "usage: smile-hf {train,compare} [ARGUMENTS...]   (smile-hf train --help: every option)\n" + "\n".join(
     f"  {name:8} {what}" for name, what in COMMANDS.items()
 )

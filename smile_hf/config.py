@@ -16,34 +16,19 @@ from ._compat import accelerator_available
 from .calibration import CALIBRATIONS
 from .guard import NAN_POLICIES
 from .methods import METHODS, declared_hyperparameters, parse_method
-from .methods.smile import REFERENCE_FINAL_FINETUNE_FRACTION, REFERENCE_TOTAL_STEPS  # noqa: F401  (re-exported)
 from .parity import check_refused_fields
+from .recipes import REFERENCE_RECIPE, apply_recipe
 
 logger = logging.get_logger(__name__)
 
-# The reference recipe of SMILE (PaddlePaddle/Research, CV/SMILE/finetune.py): 9000 iterations in all,
-# the last 1000 plain fine-tuning, the learning rate x0.1 once at iteration floor(2 * (9000 + 1000) / 3).
-REFERENCE_LR_STEP_FRACTION = (2 * (9000 + 1000) // 3) / REFERENCE_TOTAL_STEPS
-
-# What `reference_recipe=True` puts into the fields the user did not set. `optim_args` is set only when the optimizer
-# is the recipe's, and `lr_step_fraction` only when it is unset.
-REFERENCE_RECIPE = {
-    "optim": "sgd",
-    "optim_args": "momentum=0.9,nesterov=True",
-    "learning_rate": 0.01,
-    "weight_decay": 1e-4,
-    "max_grad_norm": 0.0,
-    "lr_scheduler_type": "constant",
-    "per_device_train_batch_size": 48,
-    "lr_step_fraction": REFERENCE_LR_STEP_FRACTION,
-}
-
 _STOCK = {f.name: f.default for f in fields(TrainingArguments)}
-RECIPE_FIELDS = (
+NOT_SET_FIELDS = (
     "optim", "learning_rate", "weight_decay", "max_grad_norm", "lr_scheduler_type", "per_device_train_batch_size",
 )  # fmt: skip
-"""`TrainingArguments` fields redeclared with a `None` default ("not set"): with `reference_recipe` the recipe's value
-is used, else the stock `TrainingArguments` default. A value the user passed is never replaced."""
+"""The `TrainingArguments` fields that [`REFERENCE_RECIPE`] sets, redeclared with a `None` default ("not set"): a
+dataclass cannot tell a value passed equal to its default from the default, and the recipe never replaces a value the
+user passed. Unset, they get the recipe's value with `reference_recipe`, else the stock `TrainingArguments` default.
+(`optim_args` and `lr_step_fraction`, the recipe's other fields, default to `None` anyway.)"""
 
 
 RUN_DEFINING_STOCK_FIELDS = (
@@ -61,7 +46,10 @@ _NOT_RUN_DEFINING = (
 
 
 def _unset_help(name: str, text: str) -> str:
-    return f"{text} Default: {_STOCK[name]!r}; with --reference_recipe: {REFERENCE_RECIPE[name]!r}."
+    return (
+        f"{text} (None: not set, so that --reference_recipe fills only the fields you did not pass.) Default: "
+        f"{_STOCK[name]!r}; with --reference_recipe: {REFERENCE_RECIPE.values[name]!r}."
+    )
 
 
 def _add_method_fields(cls: type, hyperparameters) -> type:
@@ -99,8 +87,9 @@ class SmileTrainingArguments(TrainingArguments):
             fine-tuning with that mixing), or both joined by `+` (e.g. `"l2sp+mixup"`, `"smile+cutmix"`).
             `"smile"` alone mixes with mixup, as in the paper.
         reference_recipe (`bool`, *optional*, defaults to `False`):
-            Use the optimisation recipe of the SMILE reference (SGD, Nesterov momentum 0.9, lr 0.01, weight decay
-            1e-4, no gradient clipping, batch 48, lr x0.1 once at `lr_step_fraction`) for every one of these fields
+            Apply the recipe `"reference"` ([`smile_hf.recipes.REFERENCE_RECIPE`]): the optimisation of the SMILE
+            reference (SGD, Nesterov momentum 0.9, lr 0.01, weight decay 1e-4, no gradient clipping, batch 48, lr x0.1
+            once at `lr_step_fraction`), through [`smile_hf.recipes.apply_recipe`], for every one of these fields
             that was not set (see "Defaults that differ" below): a value passed explicitly is always kept, even one
             equal to the `TrainingArguments` default. What the recipe set is recorded in `reference_recipe_applied`
             (a field: saved with the arguments and kept by `dataclasses.replace`). The single lr step is part of the
@@ -166,7 +155,9 @@ class SmileTrainingArguments(TrainingArguments):
             from pinned memory, so that loading a batch does not wait for the previous step to finish.
         optim, learning_rate, weight_decay, max_grad_norm, lr_scheduler_type, per_device_train_batch_size
             (*optional*, default to `None`, "not set"): resolved when the arguments are built, to the reference
-            recipe's value with `reference_recipe=True`, else to the `TrainingArguments` default.
+            recipe's value with `reference_recipe=True`, else to the `TrainingArguments` default. `None` stays the
+            default of these six only: it is how the recipe knows that a value, even one equal to the stock
+            default, was passed ([`NOT_SET_FIELDS`]).
 
         > Parameters of the regularisers
 
@@ -291,7 +282,7 @@ class SmileTrainingArguments(TrainingArguments):
         self.regularizer, self.mixing = parse_method(self.method)
         if isinstance(self.model_init_kwargs, str):
             self.model_init_kwargs = json.loads(self.model_init_kwargs)
-        self.reference_recipe_applied = self._recorded_recipe() | self._resolve_unset_fields()
+        self.reference_recipe_applied = self._recorded_recipe() | self._apply_reference_recipe()
         if self.reference_recipe_applied:
             logger.info(f"reference_recipe set {self.reference_recipe_applied}")
         self._validate_smile_arguments()
@@ -387,22 +378,17 @@ class SmileTrainingArguments(TrainingArguments):
             d["model_init_kwargs"] = {**d["model_init_kwargs"], "token": "<TOKEN>"}
         return d
 
-    def _resolve_unset_fields(self) -> dict[str, Any]:
-        """Give every field of [`RECIPE_FIELDS`] left at `None` its value: the recipe's with `reference_recipe`,
-        else the stock default. Returns what the recipe set."""
+    def _apply_reference_recipe(self) -> dict[str, Any]:
+        """With `reference_recipe`, apply [`REFERENCE_RECIPE`] to the fields the user did not set (a recipe field
+        holding `None`); then give every field of [`NOT_SET_FIELDS`] still unset its stock default. Returns what the
+        recipe set."""
         applied = {}
-        for name in RECIPE_FIELDS:
+        if self.reference_recipe:
+            given = {name for name in REFERENCE_RECIPE.values if getattr(self, name) is not None}
+            applied = apply_recipe(REFERENCE_RECIPE, given, self)
+        for name in NOT_SET_FIELDS:
             if getattr(self, name) is None:
-                value = REFERENCE_RECIPE[name] if self.reference_recipe else _STOCK[name]
-                setattr(self, name, value)
-                if self.reference_recipe:
-                    applied[name] = value
-        if not self.reference_recipe:
-            return applied
-        if self.optim_args is None and str(getattr(self.optim, "value", self.optim)) == REFERENCE_RECIPE["optim"]:
-            self.optim_args = applied["optim_args"] = REFERENCE_RECIPE["optim_args"]
-        if self.lr_step_fraction is None and "lr_scheduler_type" in applied:  # a schedule the user passed is kept
-            self.lr_step_fraction = applied["lr_step_fraction"] = REFERENCE_RECIPE["lr_step_fraction"]
+                setattr(self, name, _STOCK[name])
         return applied
 
     def _validate_smile_arguments(self) -> None:

@@ -1,5 +1,5 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
-"""Classify image files with a trained model (what `examples/run_smile.py --do_predict` does): the evaluation
+"""Classify image files with a trained model (what `smile-hf train --do_predict` does): the evaluation
 transform on each file, the model's softmax in batches, the top-k labels and scores of each image, and
 `predictions.csv`."""
 

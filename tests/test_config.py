@@ -7,7 +7,7 @@ import json
 import pytest
 
 from smile_hf import SmileTrainingArguments
-from smile_hf.config import REFERENCE_LR_STEP_FRACTION
+from smile_hf.recipes import REFERENCE_LR_STEP_FRACTION
 
 
 def make(**kwargs):

@@ -1,4 +1,4 @@
-"""`run_smile.py --hp_search_trials N` end to end on digits: the search selects on the validation split held out of
+"""`smile-hf train --hp_search_trials N` end to end on digits: the search selects on the validation split held out of
 the training data (never on the evaluation split), resumes after a kill, is not rerun once finished, writes
 `hp_search.json`, its plot and the card's section, and trains once with the best values; `--hp_space` replaces the
 space and an unknown name is one error naming the valid ones. The Ray backend runs two trials on a local Ray."""
@@ -203,7 +203,7 @@ def test_the_ray_backend_runs_two_trials_on_a_local_ray(tmp_path):
     argv = search_argv(tmp_path, "--hp_search_backend", "ray", "--ray_resources_per_trial", "cpu=1", trials=2)
     env = subprocess_env()
     env.pop("RAY_ADDRESS", None)
-    done = subprocess.run([sys.executable, str(REPO_ROOT / "examples" / "run_smile.py"), *argv], env=env,
+    done = subprocess.run([sys.executable, "-m", "smile_hf.cli", "train", *argv], env=env,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     record = read_json(tmp_path / "hp_search.json")

@@ -1,5 +1,5 @@
 """The inference round trip: the README's train -> evaluate -> classify -> pipeline() example, run as written
-(offline), and `run_smile.py --do_train False` (--do_eval, --do_predict) checked against independent
+(offline), and `smile-hf train --do_train False` (--do_eval, --do_predict) checked against independent
 computations: the training run's own metrics, and `pipeline("image-classification")` on the same files."""
 
 from __future__ import annotations
@@ -58,15 +58,15 @@ def read_predictions(path: Path) -> dict[str, list[tuple[str, float]]]:
 
 
 @pytest.mark.auto_device(
-    "the README's commands and Python block as written: run_smile.py and pipeline() pick the device"
+    "the README's commands and Python block as written: smile-hf train and pipeline() pick the device"
 )
 def test_readme_round_trip_runs_as_written(tmp_path, monkeypatch, capsys):
     commands, python_source = readme_blocks()
-    assert len(commands) == 3 and all(c[:2] == ["python", "examples/run_smile.py"] for c in commands)
+    assert len(commands) == 3 and all(c[:2] == ["smile-hf", "train"] for c in commands)
     monkeypatch.chdir(tmp_path)
     write_digit_images(tmp_path / "my_images")
     monkeypatch.setenv("TRANSFORMERS_NO_TQDM", "1")
-    for command in commands:  # the scripts' own entry point, in this process (no interpreter start-up per command)
+    for command in commands:  # the command's driver, in this process (no interpreter start-up per command)
         run_smile.main(command[2:])
 
     # --do_eval on the export gives the metrics the training run reported (same model, data and transform)

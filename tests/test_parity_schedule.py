@@ -11,7 +11,7 @@ import torch
 import transformers
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
-from smile_hf.config import REFERENCE_LR_STEP_FRACTION
+from smile_hf.recipes import REFERENCE_LR_STEP_FRACTION
 
 from .testing_utils import random_image_dataset, source_and_student, training_device_args
 

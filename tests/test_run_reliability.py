@@ -1,6 +1,6 @@
-"""examples/run_smile.py when things go wrong: an output folder is never silently reused (finished runs, other runs),
+"""`smile-hf train` when things go wrong: an output folder is never silently reused (finished runs, other runs),
 resume happens only when asked or when the saved arguments match, and bad arguments, damaged checkpoints or model
-folders and diverged runs end in one `run_smile.py: error:` line."""
+folders and diverged runs end in one `smile-hf train: error:` line."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from smile_hf.checkpoints import RUN_CONFIG_NAME, IncompleteCheckpointError, Out
 from .testing_utils import script_device_args, subprocess_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO_ROOT / "examples"
 
 
 def tiny_argv(output_dir, *extra):
@@ -139,7 +138,7 @@ def test_model_folders_without_or_with_damaged_weights(tmp_path):
 def run_script(*argv) -> subprocess.CompletedProcess:
     env = subprocess_env(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     return subprocess.run(
-        [sys.executable, str(EXAMPLES / "run_smile.py"), *argv], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "smile_hf.cli", "train", *argv], env=env, capture_output=True, text=True, timeout=300
     )
 
 
@@ -148,7 +147,7 @@ def test_script_reports_a_diverged_run_in_one_line_and_saves_nothing(tmp_path):
     result = run_script(*tiny_argv(out, "--learning_rate", "1e6", "--max_steps", "30", "--optim", "sgd",
                                    "--save_steps", "5"))  # fmt: skip
     assert result.returncode == 1, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("run_smile.py: error:")]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("smile-hf train: error:")]
     assert len(errors) == 1 and "Training diverged at step" in errors[0], result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     assert not (out / "results.json").exists() and not (out / "model.safetensors").exists()
@@ -158,6 +157,6 @@ def test_script_reports_bad_arguments_in_one_line(tmp_path):
     result = run_script(*tiny_argv(tmp_path, "--method", "smiles"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert [line for line in result.stderr.splitlines() if "error" in line.lower()] == [
-        "run_smile.py: error: Unknown `method` 'smiles'. Use a regulariser, a mixing strategy or 'regulariser+mixing' "
+        "smile-hf train: error: Unknown `method` 'smiles'. Use a regulariser, a mixing strategy or 'regulariser+mixing' "
         "(regularisers: bss, cotuning, delta, delta_tllib, finetune, l2sp, rifle, smile; mixing: mixup, cutmix, manifold_mixup)."
     ]

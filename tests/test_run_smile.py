@@ -1,4 +1,4 @@
-"""examples/run_smile.py and its driver (`smile_hf.run`): argument parsing (CLI, JSON, YAML; no argument is an
+"""`smile-hf train` and its driver (`smile_hf.run`): argument parsing (CLI, JSON, YAML; no argument is an
 error pointing at the demo), the results table, each bad input (one clear error before training), a tiny end-to-end
 run, and the `smile-hf train` console entry point."""
 
@@ -21,8 +21,7 @@ from smile_hf.run import arguments as run_arguments
 from .testing_utils import script_device_args, subprocess_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO_ROOT / "examples"
-SCRIPT = EXAMPLES / "run_smile.py"
+DRIVER = [sys.executable, "-m", "smile_hf.cli", "train"]  # `smile-hf train`
 
 
 # ---- parsing ------------------------------------------------------------------------------------------------------
@@ -154,10 +153,10 @@ def test_model_that_is_not_an_image_classifier(tmp_path, no_training):
 
 
 def run_offline(tmp_path, *argv):
-    """The script in a subprocess, offline, with an empty Hugging Face cache (HF_HOME), from `tmp_path`."""
+    """`smile-hf train` in a subprocess, offline, with an empty Hugging Face cache (HF_HOME), from `tmp_path`."""
     env = subprocess_env(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *argv], env=env, cwd=tmp_path, capture_output=True, text=True, check=False,
+        [*DRIVER, *argv], env=env, cwd=tmp_path, capture_output=True, text=True, check=False,
         timeout=120,
     )  # fmt: skip
 
@@ -168,7 +167,7 @@ def test_unreachable_model_is_one_line_on_stderr(tmp_path):
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
     assert errors == [
-        "run_smile.py: error: offline (HF_HUB_OFFLINE=1) and not in the local cache: download the model "
+        "smile-hf train: error: offline (HF_HUB_OFFLINE=1) and not in the local cache: download the model "
         "no-such-org/no-such-model (`hf download no-such-org/no-such-model`) once online, or pass a local "
         "--model_name_or_path folder."
     ], result.stderr
@@ -177,11 +176,11 @@ def test_unreachable_model_is_one_line_on_stderr(tmp_path):
 
 
 def test_headline_command_offline_names_what_to_download(tmp_path):
-    """`run_smile.py --dataset food101` with nothing cached: one line naming the default model and the dataset."""
+    """`smile-hf train --dataset food101` (the headline command) with nothing cached: one line naming the default model and the dataset."""
     result = run_offline(tmp_path, "--dataset", "food101")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert [line for line in result.stderr.splitlines() if "error" in line.lower()] == [
-        "run_smile.py: error: offline (HF_HUB_OFFLINE=1) and not in the local cache: download the model "
+        "smile-hf train: error: offline (HF_HUB_OFFLINE=1) and not in the local cache: download the model "
         "microsoft/resnet-50 (`hf download microsoft/resnet-50`) and the dataset ethz/food101 "
         "(`hf download --repo-type dataset ethz/food101`) once online, or pass a local --model_name_or_path folder."
     ], result.stderr
@@ -291,7 +290,7 @@ def test_tiny_run(tmp_path, capsys):
 
 
 def test_console_entry_point_trains_like_the_script(tmp_path):
-    """`smile-hf train ARGS` (here through `smile_hf.cli.main`) runs the driver of `run_smile.py`: the same results
+    """`smile-hf train ARGS` (here through `smile_hf.cli.main`) runs the run driver: the same results
     file, from the same arguments, as `run_smile.main(ARGS)` (a 2-step run, seeded: the same accuracy)."""
     from smile_hf import cli
 

@@ -3,14 +3,13 @@
 and the train / eval transforms of the SMILE reference, written with torch only (no torchvision).
 
 Everything here fails early with a [`DataError`], a one-line message that names what was expected and what was
-found, so that `examples/run_smile.py` can report bad input before any training starts.
+found, so that a run script can report bad input before any training starts.
 
 - `smile_hf.data.presets`: the `--dataset` presets and their loading, and `--train_dir` image folders;
 - `smile_hf.data.transforms`: image decoding, torch-only resize / crop / normalise, the per-image and per-batch
   transforms and `collate`;
 - `smile_hf.data.prepare`: label checks and encoding, subsets, `prepare_datasets` and `set_transforms`;
 - `smile_hf.data.export`: the image processor saved with an exported model (the evaluation transform);
-- `smile_hf.data.recipes`: the training recipe each preset carries;
 - `smile_hf.data.scan`: undecodable images, and images the conversion to RGB loses something of;
 - `smile_hf.data.classes`: [`align_to_model_classes`], a trained model's label ids on data of its classes;
 - `smile_hf.data.validation`: [`carve_validation`], a stratified, seeded validation split held out of train;
@@ -46,7 +45,6 @@ from .presets import (
     load_preset,
     resolved_revision,
 )
-from .recipes import Recipe
 from .scan import (
     CORRUPT_IMAGE_POLICIES,
     ImageScan,
@@ -105,7 +103,6 @@ __all__ = [
     "eval_image_processor",
     "evaluation_processor",
     "PreparedData",
-    "Recipe",
     "TransformConfig",
     "build_digits",
     "center_crop",

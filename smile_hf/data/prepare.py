@@ -4,7 +4,7 @@ seeded few-shot and size-capped subsets, undecodable-image handling, and [`prepa
 which put everything together.
 
 Every problem is a [`DataError`], a one-line message that names what was expected and what was found, so that
-`examples/run_smile.py` can report bad input before any training starts.
+a run script can report bad input before any training starts.
 """
 
 from __future__ import annotations

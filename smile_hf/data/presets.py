@@ -14,8 +14,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, concatenate_datasets
 from datasets import Image as ImageFeature
 from PIL import Image
 
-from .errors import DataError, one_line
-from .recipes import (
+from ..recipes import (
     CUB_RECIPE,
     DEMO_RECIPE,
     FGVC_AIRCRAFT_RECIPE,
@@ -24,6 +23,7 @@ from .recipes import (
     Recipe,
     paper_recipe,
 )
+from .errors import DataError, one_line
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Dataset presets
@@ -102,8 +102,8 @@ class DatasetPreset:
             `validation` split is the official test split).
         official_split (`bool`): whether the train / eval split is the benchmark's official one.
         builder (`Callable`, *optional*): builds the dataset locally (offline datasets); gets the preset.
-        recipe (`Recipe`, *optional*): the training recipe `run_smile.py --dataset NAME` uses where no option says
-            otherwise ([`smile_hf.data.recipes`]).
+        recipe (`Recipe`, *optional*): the training recipe `smile-hf train --dataset NAME` uses where no option says
+            otherwise ([`smile_hf.recipes`]).
         validation_split (`str`, *optional*): the dataset's own validation split, distinct from `eval_split`: what a
             hyperparameter search and calibration validate on (`--validation_source`; the search's trials then train
             on `train_split` without it). `None`: the dataset has none, a validation split is carved from training.
@@ -179,7 +179,7 @@ DATASET_PRESETS: dict[str, DatasetPreset] = {
             title="Food-101", homepage="https://data.vision.ee.ethz.ch/cvl/datasets_extra/food-101/",
             eval_split_role="the official test split (250 images per class), named 'validation' on the Hub",
             notes="The Hub's 'validation' split is the official test split (250 images per class).",
-            recipe=paper_recipe("Food-101"),
+            recipe=paper_recipe("Food-101", "paper-food101"),
         ),
         DatasetPreset(
             "cub200", "bentrevett/caltech-ucsd-birds-200-2011", "train", "test", 200,
@@ -209,7 +209,7 @@ DATASET_PRESETS: dict[str, DatasetPreset] = {
             official_split=False, eval_split_role="Roboflow's test split (not the official one)",
             notes="Roboflow's 70/20/10 split, not the official 80/20 one; read from the Hub's Parquet conversion. "
             "scripts/prepare_mit_indoor67.py lays out the official split for --train_dir / --validation_dir.",
-            recipe=paper_recipe("MIT Indoor-67"),
+            recipe=paper_recipe("MIT Indoor-67", "paper-mit_indoor67"),
         ),
         DatasetPreset(
             "flowers102", "dpdl-benchmark/oxford_flowers102", "train+validation", "test", 102,

@@ -1,6 +1,6 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
-"""The run driver behind `examples/run_smile.py`, `examples/compare_methods.py` and `smile-hf train` / `smile-hf
-compare`: arguments, loading, one training run with its results, card and predictions, and the resume protection of
+"""The run driver behind `smile-hf train` (one run, full-featured; `examples/run_smile.py` is the short script of
+the same run), `smile-hf compare` and `examples/compare_methods.py`: arguments, loading, one training run with its results, card and predictions, and the resume protection of
 its output folder.
 
 - `arguments.py`: `ModelArguments`, `DataTrainingArguments`, parsing (command line, `.json`, `.yaml`) and the defaults
@@ -15,9 +15,11 @@ its output folder.
 from .arguments import (
     BUNDLED_CHECKPOINT,
     DEFAULT_MODEL,
+    DRIVER_ONLY_OPTIONS,
     DataTrainingArguments,
     InputError,
     ModelArguments,
+    apply_defaults,
     build_parser,
     check_inference_args,
     default_model,
@@ -40,9 +42,11 @@ from .predict import evaluate_and_predict, predict_folder
 __all__ = [
     "BUNDLED_CHECKPOINT",
     "DEFAULT_MODEL",
+    "DRIVER_ONLY_OPTIONS",
     "DataTrainingArguments",
     "InputError",
     "ModelArguments",
+    "apply_defaults",
     "base_model_license",
     "build_parser",
     "card_arguments",

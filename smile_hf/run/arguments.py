@@ -4,9 +4,10 @@ line, or one `.json` / `.yaml` file), and the defaults a run script fills in fro
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from transformers import HfArgumentParser
@@ -100,7 +101,23 @@ class DataTrainingArguments(TuningArguments):
                   "<output_dir>/predictions.csv (file, then the top-k labels and scores)."},
     )  # fmt: skip
     top_k: int = field(default=5, metadata={"help": "Labels and scores per image in predictions.csv."})
-    recipe = None  # set (on the instance) by smile_hf.run.recipes.apply_preset_recipe: the preset's recipe used
+    recipe = None  # set (on the instance) by smile_hf.run.recipes.apply_preset_recipe: an AppliedRecipe
+
+    def dataset_kwargs(self, model_args: ModelArguments) -> dict:
+        """The arguments of [`~smile_hf.data.prepare_datasets`] these data arguments (and the model's classes and
+        cache of `model_args`) give: all but `seed` and the options of a validation split."""
+        names = ("dataset", "train_dir", "validation_dir", "image_column", "label_column", "train_val_split",
+                 "max_train_samples", "max_eval_samples", "train_samples_per_class", "corrupt_images")  # fmt: skip
+        return {**{name: getattr(self, name) for name in names}, "num_labels": model_args.num_labels,
+                "cache_dir": model_args.cache_dir, "token": model_args.token}  # fmt: skip
+
+
+DRIVER_ONLY_OPTIONS = frozenset(
+    {"do_predict", "predict_dir", "top_k", "calibration", *(f.name for f in fields(TuningArguments))}
+)
+"""The options of a run that only the driver (`smile-hf train`) acts on: classifying a folder, calibrating, the
+hyperparameter search and the validation split it holds out. A script of its own that does none of this refuses
+them."""
 
 
 class InputError(ValueError):
@@ -111,13 +128,13 @@ RUN_DESCRIPTION = """\
 Fine-tune an image classifier (any AutoModelForImageClassification checkpoint) on a target dataset with SMILE or a
 transfer-learning baseline: one run. It trains, evaluates, saves, writes the model card and results.json into
 --output_dir, and pushes to the Hub with --push_to_hub; rerun with the same arguments, it resumes from its last
-checkpoint. Arguments can also come from one .json / .yaml file: run_smile.py args.json.
+checkpoint. Arguments can also come from one .json / .yaml file: smile-hf train args.json.
 
 examples:
-  accelerate launch examples/run_smile.py --dataset food101
-  python examples/run_smile.py --dataset digits --train_samples_per_class 10 --method smile
-  python examples/run_smile.py --train_dir data/train --validation_dir data/val --method l2sp+mixup
-  python examples/run_smile.py --do_train False --do_eval --dataset digits --model_name_or_path runs/m"""
+  smile-hf train --dataset food101
+  smile-hf train --dataset digits --train_samples_per_class 10 --method smile
+  smile-hf train --train_dir data/train --validation_dir data/val --method l2sp+mixup
+  smile-hf train --do_train False --do_eval --dataset digits --model_name_or_path runs/m"""
 
 
 def build_parser(prog: str | None = None) -> HfArgumentParser:
@@ -153,10 +170,24 @@ def parse_args(
         model_args, data_args, training_args = read_args(build_parser(prog), argv)
     except ValueError as error:  # raised by the arguments' own checks (unknown method, a negative weight...)
         raise InputError(" ".join(str(error).split())) from error
-    training_args = apply_preset_recipe(data_args, training_args, given_options(argv))  # an unknown --dataset: DataError
-    finalize_args(model_args, training_args, data_args, given_options(argv))
+    training_args = apply_defaults(model_args, data_args, training_args, given_options(argv, build_parser(prog)))
     check_inference_args(model_args, data_args, training_args)
     return model_args, data_args, training_args
+
+
+def apply_defaults(
+    model_args: ModelArguments,
+    data_args: DataTrainingArguments,
+    training_args: SmileTrainingArguments,
+    given: set[str] | frozenset[str],
+) -> SmileTrainingArguments:
+    """The defaults of a run that its parser cannot give, each only where `given` (the options set explicitly:
+    [`given_options`]) names nothing: the recipe of the `--dataset` preset ([`apply_preset_recipe`]; an unknown
+    preset is a `DataError`), then the defaults that depend on other arguments ([`finalize_args`]). Returns the
+    training arguments (rebuilt when the recipe changes one)."""
+    training_args = apply_preset_recipe(data_args, training_args, given)
+    finalize_args(model_args, training_args, data_args, given)
+    return training_args
 
 
 def check_inference_args(
@@ -186,15 +217,20 @@ def check_inference_args(
         raise InputError(f"--top_k must be >= 1, got {data_args.top_k}.")
 
 
-def given_options(argv: list[str]) -> set[str]:
-    """The names of the options set explicitly: the `--name` / `--name=value` flags of a command line, or the keys
-    of a single `.json` / `.yaml` file of arguments."""
+def given_options(argv: list[str], parser: HfArgumentParser | None = None) -> set[str]:
+    """The names of the arguments set explicitly: those a command line sets, as `parser` (default: a fresh
+    [`build_parser`]) reads it (spelt with dashes, abbreviated, `--no_<name>`...), or the keys of a single `.json` /
+    `.yaml` file of arguments. `parser` is changed: pass a fresh one."""
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
         import yaml  # JSON is YAML
 
         with open(argv[0], encoding="utf-8") as f:
             return set(yaml.safe_load(f) or {})
-    return {arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--")}
+    parser = build_parser() if parser is None else parser
+    for action in parser._actions:  # the namespace then holds only what argv sets
+        action.default = argparse.SUPPRESS
+    namespace, _ = parser.parse_known_args(argv)
+    return set(vars(namespace))
 
 
 def finalize_args(

@@ -21,7 +21,7 @@ from .arguments import (
     DataTrainingArguments,
     InputError,
     ModelArguments,
-    finalize_args,
+    apply_defaults,
     given_options,
     quiet,
     read_args,
@@ -42,7 +42,6 @@ from .hp_search import check_not_finished, check_search, needs_validation, searc
 from .loading import check_model, load_processor, prepare_data
 from .outputs import results_table, write_results
 from .predict import evaluate_and_predict
-from .recipes import apply_preset_recipe
 from .tuning_arguments import TuningArguments
 
 logger = logging.getLogger(__name__)
@@ -159,8 +158,9 @@ def parse_args(
         model_args, data_args, training_args, experiment_args = read_args(build_parser(prog), argv or DEMO_ARGS)
     except ValueError as error:  # raised by the arguments' own checks (unknown method, a negative weight...)
         raise InputError(" ".join(str(error).split())) from error
-    training_args = apply_preset_recipe(data_args, training_args, given_options(argv or DEMO_ARGS))
-    finalize_args(model_args, training_args, data_args, given_options(argv or DEMO_ARGS))
+    training_args = apply_defaults(
+        model_args, data_args, training_args, given_options(argv or DEMO_ARGS, build_parser(prog))
+    )
     return model_args, data_args, training_args, experiment_args
 
 

@@ -18,6 +18,7 @@ from ..checkpoints import resume_point, write_run_config
 from ..config import SmileTrainingArguments
 from ..data import PreparedData, eval_image_processor, one_line
 from ..metrics import ClassificationMetrics, load_classification_metric
+from ..recipes import AppliedRecipe
 from ..trainer import SmileTrainer
 from .arguments import (
     DataTrainingArguments,
@@ -31,7 +32,6 @@ from .hp_search import check_not_finished, check_search, needs_validation, searc
 from .loading import check_model, load_processor, prepare_data, student
 from .outputs import card_arguments, results_table, write_results
 from .predict import evaluate_and_predict, predict_folder
-from .recipes import PresetRecipe
 from .tuning_arguments import SEARCH_ONLY_FIELDS
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def train_one(
     label: str | None = None,
     from_scratch: bool = False,
     resume: str | None = None,
-    recipe: PresetRecipe | None = None,
+    recipe: AppliedRecipe | None = None,
     search=None,
 ) -> tuple[dict, SmileTrainer]:
     """Train (from checkpoint `resume` if given), evaluate, save and push one run; return its results (named `label`,

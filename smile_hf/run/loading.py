@@ -118,24 +118,9 @@ def prepare_data(
     too (`data.search_train` is the training data without it), unless `calibration` fits a temperature on it."""
     own = validation and validation_source(data_args) == "dataset"
     data = prepare_datasets(
-        dataset=data_args.dataset,
-        train_dir=data_args.train_dir,
-        validation_dir=data_args.validation_dir,
-        image_column=data_args.image_column,
-        label_column=data_args.label_column,
-        num_labels=model_args.num_labels,
-        train_val_split=data_args.train_val_split,
-        max_train_samples=data_args.max_train_samples,
-        max_eval_samples=data_args.max_eval_samples,
-        train_samples_per_class=data_args.train_samples_per_class,
-        corrupt_images=data_args.corrupt_images,
-        seed=seed,
-        cache_dir=model_args.cache_dir,
-        token=model_args.token,
-        disable_tqdm=disable_tqdm,
-        own_validation=own,
+        **data_args.dataset_kwargs(model_args), seed=seed, disable_tqdm=disable_tqdm, own_validation=own,
         train_on_validation=not calibration,
-    )
+    )  # fmt: skip
     if validation and not own:
         data.train, data.validation, data.validation_split = carve_validation(
             data.train, data.label_column, seed, data_args.validation_split_fraction,

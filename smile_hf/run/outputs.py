@@ -9,9 +9,9 @@ import statistics
 
 from ..config import SmileTrainingArguments
 from ..data import PreparedData
+from ..recipes import AppliedRecipe
 from .arguments import ModelArguments
 from .loading import is_offline
-from .recipes import PresetRecipe
 
 
 def card_arguments(
@@ -19,7 +19,7 @@ def card_arguments(
     training_args: SmileTrainingArguments,
     data: PreparedData,
     from_scratch: bool,
-    recipe: PresetRecipe | None = None,
+    recipe: AppliedRecipe | None = None,
     search=None,
 ) -> dict:
     """What the model card says beyond what the trainer knows: base model, license, the dataset (readable name, Hub
