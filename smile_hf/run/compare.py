@@ -45,6 +45,7 @@ from ..config import SmileTrainingArguments
 from ..data import PreparedData
 from ..metrics import softmax
 from ..plotting import pyplot, save_figure
+from ..tuning import TuningArguments
 from .arguments import (
     DataTrainingArguments,
     InputError,
@@ -62,7 +63,6 @@ from .loading import check_model, load_processor, prepare_data
 from .outputs import results_table, write_results
 from .predict import evaluate_and_predict
 from .recipes import apply_preset_recipe
-from .tuning_arguments import TuningArguments
 
 logger = logging.getLogger(__name__)
 
