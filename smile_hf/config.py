@@ -16,7 +16,7 @@ from ._compat import accelerator_available
 from .calibration import CALIBRATIONS
 from .guard import NAN_POLICIES
 from .methods import METHODS, declared_hyperparameters, parse_method
-from .methods.smile import REFERENCE_FINAL_FINETUNE_FRACTION, REFERENCE_TOTAL_STEPS  # noqa: F401  (re-exported)
+from .methods.smile import REFERENCE_TOTAL_STEPS
 from .parity import check_refused_fields
 
 logger = logging.get_logger(__name__)
