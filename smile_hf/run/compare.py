@@ -498,7 +498,7 @@ def check_comparison_dir(output_dir: str, run_dirs: list[str], results_file: str
 # ---- curves -----------------------------------------------------------------------------------------------------------
 
 LABEL_STYLES: dict[str, dict[str, str]] = {
-    "scratch": {"color": "tab:gray", "linestyle": ":"},
+    SCRATCH: {"color": "tab:gray", "linestyle": ":"},
     "finetune": {"color": "tab:blue", "linestyle": "--"},
     "smile": {"color": "tab:red", "linestyle": "-"},
 }
