@@ -153,7 +153,7 @@ def record_outputs(module: nn.Module, sink: MutableSequence) -> None:
     """From now on, append every output of `module` to `sink` (`list.append`, a bounded `deque`...), whether or not
     a capture is in effect; a sink is added once."""
     install_hooks(module)
-    sinks = getattr(module, _SINKS)
+    sinks = module.__dict__.setdefault(_SINKS, [])
     if not any(known is sink for known in sinks):
         sinks.append(sink)
 
