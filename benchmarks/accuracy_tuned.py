@@ -13,13 +13,13 @@ For each target, shot level and seed, every method of `--methods` runs twice:
   best values on the whole few-shot subset, evaluated on the test images. The test images are never seen by the
   search: only the final run receives them.
 
-Why not call `smile_hf.run.hp_trials.run_trial` or `smile_hf.run.hp_search.optuna_search`: they are bound to the
+Why not call `smile_hf.run.hp_search.run_trial` or `smile_hf.run.hp_search.optuna_search`: they are bound to the
 driver's `ModelArguments` / `DataTrainingArguments`, its model loading, its data transforms and a SQLite study in an
 output folder. A trial here is the benchmark's own run (`benchmarks.accuracy.train_and_evaluate`: same recipe,
 decode-once transforms, drop-last rule and evaluation as the default rows), so a tuned row differs from a default
 row by the searched values only. The search code the package exposes is reused: the space
 (`default_search_space`), the draw of a point (`suggest`), setting it on the arguments (`apply_values`), the
-objective (`hp_trials.objective_value`) and the validation split (`carve_validation`).
+objective (`hp_search.objective_value`) and the validation split (`carve_validation`).
 
 Outputs: the markdown report (stdout and `--markdown`) and the raw runs, trials and summary as JSON (`--output`).
 
@@ -74,7 +74,7 @@ def run_study(job: dict, search_data, space: dict):
     is scored on `search_data.eval` (the validation split)."""
     import optuna
 
-    from smile_hf.run.hp_trials import objective_value
+    from smile_hf.run.hp_search import objective_value
     from smile_hf.tuning import suggest
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -54,10 +54,9 @@ import torch
 import transformers
 
 from .common import METHODS, RESULTS_DIR, TARGET_RATIO, available_methods, environment, log, publish
-from .memory import PeakTensorMemory  # noqa: F401 (re-exported: `from benchmarks.speed import PeakTensorMemory`)
 from .speed_cpu import TARGET_EMA_SHARE, TARGET_TRAINER_OVERHEAD, benchmark_model, report
 from .speed_lora import LORA_MODELS, lora_main, lora_report
-from .speed_models import MODELS, TensorDataset  # noqa: F401 (TensorDataset re-exported)
+from .speed_models import MODELS
 
 
 def parse_args(argv=None):

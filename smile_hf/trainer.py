@@ -15,6 +15,7 @@ from collections import defaultdict
 import torch
 from huggingface_hub import ModelCard
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 from transformers import PreTrainedModel, Trainer
 from transformers.utils import logging
 
@@ -44,7 +45,6 @@ from .modeling import (
 )
 from .param_groups import build_grouped_optimizer, check_no_user_optimizer, uses_lr_groups
 from .parity import check_optimizer_covers, check_trainer_arguments, check_trial_arguments, fresh_copy, keep_pristine
-from .schedules import step_decay_schedule
 from .sharding import check_resume, check_sharding
 from .smile_state import SMILE_STATE_NAME, SmileStateMixin  # noqa: F401  (SMILE_STATE_NAME: its former home)
 from .teacher import EmaTeacherCallback, Teacher
@@ -54,6 +54,20 @@ logger = logging.get_logger(__name__)
 TRAINING_ARGS_JSON_NAME = "training_args.json"
 """The training arguments saved with the model as JSON, readable without unpickling the Trainer's
 `training_args.bin`."""
+
+
+def step_decay_schedule(
+    optimizer: torch.optim.Optimizer, num_training_steps: int, warmup_steps: int, fraction: float, gamma: float
+) -> LambdaLR:
+    """The learning-rate schedule of the SMILE reference: a constant learning rate after the stock linear warm-up
+    (`constant_with_warmup`: `step / warmup_steps` for `step < warmup_steps`, step for step), multiplied once by
+    `gamma` from step `int(fraction * num_training_steps)` on. Every parameter group is scaled alike."""
+    milestone = int(fraction * num_training_steps)
+
+    def factor(step: int) -> float:
+        return (step / warmup_steps if step < warmup_steps else 1.0) * (gamma if step >= milestone else 1.0)
+
+    return LambdaLR(optimizer, factor)
 
 
 class SmileTrainer(SmileStateMixin, CompleteCheckpointMixin, Trainer):
@@ -262,7 +276,7 @@ class SmileTrainer(SmileStateMixin, CompleteCheckpointMixin, Trainer):
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
         """The Trainer's schedule (or the user's, from `optimizers`), or with `lr_step_fraction` the reference's
-        step decay after the stock warm-up ([`smile_hf.schedules.step_decay_schedule`])."""
+        step decay after the stock warm-up ([`step_decay_schedule`])."""
         if self.args.lr_step_fraction is None or self.lr_scheduler is not None:
             return super().create_scheduler(num_training_steps, optimizer)
         warmup = self.args.get_warmup_steps(num_training_steps)

@@ -1,6 +1,6 @@
 """The package's structure: no import cycle (function-level imports included; in the package and among the
-benchmarks), a leaf model-card module, small modules (package, examples, benchmarks), and the public API of the README
-importable."""
+benchmarks), a leaf model-card module, no module past the size where one is split (package, examples, benchmarks),
+and the public API of the README importable."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = REPO_ROOT / "smile_hf"
 SCRIPT_DIRS = (REPO_ROOT / "examples", REPO_ROOT / "benchmarks")
-MAX_MODULE_LINES = 450
+MAX_MODULE_LINES = 800
+"""About where a module is split. Below it, what belongs together stays together: cohesion is judged in review, not
+by a counter."""
 
 
 def module_name(path: Path) -> str:
@@ -102,16 +104,17 @@ def test_model_card_is_a_leaf():
     assert import_graph()["smile_hf.model_card"] == set()
 
 
-SMALL_FILES = sorted(PACKAGE_DIR.rglob("*.py")) + sorted(p for d in SCRIPT_DIRS for p in d.rglob("*.py"))
+CHECKED_FILES = sorted(PACKAGE_DIR.rglob("*.py")) + sorted(p for d in SCRIPT_DIRS for p in d.rglob("*.py"))
 
 
-@pytest.mark.parametrize("path", SMALL_FILES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
-def test_modules_stay_small(path):
-    assert len(path.read_text(encoding="utf-8").splitlines()) <= MAX_MODULE_LINES
+@pytest.mark.parametrize("path", CHECKED_FILES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_no_module_exceeds_the_split_point(path):
+    lines = len(path.read_text(encoding="utf-8").splitlines())
+    assert lines <= MAX_MODULE_LINES, f"{path.name} has {lines} lines: split it by meaning (at most {MAX_MODULE_LINES})."
 
 
 def test_size_check_covers_examples_and_benchmarks():
-    names = {str(p.relative_to(REPO_ROOT)) for p in SMALL_FILES}
+    names = {str(p.relative_to(REPO_ROOT)) for p in CHECKED_FILES}
     assert {"examples/run_smile.py", "examples/compare_methods.py", "benchmarks/speed.py", "benchmarks/speed_gpu.py"} <= names
 
 

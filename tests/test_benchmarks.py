@@ -56,7 +56,7 @@ def test_speed_smoke(tmp_path):
 def test_step_memory_tracker_counts_allocations_only(torch_device):
     import torch
 
-    from benchmarks.speed import PeakTensorMemory
+    from benchmarks.memory import PeakTensorMemory
 
     weight = torch.nn.Parameter(torch.randn(256, 256, device=torch_device))  # 256 KiB, held before the step
     x = torch.randn(4, 256, device=torch_device)

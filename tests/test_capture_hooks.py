@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
-from smile_hf.backbones import BackboneAdapter
+from smile_hf.backbones import BackboneAdapter, record_outputs, stop_recording
+from smile_hf.backbones.capture import Capture, capturing
 from smile_hf.mixing import Mix
 
 from .testing_utils import random_image_dataset, source_and_student, training_device_args
@@ -89,3 +90,35 @@ def test_manifold_mix_at_a_stage_equals_mixing_that_stage_by_hand(torch_device):
     torch.testing.assert_close(out.hidden_maps[1], mixed_stage, rtol=1e-5, atol=1e-6)  # the recorded one is mixed
     plain = adapter.forward(model, x)  # the mix hook is off again
     torch.testing.assert_close(plain.logits, model(pixel_values=x).logits, rtol=0, atol=0)
+
+
+def test_recorded_outputs_are_every_call_until_stopped():
+    """`record_outputs` (delta_tllib's hook points): every output, inside a captured pass or not, once per sink,
+    compared with the layer's own function."""
+    layer = nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    sink: list = []
+    record_outputs(layer, sink)
+    record_outputs(layer, sink)  # a sink is added once
+    plain = layer(x)
+    with capturing(Capture(trunk=None, heads=())):
+        captured = layer(2 * x)
+    assert len(sink) == 2 and sink[0] is plain and sink[1] is captured
+    torch.testing.assert_close(sink[1], torch.nn.functional.linear(2 * x, layer.weight, layer.bias), rtol=0, atol=0)
+    stop_recording(layer, sink)
+    layer(x)
+    assert len(sink) == 2
+
+
+def test_a_one_off_capture_records_every_call_and_leaves_no_hook():
+    """`Capture.record` with `keep_hooks=False` (the probe's pass): each call's module, input and output, in call
+    order, and afterwards the model has no hook of its own."""
+    model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2))
+    x = torch.randn(4, 3)
+    capture = Capture(trunk=None, heads=(), record=[model[2], model[0]])
+    with capturing(capture, keep_hooks=False):
+        out = model(x)
+    assert [module for module, _, _ in capture.records] == [model[0], model[2]]  # call order, not listing order
+    assert capture.records[0][1] is x and capture.records[1][2] is out
+    torch.testing.assert_close(capture.records[1][1], torch.relu(model[0](x)), rtol=0, atol=0)
+    assert hook_count(model) == 0 and not any(hasattr(m, "_smile_hf_capture_hooks") for m in model.modules())

@@ -12,7 +12,6 @@ import torch
 
 from smile_hf.data import DATASET_PRESETS
 from smile_hf.run import compare as compare_methods
-from smile_hf.run import curves as run_curves
 
 from .test_run_smile import CLI, FILE_CONFIG, check_parsed
 
@@ -142,7 +141,7 @@ def synthetic_history(terms: tuple[str, ...], seed: int, steps: int = 6, eval_ev
 
 
 def test_training_curves_are_every_logged_term_and_the_accuracy():
-    curves = run_curves.training_curves(synthetic_history(SMILE_TERMS, seed=7))
+    curves = compare_methods.training_curves(synthetic_history(SMILE_TERMS, seed=7))
     assert set(curves) == {*SMILE_TERMS, "eval_accuracy"}  # not eval_loss, train_loss, grad_norm
     for i, term in enumerate(SMILE_TERMS):
         assert curves[term] == {"steps": [1, 2, 3, 4, 5, 6], "values": [7 + s + 0.1 * i for s in range(1, 7)]}
@@ -151,20 +150,20 @@ def test_training_curves_are_every_logged_term_and_the_accuracy():
 
 def test_mean_band_over_seeds_on_the_common_steps():
     curves = [{"steps": [1, 2, 3], "values": [1.0, 2.0, 6.0]}, {"steps": [2, 3, 4], "values": [4.0, 0.0, 9.0]}]
-    assert run_curves.mean_band(curves) == ([2, 3], [3.0, 3.0], [2.0, 0.0], [4.0, 6.0])
+    assert compare_methods.mean_band(curves) == ([2, 3], [3.0, 3.0], [2.0, 0.0], [4.0, 6.0])
 
 
 def test_write_curves_writes_every_series_as_json_and_png(tmp_path, monkeypatch):
     runs = [
-        {"label": label, "seed": seed, "curves": run_curves.training_curves(synthetic_history(terms, seed))}
+        {"label": label, "seed": seed, "curves": compare_methods.training_curves(synthetic_history(terms, seed))}
         for seed in (0, 1) for label, terms in (("finetune", ("loss_main",)), ("smile", SMILE_TERMS))
     ]  # fmt: skip
     drawn = []
-    draw_panel = run_curves.draw_panel
+    draw_panel = compare_methods.draw_panel
     monkeypatch.setattr(
-        run_curves, "draw_panel", lambda ax, runs, name: drawn.append(name) or draw_panel(ax, runs, name)
+        compare_methods, "draw_panel", lambda ax, runs, name: drawn.append(name) or draw_panel(ax, runs, name)
     )
-    json_path, png_path = run_curves.write_curves(runs, str(tmp_path / "out" / "curves.png"), title="synthetic")
+    json_path, png_path = compare_methods.write_curves(runs, str(tmp_path / "out" / "curves.png"), title="synthetic")
     assert json_path == str(tmp_path / "out" / "curves.json")
     assert json.loads((tmp_path / "out" / "curves.json").read_text()) == {"title": "synthetic", "runs": runs}
     assert drawn == [*SMILE_TERMS, "eval_accuracy"]  # one panel per series, none missing

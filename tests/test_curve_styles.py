@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from smile_hf.curve_styles import LABEL_STYLES, label_styles
+from smile_hf.run.compare import LABEL_STYLES, label_styles
 
 
 def test_demo_labels_keep_their_style_and_others_get_unused_colours():

@@ -16,7 +16,6 @@ import pytest
 from smile_hf.run import InputError, main
 from smile_hf.run import driver as driver_module
 from smile_hf.run import hp_search as hp_search_module
-from smile_hf.run import hp_trials as hp_trials_module
 from smile_hf.tuning import SHARED_HYPERPARAMETERS
 
 from .testing_utils import subprocess_env
@@ -66,7 +65,7 @@ def guarded_search(monkeypatch):
     """The driver's search with the evaluation split replaced by [`Forbidden`] while it runs; records the size of
     the split each trial evaluated on."""
     real, evaluated = hp_search_module.search, []
-    real_objective = hp_trials_module.objective_value
+    real_objective = hp_search_module.objective_value
 
     def search(model_args, data_args, training_args, data, **kwargs):
         evaluation, data.eval = data.eval, Forbidden()
@@ -80,7 +79,7 @@ def guarded_search(monkeypatch):
         return real_objective(metrics, objective)
 
     monkeypatch.setattr(driver_module, "search", search)
-    monkeypatch.setattr(hp_trials_module, "objective_value", objective_value)
+    monkeypatch.setattr(hp_search_module, "objective_value", objective_value)
     return evaluated
 
 

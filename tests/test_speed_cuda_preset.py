@@ -16,7 +16,7 @@ import pytest
 import torch
 import transformers
 
-from benchmarks import speed, speed_gpu
+from benchmarks import speed, speed_gpu, speed_models
 from smile_hf import SmileTrainer
 from smile_hf.profiling import DispatchCounter
 
@@ -166,7 +166,7 @@ def test_loop_stepper_steps_as_train_does(mode):
     def train(steps: int) -> Counter:
         trainer = speed_gpu.build_trainer(mode, spec, source, student, opts)
         trainer.args.max_steps = steps
-        dataset = speed.TensorDataset(batch["pixel_values"].repeat(steps, 1, 1, 1), batch["labels"].repeat(steps))
+        dataset = speed_models.TensorDataset(batch["pixel_values"].repeat(steps, 1, 1, 1), batch["labels"].repeat(steps))
         trainer.train_dataset = dataset
         return counted(trainer.train)
 

@@ -14,7 +14,7 @@ from datasets import DatasetDict
 
 from smile_hf.data import DATASET_PRESETS, DataError, build_digits, load_preset, prepare_datasets
 from smile_hf.run import InputError, main, parse_args, prepare_data
-from smile_hf.run import hp_trials as hp_trials_module
+from smile_hf.run import hp_search as hp_search_module
 from smile_hf.run.validation_source import check_validation_source, validation_source
 
 from .test_preset_schemas import ROWS_PER_SPLIT, use_local_copy, write_local_copy
@@ -161,14 +161,14 @@ def test_loading_the_own_split_of_a_preset_without_one_is_refused():
 
 def test_a_search_trains_on_train_validates_on_the_own_split_and_retrains_on_both(trainval, tmp_path, monkeypatch):
     pytest.importorskip("optuna", reason="the hyperparameter search needs the optional `optuna` (smile_hf[tune])")
-    real, seen = hp_trials_module.validation_trainer, []
+    real, seen = hp_search_module.validation_trainer, []
 
     def validation_trainer(model, args, data, **kwargs):
         trainer = real(model, args, data, **kwargs)
         seen.append((uids(trainer.train_dataset), uids(trainer.eval_dataset)))
         return trainer
 
-    monkeypatch.setattr(hp_trials_module, "validation_trainer", validation_trainer)
+    monkeypatch.setattr(hp_search_module, "validation_trainer", validation_trainer)
     output_dir = tmp_path / "run"
     result = main([
         "--dataset", NAME, "--max_eval_samples", "30", "--max_steps", "2", "--per_device_train_batch_size", "8",

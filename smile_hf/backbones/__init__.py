@@ -1,14 +1,10 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
 """Backbone adapter: the last feature map, the pooled feature, the classifier head(s) and the stages of any
-supported image classifier, derived from the model's structure and config (see `adapter.py` and `structure.py`)."""
+supported image classifier, derived from the model's structure and config (see `adapter.py` and `structure.py`),
+read by the hooks of `capture.py`."""
 
-from .adapter import (
-    BackboneAdapter,
-    ForwardOutput,
-    count_leading_tokens,
-    map_first_tensor,
-    tokens_to_map,
-)
+from .adapter import BackboneAdapter, ForwardOutput, count_leading_tokens, tokens_to_map
+from .capture import first_tensor, map_first_tensor, record_outputs, stop_recording
 from .heads import ClassifierHeads, build_source_head_copy, combine_heads
 from .spec import (
     BACKBONES,
@@ -20,10 +16,10 @@ from .spec import (
     unsupported_reason,
     unwrap_model,
 )
-from .structure import first_tensor
 
 __all__ = [
     "BACKBONES", "SOURCE_HEAD_NAME", "UNSUPPORTED", "BackboneAdapter", "BackboneSpec", "ClassifierHeads",
     "ForwardOutput", "UnsupportedBackboneError", "build_source_head_copy", "combine_heads", "count_leading_tokens",
-    "first_tensor", "map_first_tensor", "register_backbone", "tokens_to_map", "unsupported_reason", "unwrap_model",
+    "first_tensor", "map_first_tensor", "record_outputs", "register_backbone", "stop_recording", "tokens_to_map",
+    "unsupported_reason", "unwrap_model",
 ]  # fmt: skip

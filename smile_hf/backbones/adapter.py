@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..mixing import Mix, mix_inputs, mix_tensor
-from .capture import Capture, capturing, map_first_tensor  # noqa: F401  (re-exported)
+from .capture import Capture, capturing
 from .heads import combine_heads
 from .spec import (
     BACKBONES,

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..channels import model_num_channels
+from .capture import Capture, capturing, first_tensor
 from .spec import SOURCE_HEAD_NAME, BackboneSpec, UnsupportedBackboneError
 
 TOKEN_PARAMETERS = ("cls_token", "class_embedding", "distillation_token", "register_tokens")
@@ -145,13 +146,6 @@ def _probe_size(model: nn.Module) -> tuple[int, int]:
     return int(size), int(size)
 
 
-def first_tensor(output):
-    """The first tensor of a module output (stage outputs can be nested tuples, as PVT-v2's are)."""
-    while isinstance(output, (tuple, list)):
-        output = output[0]
-    return output
-
-
 def stage_lists(trunk: nn.Module, prefix: str) -> dict[str, nn.ModuleList]:
     """The candidate lists of stages inside the trunk, by path: every non-empty `nn.ModuleList`, and, for a list of
     lists (PVT, PoolFormer: blocks grouped by stage), the list of the last module of each group, as `<path>[-1]`."""
@@ -173,6 +167,20 @@ def _is_subsequence(found: list[torch.Tensor], expected: list[torch.Tensor]) -> 
             return False
         position += 1
     return True
+
+
+def stage_fingerprints(children: list[tuple[str, nn.Module]], records: list) -> dict[str, list[torch.Tensor]]:
+    """The fingerprints of the outputs of every candidate list's children, by list name, in call order: `children`
+    are `(list name, child)` pairs, `records` the calls of a [`Capture`]."""
+    outputs: dict[str, list[torch.Tensor]] = {name: [] for name, _ in children}
+    for module, _, output in records:
+        first = first_tensor(output)
+        if not isinstance(first, torch.Tensor):
+            continue
+        for name, child in children:  # a child of several lists counts in each
+            if child is module:
+                outputs[name].append(_fingerprint(first))
+    return outputs
 
 
 def _matching_lists(lists: dict, outputs: dict, states) -> list[str]:
@@ -197,33 +205,23 @@ def probe(model: nn.Module, spec: BackboneSpec) -> BackboneSpec:
     head copy computes)."""
     find = spec.stages is None and not is_timm(model)
     lists = stage_lists(model.get_submodule(spec.trunk), spec.trunk) if find else {}
-    outputs: dict[str, list[torch.Tensor]] = {name: [] for name in lists}
     heads = [model.get_submodule(path) for path in spec.head.split(",")]
-    head_io: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    def record(name):
-        def hook(_module, _args, output):
-            first = first_tensor(output)
-            if isinstance(first, torch.Tensor):
-                outputs[name].append(_fingerprint(first))
-
-        return hook
-
-    handles = [child.register_forward_hook(record(name)) for name, module in lists.items() for child in module]
-    handles += [head.register_forward_hook(lambda _m, args, out: head_io.append((args[0], out))) for head in heads]
+    children = [(name, child) for name, module in lists.items() for child in module]
+    capture = Capture(trunk=None, heads=(), record=[*heads, *(child for _, child in children)])
     parameter = next(model.parameters())
     channels = model_num_channels(model)
     pixel_values = torch.randn(1, channels, *_probe_size(model), generator=torch.Generator().manual_seed(0))
     was_training = model.training
     model.eval()
     try:
-        result = model(pixel_values=pixel_values.to(device=parameter.device, dtype=parameter.dtype), **(
-            {"output_hidden_states": True} if find else {}
-        ))
+        with capturing(capture, keep_hooks=False):  # a one-off pass: no hook left on the model
+            result = model(pixel_values=pixel_values.to(device=parameter.device, dtype=parameter.dtype), **(
+                {"output_hidden_states": True} if find else {}
+            ))
     finally:
         model.train(was_training)
-        for handle in handles:
-            handle.remove()
+    head_io = [(inputs, output) for module, inputs, output in capture.records if any(module is h for h in heads)]
+    outputs = stage_fingerprints(children, capture.records)
     logits = result["logits"] if "logits" in result else result[0]
     if len(head_io) != len(heads) or not torch.allclose(
         torch.stack([out for _, out in head_io]).float().mean(0), logits.float(), rtol=1e-3, atol=1e-4

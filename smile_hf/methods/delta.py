@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..backbones import first_tensor, map_first_tensor
+from ..backbones import first_tensor, map_first_tensor, record_outputs, stop_recording
 from .base import LossInputs, LossTerms, TransferMethod
 from .buffers import BufferList
 from .context import MethodContext, as_context, for_each_training_batch
@@ -127,17 +127,16 @@ def _channel_dim(adapter, state: torch.Tensor) -> int:
 
 def output_channels(adapter, model, modules, pixel_values) -> list[int]:
     """The number of channels of the outputs of `modules` (one forward pass of `model` on one image)."""
-    captured = {}
-    handles = [
-        m.register_forward_hook(lambda _m, _a, out, j=j: captured.__setitem__(j, first_tensor(out)))
-        for j, m in enumerate(modules)
-    ]
+    outputs = [[] for _ in modules]
+    for module, sink in zip(modules, outputs):
+        record_outputs(module, sink)
     try:
         adapter.forward(model, pixel_values[:1])
     finally:
-        for handle in handles:
-            handle.remove()
-    return [captured[j].shape[_channel_dim(adapter, captured[j])] for j in range(len(modules))]
+        for module, sink in zip(modules, outputs):
+            stop_recording(module, sink)
+    last = [first_tensor(sink[-1]) for sink in outputs]
+    return [state.shape[_channel_dim(adapter, state)] for state in last]
 
 
 def _zeroed_copies_hook(adapter, mask: torch.Tensor):

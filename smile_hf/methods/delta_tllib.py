@@ -18,9 +18,9 @@ times the SMILE reference's at the same weight (1024x on a ResNet-50's last stag
 interchangeable; `method="delta"` is the SMILE reference's DELTA.
 
 Only families where that convolution is identifiable are accepted (transformers' `resnet`); any other is refused in
-one line. The maps are read by forward hooks that the regulariser puts on these convolutions of the student and the
-teacher (`prepare`) and that record their last outputs; a step's loss reads the student's, then the teacher's, in the
-order `TransferLoss` runs them (student first).
+one line. The maps are recorded from these convolutions of the student and the teacher
+([`smile_hf.backbones.record_outputs`], set up by `prepare`), which keeps their last outputs; a step's loss
+reads the student's, then the teacher's, in the order `TransferLoss` runs them (student first).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from collections import deque
 import torch
 from torch import nn
 
+from ..backbones import record_outputs
 from .base import LossInputs, LossTerms
 from .context import MethodContext, as_context
 from .delta import _TLLIB, DELTA_ATTENTION, ChannelAttentionRegularizer
@@ -64,16 +65,6 @@ def tllib_distance(student_maps, teacher_maps, attention=None) -> torch.Tensor:
     return total
 
 
-class _Recorder:
-    """A forward hook appending a module's output to `records`."""
-
-    def __init__(self, records: deque):
-        self.records = records
-
-    def __call__(self, _module, _args, output):
-        self.records.append(output)
-
-
 @register_method
 class DeltaTLlib(ChannelAttentionRegularizer):
     """DELTA as TLlib runs it: the last convolution of every ResNet stage, 1/2 C a_c scale, weight 0.01, head L2
@@ -106,14 +97,12 @@ class DeltaTLlib(ChannelAttentionRegularizer):
         return tllib_hook_points(adapter, model)
 
     def _record(self, adapter, model: nn.Module) -> None:
-        """Put the recording hook on the hook points of `model` (once per module)."""
+        """Record the outputs of the hook points of `model` into the records (once per module)."""
         modules = self.hook_points(adapter, model)
         self._num_layers = len(modules)
         self._records = self._records if self._records.maxlen == 2 * len(modules) else deque(maxlen=2 * len(modules))
         for module in modules:
-            hooks = module._forward_hooks.values()
-            if not any(isinstance(h, _Recorder) and h.records is self._records for h in hooks):
-                module.register_forward_hook(_Recorder(self._records))
+            record_outputs(module, self._records)
 
     @torch.no_grad()
     def prepare(self, context: MethodContext) -> None:

@@ -9,7 +9,11 @@ its output folder.
 - `driver.py`: one run ([`run`], [`train_one`]) and what defines it (`run_config.json`).
 - `outputs.py`: `results.json` and its table, the model card's arguments.
 - `predict.py`: without training, evaluate a trained model and classify a folder of images.
-- `compare.py`, `curves.py`: several methods over seeds in one call, and their curves.
+- `hp_search.py`: `--hp_search_trials`: the hyperparameter search on a held-out validation split, its trials, its
+  Optuna and Ray backends and what it leaves behind (its options and spaces: [`smile_hf.tuning`]);
+  `validation_source.py`: where that validation split comes from.
+- `compare.py`: several methods over seeds in one call, the protection of their folder, their curves and the figures
+  drawn from all of them.
 """
 
 from .arguments import (

@@ -15,9 +15,9 @@ from transformers import HfArgumentParser
 from .._compat import accelerator_available
 from ..config import SmileTrainingArguments
 from ..data import CORRUPT_IMAGE_POLICIES, DATASET_PRESETS, get_preset
+from ..tuning import TuningArguments
 from .help import argument_groups, group_help
 from .recipes import apply_preset_recipe
-from .tuning_arguments import TuningArguments
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_CHECKPOINT = "checkpoints/fmnist-resnet-tiny"

@@ -1,22 +1,51 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
 """Several runs in one call: every method of `--compare_methods` (and plain fine-tuning from random weights,
-`--scratch_baseline`) on every seed of `--seeds`, each a run of [`smile_hf.run.driver`], then one results table."""
+`--scratch_baseline`) on every seed of `--seeds`, each a run of [`smile_hf.run.driver`], then one results table.
+
+What a comparison adds to its runs, in its `--output_dir`:
+- the protection of its folder: never silently another comparison's ([`check_comparison_dir`]). Each run's folder
+  gets the protection of one run ([`smile_hf.checkpoints.resume_point`]); the comparison's folder is refused while
+  it holds runs that are not part of this comparison, and `--overwrite_output_dir` deletes them with the previous
+  table and curves, so that `results.json`, the curves and the run folders always describe the same runs;
+- the curves (`--plot_curves`): every run's loss terms and evaluation accuracy over the steps, read from its log
+  history, written as JSON and drawn as a PNG (mean over seeds, min-max band; [`write_curves`]);
+- the figures drawn from all its runs: the reliability diagram of every method (`reliability.png`, from each run's
+  predictions on the evaluation split after training; [`write_reliability`]) and, with `--analyze`, the linearity
+  analysis of every saved run ([`smile_hf.analysis`]: each run's `linearity.*` in its folder, the table and plot of
+  all of them in `linearity.{md,json,png}`; [`analyze_runs`]).
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
+import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 from transformers import HfArgumentParser
 
 from .._compat import shut_down_dataloader_workers
-from ..checkpoints import resume_point, write_run_config
+from ..analysis import analyze_run, write_linearity, write_linearity_report
+from ..calibration import RELIABILITY_FILE, plot_reliability
+from ..checkpoints import (
+    FINISHED_RUN_FILE,
+    RUN_CONFIG_NAME,
+    OutputDirError,
+    list_checkpoints,
+    resume_point,
+    write_run_config,
+)
 from ..config import SmileTrainingArguments
 from ..data import PreparedData
+from ..metrics import softmax
+from ..plotting import pyplot, save_figure
+from ..tuning import TuningArguments
 from .arguments import (
     DataTrainingArguments,
     InputError,
@@ -27,22 +56,12 @@ from .arguments import (
     read_args,
     run_processes_on_cpu_without_accelerator,
 )
-from .compare_extras import (
-    analyze_runs,
-    check_analysis,
-    eval_predictions,
-    remove_comparison_figures,
-    write_reliability,
-)
-from .curves import training_curves, write_curves
 from .driver import configure_logging, run_config, train_one
-from .folders import CURVES_KEY, check_comparison_dir
 from .help import argument_groups, group_help
 from .hp_search import check_not_finished, check_search, needs_validation, search
 from .loading import check_model, load_processor, prepare_data
 from .outputs import results_table, write_results
 from .predict import evaluate_and_predict
-from .tuning_arguments import TuningArguments
 
 logger = logging.getLogger(__name__)
 
@@ -368,7 +387,8 @@ def comparison_figures(
     argv: list[str],
 ) -> None:
     """The figures drawn from every run, in the comparison's folder: the reliability diagram of every method on the
-    evaluation split, and with `--analyze` the linearity analysis of every saved run ([`smile_hf.run.compare_extras`])."""
+    evaluation split ([`write_reliability`]), and with `--analyze` the linearity analysis of every saved run
+    ([`analyze_runs`])."""
     shown = {label: [p for p in runs if p is not None] for label, runs in predictions.items()}
     pooled = ", seeds pooled" if any(len(runs) > 1 for runs in shown.values()) else ""
     path = write_reliability(shown, training_args.output_dir, title=f"{data.description}, evaluation split{pooled}")
@@ -400,3 +420,265 @@ def report(
     print(f"Saved to {path}", flush=True)
     if drawn:
         print(f"Curves: {png_path} (data: {json_path})", flush=True)
+
+
+# ---- the comparison's folder ------------------------------------------------------------------------------------------
+
+RUN_MARKERS = (RUN_CONFIG_NAME, FINISHED_RUN_FILE, "model.safetensors", "trainer_state.json")
+"""Files that make a folder a run's: what a run writes (its arguments, results, model, state)."""
+CURVES_KEY = "curves"
+"""Key of the combined results file that names the curves drawn from its runs (PNG and JSON)."""
+
+
+def is_run_folder(path: str) -> bool:
+    """Whether `path` holds (part of) a run: one of [`RUN_MARKERS`] or a `checkpoint-<step>` folder."""
+    if not os.path.isdir(path):
+        return False
+    return any(os.path.exists(os.path.join(path, name)) for name in RUN_MARKERS) or bool(list_checkpoints(path))
+
+
+def holds_run_files(path: str) -> bool:
+    """Whether `path` itself holds a run's files (checkpoints, arguments, model, state; not only a results table)."""
+    names = [name for name in RUN_MARKERS if name != FINISHED_RUN_FILE]
+    return any(os.path.exists(os.path.join(path, name)) for name in names) or bool(list_checkpoints(path))
+
+
+def other_runs(output_dir: str, run_dirs: list[str]) -> list[str]:
+    """The runs in `output_dir` that are not among `run_dirs` (this comparison's run folders): its sub-folders that
+    are run folders, and `output_dir` itself when it holds a run but is not one of `run_dirs`."""
+    if not os.path.isdir(output_dir):
+        return []
+    planned = {os.path.normpath(path) for path in run_dirs}
+    found = [
+        path for name in sorted(os.listdir(output_dir))
+        if os.path.normpath(path := os.path.join(output_dir, name)) not in planned and is_run_folder(path)
+    ]  # fmt: skip
+    if os.path.normpath(output_dir) not in planned and holds_run_files(output_dir):
+        found.insert(0, output_dir)  # a single run's files at the top (a results.json alone is the table's)
+    return found
+
+
+def recorded_curves(results_path: str) -> list[str]:
+    """The curve files (PNG, JSON) that the combined results file `results_path` says were drawn from its runs."""
+    try:
+        with open(results_path, encoding="utf-8") as f:
+            png = json.load(f).get(CURVES_KEY)
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [png, os.path.splitext(png)[0] + ".json"] if isinstance(png, str) else []
+
+
+def check_comparison_dir(output_dir: str, run_dirs: list[str], results_file: str, overwrite: bool) -> None:
+    """Before any training: raise an [`OutputDirError`] naming them if `output_dir` holds runs other than
+    `run_dirs`; with `overwrite`, delete them, the combined `results_file` and the curves it names instead."""
+    others = other_runs(output_dir, run_dirs)
+    if others and not overwrite:
+        shown = ", ".join(os.path.relpath(path, output_dir) for path in others[:5]) + (" ..." if len(others) > 5 else "")
+        raise OutputDirError(
+            f"{output_dir} holds {len(others)} other run(s) than this comparison's ({shown}): start fresh with "
+            "--overwrite_output_dir True (deletes them, with the previous table and curves) or another --output_dir."
+        )
+    if not overwrite:
+        return
+    results_path = os.path.join(output_dir, results_file)
+    top = os.path.normpath(output_dir)
+    top_files = [os.path.join(output_dir, name) for name in RUN_MARKERS] + [p for _, p in list_checkpoints(output_dir)]
+    stale = [p for p in others if os.path.normpath(p) != top] + (top_files if output_dir in others else [])
+    for path in [*stale, *recorded_curves(results_path)]:
+        if os.path.isdir(path):
+            logger.warning(f"--overwrite_output_dir: deleting {path}")
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            logger.warning(f"--overwrite_output_dir: deleting {path}")
+            os.remove(path)
+    if len(run_dirs) > 1 and os.path.isfile(results_path):
+        os.remove(results_path)
+
+
+# ---- curves -----------------------------------------------------------------------------------------------------------
+
+LABEL_STYLES: dict[str, dict[str, str]] = {
+    SCRATCH: {"color": "tab:gray", "linestyle": ":"},
+    "finetune": {"color": "tab:blue", "linestyle": "--"},
+    "smile": {"color": "tab:red", "linestyle": "-"},
+}
+"""Line style of the run labels of the demo."""
+
+PALETTE = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray",
+           "tab:olive", "tab:cyan")  # fmt: skip
+"""matplotlib's default colour cycle (tab10), by name."""
+
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+def label_styles(labels: Sequence[str]) -> dict[str, dict[str, str]]:
+    """A line style for each of `labels` (the labels of one plot, kept in their order): [`LABEL_STYLES`] for the demo's labels, and for
+    every other label, in order, the next colour of [`PALETTE`] that no label of the plot has taken, drawn solid;
+    once the colours run out, the (colour, line style) pairs no label has taken. No two labels share a style (up
+    to the 40 pairs there are)."""
+    styles = {label: dict(LABEL_STYLES[label]) for label in labels if label in LABEL_STYLES}
+    used = {s["color"] for s in styles.values()}
+    taken = {(s["color"], s["linestyle"]) for s in styles.values()}
+    candidates = [(c, "-") for c in PALETTE if c not in used]
+    candidates += [(c, ls) for ls in LINESTYLES[1:] for c in PALETTE if (c, ls) not in taken]
+    others = [label for label in dict.fromkeys(labels) if label not in styles]
+    for i, label in enumerate(others):
+        colour, linestyle = candidates[i % len(candidates)]
+        styles[label] = {"color": colour, "linestyle": linestyle}
+    return {label: styles[label] for label in dict.fromkeys(labels)}  # in the order of `labels`
+
+
+CURVE_SERIES = {
+    "loss_main": "loss_main: cross-entropy (SMILE's: of mixed images)",
+    "loss_aux": "loss_aux: source head vs teacher (SMILE)",
+    "loss_reg": "loss_reg: feature maps vs teacher (SMILE)",
+    "loss_cls": "loss_cls: heads' weight penalty (SMILE)",
+    "eval_accuracy": "eval accuracy (%)",
+}
+"""The panels of `--plot_curves` and their titles, in this order (the `loss_<term>` of other methods follow)."""
+
+
+def training_curves(log_history: list[dict]) -> dict[str, dict[str, list]]:
+    """The curves of one run, read from its `Trainer.state.log_history`: every loss term of the training logs
+    (`loss_<term>`, logged by [`SmileTrainer.log`]) and the accuracy of every evaluation (`eval_accuracy`).
+
+    Returns:
+        `dict[str, dict[str, list]]`: series name -> `{"steps": [...], "values": [...]}`, in step order; a step
+        logged twice (the final evaluation repeats the last periodic one) keeps its last value.
+    """
+    points: dict[str, dict[int, float]] = {}
+    for entry in log_history:
+        for key, value in entry.items():
+            if key.startswith("loss_") or key == "eval_accuracy":
+                points.setdefault(key, {})[int(entry["step"])] = float(value)
+    return {
+        key: {"steps": sorted(by_step), "values": [by_step[step] for step in sorted(by_step)]}
+        for key, by_step in points.items()
+    }
+
+
+def curve_series(runs: list[dict]) -> list[str]:
+    """The series found in `runs`, [`CURVE_SERIES`] first, then any other in name order."""
+    found = {name for run in runs for name in run["curves"]}
+    return [name for name in CURVE_SERIES if name in found] + sorted(found - set(CURVE_SERIES))
+
+
+def mean_band(curves: list[dict[str, list]]) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Steps logged by every curve of `curves` (one per seed), and the mean, min and max of their values there."""
+    steps = sorted(set.intersection(*(set(c["steps"]) for c in curves)))
+    values = [[dict(zip(c["steps"], c["values"]))[step] for c in curves] for step in steps]
+    return steps, [sum(v) / len(v) for v in values], [min(v) for v in values], [max(v) for v in values]
+
+
+def draw_panel(ax, runs: list[dict], name: str) -> None:
+    """One panel of [`plot_curves`]: series `name` of every run label (mean over seeds, min-max band)."""
+    scale = 100.0 if name == "eval_accuracy" else 1.0
+    styles = label_styles(list(dict.fromkeys(run["label"] for run in runs)))  # one colour per label
+    for label in styles:
+        curves = [run["curves"][name] for run in runs if run["label"] == label and name in run["curves"]]
+        if not curves:
+            continue
+        steps, mean, low, high = mean_band(curves)
+        line = ax.plot(steps, [scale * v for v in mean], label=label, **styles[label])[0]
+        low, high = [scale * v for v in low], [scale * v for v in high]
+        ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15)
+    ax.set_title(CURVE_SERIES.get(name, name), fontsize=10)
+    ax.set_xlabel("step")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def plot_curves(runs: list[dict], path: str, title: str = "") -> str:
+    """Draw one panel per series of [`curve_series`] (accuracy in %): for each run label, the mean over its seeds
+    and the band between their min and max. `runs`: `{"label", "seed", "curves"}` dicts ([`training_curves`]).
+    Writes the PNG `path` and returns it."""
+    plt = pyplot("Plotting the curves")
+    series = curve_series(runs)
+    columns = min(3, len(series))
+    rows = -(-len(series) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, series):
+        draw_panel(ax, runs, name)
+    for ax in list(axes.flat)[len(series) :]:
+        ax.set_visible(False)
+    return save_figure(fig, path, title)
+
+
+def write_curves(runs: list[dict], path: str, title: str = "") -> tuple[str, str]:
+    """Write the curves of `runs` as JSON (`path` with the extension `.json`: `{"title", "runs"}`), then plot them
+    into the PNG `path` ([`plot_curves`]). Returns both paths."""
+    json_path = os.path.splitext(path)[0] + ".json"
+    os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+    with open(json_path, "w") as f:
+        json.dump({"title": title, "runs": runs}, f, indent=1)
+    return json_path, plot_curves(runs, path, title)
+
+
+# ---- figures drawn from all the runs ----------------------------------------------------------------------------------
+
+LINEARITY_FILE = "linearity.md"
+"""The linearity table of every run (`--analyze`), in the comparison's folder (with `.json` and `.png` beside)."""
+
+
+def figure_files(output_dir: str) -> list[str]:
+    """The figures drawn from all the runs in the comparison folder `output_dir`: the reliability diagram and the
+    linearity table and plot (deleted with the runs they were drawn from, `--overwrite_output_dir`)."""
+    stem = os.path.join(output_dir, os.path.splitext(LINEARITY_FILE)[0])
+    return [os.path.join(output_dir, RELIABILITY_FILE), *(f"{stem}.{ext}" for ext in ("md", "json", "png"))]
+
+
+def remove_comparison_figures(output_dir: str) -> None:
+    """Delete the figures of an earlier comparison in `output_dir` ([`figure_files`])."""
+    for path in figure_files(output_dir):
+        if os.path.isfile(path):
+            logger.warning(f"--overwrite_output_dir: deleting {path}")
+            os.remove(path)
+
+
+def check_analysis(analyze: bool, training_args: SmileTrainingArguments) -> None:
+    """Before any training: an [`InputError`] if `--analyze` cannot measure the runs (they would not be saved)."""
+    if analyze and training_args.do_train and training_args.save_strategy == "no":
+        raise InputError("--analyze measures the saved models: drop --save_strategy no (e.g. --save_strategy steps).")
+
+
+def eval_predictions(trainer) -> tuple[np.ndarray, np.ndarray] | None:
+    """The trained model's probabilities on the trainer's evaluation split and their labels (`trainer.predict`: run
+    it on every process); None without an evaluation split."""
+    if trainer.eval_dataset is None:
+        return None
+    prediction = trainer.predict(trainer.eval_dataset, metric_key_prefix="reliability")
+    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    return softmax(np.asarray(logits, dtype=np.float64)), np.asarray(prediction.label_ids)
+
+
+def write_reliability(predictions: dict[str, list[tuple[np.ndarray, np.ndarray]]], output_dir: str, title: str = "") -> str | None:
+    """The reliability diagram of every method (`label -> [(probabilities, labels) of each seed]`, the seeds pooled)
+    in `output_dir`/[`RELIABILITY_FILE`]; None (with a warning) without matplotlib or predictions."""
+    curves = {
+        label: (np.concatenate([p for p, _ in runs]), np.concatenate([y for _, y in runs]))
+        for label, runs in predictions.items() if runs
+    }  # fmt: skip
+    if not curves:
+        return None
+    try:
+        return plot_reliability(curves, os.path.join(output_dir, RELIABILITY_FILE), title=title)
+    except ImportError as error:
+        logger.warning(f"No reliability diagram: {error}")
+        return None
+
+
+def analyze_runs(run_dirs: Sequence[str], output_dir: str, argv: Sequence[str] = ()) -> list[str]:
+    """[`analyze_run`] of every saved run of `run_dirs` (its `linearity.*` written in its folder, unless that is
+    `output_dir`), then the table and plot of all of them in `output_dir` ([`write_linearity_report`], which records
+    the comparison's arguments `argv`); prints and returns the paths of the combined files."""
+    results = []
+    for run_dir in run_dirs:
+        logger.info(f"Linearity analysis of {run_dir}")
+        result = analyze_run(run_dir)
+        if os.path.normpath(run_dir) != os.path.normpath(output_dir):
+            write_linearity(result, run_dir)
+        results.append(result)
+    command = " ".join(["python examples/compare_methods.py", *argv])
+    paths = write_linearity_report(results, os.path.join(output_dir, LINEARITY_FILE), command)
+    print("Linearity analysis: " + ", ".join(paths), flush=True)
+    return paths

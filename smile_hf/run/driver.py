@@ -20,6 +20,7 @@ from ..data import PreparedData, eval_image_processor, one_line
 from ..metrics import ClassificationMetrics, load_classification_metric
 from ..recipes import AppliedRecipe
 from ..trainer import SmileTrainer
+from ..tuning import SEARCH_ONLY_FIELDS
 from .arguments import (
     DataTrainingArguments,
     InputError,
@@ -32,7 +33,6 @@ from .hp_search import check_not_finished, check_search, needs_validation, searc
 from .loading import check_model, load_processor, prepare_data, student
 from .outputs import card_arguments, results_table, write_results
 from .predict import evaluate_and_predict, predict_folder
-from .tuning_arguments import SEARCH_ONLY_FIELDS
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,8 @@
 """`--hp_search_trials N`: search the method's hyperparameters on the validation split held out of the training
 data (or the dataset's own validation split, [`smile_hf.run.validation_source`]), then set the best values on the
 run's arguments (the run then trains once with them on the training data and evaluates on the evaluation split, which
-the search never sees).
+the search never sees). The options and the search space are in [`smile_hf.tuning`]; here are the search itself,
+its trials, its two backends and what it leaves behind.
 
 Each trial is one `SmileTrainer` run (`model` named, loaded fresh per trial as in a plain run) trained on
 `data.train` (`data.search_train`, without the dataset's own validation split, where it is set) and evaluated on
@@ -13,27 +14,142 @@ in-memory study and always runs `n_trials` more trials: a search stored in SQLit
 (`hp_search.db`) resumes a killed search where it stopped (a trial left running by the kill is marked failed and
 its point tried again), counts the trials already done towards `N`, does not rerun a finished one, and keeps each
 trial's duration for `hp_search.json`. The Ray backend is `Trainer.hyperparameter_search(backend="ray")` (with
-`model_init`): Ray Tune, the distributed engine the `Trainer` supports, on the cluster of `--ray_address` /
-`RAY_ADDRESS`.
+`model_init`, each trial loading a fresh student): Ray Tune, the distributed engine the `Trainer` supports, on the
+cluster of `--ray_address` / `RAY_ADDRESS` (a local Ray instance when neither is set), each trial with the resources
+of `--ray_resources_per_trial`.
+
+A search leaves `hp_search.json` in the output folder (every trial's values, validation metric and duration, the best
+values, the space and the validation split), `hp_search.png` beside it (the metric against each hyperparameter) and
+the line of the model card ([`SearchRecord.summary`]).
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib.util
+import json
 import logging
+import math
 import os
+import shutil
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from transformers import set_seed
+from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_utils import IntervalStrategy
+
+from .._compat import shut_down_dataloader_workers
 from ..checkpoints import FINISHED_RUN_FILE, OutputDirError
 from ..config import SmileTrainingArguments
 from ..data import PreparedData
+from ..metrics import ClassificationMetrics
+from ..modeling import load_student_with_classes_of
+from ..plotting import pyplot, save_figure
+from ..trainer import SmileTrainer
 from ..tuning import apply_values, default_search_space, load_search_space, ray_space, suggest
 from .arguments import DataTrainingArguments, InputError, ModelArguments
-from .hp_search_report import SearchRecord, TrialRecord, write_search_outputs
-from .hp_trials import TRIALS_FOLDER, run_trial
+from .loading import student
 from .validation_source import check_validation_source
 
 logger = logging.getLogger(__name__)
+
+
+# ---- what a search leaves behind --------------------------------------------------------------------------------------
+
+RESULTS_FILE = "hp_search.json"
+PLOT_FILE = "hp_search.png"
+
+
+@dataclass
+class TrialRecord:
+    """One trial: its number, its values, its validation metric (None unless it completed), its state
+    (`COMPLETE`, `FAIL`...) and how long it took (seconds)."""
+
+    number: int
+    values: dict[str, Any]
+    value: float | None
+    state: str = "COMPLETE"
+    duration_s: float | None = None
+
+
+@dataclass
+class SearchRecord:
+    """A search: how it ran (backend, objective and its direction, trials asked for, space, method, validation split,
+    where the study is stored), its trials and its best one."""
+
+    backend: str
+    objective: str
+    direction: str
+    trials_requested: int
+    space: dict[str, dict[str, Any]]
+    method: str
+    validation_split: dict | None = None
+    study: str | None = None
+    trials: list[TrialRecord] = field(default_factory=list)
+    best_number: int | None = None
+    best_values: dict[str, Any] = field(default_factory=dict)
+    best_value: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line for the model card and `results.json`: backend, trials, space, objective, validation split, best."""
+        completed = sum(t.state == "COMPLETE" for t in self.trials)
+        split = (self.validation_split or {}).get("description", "a validation split held out of the training data")
+        best = ", ".join(f"{k}={_short(v)}" for k, v in self.best_values.items())
+        return (
+            f"{self.backend} search, {completed} trials over {', '.join(self.space)}, selecting the best validation "
+            f"{'top-1 accuracy' if self.objective == 'accuracy' else 'loss'} on {split}; best values: {best} "
+            f"(validation {self.objective} {_short(self.best_value)}), then trained once with them"
+        )
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def write_search_outputs(record: SearchRecord, output_dir: str) -> str:
+    """Write `hp_search.json` and (with matplotlib) `hp_search.png` into `output_dir`; return the JSON's path."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, RESULTS_FILE)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(record.to_dict(), f, indent=2, default=str)
+    try:
+        plot_search(record, os.path.join(output_dir, PLOT_FILE))
+    except ImportError:
+        logger.warning(f"matplotlib is not installed: no {PLOT_FILE} (pip install matplotlib).")
+    return path
+
+
+def plot_search(record: SearchRecord, path: str) -> str:
+    """One panel per hyperparameter: the validation metric of every completed trial against its value (log axis
+    for a log-scale dimension), the best trial circled."""
+    plt = pyplot("Plotting the search")
+    names = list(record.space)
+    done = [t for t in record.trials if t.value is not None]
+    columns = min(3, len(names))
+    rows = math.ceil(len(names) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        xs = [t.values.get(name) for t in done]
+        ax.scatter([str(x) if isinstance(x, (str, bool)) else x for x in xs], [t.value for t in done], s=18)
+        best = next((t for t in done if t.number == record.best_number), None)
+        if best is not None and name in best.values:
+            x = best.values[name]
+            ax.scatter([str(x) if isinstance(x, (str, bool)) else x], [best.value], s=80, facecolors="none", edgecolors="red")
+        if record.space[name].get("log"):
+            ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.set_ylabel(f"validation {record.objective}")
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.suptitle(f"{record.method}: {len(done)} trials ({record.backend})")
+    return save_figure(fig, path)
+
+# ---- the search -------------------------------------------------------------------------------------------------------
 
 STUDY_FILE = "hp_search.db"
 STUDY_NAME = "hp_search"
@@ -114,8 +230,6 @@ def search(
         f"{data_args.hp_search_objective}) of {', '.join(space)} on {data.validation_split.describe()}"
     )
     if data_args.hp_search_backend == "ray":
-        from .hp_search_ray import ray_search
-
         ray_search(model_args, data_args, training_args, data, record, ray_space(space))
     else:
         optuna_search(model_args, data_args, training_args, data, record, disable_tqdm)
@@ -205,3 +319,110 @@ def optuna_search(
     ]  # fmt: skip
     best = study.best_trial
     record.best_number, record.best_values, record.best_value = best.number, dict(best.params), float(best.value)
+
+# ---- one trial --------------------------------------------------------------------------------------------------------
+
+TRIALS_FOLDER = "hp_search"
+"""The trials' scratch folders, `<output_dir>/hp_search/trial-<n>` (removed after each trial)."""
+
+
+def trial_arguments(training_args: SmileTrainingArguments, values: dict[str, Any], output_dir: str) -> SmileTrainingArguments:
+    """The arguments of one trial: the run's, with `values`, in `output_dir`, evaluated once at the end, saving,
+    pushing, reporting and calibrating nothing."""
+    args = copy.deepcopy(training_args)
+    apply_values(args, values)
+    args.output_dir = output_dir
+    args.save_strategy = IntervalStrategy.NO
+    args.eval_strategy = IntervalStrategy.NO
+    args.load_best_model_at_end = False
+    args.push_to_hub = False
+    args.report_to = []
+    args.calibration = "none"
+    args.disable_tqdm = True
+    return args
+
+
+def objective_value(metrics: dict[str, float], objective: str) -> float:
+    """The search's objective from `trainer.evaluate()`'s metrics: top-1 accuracy or the loss."""
+    return float(metrics["eval_accuracy" if objective == "accuracy" else "eval_loss"])
+
+
+def validation_trainer(model, args: SmileTrainingArguments, data: PreparedData, **kwargs) -> SmileTrainer:
+    """A trainer on `data.train` (`data.search_train` where set: the training data without the dataset's own
+    validation split), evaluated on the held-out `data.validation` (never on `data.eval`); `kwargs` go to
+    `SmileTrainer` (`model_init`, `teacher_model`). The scores are computed directly (the `evaluate` module's
+    result, and the trainer pickles for Ray's workers)."""
+    train = data.search_train if getattr(data, "search_train", None) is not None else data.train
+    return SmileTrainer(
+        model=model, args=args, train_dataset=train, eval_dataset=data.validation,
+        compute_metrics=ClassificationMetrics(), **kwargs,
+    )  # fmt: skip
+
+
+def run_trial(model_args: ModelArguments, training_args: SmileTrainingArguments, data: PreparedData,
+              values: dict[str, Any], output_dir: str, objective: str) -> float:  # fmt: skip
+    """Train one trial with `values` and return its objective on the validation split."""
+    args = trial_arguments(training_args, values, output_dir)
+    set_seed(args.seed)
+    trainer = validation_trainer(student(model_args, args, data, from_scratch=False), args, data)
+    trainer.remove_callback(PrinterCallback)  # one progress bar over the trials, not every trial's logs
+    trainer.train()
+    value = objective_value(trainer.evaluate(), objective)
+    shut_down_dataloader_workers(trainer)
+    shutil.rmtree(output_dir, ignore_errors=True)  # nothing kept of a trial but its values and metric
+    return value
+
+# ---- the Ray backend --------------------------------------------------------------------------------------------------
+
+def parse_resources(text: str | None) -> dict[str, float]:
+    """`"cpu=4,gpu=1"` -> `{"cpu": 4.0, "gpu": 1.0}`; None -> one CPU. A malformed entry is an [`InputError`]."""
+    if not text:
+        return {"cpu": 1}
+    resources = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        try:
+            resources[name.strip()] = float(value)
+        except ValueError:
+            raise InputError(f"--ray_resources_per_trial {text!r}: expected name=number pairs, e.g. cpu=4,gpu=1.") from None
+    return resources
+
+
+def connect(address: str | None) -> None:
+    """Join the Ray cluster at `address` (else `RAY_ADDRESS`, else start a local instance), unless already joined."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
+
+
+def ray_search(
+    model_args: ModelArguments, data_args: DataTrainingArguments, training_args: SmileTrainingArguments,
+    data: PreparedData, record: SearchRecord, param_space: dict[str, Any],
+) -> None:  # fmt: skip
+    """Run `record.trials_requested` Ray Tune trials of `param_space` (results under `<output_dir>/hp_search/ray`)
+    and fill `record` with every trial and the best one."""
+    connect(data_args.ray_address)
+    args = trial_arguments(training_args, {}, os.path.join(training_args.output_dir, TRIALS_FOLDER))
+    name = student(model_args, args, data, from_scratch=False)  # the checkpoint's name; the loading options set
+    name = os.path.abspath(name) if os.path.isdir(name) else name  # the workers run in their own folders
+    model_init = functools.partial(load_student_with_classes_of, name, data.train, dict(args.model_init_kwargs))
+    trainer = validation_trainer(None, args, data, model_init=model_init, teacher_model=name)  # source: loaded
+    best = trainer.hyperparameter_search(
+        hp_space=lambda _: param_space, backend="ray", n_trials=record.trials_requested, direction=record.direction,
+        compute_objective=functools.partial(objective_value, objective=record.objective),
+        resources_per_trial=parse_resources(data_args.ray_resources_per_trial),
+        storage_path=os.path.abspath(os.path.join(training_args.output_dir, TRIALS_FOLDER, "ray")),
+    )  # fmt: skip
+    record.study = os.path.abspath(os.path.join(training_args.output_dir, TRIALS_FOLDER, "ray"))
+    for number, trial in enumerate(best.run_summary.trials):
+        result = trial.last_result or {}
+        record.trials.append(TrialRecord(
+            number=number, values={k: trial.config[k] for k in param_space if k in trial.config},
+            value=result.get("objective"), state="COMPLETE" if "objective" in result else str(trial.status),
+            duration_s=result.get("time_total_s"),
+        ))  # fmt: skip
+        if trial.trial_id == best.run_id:
+            record.best_number = number
+    record.best_values = {k: best.hyperparameters[k] for k in param_space}
+    record.best_value = float(best.objective)

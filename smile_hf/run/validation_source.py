@@ -6,8 +6,8 @@ own validation split (`DatasetPreset.validation_split`) or one carved from the t
 from __future__ import annotations
 
 from ..data import DATASET_PRESETS, get_preset
+from ..tuning import VALIDATION_SOURCES
 from .arguments import DataTrainingArguments, InputError
-from .tuning_arguments import VALIDATION_SOURCES
 
 
 def validation_source(data_args: DataTrainingArguments) -> str:
