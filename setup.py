@@ -28,8 +28,10 @@ extras = {
     # --hp_search_backend ray (Ray Tune on a cluster; a large download, not in `test`: its test skips without it)
     "ray": ["ray[tune]>=2.9"],
     "bench": ["matplotlib>=3.7", "scikit-learn>=1.3", "mlxtend>=0.23"],
-    # timm_wrapper models; timm needs a torchvision built for the installed torch (see the README's Install)
+    # timm_wrapper models; timm needs a torchvision built for the installed torch (see the Install section of docs/quickstart.md)
     "timm": ["timm>=1.0"],
+    # `make docs`: the documentation site, built offline (MkDocs Material, API pages from the docstrings)
+    "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26", "mkdocs-autorefs>=1.2"],
 }
 extras["dev"] = sorted(set(extras["test"] + extras["bench"] + ["ruff>=0.5"]))
 
