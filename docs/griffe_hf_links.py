@@ -7,9 +7,10 @@ the package with that name. A reference that names nothing of the package, or se
 warning naming the docstring, which fails `mkdocs build --strict`. Names outside the package are linked to their
 documentation through `EXTERNAL`.
 
-It also reads two Hugging Face idioms of an `Args:` section that Google-style parsing does not know: a group title
-(`> Parameters that control mixing`) and a paragraph among the arguments. Each closes the section, stands as a
-paragraph (the title in bold), and a new `Args:` section goes on after it.
+It also reads the Hugging Face idioms of an `Args:` section that Google-style parsing does not know: a group title
+(`> Parameters that control mixing`) and a paragraph among the arguments each close the section, stand as a
+paragraph (the title in bold), and a new `Args:` section goes on after them; the type of an argument,
+"(`str`, *optional*, defaults to `"smile"`)", loses its backticks and stars, since it is shown as code.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ logger = logging.getLogger("mkdocs.plugins.smile_hf.links")
 LINK = re.compile(r"\[`(~?[A-Za-z_][\w.]*)`\](?![\[(])")
 ARGS_SECTION = re.compile(r"^(Args|Arguments|Parameters):\s*$")
 ITEM = re.compile(r"^    \*{0,2}\w+( \(.*\))?:(\s|$)")
+ITEM_TYPE = re.compile(r"^(    \*{0,2}\w+ \()(.*?)(\):(\s|$))")
 FENCE = re.compile(r"(^\s*```.*?^\s*```)", re.S | re.M)
 
 EXTERNAL = {
@@ -46,6 +48,8 @@ def split_argument_groups(text: str) -> str:
             in_args = in_text = False  # a line at the margin ends the section
         if in_args and line.startswith("    ") and not line.startswith("     "):
             if ITEM.match(line):
+                # the doc-builder's "(`str`, *optional*, defaults to `0.1`)": the type column shows plain text
+                line = ITEM_TYPE.sub(lambda m: m.group(1) + m.group(2).replace("`", "").replace("*", "") + m.group(3), line)
                 if in_text:
                     out += ["", header]
                 in_text = False
