@@ -55,10 +55,15 @@ def hyperparameters_table(method: str) -> str:
         return "*No hyperparameters of its own.*"
     rows = []
     for h in declared:
-        search = "—" if h.search is None else f"{h.search}" + (", log" if h.log else "")
-        rows.append([f"`{h.name}`", h.annotation, f"`{h.default!r}`", h.valid_range or "any", search,
-                     (h.doc or h.help) + (f" *Default from:* {h.reference}" if h.reference else "")])
-    return _table(["argument", "type", "default", "valid", "default search range", "meaning"], rows)
+        if h.search is None:
+            search = "not searched"
+        elif h.type in (int, float):
+            search = f"{h.search[0]} to {h.search[1]}" + (", log scale" if h.log else "")
+        else:
+            search = "one of " + ", ".join(f"`{v!r}`" for v in h.search)
+        meaning = (h.doc or h.help) + (f" *Default from:* {h.reference}" if h.reference else "")
+        rows.append([f"`{h.name}`", f"`{h.default!r}` ({h.annotation})", h.valid_range or "any", search, meaning])
+    return _table(["argument", "default", "valid", "default search", "meaning"], rows)
 
 
 def parity_table(which: str) -> str:

@@ -9,6 +9,7 @@ import importlib.util
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,38 @@ def test_readme_is_short_and_links_into_the_docs():
     assert len(set(links)) >= 10  # the README's map of the site
     for link in links:
         assert (REPO_ROOT / link).is_file(), f"README.md links {link}, which does not exist"
+
+
+def readme_commands() -> list[list[str]]:
+    """The commands of the README's bash blocks (comments dropped, continuation lines joined) as argument lists."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
+    return [shlex.split(line.split("  #")[0]) for line in lines if line.strip() and not line.startswith("#")]
+
+
+def test_readme_commands_parse_as_written():
+    """Every run-script command of the README parses with the script's own parser; the others are the Makefile's
+    targets and pip."""
+    from smile_hf.run import compare
+    from smile_hf.run import parse_args as parse_run
+
+    targets = re.findall(r"^([\w-]+):", (REPO_ROOT / "Makefile").read_text(encoding="utf-8"), flags=re.M)
+    parsed = 0
+    for argv in readme_commands():
+        if argv[0] == "make":
+            assert argv[1] in targets, argv
+            continue
+        if argv[0] == "pip":
+            continue
+        if argv[:2] == ["accelerate", "launch"]:
+            argv = ["python", *argv[2:]]
+        script = {"examples/run_smile.py": "train", "examples/compare_methods.py": "compare"}.get(argv[1], argv[1])
+        command = argv[1] if argv[0] == "smile-hf" else script
+        assert command in ("train", "compare"), f"a README command this test does not know: {argv}"
+        (parse_run if command == "train" else compare.parse_args)(argv[2:])
+        parsed += 1
+    assert parsed >= 3
 
 
 def test_every_docs_page_is_in_the_nav():
