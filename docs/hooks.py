@@ -8,6 +8,8 @@ A page asks for a generated table with an HTML comment on a line of its own:
   classification of `smile_hf.parity`.
 - `<!-- generated: presets -->`: `smile_hf.data.DATASET_PRESETS`.
 - `<!-- generated: api_reference -->`: one mkdocstrings block per module of the package.
+- `<!-- generated: report NAME.md -->`: the committed report `benchmarks/results/NAME.md` as it is, in an open
+  box; only its headings are moved below the page's (`#` becomes `####`), so that they stay out of the page's contents.
 
 Anything else after `generated:` is a warning, and every warning fails `mkdocs build --strict`. The plots of
 `benchmarks/results/` are added to the site under the same path, so pages link them as `benchmarks/results/NAME.png`.
@@ -99,8 +101,15 @@ def api_reference(_: str) -> str:
     return "\n\n".join(f"::: {name}\n{options}" for name in modules)
 
 
+def report(name: str) -> str:
+    text = (ROOT / "benchmarks" / "results" / name).read_text(encoding="utf-8")  # a missing report: KeyError below
+    text = re.sub(r"^(#{1,3}) ", lambda m: "###" + m.group(1) + " ", text, flags=re.M)
+    body = "\n".join(("    " + line) if line.strip() else "" for line in text.splitlines())
+    return f'???+ info "The committed report: `benchmarks/results/{name}`"\n\n{body}\n'
+
+
 GENERATORS = {"hyperparameters": hyperparameters_table, "parity": parity_table, "presets": presets_table,
-              "api_reference": api_reference}
+              "api_reference": api_reference, "report": report}
 
 
 def on_config(config):
@@ -126,7 +135,7 @@ def on_page_markdown(markdown, page, config, files):
             asked.add(argument)
         try:
             return GENERATORS[kind](argument)
-        except KeyError as error:
+        except (KeyError, FileNotFoundError) as error:
             logger.warning("%s: %s names nothing known (%s)", page.file.src_uri, match.group(0), error)
             return match.group(0)
 
