@@ -38,26 +38,26 @@ EXTERNAL = {
 
 def split_argument_groups(text: str) -> str:
     """The docstring with the group titles and paragraphs inside an `Args:` section moved out of it."""
-    out, header, in_args, in_text = [], None, False, False
+    out, header, in_args, in_text, items = [], None, False, False, 0
     for line in text.splitlines():
         if ARGS_SECTION.match(line):
-            header, in_args, in_text = line, True, False
+            header, in_args, in_text, items = line, True, False, 0
             out.append(line)
             continue
         if in_args and line and not line.startswith(" "):
             in_args = in_text = False  # a line at the margin ends the section
         if in_args and line.startswith("    ") and not line.startswith("     "):
             if ITEM.match(line):
-                # the doc-builder's "(`str`, *optional*, defaults to `0.1`)": the type column shows plain text
-                line = ITEM_TYPE.sub(lambda m: m.group(1) + m.group(2).replace("`", "").replace("*", "") + m.group(3), line)
+                line = ITEM_TYPE.sub(lambda m: m.group(1) + plain_type(m.group(2)) + m.group(3), line)
                 if in_text:
                     out += ["", header]
-                in_text = False
+                in_text, items = False, items + 1
             else:
-                title = line[4:].startswith("> ")
                 if not in_text:
+                    if items == 0 and header in out:  # a section that would hold no argument: dropped
+                        del out[len(out) - 1 - out[::-1].index(header)]
                     out.append("")
-                out.append(f"**{line[6:].strip()}**" if title else line[4:])
+                out.append(f"**{line[6:].strip()}**" if line[4:].startswith("> ") else line[4:])
                 in_text = True
                 continue
         elif in_args and in_text and line.startswith("        "):
@@ -65,6 +65,13 @@ def split_argument_groups(text: str) -> str:
             continue
         out.append(line)
     return "\n".join(out)
+
+
+def plain_type(text: str) -> str:
+    """The doc-builder's "`str`, *optional*, defaults to `"smile"`" as the type column shows it: "str, optional"
+    (the default has a column of its own)."""
+    text = re.sub(r",?\s*defaults? to .*$", "", text)
+    return text.replace("`", "").replace("*", "")
 
 
 def _walk(obj):

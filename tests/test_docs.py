@@ -174,3 +174,6 @@ def test_doc_builder_links_resolve_from_the_object_outwards(caplog):
     grouped = "Args:\n    a (`int`, *optional*):\n        first.\n\n    > Group\n\n    b (`str`): second.\n"
     expected = "Args:\n    a (int, optional):\n        first.\n\n\n**Group**\n\n\nArgs:\n    b (str): second."
     assert split_argument_groups(grouped) == expected
+    # a group first: no empty section before it; the default leaves the type for a column of its own
+    leading = "Args:\n    > Top\n\n    a (`int`, *optional*, defaults to 3): first."
+    assert split_argument_groups(leading) == "\n**Top**\n\n\nArgs:\n    a (int, optional): first."
