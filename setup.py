@@ -28,8 +28,13 @@ extras = {
     # --hp_search_backend ray (Ray Tune on a cluster; a large download, not in `test`: its test skips without it)
     "ray": ["ray[tune]>=2.9"],
     "bench": ["matplotlib>=3.7", "scikit-learn>=1.3", "mlxtend>=0.23"],
-    # timm_wrapper models; timm needs a torchvision built for the installed torch (see the README's Install)
+    # timm_wrapper models; timm needs a torchvision built for the installed torch (see the Install section of docs/quickstart.md)
     "timm": ["timm>=1.0"],
+    # `make docs`: the documentation site, built offline (MkDocs Material, API pages from the docstrings). The floors
+    # are the versions the site is built with: mkdocs 1.6 brings the `validation` settings strict mode relies on,
+    # mkdocstrings-python 2 the griffe 2 whose `on_package` hook docs/griffe_hf_links.py uses.
+    "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings>=1.0", "mkdocstrings-python>=2.0",
+             "mkdocs-autorefs>=1.4"],
 }
 extras["dev"] = sorted(set(extras["test"] + extras["bench"] + ["ruff>=0.5"]))
 

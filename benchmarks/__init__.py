@@ -1,5 +1,6 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
-"""The benchmarks behind the README's numbers, run from the repository root as modules:
+"""The benchmarks behind the numbers of the README and of the documentation's Benchmarks page, run from the
+repository root as modules:
 
     python -m benchmarks.speed         # step time, memory and EMA cost of every method -> results/speed.{json,md}
     python -m benchmarks.accuracy      # offline few-shot accuracy of every method -> results/accuracy.{json,md,png}

@@ -196,7 +196,7 @@ _STOCK_DEFAULTS = {f.name: f.default for f in fields(TrainingArguments)}
 
 
 def check_refused_fields(args: TrainingArguments) -> None:
-    """Raise `ValueError` with the one-line reason of the first [`REFUSED`] field set to anything but its stock
+    """Raise `ValueError` with the one-line reason of the first `REFUSED` field set to anything but its stock
     default (FSDP apart: [`smile_hf.sharding.check_sharding`] refuses it with its own message)."""
     for name, (status, reason) in TRAINING_ARGUMENTS.items():
         if status != REFUSED or name in ("fsdp", "fsdp_config") or name not in _STOCK_DEFAULTS:

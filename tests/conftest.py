@@ -45,7 +45,7 @@ def pytest_report_header(config):
     here = f"{count} {kind} device(s)" if kind else "no accelerator"
     header = f"smile_hf test device: {TEST_DEVICE} ({DEVICE_VARIABLE}={os.environ.get(DEVICE_VARIABLE, '')!r}; {here})"
     if TEST_DEVICE != "cpu" and count > 1:
-        header += "; several visible devices: single-process Trainers use nn.DataParallel over them (see the README)"
+        header += "; several visible devices: single-process Trainers use nn.DataParallel over them (see docs/lora.md)"
     return header
 
 

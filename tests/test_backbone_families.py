@@ -3,7 +3,7 @@ error of each unsupported type, and two training steps of SMILE and of DELTA + m
 
 The fast suite trains one family per layout of the last feature map (`LAYOUT_REPRESENTATIVES`); the sweep over every
 family is marked `slow`. timm tests skip when timm cannot be imported (it needs a torchvision built for the installed
-torch, see the README)."""
+torch, see docs/quickstart.md)."""
 
 from __future__ import annotations
 

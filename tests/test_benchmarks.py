@@ -1,5 +1,5 @@
-"""The benchmark scripts run end to end on tiny settings and write what the README cites (no timing assertions).
-They run as the README runs them: `python -m benchmarks.<name>` from the repository root."""
+"""The benchmark scripts run end to end on tiny settings and write what the docs cite (no timing assertions).
+They run as the docs run them: `python -m benchmarks.<name>` from the repository root."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The inference round trip: the README's train -> evaluate -> classify -> pipeline() example, run as written
-(offline), and `smile-hf train --do_train False` (--do_eval, --do_predict) checked against independent
+"""The inference round trip: the train -> evaluate -> classify -> pipeline() example of `docs/checkpoints.md`, run as
+written (offline), and `smile-hf train --do_train False` (--do_eval, --do_predict) checked against independent
 computations: the training run's own metrics, and `pipeline("image-classification")` on the same files."""
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from smile_hf.data import DataError, ImageTransform, TransformConfig, eval_image
 from smile_hf.inference import classify_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-README = REPO_ROOT / "README.md"
+PAGE = REPO_ROOT / "docs" / "checkpoints.md"
 MARKER = "<!-- round-trip:"
 
 
-def readme_blocks() -> tuple[list[list[str]], str]:
-    """The two fenced blocks after the README's round-trip marker: the bash block as argument lists (continuation
+def page_blocks() -> tuple[list[list[str]], str]:
+    """The two fenced blocks after the page's round-trip marker: the bash block as argument lists (continuation
     lines joined, comments dropped), and the Python block's source."""
-    text = README.read_text(encoding="utf-8")
+    text = PAGE.read_text(encoding="utf-8")
     after = text[text.index(MARKER) :]
     blocks = re.findall(r"```(\w+)\n(.*?)```", after, flags=re.S)[:2]
     assert [language for language, _ in blocks] == ["bash", "python"]
@@ -58,10 +58,10 @@ def read_predictions(path: Path) -> dict[str, list[tuple[str, float]]]:
 
 
 @pytest.mark.auto_device(
-    "the README's commands and Python block as written: smile-hf train and pipeline() pick the device"
+    "the page's commands and Python block as written: smile-hf train and pipeline() pick the device"
 )
-def test_readme_round_trip_runs_as_written(tmp_path, monkeypatch, capsys):
-    commands, python_source = readme_blocks()
+def test_docs_round_trip_runs_as_written(tmp_path, monkeypatch, capsys):
+    commands, python_source = page_blocks()
     assert len(commands) == 3 and all(c[:2] == ["smile-hf", "train"] for c in commands)
     monkeypatch.chdir(tmp_path)
     write_digit_images(tmp_path / "my_images")
@@ -76,9 +76,9 @@ def test_readme_round_trip_runs_as_written(tmp_path, monkeypatch, capsys):
         assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key
     assert trained["eval_accuracy"] > 0.3  # it learned something (chance: 0.1)
 
-    # the README's Python block runs, and pipeline() gives predictions.csv's labels and scores for every file
+    # the page's Python block runs, and pipeline() gives predictions.csv's labels and scores for every file
     namespace: dict = {}
-    exec(compile(python_source, str(README), "exec"), namespace)
+    exec(compile(python_source, str(PAGE), "exec"), namespace)
     assert "'label'" in capsys.readouterr().out
     predictions = read_predictions(tmp_path / "runs/digits-smile-predict/predictions.csv")
     assert not (tmp_path / "runs/digits-smile-predict/eval_results.json").exists()  # nothing was evaluated

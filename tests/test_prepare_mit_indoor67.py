@@ -169,10 +169,10 @@ def test_bad_input_is_one_error_line(download, case, capsys):
         assert not (root / "out").exists()  # checked before anything is written
 
 
-def test_readme_recipe_uses_the_scripts_arguments():
-    """The README's two commands: the script's arguments, then run_smile.py's on the folders it writes."""
-    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    block = re.search(r"```bash\n(.*?)```", text[text.index("#### MIT Indoor-67 with its official split") :], re.S)
+def test_docs_recipe_uses_the_scripts_arguments():
+    """The two commands of `docs/data.md`: the script's arguments, then run_smile.py's on the folders it writes."""
+    text = (REPO_ROOT / "docs" / "data.md").read_text(encoding="utf-8")
+    block = re.search(r"```bash\n(.*?)```", text[text.index("### MIT Indoor-67 with its official split") :], re.S)
     lines = [line.split("  #")[0] for line in block.group(1).replace("\\\n", " ").splitlines() if line.strip()]
     prepare, train = (shlex.split(line) for line in lines)
     assert prepare[:2] == ["python", "scripts/prepare_mit_indoor67.py"]

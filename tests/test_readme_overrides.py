@@ -1,5 +1,5 @@
-"""The README's "Use it in your own script" section names every `Trainer` member that `SmileTrainer` overrides, and
-only those: the list read from the README against the members found by walking the class's MRO."""
+"""The SmileTrainer page of the docs (`docs/trainer.md`) names every `Trainer` member that `SmileTrainer` overrides,
+and only those: the list read from the page against the members found by walking the class's MRO."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import transformers
 
 from smile_hf import SmileTrainer
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+PAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "trainer.md")
 
 
 def overridden_members() -> set[str]:
@@ -25,14 +25,14 @@ def overridden_members() -> set[str]:
     return names
 
 
-def readme_members() -> set[str]:
-    text = open(README, encoding="utf-8").read()
+def page_members() -> set[str]:
+    text = open(PAGE, encoding="utf-8").read()
     sentence = re.search(r"It overrides these `Trainer`\s+members:(.*?)\n- ", text, re.S)
-    assert sentence, "the README's override sentence is missing"
+    assert sentence, "the override sentence of docs/trainer.md is missing"
     return {name for name in re.findall(r"`([A-Za-z_]\w*)`", sentence.group(1))}
 
 
-def test_readme_lists_the_overridden_trainer_members():
+def test_docs_list_the_overridden_trainer_members():
     found = overridden_members()
     assert {"compute_loss", "train", "save_model"} <= found  # the walk does find overrides
-    assert readme_members() == found
+    assert page_members() == found

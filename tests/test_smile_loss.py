@@ -1,8 +1,8 @@
 """SmileTrainer.compute_loss against the SMILE loss rebuilt by hand from the models' own outputs.
 
 The hand computation reads the feature map and pooled feature straight from the base model (`model.resnet(x)`,
-`model.vit(x)`, ...), not through the adapter's hooks, and writes each term as in the README's table (the formulas
-of the SMILE reference implementation). Tolerance: 1e-5 relative (float32; both paths run the same kernels on the
+`model.vit(x)`, ...), not through the adapter's hooks, and writes each term as in the table of docs/methods.md (the
+formulas of the SMILE reference implementation). Tolerance: 1e-5 relative (float32; both paths run the same kernels on the
 same inputs, only the summation order of the final reductions differs).
 """
 

@@ -4,7 +4,7 @@ pooling), distilled LeViT (two heads, each behind its own BatchNorm), SwinV2, Mo
 timm).
 
 Each expected value is rebuilt by hand from the model's own modules (the base model or vision tower called directly,
-`forward_features` / `forward_head` for timm), not through the adapter's hooks, with the formulas of the README.
+`forward_features` / `forward_head` for timm), not through the adapter's hooks, with the formulas of docs/methods.md.
 Models run in eval mode on both sides (dropout off) so that the two computations see the same function. Tolerance:
 1e-5 relative (float32, same kernels, only the summation order of the final reductions differs)."""
 
@@ -59,7 +59,7 @@ def features_by_hand(family, model, x):
 
 
 def smile_terms_by_hand(mix, y, logits, aux_logits, source_logits, feat_s, feat_t, head_params) -> dict:
-    """The four SMILE terms of the README from the student's outputs on the mixed images and the source model's on
+    """The four SMILE terms of docs/methods.md from the student's outputs on the mixed images and the source model's on
     the unmixed ones."""
     lam, perm = mix.lam, mix.perm
     p_t = torch.softmax(source_logits, dim=-1)

@@ -79,7 +79,7 @@ def test_no_host_sync_in_a_training_step(tmp_path, method):
 
 def test_bss_is_the_one_method_that_syncs(tmp_path):
     """BSS needs singular values, and `torch.linalg.svdvals` reads its error code back on CUDA: one sync per
-    micro-batch (documented in the README), and nothing else."""
+    micro-batch (documented in docs/benchmarks.md), and nothing else."""
     counters = step_counters(tmp_path, "bss", gradient_accumulation_steps=2)
     assert [c.host_syncs for c in counters] == [{"aten::_linalg_svd": 2}] * MAX_STEPS
 

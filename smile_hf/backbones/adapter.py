@@ -9,7 +9,7 @@ The adapter does not re-implement any architecture. It runs the model's own forw
 - the input of the final `nn.Linear` classifier(s), which is the pooled feature the head sees (concatenated when a
   distilled model has two heads reading different features),
 - with `output_hidden_states`, the output of every backbone stage, as a map.
-The parts are derived from the model ([`resolve_spec`], [`find_stages`]); [`register_backbone`] overrides them.
+The parts are derived from the model ([`resolve_spec`], [`BackboneAdapter.stages`]); [`register_backbone`] overrides them.
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ def count_special_tokens(model: nn.Module, trunk: nn.Module) -> int:
 
 def resolve_spec(model: nn.Module, given: BackboneSpec) -> BackboneSpec:
     """`given` with its trunk, heads, special tokens and layout derived where left to `None` (stages are found later,
-    by [`find_stages`], because that needs a forward pass)."""
+    by [`BackboneAdapter.stages`], because that needs a forward pass)."""
     trunk = given.trunk or ("timm_model" if is_timm(model) else find_trunk(model))
     head = given.head or find_heads(model, trunk)
     special = given.num_special_tokens
