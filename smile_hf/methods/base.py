@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
+from .buffers import CreatesSavedBuffers
 from .context import MethodContext
 from .hyperparameters import HyperParameter, resolve_values
 
@@ -59,7 +60,7 @@ LossTerms = dict[str, tuple[float, torch.Tensor]]
 """Named loss terms: name -> (weight, unweighted value). Logged as `loss_<name>`; the loss is the weighted sum."""
 
 
-class TransferMethod(nn.Module):
+class TransferMethod(CreatesSavedBuffers):
     """Base class of the regularisers. Subclasses set the class attributes they need and override `loss_terms`.
 
     A regulariser is an `nn.Module` without parameters: what it computes once (L2-SP's starting point, DELTA's
@@ -172,11 +173,9 @@ class TransferMethod(nn.Module):
         if first is not None and first.device != device:
             self.to(device)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for name, buffer in self._buffers.items():  # a buffer not computed yet (None) takes the saved shape
-            if buffer is None and prefix + name in state_dict:
-                self._buffers[name] = torch.empty_like(state_dict[prefix + name])
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    def missing_buffers(self, saved: dict[str, torch.Tensor]) -> list[str]:
+        """The buffers registered as `None` (not computed yet) that `saved` holds: created with the saved shape."""
+        return [name for name, buffer in self._buffers.items() if buffer is None and name in saved]
 
 
 class MethodCallback(TrainerCallback):
