@@ -35,7 +35,7 @@ from transformers.utils import logging
 from ._compat import compiled_inner, peft_tuner_layers, switch_adapters
 from .backbones import BackboneAdapter, ForwardOutput, unwrap_model
 from .mixing import Mix
-from .teacher import EmaTeacher, Teacher
+from .teacher import EmaTeacher, FixedTeacher, Teacher
 
 logger = logging.get_logger(__name__)
 
@@ -345,8 +345,11 @@ def save_processor(trainer, output_dir: str) -> None:
 
 def build_teacher(student: nn.Module, adapter: BackboneAdapter, source_model: nn.Module, **options) -> Teacher:
     """The teacher of `student`: for a LoRA student ([`peft_model_of`]) an adapter on its frozen base with a copy of
-    the source head ([`LoraEmaTeacher`]), else a full copy of the source model ([`EmaTeacher`]). `options` are the
-    teachers' own (`decay`, `update_every`, `include_buffers`, `autocast`)."""
+    the source head ([`LoraEmaTeacher`]), else a full copy of the source model, fixed with `decay=1`
+    ([`FixedTeacher`]) or following the student ([`EmaTeacher`]). `options` are the teachers' own (`decay`,
+    `update_every`, `include_buffers`, `autocast`)."""
     if peft_model_of(student) is not None:
         return LoraEmaTeacher(student, adapter, adapter.head(source_model), **options)
+    if options.get("decay", 0.0) >= 1.0:
+        return FixedTeacher(source_model, adapter, autocast=options.get("autocast"))
     return EmaTeacher(source_model, adapter, **options)
