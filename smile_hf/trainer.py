@@ -29,6 +29,7 @@ from .distributed import add_buffer_sync
 from .guard import NonFiniteGuard, NonFiniteGuardCallback, check_finite_weights
 from .lora import build_teacher, peft_model_of, save_adapter, wrap_student
 from .loss import TransferLoss
+from .method_state import MethodStateMixin
 from .methods import MethodCallback, MethodContext, build_method, method_hyperparameters, method_title
 from .metrics import as_compute_metrics
 from .mixing import Mix
@@ -46,7 +47,6 @@ from .param_groups import build_grouped_optimizer, check_no_user_optimizer, uses
 from .parity import check_optimizer_covers, check_trainer_arguments, check_trial_arguments, fresh_copy, keep_pristine
 from .schedules import step_decay_schedule
 from .sharding import check_resume, check_sharding
-from .smile_state import SMILE_STATE_NAME, SmileStateMixin  # noqa: F401  (SMILE_STATE_NAME: its former home)
 from .teacher import EmaTeacherCallback, Teacher
 
 logger = logging.get_logger(__name__)
@@ -56,7 +56,7 @@ TRAINING_ARGS_JSON_NAME = "training_args.json"
 `training_args.bin`."""
 
 
-class SmileTrainer(SmileStateMixin, CompleteCheckpointMixin, Trainer):
+class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
     """Trainer for transfer learning of image classifiers with SMILE and its baselines.
 
     Args:
@@ -359,7 +359,7 @@ class SmileTrainer(SmileStateMixin, CompleteCheckpointMixin, Trainer):
         Trainer). A model whose weights are not finite is never saved ([`NonFiniteWeightsError`]).
 
         A LoRA student is saved as its adapter alone, with its trained head and the image processor (the teacher
-        adapter, which checkpoints keep in `smile_state.safetensors`, is left out); `push_to_hub` uploads that.
+        adapter, which checkpoints keep in `method_state.safetensors`, is left out); `push_to_hub` uploads that.
         For the adapter merged into the base, call [`smile_hf.lora.save_merged`]."""
         self.guard.raise_if_diverged(self.state.global_step)
         if not _internal_call:  # calibration='temperature' is honoured or refused, never silently skipped
@@ -371,7 +371,7 @@ class SmileTrainer(SmileStateMixin, CompleteCheckpointMixin, Trainer):
             logger.info("Saving the class names of the training set as `id2label` / `label2id`.")
         if peft_model_of(self.model) is None:
             super().save_model(output_dir, _internal_call)
-        else:  # the adapter alone: the stock save would add the teacher's (checkpoints keep it in the SMILE state)
+        else:  # the adapter alone: the stock save would add the teacher's (checkpoints keep it in the method state)
             if self.args.should_save:
                 save_adapter(self, output_dir or self.args.output_dir, warn=not self.saving_checkpoint)
             if self.args.push_to_hub and not _internal_call:  # as the stock save_model
