@@ -11,14 +11,11 @@ names the test file that exercises it.
 from __future__ import annotations
 
 import copy
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from typing import Any
 
 from torch import nn
 from transformers import TrainingArguments
-from transformers.utils import logging
-
-logger = logging.get_logger(__name__)
 
 WORKS, IRRELEVANT, REFUSED = "works", "irrelevant", "refused"
 
@@ -196,58 +193,6 @@ TRAINER_ARGUMENTS: dict[str, tuple[str, str]] = {
 """Every `Trainer.__init__` argument: name -> (status, test file or reason)."""
 
 _STOCK_DEFAULTS = {f.name: f.default for f in fields(TrainingArguments)}
-
-
-def as_smile_training_arguments(args: TrainingArguments) -> TrainingArguments:
-    """`args` itself when it is a [`SmileTrainingArguments`]; a plain `TrainingArguments` converted to one that keeps
-    every value it holds (as TRL's trainers convert theirs), the fields SmileTrainingArguments adds at their defaults
-    (the method is SMILE), with one line of log.
-
-    Every value is kept as it is, the stock defaults included: the fields that SmileTrainingArguments declares unset
-    (`learning_rate`, `optim`...: [`smile_hf.config.RECIPE_FIELDS`]) receive the plain arguments' values, so no recipe
-    fills them, and the fields whose SmileTrainingArguments default differs (`remove_unused_columns`,
-    `label_names`...) keep the plain arguments' values too; the log line names the latter, which is then a warning.
-    """
-    from .config import SmileTrainingArguments
-
-    if isinstance(args, SmileTrainingArguments):
-        return args
-    if not isinstance(args, TrainingArguments):
-        raise TypeError(f"`args` must be SmileTrainingArguments or TrainingArguments, got {type(args).__name__}.")
-    converted = SmileTrainingArguments(**{f.name: getattr(args, f.name) for f in fields(args) if f.init})
-    changed = {
-        name: getattr(converted, name)
-        for name, default in _changed_defaults(SmileTrainingArguments).items()
-        if getattr(converted, name) != default
-    }
-    if changed:
-        kept = ", ".join(f"{name}={value!r}" for name, value in changed.items())
-        logger.warning(
-            f"Converted {type(args).__name__} to SmileTrainingArguments (method '{converted.method}'), keeping every "
-            f"value, among them {kept}, where SmileTrainingArguments' defaults differ: pass SmileTrainingArguments "
-            "to get those."
-        )
-    else:
-        logger.info(
-            f"Converted {type(args).__name__} to SmileTrainingArguments (method '{converted.method}'), keeping every "
-            "value."
-        )
-    return converted
-
-
-def _changed_defaults(arguments_class: type) -> dict[str, Any]:
-    """The stock fields to which `arguments_class` gives another default than `TrainingArguments`, with that default
-    (not the fields redeclared unset, `None`, whose value comes from the stock default or a recipe)."""
-    defaults = {}
-    for f in fields(arguments_class):
-        if f.name not in _STOCK_DEFAULTS:
-            continue
-        default = f.default_factory() if f.default_factory is not MISSING else f.default
-        stock = next(s for s in fields(TrainingArguments) if s.name == f.name)
-        stock_default = stock.default_factory() if stock.default_factory is not MISSING else stock.default
-        if default is not None and default != stock_default:
-            defaults[f.name] = default
-    return defaults
 
 
 def check_refused_fields(args: TrainingArguments) -> None:

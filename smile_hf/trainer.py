@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import MISSING, fields
 from typing import TYPE_CHECKING, Any
 
 import datasets
@@ -59,7 +60,6 @@ from .modeling import (
 )
 from .param_groups import build_grouped_optimizer, check_no_user_optimizer, uses_lr_groups
 from .parity import (
-    as_smile_training_arguments,
     check_optimizer_covers,
     check_trainer_arguments,
     check_trial_arguments,
@@ -78,6 +78,56 @@ logger = logging.get_logger(__name__)
 TRAINING_ARGS_JSON_NAME = "training_args.json"
 """The training arguments saved with the model as JSON, readable without unpickling the Trainer's
 `training_args.bin`."""
+
+
+def as_smile_training_arguments(args: TrainingArguments) -> SmileTrainingArguments:
+    """`args` itself when it is a [`SmileTrainingArguments`]; a plain `TrainingArguments` converted to one that keeps
+    every value it holds (as TRL's trainers convert theirs), the fields SmileTrainingArguments adds at their defaults
+    (the method is SMILE), with one line of log.
+
+    Every value is kept as it is, the stock defaults included: the fields that SmileTrainingArguments declares unset
+    (`learning_rate`, `optim`...: [`smile_hf.config.RECIPE_FIELDS`]) receive the plain arguments' values, so no recipe
+    fills them, and the fields whose SmileTrainingArguments default differs (`remove_unused_columns`,
+    `label_names`...) keep the plain arguments' values too; the log line names the latter, which is then a warning.
+    """
+    if isinstance(args, SmileTrainingArguments):
+        return args
+    if not isinstance(args, TrainingArguments):
+        raise TypeError(f"`args` must be SmileTrainingArguments or TrainingArguments, got {type(args).__name__}.")
+    converted = SmileTrainingArguments(**{f.name: getattr(args, f.name) for f in fields(args) if f.init})
+    changed = {
+        name: getattr(converted, name)
+        for name, default in _changed_defaults(SmileTrainingArguments).items()
+        if getattr(converted, name) != default
+    }
+    if changed:
+        kept = ", ".join(f"{name}={value!r}" for name, value in changed.items())
+        logger.warning(
+            f"Converted {type(args).__name__} to SmileTrainingArguments (method '{converted.method}'), keeping every "
+            f"value, among them {kept}, where SmileTrainingArguments' defaults differ: pass SmileTrainingArguments "
+            "to get those."
+        )
+    else:
+        logger.info(
+            f"Converted {type(args).__name__} to SmileTrainingArguments (method '{converted.method}'), keeping every "
+            "value."
+        )
+    return converted
+
+
+def _changed_defaults(arguments_class: type) -> dict[str, Any]:
+    """The stock fields to which `arguments_class` gives another default than `TrainingArguments`, with that default
+    (not the fields redeclared unset, `None`, whose value comes from the stock default or a recipe)."""
+    defaults, stock = {}, {f.name: f for f in fields(TrainingArguments)}
+    for f in fields(arguments_class):
+        if f.name not in stock:
+            continue
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        theirs = stock[f.name]
+        stock_default = theirs.default_factory() if theirs.default_factory is not MISSING else theirs.default
+        if default is not None and default != stock_default:
+            defaults[f.name] = default
+    return defaults
 
 
 class EvaluationTerms:

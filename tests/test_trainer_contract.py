@@ -52,7 +52,7 @@ def test_plain_training_arguments_are_converted_keeping_every_value(tmp_path, ca
     untouched = [n for n in RECIPE_FIELDS if getattr(plain, n) == getattr(stock, n)]
     assert {"optim", "weight_decay", "max_grad_norm", "per_device_train_batch_size"} <= set(untouched)
     expected = _field_values(plain)
-    with caplog.at_level(logging.INFO, logger="smile_hf.parity"):
+    with caplog.at_level(logging.INFO, logger="smile_hf.trainer"):
         trainer = SmileTrainer(model=student, args=plain, teacher_model=source, train_dataset=random_image_dataset(8))
     args = trainer.args
     assert type(args) is SmileTrainingArguments and args.method == "smile" and not args.reference_recipe_applied
@@ -61,8 +61,9 @@ def test_plain_training_arguments_are_converted_keeping_every_value(tmp_path, ca
     for name in untouched:  # the stock values a plain TrainingArguments holds are kept, not replaced by a recipe
         assert converted[name] == getattr(stock, name)
     assert args.remove_unused_columns is True and args.label_names is None  # kept, though our defaults differ
-    lines = [r.getMessage() for r in caplog.records if r.name == "smile_hf.parity"]
-    assert len(lines) == 1 and "\n" not in lines[0] and caplog.records[-1].levelno == logging.WARNING
+    records = [r for r in caplog.records if r.name == "smile_hf.trainer" and "Converted" in r.getMessage()]
+    lines = [r.getMessage() for r in records]
+    assert len(lines) == 1 and "\n" not in lines[0] and records[0].levelno == logging.WARNING
     assert "Converted TrainingArguments to SmileTrainingArguments" in lines[0]
     assert "remove_unused_columns=True" in lines[0] and "logging_nan_inf_filter=True" in lines[0]
     assert trainer.loss_fn.target_loss.label_smoothing == 0.1 and trainer.loss_fn.seed == 11  # and they are used
@@ -74,9 +75,9 @@ def test_plain_training_arguments_with_our_defaults_log_one_info_line(tmp_path, 
         output_dir=str(tmp_path), report_to="none", **training_device_args(), remove_unused_columns=False,
         label_names=["labels"], ddp_find_unused_parameters=False, logging_nan_inf_filter=False,
     )  # fmt: skip
-    with caplog.at_level(logging.INFO, logger="smile_hf.parity"):
+    with caplog.at_level(logging.INFO, logger="smile_hf.trainer"):
         trainer = SmileTrainer(model=student, args=plain, teacher_model=source, train_dataset=random_image_dataset(8))
-    records = [r for r in caplog.records if r.name == "smile_hf.parity"]
+    records = [r for r in caplog.records if r.name == "smile_hf.trainer" and "Converted" in r.getMessage()]
     assert len(records) == 1 and records[0].levelno == logging.INFO and "keeping every value" in records[0].getMessage()
     assert _field_values(trainer.args) == _field_values(plain)
 
