@@ -2,9 +2,7 @@
 """What a regulariser is to [`TransferLoss`] and [`SmileTrainer`]: an `nn.Module` turning the outputs of one step
 into named, weighted loss terms, with its declared hyperparameters, its needs and its state (registered buffers).
 
-Words: a *method spec* is the string of the `method` argument (`"l2sp+mixup"`: a regulariser, a mixing strategy or
-both); a *regulariser* is an instance of a [`TransferMethod`] subclass (the `"l2sp"` part); the *registry*
-(`METHODS`, [`register_method`]) maps regulariser names to their classes.
+The words method, method spec, regulariser and mixing strategy are defined once, in [`smile_hf.methods`].
 
 The trainer does the wiring (mixing, forward passes, the teacher, logging). Adding a regulariser is one new module
 with one class decorated by [`register_method`]; its [`HyperParameter`]s become `SmileTrainingArguments` fields.
