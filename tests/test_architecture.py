@@ -12,7 +12,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = REPO_ROOT / "smile_hf"
 SCRIPT_DIRS = (REPO_ROOT / "examples", REPO_ROOT / "benchmarks")
-MAX_MODULE_LINES = 450
+MAX_MODULE_LINES = 800  # the point to split a module; cohesion is judged in review
 
 
 def module_name(path: Path) -> str:
