@@ -183,9 +183,10 @@ def measure_linearity(
 
 
 def load_source_head(run_dir: str, model: nn.Module) -> nn.Module | None:
-    """The trained source-task head of a run (SMILE's auxiliary head, Co-Tuning's source head): read from the
-    method state (`method_state.safetensors`, or its former name) of its last checkpoint (`checkpoint-<step>`), shaped as `model`'s classifier(s) with
-    the source classes. None when the run has no such checkpoint or its method has no source head."""
+    """The trained source-task head of a run (SMILE's auxiliary head, Co-Tuning's source head): read from the method
+    state (`method_state.safetensors`, or its former name) of its last checkpoint (`checkpoint-<step>`), shaped as
+    `model`'s classifier(s) with the source classes. None when the run has no such checkpoint or its method has no
+    source head."""
     checkpoints = [path for path in glob.glob(os.path.join(run_dir, "checkpoint-*")) if method_state_path(path)]
     if not checkpoints:
         return None

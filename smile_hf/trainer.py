@@ -406,8 +406,8 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
         """`Trainer.train`, resuming only from complete checkpoints ([`CompleteCheckpointMixin`]).
 
-        The method's one-off `setup` runs first (before a checkpoint's state is restored); the student, the teacher,
-        the auxiliary head and the method's state are restored from the checkpoint.
+        The regulariser's one-off `setup` runs first (before a checkpoint's state is restored); the student and the
+        method state (teacher, auxiliary head, regulariser state) are restored from the checkpoint.
         """
         check_resume(self, resume_from_checkpoint)
         if not self._method_ready and self.model_init is None:  # with model_init: for the new model, in train
