@@ -196,8 +196,8 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
             arguments, built over every trainable parameter.
         preprocess_logits_for_metrics (`Callable[[Tensor, Tensor], Tensor]`, *optional*): as in the stock `Trainer`.
         teacher_model (`PreTrainedModel` or `str`, *optional*): the source model (the same pre-trained checkpoint,
-            with its original head) for the methods that need one (`method.needs_source_model`). Defaults to loading
-            the student's `name_or_path` again.
+            with its original head) for the methods whose regulariser needs it (`needs_source_model`). Defaults to
+            loading the student's `name_or_path` again.
         peft_config (`peft.LoraConfig`, *optional*): train LoRA adapters instead of the whole model (TRL's
             convention); the new head is added to `modules_to_save`. A `model` that is already a `PeftModel` is
             trained as it is. The teacher is then an adapter on the shared frozen base ([`LoraEmaTeacher`]).
