@@ -94,6 +94,13 @@ def as_smile_training_arguments(args: TrainingArguments) -> SmileTrainingArgumen
         return args
     if not isinstance(args, TrainingArguments):
         raise TypeError(f"`args` must be SmileTrainingArguments or TrainingArguments, got {type(args).__name__}.")
+    ours = {f.name for f in fields(SmileTrainingArguments)}
+    foreign = [f.name for f in fields(args) if f.init and f.name not in ours]
+    if foreign:  # another library's arguments: their own fields would be silently dropped
+        raise TypeError(
+            f"{type(args).__name__} has fields SmileTrainingArguments lacks ({', '.join(foreign)}): pass "
+            "SmileTrainingArguments, or a plain TrainingArguments."
+        )
     converted = SmileTrainingArguments(**{f.name: getattr(args, f.name) for f in fields(args) if f.init})
     changed = {
         name: getattr(converted, name)
@@ -486,7 +493,9 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
         finally:
             self._eval_terms = outer
 
-    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix: str = "eval"
+    ):
         """`Trainer.evaluation_loop`, with the loss terms recorded by [`~SmileTrainer.evaluate`] added to its
         metrics."""
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)

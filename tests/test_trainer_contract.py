@@ -137,3 +137,15 @@ def test_evaluation_logs_the_loss_terms_of_the_method(tmp_path):
     assert by_name["eval_held_loss_aux"] == pytest.approx(metrics["eval_loss_aux"], rel=1e-6)
     card_metrics = training_results(trainer.state.log_history).eval_metrics  # the card's results: metrics, not terms
     assert "held_loss" in card_metrics and not [k for k in card_metrics if "loss_" in k]
+
+
+def test_arguments_of_another_trainer_are_refused_in_one_line(tmp_path):
+    """A `TrainingArguments` subclass with fields of its own (another library's) cannot be converted without losing
+    them: refused, naming them."""
+    from transformers import Seq2SeqTrainingArguments
+
+    source, student = source_and_student("resnet")
+    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), report_to="none", **training_device_args())
+    with pytest.raises(TypeError, match="Seq2SeqTrainingArguments has fields SmileTrainingArguments lacks") as error:
+        SmileTrainer(model=student, args=args, teacher_model=source, train_dataset=random_image_dataset(8))
+    assert "predict_with_generate" in str(error.value) and "\n" not in str(error.value)
