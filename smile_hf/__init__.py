@@ -17,7 +17,7 @@ from .loss import LossOutput, TransferLoss
 from .methods import METHODS, TransferMethod, register_method
 from .mixing import Mix, mix_inputs, mix_tensor, mixed_cross_entropy, sample_mix, soft_cross_entropy
 from .modeling import load_source_model, load_student
-from .teacher import EmaTeacher, EmaTeacherCallback, Teacher
+from .teacher import EmaTeacher, EmaTeacherCallback, FixedTeacher, Teacher
 from .trainer import SmileTrainer
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "BackboneSpec",
     "EmaTeacher",
     "EmaTeacherCallback",
+    "FixedTeacher",
     "ForwardOutput",
     "LossOutput",
     "Mix",

@@ -5,8 +5,8 @@ smile_hf supports transformers >= 5.23, peft >= 0.21 and torch >= 2.13 (setup.py
 their public API is listed here, and `tests/test_compat.py` checks each item against the installed versions, so that
 an upstream change fails one named test instead of a training run:
 
-- `transformers.Trainer` members that [`SmileTrainer`] overrides ([`TRAINER_OVERRIDES`]) or calls
-  ([`trainer_run_dir`], [`push_checkpoint`], [`mark_scheduler_created`]);
+- `transformers.Trainer` members that [`SmileTrainer`] overrides ([`TRAINER_OVERRIDES`]), calls
+  ([`trainer_run_dir`], [`push_checkpoint`], [`mark_scheduler_created`]) or sets ([`declare_unscaled_loss`]);
 - `PreTrainedModel._keys_to_ignore_on_save` ([`hide_from_save`]);
 - peft's adapter layers ([`peft_tuner_layers`]) and the switching of their adapters ([`switch_adapters`]), which
   uses peft's public `set_adapter` / `enable_adapters` of each layer;
@@ -43,6 +43,10 @@ TRAINER_CALLS: dict[str, tuple[str, ...]] = {
 }
 """Private `Trainer` methods that smile_hf calls, with their parameters."""
 
+LOSS_SCALING_FLAG = "loss_is_scaled_for_ga"
+"""The `Trainer` attribute saying whether `compute_loss` returns a loss already scaled for gradient accumulation
+(transformers >= 5.23): False makes `training_step` divide it by the number of accumulation steps."""
+
 SCHEDULER_CREATED_FLAG = "_created_lr_scheduler"
 """The `Trainer` attribute that makes `train()` rebuild a scheduler created by `create_scheduler` (set to True there)."""
 
@@ -61,6 +65,8 @@ def trainer_member_problems() -> list[str]:
         found = tuple(inspect.signature(member).parameters)
         if found != expected:
             problems.append(f"transformers.Trainer.{name} takes {found}, smile_hf expects {expected}")
+    if not hasattr(Trainer, LOSS_SCALING_FLAG):
+        problems.append(f"transformers.Trainer.{LOSS_SCALING_FLAG} is gone")
     return problems
 
 
@@ -74,6 +80,25 @@ def push_checkpoint(trainer: Trainer, checkpoint_dir: str) -> None:
     """Push a saved checkpoint to the Hub as the Trainer does after each save (`hub_strategy`):
     `Trainer._push_from_checkpoint`."""
     trainer._push_from_checkpoint(checkpoint_dir)
+
+
+def declare_unscaled_loss(trainer: Trainer) -> None:
+    """Tell the Trainer that `compute_loss` returns a per-batch mean, not normalised over the accumulated batch, so
+    that `training_step` divides it by the number of gradient accumulation steps: `trainer.loss_is_scaled_for_ga =
+    False`, the attribute transformers documents for trainers that compute their own loss.
+
+    Where the installed transformers lacks that attribute, its rule is "divide unless the model accepts loss kwargs or
+    a `compute_loss_func` is set"; the division then still happens without a `compute_loss_func` (refused there in
+    one line). `model_accepts_loss_kwargs` is set False in both cases: SmileTrainer never passes `num_items_in_batch`
+    to the model, so the Trainer need not count the items of each batch for it."""
+    trainer.model_accepts_loss_kwargs = False
+    if hasattr(type(trainer), LOSS_SCALING_FLAG):
+        setattr(trainer, LOSS_SCALING_FLAG, False)
+    elif trainer.compute_loss_func is not None:
+        raise ValueError(
+            f"This transformers has no `Trainer.{LOSS_SCALING_FLAG}`, without which a `compute_loss_func` would not be "
+            "divided by the gradient accumulation steps: install transformers>=5.23."
+        )
 
 
 def mark_scheduler_created(trainer: Trainer) -> None:

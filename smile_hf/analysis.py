@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from .backbones import BackboneAdapter, combine_heads
+from .method_state import method_state_path
 from .plotting import pyplot, save_figure
 
 if TYPE_CHECKING:
@@ -182,13 +183,14 @@ def measure_linearity(
 
 
 def load_source_head(run_dir: str, model: nn.Module) -> nn.Module | None:
-    """The trained source-task head of a run (SMILE's auxiliary head, Co-Tuning's source head): read from the
-    `smile_state.safetensors` of its last checkpoint (`checkpoint-<step>`), shaped as `model`'s classifier(s) with
-    the source classes. None when the run has no such checkpoint or its method has no source head."""
-    checkpoints = glob.glob(os.path.join(run_dir, "checkpoint-*", "smile_state.safetensors"))
+    """The trained source-task head of a run (SMILE's auxiliary head, Co-Tuning's source head): read from the method
+    state (`method_state.safetensors`, or its former name) of its last checkpoint (`checkpoint-<step>`), shaped as
+    `model`'s classifier(s) with the source classes. None when the run has no such checkpoint or its method has no
+    source head."""
+    checkpoints = [path for path in glob.glob(os.path.join(run_dir, "checkpoint-*")) if method_state_path(path)]
     if not checkpoints:
         return None
-    last = max(checkpoints, key=lambda p: int(re.findall(r"checkpoint-(\d+)", p)[-1]))
+    last = method_state_path(max(checkpoints, key=lambda p: int(re.findall(r"checkpoint-(\d+)", p)[-1])))
     state = {k.removeprefix("source_head."): v for k, v in safetensors.torch.load_file(last).items()
              if k.startswith("source_head.")}  # fmt: skip
     if not state:

@@ -2,7 +2,7 @@
 """Checkpoints that are either complete or recognisably incomplete.
 
 A Trainer checkpoint is a folder of many files written one after the other (weights, optimizer, scheduler, RNG
-states, trainer state and, for [`SmileTrainer`], `smile_state.safetensors`). A crash in the middle leaves a folder
+states, trainer state and, for [`SmileTrainer`], `method_state.safetensors`). A crash in the middle leaves a folder
 named like a checkpoint that cannot be resumed from, and `transformers.trainer_utils.get_last_checkpoint` would pick
 it. [`SmileTrainer`] therefore writes a completion marker, `checkpoint_complete.json`, as the very last file of each
 checkpoint (after every process has written its part): it lists every file of the checkpoint with its size and the

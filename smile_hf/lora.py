@@ -4,7 +4,7 @@ student's frozen base weights instead of being a second copy of the model.
 
 - The student is a peft `PeftModel` (adapter `default`): the base model with LoRA layers, the new classifier head
   trained and saved as a `modules_to_save` copy, and the auxiliary source head (`smile_source_head`) attached as a
-  plain trainable module (training-only: it goes into `smile_state.safetensors`, not into the adapter).
+  plain trainable module (training-only: it goes into `method_state.safetensors`, not into the adapter).
 - The teacher ([`LoraEmaTeacher`]) is a second adapter of the same `PeftModel` (PEFT's multiple adapters, named
   `smile_teacher`), started as a copy of the student's adapter and moved towards it by EMA:
   `theta_t <- d * theta_t + (1 - d) * theta_s` over the adapter tensors (LoRA A and B, each by itself). A freshly
@@ -35,7 +35,7 @@ from transformers.utils import logging
 from ._compat import compiled_inner, peft_tuner_layers, switch_adapters
 from .backbones import BackboneAdapter, ForwardOutput, unwrap_model
 from .mixing import Mix
-from .teacher import EmaTeacher, Teacher
+from .teacher import EmaTeacher, FixedTeacher, Teacher
 
 logger = logging.get_logger(__name__)
 
@@ -286,7 +286,7 @@ class LoraEmaTeacher(Teacher):
 def base_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
     """The buffers of a LoRA student's base model (BatchNorm running statistics and counters), by name; empty for
     a model that is not a `PeftModel`. Training-mode forward passes update them although the base weights are frozen,
-    and PEFT's adapter checkpoints do not hold them, so [`SmileTrainer`] saves them in `smile_state.safetensors`
+    and PEFT's adapter checkpoints do not hold them, so [`SmileTrainer`] saves them in `method_state.safetensors`
     (`base_buffers.*`) for an exact resume."""
     if peft_model_of(model) is None:
         return {}
@@ -308,7 +308,7 @@ def save_adapter(trainer, output_dir: str, warn: bool = True) -> None:
     image processor; the teacher adapter is left out. This is what `SmileTrainer.save_model` writes for a LoRA
     student. A base with BatchNorm layers has running statistics that training changed and the adapter format cannot
     hold: for such models (ResNet, ConvNeXt...) export the merged model instead (with `warn`, a warning says so;
-    checkpoints, which keep those statistics in `smile_state.safetensors`, pass `warn=False`)."""
+    checkpoints, which keep those statistics in `method_state.safetensors`, pass `warn=False`)."""
     peft_model = peft_model_of(trainer.model)
     if warn and any(b.is_floating_point() for b in base_buffers(peft_model).values()):
         logger.warning(
@@ -345,8 +345,11 @@ def save_processor(trainer, output_dir: str) -> None:
 
 def build_teacher(student: nn.Module, adapter: BackboneAdapter, source_model: nn.Module, **options) -> Teacher:
     """The teacher of `student`: for a LoRA student ([`peft_model_of`]) an adapter on its frozen base with a copy of
-    the source head ([`LoraEmaTeacher`]), else a full copy of the source model ([`EmaTeacher`]). `options` are the
-    teachers' own (`decay`, `update_every`, `include_buffers`, `autocast`)."""
+    the source head ([`LoraEmaTeacher`]), else a full copy of the source model, fixed with `decay=1`
+    ([`FixedTeacher`]) or following the student ([`EmaTeacher`]). `options` are the teachers' own (`decay`,
+    `update_every`, `include_buffers`, `autocast`)."""
     if peft_model_of(student) is not None:
         return LoraEmaTeacher(student, adapter, adapter.head(source_model), **options)
+    if options.get("decay", 0.0) >= 1.0:
+        return FixedTeacher(source_model, adapter, autocast=options.get("autocast"))
     return EmaTeacher(source_model, adapter, **options)

@@ -101,8 +101,11 @@ def sample_mix(
     return Mix(strategy, lam, perm)
 
 
-def mix_tensor(tensor: torch.Tensor, mix: Mix) -> torch.Tensor:
-    """lambda * t + (1 - lambda) * t[perm] (for inputs, features, probabilities), as one `lerp` from t[perm]."""
+def mix_tensor(tensor: torch.Tensor, mix: Mix | None) -> torch.Tensor:
+    """lambda * t + (1 - lambda) * t[perm] (for inputs, features, probabilities), as one `lerp` from t[perm]; `t`
+    itself without a mix (an unmixed batch: evaluation)."""
+    if mix is None:
+        return tensor
     return torch.lerp(tensor.index_select(0, mix.perm), tensor, mix.lam)
 
 

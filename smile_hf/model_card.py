@@ -103,12 +103,20 @@ class TrainingResults:
     calibration: dict[str, float] = field(default_factory=dict)
 
 
+def _is_loss_term(name: str) -> bool:
+    """Whether an evaluation metric (`eval_` prefix removed) is a loss term of the method (`loss_aux`, or
+    `held_loss_aux` for a named evaluation set), which the card's results leave out."""
+    return name.startswith("loss_") or "_loss_" in name
+
+
 def _eval_metrics(entry: dict) -> dict[str, float]:
-    """The metrics of an evaluation log entry, `eval_` prefix removed, the loss last."""
+    """The metrics of an evaluation log entry, `eval_` prefix removed, the loss last (the method's loss terms left
+    out: `eval_loss_main`... are in the run's logs)."""
     metrics = {
         key[len("eval_") :]: value
         for key, value in entry.items()
         if key.startswith("eval_") and key[len("eval_") :] not in _NOT_METRICS and isinstance(value, (int, float))
+        and not _is_loss_term(key[len("eval_") :])
     }
     return dict(sorted(metrics.items(), key=lambda item: item[0] == "loss"))
 

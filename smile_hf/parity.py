@@ -177,7 +177,7 @@ TRAINING_ARGUMENTS: dict[str, tuple[str, str]] = {
 
 TRAINER_ARGUMENTS: dict[str, tuple[str, str]] = {
     "model": (WORKS, "tests/test_trainer.py"),
-    "args": (WORKS, "tests/test_trainer.py"),
+    "args": (WORKS, "tests/test_trainer_contract.py (a plain TrainingArguments is converted, every value kept)"),
     "data_collator": (WORKS, "tests/test_guard.py"),
     "train_dataset": (WORKS, "tests/test_trainer.py"),
     "eval_dataset": (WORKS, "tests/test_trainer.py"),

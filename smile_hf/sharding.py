@@ -7,7 +7,7 @@ slices of the batch, while the backbone adapter reads one forward pass's feature
 one-process-per-GPU launch commands.
 
 The teacher's EMA (`torch._foreach_lerp_` over matched parameters), the forward hooks of the backbone adapter and the
-SMILE checkpoint state (`smile_state.safetensors`) are written for unsharded parameters. Measured on the CPU machine
+method state (`method_state.safetensors`) are written for unsharded parameters. Measured on the CPU machine
 this was built on (torch 2.13, transformers 5.24, accelerate 1.15): raw FSDP2 (`fully_shard`) runs on CPU with gloo,
 but the Trainer's `fsdp=` path does not: with `use_cpu=True` it silently trains with DDP (`is_fsdp_enabled` is False)
 and FSDP v1 fails ("no available devices"); DeepSpeed is not installable beside the CPU torch. So neither sharded path
@@ -31,13 +31,13 @@ FSDP_ERROR = (
 )
 ZERO3_ERROR = (
     "SmileTrainer does not support DeepSpeed ZeRO-3: the teacher's EMA needs whole (not partitioned) parameters and "
-    "DeepSpeed's checkpoint path skips the SMILE state (teacher, auxiliary head, method state), and neither could be "
+    "DeepSpeed's checkpoint path skips the method state (teacher, auxiliary head, regulariser state), and neither could be "
     "tested. Use ZeRO stage 1 or 2 or DDP and, for large models, LoRA (`SmileTrainer(..., "
     "peft_config=LoraConfig(...))`), whose teacher costs only the adapter."
 )
 DEEPSPEED_RESUME_ERROR = (
     "SmileTrainer cannot resume under DeepSpeed: the Trainer restores DeepSpeed checkpoints with "
-    "`deepspeed_load_checkpoint`, which skips smile_state.safetensors (teacher, auxiliary head, method state), so the "
+    "`deepspeed_load_checkpoint`, which skips method_state.safetensors (teacher, auxiliary head, regulariser state), so the "
     "run would continue from a wrong state. Resume this checkpoint without DeepSpeed (DDP), or start again."
 )
 DATA_PARALLEL_ERROR = (

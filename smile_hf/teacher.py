@@ -1,5 +1,6 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
-"""The frozen (optionally EMA) teacher: a copy of the pre-trained source model, source head included.
+"""The teacher: a frozen copy of the pre-trained source model, source head included, fixed ([`FixedTeacher`]) or
+following the student ([`EmaTeacher`]).
 
 SMILE's mean teacher follows the student's backbone by an exponential moving average,
 `theta_t <- d * theta_t + (1 - d) * theta_s`, every `update_every` optimizer steps, with one fused
@@ -23,8 +24,8 @@ from .mixing import Mix
 
 
 class Teacher(nn.Module):
-    """What [`SmileTrainer`] and the methods use of a teacher, whatever it is ([`EmaTeacher`], a full copy of the
-    source model, or [`smile_hf.lora.LoraEmaTeacher`], an adapter on a LoRA student's frozen base):
+    """What [`SmileTrainer`] and the methods use of a teacher, whatever it is ([`FixedTeacher`] or [`EmaTeacher`], a
+    full copy of the source model, or [`smile_hf.lora.LoraEmaTeacher`], an adapter on a LoRA student's frozen base):
 
     - `forward(pixel_values, output_hidden_states=False, mix=None)`: the source logits and feature maps of the images
       (a [`ForwardOutput`]), without autograd state;
@@ -85,44 +86,25 @@ class Teacher(nn.Module):
         student's own modules)."""
 
 
-class EmaTeacher(Teacher):
-    """A frozen source model that can follow a student's backbone by EMA.
-
-    An `nn.Module` holding the source model (`model`) and the number of EMA updates made (`num_updates`, an int64
-    buffer), so that `to`, `state_dict` and `load_state_dict` are the standard ones (keys `model.*` and
-    `num_updates`), as in timm's `ModelEmaV3`. It always stays in eval mode.
-
-    Args:
-        model (`PreTrainedModel`): the source model (pre-trained backbone + source head). It is frozen in place.
-        adapter, decay, update_every, include_buffers, autocast: see [`Teacher`].
-    """
+class _SourceModelCopy(Teacher):
+    """A teacher that runs its own frozen copy of the source model (`model`): what [`FixedTeacher`] and
+    [`EmaTeacher`] share. Its `state_dict` keys are `model.*` and `num_updates`."""
 
     def __init__(
         self,
         model: nn.Module,
         adapter: BackboneAdapter,
-        decay: float = 0.999,
-        update_every: int = 10,
-        include_buffers: bool = False,
-        autocast: Callable[[], AbstractContextManager] | None = None,
+        decay: float,
+        update_every: int,
+        include_buffers: bool,
+        autocast: Callable[[], AbstractContextManager] | None,
     ):
         super().__init__(adapter, decay, update_every, include_buffers, autocast)
         self.model = model.eval().requires_grad_(False)
-        # (weak reference to the student, teacher tensors, student tensors) of the last update: the pairs are
-        # matched by name once, not at every update (see `_pairs`).
-        self._pairs_cache: tuple[weakref.ref, list[torch.Tensor], list[torch.Tensor]] | None = None
 
     def compile_model(self, backend: str | None = None, mode: str | None = None) -> None:
         """Compile the source model's forward pass (the Trainer compiles the student only)."""
         self.model.compile(backend=backend, mode=mode)
-
-    def _apply(self, fn, *args, **kwargs):
-        self._pairs_cache = None  # `to`, `cuda`, `half`...: tensors may be replaced
-        return super()._apply(fn, *args, **kwargs)
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        self._pairs_cache = None
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @torch.no_grad()
     def forward(
@@ -134,6 +116,67 @@ class EmaTeacher(Teacher):
             self.model.eval()
         with self.autocast():
             return self.adapter.forward(self.model, pixel_values, output_hidden_states=output_hidden_states, mix=mix)
+
+
+class FixedTeacher(_SourceModelCopy):
+    """A frozen copy of the source model that never changes: the teacher of the regularisers whose teacher does not
+    follow the student (`ema_teacher = False`: DELTA and DELTA-TLlib, whose feature maps are compared with the
+    pre-trained model's).
+
+    An `nn.Module` holding the source model (`model`) and the EMA counter every teacher has (`num_updates`, 0 here),
+    so that its `state_dict` has the keys of an [`EmaTeacher`] (`model.*`, `num_updates`): a checkpoint written with
+    an `EmaTeacher` of decay 1 (the former form of a fixed teacher) loads into it unchanged. It always stays in eval
+    mode.
+
+    Args:
+        model (`PreTrainedModel`): the source model (pre-trained backbone + source head). It is frozen in place.
+        adapter (`BackboneAdapter`): the adapter of the model family.
+        autocast (`Callable[[], AbstractContextManager]`, *optional*): see [`Teacher`].
+    """
+
+    def __init__(
+        self, model: nn.Module, adapter: BackboneAdapter, autocast: Callable[[], AbstractContextManager] | None = None
+    ):
+        super().__init__(model, adapter, 1.0, 1, False, autocast)
+
+    def update(self, student: nn.Module) -> None:
+        """A fixed teacher never moves (`should_update` is always False): calling `update` is an error."""
+        raise RuntimeError("A FixedTeacher never follows the student: use an EmaTeacher with decay < 1.")
+
+
+class EmaTeacher(_SourceModelCopy):
+    """A frozen copy of the source model, as a [`FixedTeacher`], that follows a student's backbone by EMA (SMILE's mean
+    teacher): the update `theta_t <- d * theta_t + (1 - d) * theta_s`, every `update_every` optimizer
+    steps, as in timm's `ModelEmaV3`. The keys of its `state_dict` are `model.*` and the number of EMA updates made,
+    `num_updates` (an int64 buffer).
+
+    Args:
+        model (`PreTrainedModel`): the source model (pre-trained backbone + source head). It is frozen in place.
+        adapter, decay, update_every, include_buffers, autocast: see [`Teacher`] (decay 1 keeps it fixed; a
+            [`FixedTeacher`] says so by its type).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        adapter: BackboneAdapter,
+        decay: float = 0.999,
+        update_every: int = 10,
+        include_buffers: bool = False,
+        autocast: Callable[[], AbstractContextManager] | None = None,
+    ):
+        super().__init__(model, adapter, decay, update_every, include_buffers, autocast)
+        # (weak reference to the student, teacher tensors, student tensors) of the last update: the pairs are
+        # matched by name once, not at every update (see `_pairs`).
+        self._pairs_cache: tuple[weakref.ref, list[torch.Tensor], list[torch.Tensor]] | None = None
+
+    def _apply(self, fn, *args, **kwargs):
+        self._pairs_cache = None  # `to`, `cuda`, `half`...: tensors may be replaced
+        return super()._apply(fn, *args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self._pairs_cache = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def _pairs(self, student: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(teacher tensors, student tensors) matched by name over the backbone.

@@ -11,15 +11,30 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import MISSING, fields
+from typing import TYPE_CHECKING, Any
 
+import datasets
 import torch
 from huggingface_hub import ModelCard
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
-from transformers import PreTrainedModel, Trainer
+from torch.utils.data import Dataset, IterableDataset
+from transformers import (
+    BaseImageProcessor,
+    DataCollator,
+    EvalPrediction,
+    FeatureExtractionMixin,
+    PreTrainedModel,
+    ProcessorMixin,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 from transformers.utils import logging
 
-from ._compat import mark_scheduler_created
+from ._compat import declare_unscaled_loss, mark_scheduler_created
 from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, build_source_head_copy, unwrap_model
 from .calibration import CalibrationResult, calibrate_trainer, check_calibrated
 from .channels import fit_datasets_to_model
@@ -30,7 +45,8 @@ from .distributed import add_buffer_sync
 from .guard import NonFiniteGuard, NonFiniteGuardCallback, check_finite_weights
 from .lora import build_teacher, peft_model_of, save_adapter, wrap_student
 from .loss import TransferLoss
-from .methods import MethodCallback, MethodContext, build_method, method_hyperparameters, method_title
+from .method_state import MethodStateMixin
+from .methods import MethodCallback, MethodContext, TransferMethod, build_method, method_hyperparameters, method_title
 from .metrics import as_compute_metrics
 from .mixing import Mix
 from .model_card import model_card_from_trainer
@@ -44,10 +60,18 @@ from .modeling import (
     select_loading_kwargs,
 )
 from .param_groups import build_grouped_optimizer, check_no_user_optimizer, uses_lr_groups
-from .parity import check_optimizer_covers, check_trainer_arguments, check_trial_arguments, fresh_copy, keep_pristine
+from .parity import (
+    check_optimizer_covers,
+    check_trainer_arguments,
+    check_trial_arguments,
+    fresh_copy,
+    keep_pristine,
+)
 from .sharding import check_resume, check_sharding
-from .smile_state import SMILE_STATE_NAME, SmileStateMixin  # noqa: F401  (SMILE_STATE_NAME: its former home)
 from .teacher import EmaTeacherCallback, Teacher
+
+if TYPE_CHECKING:
+    from peft import PeftConfig
 
 logger = logging.get_logger(__name__)
 
@@ -70,31 +94,134 @@ def step_decay_schedule(
     return LambdaLR(optimizer, factor)
 
 
-class SmileTrainer(SmileStateMixin, CompleteCheckpointMixin, Trainer):
+def as_smile_training_arguments(args: TrainingArguments) -> SmileTrainingArguments:
+    """`args` itself when it is a [`SmileTrainingArguments`]; a plain `TrainingArguments` converted to one that keeps
+    every value it holds (as TRL's trainers convert theirs), the fields SmileTrainingArguments adds at their defaults
+    (the method is SMILE), with one line of log.
+
+    Every value is kept as it is, the stock defaults included: the fields that SmileTrainingArguments declares unset
+    (`learning_rate`, `optim`...: [`smile_hf.config.NOT_SET_FIELDS`]) receive the plain arguments' values, so no recipe
+    fills them, and the fields whose SmileTrainingArguments default differs (`remove_unused_columns`,
+    `label_names`...) keep the plain arguments' values too; the log line names the latter, which is then a warning.
+    """
+    if isinstance(args, SmileTrainingArguments):
+        return args
+    if not isinstance(args, TrainingArguments):
+        raise TypeError(f"`args` must be SmileTrainingArguments or TrainingArguments, got {type(args).__name__}.")
+    ours = {f.name for f in fields(SmileTrainingArguments)}
+    foreign = [f.name for f in fields(args) if f.init and f.name not in ours]
+    if foreign:  # another library's arguments: their own fields would be silently dropped
+        raise TypeError(
+            f"{type(args).__name__} has fields SmileTrainingArguments lacks ({', '.join(foreign)}): pass "
+            "SmileTrainingArguments, or a plain TrainingArguments."
+        )
+    converted = SmileTrainingArguments(**{f.name: getattr(args, f.name) for f in fields(args) if f.init})
+    changed = {
+        name: getattr(converted, name)
+        for name, default in _changed_defaults(SmileTrainingArguments).items()
+        if getattr(converted, name) != default
+    }
+    if changed:
+        kept = ", ".join(f"{name}={value!r}" for name, value in changed.items())
+        logger.warning(
+            f"Converted {type(args).__name__} to SmileTrainingArguments (method '{converted.method}'), keeping every "
+            f"value, among them {kept}, where SmileTrainingArguments' defaults differ: pass SmileTrainingArguments "
+            "to get those."
+        )
+    else:
+        logger.info(
+            f"Converted {type(args).__name__} to SmileTrainingArguments (method '{converted.method}'), keeping every "
+            "value."
+        )
+    return converted
+
+
+def _changed_defaults(arguments_class: type) -> dict[str, Any]:
+    """The stock fields to which `arguments_class` gives another default than `TrainingArguments`, with that default
+    (not the fields redeclared unset, `None`, whose value comes from the stock default or a recipe)."""
+    defaults, stock = {}, {f.name: f for f in fields(TrainingArguments)}
+    for f in fields(arguments_class):
+        if f.name not in stock:
+            continue
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        theirs = stock[f.name]
+        stock_default = theirs.default_factory() if theirs.default_factory is not MISSING else theirs.default
+        if default is not None and default != stock_default:
+            defaults[f.name] = default
+    return defaults
+
+
+class EvaluationTerms:
+    """The loss terms of one evaluation: per term, the sum over the evaluated examples of the batch means, and the
+    number of examples, both gathered over the processes as the Trainer gathers `eval_loss` (`gather_for_metrics`,
+    which drops the examples repeated to fill the last batch), so that each mean weighs the examples alike and
+    `eval_loss_main` equals `eval_loss`."""
+
+    def __init__(self):
+        self.sums: torch.Tensor | None = None
+        self.names: list[str] = []
+        self.count = 0
+
+    def add(self, terms: dict[str, torch.Tensor], batch_size: int, gather) -> None:
+        """Record the terms (batch means) of a batch of `batch_size` examples; `gather` is the Trainer's
+        `gather_function`."""
+        if not self.names:
+            self.names = list(terms)
+        rows = gather(torch.stack([terms[name] for name in self.names]).repeat(batch_size, 1))
+        self.sums = rows.sum(0) if self.sums is None else self.sums + rows.sum(0)
+        self.count += rows.shape[0]
+
+    def means(self) -> dict[str, float]:
+        """Term name -> mean over the evaluated examples (empty when no batch was recorded)."""
+        if self.sums is None or not self.count:
+            return {}
+        return dict(zip(self.names, (self.sums / self.count).tolist()))
+
+
+class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
     """Trainer for transfer learning of image classifiers with SMILE and its baselines.
 
+    Its arguments are those of `transformers.Trainer.__init__`, in the same order, then `teacher_model` and
+    `peft_config` (what each stock argument means here: [`smile_hf.parity.TRAINER_ARGUMENTS`]).
+
     Args:
-        model (`PreTrainedModel` or `str`): the student, a pre-trained `AutoModelForImageClassification` whose head
-            has been replaced for the target classes (see [`load_student`]); or the name or path of a pre-trained
-            checkpoint, loaded with a new head (`args.model_init_kwargs` are passed to `from_pretrained`; the number
-            and names of the classes come from the training set's `ClassLabel` column or from those kwargs); or None
-            with `model_init=` (the stock `Trainer`'s form for `hyperparameter_search`: every `train()` makes a new
-            model, and its source head, teacher, EMA state and method state are built again).
-        args (`SmileTrainingArguments`, *optional*): the training arguments, the method and its hyperparameters.
-            Defaults to SMILE with every default, writing to `<model name>-smile`.
-        teacher_model (`PreTrainedModel` or `str`, *optional*): the source model (the same pre-trained checkpoint,
-            with its original head) for the methods that need one (`method.needs_source_model`). Defaults to loading
-            the student's `name_or_path` again.
-        data_collator (*optional*): defaults to [`smile_hf.data.collate`] (stacks `pixel_values` and `labels`).
-        processing_class (*optional*): the image processor saved with the model. Defaults to the one of the
-            evaluation transform when `eval_dataset` has one attached by `smile_hf.data.set_transforms`
+        model (`PreTrainedModel` or `str`, *optional*): the student, a pre-trained `AutoModelForImageClassification`
+            whose head has been replaced for the target classes (see [`load_student`]); or the name or path of a
+            pre-trained checkpoint, loaded with a new head (`args.model_init_kwargs` are passed to `from_pretrained`;
+            the number and names of the classes come from the training set's `ClassLabel` column or from those
+            kwargs); or None with `model_init` (the stock `Trainer`'s form for `hyperparameter_search`: every
+            `train()` makes a new model, and its source head, teacher, EMA state and method state are built again).
+        args ([`SmileTrainingArguments`] or `TrainingArguments`, *optional*): the training arguments, the method and
+            its hyperparameters. A plain `TrainingArguments` is converted to `SmileTrainingArguments` keeping every
+            value it holds (the method is then SMILE with its defaults), with a one-line log. Defaults to SMILE with
+            every default, writing to `<model name>-smile`.
+        data_collator (`DataCollator`, *optional*): defaults to [`smile_hf.data.collate`] (stacks `pixel_values` and
+            `labels`).
+        train_dataset (`Dataset`, *optional*): the training images (`pixel_values`) and hard labels (`labels`).
+        eval_dataset (`Dataset` or `dict[str, Dataset]`, *optional*): the evaluation set(s); evaluation logs the
+            loss terms of the method as `eval_loss_<term>` (see [`~SmileTrainer.evaluate`]).
+        processing_class (`BaseImageProcessor`, *optional*): the image processor saved with the model. Defaults to
+            the one of the evaluation transform when `eval_dataset` has one attached by `smile_hf.data.set_transforms`
             ([`smile_hf.data.evaluation_processor`]), else the checkpoint's.
+        model_init (`Callable[[], PreTrainedModel]`, *optional*): makes a new student for each `train()` (with
+            `model=None`), as in the stock `Trainer`.
+        compute_loss_func (`Callable`, *optional*): replaces the target cross-entropy `L_main`, in training and in
+            evaluation ([`smile_hf.target.TargetLoss`]); the method's own terms are unchanged.
+        compute_metrics (`Callable[[EvalPrediction], dict]` or an `evaluate` module, *optional*): the evaluation
+            metrics; an `evaluate` module is computed through [`smile_hf.metrics.as_compute_metrics`].
+        callbacks (`list[TrainerCallback]`, *optional*): added to the stock ones and to those of the method.
+        optimizers (`tuple[Optimizer | None, LambdaLR | None]`, *optional*, defaults to `(None, None)`): a user's
+            optimizer and scheduler, as in the stock `Trainer` (the optimizer must hold every trainable parameter,
+            those SmileTrainer attaches included).
+        optimizer_cls_and_kwargs (`tuple[type[Optimizer], dict]`, *optional*): the optimizer class and its
+            arguments, built over every trainable parameter.
+        preprocess_logits_for_metrics (`Callable[[Tensor, Tensor], Tensor]`, *optional*): as in the stock `Trainer`.
+        teacher_model (`PreTrainedModel` or `str`, *optional*): the source model (the same pre-trained checkpoint,
+            with its original head) for the methods whose regulariser needs it (`needs_source_model`). Defaults to
+            loading the student's `name_or_path` again.
         peft_config (`peft.LoraConfig`, *optional*): train LoRA adapters instead of the whole model (TRL's
             convention); the new head is added to `modules_to_save`. A `model` that is already a `PeftModel` is
             trained as it is. The teacher is then an adapter on the shared frozen base ([`LoraEmaTeacher`]).
-        **kwargs: every other `Trainer` argument (`train_dataset`, `eval_dataset`, `compute_metrics`,
-            `callbacks`...; what each means here: [`smile_hf.parity.TRAINER_ARGUMENTS`]). `compute_loss_func` replaces
-            the target cross-entropy `L_main` ([`smile_hf.target.TargetLoss`]).
     """
 
     _tag_names = ["smile_hf", "image-classification", "transfer-learning"]
@@ -110,24 +237,31 @@ class SmileTrainer(SmileStateMixin, CompleteCheckpointMixin, Trainer):
 
     def __init__(
         self,
-        model: PreTrainedModel | str | None = None,
-        args: SmileTrainingArguments | None = None,
-        teacher_model: PreTrainedModel | str | None = None,
-        data_collator=None,
-        train_dataset=None,
-        processing_class=None,
-        peft_config=None,
-        **kwargs,
+        model: PreTrainedModel | nn.Module | str | None = None,
+        args: SmileTrainingArguments | TrainingArguments | None = None,
+        data_collator: DataCollator | None = None,
+        train_dataset: Dataset | IterableDataset | datasets.Dataset | None = None,
+        eval_dataset: Dataset | dict[str, Dataset] | datasets.Dataset | None = None,
+        processing_class: BaseImageProcessor | FeatureExtractionMixin | ProcessorMixin | None = None,
+        model_init: Callable[..., PreTrainedModel] | None = None,
+        compute_loss_func: Callable | None = None,
+        compute_metrics: Callable[[EvalPrediction], dict] | Any | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
+        optimizer_cls_and_kwargs: tuple[type[torch.optim.Optimizer], dict[str, Any]] | None = None,
+        preprocess_logits_for_metrics: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        teacher_model: PreTrainedModel | nn.Module | str | None = None,
+        peft_config: PeftConfig | None = None,
     ):
         if args is None:
             name = model if isinstance(model, str) else getattr(model, "name_or_path", "") or "model"
             args = SmileTrainingArguments(output_dir=f"{os.path.basename(os.path.normpath(name))}-smile")
-        if not isinstance(args, SmileTrainingArguments):
-            raise TypeError(f"SmileTrainer needs SmileTrainingArguments, got {type(args).__name__}.")
+        args = as_smile_training_arguments(args)
         check_sharding(args)
-        check_trainer_arguments(model, args, kwargs)
+        check_trainer_arguments(
+            model, args, {"model_init": model_init, "optimizers": optimizers, "compute_loss_func": compute_loss_func}
+        )
         init_kwargs = dict(args.model_init_kwargs or {})
-        model_init, loss_func = kwargs.pop("model_init", None), kwargs.pop("compute_loss_func", None)
         self._peft_config, self._teacher_model = peft_config, keep_pristine(teacher_model, model_init)
         self.model_init = model_init
         if model is None:  # the stock Trainer's form for `hyperparameter_search`: the model comes from model_init
@@ -136,13 +270,12 @@ class SmileTrainer(SmileStateMixin, CompleteCheckpointMixin, Trainer):
             model = load_student_with_classes_of(model, train_dataset, init_kwargs)
         model = wrap_student(model, peft_config)
         source_model = self._attach_model_parts(model, args)
-        eval_sets = kwargs.get("eval_dataset")
-        eval_sets = eval_sets if isinstance(eval_sets, dict) else {"evaluation": eval_sets}
+        eval_sets = eval_dataset if isinstance(eval_dataset, dict) else {"evaluation": eval_dataset}
         fit_datasets_to_model(model, {"training": train_dataset, **eval_sets})  # images to the model's channels
-        if "compute_metrics" in kwargs:  # an `evaluate` module computes through ClassificationMetrics
-            kwargs["compute_metrics"] = as_compute_metrics(kwargs["compute_metrics"])
+        if compute_metrics is not None:  # an `evaluate` module computes through ClassificationMetrics
+            compute_metrics = as_compute_metrics(compute_metrics)
         if processing_class is None:  # what evaluates the model (smile_hf.data's eval transform), else the checkpoint's
-            processing_class = evaluation_processor(kwargs.get("eval_dataset")) or load_image_processor(
+            processing_class = evaluation_processor(eval_dataset) or load_image_processor(
                 getattr(model, "name_or_path", None), **init_kwargs
             )
         super().__init__(
@@ -150,19 +283,24 @@ class SmileTrainer(SmileStateMixin, CompleteCheckpointMixin, Trainer):
             args=args,
             data_collator=data_collator if data_collator is not None else collate,
             train_dataset=train_dataset,
-            processing_class=processing_class,
-            **kwargs,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,  # model_init: kept by SmileTrainer (the model is already made)
+            compute_loss_func=compute_loss_func,
+            compute_metrics=compute_metrics,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
+            preprocess_logits_for_metrics=preprocess_logits_for_metrics,
         )
         self.model_init = model_init
-        # compute_loss returns a per-batch mean: the Trainer divides it by the gradient accumulation steps (the user's
-        # compute_loss_func lives in `loss_fn.target_loss`, so the stock `compute_loss_func` stays None).
-        self.model_accepts_loss_kwargs, self._loss_func = False, loss_func
+        declare_unscaled_loss(self)  # compute_loss returns a per-batch mean: the Trainer divides by the accumulation
         check_sharding(args, self)
         check_optimizer_covers(self.optimizer, self.model)
         check_no_user_optimizer(self.optimizer, args)  # per-group learning rates need the optimizer built here
         self.add_callback(TransformEpochCallback(self.train_dataset))  # per-example augmentation follows the epoch
         if args.world_size > 1:  # BatchNorm statistics: the same on every rank for evaluation, saving and the EMA
             add_buffer_sync(self)
+        self._eval_terms: EvaluationTerms | None = None  # the loss terms of the evaluation running, if recorded
         self._build_training_parts(source_model)
 
     # ---- models -----------------------------------------------------------------------------------------------
@@ -191,7 +329,7 @@ class SmileTrainer(SmileStateMixin, CompleteCheckpointMixin, Trainer):
             for module in (self.model, self.teacher):
                 if module is not None:
                     module.to(memory_format=torch.channels_last)
-        self.loss_fn = TransferLoss.from_args(self.method, self.adapter, self.teacher, args, self._loss_func)
+        self.loss_fn = TransferLoss.from_args(self.method, self.adapter, self.teacher, args, self.compute_loss_func)
         self.guard = NonFiniteGuard(args.nan_policy, args.max_consecutive_skips)
         self.add_callback(NonFiniteGuardCallback(self.guard))
         self.add_callback(MethodCallback(self.method, self.method_context))
@@ -289,8 +427,8 @@ class SmileTrainer(SmileStateMixin, CompleteCheckpointMixin, Trainer):
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
         """`Trainer.train`, resuming only from complete checkpoints ([`CompleteCheckpointMixin`]).
 
-        The method's one-off `setup` runs first (before a checkpoint's state is restored); the student, the teacher,
-        the auxiliary head and the method's state are restored from the checkpoint.
+        The regulariser's one-off `setup` runs first (before a checkpoint's state is restored); the student and the
+        method state (teacher, auxiliary head, regulariser state) are restored from the checkpoint.
         """
         check_resume(self, resume_from_checkpoint)
         if not self._method_ready and self.model_init is None:  # with model_init: for the new model, in train
@@ -320,14 +458,21 @@ class SmileTrainer(SmileStateMixin, CompleteCheckpointMixin, Trainer):
         return micro
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Training: [`TransferLoss`] of the batch under this micro-batch's mix, each term recorded for logging.
-        Evaluation: the stock loss (cross-entropy, label-smoothed with `label_smoothing_factor`), or the user's
-        `compute_loss_func` ([`TargetLoss`])."""
+        """Training: [`TransferLoss`] of the batch under this micro-batch's mix, each term recorded for logging; a
+        per-batch mean, which the Trainer divides by the gradient accumulation steps (`loss_is_scaled_for_ga` is
+        False). Evaluation: the stock loss (cross-entropy, label-smoothed with `label_smoothing_factor`), or the
+        user's `compute_loss_func` ([`TargetLoss`]); within [`~SmileTrainer.evaluate`], the method's terms of the
+        batch are recorded as well."""
         if not model.training:
-            if self._loss_func is None:  # the stock loss (label-smoothed with `label_smoothing_factor`)
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            outputs = model(pixel_values=inputs["pixel_values"])
-            loss = self.loss_fn.target_loss(outputs.logits, inputs["labels"], None)
+            pixel_values, labels = inputs["pixel_values"], inputs["labels"]  # (the stock loss pops the labels)
+            if self.compute_loss_func is None:  # the stock loss (label-smoothed with `label_smoothing_factor`)
+                loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+            else:
+                outputs = model(pixel_values=pixel_values)
+                loss = self.loss_fn.target_loss(outputs.logits, labels, None)
+            if self._eval_terms is not None:
+                terms = self._evaluation_terms(model, pixel_values, labels, loss)
+                self._eval_terms.add(terms, len(labels), self.gather_function)
             return (loss, outputs) if return_outputs else loss
         step, pixel_values = self.state.global_step, inputs["pixel_values"]
         final_phase = self.in_final_phase(step)
@@ -335,6 +480,44 @@ class SmileTrainer(SmileStateMixin, CompleteCheckpointMixin, Trainer):
         output = self.loss_fn(model, pixel_values, inputs["labels"], mix, final_phase=final_phase)
         self._record_terms(output.terms, output.mix)
         return (output.loss, {"logits": output.student.logits}) if return_outputs else output.loss
+
+    def _evaluation_terms(
+        self, model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The unweighted loss terms of an evaluation batch, named as in training: `main` is the evaluation loss
+        itself (`L_main` of the unmixed batch), the method's own terms come from [`TransferLoss`] on the unmixed
+        batch outside the final phase (one more forward pass of the student, and the teacher's)."""
+        terms = {"main": loss.detach().float()}
+        if type(self.method).loss_terms is not TransferMethod.loss_terms:  # a regulariser with terms of its own
+            output = self.loss_fn(model, pixel_values, labels, None)
+            terms.update({name: value.detach().float() for name, (_, value) in output.terms.items() if name != "main"})
+        return terms
+
+    # ---- evaluation -------------------------------------------------------------------------------------------
+
+    def evaluate(self, eval_dataset=None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"):
+        """`Trainer.evaluate`, whose metrics (logged and returned) also hold the mean over the evaluated examples of
+        every loss term of the method, unweighted, as in training: `eval_loss_main`, `eval_loss_aux`,
+        `eval_loss_reg`... (`<metric_key_prefix>_loss_<term>`, so `eval_<name>_loss_<term>` for each set of a dict
+        `eval_dataset`). They are computed on the unmixed evaluation batches, with the teacher as it is, once the
+        method's one-off work has run (training has begun): an evaluation before `train()` logs none of them."""
+        outer, self._eval_terms = self._eval_terms, EvaluationTerms() if self._method_ready else None
+        try:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        finally:
+            self._eval_terms = outer
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix: str = "eval"
+    ):
+        """`Trainer.evaluation_loop`, with the loss terms recorded by [`~SmileTrainer.evaluate`] added to its
+        metrics."""
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        if self._eval_terms is not None:
+            means = self._eval_terms.means()
+            output.metrics.update({f"{metric_key_prefix}_loss_{name}": value for name, value in means.items()})
+            self._eval_terms = EvaluationTerms()
+        return output
 
     # ---- logging ----------------------------------------------------------------------------------------------
 
@@ -373,7 +556,7 @@ class SmileTrainer(SmileStateMixin, CompleteCheckpointMixin, Trainer):
         Trainer). A model whose weights are not finite is never saved ([`NonFiniteWeightsError`]).
 
         A LoRA student is saved as its adapter alone, with its trained head and the image processor (the teacher
-        adapter, which checkpoints keep in `smile_state.safetensors`, is left out); `push_to_hub` uploads that.
+        adapter, which checkpoints keep in `method_state.safetensors`, is left out); `push_to_hub` uploads that.
         For the adapter merged into the base, call [`smile_hf.lora.save_merged`]."""
         self.guard.raise_if_diverged(self.state.global_step)
         if not _internal_call:  # calibration='temperature' is honoured or refused, never silently skipped
@@ -385,7 +568,7 @@ class SmileTrainer(SmileStateMixin, CompleteCheckpointMixin, Trainer):
             logger.info("Saving the class names of the training set as `id2label` / `label2id`.")
         if peft_model_of(self.model) is None:
             super().save_model(output_dir, _internal_call)
-        else:  # the adapter alone: the stock save would add the teacher's (checkpoints keep it in the SMILE state)
+        else:  # the adapter alone: the stock save would add the teacher's (checkpoints keep it in the method state)
             if self.args.should_save:
                 save_adapter(self, output_dir or self.args.output_dir, warn=not self.saving_checkpoint)
             if self.args.push_to_hub and not _internal_call:  # as the stock save_model

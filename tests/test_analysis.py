@@ -23,6 +23,7 @@ from smile_hf.analysis import (
     measure_linearity,
     random_pairs,
 )
+from smile_hf.method_state import METHOD_STATE_NAME
 
 from .testing_utils import IMAGE_SIZE, script_device_args, tiny_model
 
@@ -123,8 +124,12 @@ def test_script_on_a_saved_run(tmp_path):
     from transformers import AutoModelForImageClassification
 
     head = load_source_head(str(run_dir), AutoModelForImageClassification.from_pretrained(run_dir))
-    saved = safetensors.torch.load_file(run_dir / "checkpoint-2" / "smile_state.safetensors")
+    saved = safetensors.torch.load_file(run_dir / "checkpoint-2" / METHOD_STATE_NAME)
     assert torch.equal(head.weight, saved["source_head.weight"]) and torch.equal(head.bias, saved["source_head.bias"])
+    for checkpoint in run_dir.glob("checkpoint-*"):  # a run saved before the file had its name: read all the same
+        (checkpoint / METHOD_STATE_NAME).rename(checkpoint / "smile_state.safetensors")
+    former = load_source_head(str(run_dir), AutoModelForImageClassification.from_pretrained(run_dir))
+    assert torch.equal(former.weight, saved["source_head.weight"]) and torch.equal(former.bias, saved["source_head.bias"])
     output = tmp_path / "table.md"
     results = analyze.main([str(run_dir), "--num_pairs", "6", "--lambdas", "0.3,0.5", "--output", str(output)])
     assert (run_dir / "linearity.json").is_file() and (run_dir / "linearity.md").is_file()

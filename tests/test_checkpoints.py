@@ -17,8 +17,8 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint as stock_get_last_checkpoint
 
 import smile_hf.checkpoints as ckpt
-import smile_hf.trainer as trainer_module
 from smile_hf import SmileTrainer, SmileTrainingArguments
+from smile_hf.method_state import METHOD_STATE_NAME
 from smile_hf.methods import METHODS, TransferMethod, register_method
 
 from .test_export import one_thread  # noqa: F401  (autouse fixture)
@@ -101,7 +101,7 @@ def make_trainer(output_dir, method, seed=0, callbacks=(), **kwargs):
 def full_state(trainer):
     """Everything that must match: the student (source head included), teacher, EMA counter, method state."""
     state = {f"student.{k}": v.detach().clone() for k, v in trainer.model.state_dict().items()}
-    state.update({f"smile.{k}": v for k, v in trainer.smile_state_dict().items()})
+    state.update({f"smile.{k}": v for k, v in trainer.method_state_dict().items()})
     return state
 
 
@@ -137,9 +137,9 @@ def test_resume_gives_the_same_run_as_training_in_one_go(tmp_path, method, monke
     # A new process would start from freshly loaded models: here even differently initialised ones, so that every
     # value after the resume has to come from the checkpoint.
     resumed = make_trainer(tmp_path / "run", method, seed=5, save_strategy="steps", save_steps=N)
-    saved = safetensors.torch.load_file(str(checkpoint / trainer_module.SMILE_STATE_NAME))
+    saved = safetensors.torch.load_file(str(checkpoint / METHOD_STATE_NAME))
     if resumed.teacher is not None:
-        assert not torch.equal(resumed.smile_state_dict()["teacher.model.classifier.1.weight"],
+        assert not torch.equal(resumed.method_state_dict()["teacher.model.classifier.1.weight"],
                                saved["teacher.model.classifier.1.weight"])  # fmt: skip
     loads = []
     real_load = torch.load
@@ -157,6 +157,30 @@ def test_resume_gives_the_same_run_as_training_in_one_go(tmp_path, method, monke
     assert loads and all(w is True for w in loads), "a checkpoint file was unpickled without weights_only=True"
 
 
+def test_a_checkpoint_with_the_former_state_file_name_resumes_the_same_run(tmp_path):
+    """A checkpoint written when the method state was `smile_state.safetensors` (its completion marker lists that
+    name) resumes exactly: student, teacher, EMA counter, source head and losses as training in one go."""
+    reference = make_trainer(tmp_path / "one_go", "smile")
+    reference.train()
+    interrupted = make_trainer(tmp_path / "run", "smile", save_strategy="steps", save_steps=N, callbacks=[StopAt(N)])
+    interrupted.train()
+    checkpoint = tmp_path / "run" / f"checkpoint-{N}"
+    (checkpoint / METHOD_STATE_NAME).rename(checkpoint / "smile_state.safetensors")
+    marker_path = checkpoint / ckpt.COMPLETE_MARKER_NAME
+    marker = json.loads(marker_path.read_text())
+    marker["files"]["smile_state.safetensors"] = marker["files"].pop(METHOD_STATE_NAME)
+    marker_path.write_text(json.dumps(marker))
+    assert ckpt.is_complete_checkpoint(str(checkpoint)) and not (checkpoint / METHOD_STATE_NAME).exists()
+
+    resumed = make_trainer(tmp_path / "run", "smile", seed=5, save_strategy="steps", save_steps=N)
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == 2 * N and resumed.teacher.num_updates == reference.teacher.num_updates
+    assert_states_close(full_state(resumed), full_state(reference))
+    expected_losses = train_losses(reference, N + 1)
+    assert len(expected_losses) >= N and train_losses(resumed, N + 1) == pytest.approx(expected_losses, rel=1e-5, abs=1e-6)
+    assert (tmp_path / "run" / f"checkpoint-{2 * N}" / METHOD_STATE_NAME).is_file()  # new checkpoints: the new name
+
+
 def test_checkpoint_files_are_safetensors_and_complete(tmp_path):
     trainer = make_trainer(tmp_path, "smile", max_steps=2, save_strategy="steps", save_steps=2)
     trainer.train()
@@ -169,8 +193,8 @@ def test_checkpoint_files_are_safetensors_and_complete(tmp_path):
         if p.is_file()
     }
     assert marker["files"] == {k: v for k, v in on_disk.items() if k != ckpt.COMPLETE_MARKER_NAME}
-    state = safetensors.torch.load_file(str(folder / trainer_module.SMILE_STATE_NAME))
-    expected = trainer.smile_state_dict()
+    state = safetensors.torch.load_file(str(folder / METHOD_STATE_NAME))
+    expected = trainer.method_state_dict()
     assert_states_close(state, expected)
     assert any(k.startswith("source_head.") for k in state) and "teacher.num_updates" in state
     weights = safetensors.torch.load_file(str(folder / "model.safetensors"))
@@ -228,8 +252,8 @@ def test_damaged_or_missing_files_are_reported(tmp_path):
     weights.write_bytes(weights.read_bytes()[:100])
     assert "model.safetensors has 100 bytes" in ckpt.checkpoint_problem(str(second))
     assert ckpt.get_last_checkpoint(str(tmp_path)) == str(first)
-    os.remove(first / trainer_module.SMILE_STATE_NAME)
-    assert ckpt.checkpoint_problem(str(first)) == f"{trainer_module.SMILE_STATE_NAME} is missing"
+    os.remove(first / METHOD_STATE_NAME)
+    assert ckpt.checkpoint_problem(str(first)) == f"{METHOD_STATE_NAME} is missing"
     assert ckpt.get_last_checkpoint(str(tmp_path)) is None
     with pytest.raises(ValueError, match="No complete checkpoint.*checkpoint-1.*checkpoint-2"):
         make_trainer(tmp_path, "smile").train(resume_from_checkpoint=True)
@@ -243,13 +267,13 @@ def overwrite_same_size(path, offset: int = 0) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("damaged", ["model.safetensors", "smile_state.safetensors"])
+@pytest.mark.parametrize("damaged", ["model.safetensors", METHOD_STATE_NAME])
 def test_same_size_damage_is_found_and_the_previous_checkpoint_used(tmp_path, damaged, caplog, monkeypatch):
     trainer = make_trainer(tmp_path, "smile", max_steps=2, save_strategy="steps", save_steps=1)
     trainer.train()
     first, second = tmp_path / "checkpoint-1", tmp_path / "checkpoint-2"
     size = (second / damaged).stat().st_size
-    overwrite_same_size(second / damaged, offset=0 if damaged.startswith("smile") else size // 2)  # header / body
+    overwrite_same_size(second / damaged, offset=0 if damaged == METHOD_STATE_NAME else size // 2)  # header / body
     assert (second / damaged).stat().st_size == size
     assert ckpt.checkpoint_problem(str(second)) == (
         f"{damaged} is damaged (its content does not match the SHA-256 recorded when it was saved)"
@@ -348,5 +372,5 @@ def test_two_process_checkpoints_are_complete_and_resume(tmp_path):
             assert f"rank {rank} of 2 at step {steps}" in run.stdout
         assert ckpt.list_checkpoints(str(tmp_path / "out")) == [(steps, str(tmp_path / "out" / f"checkpoint-{steps}"))]
         marker = json.loads((tmp_path / "out" / f"checkpoint-{steps}" / ckpt.COMPLETE_MARKER_NAME).read_text())
-        assert {"rng_state_0.pth", "rng_state_1.pth", trainer_module.SMILE_STATE_NAME} <= set(marker["files"])
+        assert {"rng_state_0.pth", "rng_state_1.pth", METHOD_STATE_NAME} <= set(marker["files"])
         assert ckpt.is_complete_checkpoint(str(tmp_path / "out" / f"checkpoint-{steps}"))

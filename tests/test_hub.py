@@ -24,10 +24,10 @@ from transformers import AutoModelForImageClassification, HfArgumentParser, pipe
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.checkpoints import is_complete_checkpoint
+from smile_hf.method_state import METHOD_STATE_NAME
 from smile_hf.methods import method_hyperparameters
 from smile_hf.model_card import build_model_card, training_results
 from smile_hf.modeling import fill_label_names
-from smile_hf.trainer import SMILE_STATE_NAME
 
 from .test_export import (  # noqa: F401  (one_thread: autouse fixture)
     CLASS_NAMES,
@@ -117,11 +117,11 @@ def test_push_to_hub_uploads_a_clean_model_processor_and_card(tmp_path, monkeypa
     final = hub.uploads[-1]
     assert final["message"] == "End of training" and final["path_in_repo"] is None
     assert {"README.md", "config.json", "model.safetensors", "preprocessor_config.json"} <= set(final["files"])
-    assert not [f for f in final["files"] if f.startswith("checkpoint-") or f.endswith(SMILE_STATE_NAME)]
+    assert not [f for f in final["files"] if f.startswith("checkpoint-") or f.endswith(METHOD_STATE_NAME)]
     # checkpoints went to last-checkpoint, each pushed only once complete (marker and SMILE state included)
     checkpoint_pushes = [u for u in hub.uploads if u["path_in_repo"] == "last-checkpoint"]
     assert len(checkpoint_pushes) == 2
-    assert all({"checkpoint_complete.json", SMILE_STATE_NAME} <= set(u["files"]) for u in checkpoint_pushes)
+    assert all({"checkpoint_complete.json", METHOD_STATE_NAME} <= set(u["files"]) for u in checkpoint_pushes)
     repo = tmp_path / "hub" / "someone" / "smile-tiny"
     assert is_complete_checkpoint(str(repo / "last-checkpoint"))
 

@@ -18,6 +18,7 @@ from transformers import AutoModelForImageClassification, ViTImageProcessor
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.backbones import SOURCE_HEAD_NAME, unwrap_model
+from smile_hf.method_state import METHOD_STATE_NAME
 from smile_hf.sharding import (
     DATA_PARALLEL_ERROR,
     DEEPSPEED_RESUME_ERROR,
@@ -26,7 +27,6 @@ from smile_hf.sharding import (
     check_resume,
     check_sharding,
 )
-from smile_hf.trainer import SMILE_STATE_NAME
 
 from .test_checkpoints import StopAt
 from .testing_utils import IMAGE_SIZE, TEST_DEVICE, random_image_dataset, source_and_student, training_device_args
@@ -125,7 +125,7 @@ def test_ema_of_the_adapter_follows_the_formula(tmp_path):
 
 def full_state(trainer):
     state = {f"student.{k}": v.detach().clone() for k, v in trainer.model.state_dict().items()}
-    state.update({f"smile.{k}": v for k, v in trainer.smile_state_dict().items()})
+    state.update({f"smile.{k}": v for k, v in trainer.method_state_dict().items()})
     return state
 
 
@@ -138,7 +138,7 @@ def test_resume_is_exact_and_exports_load(tmp_path, torch_device):
     interrupted, _ = make_trainer(tmp_path / "run", save_strategy="steps", save_steps=N, callbacks=[StopAt(N)])
     interrupted.train()
     checkpoint = tmp_path / "run" / f"checkpoint-{N}"
-    saved = safetensors.torch.load_file(str(checkpoint / SMILE_STATE_NAME))
+    saved = safetensors.torch.load_file(str(checkpoint / METHOD_STATE_NAME))
     assert any(k.startswith("teacher.adapter.") for k in saved) and "source_head.weight" in saved
     # A new process loads the same pre-trained base; everything trained (adapter, heads, teacher adapter, BatchNorm
     # statistics of the base) is scrambled first, so that it has to come from the checkpoint.

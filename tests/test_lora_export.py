@@ -21,7 +21,7 @@ import transformers.trainer
 from transformers import AutoModelForImageClassification, pipeline
 
 from smile_hf.backbones import SOURCE_HEAD_NAME, unwrap_model
-from smile_hf.trainer import SMILE_STATE_NAME
+from smile_hf.method_state import METHOD_STATE_NAME
 
 from .test_hub import FakeHub, no_network  # noqa: F401  (no_network: fixture)
 from .testing_utils import IMAGE_SIZE, source_and_student
@@ -121,10 +121,10 @@ def test_push_to_hub_uploads_no_teacher_and_checkpoints_keep_it(tmp_path, monkey
     trainer.push_to_hub()
     final = hub.uploads[-1]
     assert final["path_in_repo"] is None and "adapter_model.safetensors" in final["files"]
-    assert not [f for f in final["files"] if TEACHER_ADAPTER_NAME in f or f.endswith(SMILE_STATE_NAME)]
+    assert not [f for f in final["files"] if TEACHER_ADAPTER_NAME in f or f.endswith(METHOD_STATE_NAME)]
     # a checkpoint holds the teacher (adapter, source head, EMA counter) for an exact resume, in the SMILE state
     checkpoint = tmp_path / "run" / "checkpoint-4"
-    state = safetensors.torch.load_file(str(checkpoint / SMILE_STATE_NAME))
+    state = safetensors.torch.load_file(str(checkpoint / METHOD_STATE_NAME))
     teacher_adapter = {k for k in state if k.startswith("teacher.adapter.")}
     expected = {f"teacher.adapter.{n}" for n, _ in unwrap_model(trainer.model).named_parameters()
                 if f".{TEACHER_ADAPTER_NAME}." in n}  # fmt: skip

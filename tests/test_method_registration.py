@@ -14,7 +14,15 @@ import torch
 from transformers import HfArgumentParser
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
-from smile_hf.methods import METHODS, HyperParameter, TransferMethod, method_hyperparameters, register_method
+from smile_hf.methods import (
+    METHODS,
+    BufferDict,
+    BufferList,
+    HyperParameter,
+    TransferMethod,
+    method_hyperparameters,
+    register_method,
+)
 from smile_hf.methods.l2sp import L2SP
 from smile_hf.methods.registry import declared_hyperparameters
 
@@ -204,3 +212,39 @@ def test_regulariser_state_is_buffers_that_move_and_save():
     assert set(restored.w0.keys()) == {"0.weight", "0.bias"} and torch.equal(restored.w0["0.bias"], model[0].bias)
     with pytest.raises(ValueError, match="does not match this model's backbone"):
         restored.load_state_dict({"w0.other.weight": torch.zeros(2, 3)})
+
+
+class _Computed(TransferMethod):
+    """Unregistered: one buffer registered as None (computed later, as Co-Tuning's relationship), a list and a dict
+    (as DELTA's attention and L2-SP's starting point), all empty in a fresh instance."""
+
+    name = "computed_state"
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("matrix", None)
+        self.per_layer = BufferList()
+        self.start = BufferDict()
+
+
+def test_one_restore_path_creates_every_kind_of_missing_buffer():
+    """A fresh regulariser takes a saved state whatever holds it (a `None` buffer, a `BufferList`, a `BufferDict`):
+    shapes, dtypes and values as saved; a filled one is loaded in place (same tensors, new values)."""
+    saved = _Computed()
+    saved.matrix = torch.arange(6.0).reshape(2, 3)
+    saved.per_layer.append(torch.ones(4, dtype=torch.float64))
+    saved.per_layer.append(torch.full((2,), 3.0))
+    saved.start["encoder.layer.0.weight"] = torch.randn(2, 2)
+    state = {k: v.clone() for k, v in saved.state_dict().items()}
+    fresh = _Computed()
+    assert fresh.state_dict() == {}
+    fresh.load_state_dict(state)
+    restored = fresh.state_dict()
+    assert set(restored) == set(state) == {"matrix", "per_layer.0", "per_layer.1", "start.encoder.layer.0.weight"}
+    for key, value in state.items():
+        assert restored[key].dtype == value.dtype and torch.equal(restored[key], value)
+    held = fresh.per_layer[0]
+    fresh.load_state_dict({k: v + 1 for k, v in state.items()})
+    assert fresh.per_layer[0] is held and torch.equal(held, state["per_layer.0"] + 1)
+    with pytest.raises(ValueError, match="not numbered 0, 1"):
+        _Computed().load_state_dict({"per_layer.0": torch.ones(1), "per_layer.2": torch.ones(1)})

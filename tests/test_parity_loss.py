@@ -117,7 +117,8 @@ def test_compute_loss_func_replaces_the_target_term_in_training_and_evaluation(t
         loss = trainer.compute_loss(student, dict(inputs))
         eval_outputs = student(pixel_values=inputs["pixel_values"])
     torch.testing.assert_close(loss, focal_like(eval_outputs, inputs["labels"], 6))
-    assert trainer.compute_loss_func is None  # the stock hook is unused: the Trainer still divides by accumulation
+    assert trainer.compute_loss_func is loss_func  # the stock attribute, as in the Trainer
+    assert trainer.loss_is_scaled_for_ga is False  # a per-batch mean: the Trainer divides it by the accumulation
 
 
 def test_compute_loss_func_trains_under_gradient_accumulation_like_a_double_batch(tmp_path):

@@ -11,7 +11,7 @@ from transformers import TrainerCallback
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.backbones import SOURCE_HEAD_NAME, unwrap_model
-from smile_hf.smile_state import SMILE_STATE_NAME
+from smile_hf.method_state import METHOD_STATE_NAME
 
 from .testing_utils import random_image_dataset, source_and_student, training_device_args
 
@@ -201,9 +201,9 @@ def test_load_best_model_at_end_restores_the_teacher_and_source_head_of_the_best
     trainer.train()
     best = trainer.state.best_model_checkpoint
     assert best is not None and best.endswith("checkpoint-1")
-    saved = safetensors.torch.load_file(os.path.join(best, SMILE_STATE_NAME))
-    last = safetensors.torch.load_file(os.path.join(str(tmp_path), "checkpoint-3", SMILE_STATE_NAME))
-    now = trainer.smile_state_dict()
+    saved = safetensors.torch.load_file(os.path.join(best, METHOD_STATE_NAME))
+    last = safetensors.torch.load_file(os.path.join(str(tmp_path), "checkpoint-3", METHOD_STATE_NAME))
+    now = trainer.method_state_dict()
     assert int(now["teacher.num_updates"]) == 1
     assert any(not torch.equal(saved[k], last[k]) for k in saved if k.startswith(("teacher.model", "source_head")))
     for k, v in saved.items():

@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.checkpoints import is_complete_checkpoint
-from smile_hf.smile_state import SMILE_STATE_NAME
+from smile_hf.method_state import METHOD_STATE_NAME
 
 from .test_hub import FakeHub, no_network  # noqa: F401  (no_network: fixture)
 from .testing_utils import random_image_dataset, source_and_student, training_device_args
@@ -107,7 +107,7 @@ class SigtermAtStep(TrainerCallback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def test_enable_jit_checkpoint_saves_a_complete_checkpoint_with_the_smile_state_on_sigterm(tmp_path):
+def test_enable_jit_checkpoint_saves_a_complete_checkpoint_with_the_method_state_on_sigterm(tmp_path):
     """The stock just-in-time checkpoint (SIGTERM, then a 3 s grace period) goes through SmileTrainer's checkpoint
     save: the completion marker and the SMILE state are written, and the run resumes from it."""
     source, student = source_and_student("resnet")
@@ -121,8 +121,8 @@ def test_enable_jit_checkpoint_saves_a_complete_checkpoint_with_the_smile_state_
     (folder,) = [f for f in os.listdir(tmp_path) if f.startswith("checkpoint-")]
     checkpoint = os.path.join(str(tmp_path), folder)
     assert trainer.state.global_step < 100_000 and is_complete_checkpoint(checkpoint)
-    assert SMILE_STATE_NAME in os.listdir(checkpoint)
-    state = safetensors.torch.load_file(os.path.join(checkpoint, SMILE_STATE_NAME))
+    assert METHOD_STATE_NAME in os.listdir(checkpoint)
+    state = safetensors.torch.load_file(os.path.join(checkpoint, METHOD_STATE_NAME))
     # the EMA updates of the checkpoint's steps (one every `ema_update_every`); the run itself may take one more step
     # after the save before it stops, so its teacher is not the reference
     saved_step = int(folder.split("-")[1])

@@ -35,7 +35,7 @@ def trainer(output_dir, method, augmentation_seed=0, **kwargs):
 
 def final_state(trainer):
     state = {f"model.{k}": v for k, v in trainer.model.state_dict().items()}
-    state.update({f"smile.{k}": v for k, v in trainer.smile_state_dict().items()})
+    state.update({f"smile.{k}": v for k, v in trainer.method_state_dict().items()})
     return state
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from transformers import TrainerCallback
 
-from smile_hf import EmaTeacher, SmileTrainer, SmileTrainingArguments
+from smile_hf import EmaTeacher, FixedTeacher, SmileTrainer, SmileTrainingArguments
 from smile_hf.backbones import SOURCE_HEAD_NAME, BackboneAdapter
 
-from .testing_utils import random_image_dataset, source_and_student, training_device_args
+from .testing_utils import IMAGE_SIZE, random_image_dataset, source_and_student, training_device_args
 
 
 class RecordStudentBackbone(TrainerCallback):
@@ -140,3 +141,31 @@ def test_teacher_is_a_module_with_standard_state_dict_and_to():
         expected = 0.5 * before[k] + 0.5 * student.base_model.get_parameter(k).double()
         torch.testing.assert_close(v, expected, rtol=0, atol=1e-12)
     assert int(other.num_updates) == 2
+
+
+def test_delta_teacher_is_a_fixed_teacher_that_loads_the_former_ema_teacher_state(tmp_path, torch_device):
+    """DELTA's teacher is a `FixedTeacher`; its `state_dict` is the one an `EmaTeacher` of decay 1 (its former form)
+    wrote, so such a saved state loads into it unchanged, and the teacher then computes what the saved one did."""
+    source, student = source_and_student("resnet")
+    args = SmileTrainingArguments(
+        output_dir=str(tmp_path), report_to="none", **training_device_args(), save_strategy="no", method="delta"
+    )
+    trainer = SmileTrainer(model=student, args=args, teacher_model=source, train_dataset=random_image_dataset(8))
+    teacher = trainer.teacher
+    assert type(teacher) is FixedTeacher and not teacher.should_update(10)
+    with pytest.raises(RuntimeError, match="never follows the student"):
+        teacher.update(student)
+
+    former_source, _ = source_and_student("resnet")
+    with torch.no_grad():  # a saved teacher that differs from the pre-trained one, in weights and BatchNorm statistics
+        for t in [*former_source.parameters(), *former_source.buffers()]:
+            if t.is_floating_point():
+                t.add_(0.01 * torch.randn_like(t))
+    former = EmaTeacher(former_source, BackboneAdapter(former_source), decay=1.0).to(teacher.num_updates.device)
+    saved = {k: v.detach().cpu().clone() for k, v in former.state_dict().items()}
+    assert set(saved) == set(teacher.state_dict())
+    teacher.load_state_dict(saved)
+    for key, value in teacher.state_dict().items():
+        assert torch.equal(value.cpu(), saved[key]), key
+    images = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE, device=teacher.num_updates.device)
+    torch.testing.assert_close(teacher(images).logits, former(images).logits, rtol=0, atol=0)

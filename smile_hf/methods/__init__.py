@@ -1,6 +1,20 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
-"""Transfer-learning regularisers: the registry (`registry.py`), the interface (`base.py`), the declaration of their
-hyperparameters (`hyperparameters.py`), what their one-off work reads (`context.py`) and one module per regulariser.
+"""Transfer-learning methods and their regularisers: the registry (`registry.py`), the interface (`base.py`), the
+declaration of their hyperparameters (`hyperparameters.py`), what their one-off work reads (`context.py`) and one
+module per regulariser.
+
+Words, used in this sense throughout the package, its docstrings and its help texts:
+
+- a **method** is what a run trains with, chosen with `--method` (`SmileTrainingArguments.method`) and written as a
+  **method spec**: a regulariser, a mixing strategy, or both joined by `+` (`"smile"`, `"mixup"`, `"l2sp+cutmix"`).
+  What reads a spec says "method": [`parse_method`], [`method_title`], [`method_hyperparameters`]. The **method
+  state** (`method_state.safetensors` in a checkpoint) is everything a run keeps for its method beyond the student:
+  teacher, source head, regulariser state.
+- a **regulariser** is the part of a method that adds loss terms to the target cross-entropy and does the one-off
+  work they need: an instance of a [`TransferMethod`] subclass, registered by name in [`METHODS`] with
+  [`register_method`], built by [`build_method`] (the `"l2sp"` of `"l2sp+cutmix"`, `SmileTrainingArguments.regularizer`);
+  its one-off work reads a [`MethodContext`] and a `Trainer` runs it through a [`MethodCallback`].
+- a **mixing strategy** (`"mixup"`, `"cutmix"`, `"manifold_mixup"`: [`smile_hf.mixing`]) mixes the training batches.
 
 Importing this package registers the built-in regularisers. Each regulariser module imports the registry, never this
 package, so that no module imports, at load time, a module that imports it back.

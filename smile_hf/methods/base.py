@@ -2,9 +2,7 @@
 """What a regulariser is to [`TransferLoss`] and [`SmileTrainer`]: an `nn.Module` turning the outputs of one step
 into named, weighted loss terms, with its declared hyperparameters, its needs and its state (registered buffers).
 
-Words: a *method spec* is the string of the `method` argument (`"l2sp+mixup"`: a regulariser, a mixing strategy or
-both); a *regulariser* is an instance of a [`TransferMethod`] subclass (the `"l2sp"` part); the *registry*
-(`METHODS`, [`register_method`]) maps regulariser names to their classes.
+The words method, method spec, regulariser and mixing strategy are defined once, in [`smile_hf.methods`].
 
 The trainer does the wiring (mixing, forward passes, the teacher, logging). Adding a regulariser is one new module
 with one class decorated by [`register_method`]; its [`HyperParameter`]s become `SmileTrainingArguments` fields.
@@ -20,6 +18,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
+from .buffers import CreatesSavedBuffers
 from .context import MethodContext
 from .hyperparameters import HyperParameter, resolve_values
 
@@ -59,7 +58,7 @@ LossTerms = dict[str, tuple[float, torch.Tensor]]
 """Named loss terms: name -> (weight, unweighted value). Logged as `loss_<name>`; the loss is the weighted sum."""
 
 
-class TransferMethod(nn.Module):
+class TransferMethod(CreatesSavedBuffers):
     """Base class of the regularisers. Subclasses set the class attributes they need and override `loss_terms`.
 
     A regulariser is an `nn.Module` without parameters: what it computes once (L2-SP's starting point, DELTA's
@@ -172,11 +171,9 @@ class TransferMethod(nn.Module):
         if first is not None and first.device != device:
             self.to(device)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for name, buffer in self._buffers.items():  # a buffer not computed yet (None) takes the saved shape
-            if buffer is None and prefix + name in state_dict:
-                self._buffers[name] = torch.empty_like(state_dict[prefix + name])
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    def missing_buffers(self, saved: dict[str, torch.Tensor]) -> list[str]:
+        """The buffers registered as `None` (not computed yet) that `saved` holds: created with the saved shape."""
+        return [name for name, buffer in self._buffers.items() if buffer is None and name in saved]
 
 
 class MethodCallback(TrainerCallback):

@@ -3,9 +3,11 @@
 by `state_dict()` under their own names: [`BufferDict`] (tensors by dotted name, e.g. L2-SP's starting point by
 parameter name) and [`BufferList`] (e.g. DELTA's attention, one tensor per layer).
 
-Both may start empty: `load_state_dict` into an empty container creates the saved tensors (with their shapes and
-dtypes) before filling them, so that a state computed once (DELTA's attention) is restored into a fresh regulariser;
-into a filled one it is the strict, in-place `nn.Module` loading.
+A state computed once (DELTA's attention, Co-Tuning's relationship) does not exist in a fresh regulariser, yet a
+resumed run must restore it: [`CreatesSavedBuffers`] is the one place where `load_state_dict` creates the saved
+tensors a module does not hold yet (with their shapes and dtypes) before the strict, in-place `nn.Module` loading
+fills them. Regularisers ([`TransferMethod`]: buffers registered as `None`), [`BufferDict`] and [`BufferList`]
+(created empty) say which saved tensors they lack and how each is created.
 """
 
 from __future__ import annotations
@@ -16,14 +18,32 @@ import torch
 from torch import nn
 
 
-def _saved_entries(module: nn.Module, state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """The entries of `state_dict` under `prefix` (names relative to it) when `module` holds no buffer yet, else {}."""
-    if any(True for _ in module.buffers()):
-        return {}
-    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+class CreatesSavedBuffers(nn.Module):
+    """An `nn.Module` whose `load_state_dict` first creates the saved buffers it does not hold yet, then loads every
+    tensor strictly and in place. Subclasses say which saved tensors are missing (`missing_buffers`) and how one is
+    created (`create_buffer`)."""
+
+    def missing_buffers(self, saved: dict[str, torch.Tensor]) -> list[str]:
+        """The names, in creation order, of the tensors of `saved` (this module's entries of a state dict, names
+        relative to it) that this module must create before loading."""
+        return []
+
+    def create_buffer(self, name: str, tensor: torch.Tensor) -> None:
+        """Hold `tensor` (empty, shaped and typed as the saved one) under `name`."""
+        self._buffers[name] = tensor
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        saved = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        for name in self.missing_buffers(saved):
+            self.create_buffer(name, torch.empty_like(saved[name]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-class BufferDict(nn.Module):
+def _holds_buffers(module: nn.Module) -> bool:
+    return any(True for _ in module.buffers())
+
+
+class BufferDict(CreatesSavedBuffers):
     """Tensors by name, each a buffer; a dotted name (`encoder.layer.0.weight`) is held by nested modules, so that
     `state_dict()` keys are the names themselves. Read it like a dict (`[name]`, `keys`, `values`, `items`, `len`).
 
@@ -64,13 +84,15 @@ class BufferDict(nn.Module):
     def __len__(self) -> int:
         return sum(1 for _ in self.buffers())
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for name, tensor in _saved_entries(self, state_dict, prefix).items():
-            self[name] = torch.empty_like(tensor)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    def missing_buffers(self, saved: dict[str, torch.Tensor]) -> list[str]:
+        """Every saved tensor when the dict is empty (a filled one is loaded as it is)."""
+        return [] if _holds_buffers(self) else list(saved)
+
+    def create_buffer(self, name: str, tensor: torch.Tensor) -> None:
+        self[name] = tensor
 
 
-class BufferList(nn.Module):
+class BufferList(CreatesSavedBuffers):
     """Tensors in order, buffers named `0`, `1`...; read it like a list (`[j]`, iteration, `len`).
 
     Args:
@@ -94,10 +116,13 @@ class BufferList(nn.Module):
     def __len__(self) -> int:
         return len(self._buffers)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        saved = _saved_entries(self, state_dict, prefix)
+    def missing_buffers(self, saved: dict[str, torch.Tensor]) -> list[str]:
+        """Every saved tensor, in index order, when the list is empty (a filled one is loaded as it is)."""
+        if _holds_buffers(self):
+            return []
         if sorted(saved) != sorted(map(str, range(len(saved)))):
-            raise ValueError(f"The saved `{prefix}*` tensors are not numbered 0, 1...: {sorted(saved)}.")
-        for index in range(len(saved)):
-            self.append(torch.empty_like(saved[str(index)]))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+            raise ValueError(f"The saved tensors of a BufferList are not numbered 0, 1...: {sorted(saved)}.")
+        return [str(index) for index in range(len(saved))]
+
+    def create_buffer(self, name: str, tensor: torch.Tensor) -> None:
+        self.append(tensor)

@@ -16,8 +16,9 @@ mode over one pass of the target training set, before the first optimizer step, 
 we read it as the Trainer does (`get_train_dataloader`, so with the training transform, as PaddleTransfer does),
 because a `Trainer` has no generic handle on an evaluation transform of the training set. A target class with no
 training image gets a uniform row. With several processes, the per-class sums are added over processes.
-TLlib's scripts (`--finetune`) also train the backbone and the source head at 0.1x the new head's learning rate;
-`SmileTrainer` uses one learning rate for all parameters.
+TLlib's scripts (`--finetune`) also train the backbone and the source head at 0.1x the new head's learning rate:
+`backbone_lr_multiplier=0.1` does so for the backbone ([`smile_hf.param_groups`]), while the source head, a head,
+keeps the full learning rate.
 
 Under mixing the second target is mixed like the first: the source head of the mixed image learns
 lambda * R[y] + (1 - lambda) * R[y[perm]] (the soft cross-entropy is linear in its target, so this equals

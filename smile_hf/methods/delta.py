@@ -215,8 +215,8 @@ DELTA_ATTENTION = (
 
 
 class ChannelAttentionRegularizer(TransferMethod):
-    """What both DELTA variants share: a frozen teacher on the student's (mixed) input, and the channel attention of
-    the regularised layers (`hook_points`), computed once by `prepare` (module docstring, steps 1-4)."""
+    """What both DELTA variants share: a frozen teacher ([`FixedTeacher`]) on the student's (mixed) input, and the
+    channel attention of the regularised layers (`hook_points`), computed once by `prepare` (module docstring, steps 1-4)."""
 
     paper = (
         "Li, Xiong, Wang, Rao, Liu, Chen, Huan. DELTA: DEep Learning Transfer using Feature Map with "

@@ -1,7 +1,9 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
-"""The training state of [`SmileTrainer`] that the stock `Trainer` does not checkpoint (source head, teacher with its
-EMA counter, method state, LoRA base buffers): written into every checkpoint as `smile_state.safetensors`, restored
-on resume and with `load_best_model_at_end`."""
+"""The method state: what [`SmileTrainer`] trains or keeps for its method beyond the student, which the stock
+`Trainer` does not checkpoint (source head, teacher with its EMA counter, the regulariser's state, LoRA base buffers).
+Written into every checkpoint as `method_state.safetensors` ([`METHOD_STATE_NAME`]), restored on resume and with
+`load_best_model_at_end`. Checkpoints written before the file had this name hold it as `smile_state.safetensors`
+([`FORMER_METHOD_STATE_NAMES`]), which is read as well."""
 
 from __future__ import annotations
 
@@ -15,19 +17,34 @@ from .backbones import SOURCE_HEAD_NAME, unwrap_model
 from .lora import base_buffers, load_base_buffers
 from .methods import parse_method
 
-SMILE_STATE_NAME = "smile_state.safetensors"
-"""File, in each Trainer checkpoint, holding the state the stock Trainer does not know about."""
+METHOD_STATE_NAME = "method_state.safetensors"
+"""File, in each Trainer checkpoint, holding the method state (the state the stock Trainer does not know about)."""
+
+FORMER_METHOD_STATE_NAMES = ("smile_state.safetensors",)
+"""Earlier names of [`METHOD_STATE_NAME`], read from the checkpoints written under them."""
 
 
-class SmileStateMixin:
-    """Mixin of [`SmileTrainer`] (listed before [`CompleteCheckpointMixin`]): the state beyond the student, its save
-    into every checkpoint, and its loading on resume and at the end of training (`load_best_model_at_end`)."""
+def method_state_path(checkpoint_dir: str) -> str | None:
+    """The method-state file of a checkpoint folder: [`METHOD_STATE_NAME`], else a former name
+    ([`FORMER_METHOD_STATE_NAMES`]); None when it has neither."""
+    for name in (METHOD_STATE_NAME, *FORMER_METHOD_STATE_NAMES):
+        path = os.path.join(checkpoint_dir, name)
+        if os.path.isfile(path):
+            return path
+    return None
 
-    def smile_state_dict(self) -> dict[str, torch.Tensor]:
-        """The training state the stock Trainer does not checkpoint: source head, teacher, method state.
+
+class MethodStateMixin:
+    """Mixin of [`SmileTrainer`] (listed before [`CompleteCheckpointMixin`]): the method state, its save into every
+    checkpoint, and its loading on resume and at the end of training (`load_best_model_at_end`)."""
+
+    def method_state_dict(self) -> dict[str, torch.Tensor]:
+        """The method state, which the stock Trainer does not checkpoint: source head, teacher, regulariser state.
 
         Keys are prefixed `source_head.`, `teacher.` (weights, buffers and the EMA counter `teacher.num_updates`)
-        and `method.` (and `base_buffers.` for a LoRA student, see [`smile_hf.lora.base_buffers`]); tensors are copied to the CPU (so that tied or shared tensors can go to safetensors)."""
+        and `method.` (the regulariser's buffers; and `base_buffers.` for a LoRA student, see
+        [`smile_hf.lora.base_buffers`]); tensors are copied to the CPU (so that tied or shared tensors can go to
+        safetensors)."""
         state = {}
         source_head = getattr(unwrap_model(self.model), SOURCE_HEAD_NAME, None)
         if source_head is not None:
@@ -38,8 +55,8 @@ class SmileStateMixin:
         state.update({f"base_buffers.{k}": v for k, v in base_buffers(self.model).items()})  # LoRA: see lora.py
         return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
 
-    def load_smile_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore what `smile_state_dict` returned (strictly: every expected part must be there, and nothing else)."""
+    def load_method_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what `method_state_dict` returned (strictly: every expected part must be there, and nothing else)."""
 
         def part(prefix):
             return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
@@ -51,7 +68,7 @@ class SmileStateMixin:
         found = {k.split(".", 1)[0] for k in state}
         if found - expected or (expected - {"method"}) - found:
             raise ValueError(
-                f"The saved SMILE state has parts {sorted(found)} but method '{self.args.method}' needs "
+                f"The saved method state has parts {sorted(found)} but method '{self.args.method}' needs "
                 f"{sorted(expected - {'method'} | (found & {'method'}))}: was the checkpoint written with another method?"
             )
         if source_head is not None:
@@ -63,9 +80,9 @@ class SmileStateMixin:
             load_base_buffers(self.model, part("base_buffers."))
 
     def extra_checkpoint_files(self) -> dict[str, tuple[dict[str, torch.Tensor], dict[str, str]]]:
-        """`smile_state.safetensors`: the state of [`smile_state_dict`], written into every checkpoint."""
+        """`method_state.safetensors`: the state of [`method_state_dict`], written into every checkpoint."""
         metadata = {"format": "pt", "method": self.args.method, "global_step": str(self.state.global_step)}
-        return {SMILE_STATE_NAME: (self.smile_state_dict(), metadata)}
+        return {METHOD_STATE_NAME: (self.method_state_dict(), metadata)}
 
     def checkpoint_marker_fields(self) -> dict[str, str]:
         return {"method": self.args.method}
@@ -74,16 +91,16 @@ class SmileStateMixin:
         """The stock loading of the best student (`load_best_model_at_end`), then the teacher, source head and method
         state saved in the same checkpoint."""
         super()._load_best_model()
-        self._load_smile_state(self.state.best_model_checkpoint)
+        self._load_method_state(self.state.best_model_checkpoint)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        """The stock loading of the student, then the SMILE state (`smile_state.safetensors`)."""
+        """The stock loading of the student, then the method state (`method_state.safetensors`, or its former name)."""
         super()._load_from_checkpoint(resume_from_checkpoint, model)
-        self._load_smile_state(resume_from_checkpoint)
+        self._load_method_state(resume_from_checkpoint)
 
-    def _load_smile_state(self, resume_from_checkpoint: str) -> None:
-        path = os.path.join(resume_from_checkpoint, SMILE_STATE_NAME)
-        if os.path.isfile(path):
+    def _load_method_state(self, resume_from_checkpoint: str) -> None:
+        path = method_state_path(resume_from_checkpoint)
+        if path is not None:
             with safetensors.safe_open(path, framework="pt") as f:
                 written_by = (f.metadata() or {}).get("method")
             if written_by is not None and parse_method(written_by)[0] != self.args.regularizer:
@@ -91,9 +108,9 @@ class SmileStateMixin:
                     f"{resume_from_checkpoint} was written by method '{written_by}', not '{self.args.method}': resume "
                     "with the same method."
                 )
-            self.load_smile_state_dict(safetensors.torch.load_file(path, device="cpu"))
-        elif self.smile_state_dict():
+            self.load_method_state_dict(safetensors.torch.load_file(path, device="cpu"))
+        elif self.method_state_dict():
             raise FileNotFoundError(
-                f"{resume_from_checkpoint} has no {SMILE_STATE_NAME}: it was not written by a complete SmileTrainer "
+                f"{resume_from_checkpoint} has no {METHOD_STATE_NAME}: it was not written by a complete SmileTrainer "
                 "checkpoint save, so the teacher and auxiliary head cannot be restored."
             )
