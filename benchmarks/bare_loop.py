@@ -1,6 +1,6 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
 """The bare loop: the same steps as `SmileTrainer` without the Trainer, for every registered method (the standalone
-`TransferLoss`, a `MethodContext` built by hand), timed phase by phase (where the time goes) and in chunks against
+`TransferLoss`, a `RegularizerContext` built by hand), timed phase by phase (where the time goes) and in chunks against
 `SmileTrainer.train()` (what the Trainer costs)."""
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.backbones import BackboneAdapter, build_source_head_copy
 from smile_hf.lora import build_teacher
 from smile_hf.loss import LossOutput, TransferLoss
-from smile_hf.methods import METHODS as METHOD_CLASSES
-from smile_hf.methods import MethodContext, parse_method
+from smile_hf.methods import REGULARIZERS as METHOD_CLASSES
+from smile_hf.methods import RegularizerContext, parse_method
 from smile_hf.modeling import attach_source_head
 
 from .common import quantiles
@@ -37,7 +37,7 @@ class BareLoop:
     """A method spec (`"smile"`, `"l2sp+mixup"`...) trained by a plain PyTorch loop around the library's loss of one
     micro-batch (`TransferLoss`, the object `SmileTrainer.compute_loss` calls), without a Trainer: the regulariser
     from `args` (`from_args`), the source head and the teacher where it needs them, its one-off `setup` and
-    `prepare` on a `MethodContext` over `batches`, then per step the mix, the forward passes, the loss terms, SGD,
+    `prepare` on a `RegularizerContext` over `batches`, then per step the mix, the forward passes, the loss terms, SGD,
     the EMA update and `on_step_end`.
 
     `args` are the settings of every loop (the benchmark builds SMILE's once: building a second `TrainingArguments`
@@ -64,7 +64,7 @@ class BareLoop:
         alpha = args.cutmix_alpha if mixing == "cutmix" else args.mixup_alpha
         self.loss_fn = TransferLoss(regulariser, adapter, self.teacher, mixing=mixing, alpha=alpha, seed=args.seed)
         self.method = regulariser.to(opts.device)
-        self.context = MethodContext(
+        self.context = RegularizerContext(
             self.model, adapter, batches or (lambda: []), opts.device, self.teacher, seed=args.seed, show_progress=False
         )
         self.method.setup(self.context)

@@ -61,7 +61,7 @@ class LoopStepper:
         self.trainer, self.batch, self.device = trainer, batch, device
         max_steps = trainer.args.max_steps
         if isinstance(trainer, SmileTrainer):  # what `SmileTrainer.train` runs first (never called here)
-            trainer.method.setup(trainer.method_context())
+            trainer.regularizer.setup(trainer.regularizer_context())
         trainer.create_optimizer()
         self.model, trainer.optimizer = trainer.accelerator.prepare(trainer.model, trainer.optimizer)
         trainer.model_wrapped = self.model
@@ -120,7 +120,7 @@ class LoopStepper:
         for state in tr.optimizer.state.values():
             tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
         if hasattr(tr, "method"):
-            tensors += list(tr.method.state_dict().values())
+            tensors += list(tr.regularizer.state_dict().values())
         return tensors
 
 

@@ -12,7 +12,7 @@ from configs), it measures:
    time is divided by fine-tuning's of the same round: the median and quartiles of these ratios are reported, so
    that the load of other processes on the machine cancels out as far as it can.
 2. **Where the time goes** (a profile): the same steps of every method written as a bare PyTorch loop around the
-   standalone `TransferLoss` (`benchmarks/bare_loop.py`: a `MethodContext` built by hand, the teacher, mixing, the
+   standalone `TransferLoss` (`benchmarks/bare_loop.py`: a `RegularizerContext` built by hand, the teacher, mixing, the
    loss terms), timed phase by phase.
 3. **The EMA update**: the time of one `EmaTeacher.update` (one fused `torch._foreach_lerp_`), and its share of a
    SMILE step, amortised over `ema_update_every` steps and per step.

@@ -79,7 +79,7 @@ class SteppedTrainer:
         trainer.create_optimizer_and_scheduler(num_training_steps=self.max_steps)
         trainer.state.max_steps = self.max_steps
         trainer.current_gradient_accumulation_steps = 1
-        trainer.method.setup(trainer.method_context())  # what `SmileTrainer.train` runs first (never called here)
+        trainer.regularizer.setup(trainer.regularizer_context())  # what `SmileTrainer.train` runs first (never called here)
         self.model = trainer.model
         if opts.bf16:  # what `Trainer.train` does: accelerate wraps the student's forward in its autocast
             self.model = trainer.accelerator.prepare_model(trainer.model)
@@ -104,7 +104,7 @@ class SteppedTrainer:
         tensors += self.teacher_storages()
         for state in self.trainer.optimizer.state.values():
             tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
-        tensors += list(self.trainer.method.state_dict().values())
+        tensors += list(self.trainer.regularizer.state_dict().values())
         return tensors
 
     def teacher_storages(self) -> list[torch.Tensor]:

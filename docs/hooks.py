@@ -2,7 +2,7 @@
 
 A page asks for a generated table with an HTML comment on a line of its own:
 
-- `<!-- generated: hyperparameters METHOD -->`: the hyperparameters `smile_hf.methods.METHODS[METHOD]` declares
+- `<!-- generated: hyperparameters METHOD -->`: the hyperparameters `smile_hf.methods.REGULARIZERS[METHOD]` declares
   (`HyperParameter` objects). The methods page must ask for every registered method, or the build warns.
 - `<!-- generated: parity training_arguments -->` / `<!-- generated: parity trainer_arguments -->`: the
   classification of `smile_hf.parity`.
@@ -50,9 +50,9 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 
 def hyperparameters_table(method: str) -> str:
-    from smile_hf.methods import METHODS
+    from smile_hf.methods import REGULARIZERS
 
-    declared = METHODS[method].hyperparameters
+    declared = REGULARIZERS[method].hyperparameters
     if not declared:
         return "*No hyperparameters of its own.*"
     rows = []
@@ -141,9 +141,9 @@ def on_page_markdown(markdown, page, config, files):
 
     markdown = MARKER.sub(expand, markdown)
     if page.file.src_uri == METHODS_PAGE:
-        from smile_hf.methods import METHODS
+        from smile_hf.methods import REGULARIZERS
 
-        missing = sorted(set(METHODS) - asked)
+        missing = sorted(set(REGULARIZERS) - asked)
         if missing:
             logger.warning("%s has no section (hyperparameter table) for the registered method(s) %s",
                            METHODS_PAGE, ", ".join(missing))

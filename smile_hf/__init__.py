@@ -14,7 +14,7 @@ from .backbones import (
 )
 from .config import SmileTrainingArguments
 from .loss import LossOutput, TransferLoss
-from .methods import METHODS, TransferMethod, register_method
+from .methods import REGULARIZERS, Regularizer, register_regularizer
 from .mixing import Mix, mix_inputs, mix_tensor, mixed_cross_entropy, sample_mix, soft_cross_entropy
 from .modeling import load_source_model, load_student
 from .teacher import EmaTeacher, EmaTeacherCallback, FixedTeacher, Teacher
@@ -22,7 +22,7 @@ from .trainer import SmileTrainer
 
 __all__ = [
     "BACKBONES",
-    "METHODS",
+    "REGULARIZERS",
     "BackboneAdapter",
     "BackboneSpec",
     "EmaTeacher",
@@ -35,7 +35,7 @@ __all__ = [
     "SmileTrainingArguments",
     "Teacher",
     "TransferLoss",
-    "TransferMethod",
+    "Regularizer",
     "UnsupportedBackboneError",
     "load_source_model",
     "load_student",
@@ -43,7 +43,7 @@ __all__ = [
     "mix_tensor",
     "mixed_cross_entropy",
     "register_backbone",
-    "register_method",
+    "register_regularizer",
     "sample_mix",
     "soft_cross_entropy",
 ]

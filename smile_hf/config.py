@@ -15,7 +15,7 @@ from transformers.utils import logging
 from ._compat import accelerator_available
 from .calibration import CALIBRATIONS
 from .guard import NAN_POLICIES
-from .methods import METHODS, declared_hyperparameters, parse_method
+from .methods import REGULARIZERS, declared_hyperparameters, parse_method
 from .parity import check_refused_fields
 from .recipes import REFERENCE_RECIPE, apply_recipe
 
@@ -161,7 +161,7 @@ class SmileTrainingArguments(TrainingArguments):
 
         > Parameters of the regularisers
 
-        One field per hyperparameter that a registered regulariser declares (`TransferMethod.hyperparameters`),
+        One field per hyperparameter that a registered regulariser declares (`Regularizer.hyperparameters`),
         generated from the declaration; the fields of a regulariser registered after `smile_hf` was imported are
         those of `SmileTrainingArguments.with_methods()`.
     """
@@ -318,7 +318,7 @@ class SmileTrainingArguments(TrainingArguments):
         created from: a regulariser registered again with `replace=True` and another default does not change it.)
 
         ```python
-        register_method(MyRegulariser)  # declares HyperParameter("my_weight", 0.1, "Mine: weight of ...")
+        register_regularizer(MyRegulariser)  # declares HyperParameter("my_weight", 0.1, "Mine: weight of ...")
         args_class = SmileTrainingArguments.with_methods()
         (args,) = HfArgumentParser(args_class).parse_args_into_dataclasses()  # --method mine --my_weight 0.5
         ```
@@ -338,7 +338,7 @@ class SmileTrainingArguments(TrainingArguments):
     def _check_regulariser_fields(self) -> None:
         """Refuse a hyperparameter of the chosen regulariser that is named like a training argument; say which ones
         are no fields of this class (a regulariser registered after the import: they keep their defaults)."""
-        own = [h.name for h in METHODS[self.regularizer].hyperparameters]
+        own = [h.name for h in REGULARIZERS[self.regularizer].hyperparameters]
         clash = [n for n in own if n not in self._method_fields and n in {f.name for f in fields(self)}]
         if clash:
             raise ValueError(

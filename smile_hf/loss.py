@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, ForwardOutput, unwrap_model
-from .methods import METHODS, LossInputs, LossTerms, TransferMethod, parse_method
+from .methods import REGULARIZERS, LossInputs, LossTerms, Regularizer, parse_method
 from .mixing import Mix, mixing_generator, sample_mix
 from .target import TargetLoss
 from .teacher import Teacher
@@ -48,7 +48,7 @@ class TransferLoss:
     """The loss of one micro-batch for a transfer-learning method.
 
     Args:
-        method (`TransferMethod` or `str`): the regulariser (its loss terms and declared needs), or a method spec
+        method (`Regularizer` or `str`): the regulariser (its loss terms and declared needs), or a method spec
             (`"l2sp+mixup"`): its regulariser is then built with `hyperparameters` and its mixing strategy is used.
         adapter (`BackboneAdapter`): the backbone adapter of the student's family.
         teacher (`Teacher`, *optional*): the teacher ([`EmaTeacher`], or [`smile_hf.lora.LoraEmaTeacher`] for a LoRA
@@ -63,24 +63,24 @@ class TransferLoss:
             plain mixed cross-entropy. The methods' own terms never use it.
         **hyperparameters: with a method spec, the regulariser's hyperparameters (`l2sp_alpha=0.1`...).
 
-    A plain PyTorch loop (the regulariser's one-off work reads a [`MethodContext`]):
+    A plain PyTorch loop (the regulariser's one-off work reads a [`RegularizerContext`]):
 
     ```python
     loss_fn = TransferLoss("l2sp+mixup", BackboneAdapter(model), l2sp_alpha=0.01)
-    context = MethodContext(model, loss_fn.adapter, batches=lambda: loader, device=device)
-    loss_fn.method.to(device).setup(context)
-    loss_fn.method.prepare(context)
+    context = RegularizerContext(model, loss_fn.adapter, batches=lambda: loader, device=device)
+    loss_fn.regularizer.to(device).setup(context)
+    loss_fn.regularizer.prepare(context)
     for step, batch in enumerate(loader):
         x, y = batch["pixel_values"].to(device), batch["labels"].to(device)
         loss = loss_fn(model, x, y, loss_fn.draw_mix(x, model, step)).loss
         loss.backward(); optimizer.step(); optimizer.zero_grad()
-        loss_fn.method.on_step_end(context, step + 1, num_steps)
+        loss_fn.regularizer.on_step_end(context, step + 1, num_steps)
     ```
     """
 
     def __init__(
         self,
-        method: TransferMethod | str,
+        method: Regularizer | str,
         adapter: BackboneAdapter,
         teacher: Teacher | None = None,
         *,
@@ -96,12 +96,12 @@ class TransferLoss:
             if mixing is not None:
                 raise ValueError(f"The method spec '{method}' sets the mixing: leave `mixing` unset.")
             regulariser, mixing = parse_method(method.strip().lower())
-            method = METHODS[regulariser](**hyperparameters)
+            method = REGULARIZERS[regulariser](**hyperparameters)
         elif hyperparameters:
             raise TypeError(f"Pass the hyperparameters {sorted(hyperparameters)} to the regulariser, not to TransferLoss.")
         if method.needs_teacher and teacher is None:
             raise ValueError(f"Method '{method.name}' needs a teacher.")
-        self.method = method
+        self.regularizer = method
         self.adapter = adapter
         self.teacher = teacher
         self.mixing = mixing
@@ -113,7 +113,7 @@ class TransferLoss:
 
     @classmethod
     def from_args(
-        cls, method: TransferMethod, adapter: BackboneAdapter, teacher: Teacher | None, args, loss_func=None
+        cls, method: Regularizer, adapter: BackboneAdapter, teacher: Teacher | None, args, loss_func=None
     ):
         """The loss configured by a `SmileTrainingArguments` (and a `Trainer` `compute_loss_func`, see
         [`TargetLoss`])."""
@@ -135,7 +135,7 @@ class TransferLoss:
             mixing_generator(self.seed, step, micro_step, self.rank),
             image_hw=tuple(pixel_values.shape[-2:]),
             num_stages=len(self.adapter.stages(model)),
-            dominant=self.method.dominant_mix,
+            dominant=self.regularizer.dominant_mix,
         )
         return mix.to(pixel_values.device)
 
@@ -145,7 +145,7 @@ class TransferLoss:
             model,
             pixel_values,
             source_head=getattr(unwrap_model(model), SOURCE_HEAD_NAME, None),
-            output_hidden_states=self.method.needs_hidden_states,
+            output_hidden_states=self.regularizer.needs_hidden_states,
             mix=mix,
         )
 
@@ -153,8 +153,8 @@ class TransferLoss:
         """One forward pass of the teacher: on the unmixed images, or on the mixed batch (`teacher_sees_mix`)."""
         return self.teacher(
             pixel_values,
-            output_hidden_states=self.method.needs_hidden_states,
-            mix=mix if self.method.teacher_sees_mix else None,
+            output_hidden_states=self.regularizer.needs_hidden_states,
+            mix=mix if self.regularizer.teacher_sees_mix else None,
         )
 
     def __call__(
@@ -193,6 +193,6 @@ class TransferLoss:
         step of `__call__`, public so that a profiler can time the forward passes apart)."""
         inputs = LossInputs(pixel_values, labels, mix, student, teacher, unwrap_model(model), self.adapter, final_phase)
         terms = {"main": (1.0, self.target_loss(student.logits, labels, mix))}
-        terms.update(self.method.loss_terms(inputs))
+        terms.update(self.regularizer.loss_terms(inputs))
         loss = sum(weight * value for weight, value in terms.values())
         return LossOutput(loss, terms, mix, student)

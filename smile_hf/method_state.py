@@ -51,7 +51,7 @@ class MethodStateMixin:
             state.update({f"source_head.{k}": v for k, v in source_head.state_dict().items()})
         if self.teacher is not None:
             state.update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
-        state.update({f"method.{k}": v for k, v in self.method.state_dict().items()})
+        state.update({f"method.{k}": v for k, v in self.regularizer.state_dict().items()})
         state.update({f"base_buffers.{k}": v for k, v in base_buffers(self.model).items()})  # LoRA: see lora.py
         return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
 
@@ -75,7 +75,7 @@ class MethodStateMixin:
             source_head.load_state_dict(part("source_head."))
         if self.teacher is not None:
             self.teacher.load_state_dict(part("teacher."))
-        self.method.load_state_dict(part("method."))
+        self.regularizer.load_state_dict(part("method."))
         if "base_buffers" in expected:
             load_base_buffers(self.model, part("base_buffers."))
 

@@ -28,7 +28,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .methods import METHODS, declared_hyperparameters
+from .methods import REGULARIZERS, declared_hyperparameters
 from .methods.smile import REFERENCE_TOTAL_STEPS
 
 PAPER_STEPS = REFERENCE_TOTAL_STEPS
@@ -209,7 +209,7 @@ class AppliedRecipe:
     def card_text(self, regularizer: str) -> str:
         """The model card's sentence: the preset's recipe and what it set for a run of `regularizer` (the weights of
         other regularisers left out), and the options the user set instead."""
-        own = {h.name for h in METHODS[regularizer].hyperparameters}
+        own = {h.name for h in REGULARIZERS[regularizer].hyperparameters}
         others = set(declared_hyperparameters()) - own
         applied = ", ".join(f"`{k}`={_plain(v)}" for k, v in self.applied.items() if k not in others)
         mine = [name for name in self.user_set if name not in others]

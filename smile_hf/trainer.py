@@ -3,7 +3,7 @@
 learning method (SMILE by default) to the fine-tuning of any supported `AutoModelForImageClassification`.
 
 The trainer only wires the pieces together: the loss of a micro-batch is [`TransferLoss`], the teacher a
-[`Teacher`] ([`smile_hf.lora.build_teacher`]), the method's terms a [`TransferMethod`], the checkpoint protocol
+[`Teacher`] ([`smile_hf.lora.build_teacher`]), the method's terms a [`Regularizer`], the checkpoint protocol
 [`CompleteCheckpointMixin`] and the model card [`smile_hf.model_card`].
 """
 
@@ -46,7 +46,14 @@ from .guard import NonFiniteGuard, NonFiniteGuardCallback, check_finite_weights
 from .lora import build_teacher, peft_model_of, save_adapter, wrap_student
 from .loss import TransferLoss
 from .method_state import MethodStateMixin
-from .methods import MethodCallback, MethodContext, TransferMethod, build_method, method_hyperparameters, method_title
+from .methods import (
+    Regularizer,
+    RegularizerCallback,
+    RegularizerContext,
+    build_regularizer,
+    method_hyperparameters,
+    method_title,
+)
 from .metrics import as_compute_metrics
 from .mixing import Mix
 from .model_card import model_card_from_trainer
@@ -308,11 +315,11 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
     def _attach_model_parts(self, model: nn.Module, args: SmileTrainingArguments) -> nn.Module | None:
         """The method, the adapter of `model` and (for the methods that need them) the source model and the source
         head attached to `model`. Returns the source model."""
-        self.method = build_method(args)
+        self.regularizer = build_regularizer(args)
         self.adapter = BackboneAdapter(model)
         load_kwargs = select_loading_kwargs(dict(args.model_init_kwargs or {}))
         source_model = self._source_model(model, fresh_copy(self._teacher_model, self.model_init), load_kwargs)
-        if self.method.needs_source_head and not hasattr(unwrap_model(model), SOURCE_HEAD_NAME):
+        if self.regularizer.needs_source_head and not hasattr(unwrap_model(model), SOURCE_HEAD_NAME):
             attach_source_head(unwrap_model(model), build_source_head_copy(self.adapter, source_model))
         return source_model
 
@@ -322,18 +329,18 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
         args, before = self.args, list(self.callback_handler.callbacks)
         for callback in getattr(self, "_model_callbacks", ()):
             self.remove_callback(callback)
-        self.teacher = self._build_teacher(source_model) if self.method.needs_teacher else None
+        self.teacher = self._build_teacher(source_model) if self.regularizer.needs_teacher else None
         if args.torch_compile and self.teacher is not None:  # the Trainer compiles the student only
             self.teacher.compile_model(backend=args.torch_compile_backend, mode=args.torch_compile_mode)
         if args.channels_last:
             for module in (self.model, self.teacher):
                 if module is not None:
                     module.to(memory_format=torch.channels_last)
-        self.loss_fn = TransferLoss.from_args(self.method, self.adapter, self.teacher, args, self.compute_loss_func)
+        self.loss_fn = TransferLoss.from_args(self.regularizer, self.adapter, self.teacher, args, self.compute_loss_func)
         self.guard = NonFiniteGuard(args.nan_policy, args.max_consecutive_skips)
         self.add_callback(NonFiniteGuardCallback(self.guard))
-        self.add_callback(MethodCallback(self.method, self.method_context))
-        for callback in self.method.callbacks(self):
+        self.add_callback(RegularizerCallback(self.regularizer, self.regularizer_context))
+        for callback in self.regularizer.callbacks(self):
             self.add_callback(callback)
         self._model_callbacks = [c for c in self.callback_handler.callbacks if c not in before]
         self._metrics: dict[str, list[torch.Tensor]] = defaultdict(list)  # training loss terms since the last log
@@ -357,19 +364,19 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
         if self.place_model_on_device:  # the new source head
             self._move_model_to_device(self.model, self.args.device)
         self._build_training_parts(source_model)
-        self.method.setup(self.method_context())
+        self.regularizer.setup(self.regularizer_context())
         self._method_ready = True
 
     def _source_model(self, model: nn.Module, teacher_model, load_kwargs: dict) -> nn.Module | None:
         """The pre-trained model with its original head, when the method needs it ([`resolve_source_model`])."""
-        if not self.method.needs_source_model:
+        if not self.regularizer.needs_source_model:
             return None
-        return resolve_source_model(self.method.name, self.adapter, model, teacher_model, load_kwargs)
+        return resolve_source_model(self.regularizer.name, self.adapter, model, teacher_model, load_kwargs)
 
     def _build_teacher(self, source_model: nn.Module) -> Teacher:
         """The teacher of the student ([`smile_hf.lora.build_teacher`]), on the training device, with its EMA callback
         when the method's teacher follows the student."""
-        args, ema = self.args, self.method.ema_teacher
+        args, ema = self.args, self.regularizer.ema_teacher
         teacher = build_teacher(
             self.model, self.adapter, source_model, decay=args.ema_decay if ema else 1.0,
             update_every=args.ema_update_every, include_buffers=args.ema_buffers,
@@ -379,10 +386,10 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
             self.add_callback(EmaTeacherCallback(teacher, self.in_final_phase))
         return teacher
 
-    def method_context(self) -> MethodContext:
+    def regularizer_context(self) -> RegularizerContext:
         """What the regulariser's one-off work reads: the unwrapped student, the adapter, the teacher, the training
         dataloader, the accelerator's reduce and gather, the device, the seed, and whether bars are shown."""
-        return MethodContext(
+        return RegularizerContext(
             model=unwrap_model(self.model), adapter=self.adapter, batches=self.get_train_dataloader,
             device=self.args.device, teacher=self.teacher, reduce=self.accelerator.reduce,
             gather=self.accelerator.gather, seed=self.args.seed,
@@ -399,7 +406,7 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
 
     def in_final_phase(self, step: int) -> bool:
         """Whether 0-based step `step` is trained with plain fine-tuning (no mixing, teacher or EMA)."""
-        return self.method.has_final_phase and self.state.max_steps > 0 and step >= self.final_phase_start
+        return self.regularizer.has_final_phase and self.state.max_steps > 0 and step >= self.final_phase_start
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """The Trainer's optimizer; with `backbone_lr_multiplier` != 1 or `layer_decay`, one parameter group per
@@ -432,7 +439,7 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
         """
         check_resume(self, resume_from_checkpoint)
         if not self._method_ready and self.model_init is None:  # with model_init: for the new model, in train
-            self.method.setup(self.method_context())
+            self.regularizer.setup(self.regularizer_context())
             self._method_ready = True
         output = super().train(resume_from_checkpoint, *args, **kwargs)
         self.guard.raise_if_diverged(self.state.global_step)
@@ -488,7 +495,7 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
         itself (`L_main` of the unmixed batch), the method's own terms come from [`TransferLoss`] on the unmixed
         batch outside the final phase (one more forward pass of the student, and the teacher's)."""
         terms = {"main": loss.detach().float()}
-        if type(self.method).loss_terms is not TransferMethod.loss_terms:  # a regulariser with terms of its own
+        if type(self.regularizer).loss_terms is not Regularizer.loss_terms:  # a regulariser with terms of its own
             output = self.loss_fn(model, pixel_values, labels, None)
             terms.update({name: value.detach().float() for name, (_, value) in output.terms.items() if name != "main"})
         return terms
@@ -621,9 +628,9 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
             self,
             model=unwrap_model(self.model),
             method_title=method_title(self.args.method),
-            method_description=self.method.description,
+            method_description=self.regularizer.description,
             method_hyperparameters=method_hyperparameters(self.args),
-            method_paper=self.method.paper or None,
+            method_paper=self.regularizer.paper or None,
             citation=self._paper["citation"],
             language=language,
             license=license,

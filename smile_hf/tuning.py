@@ -4,7 +4,7 @@ group of the command line: a validation split held out of the training data, and
 search itself, its trials, backends and outputs are [`smile_hf.run.hp_search`].
 
 A space is `{name: dimension}`, a dimension `{"type": "float" | "int", "low", "high", "log"}` or `{"type":
-"categorical", "choices": [...]}` (the form of `TransferMethod.search_space()`). The default space of a method
+"categorical", "choices": [...]}` (the form of `Regularizer.search_space()`). The default space of a method
 ([`default_search_space`]) is its regulariser's declared space, the alpha of its mixing, and the shared learning
 rate and weight decay; `--hp_space space.json` replaces it ([`load_search_space`]). [`suggest`] draws a point with
 an Optuna trial, [`ray_space`] translates a space for Ray Tune, [`apply_values`] sets a point on the arguments.
@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .methods import METHODS
+from .methods import REGULARIZERS
 from .mixing import MIXING_HYPERPARAMETERS
 
 VALIDATION_SOURCES = ("auto", "carve", "dataset")
@@ -100,7 +100,7 @@ def default_search_space(args: Any) -> dict[str, dict[str, Any]]:
     """The default space of `args.method` (a `SmileTrainingArguments`): the regulariser's `search_space()`, the
     mixing's alpha (if the method mixes), `learning_rate` over [lr / 10, lr x 10] and `weight_decay` over
     [`WEIGHT_DECAY_RANGE`], the last three on a log scale."""
-    space = dict(METHODS[args.regularizer].search_space())
+    space = dict(REGULARIZERS[args.regularizer].search_space())
     for name in MIXING_HYPERPARAMETERS.get(args.mixing, ()):
         space[name] = {"type": "float", "low": MIXING_ALPHA_RANGE[0], "high": MIXING_ALPHA_RANGE[1], "log": True}
     lr = float(args.learning_rate)
@@ -113,7 +113,7 @@ def default_search_space(args: Any) -> dict[str, dict[str, Any]]:
 def searchable_names(args: Any) -> list[str]:
     """Every name a space of `args.method` may hold: the regulariser's declared hyperparameters, the mixing's alpha,
     [`SHARED_HYPERPARAMETERS`]."""
-    own = [h.name for h in METHODS[args.regularizer].hyperparameters]
+    own = [h.name for h in REGULARIZERS[args.regularizer].hyperparameters]
     return sorted({*own, *MIXING_HYPERPARAMETERS.get(args.mixing, ()), *SHARED_HYPERPARAMETERS})
 
 

@@ -16,13 +16,13 @@ import torch
 
 from benchmarks.bare_loop import BareLoop
 from smile_hf import SmileTrainingArguments
-from smile_hf.methods import METHODS
+from smile_hf.methods import REGULARIZERS
 
 from .test_transfer_loss_standalone import BATCH, HYPERPARAMETERS, SEED, STEPS, loader, method_spec, plain_loop
 from .testing_utils import TEST_DEVICE, random_image_dataset, source_and_student, training_device_args
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(REGULARIZERS))
 def test_bare_loop_runs_every_regulariser(name, tmp_path):
     source, student = source_and_student("resnet", num_source=7, num_target=3)
     data = random_image_dataset(STEPS * BATCH, num_labels=3, seed=5)

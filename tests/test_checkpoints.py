@@ -19,7 +19,7 @@ from transformers.trainer_utils import get_last_checkpoint as stock_get_last_che
 import smile_hf.checkpoints as ckpt
 from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.method_state import METHOD_STATE_NAME
-from smile_hf.methods import METHODS, TransferMethod, register_method
+from smile_hf.methods import REGULARIZERS, Regularizer, register_regularizer
 
 from .test_export import one_thread  # noqa: F401  (autouse fixture)
 from .testing_utils import (
@@ -33,7 +33,7 @@ N = 3  # steps before the interruption; the runs train 2N steps in all
 STATEFUL_METHOD = "running_center_test"
 
 
-class RunningCenter(TransferMethod):
+class RunningCenter(Regularizer):
     """A test method whose state changes at every step: an EMA of the batch's mean pooled feature, which the loss
     pulls the features towards. A resume that did not restore it would train differently afterwards."""
 
@@ -61,14 +61,14 @@ class RunningCenter(TransferMethod):
 
 @pytest.fixture(scope="module", autouse=True)
 def running_center_method():
-    register_method(RunningCenter)
+    register_regularizer(RunningCenter)
     yield
-    METHODS.pop(STATEFUL_METHOD, None)
+    REGULARIZERS.pop(STATEFUL_METHOD, None)
 
 
 # every stateful method present (the baselines are added as they land), plus one mixing strategy
 RESUME_METHODS = ["smile", STATEFUL_METHOD, "finetune+cutmix"]
-RESUME_METHODS += [m for m in ("l2sp", "delta", "cotuning", "rifle", "bss") if m in METHODS]
+RESUME_METHODS += [m for m in ("l2sp", "delta", "cotuning", "rifle", "bss") if m in REGULARIZERS]
 
 
 class StopAt(TrainerCallback):

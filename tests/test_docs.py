@@ -97,7 +97,7 @@ def build(config: Path, site: Path) -> subprocess.CompletedProcess:
 
 @needs_mkdocs
 def test_site_builds_strictly_with_the_generated_tables(tmp_path):
-    from smile_hf.methods import METHODS
+    from smile_hf.methods import REGULARIZERS
     from smile_hf.parity import TRAINER_ARGUMENTS, TRAINING_ARGUMENTS
 
     result = build(REPO_ROOT / "mkdocs.yml", tmp_path / "site")
@@ -111,7 +111,7 @@ def test_site_builds_strictly_with_the_generated_tables(tmp_path):
     assert 'href="reference.html#smile_hf.modeling.load_student"' in trainer
     # one hyperparameter table per registered method, from the declarations
     methods = (site / "methods.html").read_text(encoding="utf-8")
-    for name, cls in METHODS.items():
+    for name, cls in REGULARIZERS.items():
         assert f'id="{name}"' in methods, f"no section for the method {name}"
         for h in cls.hyperparameters:
             assert f"<code>{h.name}</code>" in methods and f"<code>{h.default!r}</code>" in methods

@@ -183,14 +183,14 @@ def test_a_space_file_replaces_the_space_and_an_unknown_name_is_one_error(tmp_pa
 
 
 def test_compare_methods_searches_each_method_in_its_own_space(tmp_path):
-    from smile_hf.methods import METHODS
+    from smile_hf.methods import REGULARIZERS
     from smile_hf.run.compare import main as compare_main
 
     argv = search_argv(tmp_path, "--compare_methods", "finetune,l2sp", "--save_strategy", "no", trials=2)
     results = compare_main(argv)
     for result in results:
         record = read_json(tmp_path / f"{result['method']}-seed42" / "hp_search.json")
-        declared = set(METHODS[result["method"]].search_space())  # L2-SP's declared space, none for fine-tuning
+        declared = set(REGULARIZERS[result["method"]].search_space())  # L2-SP's declared space, none for fine-tuning
         assert set(record["space"]) == declared | {"learning_rate", "weight_decay"}
         assert len(record["trials"]) == 2 and result["hp_search"]["best_values"] == record["best_values"]
 

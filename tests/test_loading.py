@@ -13,7 +13,7 @@ from transformers import AutoModelForImageClassification
 from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.backbones import SOURCE_HEAD_NAME
 from smile_hf.data import collate
-from smile_hf.methods import METHODS
+from smile_hf.methods import REGULARIZERS
 
 from .testing_utils import training_device_args
 
@@ -41,8 +41,8 @@ def make(tmp_path, method="smile", train_dataset=None, **kwargs):
 
 
 def test_needs_source_model_follows_the_declared_needs():
-    needing = {name for name, cls in METHODS.items() if cls.needs_source_model}
-    assert needing == {name for name, cls in METHODS.items() if cls.needs_teacher or cls.needs_source_head}
+    needing = {name for name, cls in REGULARIZERS.items() if cls.needs_source_model}
+    assert needing == {name for name, cls in REGULARIZERS.items() if cls.needs_teacher or cls.needs_source_head}
     assert needing == {"smile", "delta", "delta_tllib", "cotuning"}
 
 

@@ -207,14 +207,14 @@ def test_methods_that_need_the_source_model(tmp_path):
     params = {n: p for n, p in trainer.adapter.backbone_named_parameters(trainer.model) if p.requires_grad}
     assert len(params) == len(start) > 0
     expected = 0.5 * sum((now[n] - start[n]).pow(2).sum() for n in start)
-    torch.testing.assert_close(trainer.method.loss_terms(_inputs(trainer))["sp"][1], expected, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(trainer.regularizer.loss_terms(_inputs(trainer))["sp"][1], expected, rtol=1e-5, atol=1e-7)
 
     # Co-Tuning trains the attached source head next to the adapter
     trainer, _ = make_trainer(tmp_path / "cotuning", method="cotuning", max_steps=2)
     head = getattr(unwrap_model(trainer.model), SOURCE_HEAD_NAME)
     before = head.weight.detach().clone()
     trainer.train()
-    assert not torch.equal(head.weight, before) and trainer.method.relationship is not None
+    assert not torch.equal(head.weight, before) and trainer.regularizer.relationship is not None
 
 
 def _inputs(trainer):

@@ -15,13 +15,13 @@ from transformers import HfArgumentParser
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.methods import (
-    METHODS,
+    REGULARIZERS,
     BufferDict,
     BufferList,
     HyperParameter,
-    TransferMethod,
+    Regularizer,
     method_hyperparameters,
-    register_method,
+    register_regularizer,
 )
 from smile_hf.methods.l2sp import L2SP
 from smile_hf.methods.registry import declared_hyperparameters
@@ -35,7 +35,7 @@ TOY_WEIGHT = HyperParameter(
 TOY_POWER = HyperParameter("toy_power", 2, "Toy: power of the pooled features.", type=int, low=1, choices=None)
 
 
-class ToyPull(TransferMethod):
+class ToyPull(Regularizer):
     """Pulls the pooled features towards 0: `toy_weight * mean(|f|^toy_power)`."""
 
     name = TOY
@@ -48,9 +48,9 @@ class ToyPull(TransferMethod):
 
 @pytest.fixture
 def toy_registered():
-    register_method(ToyPull)
+    register_regularizer(ToyPull)
     yield ToyPull
-    METHODS.pop(TOY, None)
+    REGULARIZERS.pop(TOY, None)
 
 
 def parse(args_class, argv):
@@ -88,7 +88,7 @@ def test_toy_regulariser_trains_saves_and_writes_its_card_line(toy_registered, t
         max_steps=2, per_device_train_batch_size=4, save_strategy="no", disable_tqdm=True,
     )  # fmt: skip
     trainer = SmileTrainer(model=student, args=args, teacher_model=source, train_dataset=random_image_dataset(8))
-    assert trainer.method.toy_weight == 0.3
+    assert trainer.regularizer.toy_weight == 0.3
     trainer.train()
     assert any("loss_toy" in entry for entry in trainer.state.log_history)
     trainer.save_model()
@@ -109,39 +109,39 @@ def test_a_taken_name_is_refused_unless_replaced(toy_registered):
         pass
 
     with pytest.raises(ValueError, match="'toy_pull' is already registered.*replace=True"):
-        register_method(Other)
-    assert METHODS[TOY] is ToyPull
-    assert register_method(Other, replace=True) is Other and METHODS[TOY] is Other
-    assert register_method(replace=True)(ToyPull) is ToyPull and METHODS[TOY] is ToyPull
+        register_regularizer(Other)
+    assert REGULARIZERS[TOY] is ToyPull
+    assert register_regularizer(Other, replace=True) is Other and REGULARIZERS[TOY] is Other
+    assert register_regularizer(replace=True)(ToyPull) is ToyPull and REGULARIZERS[TOY] is ToyPull
 
 
 def test_conflicting_or_shadowing_declarations_are_refused(toy_registered):
-    class Conflict(TransferMethod):
+    class Conflict(Regularizer):
         name = "toy_conflict"
         hyperparameters = (HyperParameter("toy_weight", 0.1, "Another toy weight."),)
 
-    class Shadow(TransferMethod):
+    class Shadow(Regularizer):
         name = "toy_shadow"
         hyperparameters = (HyperParameter("title", 0.1, "Shadows the class attribute."),)
 
     with pytest.raises(ValueError, match="`toy_weight` of 'toy_conflict' differs from the one 'toy_pull' declares"):
-        register_method(Conflict)
+        register_regularizer(Conflict)
     with pytest.raises(ValueError, match="`title` of 'toy_shadow' shadows an attribute"):
-        register_method(Shadow)
-    assert "toy_conflict" not in METHODS and "toy_shadow" not in METHODS
+        register_regularizer(Shadow)
+    assert "toy_conflict" not in REGULARIZERS and "toy_shadow" not in REGULARIZERS
 
 
 def test_a_hyperparameter_named_like_a_training_argument_is_refused():
-    class Clash(TransferMethod):
+    class Clash(Regularizer):
         name = "toy_clash"
         hyperparameters = (HyperParameter("seed", 1, "Toy: a hyperparameter named like a training argument.", type=int),)
 
-    register_method(Clash)
+    register_regularizer(Clash)
     try:
         with pytest.raises(ValueError, match="'toy_clash' declares a hyperparameter `seed`, which is a training argument"):
             SmileTrainingArguments(output_dir="unused", report_to="none", method="toy_clash")
     finally:
-        METHODS.pop("toy_clash")
+        REGULARIZERS.pop("toy_clash")
 
 
 def test_regulariser_built_from_explicit_hyperparameters():
@@ -172,8 +172,8 @@ def test_declared_checks_keep_their_messages(kwargs, message):
 
 def test_search_spaces_are_valid_and_contain_the_defaults(toy_registered):
     assert ToyPull.search_space() == {"toy_weight": {"type": "float", "low": 0.01, "high": 1.0, "log": True}}
-    assert set(METHODS["smile"].search_space()) == {"reg_lambda", "aux_lambda", "cls_lambda", "ema_decay", "final_finetune_fraction"}
-    for cls in METHODS.values():
+    assert set(REGULARIZERS["smile"].search_space()) == {"reg_lambda", "aux_lambda", "cls_lambda", "ema_decay", "final_finetune_fraction"}
+    for cls in REGULARIZERS.values():
         for hyperparameter in cls.hyperparameters:
             dimension = hyperparameter.search_dimension()
             if dimension is None or dimension["type"] == "categorical":
@@ -214,7 +214,7 @@ def test_regulariser_state_is_buffers_that_move_and_save():
         restored.load_state_dict({"w0.other.weight": torch.zeros(2, 3)})
 
 
-class _Computed(TransferMethod):
+class _Computed(Regularizer):
     """Unregistered: one buffer registered as None (computed later, as Co-Tuning's relationship), a list and a dict
     (as DELTA's attention and L2-SP's starting point), all empty in a fresh instance."""
 

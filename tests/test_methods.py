@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from smile_hf import METHODS, Mix, SmileTrainer, SmileTrainingArguments
+from smile_hf import REGULARIZERS, Mix, SmileTrainer, SmileTrainingArguments
 from smile_hf.backbones import BackboneAdapter
 from smile_hf.methods import delta as delta_module
 from smile_hf.methods import parse_method, rifle
@@ -129,13 +129,13 @@ CUTMIX = Mix("cutmix", 1.0 - (40 * 24) / IMAGE_SIZE**2, PERM, box=(8, 48, 16, 40
 
 
 def test_baselines_are_registered_and_combine_with_mixing():
-    assert {"l2sp", "delta", "bss", "rifle", "cotuning"} <= set(METHODS)
+    assert {"l2sp", "delta", "bss", "rifle", "cotuning"} <= set(REGULARIZERS)
     assert parse_method("l2sp+mixup") == ("l2sp", "mixup")
     assert parse_method("delta+cutmix") == ("delta", "cutmix")
     assert parse_method("bss") == ("bss", None)
     assert parse_method("smile+cutmix") == ("smile", "cutmix")
-    assert METHODS["delta"].needs_teacher and not METHODS["delta"].ema_teacher
-    assert METHODS["cotuning"].needs_source_head and not METHODS["cotuning"].needs_teacher
+    assert REGULARIZERS["delta"].needs_teacher and not REGULARIZERS["delta"].ema_teacher
+    assert REGULARIZERS["cotuning"].needs_source_head and not REGULARIZERS["cotuning"].needs_teacher
 
 
 # The defaults of BASELINES' references (TLlib's scripts, the SMILE reference's task_config.ini for FGVC-Aircraft and
@@ -153,8 +153,8 @@ REFERENCE_DEFAULTS = {
 @pytest.mark.parametrize("name", sorted(REFERENCE_DEFAULTS))
 def test_baseline_defaults_follow_one_named_reference(name):
     values, reference = REFERENCE_DEFAULTS[name]
-    method = METHODS[name]()
-    declared = {h.name: h for h in METHODS[name].hyperparameters}
+    method = REGULARIZERS[name]()
+    declared = {h.name: h for h in REGULARIZERS[name].hyperparameters}
     for key, value in values.items():
         assert getattr(method, key) == value, key
         assert declared[key].reference.startswith(reference), (key, declared[key].reference)
@@ -166,7 +166,7 @@ def test_baseline_defaults_follow_one_named_reference(name):
 @pytest.mark.parametrize("mix", [None, MIXUP], ids=["plain", "mixup"])
 def test_l2sp_loss_matches_formula(mix, tmp_path):
     trainer, source = make_trainer("resnet", tmp_path, with_mixing("l2sp", mix), l2sp_alpha=0.3, l2sp_beta=0.2)
-    trainer.method.setup(trainer)
+    trainer.regularizer.setup(trainer)
     model = trainer.model
     with torch.no_grad():  # move away from the starting point so that the penalty is not zero
         for p in model.resnet.parameters():
@@ -193,7 +193,7 @@ def test_l2sp_starting_point_is_not_affected_by_training(tmp_path):
         learning_rate=0.5, optim="sgd",
     )  # fmt: skip
     trainer.train()
-    start = trainer.method.starting_point
+    start = trainer.regularizer.starting_point
     source_params = dict(source.resnet.named_parameters())
     assert start.keys() == source_params.keys()
     for name, p in trainer.model.resnet.named_parameters():
@@ -203,8 +203,8 @@ def test_l2sp_starting_point_is_not_affected_by_training(tmp_path):
     assert len(moved) > len(start) // 2  # training did move the backbone
     optimizer_tensors = {id(t) for s in trainer.optimizer.state.values() for t in s.values() if torch.is_tensor(t)}
     assert not optimizer_tensors & {id(t) for t in start.values()}
-    restored = METHODS["l2sp"](trainer.args)
-    restored.load_state_dict({k: v.clone() for k, v in trainer.method.state_dict().items()})
+    restored = REGULARIZERS["l2sp"](trainer.args)
+    restored.load_state_dict({k: v.clone() for k, v in trainer.regularizer.state_dict().items()})
     assert all(torch.equal(restored.starting_point[k], v) for k, v in start.items())
 
 
@@ -255,16 +255,16 @@ def test_cotuning_relationship_is_per_class_mean_of_source_softmax(tmp_path):
         probs = torch.softmax(source.eval()(pixel_values=x).logits.double(), dim=-1)
     uniform = torch.full((7,), 1 / 7, dtype=torch.double, device=probs.device)
     expected = torch.stack([probs[y == 0].mean(0), probs[y == 1].mean(0), uniform])
-    torch.testing.assert_close(trainer.method.relationship.double(), expected, atol=1e-6, rtol=0)
-    saved = trainer.method.state_dict()["relationship"]  # the buffer itself is saved, not a recomputation
-    assert saved.data_ptr() == trainer.method.relationship.data_ptr() and "relationship" in dict(trainer.method.named_buffers())
+    torch.testing.assert_close(trainer.regularizer.relationship.double(), expected, atol=1e-6, rtol=0)
+    saved = trainer.regularizer.state_dict()["relationship"]  # the buffer itself is saved, not a recomputation
+    assert saved.data_ptr() == trainer.regularizer.relationship.data_ptr() and "relationship" in dict(trainer.regularizer.named_buffers())
 
 
 @pytest.mark.parametrize("mix", [None, MIXUP, CUTMIX], ids=["plain", "mixup", "cutmix"])
 def test_cotuning_loss_matches_formula(mix, tmp_path):
     trainer, source = make_trainer("resnet", tmp_path, with_mixing("cotuning", mix), cotuning_lambda=2.3)
     relationship = torch.softmax(torch.randn(3, 7, generator=torch.Generator().manual_seed(5)), dim=-1).to(TEST_DEVICE)
-    trainer.method.load_state_dict({"relationship": relationship})
+    trainer.regularizer.load_state_dict({"relationship": relationship})
     x = images()
 
     loss, terms = trainer_loss(trainer, x, LABELS, mix)
@@ -337,11 +337,11 @@ def test_delta_follows_the_smile_reference(family, mix, attention, tmp_path):
     """`delta`: the last stage's output only (transformers' last hidden state, read here without the adapter),
     sum_{b,c} a_c ||dF||^2 / (H W) summed over the batch, no 1/2 C factor, no head term; a_c = 1/C without attention."""
     trainer, source = make_trainer(family, tmp_path, with_mixing("delta", mix), delta_alpha=0.05, delta_attention=attention)
-    trainer.method.setup(trainer)
+    trainer.regularizer.setup(trainer)
     channels = 16  # the last stage's channels of both tiny models
     weights = random_attention([channels])
     if attention:  # a CPU tensor, as a checkpoint loads it: the method moves it to the batch's device
-        trainer.method.load_state_dict({"attention.0": weights[0]})
+        trainer.regularizer.load_state_dict({"attention.0": weights[0]})
     perturb(trainer.model)
     x = images()
 
@@ -391,9 +391,9 @@ def test_delta_tllib_follows_tllib(mix, attention, tmp_path):
     )  # fmt: skip
     weights = random_attention((8, 16))  # the channels of the last convolution of the tiny ResNet's 2 stages
     if attention:
-        trainer.method.load_state_dict({f"attention.{j}": w for j, w in enumerate(weights)})
-    trainer.method.setup(trainer)
-    trainer.method.prepare(trainer)  # hooks the convolutions; the attention is already known
+        trainer.regularizer.load_state_dict({f"attention.{j}": w for j, w in enumerate(weights)})
+    trainer.regularizer.setup(trainer)
+    trainer.regularizer.prepare(trainer)  # hooks the convolutions; the attention is already known
     perturb(trainer.model)
     x = images()
 
@@ -415,7 +415,7 @@ def test_delta_tllib_follows_tllib(mix, attention, tmp_path):
 def test_delta_tllib_refuses_families_without_its_hook_points(tmp_path):
     trainer, _ = make_trainer("vit", tmp_path, "delta_tllib", delta_attention=False)
     with pytest.raises(ValueError, match="use method 'delta'"):
-        trainer.method.prepare(trainer)
+        trainer.regularizer.prepare(trainer)
 
 
 def test_delta_tllib_needs_its_hooks_before_the_first_step(tmp_path):
@@ -428,7 +428,7 @@ def test_delta_with_manifold_mixup_compares_like_with_like(tmp_path):
     """At the start student and teacher are the same ViT (no dropout): on the same mixed batch their stage outputs
     are equal, whichever model ran first (transformers installs its hidden-state hooks lazily, on the first call)."""
     trainer, _ = make_trainer("vit", tmp_path, "delta+manifold_mixup", delta_attention=False)
-    trainer.method.setup(trainer)
+    trainer.regularizer.setup(trainer)
     x = images()
     trainer.teacher(x, output_hidden_states=True)  # the teacher's recording hooks now come first
     for stage in (1, 2):
@@ -511,8 +511,8 @@ def test_delta_attention_follows_the_documented_procedure(family, method, tmp_pa
     )  # fmt: skip
     trainer.get_train_dataloader = lambda: DataLoader(data, batch_size=8, shuffle=False)  # a known order
     before = {k: v.clone() for k, v in source.state_dict().items()}
-    trainer.method.setup(trainer)
-    trainer.method.prepare(trainer)
+    trainer.regularizer.setup(trainer)
+    trainer.regularizer.prepare(trainer)
     assert all(torch.equal(v, source.state_dict()[k]) for k, v in before.items())  # the pre-trained model is frozen
 
     with torch.no_grad():
@@ -524,7 +524,7 @@ def test_delta_attention_follows_the_documented_procedure(family, method, tmp_pa
     for values in importance:
         z = (values - values.mean()) / values.std()
         expected.append(np.exp(z / 5) / np.exp(z / 5).sum())
-    attention = trainer.method.attention
+    attention = trainer.regularizer.attention
     assert [len(a) for a in attention] == [len(e) for e in expected]
     # float32 round-off of the CE differences, divided by their std by the z-score: inside a residual branch the
     # differences are smaller (the channel still carries the BatchNorm shift), so the bound is looser there
@@ -545,14 +545,14 @@ def test_delta_attention_is_computed_once_before_training_and_restored_from_stat
     trainer, _ = make_trainer("resnet", tmp_path, "delta", **kwargs)
     trainer.train()
     assert len(calls) == 1
-    state = trainer.method.state_dict()
+    state = trainer.regularizer.state_dict()
     assert sorted(state) == ["attention.0"]  # the last stage only
 
     resumed, _ = make_trainer("resnet", tmp_path, "delta", **kwargs)
-    resumed.method.load_state_dict({k: v.clone() for k, v in state.items()})
+    resumed.regularizer.load_state_dict({k: v.clone() for k, v in state.items()})
     resumed.train()
     assert len(calls) == 1  # not recomputed
-    assert all(torch.equal(a, state[f"attention.{j}"]) for j, a in enumerate(resumed.method.attention))
+    assert all(torch.equal(a, state[f"attention.{j}"]) for j, a in enumerate(resumed.regularizer.attention))
 
 
 def test_attention_weights_of_constant_importance_are_uniform(torch_device):
@@ -622,7 +622,7 @@ for method in ("cotuning", "delta"):
     )
     trainer = SmileTrainer(model=student, args=args, teacher_model=source, train_dataset=random_image_dataset(16))
     trainer.train()
-    state.update({f"{method}.{k}": v.cpu().contiguous() for k, v in trainer.method.state_dict().items()})
+    state.update({f"{method}.{k}": v.cpu().contiguous() for k, v in trainer.regularizer.state_dict().items()})
     state[f"{method}.world_size"] = __import__("torch").tensor(args.world_size)
 save_file(state, os.path.join(sys.argv[1], f"rank{os.environ.get('RANK', 0)}.safetensors"))
 finish_rank()

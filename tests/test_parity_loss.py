@@ -66,7 +66,7 @@ def test_label_smoothing_changes_only_the_main_term_of_a_mixed_method(method, tm
             args=arguments(tmp_path / str(eps), method=method, label_smoothing_factor=eps, max_steps=10),
         )  # fmt: skip
         trainer.state.max_steps = 10
-        trainer.method.setup(trainer)  # L2-SP's starting point, as train() takes it
+        trainer.regularizer.setup(trainer)  # L2-SP's starting point, as train() takes it
         student.train()
         mix = trainer.loss_fn.draw_mix(inputs["pixel_values"], student, step=0)
         output = trainer.loss_fn(student, inputs["pixel_values"], inputs["labels"], mix)

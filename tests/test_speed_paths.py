@@ -49,13 +49,13 @@ def test_teacher_forward_under_the_students_autocast(tmp_path):
     )  # fmt: skip
     trainer = SmileTrainer(model=student, args=args, teacher_model=source, train_dataset=random_image_dataset(8))
     seen = []
-    terms = trainer.method.loss_terms
+    terms = trainer.regularizer.loss_terms
 
     def spy(inputs):
         seen.append((inputs.student.feature_map.dtype, inputs.teacher.feature_map.dtype))
         return terms(inputs)
 
-    trainer.method.loss_terms = spy
+    trainer.regularizer.loss_terms = spy
     trainer.train()
     assert seen == [(torch.bfloat16, torch.bfloat16)] * 2
     assert all(p.dtype == torch.float32 for p in trainer.teacher.model.parameters())  # weights stay fp32

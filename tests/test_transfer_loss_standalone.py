@@ -1,5 +1,5 @@
 """Every registered regulariser runs without a `Trainer`: `TransferLoss` built from a method spec and explicit
-hyperparameters, a `MethodContext` built by hand, and a plain PyTorch loop (SGD, the EMA update and the per-step hook
+hyperparameters, a `RegularizerContext` built by hand, and a plain PyTorch loop (SGD, the EMA update and the per-step hook
 called by hand).
 
 The second code path is `SmileTrainer.train()` on copies of the same models, data (same order) and hyperparameters:
@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from smile_hf import EmaTeacher, SmileTrainer, SmileTrainingArguments, TransferLoss
 from smile_hf.backbones import BackboneAdapter, build_source_head_copy
 from smile_hf.data import collate
-from smile_hf.methods import METHODS, MethodContext, parse_method
+from smile_hf.methods import REGULARIZERS, RegularizerContext, parse_method
 from smile_hf.modeling import attach_source_head
 
 from .testing_utils import TEST_DEVICE, clone, random_image_dataset, source_and_student, training_device_args
@@ -37,7 +37,7 @@ RTOL = 1e-5
 
 def method_spec(name: str) -> str:
     """The regulariser with a mixing strategy: its own default, else mixup (every regulariser through a mix)."""
-    return name if METHODS[name].default_mixing else f"{name}+mixup"
+    return name if REGULARIZERS[name].default_mixing else f"{name}+mixup"
 
 
 def loader(data) -> DataLoader:
@@ -74,12 +74,12 @@ def trainer_run(name, source, student, data, tmp_path):
 
 
 def plain_loop(name, source, student, data):
-    """The same training without a Trainer: TransferLoss from the method spec, a MethodContext, a PyTorch loop."""
+    """The same training without a Trainer: TransferLoss from the method spec, a RegularizerContext, a PyTorch loop."""
     model = clone(student).train()
     adapter = BackboneAdapter(model)
     hyperparameters = HYPERPARAMETERS.get(name, {})
     regulariser, _ = parse_method(method_spec(name))
-    settings = METHODS[regulariser](**hyperparameters)  # the teacher's EMA settings (SMILE's hyperparameters)
+    settings = REGULARIZERS[regulariser](**hyperparameters)  # the teacher's EMA settings (SMILE's hyperparameters)
     if settings.needs_source_head:
         attach_source_head(model, build_source_head_copy(adapter, source))
     teacher = None
@@ -87,8 +87,8 @@ def plain_loop(name, source, student, data):
         decay = settings.ema_decay if settings.ema_teacher else 1.0
         teacher = EmaTeacher(clone(source), adapter, decay, getattr(settings, "ema_update_every", 10)).to(TEST_DEVICE)
     loss_fn = TransferLoss(method_spec(name), adapter, teacher, seed=SEED, **hyperparameters)
-    method = loss_fn.method.to(TEST_DEVICE)
-    context = MethodContext(model, adapter, lambda: loader(data), TEST_DEVICE, teacher, seed=SEED, show_progress=False)
+    method = loss_fn.regularizer.to(TEST_DEVICE)
+    context = RegularizerContext(model, adapter, lambda: loader(data), TEST_DEVICE, teacher, seed=SEED, show_progress=False)
     method.setup(context)
     method.prepare(context)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
@@ -109,7 +109,7 @@ def plain_loop(name, source, student, data):
     return model, method, outputs
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(REGULARIZERS))
 def test_every_regulariser_runs_in_a_plain_loop_as_in_the_trainer(name, tmp_path):
     source, student = source_and_student("resnet", num_source=7, num_target=3)
     data = random_image_dataset(STEPS * BATCH, num_labels=3, seed=5)
@@ -130,13 +130,13 @@ def test_every_regulariser_runs_in_a_plain_loop_as_in_the_trainer(name, tmp_path
         torch.testing.assert_close(value, trained[key], rtol=RTOL, atol=1e-6, msg=key)
         moved += not torch.equal(value, student.state_dict().get(key, value))
     assert moved > 0  # the loop did train
-    state, trainer_state = method.state_dict(), trainer.method.state_dict()
+    state, trainer_state = method.state_dict(), trainer.regularizer.state_dict()
     assert state.keys() == trainer_state.keys()
     for key, value in state.items():
         torch.testing.assert_close(value, trainer_state[key], rtol=RTOL, atol=1e-6, msg=key)
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(REGULARIZERS))
 def test_regulariser_state_moves_and_round_trips_through_safetensors(name, tmp_path):
     """The state lives in buffers: `.to()` moves all of it, and a fresh regulariser loads it from a file."""
     source, student = source_and_student("resnet", num_source=7, num_target=3)
@@ -144,11 +144,11 @@ def test_regulariser_state_moves_and_round_trips_through_safetensors(name, tmp_p
     model = clone(student)
     adapter = BackboneAdapter(model)
     regulariser, _ = parse_method(method_spec(name))
-    method = METHODS[regulariser](**HYPERPARAMETERS.get(name, {}))
+    method = REGULARIZERS[regulariser](**HYPERPARAMETERS.get(name, {}))
     if method.needs_source_head:
         attach_source_head(model, build_source_head_copy(adapter, source))
     teacher = EmaTeacher(clone(source), adapter) if method.needs_teacher else None
-    context = MethodContext(model, adapter, lambda: loader(data), TEST_DEVICE, teacher, show_progress=False)
+    context = RegularizerContext(model, adapter, lambda: loader(data), TEST_DEVICE, teacher, show_progress=False)
     method.setup(context)
     method.prepare(context)
     state = {k: v.detach().clone() for k, v in method.state_dict().items()}
@@ -159,7 +159,7 @@ def test_regulariser_state_moves_and_round_trips_through_safetensors(name, tmp_p
     assert all(b.device.type == "meta" for b in on_meta.buffers())
     path = tmp_path / "state.safetensors"
     safetensors.torch.save_file({k: v.cpu().contiguous() for k, v in state.items()}, str(path))
-    fresh = METHODS[regulariser](**HYPERPARAMETERS.get(name, {}))
+    fresh = REGULARIZERS[regulariser](**HYPERPARAMETERS.get(name, {}))
     fresh.load_state_dict(safetensors.torch.load_file(str(path)))
     assert fresh.state_dict().keys() == state.keys()
     for key, value in fresh.state_dict().items():

@@ -11,9 +11,9 @@ Words, used in this sense throughout the package, its docstrings and its help te
   state** (`method_state.safetensors` in a checkpoint) is everything a run keeps for its method beyond the student:
   teacher, source head, regulariser state.
 - a **regulariser** is the part of a method that adds loss terms to the target cross-entropy and does the one-off
-  work they need: an instance of a [`TransferMethod`] subclass, registered by name in [`METHODS`] with
-  [`register_method`], built by [`build_method`] (the `"l2sp"` of `"l2sp+cutmix"`, `SmileTrainingArguments.regularizer`);
-  its one-off work reads a [`MethodContext`] and a `Trainer` runs it through a [`MethodCallback`].
+  work they need: an instance of a [`Regularizer`] subclass, registered by name in [`REGULARIZERS`] with
+  [`register_regularizer`], built by [`build_regularizer`] (the `"l2sp"` of `"l2sp+cutmix"`, `SmileTrainingArguments.regularizer`);
+  its one-off work reads a [`RegularizerContext`] and a `Trainer` runs it through a [`RegularizerCallback`].
 - a **mixing strategy** (`"mixup"`, `"cutmix"`, `"manifold_mixup"`: [`smile_hf.mixing`]) mixes the training batches.
 
 Importing this package registers the built-in regularisers. Each regulariser module imports the registry, never this
@@ -27,39 +27,39 @@ from __future__ import annotations
 from . import smile, l2sp, delta, delta_tllib, bss, rifle, cotuning, finetune  # noqa: F401  (register the built-in regularisers)
 # isort: on
 
-from .base import LossInputs, LossTerms, MethodCallback, TransferMethod, half_squared_norm
+from .base import LossInputs, LossTerms, Regularizer, RegularizerCallback, half_squared_norm
 from .buffers import BufferDict, BufferList
-from .context import MethodContext, as_context, for_each_training_batch
+from .context import RegularizerContext, as_context, for_each_training_batch
 from .hyperparameters import HyperParameter
 from .registry import (
-    METHODS,
-    build_method,
+    REGULARIZERS,
+    build_regularizer,
     declared_hyperparameters,
-    get_method_class,
+    get_regularizer_class,
     method_hyperparameters,
     method_title,
     parse_method,
-    register_method,
+    register_regularizer,
 )
 
 __all__ = [
-    "METHODS",
+    "REGULARIZERS",
     "BufferDict",
     "BufferList",
     "HyperParameter",
     "LossInputs",
     "LossTerms",
-    "MethodCallback",
-    "MethodContext",
-    "TransferMethod",
+    "RegularizerCallback",
+    "RegularizerContext",
+    "Regularizer",
     "as_context",
-    "build_method",
+    "build_regularizer",
     "declared_hyperparameters",
     "for_each_training_batch",
-    "get_method_class",
+    "get_regularizer_class",
     "half_squared_norm",
     "method_hyperparameters",
     "method_title",
     "parse_method",
-    "register_method",
+    "register_regularizer",
 ]

@@ -5,7 +5,7 @@ into named, weighted loss terms, with its declared hyperparameters, its needs an
 The words method, method spec, regulariser and mixing strategy are defined once, in [`smile_hf.methods`].
 
 The trainer does the wiring (mixing, forward passes, the teacher, logging). Adding a regulariser is one new module
-with one class decorated by [`register_method`]; its [`HyperParameter`]s become `SmileTrainingArguments` fields.
+with one class decorated by [`register_regularizer`]; its [`HyperParameter`]s become `SmileTrainingArguments` fields.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from .buffers import CreatesSavedBuffers
-from .context import MethodContext
+from .context import RegularizerContext
 from .hyperparameters import HyperParameter, resolve_values
 
 if TYPE_CHECKING:
@@ -58,13 +58,13 @@ LossTerms = dict[str, tuple[float, torch.Tensor]]
 """Named loss terms: name -> (weight, unweighted value). Logged as `loss_<name>`; the loss is the weighted sum."""
 
 
-class TransferMethod(CreatesSavedBuffers):
+class Regularizer(CreatesSavedBuffers):
     """Base class of the regularisers. Subclasses set the class attributes they need and override `loss_terms`.
 
     A regulariser is an `nn.Module` without parameters: what it computes once (L2-SP's starting point, DELTA's
     attention, Co-Tuning's relationship) is held in registered buffers, so that it moves with `.to()` and is saved
     by `state_dict()`. It runs without a `Trainer`: [`TransferLoss`] computes its terms, and its one-off work
-    (`setup`, `prepare`) and per-step work (`on_step_end`) read a [`MethodContext`].
+    (`setup`, `prepare`) and per-step work (`on_step_end`) read a [`RegularizerContext`].
 
     Args:
         args (`SmileTrainingArguments`, *optional*, positional): read the hyperparameters from these arguments (as
@@ -127,7 +127,7 @@ class TransferMethod(CreatesSavedBuffers):
         return {h.name: getattr(args, h.name) for h in cls.hyperparameters if hasattr(args, h.name)}
 
     @classmethod
-    def from_args(cls, args: Any) -> TransferMethod:
+    def from_args(cls, args: Any) -> Regularizer:
         """The regulariser with the hyperparameters of `args` (a `SmileTrainingArguments`); a declared
         hyperparameter that is not a field of `args` keeps its default."""
         return cls(args)
@@ -140,17 +140,17 @@ class TransferMethod(CreatesSavedBuffers):
         space = {h.name: h.search_dimension() for h in cls.hyperparameters}
         return {name: dimension for name, dimension in space.items() if dimension is not None}
 
-    def setup(self, context: MethodContext) -> None:
+    def setup(self, context: RegularizerContext) -> None:
         """One-off work when training starts, before a checkpoint's state is restored (e.g. snapshot the starting
         weights; a resumed run then overwrites them with the saved ones). A trainer may be passed instead of a
         context ([`as_context`])."""
 
-    def prepare(self, context: MethodContext) -> None:
+    def prepare(self, context: RegularizerContext) -> None:
         """One-off work when training begins, after a checkpoint's state was restored and before the first step
         (statistics of the source model on the training data, which a resumed run need not recompute). A trainer
         may be passed instead of a context ([`as_context`])."""
 
-    def on_step_end(self, context: MethodContext, step: int, max_steps: int) -> None:
+    def on_step_end(self, context: RegularizerContext, step: int, max_steps: int) -> None:
         """Work after optimizer step `step` (1-based) of `max_steps` (e.g. RIFLE's re-initialisation of the head)."""
 
     def loss_terms(self, inputs: LossInputs) -> LossTerms:
@@ -176,29 +176,29 @@ class TransferMethod(CreatesSavedBuffers):
         return [name for name, buffer in self._buffers.items() if buffer is None and name in saved]
 
 
-class MethodCallback(TrainerCallback):
+class RegularizerCallback(TrainerCallback):
     """Runs a regulariser's work in a `Trainer`: `prepare` when training begins (after a checkpoint's state has been
     restored, so a resumed run does not recompute what it saved, and before the first optimizer step) and
     `on_step_end` after every optimizer step. [`SmileTrainer`] adds one for its regulariser.
 
     Args:
-        method (`TransferMethod`): the regulariser.
-        context (`Callable[[], MethodContext]`): builds the context (called when training begins).
+        method (`Regularizer`): the regulariser.
+        context (`Callable[[], RegularizerContext]`): builds the context (called when training begins).
     """
 
-    def __init__(self, method: TransferMethod, context: Callable[[], MethodContext]):
-        self.method = method
+    def __init__(self, method: Regularizer, context: Callable[[], RegularizerContext]):
+        self.regularizer = method
         self.make_context = context
-        self.context: MethodContext | None = None
+        self.context: RegularizerContext | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.context = self.make_context()
-        self.method.prepare(self.context)
+        self.regularizer.prepare(self.context)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.context is None:
             self.context = self.make_context()
-        self.method.on_step_end(self.context, state.global_step, state.max_steps)
+        self.regularizer.on_step_end(self.context, state.global_step, state.max_steps)
 
 
 def half_squared_norm(tensors: Iterable[torch.Tensor]) -> torch.Tensor:

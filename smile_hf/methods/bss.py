@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import torch
 
-from .base import LossInputs, LossTerms, TransferMethod
+from .base import LossInputs, LossTerms, Regularizer
 from .hyperparameters import HyperParameter
-from .registry import register_method
+from .registry import register_regularizer
 
 
 def batch_spectral_shrinkage(features: torch.Tensor, k: int) -> torch.Tensor:
@@ -32,8 +32,8 @@ def batch_spectral_shrinkage(features: torch.Tensor, k: int) -> torch.Tensor:
     return singular_values[-k:].pow(2).sum()
 
 
-@register_method
-class BSS(TransferMethod):
+@register_regularizer
+class BSS(Regularizer):
     """Batch Spectral Shrinkage (see the module docstring for the formula and the reference)."""
 
     name = "bss"

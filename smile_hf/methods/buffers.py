@@ -6,7 +6,7 @@ parameter name) and [`BufferList`] (e.g. DELTA's attention, one tensor per layer
 A state computed once (DELTA's attention, Co-Tuning's relationship) does not exist in a fresh regulariser, yet a
 resumed run must restore it: [`CreatesSavedBuffers`] is the one place where `load_state_dict` creates the saved
 tensors a module does not hold yet (with their shapes and dtypes) before the strict, in-place `nn.Module` loading
-fills them. Regularisers ([`TransferMethod`]: buffers registered as `None`), [`BufferDict`] and [`BufferList`]
+fills them. Regularisers ([`Regularizer`]: buffers registered as `None`), [`BufferDict`] and [`BufferList`]
 (created empty) say which saved tensors they lack and how each is created.
 """
 

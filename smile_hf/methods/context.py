@@ -1,5 +1,5 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
-"""What a regulariser's one-off work sees: a [`MethodContext`], provided by [`SmileTrainer.method_context`] or built
+"""What a regulariser's one-off work sees: a [`RegularizerContext`], provided by [`SmileTrainer.regularizer_context`] or built
 by hand in a plain PyTorch loop, and [`for_each_training_batch`], its pass over the training data."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def _unchanged(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
 
 
 @dataclass
-class MethodContext:
+class RegularizerContext:
     """The training setup a regulariser's `setup`, `prepare` and `on_step_end` read.
 
     Attributes:
@@ -51,9 +51,9 @@ class MethodContext:
     show_progress: bool = True
 
 
-def as_context(context) -> MethodContext:
-    """`context` itself, or the [`MethodContext`] of a trainer (anything with a `method_context()` method)."""
-    return context if isinstance(context, MethodContext) else context.method_context()
+def as_context(context) -> RegularizerContext:
+    """`context` itself, or the [`RegularizerContext`] of a trainer (anything with a `regularizer_context()` method)."""
+    return context if isinstance(context, RegularizerContext) else context.regularizer_context()
 
 
 def _pair(batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,7 +64,7 @@ def _pair(batch) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def for_each_training_batch(
-    context: MethodContext, fn: Callable[[torch.Tensor, torch.Tensor], None], max_batches=None, desc: str | None = None
+    context: RegularizerContext, fn: Callable[[torch.Tensor, torch.Tensor], None], max_batches=None, desc: str | None = None
 ) -> int:
     """Call `fn(pixel_values, labels)` on the batches of one pass of `context.batches()` (at most `max_batches`), on
     the context's device, leaving the global random state as it was; with `desc` (and `context.show_progress`), a

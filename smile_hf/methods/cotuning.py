@@ -32,10 +32,10 @@ import torch.nn.functional as F
 
 from ..backbones import SOURCE_HEAD_NAME
 from ..mixing import mix_tensor, soft_cross_entropy
-from .base import LossInputs, LossTerms, TransferMethod
-from .context import MethodContext, as_context, for_each_training_batch
+from .base import LossInputs, LossTerms, Regularizer
+from .context import RegularizerContext, as_context, for_each_training_batch
 from .hyperparameters import HyperParameter
-from .registry import register_method
+from .registry import register_regularizer
 
 
 def relationship_from_sums(prob_sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -46,8 +46,8 @@ def relationship_from_sums(prob_sums: torch.Tensor, counts: torch.Tensor) -> tor
     return torch.where(counts.unsqueeze(1) > 0, means, uniform)
 
 
-@register_method
-class CoTuning(TransferMethod):
+@register_regularizer
+class CoTuning(Regularizer):
     """Co-Tuning (see the module docstring for the formula, the reference and the behaviour under mixing)."""
 
     name = "cotuning"
@@ -73,7 +73,7 @@ class CoTuning(TransferMethod):
         self.register_buffer("relationship", None)  # R (K x S), None until computed (or loaded)
 
     @torch.no_grad()
-    def prepare(self, context: MethodContext) -> None:
+    def prepare(self, context: RegularizerContext) -> None:
         """Compute R with the student's current (pre-trained) backbone and source head, unless already known."""
         if self.relationship is not None:
             return

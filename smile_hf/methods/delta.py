@@ -62,11 +62,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..backbones import first_tensor, map_first_tensor, record_outputs, stop_recording
-from .base import LossInputs, LossTerms, TransferMethod
+from .base import LossInputs, LossTerms, Regularizer
 from .buffers import BufferList
-from .context import MethodContext, as_context, for_each_training_batch
+from .context import RegularizerContext, as_context, for_each_training_batch
 from .hyperparameters import HyperParameter
-from .registry import register_method
+from .registry import register_regularizer
 
 _TLLIB = "TLlib examples/task_adaptation/image_classification/delta.py"
 _SMILE_REF = "lixingjian/SMILE finetune.py, task_config.ini (FGVC-Aircraft, Stanford Cars)"
@@ -214,7 +214,7 @@ DELTA_ATTENTION = (
 """The attention hyperparameters, shared by both DELTA variants."""
 
 
-class ChannelAttentionRegularizer(TransferMethod):
+class ChannelAttentionRegularizer(Regularizer):
     """What both DELTA variants share: a frozen teacher ([`FixedTeacher`]) on the student's (mixed) input, and the
     channel attention of the regularised layers (`hook_points`), computed once by `prepare` (module docstring, steps 1-4)."""
 
@@ -235,7 +235,7 @@ class ChannelAttentionRegularizer(TransferMethod):
         raise NotImplementedError
 
     @torch.no_grad()
-    def prepare(self, context: MethodContext) -> None:
+    def prepare(self, context: RegularizerContext) -> None:
         """Compute the channel attention (module docstring, steps 1-4) with `context.teacher`, unless it is already
         known."""
         if len(self.attention) or not self.delta_attention:
@@ -273,7 +273,7 @@ class ChannelAttentionRegularizer(TransferMethod):
         return list(self.attention)
 
 
-@register_method
+@register_regularizer
 class Delta(ChannelAttentionRegularizer):
     """DELTA as the SMILE reference runs it: the last stage's output, sum_{b,c} a_c ||dF||^2 / (H W), weight 0.001
     (see the module docstring)."""

@@ -32,11 +32,11 @@ from torch import nn
 
 from ..backbones import record_outputs
 from .base import LossInputs, LossTerms
-from .context import MethodContext, as_context
+from .context import RegularizerContext, as_context
 from .delta import _TLLIB, DELTA_ATTENTION, ChannelAttentionRegularizer
 from .hyperparameters import HyperParameter
 from .l2sp import L2SP_BETA, head_penalty
-from .registry import register_method
+from .registry import register_regularizer
 
 TLLIB_FAMILIES = ("resnet",)
 
@@ -65,7 +65,7 @@ def tllib_distance(student_maps, teacher_maps, attention=None) -> torch.Tensor:
     return total
 
 
-@register_method
+@register_regularizer
 class DeltaTLlib(ChannelAttentionRegularizer):
     """DELTA as TLlib runs it: the last convolution of every ResNet stage, 1/2 C a_c scale, weight 0.01, head L2
     (see the module docstring)."""
@@ -105,7 +105,7 @@ class DeltaTLlib(ChannelAttentionRegularizer):
             record_outputs(module, self._records)
 
     @torch.no_grad()
-    def prepare(self, context: MethodContext) -> None:
+    def prepare(self, context: RegularizerContext) -> None:
         """Hook the student's and the teacher's hook points, then compute the channel attention if it is not known."""
         context = as_context(context)
         self._record(context.adapter, context.model)

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-from .base import TransferMethod
-from .registry import register_method
+from .base import Regularizer
+from .registry import register_regularizer
 
 
-@register_method
-class FineTune(TransferMethod):
+@register_regularizer
+class FineTune(Regularizer):
     """Fine-tuning: `L = CE(logits, y)`; with a mixing strategy, the mixed cross-entropy."""
 
     name = "finetune"

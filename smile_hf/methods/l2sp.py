@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import torch
 
-from .base import LossInputs, LossTerms, TransferMethod, half_squared_norm
+from .base import LossInputs, LossTerms, Regularizer, half_squared_norm
 from .buffers import BufferDict
-from .context import MethodContext, as_context
+from .context import RegularizerContext, as_context
 from .hyperparameters import HyperParameter
-from .registry import register_method
+from .registry import register_regularizer
 
 _TLLIB = "TLlib examples/task_adaptation/image_classification/delta.py --regularization-type l2_sp"
 L2SP_BETA = HyperParameter(
@@ -55,8 +55,8 @@ def head_penalty(inputs: LossInputs) -> torch.Tensor:
     return half_squared_norm(p.float() for p in inputs.adapter.head(inputs.model).parameters())
 
 
-@register_method
-class L2SP(TransferMethod):
+@register_regularizer
+class L2SP(Regularizer):
     """L2-SP (see the module docstring for the formula and the reference)."""
 
     name = "l2sp"
@@ -86,7 +86,7 @@ class L2SP(TransferMethod):
         """w0, by backbone parameter name (empty before `setup`)."""
         return self.w0
 
-    def setup(self, context: MethodContext) -> None:
+    def setup(self, context: RegularizerContext) -> None:
         """Snapshot the trainable backbone parameters as w0 (unless already taken)."""
         if len(self.w0):
             return

@@ -2,7 +2,7 @@
 """The registry of regularisers and the grammar of a method spec (the `method` argument).
 
 A method spec is a regulariser (`"smile"`, `"l2sp"`...), a mixing strategy (`"mixup"`: fine-tuning with mixup) or
-both joined by `+` (`"l2sp+cutmix"`). Regularisers register themselves with [`register_method`] when their module is
+both joined by `+` (`"l2sp+cutmix"`). Regularisers register themselves with [`register_regularizer`] when their module is
 imported; `smile_hf.methods` imports the built-in ones.
 """
 
@@ -13,39 +13,39 @@ from typing import Any
 from torch import nn
 
 from ..mixing import MIXING_HYPERPARAMETERS, MIXING_STRATEGIES, MIXING_TITLES
-from .base import TransferMethod
+from .base import Regularizer
 from .hyperparameters import HyperParameter
 
-METHODS: dict[str, type[TransferMethod]] = {}
+REGULARIZERS: dict[str, type[Regularizer]] = {}
 """Every registered regulariser class, by its `name`."""
 
 
-def register_method(cls: type[TransferMethod] | None = None, *, replace: bool = False):
+def register_regularizer(cls: type[Regularizer] | None = None, *, replace: bool = False):
     """Class decorator that makes a regulariser selectable in a method spec (`SmileTrainingArguments.method`).
 
-    `@register_method` or `@register_method(replace=True)`. A name already registered is a `ValueError` unless
+    `@register_regularizer` or `@register_regularizer(replace=True)`. A name already registered is a `ValueError` unless
     `replace=True`; so is a hyperparameter whose name another regulariser declares differently (share the same
     [`HyperParameter`] object instead, as `delta_tllib` shares L2-SP's `l2sp_beta`) or that shadows an attribute of the class.
     The hyperparameters of a regulariser registered after `smile_hf` was imported are fields of
     `SmileTrainingArguments.with_methods()`.
     """
     if cls is None:
-        return lambda c: register_method(c, replace=replace)
+        return lambda c: register_regularizer(c, replace=replace)
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name or "+" in name:
         raise ValueError(f"{cls.__name__} needs a class attribute `name`: a non-empty string without '+'.")
-    if name in METHODS and not replace:
-        taken = METHODS[name]
+    if name in REGULARIZERS and not replace:
+        taken = REGULARIZERS[name]
         raise ValueError(
             f"Method name '{name}' is already registered by {taken.__module__}.{taken.__qualname__}: choose another "
-            "`name`, or pass `replace=True` to `register_method` to replace it."
+            "`name`, or pass `replace=True` to `register_regularizer` to replace it."
         )
-    _check_declarations(cls, {n: c for n, c in METHODS.items() if n != name})
-    METHODS[name] = cls
+    _check_declarations(cls, {n: c for n, c in REGULARIZERS.items() if n != name})
+    REGULARIZERS[name] = cls
     return cls
 
 
-def _check_declarations(cls: type[TransferMethod], others: dict[str, type[TransferMethod]]) -> None:
+def _check_declarations(cls: type[Regularizer], others: dict[str, type[Regularizer]]) -> None:
     declared = {h.name: (n, h) for n, c in others.items() for h in c.hyperparameters}
     for hyperparameter in cls.hyperparameters:
         if hasattr(cls, hyperparameter.name) or hyperparameter.name in vars(nn.Module()):
@@ -60,7 +60,7 @@ def _check_declarations(cls: type[TransferMethod], others: dict[str, type[Transf
 
 def declared_hyperparameters() -> dict[str, HyperParameter]:
     """The hyperparameters of every registered regulariser, by name, in registration and declaration order."""
-    return {h.name: h for cls in METHODS.values() for h in cls.hyperparameters}
+    return {h.name: h for cls in REGULARIZERS.values() for h in cls.hyperparameters}
 
 
 def parse_method(method: str) -> tuple[str, str | None]:
@@ -69,31 +69,31 @@ def parse_method(method: str) -> tuple[str, str | None]:
     `"smile"` -> ("smile", "mixup"); `"mixup"` -> ("finetune", "mixup"); `"l2sp+cutmix"` -> ("l2sp", "cutmix").
     """
     parts = [p.strip() for p in method.split("+")]
-    known = f"regularisers: {', '.join(sorted(METHODS))}; mixing: {', '.join(MIXING_STRATEGIES)}"
+    known = f"regularisers: {', '.join(sorted(REGULARIZERS))}; mixing: {', '.join(MIXING_STRATEGIES)}"
     if len(parts) == 1 and parts[0] in MIXING_STRATEGIES:
         return "finetune", parts[0]
-    if len(parts) > 2 or parts[0] not in METHODS or (len(parts) == 2 and parts[1] not in MIXING_STRATEGIES):
+    if len(parts) > 2 or parts[0] not in REGULARIZERS or (len(parts) == 2 and parts[1] not in MIXING_STRATEGIES):
         raise ValueError(
             f"Unknown `method` '{method}'. Use a regulariser, a mixing strategy or 'regulariser+mixing' ({known})."
         )
     regulariser = parts[0]
-    return regulariser, parts[1] if len(parts) == 2 else METHODS[regulariser].default_mixing
+    return regulariser, parts[1] if len(parts) == 2 else REGULARIZERS[regulariser].default_mixing
 
 
-def get_method_class(method: str) -> type[TransferMethod]:
+def get_regularizer_class(method: str) -> type[Regularizer]:
     """The class of the regulariser named by a method spec."""
-    return METHODS[parse_method(method)[0]]
+    return REGULARIZERS[parse_method(method)[0]]
 
 
-def build_method(args) -> TransferMethod:
+def build_regularizer(args) -> Regularizer:
     """The regulariser of the method spec `args.method`, with the hyperparameters of `args`."""
-    return get_method_class(args.method).from_args(args)
+    return get_regularizer_class(args.method).from_args(args)
 
 
 def method_title(method: str) -> str:
     """Readable name of a method spec (`"smile"` -> "SMILE (...)", `"l2sp+mixup"` -> "L2-SP with mixup")."""
     regulariser, mixing = parse_method(method)
-    cls = METHODS[regulariser]
+    cls = REGULARIZERS[regulariser]
     if mixing is None or mixing == cls.default_mixing:
         return cls.title
     if regulariser == "finetune":
@@ -105,5 +105,5 @@ def method_hyperparameters(args) -> dict[str, Any]:
     """The model card's list: the method spec and the values in `args` (a `SmileTrainingArguments`) of the
     hyperparameters its regulariser declares and its mixing strategy reads."""
     regulariser, mixing = parse_method(args.method)
-    names = ["method", *(h.name for h in METHODS[regulariser].hyperparameters), *MIXING_HYPERPARAMETERS.get(mixing, ())]
+    names = ["method", *(h.name for h in REGULARIZERS[regulariser].hyperparameters), *MIXING_HYPERPARAMETERS.get(mixing, ())]
     return {name: getattr(args, name) for name in names if hasattr(args, name)}

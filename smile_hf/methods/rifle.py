@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import TransferMethod
-from .context import MethodContext
+from .base import Regularizer
+from .context import RegularizerContext
 from .hyperparameters import HyperParameter
-from .registry import register_method
+from .registry import register_regularizer
 
 
 def reinit_steps(max_steps: int, num_reinits: int) -> list[int]:
@@ -51,8 +51,8 @@ def reinitialize_linear(head: nn.Linear, seed: int) -> None:
         head.bias.copy_(fresh.bias)
 
 
-@register_method
-class Rifle(TransferMethod):
+@register_regularizer
+class Rifle(Regularizer):
     """RIFLE (see the module docstring for the schedule and the reference)."""
 
     name = "rifle"
@@ -72,7 +72,7 @@ class Rifle(TransferMethod):
         ),
     )  # fmt: skip
 
-    def on_step_end(self, context: MethodContext, step: int, max_steps: int) -> None:
+    def on_step_end(self, context: RegularizerContext, step: int, max_steps: int) -> None:
         """Re-initialise the new head(s) if optimizer step `step` (1-based) of `max_steps` is a scheduled one."""
         if step in reinit_steps(max_steps, self.rifle_num_reinits):
             seed = int(np.random.SeedSequence([context.seed, step]).generate_state(1)[0])

@@ -19,9 +19,9 @@ import torch
 
 from ..backbones import SOURCE_HEAD_NAME
 from ..mixing import mix_tensor, soft_cross_entropy
-from .base import LossInputs, LossTerms, TransferMethod, half_squared_norm
+from .base import LossInputs, LossTerms, Regularizer, half_squared_norm
 from .hyperparameters import HyperParameter
-from .registry import register_method
+from .registry import register_regularizer
 
 # The reference recipe of SMILE (PaddlePaddle/Research, CV/SMILE/finetune.py): 9000 iterations in all, the last 1000
 # plain fine-tuning.
@@ -37,8 +37,8 @@ def feature_mixup_distance(student_map: torch.Tensor, teacher_map: torch.Tensor,
     return torch.linalg.vector_norm(target - student_map) / (height * width)
 
 
-@register_method
-class Smile(TransferMethod):
+@register_regularizer
+class Smile(Regularizer):
     """SMILE's triplet regulariser (see the module docstring for the formulas)."""
 
     name = "smile"
