@@ -1,7 +1,7 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
-"""A `--help` a person can read: a short description, the options in groups (data, model, method, recipe, output,
-then every other `Trainer` option), and each default as the run script applies it. Only the help changes: the
-parser's actions, and so the parsing, are the ones `HfArgumentParser` built."""
+"""A `--help` a person can read: a short description, the options in groups (data, model, method, comparison,
+tuning, recipe, output, then every other `Trainer` option: [`GROUP_TITLES`]), and each default as the driver applies
+it. Only the help changes: the parser's actions, and so the parsing, are the ones `HfArgumentParser` built."""
 
 from __future__ import annotations
 
