@@ -78,7 +78,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def argument_groups(extra: dict[str, tuple] | None = None) -> dict[str, str]:
     """Option name (`dest`) -> group key of [`GROUP_TITLES`] for the options of [`SmileTrainingArguments`] that are
-    not the `Trainer`'s and are not a recipe, output or Trainer option: the method's (whatever method declares
+    not the `Trainer`'s and are not a recipe, output or Trainer option: the method's (whatever regulariser declares
     them); then `extra` (group key -> dataclass) adds the fields of more dataclasses."""
     stock = {f.name for f in fields(TrainingArguments)}
     groups = {name: "recipe" for name in RECIPE_ARGUMENTS} | {name: "output" for name in OUTPUT_ARGUMENTS}
