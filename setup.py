@@ -51,7 +51,8 @@ setup(
     python_requires=">=3.10",
     install_requires=install_requires,
     extras_require=extras,
-    # `smile-hf train ...` (one run, = examples/run_smile.py), `smile-hf compare ...` (= examples/compare_methods.py)
+    # `smile-hf train ...` (one run, the full driver; examples/run_smile.py is its short script), `smile-hf compare ...`
+    # (= examples/compare_methods.py)
     entry_points={"console_scripts": ["smile-hf=smile_hf.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

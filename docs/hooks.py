@@ -145,6 +145,6 @@ def on_page_markdown(markdown, page, config, files):
 
         missing = sorted(set(REGULARIZERS) - asked)
         if missing:
-            logger.warning("%s has no section (hyperparameter table) for the registered method(s) %s",
+            logger.warning("%s has no section (hyperparameter table) for the registered regulariser(s) %s",
                            METHODS_PAGE, ", ".join(missing))
     return markdown

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
 """Compare transfer methods over seeds: every method of `--compare_methods` (optionally plain fine-tuning from random
-weights, `--scratch_baseline`) on every seed of `--seeds`, one `run_smile.py` run each, then one results table.
+weights, `--scratch_baseline`) on every seed of `--seeds`, one `smile-hf train` run each, then one results table.
 
-Takes every argument of `examples/run_smile.py`, plus those of `smile_hf.run.compare.ExperimentArguments`; each run
-is a run of the same driver (`smile_hf.run`). `smile-hf compare ...` is the same command.
+Takes every argument of `smile-hf train`, plus those of `smile_hf.run.compare.ExperimentArguments`; each run is a run
+of the same driver (`smile_hf.run`). `smile-hf compare ...` is the same command.
 
     # Offline demo (no argument, `make demo`): from scratch vs fine-tuning vs SMILE on few-shot digits, 3 seeds,
     # from the bundled Fashion-MNIST ResNet; plots the loss terms and accuracy over steps

@@ -1,10 +1,13 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
 """The run driver behind `smile-hf train` (one run, full-featured; `examples/run_smile.py` is the short script of
-the same run), `smile-hf compare` and `examples/compare_methods.py`: arguments, loading, one training run with its results, card and predictions, and the resume protection of
-its output folder.
+the same run), `smile-hf compare` and `examples/compare_methods.py`: arguments, loading, one training run with its
+results, card and predictions, and the resume protection of its output folder.
 
 - `arguments.py`: `ModelArguments`, `DataTrainingArguments`, parsing (command line, `.json`, `.yaml`) and the defaults
-  that depend on other arguments.
+  that depend on other arguments ([`apply_defaults`]).
+- `recipes.py`: the recipe of a `--dataset` preset applied to a run's arguments ([`smile_hf.recipes`] holds the
+  recipes and the one function that applies them).
+- `help.py`: the grouped `--help`.
 - `loading.py`: the checkpoint checked before anything else, its image processor, the data with its transforms.
 - `driver.py`: one run ([`run`], [`train_one`]) and what defines it (`run_config.json`).
 - `outputs.py`: `results.json` and its table, the model card's arguments.

@@ -83,7 +83,7 @@ DEMO_ARGS = [
     "--report_to", "none",
     "--output_dir", "outputs/compare_methods_demo",
     "--overwrite_output_dir", "True",  # the demo starts afresh every time
-    "--plot_curves", "benchmarks/results/demo_curves.png",  # and demo_curves.json: shown in the README
+    "--plot_curves", "benchmarks/results/demo_curves.png",  # and demo_curves.json: shown in docs/quickstart.md
 ]  # fmt: skip
 """What `python examples/compare_methods.py` (no argument, e.g. `make demo`) runs: a few minutes on 2 CPU cores."""
 
@@ -132,11 +132,11 @@ class ExperimentArguments:
 
 COMPARE_DESCRIPTION = """\
 Compare transfer methods over seeds: every method of --compare_methods (and, with --scratch_baseline, plain
-fine-tuning from random weights) on every seed of --seeds, each one run of run_smile.py in <output_dir>/<label>-seed
-<seed>, then one table of all of them in <output_dir>/results.json. It takes every option of run_smile.py.
+fine-tuning from random weights) on every seed of --seeds, each one run of smile-hf train in <output_dir>/<label>-seed
+<seed>, then one table of all of them in <output_dir>/results.json. It takes every option of smile-hf train.
 
 Run with no arguments, it is the offline demo (make demo): from scratch vs fine-tuning vs SMILE on few-shot digits
-from the bundled Fashion-MNIST ResNet, 3 seeds, a few minutes on 2 CPU cores, with the curves of the README.
+from the bundled Fashion-MNIST ResNet, 3 seeds, a few minutes on 2 CPU cores, with the curves of the quick start.
 
 example:
   python examples/compare_methods.py --train_dir data/train --validation_dir data/val --train_samples_per_class 10 \\

@@ -1,7 +1,7 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
-"""A `--help` a person can read: a short description, the options in groups (data, model, method, recipe, output,
-then every other `Trainer` option), and each default as the run script applies it. Only the help changes: the
-parser's actions, and so the parsing, are the ones `HfArgumentParser` built."""
+"""A `--help` a person can read: a short description, the options in groups (data, model, method, comparison,
+tuning, recipe, output, then every other `Trainer` option: [`GROUP_TITLES`]), and each default as the driver applies
+it. Only the help changes: the parser's actions, and so the parsing, are the ones `HfArgumentParser` built."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def argument_groups(extra: dict[str, tuple] | None = None) -> dict[str, str]:
     """Option name (`dest`) -> group key of [`GROUP_TITLES`] for the options of [`SmileTrainingArguments`] that are
-    not the `Trainer`'s and are not a recipe, output or Trainer option: the method's (whatever method declares
+    not the `Trainer`'s and are not a recipe, output or Trainer option: the method's (whatever regulariser declares
     them); then `extra` (group key -> dataclass) adds the fields of more dataclasses."""
     stock = {f.name for f in fields(TrainingArguments)}
     groups = {name: "recipe" for name in RECIPE_ARGUMENTS} | {name: "output" for name in OUTPUT_ARGUMENTS}
