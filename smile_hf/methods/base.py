@@ -182,12 +182,12 @@ class RegularizerCallback(TrainerCallback):
     `on_step_end` after every optimizer step. [`SmileTrainer`] adds one for its regulariser.
 
     Args:
-        method (`Regularizer`): the regulariser.
+        regularizer (`Regularizer`): the regulariser.
         context (`Callable[[], RegularizerContext]`): builds the context (called when training begins).
     """
 
-    def __init__(self, method: Regularizer, context: Callable[[], RegularizerContext]):
-        self.regularizer = method
+    def __init__(self, regularizer: Regularizer, context: Callable[[], RegularizerContext]):
+        self.regularizer = regularizer
         self.make_context = context
         self.context: RegularizerContext | None = None
 
