@@ -13,8 +13,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import json
 import logging
 import shutil
-import subprocess
-import sys
 
 import pytest
 import safetensors.torch
@@ -28,8 +26,7 @@ from smile_hf.method_state import METHOD_STATE_NAME
 
 from .test_checkpoints import make_trainer
 from .test_export import one_thread  # noqa: F401  (autouse fixture)
-from .test_run_reliability import tiny_argv
-from .testing_utils import subprocess_env
+from .test_run_reliability import run_script, tiny_argv
 
 TRAINER_STATE = "trainer_state.json"
 
@@ -197,7 +194,10 @@ def test_a_folder_renamed_to_another_step_is_refused_and_skipped(run_dir, monkey
         "its trainer_state.json (global_step) says 2"
     )
     assert ckpt.checkpoint_problem(str(renamed)) == expected
-    assert refusal(make_trainer(run_dir, "smile", max_steps=3), str(renamed)) == f"Cannot resume from {renamed}: {expected}."
+    assert (
+        refusal(make_trainer(run_dir, "smile", max_steps=3), str(renamed))
+        == f"Cannot resume from {renamed}: {expected}."
+    )
     assert ckpt.get_last_checkpoint(str(run_dir)) == str(run_dir / "checkpoint-1")
     # a folder not named `checkpoint-<step>` is not compared by its name
     shutil.copytree(renamed, run_dir / "kept")
@@ -230,10 +230,7 @@ def test_the_driver_refuses_a_method_state_of_another_layout_in_one_line(driver_
     out = shutil.copytree(driver_run, tmp_path / "run")
     checkpoint = out / "checkpoint-3"
     edit_method_state(checkpoint, lambda s: s.pop("teacher.num_updates"))
-    result = subprocess.run(
-        [sys.executable, "-m", "smile_hf.cli", "train", *tiny_argv(out, "--resume_from_checkpoint", str(checkpoint))],
-        env=subprocess_env(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = run_script(*tiny_argv(out, "--resume_from_checkpoint", str(checkpoint)))
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
