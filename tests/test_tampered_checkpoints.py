@@ -21,12 +21,11 @@ import torch
 import smile_hf.checkpoints as ckpt
 from smile_hf import SmileTrainer
 from smile_hf import cli as smile_cli
-from smile_hf import run as run_smile
 from smile_hf.method_state import METHOD_STATE_NAME
 
 from .test_checkpoints import make_trainer
 from .test_export import one_thread  # noqa: F401  (autouse fixture)
-from .test_run_reliability import run_script, tiny_argv
+from .test_run_reliability import copy_of, interrupted, run_script, tiny_argv  # noqa: F401  (interrupted: a fixture)
 
 TRAINER_STATE = "trainer_state.json"
 
@@ -217,17 +216,8 @@ def test_a_marker_with_another_step_is_refused(run_dir):
 # ---- through `smile-hf train`: one `error:` line, exit status 2 ----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def driver_run(tmp_path_factory):
-    """A 3-step `smile-hf train` run, checkpoint after each step, whose end (results.json) never came."""
-    out = tmp_path_factory.mktemp("driver") / "run"
-    run_smile.main(tiny_argv(out))
-    os.remove(out / "results.json")
-    return out
-
-
-def test_the_driver_refuses_a_method_state_of_another_layout_in_one_line(driver_run, tmp_path):
-    out = shutil.copytree(driver_run, tmp_path / "run")
+def test_the_driver_refuses_a_method_state_of_another_layout_in_one_line(interrupted, tmp_path):  # noqa: F811
+    out = copy_of(interrupted, tmp_path)
     checkpoint = out / "checkpoint-3"
     edit_method_state(checkpoint, lambda s: s.pop("teacher.num_updates"))
     result = run_script(*tiny_argv(out, "--resume_from_checkpoint", str(checkpoint)))
@@ -240,8 +230,8 @@ def test_the_driver_refuses_a_method_state_of_another_layout_in_one_line(driver_
     ], result.stderr
 
 
-def test_the_driver_refuses_a_trainer_state_with_another_step_in_one_line(driver_run, tmp_path, capsys):
-    out = shutil.copytree(driver_run, tmp_path / "run")
+def test_the_driver_refuses_a_trainer_state_with_another_step_in_one_line(interrupted, tmp_path, capsys):  # noqa: F811
+    out = copy_of(interrupted, tmp_path)
     checkpoint = out / "checkpoint-3"
     state = json.loads((checkpoint / TRAINER_STATE).read_text())
     edit_trainer_state(checkpoint, json.dumps({**state, "global_step": 999}))
