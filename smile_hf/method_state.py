@@ -143,8 +143,19 @@ class MethodStateMixin:
         self._load_method_state(self.state.best_model_checkpoint, "Cannot load the best checkpoint")
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        """The stock loading of the student, then the method state (`method_state.safetensors`, or its former name)."""
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        """The stock loading of the student, then the method state (`method_state.safetensors`, or its former name).
+        Weights that do not fit the student (another shape) are an [`IncompleteCheckpointError`] of one line."""
+        try:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+        except (ValueError, RuntimeError, safetensors.SafetensorError) as error:
+            if isinstance(error, IncompleteCheckpointError) or (
+                isinstance(error, RuntimeError) and not str(error).startswith("Error(s) in loading state_dict")
+            ):  # not a loading error (e.g. out of memory)
+                raise
+            raise IncompleteCheckpointError(
+                f"Cannot resume from {resume_from_checkpoint}: the student's weights cannot be loaded: "
+                f"{_one_line(error)} (was it written by another version or for another model?)."
+            ) from error
         self._load_method_state(resume_from_checkpoint)
 
     def _load_method_state(self, checkpoint_dir: str, refusal: str = "Cannot resume from") -> None:

@@ -51,10 +51,10 @@ def rewrite_marker(checkpoint) -> None:
     ckpt.write_completion_marker(str(checkpoint), marker["global_step"], method=marker["method"])
 
 
-def edit_method_state(checkpoint, edit) -> dict[str, torch.Tensor]:
-    """Apply `edit` to the method state of `checkpoint` (metadata kept, marker re-written); returns the state as it
-    was before."""
-    path = checkpoint / METHOD_STATE_NAME
+def edit_tensors(checkpoint, edit, name: str = METHOD_STATE_NAME) -> dict[str, torch.Tensor]:
+    """Apply `edit` to the tensors of the safetensors file `name` of `checkpoint` (metadata kept, marker re-written);
+    returns them as they were before."""
+    path = checkpoint / name
     with safetensors.safe_open(str(path), framework="pt") as f:
         metadata = f.metadata()
     state = safetensors.torch.load_file(str(path))
@@ -108,7 +108,7 @@ METHOD_STATE_CASES = {
 def test_a_method_state_of_another_layout_is_refused_in_one_line(run_dir, case):
     edit, expected = METHOD_STATE_CASES[case]
     checkpoint = run_dir / "checkpoint-2"
-    rows, cols = edit_method_state(checkpoint, edit)["source_head.weight"].shape
+    rows, cols = edit_tensors(checkpoint, edit)["source_head.weight"].shape
     assert ckpt.is_complete_checkpoint(str(checkpoint))  # the marker is valid: the content itself is checked
     trainer = make_trainer(run_dir, "smile", max_steps=3)
     message = refusal(trainer, str(checkpoint))
@@ -124,7 +124,7 @@ def test_a_method_state_of_another_layout_is_refused_in_one_line(run_dir, case):
 def test_a_refused_method_state_loads_nothing(run_dir):
     """A refusal happens before any part of the method state is loaded: the trainer's source head and teacher keep
     their values (no half-loaded state)."""
-    edit_method_state(run_dir / "checkpoint-2", lambda s: s.pop("teacher.num_updates"))
+    edit_tensors(run_dir / "checkpoint-2", lambda s: s.pop("teacher.num_updates"))
     trainer = make_trainer(run_dir, "smile", max_steps=3)
     trainer.regularizer.setup(trainer.regularizer_context())
     before = {k: v.clone() for k, v in trainer.method_state_dict().items()}
@@ -134,6 +134,17 @@ def test_a_refused_method_state_loads_nothing(run_dir):
         trainer.load_method_state_dict(saved)
     for key, value in trainer.method_state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_student_weights_of_another_shape_are_refused_in_one_line(run_dir):
+    checkpoint = run_dir / "checkpoint-2"
+    weights = safetensors.torch.load_file(str(checkpoint / "model.safetensors"))
+    key = next(k for k, v in sorted(weights.items()) if v.dtype.is_floating_point and v.ndim == 2)  # a linear layer
+    rows, cols = weights[key].shape
+    edit_tensors(checkpoint, lambda s: grow(s, key), name="model.safetensors")
+    message = refusal(make_trainer(run_dir, "smile", max_steps=3), str(checkpoint))
+    assert message.startswith(f"Cannot resume from {checkpoint}: the student's weights cannot be loaded: "), message
+    assert f"size mismatch for {key}: copying a param with shape torch.Size([{rows + 1}, {cols}])" in message, message
 
 
 TRAINER_STATE_CASES = {
@@ -219,7 +230,7 @@ def test_a_marker_with_another_step_is_refused(run_dir):
 def test_the_driver_refuses_a_method_state_of_another_layout_in_one_line(interrupted, tmp_path):  # noqa: F811
     out = copy_of(interrupted, tmp_path)
     checkpoint = out / "checkpoint-3"
-    edit_method_state(checkpoint, lambda s: s.pop("teacher.num_updates"))
+    edit_tensors(checkpoint, lambda s: s.pop("teacher.num_updates"))
     result = run_script(*tiny_argv(out, "--resume_from_checkpoint", str(checkpoint)))
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
