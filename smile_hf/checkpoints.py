@@ -187,15 +187,15 @@ def checkpoint_problem(checkpoint_dir: str, verify_content: bool = True) -> str 
 TRAINER_STATE_NAME = "trainer_state.json"
 """The stock Trainer's state in each checkpoint (`transformers.TrainerState`)."""
 
-_NUMBER = "a number"
 _TRAINER_STATE_TYPES = {
     "global_step": "an integer", "max_steps": "an integer", "num_input_tokens_seen": "an integer",
     "train_batch_size": "an integer or null", "best_global_step": "an integer or null",
-    "epoch": _NUMBER, "logging_steps": _NUMBER, "eval_steps": _NUMBER, "save_steps": _NUMBER,
-    "num_train_epochs": _NUMBER, "total_flos": _NUMBER, "best_metric": "a number or null",
-    "best_model_checkpoint": "a string or null", "trial_name": "a string or null", "log_history": "a list of objects or null",
-    "trial_params": "an object or null", "stateful_callbacks": "an object or null",
-    "is_local_process_zero": "a boolean", "is_world_process_zero": "a boolean", "is_hyper_param_search": "a boolean",
+    "epoch": "a number", "logging_steps": "a number", "eval_steps": "a number", "save_steps": "a number",
+    "num_train_epochs": "a number", "total_flos": "a number", "best_metric": "a number or null",
+    "best_model_checkpoint": "a string or null", "trial_name": "a string or null",
+    "log_history": "a list of objects or null", "trial_params": "an object or null",
+    "stateful_callbacks": "an object or null", "is_local_process_zero": "a boolean",
+    "is_world_process_zero": "a boolean", "is_hyper_param_search": "a boolean",
 }  # fmt: skip
 """The fields of `trainer_state.json` a resume reads, and what each must be."""
 
@@ -218,7 +218,7 @@ def _has_type(value, expected: str) -> bool:
     }[kind]
 
 
-def trainer_state_problem(path: str) -> tuple[dict | None, str | None]:
+def read_trainer_state(path: str) -> tuple[dict | None, str | None]:
     """(the content of the `trainer_state.json` at `path`, None), or (None, why it cannot be resumed from): it must
     be a JSON object of `transformers.TrainerState` fields, with `global_step` (an integer >= 0) and every field a
     resume reads of its type."""
@@ -227,7 +227,9 @@ def trainer_state_problem(path: str) -> tuple[dict | None, str | None]:
     try:
         with open(path, encoding="utf-8") as f:
             state = json.load(f)
-    except (OSError, ValueError) as error:
+    except OSError as error:
+        return None, f"{TRAINER_STATE_NAME} cannot be read ({error})"
+    except ValueError as error:
         return None, f"{TRAINER_STATE_NAME} is not valid JSON ({error})"
     if not isinstance(state, dict):
         return None, f"{TRAINER_STATE_NAME} is not a JSON object"
@@ -238,7 +240,9 @@ def trainer_state_problem(path: str) -> tuple[dict | None, str | None]:
         return None, f"{TRAINER_STATE_NAME} has the field '{unknown[0]}', which is not a Trainer state field"
     for name, expected in _TRAINER_STATE_TYPES.items():
         if name in state and not _has_type(state[name], expected):
-            return None, f"{TRAINER_STATE_NAME}'s field '{name}' is {state[name]!r}, not {expected}"
+            value = repr(state[name])
+            value = value if len(value) <= 60 else f"{value[:57]}..."
+            return None, f"{TRAINER_STATE_NAME}'s field '{name}' is {value}, not {expected}"
     if state["global_step"] < 0:
         return None, f"{TRAINER_STATE_NAME}'s field 'global_step' is {state['global_step']}, not a step (>= 0)"
     return state, None
@@ -247,7 +251,7 @@ def trainer_state_problem(path: str) -> tuple[dict | None, str | None]:
 def step_problem(checkpoint_dir: str, marker_step: int | None = None) -> str | None:
     """Why the step of `checkpoint_dir` is not one step, or None: its folder name (`checkpoint-<step>`, when it is
     named so), its completion marker's `global_step` (`marker_step`, when given) and its `trainer_state.json`'s
-    `global_step` (which must be well-formed, see [`trainer_state_problem`]) must agree."""
+    `global_step` (which must be well-formed, see [`read_trainer_state`]) must agree."""
     steps = {}
     name = os.path.basename(os.path.normpath(checkpoint_dir))
     if (match := _CHECKPOINT_RE.match(name)) is not None:
@@ -256,7 +260,7 @@ def step_problem(checkpoint_dir: str, marker_step: int | None = None) -> str | N
         steps[f"its {COMPLETE_MARKER_NAME}"] = marker_step
     state_path = os.path.join(checkpoint_dir, TRAINER_STATE_NAME)
     if os.path.isfile(state_path):
-        state, problem = trainer_state_problem(state_path)
+        state, problem = read_trainer_state(state_path)
         if problem is not None:
             return problem
         steps[f"its {TRAINER_STATE_NAME} (global_step)"] = state["global_step"]
