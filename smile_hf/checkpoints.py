@@ -8,7 +8,10 @@ it. [`SmileTrainer`] therefore writes a completion marker, `checkpoint_complete.
 checkpoint (after every process has written its part): it lists every file of the checkpoint with its size and the
 SHA-256 of its content (each file is read back once, right after it was written, while it is still in the page
 cache). A folder is a complete checkpoint when the marker is there and every file it lists has the size and the
-content hash it records: a truncated, overwritten or damaged file is found before anything is loaded from it.
+content hash it records: a truncated, overwritten or damaged file is found before anything is loaded from it. Its
+`trainer_state.json` must also be a well-formed Trainer state, and its step must be the same in the folder name
+(`checkpoint-<step>`), in the marker and in `trainer_state.json` (`global_step`): a checkpoint whose files were
+edited or renamed, even with a re-written marker, is not resumed from.
 
 [`get_last_checkpoint`] returns the newest complete checkpoint of an output folder and reports (log warning) the
 newer folders it skipped and why; `SmileTrainer.train(resume_from_checkpoint=True)` and the run script use it.
@@ -17,6 +20,7 @@ newer folders it skipped and why; `SmileTrainer.train(resume_from_checkpoint=Tru
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -45,7 +49,8 @@ _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
 class IncompleteCheckpointError(ValueError):
-    """Raised when asked to resume from a folder that is not a complete checkpoint."""
+    """Raised when asked to resume from a folder that is not a complete checkpoint, or whose state cannot be loaded
+    into this trainer; its message is one line naming the checkpoint, the file and the key or field."""
 
 
 # ---- writing ------------------------------------------------------------------------------------------------------
@@ -161,6 +166,8 @@ def checkpoint_problem(checkpoint_dir: str, verify_content: bool = True) -> str 
             raise ValueError("not a smile_hf checkpoint marker")
         if not all(isinstance(v, int) or (isinstance(v, dict) and "size" in v) for v in files.values()):
             raise ValueError("unknown file entries")
+        if marker.get("global_step") is not None and not _is_int(marker["global_step"]):
+            raise ValueError(f"its global_step is {marker['global_step']!r}, not an integer")
     except (OSError, ValueError, KeyError, TypeError) as error:
         return f"its {COMPLETE_MARKER_NAME} cannot be read ({error})"
     for rel, recorded in files.items():
@@ -172,6 +179,93 @@ def checkpoint_problem(checkpoint_dir: str, verify_content: bool = True) -> str 
             return f"{rel} has {os.path.getsize(path)} bytes instead of {size}"
         if verify_content and sha256 is not None and file_sha256(path) != sha256:
             return f"{rel} is damaged (its content does not match the SHA-256 recorded when it was saved)"
+    return step_problem(checkpoint_dir, marker.get("global_step"))
+
+
+# ---- the step of a checkpoint: folder name, marker and trainer_state.json ------------------------------------------
+
+TRAINER_STATE_NAME = "trainer_state.json"
+"""The stock Trainer's state in each checkpoint (`transformers.TrainerState`)."""
+
+_TRAINER_STATE_TYPES = {
+    "global_step": "an integer", "max_steps": "an integer", "num_input_tokens_seen": "an integer",
+    "train_batch_size": "an integer or null", "best_global_step": "an integer or null",
+    "epoch": "a number", "logging_steps": "a number", "eval_steps": "a number", "save_steps": "a number",
+    "num_train_epochs": "a number", "total_flos": "a number", "best_metric": "a number or null",
+    "best_model_checkpoint": "a string or null", "trial_name": "a string or null",
+    "log_history": "a list of objects or null", "trial_params": "an object or null",
+    "stateful_callbacks": "an object or null", "is_local_process_zero": "a boolean",
+    "is_world_process_zero": "a boolean", "is_hyper_param_search": "a boolean",
+}  # fmt: skip
+"""The fields of `trainer_state.json` a resume reads, and what each must be."""
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _has_type(value, expected: str) -> bool:
+    if value is None:
+        return expected.endswith("or null")
+    kind = expected.removesuffix(" or null")
+    return {
+        "an integer": _is_int(value),
+        "a number": _is_int(value) or isinstance(value, float),
+        "a string": isinstance(value, str),
+        "a boolean": isinstance(value, bool),
+        "an object": isinstance(value, dict),
+        "a list of objects": isinstance(value, list) and all(isinstance(entry, dict) for entry in value),
+    }[kind]
+
+
+def read_trainer_state(path: str) -> tuple[dict | None, str | None]:
+    """(the content of the `trainer_state.json` at `path`, None), or (None, why it cannot be resumed from): it must
+    be a JSON object of `transformers.TrainerState` fields, with `global_step` (an integer >= 0) and every field a
+    resume reads of its type."""
+    from transformers.trainer_callback import TrainerState  # the Trainer's modules are imported only when checking
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            state = json.load(f)
+    except OSError as error:
+        return None, f"{TRAINER_STATE_NAME} cannot be read ({error})"
+    except ValueError as error:
+        return None, f"{TRAINER_STATE_NAME} is not valid JSON ({error})"
+    if not isinstance(state, dict):
+        return None, f"{TRAINER_STATE_NAME} is not a JSON object"
+    if "global_step" not in state:
+        return None, f"{TRAINER_STATE_NAME} has no field 'global_step'"
+    unknown = sorted(set(state) - {field.name for field in dataclasses.fields(TrainerState)})
+    if unknown:
+        return None, f"{TRAINER_STATE_NAME} has the field '{unknown[0]}', which is not a Trainer state field"
+    for name, expected in _TRAINER_STATE_TYPES.items():
+        if name in state and not _has_type(state[name], expected):
+            value = repr(state[name])
+            value = value if len(value) <= 60 else f"{value[:57]}..."
+            return None, f"{TRAINER_STATE_NAME}'s field '{name}' is {value}, not {expected}"
+    if state["global_step"] < 0:
+        return None, f"{TRAINER_STATE_NAME}'s field 'global_step' is {state['global_step']}, not a step (>= 0)"
+    return state, None
+
+
+def step_problem(checkpoint_dir: str, marker_step: int | None = None) -> str | None:
+    """Why the step of `checkpoint_dir` is not one step, or None: its folder name (`checkpoint-<step>`, when it is
+    named so), its completion marker's `global_step` (`marker_step`, when given) and its `trainer_state.json`'s
+    `global_step` (which must be well-formed, see [`read_trainer_state`]) must agree."""
+    steps = {}
+    name = os.path.basename(os.path.normpath(checkpoint_dir))
+    if (match := _CHECKPOINT_RE.match(name)) is not None:
+        steps[f"its folder name {name}"] = int(match.group(1))
+    if marker_step is not None:
+        steps[f"its {COMPLETE_MARKER_NAME}"] = marker_step
+    state_path = os.path.join(checkpoint_dir, TRAINER_STATE_NAME)
+    if os.path.isfile(state_path):
+        state, problem = read_trainer_state(state_path)
+        if problem is not None:
+            return problem
+        steps[f"its {TRAINER_STATE_NAME} (global_step)"] = state["global_step"]
+    if len(set(steps.values())) > 1:
+        return "the step it records disagrees: " + ", ".join(f"{where} says {step}" for where, step in steps.items())
     return None
 
 
