@@ -28,7 +28,7 @@ from .presets import (
     resolved_revision,
 )
 from .scan import CORRUPT_IMAGE_POLICIES, handle_corrupt_images, without_image_decoding
-from .transforms import INDEX_COLUMN, BatchTransform, ImageTransform, TransformConfig
+from .transforms import INDEX_COLUMN, BatchTransform, ImageTransform, TransformConfig, max_image_pixels
 from .validation import ValidationSplit, own_validation_split
 
 logger = logging.getLogger(__name__)
@@ -294,6 +294,7 @@ def prepare_datasets(
     """
     if corrupt_images not in CORRUPT_IMAGE_POLICIES:
         raise DataError(f"--corrupt_images must be one of {', '.join(CORRUPT_IMAGE_POLICIES)}, got '{corrupt_images}'.")
+    max_image_pixels()  # a malformed SMILE_HF_MAX_IMAGE_PIXELS is one line now, not every image "undecodable"
     if (dataset is None) == (train_dir is None):
         raise DataError("Pass exactly one of --dataset NAME (a preset) or --train_dir DIR (your own image folders).")
     if dataset is not None:
