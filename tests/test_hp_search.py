@@ -5,12 +5,14 @@ space and an unknown name is one error naming the valid ones. The Ray backend ru
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from smile_hf.run import InputError, main
@@ -211,3 +213,37 @@ def test_the_ray_backend_runs_two_trials_on_a_local_ray(tmp_path):
     assert all(v is not None for v in values) and record["best_value"] == max(values)
     trained = read_json(tmp_path / "run_config.json")["training"]
     assert trained["learning_rate"] == pytest.approx(record["best_values"]["learning_rate"])
+
+
+@pytest.mark.parametrize("trials", [2, 3, 5])
+def test_the_log_axis_labels_of_hp_search_png_do_not_overlap(monkeypatch, trials):
+    """Trials drawn log-uniformly in the default ranges of SMILE's log-scale weights (few trials: a narrow span of
+    values, where matplotlib labels the minor ticks too): no two x tick labels of a panel overlap once drawn, and each
+    log panel keeps at least two labels."""
+    pytest.importorskip("matplotlib")
+    hp_search = hp_search_module
+    figures = []
+
+    def keep(fig, path, title=""):
+        fig.canvas.draw()
+        figures.append(fig)
+        return path
+
+    monkeypatch.setattr(hp_search, "save_figure", keep)
+    ranges = {"reg_lambda": (1e-3, 1.0), "aux_lambda": (1e-2, 1.0), "cls_lambda": (1e-6, 1e-2), "mixing_alpha": (0.1, 10.0),
+              "learning_rate": (3e-3, 6e-3), "weight_decay": (1e-5, 1e-2)}  # fmt: skip
+    space = {name: {"type": "float", "low": low, "high": high, "log": True} for name, (low, high) in ranges.items()}
+    rng = np.random.default_rng(trials)
+    records = [
+        hp_search.TrialRecord(i, {n: float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) for n, (lo, hi) in ranges.items()},
+                              float(rng.uniform()))  # fmt: skip
+        for i in range(trials)
+    ]
+    hp_search.plot_search(hp_search.SearchRecord("optuna", "accuracy", "maximize", trials, space, "smile", trials=records), "x.png")
+    renderer = figures[0].canvas.get_renderer()
+    for ax in figures[0].axes[: len(ranges)]:
+        low, high = ax.get_xlim()
+        shown = [t for t in ax.get_xticklabels(which="both") if t.get_text() and low <= t.get_position()[0] <= high]
+        boxes = [t.get_window_extent(renderer) for t in shown]
+        assert len(boxes) >= 2, ax.get_xlabel()
+        assert not any(a.overlaps(b) for a, b in itertools.combinations(boxes, 2)), [t.get_text() for t in shown]

@@ -124,6 +124,20 @@ def write_search_outputs(record: SearchRecord, output_dir: str) -> str:
     return path
 
 
+def log_axis(ax, dimension: dict[str, Any], values: list[float]) -> None:
+    """A log x axis over the searched range of `dimension` (and the trials' `values`), labelled at ticks that do not
+    overlap: at most 4 powers of ten when the range spans a decade or more, else its two ends; no minor labels
+    (matplotlib labels the minor ticks `2x10^-2, 3x10^-2, ...` of a narrow range, side by side)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+
+    low, high = min([dimension["low"], *values]), max([dimension["high"], *values])
+    ax.set_xscale("log")
+    ax.set_xlim(low / 1.3, high * 1.3)
+    ax.xaxis.set_major_locator(LogLocator(base=10, numticks=4) if high >= 10 * low else FixedLocator([low, high]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_search(record: SearchRecord, path: str) -> str:
     """One panel per hyperparameter: the validation metric of every completed trial against its value (log axis
     for a log-scale dimension), the best trial circled."""
@@ -141,7 +155,7 @@ def plot_search(record: SearchRecord, path: str) -> str:
             x = best.values[name]
             ax.scatter([str(x) if isinstance(x, (str, bool)) else x], [best.value], s=80, facecolors="none", edgecolors="red")
         if record.space[name].get("log"):
-            ax.set_xscale("log")
+            log_axis(ax, record.space[name], [x for x in xs if isinstance(x, (int, float))])
         ax.set_xlabel(name)
         ax.set_ylabel(f"validation {record.objective}")
     for ax in list(axes.flat)[len(names):]:
