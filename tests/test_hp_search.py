@@ -85,6 +85,26 @@ def guarded_search(monkeypatch):
     return evaluated
 
 
+@pytest.fixture
+def transformers_warnings():
+    """The warnings transformers logs (the load report, `<Model> LOAD REPORT from: ...`, included)."""
+    import logging
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__(level=logging.WARNING)
+            self.reports = []
+
+        def emit(self, record):
+            self.reports.append(record.getMessage())
+
+    handler = Collect()
+    transformers_logger = logging.getLogger("transformers")
+    transformers_logger.addHandler(handler)
+    yield handler.reports
+    transformers_logger.removeHandler(handler)
+
+
 def test_the_search_selects_on_the_validation_split_then_trains_once_with_the_best_values(tmp_path, guarded_search):
     result = main(search_argv(tmp_path))
     record = read_json(tmp_path / "hp_search.json")
@@ -109,6 +129,25 @@ def test_the_search_selects_on_the_validation_split_then_trains_once_with_the_be
     assert "### Hyperparameter search" in card and "optuna search, 3 trials over learning_rate, weight_decay" in card
     assert "10 images held out of the training data (1 per class, seed 42)" in card
     assert not (tmp_path / "hp_search").exists()  # the trials' scratch folders are removed
+
+
+def test_the_load_report_of_a_new_head_is_printed_once_per_search(tmp_path, transformers_warnings):
+    """3 classes on the bundled 10-class checkpoint: every load of the student reports the new head's size mismatch;
+    the 3 trials print it once, the final run once more; no load warns that 3 classes do not match the checkpoint's
+    10 labels (the new labels replace them)."""
+    from PIL import Image
+
+    for label in ("ant", "bee", "cat"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(4):
+            Image.new("L", (8, 8), 60 * i).save(tmp_path / "data" / label / f"{i}.png")
+    main(["--train_dir", str(tmp_path / "data"), "--model_name_or_path", str(REPO_ROOT / "checkpoints" / "fmnist-resnet-tiny"),
+          "--train_val_split", "0.25", "--max_steps", "1",
+          "--per_device_train_batch_size", "4", "--method", "finetune", "--hp_search_trials", "3", "--report_to", "none",
+          "--disable_tqdm", "True", "--save_strategy", "no", "--output_dir", str(tmp_path / "out")])  # fmt: skip
+    load_reports = [message for message in transformers_warnings if "LOAD REPORT" in message]
+    assert len(load_reports) == 2 and all("classifier.1.weight | MISMATCH" in report for report in load_reports)
+    assert not [message for message in transformers_warnings if "incompatible to the `id2label`" in message]
 
 
 def test_a_killed_search_resumes_and_a_finished_one_is_not_rerun(tmp_path, monkeypatch):

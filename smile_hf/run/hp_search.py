@@ -25,6 +25,7 @@ the line of the model card ([`SearchRecord.summary`]).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import importlib.util
@@ -321,7 +322,8 @@ def optuna_search(
 
     if missing:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        with tqdm(total=record.trials_requested, initial=done, desc="hp search trials", disable=disable_tqdm) as bar:
+        with tqdm(total=record.trials_requested, initial=done, desc="hp search trials", disable=disable_tqdm) as bar, \
+                one_load_report():  # fmt: skip
             study.optimize(objective, n_trials=missing, callbacks=[lambda *_: bar.update(1)])
     if os.path.isdir(folder) and not os.listdir(folder):
         os.rmdir(folder)
@@ -333,6 +335,44 @@ def optuna_search(
     ]  # fmt: skip
     best = study.best_trial
     record.best_number, record.best_values, record.best_value = best.number, dict(best.params), float(best.value)
+
+class FirstLoadReport(logging.Filter):
+    """A filter that lets through the first load report of transformers (`<Model> LOAD REPORT from: ...`: the new
+    head's size mismatch, the same for every trial) and drops the later ones."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" not in str(record.msg):
+            return True
+        shown, self.seen = not self.seen, True
+        return shown
+
+
+LOAD_REPORT_LOGGERS = ("transformers.modeling_utils", "transformers.utils.loading_report")
+"""The loggers transformers writes its load report with (the model's, or the report module's own)."""
+
+
+@contextlib.contextmanager
+def one_load_report():
+    """While the trials run: transformers' load report printed once per search, not once per trial, and no
+    per-trial "Loading weights" progress bar (the search has its own)."""
+    from transformers.utils import logging as hf_logging
+
+    loggers, only_first = [logging.getLogger(name) for name in LOAD_REPORT_LOGGERS], FirstLoadReport()
+    bars = hf_logging.is_progress_bar_enabled()
+    for logger_ in loggers:
+        logger_.addFilter(only_first)
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for logger_ in loggers:
+            logger_.removeFilter(only_first)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 # ---- one trial --------------------------------------------------------------------------------------------------------
 
