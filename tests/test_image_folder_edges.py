@@ -86,3 +86,15 @@ def test_a_separate_validation_folder_is_still_called_one(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="smile_hf"):
         data = prepare_datasets(train_dir=train, validation_dir=val)
     assert data.source.eval_split_role == "a separate image folder" and "--validation_dir is" not in caplog.text
+
+
+def test_local_folders_print_no_download_bar(tmp_path, capfd):
+    """`datasets` shows a "Downloading data" bar over 16 or more local files: nothing is downloaded, so none is shown
+    (and its progress bars are as they were afterwards)."""
+    from datasets.utils import are_progress_bars_disabled
+
+    train = write_folder(tmp_path / "train", {"ant": 10, "bee": 10})
+    before = are_progress_bars_disabled()
+    prepare_datasets(train_dir=train, train_val_split=0.5, cache_dir=str(tmp_path / "cache"), disable_tqdm=True)
+    assert "Downloading" not in capfd.readouterr().err
+    assert are_progress_bars_disabled() == before

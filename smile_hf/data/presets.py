@@ -4,6 +4,7 @@ offline `digits` builder) and their loading from the Hub, and `--train_dir` / `-
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -385,6 +386,21 @@ def load_image_folders(train_dir: str, validation_dir: str | None = None, cache_
         check_image_folder(validation_dir, "--validation_dir", min_classes=1, empty_classes="warn")
         data_files["validation"] = os.path.join(validation_dir, "**")
     try:
-        return load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
+        with no_datasets_progress():  # its "Downloading data" bar over local files says what does not happen
+            return load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
     except Exception as error:
         raise DataError(f"Cannot read the image folders {sorted(data_files.values())}: {one_line(error)}") from error
+
+
+@contextlib.contextmanager
+def no_datasets_progress():
+    """`datasets`' progress bars off inside the block (as they were after it)."""
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
