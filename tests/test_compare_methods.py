@@ -79,6 +79,20 @@ def test_the_demo_writes_nothing_outside_its_git_ignored_output_folder(tmp_path,
     assert "outputs/" in gitignore
 
 
+def test_the_demo_pins_the_cpu_kernels_and_keeps_what_the_environment_sets(monkeypatch, caplog):
+    for name in compare_methods.DEMO_KERNELS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MKL_CBWR", "AVX2")  # set by the user: kept
+    with caplog.at_level("WARNING", logger="smile_hf"):
+        compare_methods.pin_demo_kernels()
+    assert (os.environ["ATEN_CPU_CAPABILITY"], os.environ["ONEDNN_MAX_CPU_ISA"], os.environ["MKL_CBWR"]) == (
+        "default", "SSE41", "AVX2"
+    )
+    # this test process ran torch kernels before: they cannot be pinned any more, which is said
+    chosen = torch.backends.cpu.get_cpu_capability() != "DEFAULT"
+    assert ("torch chose its CPU kernels before the demo could pin them" in caplog.text) == chosen
+
+
 def test_run_plan_is_every_method_on_every_seed(tmp_path):
     _, _, training_args, experiment_args = compare_methods.parse_args(
         [

@@ -88,6 +88,12 @@ DEMO_ARGS = [
 """What `python examples/compare_methods.py` (no argument, e.g. `make demo`) runs: a few minutes on 2 CPU cores. It
 writes nothing outside its `--output_dir`."""
 
+DEMO_KERNELS = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_CBWR": "COMPATIBLE"}
+"""The CPU kernels the demo pins (environment variables of torch's own kernels, oneDNN and MKL): the instruction set
+they use would otherwise follow the CPU's (AVX2, AVX-512...), and with it the rounding of every sum, and the
+demo's numbers with it. With one thread ([`DEMO_ARGS`]), these make its runs the same under a lower MKL instruction
+set; the instruction set of each library alone moved one run's top-1 by up to 1.5 points."""
+
 CURVES_IN_OUTPUT_DIR = "<output_dir>/curves.png"
 """What a bare `--plot_curves` (no value) stands for: `curves.png` (and `curves.json`) in the comparison's
 `--output_dir` ([`curves_path`])."""
@@ -238,6 +244,16 @@ def curves_path(plot_curves: str | bool | None, output_dir: str) -> str | None:
     return plot_curves
 
 
+def pin_demo_kernels() -> None:
+    """Set [`DEMO_KERNELS`] (where the environment does not set them already) before torch runs any kernel; a
+    warning if torch's own kernels were already chosen (the demo's numbers may then differ from its table)."""
+    for name, value in DEMO_KERNELS.items():
+        os.environ.setdefault(name, value)
+    if torch.backends.cpu.get_cpu_capability() != "DEFAULT" and os.environ["ATEN_CPU_CAPABILITY"] == "default":
+        logger.warning("torch chose its CPU kernels before the demo could pin them: its numbers may differ from the "
+                       "table; run it in a fresh process (make demo).")  # fmt: skip
+
+
 def check_plotting(experiment_args: ExperimentArguments, training_args: SmileTrainingArguments) -> None:
     """Before any training: an [`InputError`] if `--plot_curves` cannot plot (no matplotlib), a warning if there
     will be no accuracy curve (no evaluation during training)."""
@@ -340,9 +356,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict]:
     """
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
+        pin_demo_kernels()
         command = prog or "python examples/compare_methods.py"
-        print("No arguments: running the offline demo (from scratch vs fine-tuning vs SMILE, few-shot digits):\n  "
-              f"{command} " + " ".join(DEMO_ARGS), flush=True)  # fmt: skip
+        pinned = " ".join(f"{name}={os.environ[name]}" for name in DEMO_KERNELS)
+        print("No arguments: running the offline demo (from scratch vs fine-tuning vs SMILE, few-shot digits), with "
+              f"the CPU kernels pinned:\n  {pinned} {command} " + " ".join(DEMO_ARGS), flush=True)  # fmt: skip
     run_processes_on_cpu_without_accelerator()
     model_args, data_args, training_args, experiment_args = parse_args(argv, prog)
     check_modes(training_args, experiment_args, given_options(argv or DEMO_ARGS))
