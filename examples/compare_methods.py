@@ -15,9 +15,10 @@ of the same driver (`smile_hf.run`). `smile-hf compare ...` is the same command.
         --model_name_or_path microsoft/resnet-50 --compare_methods finetune,smile --seeds 0,1,2 --output_dir runs/mine
 
 Each run writes `results.json` in `<output_dir>/<label>-seed<seed>`; all of them, and the table (top-1 per seed, then
-mean ± sample standard deviation of top-1, top-5 and ECE), go to `<output_dir>/results.json`. With `--plot_curves
-PATH`, every run's loss terms (`loss_main`, `loss_aux`, ...) and evaluation accuracy over the steps are drawn in the
-PNG `PATH` (mean over seeds, min-max band) and written as JSON beside it.
+mean ± sample standard deviation of top-1, top-5 and ECE), go to `<output_dir>/results.json`. With `--plot_curves`,
+every run's loss terms (`loss_main`, `loss_aux`, ...) and evaluation accuracy over the steps are drawn in
+`<output_dir>/curves.png` (mean over seeds, min-max band) and written as JSON beside it (`--plot_curves PATH.png`:
+there instead).
 """
 
 from __future__ import annotations

@@ -37,6 +37,10 @@ CALIBRATION_FILE = "calibration.json"
 """What [`calibrate_trainer`] writes in the output folder: the fields of [`CalibrationResult`]."""
 RELIABILITY_FILE = "reliability.png"
 """The reliability diagram (before / after temperature scaling) [`calibrate_trainer`] writes beside it."""
+MIN_CALIBRATION_IMAGES = 100
+"""Below this many validation images, [`calibrate_trainer`] warns that the split is small: the ECE's 15 bins then
+average fewer than 7 images each, and one temperature fitted on so few images can make the calibration of new
+images worse."""
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 """The fitted temperature is clipped to this range: when every validation example is classified correctly the NLL
 keeps decreasing as `T -> 0`, and a model that is confidently wrong everywhere pushes `T -> inf`."""
@@ -253,6 +257,12 @@ def calibrate_trainer(trainer, dataset) -> CalibrationResult:
         f"{result.nll_before:.4f} -> {result.nll_after:.4f}, ECE {100 * result.ece_before:.2f}% -> "
         f"{100 * result.ece_after:.2f}%"
     )
+    if result.num_samples < MIN_CALIBRATION_IMAGES:
+        logger.warning(
+            f"Temperature scaling fitted on {result.num_samples} validation images only (fewer than "
+            f"{MIN_CALIBRATION_IMAGES}): the temperature is unreliable and can make new images' calibration worse; "
+            "hold out more images (--validation_samples_per_class, --validation_split_fraction)."
+        )
     if trainer.args.should_save:
         os.makedirs(trainer.args.output_dir, exist_ok=True)
         with open(os.path.join(trainer.args.output_dir, CALIBRATION_FILE), "w", encoding="utf-8") as f:
@@ -278,7 +288,7 @@ def check_calibrated(trainer) -> None:
 
 
 __all__ = [
-    "CALIBRATIONS", "CALIBRATION_FILE", "RELIABILITY_FILE", "TEMPERATURE_BOUNDS", "CalibrationResult",
+    "CALIBRATIONS", "CALIBRATION_FILE", "MIN_CALIBRATION_IMAGES", "RELIABILITY_FILE", "TEMPERATURE_BOUNDS", "CalibrationResult",
     "calibrate_trainer", "check_calibrated", "fit_temperature", "fold_temperature", "negative_log_likelihood",
     "plot_reliability", "temperature_scaling",
 ]  # fmt: skip

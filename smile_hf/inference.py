@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import nn
 
 from .channels import model_num_channels
-from .data import DataError, decode_image, one_line
+from .data import DECODE_ERRORS, DataError, decode_error_text, decode_image
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +44,12 @@ def _read(file: str, corrupt_images: str) -> Image.Image | None:
     `corrupt_images="skip"`."""
     try:
         return decode_image(file)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
+    except DECODE_ERRORS as error:
         if corrupt_images != "skip":
             raise DataError(
-                f"Cannot decode the image {file} ({one_line(error)}); pass --corrupt_images skip to leave it out."
+                f"Cannot decode the image {file} ({decode_error_text(error)}); pass --corrupt_images skip to leave it out."
             ) from error
-        logger.warning(f"Skipping the undecodable image {file} ({one_line(error)}).")
+        logger.warning(f"Skipping the undecodable image {file} ({decode_error_text(error)}).")
         return None
 
 

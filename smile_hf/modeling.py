@@ -47,9 +47,10 @@ def load_student(
     """
     if id2label is None:
         id2label = {i: str(i) for i in range(num_labels)}
+    if len(id2label) != num_labels:  # else `id2label` sets it: num_labels first warns against the checkpoint's map
+        kwargs["num_labels"] = num_labels
     model = AutoModelForImageClassification.from_pretrained(
         name_or_path,
-        num_labels=num_labels,
         id2label=id2label,
         label2id=label2id or {v: k for k, v in id2label.items()},
         ignore_mismatched_sizes=True,

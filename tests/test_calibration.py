@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import sys
 
 import numpy as np
@@ -18,6 +19,7 @@ from smile_hf import run as run_smile  # the driver of examples/run_smile.py
 from smile_hf.backbones import BackboneAdapter
 from smile_hf.calibration import (
     CALIBRATION_FILE,
+    MIN_CALIBRATION_IMAGES,
     RELIABILITY_FILE,
     TEMPERATURE_BOUNDS,
     fit_temperature,
@@ -201,7 +203,7 @@ def test_a_head_that_is_not_last_is_refused_and_restored(monkeypatch):
 # ---- the Trainer --------------------------------------------------------------------------------------------------------
 
 
-def test_trainer_calibrate(tmp_path):
+def test_trainer_calibrate(tmp_path, caplog):
     source, student = source_and_student("resnet", device="cpu")
     train, validation, test = (random_image_dataset(16, 3, seed=s) for s in (0, 1, 2))
     args = SmileTrainingArguments(
@@ -217,7 +219,9 @@ def test_trainer_calibrate(tmp_path):
     with pytest.raises(ValueError, match="training or the evaluation dataset"):
         trainer.calibrate(test)
     before = trainer.predict(validation).predictions
-    result = trainer.calibrate(validation)
+    with caplog.at_level(logging.WARNING, logger="smile_hf"):
+        result = trainer.calibrate(validation)
+    assert f"Temperature scaling fitted on 16 validation images only (fewer than {MIN_CALIBRATION_IMAGES})" in caplog.text
     assert result.temperature == pytest.approx(fit_temperature(before, validation[:]["labels"].numpy()), rel=1e-6)
     after = trainer.predict(validation).predictions
     np.testing.assert_allclose(after, before / result.temperature, rtol=1e-4, atol=1e-6)

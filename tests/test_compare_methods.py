@@ -44,8 +44,53 @@ def test_no_argument_is_the_offline_demo():
     assert experiment_args.compare_methods == "finetune,smile" and experiment_args.scratch_baseline
     assert training_args.reference_recipe and training_args.optim == "sgd"
     assert model_args.model_name_or_path.endswith("checkpoints/fmnist-resnet-tiny")
-    assert experiment_args.plot_curves == "benchmarks/results/demo_curves.png"
+    assert compare_methods.curves_path(experiment_args.plot_curves, training_args.output_dir) == os.path.join(
+        "outputs", "compare_methods_demo", "curves.png"
+    )  # in its git-ignored output folder: the committed benchmarks/results/demo_curves.* are `make demo-figure`'s
     assert (training_args.eval_strategy, training_args.eval_steps) == ("steps", 50)  # accuracy over the steps
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--plot_curves"], "OUT/curves.png"),
+    (["--plot_curves", "--seeds", "1"], "OUT/curves.png"),  # a switch: the next option is no value of it
+    (["--plot_curves", "figures/c.png"], "figures/c.png"),
+    ([], None),
+])  # fmt: skip
+def test_plot_curves_is_a_switch_or_takes_a_path(tmp_path, argv, expected):
+    out = str(tmp_path / "out")
+    *_, training_args, experiment_args = compare_methods.parse_args(["--output_dir", out, *argv])
+    path = compare_methods.curves_path(experiment_args.plot_curves, training_args.output_dir)
+    assert path == (expected.replace("OUT", out) if expected else None)
+    assert compare_methods.curves_path(True, out) == os.path.join(out, "curves.png")  # `plot_curves: true` in a file
+
+
+def test_the_demo_writes_nothing_outside_its_git_ignored_output_folder(tmp_path, monkeypatch, restore_threads):
+    """The demo's own arguments, shortened (2 steps, one method, one seed), run from an empty folder: every file it
+    writes, the curves included, is under its `--output_dir`, which the repository's .gitignore ignores."""
+    monkeypatch.chdir(tmp_path)
+    compare_methods.main([*compare_methods.DEMO_ARGS, "--compare_methods", "finetune", "--scratch_baseline", "False",
+                          "--seeds", "0", "--max_steps", "2", "--eval_steps", "1", "--logging_steps", "1",
+                          "--train_samples_per_class", "3", "--max_eval_samples", "20", "--disable_tqdm", "True"])  # fmt: skip
+    written = sorted(os.path.relpath(os.path.join(root, f), tmp_path) for root, _, files in os.walk(tmp_path) for f in files)
+    demo_dir = os.path.join("outputs", "compare_methods_demo")
+    assert written and all(path.startswith(demo_dir + os.sep) for path in written), written
+    assert {os.path.join(demo_dir, name) for name in ("curves.png", "curves.json", "results.json")} <= set(written)
+    gitignore = open(os.path.join(os.path.dirname(__file__), os.pardir, ".gitignore")).read().split()
+    assert "outputs/" in gitignore
+
+
+def test_the_demo_pins_the_cpu_kernels_and_keeps_what_the_environment_sets(monkeypatch, caplog):
+    for name in compare_methods.DEMO_KERNELS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MKL_CBWR", "AVX2")  # set by the user: kept
+    with caplog.at_level("WARNING", logger="smile_hf"):
+        compare_methods.pin_demo_kernels()
+    assert (os.environ["ATEN_CPU_CAPABILITY"], os.environ["ONEDNN_MAX_CPU_ISA"], os.environ["MKL_CBWR"]) == (
+        "default", "SSE41", "AVX2"
+    )
+    # this test process ran torch kernels before: they cannot be pinned any more, which is said
+    chosen = torch.backends.cpu.get_cpu_capability() != "DEFAULT"
+    assert ("torch chose its CPU kernels before the demo could pin them" in caplog.text) == chosen
 
 
 def test_run_plan_is_every_method_on_every_seed(tmp_path):

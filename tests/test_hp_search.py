@@ -5,12 +5,14 @@ space and an unknown name is one error naming the valid ones. The Ray backend ru
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from smile_hf.run import InputError, main
@@ -83,6 +85,26 @@ def guarded_search(monkeypatch):
     return evaluated
 
 
+@pytest.fixture
+def transformers_warnings():
+    """The warnings transformers logs (the load report, `<Model> LOAD REPORT from: ...`, included)."""
+    import logging
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__(level=logging.WARNING)
+            self.reports = []
+
+        def emit(self, record):
+            self.reports.append(record.getMessage())
+
+    handler = Collect()
+    transformers_logger = logging.getLogger("transformers")
+    transformers_logger.addHandler(handler)
+    yield handler.reports
+    transformers_logger.removeHandler(handler)
+
+
 def test_the_search_selects_on_the_validation_split_then_trains_once_with_the_best_values(tmp_path, guarded_search):
     result = main(search_argv(tmp_path))
     record = read_json(tmp_path / "hp_search.json")
@@ -107,6 +129,25 @@ def test_the_search_selects_on_the_validation_split_then_trains_once_with_the_be
     assert "### Hyperparameter search" in card and "optuna search, 3 trials over learning_rate, weight_decay" in card
     assert "10 images held out of the training data (1 per class, seed 42)" in card
     assert not (tmp_path / "hp_search").exists()  # the trials' scratch folders are removed
+
+
+def test_the_load_report_of_a_new_head_is_printed_once_per_search(tmp_path, transformers_warnings):
+    """3 classes on the bundled 10-class checkpoint: every load of the student reports the new head's size mismatch;
+    the 3 trials print it once, the final run once more; no load warns that 3 classes do not match the checkpoint's
+    10 labels (the new labels replace them)."""
+    from PIL import Image
+
+    for label in ("ant", "bee", "cat"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(4):
+            Image.new("L", (8, 8), 60 * i).save(tmp_path / "data" / label / f"{i}.png")
+    main(["--train_dir", str(tmp_path / "data"), "--model_name_or_path", str(REPO_ROOT / "checkpoints" / "fmnist-resnet-tiny"),
+          "--train_val_split", "0.25", "--max_steps", "1",
+          "--per_device_train_batch_size", "4", "--method", "finetune", "--hp_search_trials", "3", "--report_to", "none",
+          "--disable_tqdm", "True", "--save_strategy", "no", "--output_dir", str(tmp_path / "out")])  # fmt: skip
+    load_reports = [message for message in transformers_warnings if "LOAD REPORT" in message]
+    assert len(load_reports) == 2 and all("classifier.1.weight | MISMATCH" in report for report in load_reports)
+    assert not [message for message in transformers_warnings if "incompatible to the `id2label`" in message]
 
 
 def test_a_killed_search_resumes_and_a_finished_one_is_not_rerun(tmp_path, monkeypatch):
@@ -211,3 +252,37 @@ def test_the_ray_backend_runs_two_trials_on_a_local_ray(tmp_path):
     assert all(v is not None for v in values) and record["best_value"] == max(values)
     trained = read_json(tmp_path / "run_config.json")["training"]
     assert trained["learning_rate"] == pytest.approx(record["best_values"]["learning_rate"])
+
+
+@pytest.mark.parametrize("trials", [2, 3, 5])
+def test_the_log_axis_labels_of_hp_search_png_do_not_overlap(monkeypatch, trials):
+    """Trials drawn log-uniformly in the default ranges of SMILE's log-scale weights (few trials: a narrow span of
+    values, where matplotlib labels the minor ticks too): no two x tick labels of a panel overlap once drawn, and each
+    log panel keeps at least two labels."""
+    pytest.importorskip("matplotlib")
+    hp_search = hp_search_module
+    figures = []
+
+    def keep(fig, path, title=""):
+        fig.canvas.draw()
+        figures.append(fig)
+        return path
+
+    monkeypatch.setattr(hp_search, "save_figure", keep)
+    ranges = {"reg_lambda": (1e-3, 1.0), "aux_lambda": (1e-2, 1.0), "cls_lambda": (1e-6, 1e-2), "mixing_alpha": (0.1, 10.0),
+              "learning_rate": (3e-3, 6e-3), "weight_decay": (1e-5, 1e-2)}  # fmt: skip
+    space = {name: {"type": "float", "low": low, "high": high, "log": True} for name, (low, high) in ranges.items()}
+    rng = np.random.default_rng(trials)
+    records = [
+        hp_search.TrialRecord(i, {n: float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) for n, (lo, hi) in ranges.items()},
+                              float(rng.uniform()))  # fmt: skip
+        for i in range(trials)
+    ]
+    hp_search.plot_search(hp_search.SearchRecord("optuna", "accuracy", "maximize", trials, space, "smile", trials=records), "x.png")
+    renderer = figures[0].canvas.get_renderer()
+    for ax in figures[0].axes[: len(ranges)]:
+        low, high = ax.get_xlim()
+        shown = [t for t in ax.get_xticklabels(which="both") if t.get_text() and low <= t.get_position()[0] <= high]
+        boxes = [t.get_window_extent(renderer) for t in shown]
+        assert len(boxes) >= 2, ax.get_xlabel()
+        assert not any(a.overlaps(b) for a, b in itertools.combinations(boxes, 2)), [t.get_text() for t in shown]

@@ -82,7 +82,8 @@ def test_classes_from_model_init_kwargs_when_the_labels_are_plain_integers(tmp_p
 
 def test_loading_kwargs_reach_every_load(tmp_path, monkeypatch):
     """`cache_dir` (like `revision`, `token`, `trust_remote_code`) reaches the student, the source model and the image
-    processor; `num_labels` / `id2label` reach the student only."""
+    processor; the classes (`num_labels`, given to the student's `from_pretrained` as an `id2label` of that many
+    labels) reach the student only."""
     import transformers
 
     calls = []
@@ -101,5 +102,5 @@ def test_loading_kwargs_reach_every_load(tmp_path, monkeypatch):
     loaded = [name for name, _ in calls]
     assert sorted(loaded) == ["AutoImageProcessor", "AutoModelForImageClassification", "AutoModelForImageClassification"]
     assert all(kwargs.get("cache_dir") == cache for _, kwargs in calls)
-    assert [kwargs.get("num_labels") for _, kwargs in calls if "num_labels" in kwargs] == [3]
+    assert [len(kwargs["id2label"]) for _, kwargs in calls if "id2label" in kwargs or "num_labels" in kwargs] == [3]
     assert all(kwargs.get("trust_remote_code", False) is False for _, kwargs in calls)

@@ -69,6 +69,17 @@ def test_bad_requests_get_one_line_errors():
         held_out_counts(np.array([4, 1]), None, None)
 
 
+def test_a_class_of_one_training_image_is_named():
+    """Calibration and the search hold images out of every class: the classes with a single image are named."""
+    names = ["ant", "bee", "cat", "dog"]
+    data = labelled([3, 1, 4, 1]).cast_column("label", ClassLabel(names=names))
+    with pytest.raises(DataError) as raised:
+        carve_validation(data, "label", seed=0)
+    assert "2 class(es) have 1: ['bee', 'dog']; add training images of them" in str(raised.value)
+    with pytest.raises(DataError, match=r"1 class\(es\) have 1: \['1'\];"):
+        held_out_counts(np.array([4, 1]), None, None)  # no names: the class ids
+
+
 def test_the_run_holds_the_split_out_of_its_few_shot_training_subset():
     argv = ["--dataset", "digits", "--train_samples_per_class", "4", "--max_eval_samples", "30",
             "--validation_samples_per_class", "1", "--report_to", "none"]  # fmt: skip

@@ -28,7 +28,7 @@ from .presets import (
     resolved_revision,
 )
 from .scan import CORRUPT_IMAGE_POLICIES, handle_corrupt_images, without_image_decoding
-from .transforms import INDEX_COLUMN, BatchTransform, ImageTransform, TransformConfig
+from .transforms import INDEX_COLUMN, BatchTransform, ImageTransform, TransformConfig, max_image_pixels
 from .validation import ValidationSplit, own_validation_split
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,13 @@ SPLIT_INFO_NAME = "smile_hf_split.json"
 (the two folders named relative to the file's folder)."""
 
 
+TRAINING_IMAGES_ROLE = (
+    "the training images themselves: --validation_dir is --train_dir, so this is training accuracy, not a held-out "
+    "estimate"
+)
+"""What the model card and `results.json` say the evaluation split is when `--validation_dir` is `--train_dir`."""
+
+
 def local_data_source(train_dir: str, validation_dir: str | None) -> DataSource:
     """The [`DataSource`] of local image folders: named by the training folder, not an official split, unless a
     [`SPLIT_INFO_NAME`] file in their common parent describes exactly these two folders."""
@@ -51,6 +58,14 @@ def local_data_source(train_dir: str, validation_dir: str | None) -> DataSource:
     source.eval_split = "validation" if validation_dir else "train"
     source.eval_split_role = "a separate image folder" if validation_dir else ""
     if validation_dir is None:
+        return source
+    if os.path.realpath(validation_dir) == os.path.realpath(train_dir):
+        logger.warning(
+            f"--validation_dir is --train_dir ({validation_dir}): the validation accuracy is measured on the training "
+            "images, not on held-out ones. Pass a separate folder, or leave --validation_dir out to hold out "
+            "--train_val_split of the training images."
+        )
+        source.eval_split_role = TRAINING_IMAGES_ROLE
         return source
     parent = os.path.dirname(os.path.abspath(train_dir))
     info_path = os.path.join(parent, SPLIT_INFO_NAME)
@@ -294,6 +309,7 @@ def prepare_datasets(
     """
     if corrupt_images not in CORRUPT_IMAGE_POLICIES:
         raise DataError(f"--corrupt_images must be one of {', '.join(CORRUPT_IMAGE_POLICIES)}, got '{corrupt_images}'.")
+    max_image_pixels()  # a malformed SMILE_HF_MAX_IMAGE_PIXELS is one line now, not every image "undecodable"
     if (dataset is None) == (train_dir is None):
         raise DataError("Pass exactly one of --dataset NAME (a preset) or --train_dir DIR (your own image folders).")
     if dataset is not None:

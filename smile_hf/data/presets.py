@@ -4,6 +4,8 @@ offline `digits` builder) and their loading from the Hub, and `--train_dir` / `-
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -24,6 +26,8 @@ from ..recipes import (
     paper_recipe,
 )
 from .errors import DataError, one_line
+
+logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Dataset presets
@@ -328,10 +332,19 @@ def image_files(directory: str) -> list[str]:
     return sorted(found)
 
 
-def check_image_folder(directory: str, flag: str, min_classes: int = 2) -> None:
+def empty_class_folders(directory: str) -> list[str]:
+    """The class folders of `directory` that hold no image file ([`image_files`]), by name; hidden folders
+    (`.name`, `__name`), which `datasets` does not read either, are left out."""
+    names = sorted(n for n in os.listdir(directory) if not n.startswith((".", "__")))
+    return [n for n in names if os.path.isdir(os.path.join(directory, n)) and not image_files(os.path.join(directory, n))]
+
+
+def check_image_folder(directory: str, flag: str, min_classes: int = 2, empty_classes: str = "error") -> None:
     """Raise a [`DataError`] unless `directory` exists and is laid out as `<dir>/<class>/<image>` with at least
     `min_classes` class folders holding images (and no image directly inside `directory`, nor in a folder inside a
-    class folder)."""
+    class folder). A class folder with no image ([`empty_class_folders`]) is a [`DataError`] naming it with
+    `empty_classes="error"` (a training folder: the class would silently be no class of the model), a warning with
+    `"warn"` (a validation folder: the class is only not evaluated)."""
     if not os.path.isdir(directory):
         raise DataError(f"{flag} '{directory}' does not exist or is not a directory.")
     layout = "expected one sub-folder per class with images inside (e.g. train/cat/001.jpg)"
@@ -353,6 +366,14 @@ def check_image_folder(directory: str, flag: str, min_classes: int = 2) -> None:
             f"{flag} '{directory}' has images of {len(classes)} class folder(s) ({classes}); a classifier needs at least "
             f"{min_classes}: {layout}."
         )
+    empty = empty_class_folders(directory)
+    if empty and empty_classes == "error":
+        raise DataError(
+            f"{flag} '{directory}' has {len(empty)} class folder(s) with no image: {empty[:10]}; the model would get "
+            f"{len(classes)} classes, not {len(classes) + len(empty)}: add images to them, or remove them."
+        )
+    if empty:
+        logger.warning(f"{flag} '{directory}' has {len(empty)} class folder(s) with no image, not evaluated: {empty[:10]}.")
 
 
 def load_image_folders(train_dir: str, validation_dir: str | None = None, cache_dir: str | None = None) -> DatasetDict:
@@ -362,9 +383,24 @@ def load_image_folders(train_dir: str, validation_dir: str | None = None, cache_
     check_image_folder(train_dir, "--train_dir")
     data_files = {"train": os.path.join(train_dir, "**")}
     if validation_dir is not None:
-        check_image_folder(validation_dir, "--validation_dir", min_classes=1)
+        check_image_folder(validation_dir, "--validation_dir", min_classes=1, empty_classes="warn")
         data_files["validation"] = os.path.join(validation_dir, "**")
     try:
-        return load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
+        with no_datasets_progress():  # its "Downloading data" bar over local files says what does not happen
+            return load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
     except Exception as error:
         raise DataError(f"Cannot read the image folders {sorted(data_files.values())}: {one_line(error)}") from error
+
+
+@contextlib.contextmanager
+def no_datasets_progress():
+    """`datasets`' progress bars off inside the block (as they were after it)."""
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()

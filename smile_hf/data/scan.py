@@ -6,15 +6,14 @@ training ([`scan_images`]), and the `--corrupt_images` policy applied to what th
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from datasets import Dataset
 from datasets import Image as ImageFeature
-from PIL import UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from .errors import DataError
-from .transforms import INDEX_COLUMN, decode_image, image_source, lossy_conversion
+from .transforms import DECODE_ERRORS, INDEX_COLUMN, decode_error_text, decode_image, image_source, lossy_conversion
 
 logger = logging.getLogger(__name__)
 
@@ -26,13 +25,16 @@ class ImageScan:
     """What decoding every image of a split found.
 
     Attributes:
-        corrupt (`list[int]`): positions of the examples whose image cannot be decoded.
+        corrupt (`list[int]`): positions of the examples whose image cannot be decoded (truncated or corrupt files,
+            unknown formats, images over PIL's decompression-bomb limit: [`DECODE_ERRORS`]).
+        errors (`list[str]`): why, one line for each of `corrupt` ([`decode_error_text`]).
         lossy (`dict[str, list[int]]`): positions of the images that the conversion to RGB ([`to_rgb`], what
             `pipeline()` does) loses something of, by what it loses ([`lossy_conversion`]).
     """
 
     corrupt: list[int]
     lossy: dict[str, list[int]]
+    errors: list[str] = field(default_factory=list)
 
 
 def scan_images(
@@ -51,8 +53,9 @@ def scan_images(
         for offset, value in enumerate(dataset[start : start + chunk_size][image_column]):
             try:
                 loss = lossy_conversion(decode_image(value))
-            except (OSError, UnidentifiedImageError, TypeError, ValueError, SyntaxError):
+            except DECODE_ERRORS as error:
                 scan.corrupt.append(start + offset)
+                scan.errors.append(decode_error_text(error))
                 continue
             if loss is not None:
                 scan.lossy.setdefault(loss, []).append(start + offset)
@@ -111,12 +114,12 @@ def handle_corrupt_images(
     bad = scan.corrupt
     if bad and policy == "error":
         raise DataError(
-            f"{len(bad)} image(s) of the {split} split cannot be decoded: {name_examples(dataset, bad, image_column)}; "
-            "fix or remove them, or pass --corrupt_images skip to drop them."
+            f"{len(bad)} image(s) of the {split} split cannot be decoded: {name_examples(dataset, bad, image_column)} "
+            f"(the first: {scan.errors[0]}); fix or remove them, or pass --corrupt_images skip to drop them."
         )
     if bad:
         named = name_examples(dataset, bad, image_column, limit=20)
-        logger.warning(f"Skipping {len(bad)} undecodable image(s) of the {split} split: {named}.")
+        logger.warning(f"Skipping {len(bad)} undecodable image(s) of the {split} split: {named} (the first: {scan.errors[0]}).")
         keep = sorted(set(range(len(dataset))) - set(bad))
         dataset = dataset.select(keep)
     return dataset

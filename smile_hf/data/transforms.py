@@ -55,6 +55,43 @@ def image_source(value: Any, index: Any = None) -> str:
     return f"{path}" if path else f"example {index}"
 
 
+MAX_IMAGE_PIXELS_ENV = "SMILE_HF_MAX_IMAGE_PIXELS"
+"""Environment variable that sets `PIL.Image.MAX_IMAGE_PIXELS` for every decode ([`decode_image`]): PIL refuses an
+image of more than twice that many pixels as a possible decompression bomb (`DecompressionBombError`). Default
+(unset): PIL's, 89,478,485, so images above 178,956,970 pixels (about 13,400 x 13,400) are refused; `0` lifts the
+limit."""
+
+DECODE_ERRORS = (OSError, UnidentifiedImageError, TypeError, ValueError, SyntaxError, Image.DecompressionBombError)
+"""What decoding an unreadable image raises: truncated or corrupt files (`OSError`, `SyntaxError`), unknown formats,
+values that are no image, and images over PIL's decompression-bomb limit ([`MAX_IMAGE_PIXELS_ENV`])."""
+
+
+def max_image_pixels() -> int | None:
+    """`PIL.Image.MAX_IMAGE_PIXELS` as [`MAX_IMAGE_PIXELS_ENV`] sets it (`None`: no limit), or PIL's own value when
+    it is unset. A value that is not a whole number of pixels is a [`DataError`]."""
+    text = os.environ.get(MAX_IMAGE_PIXELS_ENV)
+    if text is None:
+        return Image.MAX_IMAGE_PIXELS
+    try:
+        pixels = int(text.strip().replace("_", ""))
+    except ValueError:
+        pixels = -1
+    if pixels < 0:
+        raise DataError(f"{MAX_IMAGE_PIXELS_ENV} must be a whole number of pixels (0: no limit), got '{text}'.")
+    return pixels or None
+
+
+def decode_error_text(error: BaseException) -> str:
+    """`error` of decoding an image as one line ([`one_line`]); a decompression-bomb refusal says how to lift it."""
+    text = one_line(error)
+    if isinstance(error, Image.DecompressionBombError):
+        text += (
+            f"; if it is a real image this large, raise the limit with the environment variable "
+            f"{MAX_IMAGE_PIXELS_ENV}=<pixels> (PIL refuses above twice it; 0: no limit)"
+        )
+    return text
+
+
 def decode_image(value: Any, draft_size: tuple[int, int] | None = None) -> Image.Image:
     """A PIL image from what a dataset column may hold: a PIL image, `{"bytes", "path"}`, a path, or an array.
 
@@ -71,7 +108,9 @@ def decode_image(value: Any, draft_size: tuple[int, int] | None = None) -> Image
         return Image.fromarray(np.asarray(value))
     else:
         raise TypeError(f"Cannot read an image from a {type(value).__name__}.")
-    image = Image.open(source)
+    if MAX_IMAGE_PIXELS_ENV in os.environ:
+        Image.MAX_IMAGE_PIXELS = max_image_pixels()
+    image = Image.open(source)  # DecompressionBombError above twice Image.MAX_IMAGE_PIXELS
     if draft_size is not None and image.format == "JPEG":
         image.draft(None, draft_size)  # keeps the mode; a no-op unless the image is at least twice the size
     image.load()  # decode now, so that a truncated or corrupt file fails here
@@ -374,9 +413,10 @@ class BatchTransform:
     def _decode(self, value: Any, index: Any) -> Image.Image:
         try:
             return decode_image(value, getattr(self.transform, "draft_size", None))
-        except (OSError, UnidentifiedImageError, TypeError, ValueError, SyntaxError) as error:
+        except DECODE_ERRORS as error:
             raise DataError(
-                f"Cannot decode the image {image_source(value, index)} of the {self.split} split ({one_line(error)}); "
+                f"Cannot decode the image {image_source(value, index)} of the {self.split} split "
+                f"({decode_error_text(error)}); "
                 "pass --corrupt_images skip to drop undecodable images before training."
             ) from error
 

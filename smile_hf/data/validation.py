@@ -15,7 +15,7 @@ import logging
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from datasets import Dataset
+from datasets import ClassLabel, Dataset
 
 from .errors import DataError
 
@@ -82,9 +82,12 @@ class ValidationSplit:
         return {**asdict(self), "description": self.describe()}
 
 
-def held_out_counts(class_sizes: np.ndarray, fraction: float | None, samples_per_class: int | None) -> np.ndarray:
+def held_out_counts(
+    class_sizes: np.ndarray, fraction: float | None, samples_per_class: int | None, class_names: list[str] | None = None
+) -> np.ndarray:
     """How many examples of each class (of sizes `class_sizes`) to hold out: `samples_per_class`, else
-    `round(fraction * size)`, at least 1 and at most `size - 1`. A class of one example is a [`DataError`]."""
+    `round(fraction * size)`, at least 1 and at most `size - 1`. A class of one example is a [`DataError`] naming
+    it (by `class_names`, in the order of `class_sizes`, when given)."""
     if fraction is not None and samples_per_class is not None:
         raise DataError("Pass --validation_split_fraction or --validation_samples_per_class, not both.")
     if samples_per_class is not None and samples_per_class < 1:
@@ -97,10 +100,13 @@ def held_out_counts(class_sizes: np.ndarray, fraction: float | None, samples_per
     else:
         wanted = np.full_like(class_sizes, samples_per_class)
     if (class_sizes < 2).any():
+        single = np.flatnonzero(class_sizes < 2)
+        names = [class_names[i] if class_names is not None else str(i) for i in single]
         raise DataError(
             f"A validation split held out of the training data needs at least 2 training examples of every class "
-            f"(one to hold out, one to train on); {int((class_sizes < 2).sum())} class(es) have 1: use more training "
-            "examples (--train_samples_per_class 2 or more)."
+            f"(one to hold out, one to train on); {len(single)} class(es) have 1: {names[:10]}"
+            f"{' ...' if len(names) > 10 else ''}; add training images of them, or use more training examples "
+            "(--train_samples_per_class 2 or more)."
         )
     return np.minimum(wanted, class_sizes - 1)
 
@@ -116,7 +122,9 @@ def carve_validation(
     each class drawn with `seed`; both keep the original order. Return them and their [`ValidationSplit`]."""
     labels = np.asarray(dataset[label_column])
     classes, sizes = np.unique(labels, return_counts=True)
-    counts = held_out_counts(sizes, fraction, samples_per_class)
+    feature = dataset.features[label_column]
+    names = [feature.int2str(int(c)) if isinstance(feature, ClassLabel) else str(c) for c in classes]
+    counts = held_out_counts(sizes, fraction, samples_per_class, names)
     rng = np.random.default_rng(seed)
     held = [rng.choice(np.flatnonzero(labels == c), size=int(k), replace=False) for c, k in zip(classes, counts)]
     held_out = np.sort(np.concatenate(held))

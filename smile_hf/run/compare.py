@@ -83,9 +83,20 @@ DEMO_ARGS = [
     "--report_to", "none",
     "--output_dir", "outputs/compare_methods_demo",
     "--overwrite_output_dir", "True",  # the demo starts afresh every time
-    "--plot_curves", "benchmarks/results/demo_curves.png",  # and demo_curves.json: shown in docs/quickstart.md
+    "--plot_curves",  # into the output folder: curves.{png,json} (`make demo-figure` copies them into benchmarks/)
 ]  # fmt: skip
-"""What `python examples/compare_methods.py` (no argument, e.g. `make demo`) runs: a few minutes on 2 CPU cores."""
+"""What `python examples/compare_methods.py` (no argument, e.g. `make demo`) runs: a few minutes on 2 CPU cores. It
+writes nothing outside its `--output_dir`."""
+
+DEMO_KERNELS = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_CBWR": "COMPATIBLE"}
+"""The CPU kernels the demo pins (environment variables of torch's own kernels, oneDNN and MKL): the instruction set
+they use would otherwise follow the CPU's (AVX2, AVX-512...), and with it the rounding of every sum, and the
+demo's numbers with it. With one thread ([`DEMO_ARGS`]), these make its runs the same under a lower MKL instruction
+set; the instruction set of each library alone moved one run's top-1 by up to 1.5 points."""
+
+CURVES_IN_OUTPUT_DIR = "<output_dir>/curves.png"
+"""What a bare `--plot_curves` (no value) stands for: `curves.png` (and `curves.json`) in the comparison's
+`--output_dir` ([`curves_path`])."""
 
 @dataclass
 class ExperimentArguments:
@@ -123,9 +134,13 @@ class ExperimentArguments:
     plot_curves: str | None = field(
         default=None,
         metadata={
-            "help": "Draw every run's loss terms and evaluation accuracy over the steps in this PNG (needs "
-            "matplotlib), and write the curves as JSON beside it (same name, .json). The accuracy curve needs "
-            "evaluations during training (--eval_strategy steps)."
+            "help": "Draw every run's loss terms and evaluation accuracy over the steps in a PNG (needs matplotlib), "
+            "and write the curves as JSON beside it (same name, .json): --plot_curves alone writes "
+            "<output_dir>/curves.{png,json}, --plot_curves PATH.png writes there. The accuracy curve needs "
+            "evaluations during training (--eval_strategy steps).",
+            "nargs": "?",
+            "const": CURVES_IN_OUTPUT_DIR,
+            "metavar": "PATH",
         },
     )
 
@@ -136,7 +151,8 @@ fine-tuning from random weights) on every seed of --seeds, each one run of smile
 <seed>, then one table of all of them in <output_dir>/results.json. It takes every option of smile-hf train.
 
 Run with no arguments, it is the offline demo (make demo): from scratch vs fine-tuning vs SMILE on few-shot digits
-from the bundled Fashion-MNIST ResNet, 3 seeds, a few minutes on 2 CPU cores, with the curves of the quick start.
+from the bundled Fashion-MNIST ResNet, 3 seeds, a few minutes on 2 CPU cores, with the curves of the quick start
+(written into its output folder only).
 
 example:
   python examples/compare_methods.py --train_dir data/train --validation_dir data/val --train_samples_per_class 10 \\
@@ -216,6 +232,26 @@ def run_plan(training_args: SmileTrainingArguments, experiment_args: ExperimentA
         return Run(label, replace(training_args, method=method, seed=seed, output_dir=output_dir), label == SCRATCH)
 
     return [make(label, seed) for seed in seeds for label in labels]
+
+
+def curves_path(plot_curves: str | bool | None, output_dir: str) -> str | None:
+    """The PNG the curves are drawn in: `plot_curves` (`--plot_curves PATH`), or `<output_dir>/curves.png` for a
+    bare `--plot_curves` ([`CURVES_IN_OUTPUT_DIR`], or `true` in an arguments file); `None`: no curves."""
+    if plot_curves is None or plot_curves is False:
+        return None
+    if plot_curves is True or plot_curves == CURVES_IN_OUTPUT_DIR:
+        return os.path.join(output_dir, "curves.png")
+    return plot_curves
+
+
+def pin_demo_kernels() -> None:
+    """Set [`DEMO_KERNELS`] (where the environment does not set them already) before torch runs any kernel; a
+    warning if torch's own kernels were already chosen (the demo's numbers may then differ from its table)."""
+    for name, value in DEMO_KERNELS.items():
+        os.environ.setdefault(name, value)
+    if torch.backends.cpu.get_cpu_capability() != "DEFAULT" and os.environ["ATEN_CPU_CAPABILITY"] == "default":
+        logger.warning("torch chose its CPU kernels before the demo could pin them: its numbers may differ from the "
+                       "table; run it in a fresh process (make demo).")  # fmt: skip
 
 
 def check_plotting(experiment_args: ExperimentArguments, training_args: SmileTrainingArguments) -> None:
@@ -320,9 +356,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict]:
     """
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
+        pin_demo_kernels()
         command = prog or "python examples/compare_methods.py"
-        print("No arguments: running the offline demo (from scratch vs fine-tuning vs SMILE, few-shot digits):\n  "
-              f"{command} " + " ".join(DEMO_ARGS), flush=True)  # fmt: skip
+        pinned = " ".join(f"{name}={os.environ[name]}" for name in DEMO_KERNELS)
+        print("No arguments: running the offline demo (from scratch vs fine-tuning vs SMILE, few-shot digits), with "
+              f"the CPU kernels pinned:\n  {pinned} {command} " + " ".join(DEMO_ARGS), flush=True)  # fmt: skip
     run_processes_on_cpu_without_accelerator()
     model_args, data_args, training_args, experiment_args = parse_args(argv, prog)
     check_modes(training_args, experiment_args, given_options(argv or DEMO_ARGS))
@@ -410,7 +448,8 @@ def report(
     description = f"{data.description}, {len(data.eval)} eval images, model {model_args.model_name_or_path}"
     drawn = {}
     if experiment_args.plot_curves:
-        json_path, png_path = write_curves(curves, experiment_args.plot_curves, title=description)
+        png_path = curves_path(experiment_args.plot_curves, training_args.output_dir)
+        json_path, png_path = write_curves(curves, png_path, title=description)
         drawn = {CURVES_KEY: os.path.abspath(png_path)}  # deleted with these runs (--overwrite_output_dir)
     path = write_results(results, training_args.output_dir, experiment_args.results_file, **drawn)
     print(f"\nResults ({description}):")

@@ -25,6 +25,7 @@ the line of the model card ([`SearchRecord.summary`]).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import importlib.util
@@ -124,6 +125,20 @@ def write_search_outputs(record: SearchRecord, output_dir: str) -> str:
     return path
 
 
+def log_axis(ax, dimension: dict[str, Any], values: list[float]) -> None:
+    """A log x axis over the searched range of `dimension` (and the trials' `values`), labelled at ticks that do not
+    overlap: at most 4 powers of ten when the range spans a decade or more, else its two ends; no minor labels
+    (matplotlib labels the minor ticks `2x10^-2, 3x10^-2, ...` of a narrow range, side by side)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+
+    low, high = min([dimension["low"], *values]), max([dimension["high"], *values])
+    ax.set_xscale("log")
+    ax.set_xlim(low / 1.3, high * 1.3)
+    ax.xaxis.set_major_locator(LogLocator(base=10, numticks=4) if high >= 10 * low else FixedLocator([low, high]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_search(record: SearchRecord, path: str) -> str:
     """One panel per hyperparameter: the validation metric of every completed trial against its value (log axis
     for a log-scale dimension), the best trial circled."""
@@ -141,7 +156,7 @@ def plot_search(record: SearchRecord, path: str) -> str:
             x = best.values[name]
             ax.scatter([str(x) if isinstance(x, (str, bool)) else x], [best.value], s=80, facecolors="none", edgecolors="red")
         if record.space[name].get("log"):
-            ax.set_xscale("log")
+            log_axis(ax, record.space[name], [x for x in xs if isinstance(x, (int, float))])
         ax.set_xlabel(name)
         ax.set_ylabel(f"validation {record.objective}")
     for ax in list(axes.flat)[len(names):]:
@@ -307,7 +322,8 @@ def optuna_search(
 
     if missing:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        with tqdm(total=record.trials_requested, initial=done, desc="hp search trials", disable=disable_tqdm) as bar:
+        with tqdm(total=record.trials_requested, initial=done, desc="hp search trials", disable=disable_tqdm) as bar, \
+                one_load_report():  # fmt: skip
             study.optimize(objective, n_trials=missing, callbacks=[lambda *_: bar.update(1)])
     if os.path.isdir(folder) and not os.listdir(folder):
         os.rmdir(folder)
@@ -319,6 +335,44 @@ def optuna_search(
     ]  # fmt: skip
     best = study.best_trial
     record.best_number, record.best_values, record.best_value = best.number, dict(best.params), float(best.value)
+
+class FirstLoadReport(logging.Filter):
+    """A filter that lets through the first load report of transformers (`<Model> LOAD REPORT from: ...`: the new
+    head's size mismatch, the same for every trial) and drops the later ones."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" not in str(record.msg):
+            return True
+        shown, self.seen = not self.seen, True
+        return shown
+
+
+LOAD_REPORT_LOGGERS = ("transformers.modeling_utils", "transformers.utils.loading_report")
+"""The loggers transformers writes its load report with (the model's, or the report module's own)."""
+
+
+@contextlib.contextmanager
+def one_load_report():
+    """While the trials run: transformers' load report printed once per search, not once per trial, and no
+    per-trial "Loading weights" progress bar (the search has its own)."""
+    from transformers.utils import logging as hf_logging
+
+    loggers, only_first = [logging.getLogger(name) for name in LOAD_REPORT_LOGGERS], FirstLoadReport()
+    bars = hf_logging.is_progress_bar_enabled()
+    for logger_ in loggers:
+        logger_.addFilter(only_first)
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for logger_ in loggers:
+            logger_.removeFilter(only_first)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 # ---- one trial --------------------------------------------------------------------------------------------------------
 
