@@ -34,6 +34,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
 from ._compat import push_checkpoint, rotate_checkpoints, trainer_run_dir
+from .config import secrets_left_out
 
 logger = logging.get_logger(__name__)
 
@@ -340,9 +341,14 @@ def _saved_run_config(output_dir: str) -> dict | None:
     """The `run_config.json` of `output_dir`, or `None` when it has none that reads as JSON."""
     try:
         with open(os.path.join(output_dir, RUN_CONFIG_NAME), encoding="utf-8") as f:
-            return json.load(f)
+            saved = json.load(f)
     except (OSError, ValueError):
         return None
+    training = saved.get("training") if isinstance(saved, dict) else None
+    init_kwargs = training.get("model_init_kwargs") if isinstance(training, dict) else None
+    if isinstance(init_kwargs, dict):  # older folders recorded a masked token, which defines no run
+        init_kwargs.pop("token", None)
+    return saved
 
 
 def resume_point(output_dir: str, run_config: dict, resume_from_checkpoint: str | None = None,
@@ -425,6 +431,14 @@ class CompleteCheckpointMixin:
     def extra_checkpoint_files(self) -> dict[str, tuple[dict[str, torch.Tensor], dict[str, str]]]:
         """File name -> (tensors, safetensors metadata) of the state the stock Trainer does not checkpoint."""
         return {}
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        with secrets_left_out():  # training_args.bin without the Hub tokens
+            super()._save(output_dir, state_dict)
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        with secrets_left_out():  # the training_args.bin it writes beside the uploaded model, without the tokens
+            super()._push_from_checkpoint(checkpoint_folder)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
         if resume_from_checkpoint is True:
