@@ -60,6 +60,7 @@ from .driver import configure_logging, run_config, train_one
 from .help import argument_groups, group_help
 from .hp_search import check_not_finished, check_search, needs_validation, search
 from .loading import check_model, load_processor, prepare_data
+from .lock import run_lock
 from .outputs import results_table, write_results
 from .predict import evaluate_and_predict
 
@@ -327,6 +328,19 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict]:
     model_args, data_args, training_args, experiment_args = parse_args(argv, prog)
     check_modes(training_args, experiment_args, given_options(argv or DEMO_ARGS))
     configure_logging(training_args)
+    with run_lock(training_args):  # the comparison's folder, once: its runs are inside it
+        return compare(model_args, data_args, training_args, experiment_args, argv)
+
+
+def compare(
+    model_args: ModelArguments,
+    data_args: DataTrainingArguments,
+    training_args: SmileTrainingArguments,
+    experiment_args: ExperimentArguments,
+    argv: Sequence[str] = (),
+) -> list[dict]:
+    """The comparison of [`main`] once its arguments are parsed (and its folder locked); returns every run's
+    results."""
     if data_args.recipe is not None:
         logger.info(data_args.recipe.line())
     if experiment_args.torch_num_threads:

@@ -31,6 +31,7 @@ from .arguments import (
 )
 from .hp_search import check_not_finished, check_search, needs_validation, search
 from .loading import check_model, load_processor, prepare_data, student
+from .lock import run_lock
 from .outputs import card_arguments, results_table, write_results
 from .predict import evaluate_and_predict, predict_folder
 
@@ -129,8 +130,16 @@ def run(
     model_args: ModelArguments, data_args: DataTrainingArguments, training_args: SmileTrainingArguments
 ) -> tuple[dict, SmileTrainer]:
     """Check the model, prepare the data, then train, evaluate, save and push; write and print `results.json`.
-    Return the run's results and its trainer."""
+    Return the run's results and its trainer. The run holds the lock of its `--output_dir` throughout
+    ([`run_lock`]): a second run on the same folder is refused."""
     configure_logging(training_args)
+    with run_lock(training_args):
+        return _locked_run(model_args, data_args, training_args)
+
+
+def _locked_run(
+    model_args: ModelArguments, data_args: DataTrainingArguments, training_args: SmileTrainingArguments
+) -> tuple[dict, SmileTrainer]:
     default = " (the default; --model_name_or_path changes it)" if model_args.default_model_used else ""
     logger.info(f"Model: {model_args.model_name_or_path}{default}; output folder: {training_args.output_dir}")
     if data_args.recipe is not None:
