@@ -19,7 +19,7 @@ from ._compat import accelerator_available
 from .calibration import CALIBRATIONS
 from .guard import NAN_POLICIES
 from .methods import REGULARIZERS, declared_hyperparameters, parse_method
-from .parity import check_refused_fields
+from .parity import check_precision, check_refused_fields
 from .recipes import REFERENCE_RECIPE, apply_recipe
 
 logger = logging.get_logger(__name__)
@@ -308,6 +308,7 @@ class SmileTrainingArguments(TrainingArguments):
             isinstance(self.accelerator_config, dict) and "non_blocking" not in self.accelerator_config
         )
         super().__post_init__()
+        check_precision(self)  # smile_hf.parity: fp16 on the CPU would be silently ignored
         self._default_non_blocking(unset_non_blocking)
 
     def _default_non_blocking(self, unset: bool) -> None:
