@@ -21,12 +21,14 @@ newer folders it skipped and why; `SmileTrainer.train(resume_from_checkpoint=Tru
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import safetensors.torch
 import torch
@@ -52,6 +54,11 @@ _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 class IncompleteCheckpointError(ValueError):
     """Raised when asked to resume from a folder that is not a complete checkpoint, or whose state cannot be loaded
     into this trainer; its message is one line naming the checkpoint, the file and the key or field."""
+
+
+class DiskFullError(OSError):
+    """Raised when a save runs out of space: names the folder being written, the checkpoints still intact and how to
+    resume."""
 
 
 # ---- writing ------------------------------------------------------------------------------------------------------
@@ -413,6 +420,30 @@ def write_run_config(output_dir: str, run_config: dict) -> None:
 
 # ---- the Trainer side ---------------------------------------------------------------------------------------------
 
+NO_SPACE_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+@contextmanager
+def disk_full_named(folder: str, run_dir: str) -> Iterator[None]:
+    """Turn running out of space while writing `folder` into a [`DiskFullError`] that names it, the newest complete
+    checkpoint of `run_dir` (intact: a checkpoint without its completion marker is never resumed from) and how to
+    resume."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except OSError as error:
+        if error.errno not in NO_SPACE_ERRNOS:
+            raise
+        last = get_last_checkpoint(run_dir)
+        resume = f"it resumes from {last}" if last is not None else "it starts again (no checkpoint was complete yet)"
+        disk_full = DiskFullError(
+            f"No space left on the device while writing {folder}: the earlier checkpoints are intact. Free some space "
+            f"(or lower --save_total_limit) and rerun the same command: {resume}."
+        )
+        disk_full.errno = error.errno
+        raise disk_full from error
+
 
 class CompleteCheckpointMixin:
     """Mixin for a `transformers.Trainer` subclass (listed before `Trainer`): checkpoints are complete or
@@ -433,7 +464,8 @@ class CompleteCheckpointMixin:
         return {}
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        with secrets_left_out():  # training_args.bin without the Hub tokens
+        folder = output_dir if output_dir is not None else self.args.output_dir
+        with secrets_left_out(), disk_full_named(folder, self.args.output_dir):  # training_args.bin without tokens
             super()._save(output_dir, state_dict)
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
@@ -457,6 +489,10 @@ class CompleteCheckpointMixin:
     def _save_checkpoint(self, model, trial) -> None:
         run_dir = trainer_run_dir(self, trial)
         output_dir = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        with disk_full_named(output_dir, run_dir):
+            self._save_complete_checkpoint(model, trial, run_dir, output_dir)
+
+    def _save_complete_checkpoint(self, model, trial, run_dir: str, output_dir: str) -> None:
         if self.args.should_save and os.path.exists(output_dir):
             logger.warning(f"Replacing {output_dir} (left by an earlier run or an interrupted save).")
             discard_checkpoint(output_dir)

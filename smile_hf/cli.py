@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 
 from .backbones import UnsupportedBackboneError
-from .checkpoints import IncompleteCheckpointError, OutputDirError
+from .checkpoints import DiskFullError, IncompleteCheckpointError, OutputDirError
 from .data import DataError
 from .distributed import shutdown
 from .guard import NonFiniteLossError, NonFiniteWeightsError
@@ -22,8 +22,8 @@ from .run.arguments import InputError
 
 USER_ERRORS = (DataError, InputError, UnsupportedBackboneError, IncompleteCheckpointError, OutputDirError)
 """Bad input, reported as one `<script>: error: ...` line on stderr (exit status 2) instead of a traceback."""
-RUN_ERRORS = (NonFiniteLossError, NonFiniteWeightsError)
-"""A run that failed (it diverged), reported as one line on stderr with exit status 1."""
+RUN_ERRORS = (NonFiniteLossError, NonFiniteWeightsError, DiskFullError)
+"""A run that failed (it diverged, or the disk filled up), reported as one line on stderr with exit status 1."""
 
 COMMANDS = {
     "train": "one run (the full driver; examples/run_smile.py is its short script)",
