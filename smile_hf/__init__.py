@@ -4,46 +4,33 @@ Hugging Face `Trainer`."""
 
 __version__ = "0.1.0"
 
-from .backbones import (
-    BACKBONES,
-    BackboneAdapter,
-    BackboneSpec,
-    ForwardOutput,
-    UnsupportedBackboneError,
-    register_backbone,
-)
-from .config import SmileTrainingArguments
-from .loss import LossOutput, TransferLoss
-from .methods import REGULARIZERS, Regularizer, register_regularizer
-from .mixing import Mix, mix_inputs, mix_tensor, mixed_cross_entropy, sample_mix, soft_cross_entropy
-from .modeling import load_source_model, load_student
-from .teacher import EmaTeacher, EmaTeacherCallback, FixedTeacher, Teacher
-from .trainer import SmileTrainer
+import importlib
 
-__all__ = [
-    "BACKBONES",
-    "REGULARIZERS",
-    "BackboneAdapter",
-    "BackboneSpec",
-    "EmaTeacher",
-    "EmaTeacherCallback",
-    "FixedTeacher",
-    "ForwardOutput",
-    "LossOutput",
-    "Mix",
-    "SmileTrainer",
-    "SmileTrainingArguments",
-    "Teacher",
-    "TransferLoss",
-    "Regularizer",
-    "UnsupportedBackboneError",
-    "load_source_model",
-    "load_student",
-    "mix_inputs",
-    "mix_tensor",
-    "mixed_cross_entropy",
-    "register_backbone",
-    "register_regularizer",
-    "sample_mix",
-    "soft_cross_entropy",
-]
+_EXPORTS = {
+    "backbones": ("BACKBONES", "BackboneAdapter", "BackboneSpec", "ForwardOutput", "UnsupportedBackboneError",
+                  "register_backbone"),
+    "config": ("SmileTrainingArguments",),
+    "loss": ("LossOutput", "TransferLoss"),
+    "methods": ("REGULARIZERS", "Regularizer", "register_regularizer"),
+    "mixing": ("Mix", "mix_inputs", "mix_tensor", "mixed_cross_entropy", "sample_mix", "soft_cross_entropy"),
+    "modeling": ("load_source_model", "load_student"),
+    "teacher": ("EmaTeacher", "EmaTeacherCallback", "FixedTeacher", "Teacher"),
+    "trainer": ("SmileTrainer",),
+}  # fmt: skip
+"""Module -> the names the package exports from it, imported on first use: `import smile_hf` (and the `smile-hf`
+command's `--help`) imports neither torch nor transformers."""
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name in _MODULE_OF:
+        value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

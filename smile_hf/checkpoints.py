@@ -56,6 +56,35 @@ class IncompleteCheckpointError(ValueError):
     into this trainer; its message is one line naming the checkpoint, the file and the key or field."""
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM ([`resumable_interrupts`]): `checkpoint` is the newest complete checkpoint
+    its rerun resumes from (None: none yet), `runs` whether its folder holds several runs, each resuming its own."""
+
+    def __init__(self, checkpoint: str | None, runs: bool = False):
+        super().__init__(checkpoint)
+        self.checkpoint, self.runs = checkpoint, runs
+
+    def resume_hint(self) -> str:
+        """What rerunning the same command does."""
+        if self.runs:
+            return "rerun the same command to resume every run from its last complete checkpoint"
+        if self.checkpoint is None:
+            return "no checkpoint was complete yet: rerun the same command to start again"
+        return f"rerun the same command to resume from {self.checkpoint}"
+
+
+@contextmanager
+def resumable_interrupts(output_dir: str, runs: bool = False) -> Iterator[None]:
+    """Turn a `KeyboardInterrupt` (Ctrl-C, or SIGTERM under [`smile_hf.cli.run_cli`]) into [`RunInterrupted`],
+    naming the newest complete checkpoint of `output_dir` (`runs`: a folder of several runs)."""
+    try:
+        yield
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt as interrupt:
+        raise RunInterrupted(None if runs else get_last_checkpoint(output_dir), runs) from interrupt
+
+
 class DiskFullError(OSError):
     """Raised when a save runs out of space: names the folder being written, the checkpoints still intact and how to
     resume."""

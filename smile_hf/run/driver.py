@@ -14,7 +14,7 @@ from safetensors import SafetensorError
 from transformers import set_seed
 
 from .._compat import shut_down_dataloader_workers
-from ..checkpoints import resume_point, write_run_config
+from ..checkpoints import resumable_interrupts, resume_point, write_run_config
 from ..config import SmileTrainingArguments
 from ..data import PreparedData, eval_image_processor, one_line
 from ..metrics import ClassificationMetrics, load_classification_metric
@@ -32,7 +32,7 @@ from .arguments import (
 from .hp_search import check_not_finished, check_search, needs_validation, search
 from .loading import check_model, load_processor, prepare_data, student
 from .lock import run_lock
-from .outputs import card_arguments, results_table, write_results
+from .outputs import card_arguments, create_hub_repo, results_table, write_results
 from .predict import evaluate_and_predict, predict_folder
 
 logger = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def run(
     Return the run's results and its trainer. The run holds the lock of its `--output_dir` throughout
     ([`run_lock`]): a second run on the same folder is refused."""
     configure_logging(training_args)
-    with run_lock(training_args):
+    with run_lock(training_args), resumable_interrupts(training_args.output_dir):
         return _locked_run(model_args, data_args, training_args)
 
 
@@ -148,6 +148,7 @@ def _locked_run(
     if not training_args.do_train:
         return evaluate_and_predict(model_args, data_args, training_args)
     check_model(model_args, data_args)
+    create_hub_repo(training_args)  # --push_to_hub: the repository exists before anything trains
     processor = load_processor(model_args)
     with training_args.main_process_first(desc="loading the datasets"):
         data = prepare_data(data_args, model_args, training_args.seed, processor, disable_tqdm=quiet(training_args),

@@ -56,6 +56,11 @@ def check_model(model_args: ModelArguments, data_args: DataTrainingArguments | N
     """Raise an [`InputError`] unless the checkpoint can be read and is an image classifier (config only). Offline,
     the error names everything the run would download: the model and, if not cached, the preset's dataset."""
     name = model_args.model_name_or_path
+    if looks_like_a_path(name) and not os.path.isdir(name):
+        raise InputError(
+            f"--model_name_or_path '{name}' does not exist: no such folder ({os.path.abspath(name)}). Pass the folder "
+            "of a checkpoint (with its config.json), or a Hub id such as microsoft/resnet-50."
+        )
     try:
         config = AutoConfig.from_pretrained(
             name, cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token,
@@ -79,6 +84,17 @@ def check_model(model_args: ModelArguments, data_args: DataTrainingArguments | N
             f"--model_name_or_path '{name}' is a '{config.model_type}' model, not an image classifier: "
             "AutoModelForImageClassification cannot load it. Use an image classification checkpoint."
         )
+
+
+def looks_like_a_path(name: str) -> bool:
+    """Whether `--model_name_or_path` can only be a local path, not a Hub id (`name` or `org/name`): absolute, starting
+    with `.` or `~`, with more than one separator or a backslash, ending with a separator, or inside an existing
+    folder (`runs/mine` where `runs` exists)."""
+    parent = os.path.dirname(name.rstrip("/\\"))
+    return (
+        os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name
+        or name.endswith(("/", os.sep)) or (bool(parent) and os.path.isdir(parent))
+    )  # fmt: skip
 
 
 def check_remote_code(model_args: ModelArguments, error: Exception) -> None:

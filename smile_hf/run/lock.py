@@ -126,9 +126,15 @@ def output_dir_lock(output_dir: str) -> Iterator[str]:
         [`OutputDirInUseError`]: another run holds it (the message names it).
         [`OutputDirError`]: `output_dir` is a file, or cannot be created.
     """
+    created = not os.path.isdir(output_dir)
     _prepare_folder(output_dir)
     path = os.path.join(output_dir, LOCK_NAME)
-    fd = _acquire_flock(output_dir, path) if fcntl is not None else _acquire_exclusive(output_dir, path)
+    try:
+        fd = _acquire_flock(output_dir, path) if fcntl is not None else _acquire_exclusive(output_dir, path)
+    except OutputDirError:
+        if created:
+            _remove_if_empty(output_dir)
+        raise
     try:
         yield path
     finally:
@@ -137,6 +143,15 @@ def output_dir_lock(output_dir: str) -> Iterator[str]:
         except OSError:
             pass
         os.close(fd)
+        if created:  # a run refused before it wrote anything leaves no empty folder behind
+            _remove_if_empty(output_dir)
+
+
+def _remove_if_empty(folder: str) -> None:
+    try:
+        os.rmdir(folder)
+    except OSError:  # not empty (or already gone)
+        pass
 
 
 @contextmanager
