@@ -5,6 +5,7 @@ Hugging Face `Trainer`."""
 __version__ = "0.1.0"
 
 import importlib
+from typing import TYPE_CHECKING
 
 _EXPORTS = {
     "backbones": ("BACKBONES", "BackboneAdapter", "BackboneSpec", "ForwardOutput", "UnsupportedBackboneError",
@@ -22,6 +23,33 @@ command's `--help`) imports neither torch nor transformers."""
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = sorted(_MODULE_OF)
+
+if TYPE_CHECKING:  # the same names, for type checkers and the API docs
+    from .backbones import BACKBONES as BACKBONES
+    from .backbones import BackboneAdapter as BackboneAdapter
+    from .backbones import BackboneSpec as BackboneSpec
+    from .backbones import ForwardOutput as ForwardOutput
+    from .backbones import UnsupportedBackboneError as UnsupportedBackboneError
+    from .backbones import register_backbone as register_backbone
+    from .config import SmileTrainingArguments as SmileTrainingArguments
+    from .loss import LossOutput as LossOutput
+    from .loss import TransferLoss as TransferLoss
+    from .methods import REGULARIZERS as REGULARIZERS
+    from .methods import Regularizer as Regularizer
+    from .methods import register_regularizer as register_regularizer
+    from .mixing import Mix as Mix
+    from .mixing import mix_inputs as mix_inputs
+    from .mixing import mix_tensor as mix_tensor
+    from .mixing import mixed_cross_entropy as mixed_cross_entropy
+    from .mixing import sample_mix as sample_mix
+    from .mixing import soft_cross_entropy as soft_cross_entropy
+    from .modeling import load_source_model as load_source_model
+    from .modeling import load_student as load_student
+    from .teacher import EmaTeacher as EmaTeacher
+    from .teacher import EmaTeacherCallback as EmaTeacherCallback
+    from .teacher import FixedTeacher as FixedTeacher
+    from .teacher import Teacher as Teacher
+    from .trainer import SmileTrainer as SmileTrainer
 
 
 def __getattr__(name: str):

@@ -126,14 +126,13 @@ def output_dir_lock(output_dir: str) -> Iterator[str]:
         [`OutputDirInUseError`]: another run holds it (the message names it).
         [`OutputDirError`]: `output_dir` is a file, or cannot be created.
     """
-    created = not os.path.isdir(output_dir)
+    created = _missing_folders(output_dir)
     _prepare_folder(output_dir)
     path = os.path.join(output_dir, LOCK_NAME)
     try:
         fd = _acquire_flock(output_dir, path) if fcntl is not None else _acquire_exclusive(output_dir, path)
     except OutputDirError:
-        if created:
-            _remove_if_empty(output_dir)
+        _remove_if_empty(created)
         raise
     try:
         yield path
@@ -143,15 +142,25 @@ def output_dir_lock(output_dir: str) -> Iterator[str]:
         except OSError:
             pass
         os.close(fd)
-        if created:  # a run refused before it wrote anything leaves no empty folder behind
-            _remove_if_empty(output_dir)
+        _remove_if_empty(created)  # a run stopped before it wrote anything leaves no empty folders behind
 
 
-def _remove_if_empty(folder: str) -> None:
-    try:
-        os.rmdir(folder)
-    except OSError:  # not empty (or already gone)
-        pass
+def _missing_folders(folder: str) -> list[str]:
+    """`folder` and those of its parents that do not exist yet, deepest first."""
+    missing, folder = [], os.path.abspath(folder)
+    while not os.path.exists(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    return missing
+
+
+def _remove_if_empty(folders: list[str]) -> None:
+    """Remove `folders` (deepest first) while they are empty."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty (or already gone)
+            return
 
 
 @contextmanager
