@@ -54,11 +54,12 @@ def _interrupt_on_sigterm() -> None:
 def _interrupted(interrupt: KeyboardInterrupt, script: str, argv: Sequence[str]) -> str:
     """The one line of an interrupted run: the signal, the checkpoint its rerun resumes from and the command."""
     from .checkpoints import RunInterrupted
+    from .run.arguments import redact_tokens
 
     cause = interrupt.__context__ if isinstance(interrupt, RunInterrupted) else interrupt
     name = str(cause.args[0]) if cause is not None and cause.args and str(cause.args[0]).startswith("SIG") else "SIGINT"
     hint = interrupt.resume_hint() if isinstance(interrupt, RunInterrupted) else "rerun the same command to resume"
-    return f"{script}: interrupted ({name}): {hint}: {' '.join([script, *map(shlex.quote, argv)])}"
+    return f"{script}: interrupted ({name}): {hint}: {' '.join([script, *map(shlex.quote, redact_tokens(argv))])}"
 
 
 def run_cli(main_fn: Callable[[], object], script: str, argv: Sequence[str] | None = None) -> None:

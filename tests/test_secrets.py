@@ -9,6 +9,7 @@ import io
 import logging
 import os
 import pickle
+import sys
 
 import torch
 import transformers.trainer
@@ -108,3 +109,17 @@ def test_only_the_files_lose_the_tokens(tmp_path):
         assert HUB_TOKEN not in text and TOKEN not in text
 
 
+
+
+def test_the_lock_file_and_the_interrupt_line_show_no_token(tmp_path, monkeypatch):
+    from smile_hf.cli import _interrupted
+    from smile_hf.run.lock import output_dir_lock
+
+    argv = ["--token", TOKEN, f"--hub_token={HUB_TOKEN}", "--hub_tok", HUB_TOKEN, "--max_steps", "3"]
+    monkeypatch.setattr(sys, "argv", ["smile-hf", "train", *argv])
+    with output_dir_lock(str(tmp_path)) as lock_file:
+        written = open(lock_file, encoding="utf-8").read()
+    assert "--max_steps 3" in written and TOKEN not in written and HUB_TOKEN not in written
+    line = _interrupted(KeyboardInterrupt(), "smile-hf train", argv)
+    assert line.endswith("--max_steps 3") and "--token '<TOKEN>'" in line
+    assert TOKEN not in line and HUB_TOKEN not in line

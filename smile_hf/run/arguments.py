@@ -233,6 +233,23 @@ def check_inference_args(
         raise InputError(f"--top_k must be >= 1, got {data_args.top_k}.")
 
 
+def redact_tokens(argv: list[str] | tuple[str, ...]) -> list[str]:
+    """`argv` with the value of every token option (`--token`, `--hub_token`, their abbreviations, `--opt=value`
+    too) replaced by `<TOKEN>`: a command line that can be shown or written down."""
+    redacted, hide_next = [], False
+    for arg in argv:
+        option, sep, _ = arg.partition("=")
+        is_token_option = option.startswith("--") and "tok" in option
+        if hide_next:
+            redacted.append("<TOKEN>")
+        elif is_token_option and sep:
+            redacted.append(f"{option}=<TOKEN>")
+        else:
+            redacted.append(arg)
+        hide_next = is_token_option and not sep and not hide_next
+    return redacted
+
+
 def given_options(argv: list[str], parser: HfArgumentParser | None = None) -> set[str]:
     """The names of the arguments set explicitly: those a command line sets, as `parser` (default: a fresh
     [`build_parser`]) reads it (spelt with dashes, abbreviated, `--no_<name>`...), or the keys of a single `.json` /

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from ..checkpoints import OutputDirError
+from .arguments import redact_tokens
 
 try:
     import fcntl
@@ -35,7 +36,7 @@ class OutputDirInUseError(OutputDirError):
 
 def _holder() -> dict:
     return {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "command": " ".join(sys.argv)}  # fmt: skip
+            "command": " ".join(redact_tokens(sys.argv))}  # fmt: skip
 
 
 def _read_holder(path: str) -> dict | None:
