@@ -4,8 +4,9 @@
 `examples/compare_methods.py ...` (several methods over seeds; no argument: the offline demo). Also
 `python -m smile_hf.cli train ...`.
 
-Bad input is one `<command>: error: ...` line on stderr (exit status 2), a diverged run one such line (exit status 1),
-never a traceback; with several processes every rank exits cleanly.
+Bad input is one `<command>: error: ...` line on stderr (exit status 2), a diverged run or a full disk one such line
+(exit status 1), never a traceback; Ctrl-C and SIGTERM one line naming the checkpoint to resume from and the command
+(exit status 130 and 143); with several processes every rank exits cleanly. `smile-hf --help` imports no torch.
 """
 
 from __future__ import annotations
@@ -83,6 +84,13 @@ def run_cli(main_fn: Callable[[], object], script: str, argv: Sequence[str] | No
             sys.exit(2)
         if isinstance(error, run_errors()):
             print(f"{script}: error: {error}", file=sys.stderr)
+            sys.exit(1)
+        from .checkpoints import NO_SPACE_ERRNOS
+
+        if isinstance(error, OSError) and error.errno in NO_SPACE_ERRNOS:  # outside a save (a log, the results)
+            print(f"{script}: error: No space left on the device while writing {error.filename or 'a file'}: free "
+                  "some space and rerun the same command (it resumes from the last complete checkpoint).",
+                  file=sys.stderr)  # fmt: skip
             sys.exit(1)
         raise
     finally:

@@ -57,3 +57,15 @@ def test_a_full_disk_names_the_folder_and_how_to_resume(tmp_path, monkeypatch, r
     monkeypatch.setattr(safetensors.torch, "save_file", save_file)
     assert run_smile.main(tiny_argv(out))["global_step"] == 3
     assert resumes == [None, str(out / "checkpoint-1")]
+
+
+def test_a_full_disk_outside_a_save_is_one_line_too(capsys):
+    def fails():
+        raise OSError(errno.ENOSPC, "No space left on device", "/somewhere/results.json")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(fails, "smile-hf train", [])
+    assert exit_info.value.code == 1 and capsys.readouterr().err == (
+        "smile-hf train: error: No space left on the device while writing /somewhere/results.json: free some space "
+        "and rerun the same command (it resumes from the last complete checkpoint).\n"
+    )
