@@ -21,12 +21,14 @@ newer folders it skipped and why; `SmileTrainer.train(resume_from_checkpoint=Tru
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import safetensors.torch
 import torch
@@ -34,6 +36,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
 from ._compat import push_checkpoint, rotate_checkpoints, trainer_run_dir
+from .config import secrets_left_out
 
 logger = logging.get_logger(__name__)
 
@@ -51,6 +54,40 @@ _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 class IncompleteCheckpointError(ValueError):
     """Raised when asked to resume from a folder that is not a complete checkpoint, or whose state cannot be loaded
     into this trainer; its message is one line naming the checkpoint, the file and the key or field."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM ([`resumable_interrupts`]): `checkpoint` is the newest complete checkpoint
+    its rerun resumes from (None: none yet), `runs` whether its folder holds several runs, each resuming its own."""
+
+    def __init__(self, checkpoint: str | None, runs: bool = False):
+        super().__init__(checkpoint)
+        self.checkpoint, self.runs = checkpoint, runs
+
+    def resume_hint(self) -> str:
+        """What rerunning the same command does."""
+        if self.runs:
+            return "rerun the same command to resume every run from its last complete checkpoint"
+        if self.checkpoint is None:
+            return "no checkpoint was complete yet: rerun the same command to start again"
+        return f"rerun the same command to resume from {self.checkpoint}"
+
+
+@contextmanager
+def resumable_interrupts(output_dir: str, runs: bool = False) -> Iterator[None]:
+    """Turn a `KeyboardInterrupt` (Ctrl-C, or SIGTERM under [`smile_hf.cli.run_cli`]) into [`RunInterrupted`],
+    naming the newest complete checkpoint of `output_dir` (`runs`: a folder of several runs)."""
+    try:
+        yield
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt as interrupt:
+        raise RunInterrupted(None if runs else get_last_checkpoint(output_dir), runs) from interrupt
+
+
+class DiskFullError(OSError):
+    """Raised when a save runs out of space: names the folder being written, the checkpoints still intact and how to
+    resume."""
 
 
 # ---- writing ------------------------------------------------------------------------------------------------------
@@ -340,9 +377,14 @@ def _saved_run_config(output_dir: str) -> dict | None:
     """The `run_config.json` of `output_dir`, or `None` when it has none that reads as JSON."""
     try:
         with open(os.path.join(output_dir, RUN_CONFIG_NAME), encoding="utf-8") as f:
-            return json.load(f)
+            saved = json.load(f)
     except (OSError, ValueError):
         return None
+    training = saved.get("training") if isinstance(saved, dict) else None
+    init_kwargs = training.get("model_init_kwargs") if isinstance(training, dict) else None
+    if isinstance(init_kwargs, dict):  # older folders recorded a masked token, which defines no run
+        init_kwargs.pop("token", None)
+    return saved
 
 
 def resume_point(output_dir: str, run_config: dict, resume_from_checkpoint: str | None = None,
@@ -407,6 +449,30 @@ def write_run_config(output_dir: str, run_config: dict) -> None:
 
 # ---- the Trainer side ---------------------------------------------------------------------------------------------
 
+NO_SPACE_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+@contextmanager
+def disk_full_named(folder: str, run_dir: str) -> Iterator[None]:
+    """Turn running out of space while writing `folder` into a [`DiskFullError`] that names it, the newest complete
+    checkpoint of `run_dir` (intact: a checkpoint without its completion marker is never resumed from) and how to
+    resume."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except OSError as error:
+        if error.errno not in NO_SPACE_ERRNOS:
+            raise
+        last = get_last_checkpoint(run_dir)
+        resume = f"it resumes from {last}" if last is not None else "it starts again (no checkpoint was complete yet)"
+        disk_full = DiskFullError(
+            f"No space left on the device while writing {folder}: the earlier checkpoints are intact. Free some space "
+            f"(or lower --save_total_limit) and rerun the same command: {resume}."
+        )
+        disk_full.errno = error.errno
+        raise disk_full from error
+
 
 class CompleteCheckpointMixin:
     """Mixin for a `transformers.Trainer` subclass (listed before `Trainer`): checkpoints are complete or
@@ -426,6 +492,15 @@ class CompleteCheckpointMixin:
         """File name -> (tensors, safetensors metadata) of the state the stock Trainer does not checkpoint."""
         return {}
 
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        folder = output_dir if output_dir is not None else self.args.output_dir
+        with secrets_left_out(), disk_full_named(folder, self.args.output_dir):  # training_args.bin without tokens
+            super()._save(output_dir, state_dict)
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        with secrets_left_out():  # the training_args.bin it writes beside the uploaded model, without the tokens
+            super()._push_from_checkpoint(checkpoint_folder)
+
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
         if resume_from_checkpoint is True:
             resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
@@ -443,6 +518,10 @@ class CompleteCheckpointMixin:
     def _save_checkpoint(self, model, trial) -> None:
         run_dir = trainer_run_dir(self, trial)
         output_dir = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        with disk_full_named(output_dir, run_dir):
+            self._save_complete_checkpoint(model, trial, run_dir, output_dir)
+
+    def _save_complete_checkpoint(self, model, trial, run_dir: str, output_dir: str) -> None:
         if self.args.should_save and os.path.exists(output_dir):
             logger.warning(f"Replacing {output_dir} (left by an earlier run or an interrupted save).")
             discard_checkpoint(output_dir)

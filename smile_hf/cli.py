@@ -4,26 +4,17 @@
 `examples/compare_methods.py ...` (several methods over seeds; no argument: the offline demo). Also
 `python -m smile_hf.cli train ...`.
 
-Bad input is one `<command>: error: ...` line on stderr (exit status 2), a diverged run one such line (exit status 1),
-never a traceback; with several processes every rank exits cleanly.
+Bad input is one `<command>: error: ...` line on stderr (exit status 2), a diverged run or a full disk one such line
+(exit status 1), never a traceback; Ctrl-C and SIGTERM one line naming the checkpoint to resume from and the command
+(exit status 130 and 143); with several processes every rank exits cleanly. `smile-hf --help` imports no torch.
 """
 
 from __future__ import annotations
 
+import shlex
+import signal
 import sys
-from collections.abc import Callable
-
-from .backbones import UnsupportedBackboneError
-from .checkpoints import IncompleteCheckpointError, OutputDirError
-from .data import DataError
-from .distributed import shutdown
-from .guard import NonFiniteLossError, NonFiniteWeightsError
-from .run.arguments import InputError
-
-USER_ERRORS = (DataError, InputError, UnsupportedBackboneError, IncompleteCheckpointError, OutputDirError)
-"""Bad input, reported as one `<script>: error: ...` line on stderr (exit status 2) instead of a traceback."""
-RUN_ERRORS = (NonFiniteLossError, NonFiniteWeightsError)
-"""A run that failed (it diverged), reported as one line on stderr with exit status 1."""
+from collections.abc import Callable, Sequence
 
 COMMANDS = {
     "train": "one run (the full driver; examples/run_smile.py is its short script)",
@@ -34,17 +25,74 @@ USAGE = "usage: smile-hf {train,compare} [ARGUMENTS...]   (smile-hf train --help
 )
 
 
-def run_cli(main_fn: Callable[[], object], script: str) -> None:
+def user_errors() -> tuple[type[Exception], ...]:
+    """Bad input, reported as one `<script>: error: ...` line on stderr (exit status 2) instead of a traceback."""
+    from .backbones import UnsupportedBackboneError
+    from .checkpoints import IncompleteCheckpointError, OutputDirError
+    from .data import DataError
+    from .run.arguments import InputError
+
+    return DataError, InputError, UnsupportedBackboneError, IncompleteCheckpointError, OutputDirError
+
+
+def run_errors() -> tuple[type[Exception], ...]:
+    """A run that failed (it diverged, or the disk filled up), reported as one line on stderr with exit status 1."""
+    from .checkpoints import DiskFullError
+    from .guard import NonFiniteLossError, NonFiniteWeightsError
+
+    return NonFiniteLossError, NonFiniteWeightsError, DiskFullError
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (a scheduler, `kill`) stops the run as Ctrl-C does: the cleanup runs and one line says how to resume."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def _interrupted(interrupt: KeyboardInterrupt, script: str, argv: Sequence[str]) -> str:
+    """The one line of an interrupted run: the signal, the checkpoint its rerun resumes from and the command."""
+    from .checkpoints import RunInterrupted
+    from .run.arguments import redact_tokens
+
+    cause = interrupt.__context__ if isinstance(interrupt, RunInterrupted) else interrupt
+    name = str(cause.args[0]) if cause is not None and cause.args and str(cause.args[0]).startswith("SIG") else "SIGINT"
+    hint = interrupt.resume_hint() if isinstance(interrupt, RunInterrupted) else "rerun the same command to resume"
+    return f"{script}: interrupted ({name}): {hint}: {' '.join([script, *map(shlex.quote, redact_tokens(argv))])}"
+
+
+def run_cli(main_fn: Callable[[], object], script: str, argv: Sequence[str] | None = None) -> None:
     """Run a script's `main_fn`: bad input is one `<script>: error: ...` line (exit status 2), a diverged run one
-    such line (exit status 1); with several processes every rank exits cleanly."""
+    such line (exit status 1); Ctrl-C and SIGTERM one line naming the checkpoint to resume from and the command
+    (`script` and `argv`, default `sys.argv[1:]`; exit status 130 and 143); with several processes every rank exits
+    cleanly."""
+    from .distributed import shutdown
+
+    argv = sys.argv[1:] if argv is None else argv
+    _interrupt_on_sigterm()
     try:
         main_fn()
-    except USER_ERRORS as error:
-        print(f"{script}: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except RUN_ERRORS as error:
-        print(f"{script}: error: {error}", file=sys.stderr)
-        sys.exit(1)
+    except KeyboardInterrupt as interrupt:
+        line = _interrupted(interrupt, script, argv)
+        print(line, file=sys.stderr)
+        sys.exit(143 if "(SIGTERM)" in line else 130)
+    except Exception as error:
+        if isinstance(error, user_errors()):
+            print(f"{script}: error: {error}", file=sys.stderr)
+            sys.exit(2)
+        if isinstance(error, run_errors()):
+            print(f"{script}: error: {error}", file=sys.stderr)
+            sys.exit(1)
+        from .checkpoints import NO_SPACE_ERRNOS
+
+        if isinstance(error, OSError) and error.errno in NO_SPACE_ERRNOS:  # outside a save (a log, the results)
+            print(f"{script}: error: No space left on the device while writing {error.filename or 'a file'}: free "
+                  "some space and rerun the same command (it resumes from the last complete checkpoint).",
+                  file=sys.stderr)  # fmt: skip
+            sys.exit(1)
+        raise
     finally:
         shutdown()
 
@@ -61,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         from .run.driver import main as command_main
     else:
         from .run.compare import main as command_main
-    run_cli(lambda: command_main(rest, prog=f"smile-hf {command}"), f"smile-hf {command}")
+    run_cli(lambda: command_main(rest, prog=f"smile-hf {command}"), f"smile-hf {command}", rest)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -16,10 +19,24 @@ from ._compat import accelerator_available
 from .calibration import CALIBRATIONS
 from .guard import NAN_POLICIES
 from .methods import REGULARIZERS, declared_hyperparameters, parse_method
-from .parity import check_refused_fields
+from .parity import check_precision, check_refused_fields
 from .recipes import REFERENCE_RECIPE, apply_recipe
 
 logger = logging.get_logger(__name__)
+
+_PICKLING_FOR_DISK: ContextVar[bool] = ContextVar("_PICKLING_FOR_DISK", default=False)
+
+
+@contextmanager
+def secrets_left_out() -> Iterator[None]:
+    """While inside, a pickled [`SmileTrainingArguments`] (the Trainer's `training_args.bin`) holds no Hub token:
+    `hub_token` is `None` and `model_init_kwargs` has no `token`. The arguments in memory keep them (the upload and
+    the loading of a private model still use them); copies and other pickles (Ray's workers) keep them too."""
+    reset = _PICKLING_FOR_DISK.set(True)
+    try:
+        yield
+    finally:
+        _PICKLING_FOR_DISK.reset(reset)
 
 _STOCK = {f.name: f.default for f in fields(TrainingArguments)}
 NOT_SET_FIELDS = (
@@ -291,6 +308,7 @@ class SmileTrainingArguments(TrainingArguments):
             isinstance(self.accelerator_config, dict) and "non_blocking" not in self.accelerator_config
         )
         super().__post_init__()
+        check_precision(self)  # smile_hf.parity: fp16 on the CPU would be silently ignored
         self._default_non_blocking(unset_non_blocking)
 
     def _default_non_blocking(self, unset: bool) -> None:
@@ -366,9 +384,20 @@ class SmileTrainingArguments(TrainingArguments):
         names = [n for n in RUN_DEFINING_STOCK_FIELDS if n in stock]
         names += [f.name for f in fields(self) if f.name not in stock and f.name not in _NOT_RUN_DEFINING]
         values = {name: getattr(self, name, None) for name in names}
-        values["model_init_kwargs"] = self.to_dict().get("model_init_kwargs")
+        kwargs = self.to_dict().get("model_init_kwargs")  # a token changes no weight: a rerun may pass another one
+        values["model_init_kwargs"] = {k: v for k, v in kwargs.items() if k != "token"} if isinstance(kwargs, dict) else kwargs
         values["world_size"] = self.world_size
         return json.loads(json.dumps(values, default=lambda v: getattr(v, "value", str(v))))
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The pickled state; inside [`secrets_left_out`] (every file the Trainer pickles the arguments into),
+        without the Hub tokens."""
+        state = dict(self.__dict__)
+        if _PICKLING_FOR_DISK.get():
+            state["hub_token"] = None
+            if isinstance(state.get("model_init_kwargs"), dict):
+                state["model_init_kwargs"] = {k: v for k, v in state["model_init_kwargs"].items() if k != "token"}
+        return state
 
     def to_dict(self) -> dict[str, Any]:
         """`TrainingArguments.to_dict`, with a Hub token in `model_init_kwargs` masked like `hub_token` (the dict goes

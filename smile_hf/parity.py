@@ -52,7 +52,7 @@ TRAINING_ARGUMENTS: dict[str, tuple[str, str]] = {
     "label_smoothing_factor": (WORKS, "tests/test_parity_loss.py"),
     # ---- precision, memory, compilation
     "bf16": (WORKS, "tests/test_backbone_families.py"),
-    "fp16": (WORKS, _STOCK_RUN),
+    "fp16": (WORKS, _STOCK_RUN),  # on an accelerator; refused on the CPU (check_precision: tests/test_precision.py)
     "bf16_full_eval": (WORKS, _STOCK_RUN),
     "fp16_full_eval": (WORKS, _STOCK_RUN),
     "tf32": (WORKS, "tests/conftest.py"),
@@ -204,6 +204,17 @@ def check_refused_fields(args: TrainingArguments) -> None:
         value = getattr(args, name, None)
         if value not in (_STOCK_DEFAULTS[name], None, False, "", [], {}):
             raise ValueError(f"SmileTrainer does not support `{name}={value!r}`: {reason}.")
+
+
+def check_precision(args: TrainingArguments) -> None:
+    """Raise `ValueError` for a mixed precision that cannot take effect on the training device: `fp16` on the CPU,
+    where accelerate never enables fp16 autocast (the run would train in float32 while its card said fp16). bf16
+    autocast runs on the CPU, and transformers refuses bf16 on a GPU without it."""
+    if args.fp16 and args.device.type == "cpu":
+        raise ValueError(
+            "`fp16=True` cannot take effect on the CPU (accelerate runs fp16 mixed precision on an accelerator only, "
+            "so the run would train in float32): drop --fp16, or use --bf16 True (bf16 autocast runs on the CPU)."
+        )
 
 
 def check_trainer_arguments(model, args, kwargs: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ results, card and predictions, and the resume protection of its output folder.
 - `help.py`: the grouped `--help`.
 - `loading.py`: the checkpoint checked before anything else, its image processor, the data with its transforms.
 - `driver.py`: one run ([`run`], [`train_one`]) and what defines it (`run_config.json`).
+- `lock.py`: one run per output folder (a lock held for the whole run, refusing a second one).
 - `outputs.py`: `results.json` and its table, the model card's arguments.
 - `predict.py`: without training, evaluate a trained model and classify a folder of images.
 - `hp_search.py`: `--hp_search_trials`: the hyperparameter search on a held-out validation split, its trials, its

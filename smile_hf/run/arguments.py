@@ -15,6 +15,7 @@ from transformers import HfArgumentParser
 from .._compat import accelerator_available
 from ..config import SmileTrainingArguments
 from ..data import CORRUPT_IMAGE_POLICIES, DATASET_PRESETS, get_preset
+from ..sharding import check_sharding
 from ..tuning import TuningArguments
 from .help import argument_groups, group_help
 from .recipes import apply_preset_recipe
@@ -120,6 +121,11 @@ hyperparameter search and the validation split it holds out. A script of its own
 them."""
 
 
+INTERNAL_FIELDS = ("reference_recipe_applied",)
+"""Fields of [`SmileTrainingArguments`] that a run records itself (in `training_args.json`): hidden from `--help`
+and refused on the command line."""
+
+
 class InputError(ValueError):
     """Bad command-line input found before training (one line, shown as is)."""
 
@@ -145,16 +151,26 @@ def build_parser(prog: str | None = None) -> HfArgumentParser:
         usage="%(prog)s (--dataset NAME | --train_dir DIR) [OPTION ...]\n       %(prog)s ARGS.json | ARGS.yaml",
     )
     groups = {"model": ModelArguments, "data": DataTrainingArguments, "tuning": TuningArguments}
-    return group_help(parser, argument_groups(groups))
+    return group_help(parser, argument_groups(groups), hidden=INTERNAL_FIELDS)
 
 
 def read_args(parser: HfArgumentParser, argv: list[str]) -> tuple:
-    """Parse the command line, or a single `.json` / `.yaml` file of arguments, into `parser`'s dataclasses."""
+    """Parse the command line, or a single `.json` / `.yaml` file of arguments, into `parser`'s dataclasses. An
+    internal field ([`INTERNAL_FIELDS`]) on the command line, and a sharded or `nn.DataParallel` training
+    ([`check_sharding`]), are a `ValueError`, before anything loads."""
     if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(yaml_file=os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
+        parsed = parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+    elif len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        parsed = parser.parse_yaml_file(yaml_file=os.path.abspath(argv[0]))
+    else:
+        parsed = parser.parse_args_into_dataclasses(args=argv)  # (--help: prints it and exits)
+        internal = [f"--{name}" for name in INTERNAL_FIELDS if name in given_options(argv)]
+        if internal:
+            raise InputError(f"{internal[0]} is recorded by a run itself, not an option: drop it.")
+    for args in parsed:
+        if isinstance(args, SmileTrainingArguments):
+            check_sharding(args)
+    return parsed
 
 
 def parse_args(
@@ -215,6 +231,23 @@ def check_inference_args(
         raise InputError(f"--do_predict needs --predict_dir, an existing folder of images (got {data_args.predict_dir}).")
     if data_args.top_k < 1:
         raise InputError(f"--top_k must be >= 1, got {data_args.top_k}.")
+
+
+def redact_tokens(argv: list[str] | tuple[str, ...]) -> list[str]:
+    """`argv` with the value of every token option (`--token`, `--hub_token`, their abbreviations, `--opt=value`
+    too) replaced by `<TOKEN>`: a command line that can be shown or written down."""
+    redacted, hide_next = [], False
+    for arg in argv:
+        option, sep, _ = arg.partition("=")
+        is_token_option = option.startswith("--") and "tok" in option
+        if hide_next:
+            redacted.append("<TOKEN>")
+        elif is_token_option and sep:
+            redacted.append(f"{option}=<TOKEN>")
+        else:
+            redacted.append(arg)
+        hide_next = is_token_option and not sep and not hide_next
+    return redacted
 
 
 def given_options(argv: list[str], parser: HfArgumentParser | None = None) -> set[str]:

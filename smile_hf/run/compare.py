@@ -38,6 +38,7 @@ from ..checkpoints import (
     RUN_CONFIG_NAME,
     OutputDirError,
     list_checkpoints,
+    resumable_interrupts,
     resume_point,
     write_run_config,
 )
@@ -47,6 +48,7 @@ from ..metrics import softmax
 from ..plotting import pyplot, save_figure
 from ..tuning import TuningArguments
 from .arguments import (
+    INTERNAL_FIELDS,
     DataTrainingArguments,
     InputError,
     ModelArguments,
@@ -60,7 +62,8 @@ from .driver import configure_logging, run_config, train_one
 from .help import argument_groups, group_help
 from .hp_search import check_not_finished, check_search, needs_validation, search
 from .loading import check_model, load_processor, prepare_data
-from .outputs import results_table, write_results
+from .lock import run_lock
+from .outputs import create_hub_repo, results_table, write_results
 from .predict import evaluate_and_predict
 
 logger = logging.getLogger(__name__)
@@ -182,7 +185,7 @@ def build_parser(prog: str | None = None) -> HfArgumentParser:
     )  # fmt: skip
     groups = {"model": ModelArguments, "data": DataTrainingArguments, "tuning": TuningArguments,
               "comparison": ExperimentArguments}  # fmt: skip
-    return group_help(parser, argument_groups(groups), COMPARE_HELP)
+    return group_help(parser, argument_groups(groups), COMPARE_HELP, hidden=INTERNAL_FIELDS)
 
 
 def parse_args(
@@ -365,6 +368,19 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict]:
     model_args, data_args, training_args, experiment_args = parse_args(argv, prog)
     check_modes(training_args, experiment_args, given_options(argv or DEMO_ARGS))
     configure_logging(training_args)
+    with run_lock(training_args), resumable_interrupts(training_args.output_dir, runs=True):  # once: runs inside
+        return compare(model_args, data_args, training_args, experiment_args, argv)
+
+
+def compare(
+    model_args: ModelArguments,
+    data_args: DataTrainingArguments,
+    training_args: SmileTrainingArguments,
+    experiment_args: ExperimentArguments,
+    argv: Sequence[str] = (),
+) -> list[dict]:
+    """The comparison of [`main`] once its arguments are parsed (and its folder locked); returns every run's
+    results."""
     if data_args.recipe is not None:
         logger.info(data_args.recipe.line())
     if experiment_args.torch_num_threads:
@@ -377,6 +393,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict]:
             analyze_runs([run.args.output_dir for run in plan], training_args.output_dir, argv)
         return results
     check_model(model_args, data_args)
+    for run in plan:  # --push_to_hub: every run's repository exists before anything trains
+        create_hub_repo(run.args)
     check_plotting(experiment_args, training_args)
     check_analysis(experiment_args.analyze, training_args)
     processor = load_processor(model_args)

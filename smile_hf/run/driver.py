@@ -14,7 +14,7 @@ from safetensors import SafetensorError
 from transformers import set_seed
 
 from .._compat import shut_down_dataloader_workers
-from ..checkpoints import resume_point, write_run_config
+from ..checkpoints import resumable_interrupts, resume_point, write_run_config
 from ..config import SmileTrainingArguments
 from ..data import PreparedData, eval_image_processor, one_line
 from ..metrics import ClassificationMetrics, load_classification_metric
@@ -31,7 +31,8 @@ from .arguments import (
 )
 from .hp_search import check_not_finished, check_search, needs_validation, search
 from .loading import check_model, load_processor, prepare_data, student
-from .outputs import card_arguments, results_table, write_results
+from .lock import run_lock
+from .outputs import card_arguments, create_hub_repo, results_table, write_results
 from .predict import evaluate_and_predict, predict_folder
 
 logger = logging.getLogger(__name__)
@@ -129,8 +130,16 @@ def run(
     model_args: ModelArguments, data_args: DataTrainingArguments, training_args: SmileTrainingArguments
 ) -> tuple[dict, SmileTrainer]:
     """Check the model, prepare the data, then train, evaluate, save and push; write and print `results.json`.
-    Return the run's results and its trainer."""
+    Return the run's results and its trainer. The run holds the lock of its `--output_dir` throughout
+    ([`run_lock`]): a second run on the same folder is refused."""
     configure_logging(training_args)
+    with run_lock(training_args), resumable_interrupts(training_args.output_dir):
+        return _locked_run(model_args, data_args, training_args)
+
+
+def _locked_run(
+    model_args: ModelArguments, data_args: DataTrainingArguments, training_args: SmileTrainingArguments
+) -> tuple[dict, SmileTrainer]:
     default = " (the default; --model_name_or_path changes it)" if model_args.default_model_used else ""
     logger.info(f"Model: {model_args.model_name_or_path}{default}; output folder: {training_args.output_dir}")
     if data_args.recipe is not None:
@@ -139,6 +148,7 @@ def run(
     if not training_args.do_train:
         return evaluate_and_predict(model_args, data_args, training_args)
     check_model(model_args, data_args)
+    create_hub_repo(training_args)  # --push_to_hub: the repository exists before anything trains
     processor = load_processor(model_args)
     with training_args.main_process_first(desc="loading the datasets"):
         data = prepare_data(data_args, model_args, training_args.seed, processor, disable_tqdm=quiet(training_args),

@@ -92,13 +92,17 @@ def argument_groups(extra: dict[str, tuple] | None = None) -> dict[str, str]:
 
 
 def group_help(
-    parser: HfArgumentParser, groups: dict[str, str], script_help: dict[str, str] | None = None
+    parser: HfArgumentParser,
+    groups: dict[str, str],
+    script_help: dict[str, str] | None = None,
+    hidden: tuple[str, ...] = (),
 ) -> HfArgumentParser:
     """Regroup `parser`'s options for `--help` in the order of [`GROUP_TITLES`] (`groups`: option -> group key; any
     other option is a Trainer option; recipe and output options in the order of [`RECIPE_ARGUMENTS`] and
     [`OUTPUT_ARGUMENTS`]), give the options of [`SCRIPT_HELP`] (updated with `script_help`) their help and the
     others their [`SCRIPT_DEFAULTS`], and document each `--no_<flag>` as the opposite of `--<flag>`. Only the help
-    changes: the actions, their order in the parser and so the parsing stay as they are."""
+    changes: the actions, their order in the parser and so the parsing stay as they are. The options named in
+    `hidden` are left out of the help."""
     script_help = SCRIPT_HELP | (script_help or {})
     parser.formatter_class = HelpFormatter
     titled = {key: parser.add_argument_group(title) for key, title in GROUP_TITLES.items()}
@@ -107,7 +111,9 @@ def group_help(
         if isinstance(action, argparse._HelpAction):
             other._group_actions.append(action)
             continue
-        if action.option_strings[0].startswith("--no_"):
+        if action.dest in hidden:
+            action.help = argparse.SUPPRESS
+        elif action.option_strings[0].startswith("--no_"):
             action.help = f"Same as --{action.dest} False."
         elif action.dest in script_help:
             action.help = script_help[action.dest]

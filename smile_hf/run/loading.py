@@ -56,12 +56,18 @@ def check_model(model_args: ModelArguments, data_args: DataTrainingArguments | N
     """Raise an [`InputError`] unless the checkpoint can be read and is an image classifier (config only). Offline,
     the error names everything the run would download: the model and, if not cached, the preset's dataset."""
     name = model_args.model_name_or_path
+    if looks_like_a_path(name) and not os.path.isdir(name):
+        raise InputError(
+            f"--model_name_or_path '{name}' does not exist: no such folder ({os.path.abspath(name)}). Pass the folder "
+            "of a checkpoint (with its config.json), or a Hub id such as microsoft/resnet-50."
+        )
     try:
         config = AutoConfig.from_pretrained(
             name, cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token,
             trust_remote_code=model_args.trust_remote_code,
         )  # fmt: skip
     except (OSError, ValueError) as error:
+        check_remote_code(model_args, error)
         if is_offline() and not os.path.isdir(name):
             missing = [f"the model {name} (`hf download {name}`)", dataset_download(data_args, model_args.cache_dir)]
             raise InputError(
@@ -78,6 +84,28 @@ def check_model(model_args: ModelArguments, data_args: DataTrainingArguments | N
             f"--model_name_or_path '{name}' is a '{config.model_type}' model, not an image classifier: "
             "AutoModelForImageClassification cannot load it. Use an image classification checkpoint."
         )
+
+
+def looks_like_a_path(name: str) -> bool:
+    """Whether `--model_name_or_path` can only be a local path, not a Hub id (`name` or `org/name`): absolute, starting
+    with `.` or `~`, with more than one separator or a backslash, ending with a separator, or inside an existing
+    folder (`runs/mine` where `runs` exists)."""
+    parent = os.path.dirname(name.rstrip("/\\"))
+    return (
+        os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name
+        or name.endswith(("/", os.sep)) or (bool(parent) and os.path.isdir(parent))
+    )  # fmt: skip
+
+
+def check_remote_code(model_args: ModelArguments, error: Exception) -> None:
+    """Raise an [`InputError`] naming `--trust_remote_code` when loading `--model_name_or_path` failed with `error`
+    because the checkpoint needs its own model code (the `auto_map` of its `config.json`) and it was not allowed."""
+    if not model_args.trust_remote_code and isinstance(error, ValueError) and "trust_remote_code" in str(error):
+        raise InputError(
+            f"--model_name_or_path '{model_args.model_name_or_path}' needs its own model code (the auto_map of its "
+            "config.json), which runs only with --trust_remote_code True: pass it if you trust that code, or use a "
+            "checkpoint of an architecture transformers supports."
+        ) from error
 
 
 def _has_remote_classifier(config) -> bool:
@@ -162,6 +190,9 @@ def load_trained_model(model_args: ModelArguments):
     """The image classifier of `--model_name_or_path` as it was saved (its own head and classes)."""
     try:
         return AutoModelForImageClassification.from_pretrained(model_args.model_name_or_path, **loading_kwargs(model_args))
+    except ValueError as error:
+        check_remote_code(model_args, error)
+        raise
     except (OSError, SafetensorError) as error:
         raise InputError(
             f"Cannot load the weights of --model_name_or_path '{model_args.model_name_or_path}': {one_line(error)}"

@@ -8,9 +8,9 @@ import os
 import statistics
 
 from ..config import SmileTrainingArguments
-from ..data import PreparedData
+from ..data import PreparedData, one_line
 from ..recipes import AppliedRecipe
-from .arguments import ModelArguments
+from .arguments import InputError, ModelArguments
 from .loading import is_offline
 
 
@@ -65,6 +65,28 @@ def base_model_license(model_args: ModelArguments) -> str | None:
         return ModelCard.load(path).data.license if os.path.isfile(path) else None
     except Exception:  # no card, unreachable, unparsable: no license claimed
         return None
+
+
+def create_hub_repo(training_args: SmileTrainingArguments) -> None:
+    """With `--push_to_hub`, create (or find) the Hub repository the run pushes to, as the `Trainer` does when it is
+    built (`hub_model_id`, else the output folder's name; `hub_token`; `hub_private_repo`), before anything loads or
+    trains: a Hub that cannot be reached (offline, no network) or refuses (no write token) is one [`InputError`].
+    Main process only, as in the `Trainer`."""
+    if not (training_args.push_to_hub and training_args.process_index == 0):
+        return
+    from transformers import trainer
+
+    name = training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir))
+    try:
+        trainer.hf_api().create_repo(
+            name, token=training_args.hub_token, private=training_args.hub_private_repo, exist_ok=True
+        )
+    except Exception as error:  # offline, unreachable, refused: whichever client error it is
+        why = "offline (HF_HUB_OFFLINE=1)" if is_offline() else "the Hub cannot be reached, or refused it"
+        raise InputError(
+            f"--push_to_hub: cannot create the Hub repository '{name}': {why} [{one_line(error)}]. "
+            "Log in (`hf auth login`) or pass --hub_token, check the network, or drop --push_to_hub."
+        ) from error
 
 
 def _pct(value: float | None) -> str:
