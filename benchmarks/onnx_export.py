@@ -2,7 +2,7 @@
 """ONNX export of the digits demo: file size, CPU latency per image and top-1 for PyTorch, ONNX float32 and ONNX int8
 (dynamic and static quantization), all measured in one run on the same inputs.
 
-    python -m benchmarks.onnx_export   # ~3 min on 2 CPU cores -> results/onnx_export.{json,md}
+    python -m benchmarks.onnx_export   # ~3 min on 2 CPU cores, training included -> results/onnx_export.{json,md}
 
 The model is the SMILE run of the calibration demo (the bundled Fashion-MNIST ResNet fine-tuned with SMILE on 10
 images per class of digits, 500 steps, the reference recipe; about a minute on 2 CPU cores), trained into `--run_dir` unless it is there already, then exported with
@@ -24,7 +24,6 @@ from transformers import AutoModelForImageClassification
 
 from smile_hf.data import prepare_datasets
 from smile_hf.onnx_export import (
-    ONNX_FILE,
     QUANTIZED_FILES,
     export_onnx,
     load_processor,
@@ -38,7 +37,8 @@ from .common import REPO_ROOT, RESULTS_DIR, environment, log, markdown_table, pu
 DEMO_ARGS = [
     "--dataset", "digits", "--train_samples_per_class", "10", "--random_horizontal_flip", "False", "--method", "smile",
     "--reference_recipe", "True", "--max_steps", "500", "--seed", "0",
-    "--per_device_eval_batch_size", "256", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "True",
+    "--per_device_eval_batch_size", "256", "--save_strategy", "steps", "--save_steps", "1000", "--report_to", "none",
+    "--disable_tqdm", "True",
 ]  # fmt: skip
 """The SMILE run of the calibration and linearity demos (docs/calibration.md): few-shot digits, 500 steps."""
 STATIC_FILE = "model.int8-static.onnx"
@@ -78,8 +78,8 @@ def seconds_per_image(run, pixel_values: np.ndarray, batch_size: int, repeats: i
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run_dir", default=os.path.join(REPO_ROOT, "outputs", "onnx_demo", "digits-smile"))
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--repeats", type=int, default=100, help="Calls per round at batch size 1 (fewer at 64).")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=300, help="Calls per round at batch size 1 (fewer at 64).")
     parser.add_argument("--output", default=os.path.join(RESULTS_DIR, "onnx_export"), help="Path without extension.")
     args = parser.parse_args(argv)
 
@@ -143,8 +143,9 @@ def main(argv: list[str] | None = None) -> dict:
         "",
         f"The SMILE digits demo (bundled Fashion-MNIST ResNet, 10 images per class, 500 steps), top-1 on all {len(labels)} "
         f"images of the digits evaluation split, the same `pixel_values` for every model. Static int8: calibrated on "
-        f"{len(calibration)} images of the training split. Latency: one thread, median of {args.rounds} interleaved "
-        "rounds; ratios against PyTorch, measured in the same run.",
+        f"{len(calibration)} images of the training split. One image is {100 / len(labels):.2f} points of top-1. "
+        f"Latency: one thread, median of {args.rounds} interleaved rounds; ratios against PyTorch, measured in the "
+        "same run.",
         "",
         markdown_table(header, rows),
         "",

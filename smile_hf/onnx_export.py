@@ -122,6 +122,17 @@ def example_input(model: nn.Module, processor, batch_size: int = EXPORT_BATCH) -
     return torch.randn(batch_size, *shape, generator=generator)
 
 
+def check_logits(model: nn.Module, pixel_values: torch.Tensor) -> None:
+    """Raise [`OnnxExportError`] when `model`'s output has no `logits` (the graph's output; `pipeline()` reads it too)."""
+    with torch.no_grad():
+        output = model(pixel_values=pixel_values[:1])
+    if getattr(output, "logits", None) is None:
+        raise OnnxExportError(
+            f"{type(model).__name__} returns a {type(output).__name__} without `logits` (transformers' "
+            "image-classification pipeline cannot read it either): this model type cannot be exported as a classifier."
+        )
+
+
 def export_model(model: nn.Module, pixel_values: torch.Tensor, path: str | os.PathLike) -> str:
     """Trace `model` (an image classifier in eval mode) on `pixel_values` with `torch.onnx.export(dynamo=True)` and
     save the graph to `path`, weights included (one file): input `pixel_values` with a dynamic batch axis, output
@@ -295,6 +306,7 @@ def export_onnx(
     model = _load_model(model_dir)
     pixel_values = example_input(model, load_processor(model_dir))
     path = str(output or os.path.join(model_dir, ONNX_FILE))
+    check_logits(model, pixel_values)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     export_model(model, pixel_values, path)
     if check:
