@@ -299,3 +299,22 @@ def test_trainer_push_to_hub_uploads_the_onnx_files_of_its_output_dir(tmp_path, 
                              use_cpu=True)  # fmt: skip
     Trainer(model=AutoModelForImageClassification.from_pretrained(folder), args=args).push_to_hub()
     assert {ONNX_FILE, QUANTIZED_FILES["int8"], "model.safetensors", "config.json"} <= set(hub.uploads[-1]["files"])
+
+
+@requires_onnx
+def test_benchmark_smoke(tmp_path):
+    """`benchmarks/onnx_export.py` on the bundled checkpoint (saved already: no training), one short round."""
+    import json
+
+    from benchmarks.onnx_export import main as benchmark
+
+    folder = copy_bundled(tmp_path)
+    benchmark(["--run_dir", str(folder), "--rounds", "1", "--repeats", "2", "--output", str(tmp_path / "report")])
+    records = {r["model"]: r for r in json.loads((tmp_path / "report.json").read_text())["results"]}
+    assert list(records) == ["PyTorch", "ONNX fp32", "ONNX int8 dynamic", "ONNX int8 static"]
+    assert records["ONNX fp32"]["agreement_with_pytorch"] == 1.0  # the same predictions, computed apart
+    # logits up to ~10 in size: the absolute part of the tolerance plus its relative part at that size, 1e-4 x 10
+    assert records["ONNX fp32"]["max_abs_logit_difference"] < CHECK_TOLERANCE["atol"] + CHECK_TOLERANCE["rtol"] * 10
+    assert records["ONNX fp32"]["top1"] == records["PyTorch"]["top1"]
+    assert all(r["ms_per_image"]["1"] > 0 and r["bytes"] > 0 for r in records.values())
+    assert (tmp_path / "report.md").read_text().count("\n| ONNX") == 3
