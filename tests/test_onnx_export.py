@@ -39,6 +39,7 @@ from smile_hf.onnx_export import (
     require_onnx,
 )
 
+from .test_export import one_thread  # noqa: F401  (autouse: one torch thread for tiny models)
 from .testing_utils import ALL_FAMILIES, IMAGE_SIZE, REPO_ROOT, tiny_model
 
 BUNDLED = REPO_ROOT / "checkpoints" / "fmnist-resnet-tiny"
@@ -52,15 +53,6 @@ The others of `ALL_FAMILIES` run in the slow sweep."""
 NOT_EXPORTING = {"pp_lcnet": "PPLCNetForImageClassification returns a BaseModelOutputWithNoAttention without `logits`"}
 """Families refused, with the upstream reason (also listed in docs/checkpoints.md): transformers' PP-LCNet classifier
 returns its class scores as `last_hidden_state`."""
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster on a shared machine (no OpenMP oversubscription)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def copy_bundled(tmp_path: Path) -> Path:
