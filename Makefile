@@ -8,10 +8,12 @@ TORCH_INDEX ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.smile_hf-installed
 # The oldest versions the fast suite passes on (`make test-min`): every floor of setup.py's install_requires, torch
-# included (MIN_TORCH, installed first: the CPU build, as TORCH_SPEC), and peft's floor for the LoRA tests.
+# included (MIN_TORCH, installed first: the CPU build, as TORCH_SPEC), peft's floor for the LoRA tests and the onnx
+# extra's floors for the ONNX export tests.
 MIN_TORCH ?= torch==2.13.0
 MIN_PINS ?= transformers==5.23.0 accelerate==1.7.0 datasets==3.0.0 huggingface_hub==1.31.0 safetensors==0.8.0 \
-    numpy==2.0.0 pillow==10.0.0 pyyaml==6.0 evaluate==0.4.0 peft==0.21.0
+    numpy==2.0.0 pillow==10.0.0 pyyaml==6.0 evaluate==0.4.0 peft==0.21.0 onnx==1.23.2 onnxscript==0.7.2 \
+    onnxruntime==1.32.0
 MIN_VENV ?= .venv-min
 MIN_PY := $(MIN_VENV)/bin/python
 MIN_STAMP := $(MIN_VENV)/.smile_hf-installed

@@ -19,12 +19,16 @@ install_requires = [
     "pyyaml>=6.0",
     "evaluate>=0.4",  # smile_hf.metrics: the top-k / ECE module shipped in the package, loaded by local path
 ]
+# `smile-hf export --format onnx` (smile_hf.onnx_export): torch.onnx.export(dynamo=True) needs onnx and onnxscript,
+# running and quantizing the graph onnxruntime. The floors are the versions tested with torch 2.13 (`make test-min`).
+ONNX = ["onnx>=1.23.2", "onnxscript>=0.7.2", "onnxruntime>=1.32"]
 extras = {
     # matplotlib: the benchmark smoke tests plot; peft: the LoRA tests (installs beside a CPU torch, no torch change)
-    # optuna: the hyperparameter_search tests
-    "test": ["pytest>=8", "scikit-learn>=1.3", "matplotlib>=3.7", "peft>=0.21", "optuna>=3.0"],
+    # optuna: the hyperparameter_search tests; onnx: the ONNX export tests (wheels, no torch change)
+    "test": ["pytest>=8", "scikit-learn>=1.3", "matplotlib>=3.7", "peft>=0.21", "optuna>=3.0", *ONNX],
     "peft": ["peft>=0.21"],
     "tune": ["optuna>=3.0"],  # --hp_search_trials, `trainer.hyperparameter_search(backend="optuna", ...)`
+    "onnx": ONNX,  # smile-hf export --format onnx, OnnxImageClassifier
     # --hp_search_backend ray (Ray Tune on a cluster; a large download, not in `test`: its test skips without it)
     "ray": ["ray[tune]>=2.9"],
     "bench": ["matplotlib>=3.7", "scikit-learn>=1.3", "mlxtend>=0.23"],

@@ -1,7 +1,8 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
 """The `smile-hf` command: `smile-hf train ...` is one run, with the full driver
 ([`smile_hf.run`]; `examples/run_smile.py` is the short script of the same run), `smile-hf compare ...` is
-`examples/compare_methods.py ...` (several methods over seeds; no argument: the offline demo). Also
+`examples/compare_methods.py ...` (several methods over seeds; no argument: the offline demo), `smile-hf export
+RUN_DIR --format onnx` writes `model.onnx` beside a saved model ([`smile_hf.onnx_export`]). Also
 `python -m smile_hf.cli train ...`.
 
 Bad input is one `<command>: error: ...` line on stderr (exit status 2), a diverged run or a full disk one such line
@@ -19,8 +20,9 @@ from collections.abc import Callable, Sequence
 COMMANDS = {
     "train": "one run (the full driver; examples/run_smile.py is its short script)",
     "compare": "several methods over seeds (examples/compare_methods.py)",
+    "export": "a saved model to ONNX (smile-hf export RUN_DIR --format onnx [--quantize int8])",
 }
-USAGE = "usage: smile-hf {train,compare} [ARGUMENTS...]   (smile-hf train --help: every option)\n" + "\n".join(
+USAGE = "usage: smile-hf {train,compare,export} [ARGUMENTS...]   (smile-hf train --help: every option)\n" + "\n".join(
     f"  {name:8} {what}" for name, what in COMMANDS.items()
 )
 
@@ -30,9 +32,10 @@ def user_errors() -> tuple[type[Exception], ...]:
     from .backbones import UnsupportedBackboneError
     from .checkpoints import IncompleteCheckpointError, OutputDirError
     from .data import DataError
+    from .onnx_export import OnnxExportError
     from .run.arguments import InputError
 
-    return DataError, InputError, UnsupportedBackboneError, IncompleteCheckpointError, OutputDirError
+    return DataError, InputError, UnsupportedBackboneError, IncompleteCheckpointError, OutputDirError, OnnxExportError
 
 
 def run_errors() -> tuple[type[Exception], ...]:
@@ -107,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     if command == "train":
         from .run.driver import main as command_main
+    elif command == "export":
+        from .onnx_export import main as command_main
     else:
         from .run.compare import main as command_main
     run_cli(lambda: command_main(rest, prog=f"smile-hf {command}"), f"smile-hf {command}", rest)

@@ -441,3 +441,55 @@ def model_card_from_trainer(
         template_path=template_path,
         **dataset_details,
     )
+
+
+# ---- sections added after training ----------------------------------------------------------------------------------
+
+ONNX_CARD_SECTION = "onnx"
+"""Name of the card section that lists the ONNX files of the folder (see [`onnx_card_section`])."""
+
+
+def onnx_card_section(files: dict[str, str]) -> str:
+    """The card section of a folder holding ONNX exports: `files` maps each file name to what it is (the first is
+    the one the examples run). Says which files are there and how to run them with ONNX Runtime, through the
+    folder's image processor."""
+    lines = [f"- `{name}`: {what}" for name, what in files.items()]
+    first = next(iter(files))
+    return "\n".join([
+        "## ONNX",
+        "",
+        "Besides the PyTorch weights (`model.safetensors`, `config.json`) and the image processor "
+        "(`preprocessor_config.json`), this folder holds ONNX graphs of the same model (input `pixel_values`, "
+        "any batch size; output `logits`):",
+        "",
+        *lines,
+        "",
+        "```python",
+        "from smile_hf.onnx_export import OnnxImageClassifier  # pip install \"smile_hf[onnx]\"",
+        "",
+        f'classifier = OnnxImageClassifier("path/to/this/folder", file="{first}")',
+        'classifier("image.jpg", top_k=3)  # as pipeline("image-classification")',
+        "```",
+        "",
+        "or with ONNX Runtime alone:",
+        "",
+        "```python",
+        "import onnxruntime",
+        "from transformers import AutoImageProcessor",
+        "",
+        'processor = AutoImageProcessor.from_pretrained("path/to/this/folder")',
+        f'session = onnxruntime.InferenceSession("path/to/this/folder/{first}")',
+        'logits = session.run(["logits"], dict(processor(images=[image], return_tensors="np")))[0]',
+        "```",
+    ])  # fmt: skip
+
+
+def replace_card_section(text: str, name: str, section: str) -> str:
+    """`text` (a model card) with the section `name` set to `section`: in place of the one written before (between
+    `<!-- smile_hf:NAME -->` markers), else appended."""
+    start, end = f"<!-- smile_hf:{name} -->", f"<!-- /smile_hf:{name} -->"
+    block = f"{start}\n{section.strip()}\n{end}\n"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.S)
+    if pattern.search(text):
+        return pattern.sub(lambda _: block, text, count=1)
+    return text.rstrip("\n") + "\n\n" + block

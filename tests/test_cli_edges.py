@@ -39,7 +39,7 @@ def test_help_prints_without_importing_torch():
             "    assert e.code == 0\nprint(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")  # fmt: skip
     result = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0].startswith("usage: smile-hf {train,compare}")
+    assert result.stdout.splitlines()[0].startswith("usage: smile-hf {train,compare,export}")
     assert result.stdout.splitlines()[-1] == "[]"
 
 

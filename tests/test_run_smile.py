@@ -316,6 +316,6 @@ def test_console_entry_point_errors_and_usage(tmp_path):
         "smile-hf train: error: Unknown `method` 'smiles'."
     )
     usage = subprocess.run([*command, "fly"], env=env, capture_output=True, text=True, timeout=120)
-    assert usage.returncode == 2 and usage.stderr.startswith("usage: smile-hf {train,compare}")
+    assert usage.returncode == 2 and usage.stderr.startswith("usage: smile-hf {train,compare,export}")
     help_text = subprocess.run([*command, "train", "--help"], env=env, capture_output=True, text=True, timeout=120)
     assert help_text.returncode == 0 and help_text.stdout.startswith("usage: smile-hf train")
