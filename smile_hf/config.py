@@ -58,7 +58,7 @@ RUN_DEFINING_STOCK_FIELDS = (
 the failure policy and the output options): two runs that agree on them train the same model."""
 _NOT_RUN_DEFINING = (
     "nan_policy", "max_consecutive_skips", "overwrite_output_dir", "reference_recipe", "reference_recipe_applied",
-    "calibration",
+    "calibration", "eval_loss_terms",
 )  # fmt: skip
 
 
@@ -123,6 +123,10 @@ class SmileTrainingArguments(TrainingArguments):
             training, and writes nothing after the divergence: the step itself never waits for the device.
             `"stop_at_step"` raises before the weights change, and `"skip_step"` drops the step's gradients (weights
             and optimizer state unchanged); both read a flag before every optimizer step (one host sync per step).
+        eval_loss_terms (`bool`, *optional*, defaults to `True`):
+            Whether evaluation also logs the method's loss terms (`eval_loss_main`, `eval_loss_aux`...; see
+            [`~SmileTrainer.evaluate`]). For a method with terms of its own they cost one more forward pass of the
+            student and one of the teacher per evaluation batch; `False` evaluates at the stock `Trainer`'s cost.
         max_consecutive_skips (`int`, *optional*, defaults to 10):
             With `nan_policy="skip_step"`, the number of steps skipped in a row after which the run stops anyway.
         model_init_kwargs (`dict` or `str`, *optional*):
@@ -274,6 +278,12 @@ class SmileTrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Layer-wise lr decay in (0, 1] (BEiT: 0.75): stage l of L trains at lr x decay^(L+1-l)."},
     )
+    eval_loss_terms: bool = field(
+        default=True,
+        metadata={"help": "Log the method's loss terms in evaluation (eval_loss_aux, eval_loss_reg...): one more "
+                  "forward pass of the student and one of the teacher per evaluation batch for methods with terms of "
+                  "their own. False: evaluation at the stock Trainer's cost, eval_loss only."},
+    )  # fmt: skip
     calibration: str = field(
         default="none",
         metadata={"help": "'temperature': fit one temperature on a validation split after training and fold it into "

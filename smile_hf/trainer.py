@@ -507,8 +507,11 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
         every loss term of the method, unweighted, as in training: `eval_loss_main`, `eval_loss_aux`,
         `eval_loss_reg`... (`<metric_key_prefix>_loss_<term>`, so `eval_<name>_loss_<term>` for each set of a dict
         `eval_dataset`). They are computed on the unmixed evaluation batches, with the teacher as it is, once the
-        regulariser's one-off work has run (training has begun): an evaluation before `train()` logs none of them."""
-        outer, self._eval_terms = self._eval_terms, EvaluationTerms() if self._method_ready else None
+        regulariser's one-off work has run (training has begun): an evaluation before `train()` logs none of them.
+        `args.eval_loss_terms=False` leaves them out (and their cost: one more forward pass of the student and the
+        teacher per batch)."""
+        record = self._method_ready and self.args.eval_loss_terms
+        outer, self._eval_terms = self._eval_terms, EvaluationTerms() if record else None
         try:
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         finally:

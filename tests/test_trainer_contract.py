@@ -139,6 +139,30 @@ def test_evaluation_logs_the_loss_terms_of_the_method(tmp_path):
     assert "held_loss" in card_metrics and not [k for k in card_metrics if "loss_" in k]
 
 
+def test_eval_loss_terms_false_evaluates_at_the_stock_cost(tmp_path):
+    """`eval_loss_terms=False`: the same `eval_loss` as with the terms, no `eval_loss_<term>`, and no forward pass of
+    the teacher during evaluation (counted by a hook on the teacher's model)."""
+    source, student = source_and_student("resnet")
+    evaluation = random_image_dataset(10, seed=1)
+    args = SmileTrainingArguments(
+        output_dir=str(tmp_path), report_to="none", **training_device_args(), save_strategy="no", method="smile",
+        max_steps=2, per_device_train_batch_size=4, per_device_eval_batch_size=4, learning_rate=0.05,
+    )  # fmt: skip
+    trainer = SmileTrainer(
+        model=student, args=args, teacher_model=source, train_dataset=random_image_dataset(8), eval_dataset=evaluation
+    )
+    trainer.train()
+    teacher_calls = []
+    trainer.teacher.model.register_forward_hook(lambda *_: teacher_calls.append(1))
+    with_terms = trainer.evaluate()
+    assert teacher_calls and "eval_loss_reg" in with_terms
+    teacher_calls.clear()
+    trainer.args.eval_loss_terms = False
+    without = trainer.evaluate()
+    assert not teacher_calls and not [k for k in without if k.startswith("eval_loss_")]
+    assert without["eval_loss"] == with_terms["eval_loss"]  # the same forward passes of the student: equal bit for bit
+
+
 def test_arguments_of_another_trainer_are_refused_in_one_line(tmp_path):
     """A `TrainingArguments` subclass with fields of its own (another library's) cannot be converted without losing
     them: refused, naming them."""

@@ -25,7 +25,7 @@ OUTPUT_ARGUMENTS = (
 )  # fmt: skip
 """What a run does and writes: training / evaluation / prediction, the output folder and resuming, evaluations,
 checkpoints, logs, the Hub."""
-TRAINER_ARGUMENTS = ("channels_last", "nan_policy", "max_consecutive_skips", "model_init_kwargs")
+TRAINER_ARGUMENTS = ("channels_last", "nan_policy", "max_consecutive_skips", "model_init_kwargs", "eval_loss_terms")
 """Options `SmileTrainingArguments` adds that belong with the `Trainer`'s own (memory format, divergence, loading)."""
 
 SCRIPT_HELP = {
