@@ -46,7 +46,7 @@ test-min: $(MIN_STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q tests
 
-# The offline demo (about 2.5 minutes on 2 CPU cores; matplotlib comes with the test extra): everything it writes is in
+# The offline demo (about 5 minutes on 2 CPU cores; matplotlib comes with the test extra): everything it writes is in
 # outputs/compare_methods_demo (git-ignored): results.json, the curves (curves.{png,json}), the reliability diagram.
 demo: $(STAMP)
 	$(PY) examples/compare_methods.py

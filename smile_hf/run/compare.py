@@ -81,6 +81,7 @@ DEMO_ARGS = [
     "--per_device_eval_batch_size", "256",
     "--eval_strategy", "steps",  # accuracy over the steps, for the curves (the final evaluation is unchanged)
     "--eval_steps", "50",
+    "--eval_loss_terms", "False",  # the curves plot the training terms; evaluation's would cost a third of the run
     "--save_strategy", "no",
     "--logging_steps", "50",
     "--report_to", "none",
