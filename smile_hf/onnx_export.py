@@ -28,6 +28,7 @@ from PIL import Image
 from torch import nn
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
+from .metrics import softmax
 from .model_card import ONNX_CARD_SECTION, onnx_card_section, replace_card_section
 
 ONNX_FILE = "model.onnx"
@@ -241,6 +242,11 @@ def calibration_pixels(model_dir: str, images: str | Sequence[Image.Image | str]
     processor = load_processor(model_dir)
     if processor is None:
         raise OnnxExportError(f"'{model_dir}' has no preprocessor_config.json: static quantization needs it.")
+    return pixel_values_of(processor, images)
+
+
+def pixel_values_of(processor, images: Sequence[Image.Image | str]) -> np.ndarray:
+    """`processor`'s `pixel_values` (numpy) of PIL images or image files, each converted to RGB."""
     opened = [Image.open(i) if isinstance(i, (str, os.PathLike)) else i for i in images]
     return processor(images=[i.convert("RGB") for i in opened], return_tensors="np")["pixel_values"]
 
@@ -351,17 +357,13 @@ class OnnxImageClassifier:
 
     def logits(self, images: Sequence[Image.Image | str]) -> np.ndarray:
         """The logits of a batch of PIL images (or image paths), n x classes."""
-        images = [Image.open(i) if isinstance(i, (str, os.PathLike)) else i for i in images]
-        pixel_values = self.processor(images=[i.convert("RGB") for i in images], return_tensors="np")["pixel_values"]
-        return onnx_logits(self.session, pixel_values)
+        return onnx_logits(self.session, pixel_values_of(self.processor, images))
 
     def __call__(self, images: Image.Image | str | Sequence[Image.Image | str], top_k: int = 5):
         """The `top_k` most probable classes of one image (a list of `{"label", "score"}`), or of each of a list of
         images (a list of such lists)."""
         single = isinstance(images, (Image.Image, str, os.PathLike))
-        logits = self.logits([images] if single else list(images)).astype(np.float64)
-        probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        probabilities = softmax(self.logits([images] if single else list(images)))
         top_k = min(top_k, len(self.labels))
         results = [
             [{"label": self.labels[j], "score": float(row[j])} for j in np.argsort(-row, kind="stable")[:top_k]]
