@@ -33,9 +33,13 @@ if TYPE_CHECKING:
 TRAINER_OVERRIDES: dict[str, tuple[str, ...]] = {
     "_save_checkpoint": ("self", "model", "trial"),
     "_load_from_checkpoint": ("self", "resume_from_checkpoint", "model"),
+    "_init_training_state": (
+        "self", "max_steps", "num_update_steps_per_epoch", "num_train_epochs", "resume_from_checkpoint", "trial"
+    ),
 }
 """Private `Trainer` methods that `SmileTrainer` overrides (and calls through `super()`), with the parameters their
-overrides expect: the complete-checkpoint save ([`CompleteCheckpointMixin`]) and the SMILE-state resume."""
+overrides expect: the complete-checkpoint save and the resume from the last step ([`CompleteCheckpointMixin`]), and the
+SMILE-state resume."""
 
 TRAINER_CALLS: dict[str, tuple[str, ...]] = {
     "_get_output_dir": ("self", "trial"),

@@ -482,7 +482,8 @@ class CompleteCheckpointMixin:
     process), then, once every process is done, the completion marker. Pushing the checkpoint to the Hub and
     deleting old checkpoints (`save_total_limit`) wait until the marker is written, so an interrupted save never
     replaces the last complete checkpoint, locally or on the Hub. `train(resume_from_checkpoint=True)` picks the
-    newest complete checkpoint; a given path must be a complete checkpoint.
+    newest complete checkpoint; a given path must be a complete checkpoint. A checkpoint of the last step resumes
+    with nothing left to train (the run goes on to its evaluation and export exactly as the uninterrupted one).
     """
 
     saving_checkpoint: bool = False
@@ -514,6 +515,21 @@ class CompleteCheckpointMixin:
         elif resume_from_checkpoint is not None and resume_from_checkpoint is not False:
             check_checkpoint(os.fspath(resume_from_checkpoint))
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _init_training_state(
+        self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
+    ) -> tuple[int, int]:
+        """The stock state of a new or resumed training (epochs trained, batches trained in the current epoch), except
+        that a checkpoint of the last step (`global_step >= max_steps`) resumes with every epoch done: the stock loop
+        would skip the batches trained in the last epoch and then train one more step (a training forward pass, which
+        moves BatchNorm statistics and `num_batches_tracked`, and an optimizer step) whenever `max_steps` is not a
+        whole number of epochs, or always with `ignore_data_skip`."""
+        epochs_trained, steps_trained_in_current_epoch = super()._init_training_state(
+            max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
+        )
+        if resume_from_checkpoint is not None and self.state.global_step >= max_steps:
+            return num_train_epochs, 0
+        return epochs_trained, steps_trained_in_current_epoch
 
     def _save_checkpoint(self, model, trial) -> None:
         run_dir = trainer_run_dir(self, trial)
