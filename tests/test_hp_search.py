@@ -150,6 +150,35 @@ def test_the_load_report_of_a_new_head_is_printed_once_per_search(tmp_path, tran
     assert not [message for message in transformers_warnings if "incompatible to the `id2label`" in message]
 
 
+def test_ray_trials_load_the_student_without_printing_the_load_report_again(transformers_warnings):
+    """Ray Tune runs each trial in a worker of its own, with a pickled copy of the trainer, made after the trainer
+    loaded the student once (its report printed): the copies' loads print none. A copy made before any load (a
+    model_init that never printed the report) prints it."""
+    import functools
+    import pickle
+
+    from smile_hf.modeling import load_student_with_classes_of
+
+    load = functools.partial(
+        load_student_with_classes_of, str(REPO_ROOT / "checkpoints" / "fmnist-resnet-tiny"), None, {"num_labels": 3}
+    )
+    model_init = hp_search_module.LoadReportOnce(load)
+    fresh_copy = pickle.loads(pickle.dumps(model_init))
+
+    def reports():
+        return sum("LOAD REPORT" in message for message in transformers_warnings)
+
+    model_init()  # the trainer's own load, in the search's process
+    assert reports() == 1  # 3 classes on a 10-class checkpoint: the new head is reported
+    for _ in range(2):  # two trials, each in a worker
+        assert pickle.loads(pickle.dumps(model_init))().config.num_labels == 3
+    assert reports() == 1
+    fresh_copy()
+    assert reports() == 2
+    load()  # outside a search, every load reports
+    assert reports() == 3
+
+
 def test_a_killed_search_resumes_and_a_finished_one_is_not_rerun(tmp_path, monkeypatch):
     real, calls = hp_search_module.run_trial, []
 

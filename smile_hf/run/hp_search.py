@@ -34,6 +34,7 @@ import logging
 import math
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -356,23 +357,52 @@ LOAD_REPORT_LOGGERS = ("transformers.modeling_utils", "transformers.utils.loadin
 
 
 @contextlib.contextmanager
-def one_load_report():
-    """While the trials run: transformers' load report printed once per search, not once per trial, and no
-    per-trial "Loading weights" progress bar (the search has its own)."""
-    from transformers.utils import logging as hf_logging
-
-    loggers, only_first = [logging.getLogger(name) for name in LOAD_REPORT_LOGGERS], FirstLoadReport()
-    bars = hf_logging.is_progress_bar_enabled()
+def _load_reports_filtered(only_first: FirstLoadReport) -> Iterator[None]:
+    """While inside: the load reports of transformers pass `only_first` (shown until one has been)."""
+    loggers = [logging.getLogger(name) for name in LOAD_REPORT_LOGGERS]
     for logger_ in loggers:
         logger_.addFilter(only_first)
-    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         for logger_ in loggers:
             logger_.removeFilter(only_first)
+
+
+@contextlib.contextmanager
+def one_load_report():
+    """While the trials run: transformers' load report printed once per search, not once per trial, and no
+    per-trial "Loading weights" progress bar (the search has its own)."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with _load_reports_filtered(FirstLoadReport()):
+            yield
+    finally:
         if bars:
             hf_logging.enable_progress_bar()
+
+
+class LoadReportOnce:
+    """A `model_init` that prints transformers' load report of the student once per search: `load()` loads it, and
+    only the first report passes. Ray Tune runs each trial in a worker of its own, with a pickled copy of the
+    trainer made after the trainer's first `model_init` call (here), which keeps the "shown" state: the trials load
+    quietly.
+
+    Args:
+        load (`Callable[[], PreTrainedModel]`): loads the student (picklable).
+    """
+
+    def __init__(self, load: Callable[[], Any]):
+        self.load = load
+        self.only_first = FirstLoadReport()
+
+    def __call__(self):
+        with _load_reports_filtered(self.only_first):
+            return self.load()
+
 
 # ---- one trial --------------------------------------------------------------------------------------------------------
 
@@ -460,7 +490,9 @@ def ray_search(
     args = trial_arguments(training_args, {}, os.path.join(training_args.output_dir, TRIALS_FOLDER))
     name = student(model_args, args, data, from_scratch=False)  # the checkpoint's name; the loading options set
     name = os.path.abspath(name) if os.path.isdir(name) else name  # the workers run in their own folders
-    model_init = functools.partial(load_student_with_classes_of, name, data.train, dict(args.model_init_kwargs))
+    model_init = LoadReportOnce(
+        functools.partial(load_student_with_classes_of, name, data.train, dict(args.model_init_kwargs))
+    )
     trainer = validation_trainer(None, args, data, model_init=model_init, teacher_model=name)  # source: loaded
     best = trainer.hyperparameter_search(
         hp_space=lambda _: param_space, backend="ray", n_trials=record.trials_requested, direction=record.direction,
