@@ -5,9 +5,9 @@ run's arguments (the run then trains once with them on the training data and eva
 the search never sees). The options and the search space are in [`smile_hf.tuning`]; here are the search itself,
 its trials, its two backends and what it leaves behind.
 
-Each trial is one `SmileTrainer` run (`model` named, loaded fresh per trial as in a plain run) trained on
-`data.train` (`data.search_train`, without the dataset's own validation split, where it is set) and evaluated on
-`data.validation`; `data.eval` is never passed to it.
+Each trial is one `SmileTrainer` run, on copies of the student and source model the search loads once
+([`smile_hf.run.trial_models`]), trained on `data.train` (`data.search_train`, without the dataset's own validation
+split, where it is set) and evaluated on `data.validation`; `data.eval` is never passed to it.
 
 The Optuna backend drives `optuna` directly rather than through `Trainer.hyperparameter_search`, which creates an
 in-memory study and always runs `n_trials` more trials: a search stored in SQLite in the output folder
@@ -53,6 +53,7 @@ from ..trainer import SmileTrainer
 from ..tuning import apply_values, default_search_space, load_search_space, ray_space, suggest
 from .arguments import DataTrainingArguments, InputError, ModelArguments
 from .loading import student
+from .trial_models import TrialModels, load_trial_models
 from .validation_source import check_validation_source
 
 logger = logging.getLogger(__name__)
@@ -319,9 +320,10 @@ def optuna_search(
     def objective(trial: optuna.Trial) -> float:
         values = suggest(trial, record.space)
         output_dir = os.path.join(folder, f"trial-{trial.number}")
-        return run_trial(model_args, training_args, data, values, output_dir, record.objective)
+        return run_trial(model_args, training_args, data, values, output_dir, record.objective, models)
 
     if missing:
+        models = load_trial_models(model_args, training_args, data)  # read from disk once, copied for each trial
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         with tqdm(total=record.trials_requested, initial=done, desc="hp search trials", disable=disable_tqdm) as bar, \
                 one_load_report():  # fmt: skip
@@ -444,11 +446,16 @@ def validation_trainer(model, args: SmileTrainingArguments, data: PreparedData, 
 
 
 def run_trial(model_args: ModelArguments, training_args: SmileTrainingArguments, data: PreparedData,
-              values: dict[str, Any], output_dir: str, objective: str) -> float:  # fmt: skip
-    """Train one trial with `values` and return its objective on the validation split."""
+              values: dict[str, Any], output_dir: str, objective: str, models: TrialModels | None = None) -> float:  # fmt: skip
+    """Train one trial with `values` and return its objective on the validation split. With `models` (the search's
+    [`TrialModels`]) it trains copies of them; without, it loads the checkpoint as a plain run does."""
     args = trial_arguments(training_args, values, output_dir)
     set_seed(args.seed)
-    trainer = validation_trainer(student(model_args, args, data, from_scratch=False), args, data)
+    model = student(model_args, args, data, from_scratch=False)  # the checkpoint's name; the loading options set
+    source = None
+    if models is not None:
+        model, source = models.copies()
+    trainer = validation_trainer(model, args, data, teacher_model=source)
     trainer.remove_callback(PrinterCallback)  # one progress bar over the trials, not every trial's logs
     trainer.train()
     value = objective_value(trainer.evaluate(), objective)
