@@ -349,7 +349,12 @@ def build_teacher(student: nn.Module, adapter: BackboneAdapter, source_model: nn
     ([`FixedTeacher`]) or following the student ([`EmaTeacher`]). `options` are the teachers' own (`decay`,
     `update_every`, `include_buffers`, `autocast`)."""
     if peft_model_of(student) is not None:
+        if options.pop("forward_dtype", None) is not None:
+            raise ValueError("teacher_bf16 needs a teacher that is a full copy of the source model; a LoRA teacher "
+                             "runs the student's own base: set teacher_bf16=False.")  # fmt: skip
+        options.pop("fold_batchnorm", None)  # the LoRA teacher runs the student's (unfolded) modules
         return LoraEmaTeacher(student, adapter, adapter.head(source_model), **options)
     if options.get("decay", 0.0) >= 1.0:
-        return FixedTeacher(source_model, adapter, autocast=options.get("autocast"))
+        copy_options = {k: options[k] for k in ("autocast", "fold_batchnorm", "forward_dtype") if k in options}
+        return FixedTeacher(source_model, adapter, **copy_options)
     return EmaTeacher(source_model, adapter, **options)
