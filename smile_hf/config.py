@@ -133,6 +133,10 @@ class SmileTrainingArguments(TrainingArguments):
             stays unfolded and exact. Equal to the unfolded teacher up to float rounding (see the speed page of the
             docs for the measured differences). CNNs only; models without BatchNorm and LoRA teachers run as they
             are.
+        teacher_channels_last (`bool`, *optional*, defaults to `False`):
+            The teacher's forward pass runs a copy of the teacher whose 4-D weights and input are in the
+            channels-last memory format, refreshed after each EMA update (whatever `channels_last` says of the
+            student): faster convolutions and pooling for CNNs, equal up to float rounding.
         teacher_bf16 (`bool`, *optional*, defaults to `False`):
             With `bf16=True`, the teacher's forward pass runs a bf16 copy of the teacher, re-cast after each EMA
             update, instead of casting its float32 weights under autocast at every forward pass. The EMA shadow
@@ -300,6 +304,11 @@ class SmileTrainingArguments(TrainingArguments):
                   "folded into that convolution (refolded after each EMA update; the EMA itself stays unfolded): "
                   "a cheaper forward for CNNs, equal up to float rounding. No effect on models without BatchNorm "
                   "or on a LoRA teacher."},
+    )  # fmt: skip
+    teacher_channels_last: bool = field(
+        default=False,
+        metadata={"help": "The teacher's forward runs a copy of it in the channels-last memory format (refreshed "
+                  "after each EMA update), whatever channels_last is: faster convolutions and pooling for CNNs."},
     )  # fmt: skip
     teacher_bf16: bool = field(
         default=False,

@@ -1,6 +1,7 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
 """A cheaper copy of an eval-mode model for inference-only forward passes (the teacher's): every BatchNorm that
-normalises the output of a convolution folded into it, and optionally the weights cast to another dtype.
+normalises the output of a convolution folded into it, and optionally the weights cast to another dtype or put in
+the channels-last memory format.
 
 In eval mode a BatchNorm is an affine map per channel, `y = (x - mean) * gamma / sqrt(var + eps) + beta`, so
 `BN(conv(x))` equals one convolution with weight `w * s` and bias `(b - mean) * s + beta`, `s = gamma / sqrt(var +
@@ -9,7 +10,8 @@ replaced by an `nn.Identity` at the same path, whose output is the folded convol
 path (the capture hooks of [`BackboneAdapter`]) still fires there with the same value.
 
 [`ForwardCopy`] keeps such a copy of a model (the EMA shadow) and [`~ForwardCopy.refresh`]es it from the model's
-current tensors: unfolded tensors are shared with the model (no copy) unless cast, folded convolutions get their own.
+current tensors: tensors kept as they are are shared with the model (no copy); folded convolutions, cast tensors and
+channels-last weights are the copy's own.
 """
 
 from __future__ import annotations
@@ -95,12 +97,17 @@ class ForwardCopy:
         model (`nn.Module`): the model (the EMA shadow, which stays unchanged and exact).
         fold_batchnorm (`bool`): fold each conv + BatchNorm pair ([`conv_bn_pairs`]).
         dtype (`torch.dtype`, *optional*): cast the floating-point parameters and buffers of the copy (bf16).
+        channels_last (`bool`, *optional*, defaults to `False`): the copy's 4-D weights in the channels-last memory
+            format (its input is to be passed in it too: [`~ForwardCopy.prepare_input`]).
     """
 
-    def __init__(self, model: nn.Module, fold_batchnorm: bool = True, dtype: torch.dtype | None = None):
+    def __init__(
+        self, model: nn.Module, fold_batchnorm: bool = True, dtype: torch.dtype | None = None, channels_last: bool = False
+    ):
         self.model = model
         self.fold_batchnorm = fold_batchnorm
         self.dtype = dtype
+        self.channels_last = channels_last
         self.copy: nn.Module | None = None
         self.pairs: list[tuple[str, str]] = []
         self.stale = True
@@ -128,10 +135,11 @@ class ForwardCopy:
         folded = {f"{conv}.{name}" for conv, _ in pairs for name in ("weight", "bias")}
         folded |= {f"{bn}.{name}" for _, bn in pairs for name, _ in model.get_submodule(bn).named_parameters()}
         folded |= {f"{bn}.{name}" for _, bn in pairs for name, _ in model.get_submodule(bn).named_buffers()}
-        shared = {} if self.dtype is not None else {
-            id(tensor): tensor for name, tensor in (*model.named_parameters(), *model.named_buffers()) if name not in folded
+        shared = {
+            id(tensor): tensor for name, tensor in (*model.named_parameters(), *model.named_buffers())
+            if name not in folded and not self._owns(tensor)
         }  # fmt: skip
-        clone = copy.deepcopy(model, memo=shared)  # unfolded tensors shared with the model unless cast
+        clone = copy.deepcopy(model, memo=shared)  # tensors kept as they are in the model are shared with it
         for conv_path, bn_path in pairs:
             parent, _, child = bn_path.rpartition(".")
             clone.get_submodule(parent).register_module(child, nn.Identity())
@@ -140,6 +148,8 @@ class ForwardCopy:
                 conv.bias = nn.Parameter(torch.empty_like(conv.weight[:, 0, 0, 0]), requires_grad=False)
         if self.dtype is not None:
             clone.to(dtype=self.dtype)
+        if self.channels_last:
+            clone.to(memory_format=torch.channels_last)
         self.copy, self.pairs = clone.eval().requires_grad_(False), pairs
         self.refresh()
         if pairs and not self._check(probe):
@@ -151,20 +161,32 @@ class ForwardCopy:
         if self.compile_options is not None:
             self.copy.compile(**self.compile_options)
 
+    def _owns(self, tensor: torch.Tensor) -> bool:
+        """Whether the copy holds its own version of a tensor of the model (cast, or 4-D in channels-last)."""
+        return tensor.is_floating_point() and (self.dtype is not None or (self.channels_last and tensor.dim() == 4))
+
+    def prepare_input(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`pixel_values` in the copy's dtype and memory format."""
+        if self.dtype is not None:
+            pixel_values = pixel_values.to(self.dtype)
+        if self.channels_last and pixel_values.dim() == 4:
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
+        return pixel_values
+
     @torch.no_grad()
     def _check(self, probe: torch.Tensor) -> bool:
         reference = self.model(pixel_values=probe)[0].float()
-        folded = self.copy(pixel_values=probe.to(self.dtype) if self.dtype is not None else probe)[0].float()
+        folded = self.copy(pixel_values=self.prepare_input(probe))[0].float()
         return bool((folded - reference).abs().max() <= FOLD_CHECK_RTOL * reference.abs().max().clamp_min(1e-6))
 
     @torch.no_grad()
     def refresh(self) -> None:
         """Recompute the copy's tensors from the model's: the folded convolutions, and (cast copies) every tensor."""
         model, clone = self.model, self.copy
-        if self.dtype is not None:
-            sources = dict((*model.named_parameters(), *model.named_buffers()))
-            targets = [(t, sources[n]) for n, t in (*clone.named_parameters(), *clone.named_buffers()) if n in sources]
-            targets = [(t, s) for t, s in targets if t.is_floating_point()]
+        sources = dict((*model.named_parameters(), *model.named_buffers()))
+        targets = [(t, sources[n]) for n, t in (*clone.named_parameters(), *clone.named_buffers()) if n in sources]
+        targets = [(t, s) for t, s in targets if t is not s and self._owns(s)]
+        if targets:
             torch._foreach_copy_([t for t, _ in targets], [s for _, s in targets])
         for conv_path, bn_path in self.pairs:
             target = clone.get_submodule(conv_path)

@@ -101,13 +101,16 @@ class _SourceModelCopy(Teacher):
         autocast: Callable[[], AbstractContextManager] | None,
         fold_batchnorm: bool = False,
         forward_dtype: torch.dtype | None = None,
+        forward_channels_last: bool = False,
     ):
         super().__init__(adapter, decay, update_every, include_buffers, autocast)
         self.model = model.eval().requires_grad_(False)
-        # The forward pass may run a cheaper copy of `model` (BatchNorm folded, weights cast): `model` stays the
-        # exact EMA shadow, the copy follows it (refreshed after each update). Not a submodule: not in the state.
+        # The forward pass may run a cheaper copy of `model` (BatchNorm folded, weights cast or channels-last):
+        # `model` stays the exact EMA shadow, the copy follows it (refreshed after each update). Not a submodule:
+        # not in the state.
+        cheaper = fold_batchnorm or forward_dtype is not None or forward_channels_last
         self._forward_copy = (
-            ForwardCopy(self.model, fold_batchnorm, forward_dtype) if fold_batchnorm or forward_dtype else None
+            ForwardCopy(self.model, fold_batchnorm, forward_dtype, forward_channels_last) if cheaper else None
         )
 
     def _apply(self, fn, *args, **kwargs):
@@ -144,9 +147,7 @@ class _SourceModelCopy(Teacher):
             self.model.eval()
         model, copy = self.model, self._forward_copy
         if copy is not None:
-            model = copy.module(pixel_values)
-            if copy.dtype is not None:
-                pixel_values = pixel_values.to(copy.dtype)
+            model, pixel_values = copy.module(pixel_values), copy.prepare_input(pixel_values)
         with self.autocast():
             return self.adapter.forward(model, pixel_values, output_hidden_states=output_hidden_states, mix=mix)
 
@@ -165,7 +166,7 @@ class FixedTeacher(_SourceModelCopy):
         model (`PreTrainedModel`): the source model (pre-trained backbone + source head). It is frozen in place.
         adapter (`BackboneAdapter`): the adapter of the model family.
         autocast (`Callable[[], AbstractContextManager]`, *optional*): see [`Teacher`].
-        fold_batchnorm, forward_dtype: see [`EmaTeacher`].
+        fold_batchnorm, forward_dtype, forward_channels_last: see [`EmaTeacher`].
     """
 
     def __init__(
@@ -175,8 +176,11 @@ class FixedTeacher(_SourceModelCopy):
         autocast: Callable[[], AbstractContextManager] | None = None,
         fold_batchnorm: bool = False,
         forward_dtype: torch.dtype | None = None,
+        forward_channels_last: bool = False,
     ):
-        super().__init__(model, adapter, 1.0, 1, False, autocast, fold_batchnorm, forward_dtype)
+        super().__init__(
+            model, adapter, 1.0, 1, False, autocast, fold_batchnorm, forward_dtype, forward_channels_last
+        )
 
     def update(self, student: nn.Module) -> None:
         """A fixed teacher never moves (`should_update` is always False): calling `update` is an error."""
@@ -197,6 +201,9 @@ class EmaTeacher(_SourceModelCopy):
             BatchNorm that follows a convolution folded into it ([`smile_hf.folding.ForwardCopy`]), refolded from
             `model` (the exact, unfolded EMA shadow) after each update. Equal to the unfolded forward up to float
             rounding.
+        forward_channels_last (`bool`, *optional*, defaults to `False`): the forward pass runs a copy of `model`
+            whose 4-D weights, and its input, are in the channels-last memory format (CNNs: faster convolutions
+            and pooling on the CPU as on recent GPUs), refreshed after each update.
         forward_dtype (`torch.dtype`, *optional*): the forward pass runs a copy of `model` cast to this dtype
             (`torch.bfloat16` when the student trains in bf16 autocast), re-cast after each update; the EMA shadow
             `model` stays in its own precision (float32), so that no small update rounds to zero.
@@ -212,8 +219,12 @@ class EmaTeacher(_SourceModelCopy):
         autocast: Callable[[], AbstractContextManager] | None = None,
         fold_batchnorm: bool = False,
         forward_dtype: torch.dtype | None = None,
+        forward_channels_last: bool = False,
     ):
-        super().__init__(model, adapter, decay, update_every, include_buffers, autocast, fold_batchnorm, forward_dtype)
+        super().__init__(
+            model, adapter, decay, update_every, include_buffers, autocast, fold_batchnorm, forward_dtype,
+            forward_channels_last,
+        )  # fmt: skip
         # (weak reference to the student, teacher tensors, student tensors) of the last update: the pairs are
         # matched by name once, not at every update (see `_pairs`).
         self._pairs_cache: tuple[weakref.ref, list[torch.Tensor], list[torch.Tensor]] | None = None

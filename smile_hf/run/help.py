@@ -27,7 +27,7 @@ OUTPUT_ARGUMENTS = (
 checkpoints, logs, the Hub."""
 TRAINER_ARGUMENTS = (
     "channels_last", "nan_policy", "max_consecutive_skips", "model_init_kwargs", "eval_loss_terms",
-    "teacher_fold_batchnorm", "teacher_bf16",
+    "teacher_fold_batchnorm", "teacher_channels_last", "teacher_bf16",
 )  # fmt: skip
 """Options `SmileTrainingArguments` adds that belong with the `Trainer`'s own (memory format, divergence, loading)."""
 
