@@ -22,6 +22,8 @@ import logging
 import torch
 from torch import nn
 
+from .backbones.capture import _SINKS
+
 logger = logging.getLogger(__name__)
 
 FOLD_CHECK_RTOL = 1e-3
@@ -111,6 +113,7 @@ class ForwardCopy:
         self.copy: nn.Module | None = None
         self.pairs: list[tuple[str, str]] = []
         self.stale = True
+        self.recorded = False
         self.compile_options: dict | None = None
 
     def invalidate(self) -> None:
@@ -122,7 +125,13 @@ class ForwardCopy:
         self.stale = True
 
     def module(self, pixel_values: torch.Tensor) -> nn.Module:
-        """The copy, built (tracing the model once on the first image of `pixel_values`) or refreshed if needed."""
+        """The copy, built (tracing the model once on the first image of `pixel_values`) or refreshed if needed; the
+        model itself while one of its modules records its outputs ([`smile_hf.backbones.record_outputs`]: a method
+        reading the model's inner layers, which the copy would not feed)."""
+        if self.copy is None or self.stale:
+            self.recorded = any(getattr(module, _SINKS, None) for module in self.model.modules())
+            if self.recorded:
+                return self.model
         if self.copy is None:
             self._build(pixel_values[:1])
         elif self.stale:

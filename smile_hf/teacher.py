@@ -147,7 +147,9 @@ class _SourceModelCopy(Teacher):
             self.model.eval()
         model, copy = self.model, self._forward_copy
         if copy is not None:
-            model, pixel_values = copy.module(pixel_values), copy.prepare_input(pixel_values)
+            model = copy.module(pixel_values)
+            if model is copy.copy:  # (not while a method records the model's own layers)
+                pixel_values = copy.prepare_input(pixel_values)
         with self.autocast():
             return self.adapter.forward(model, pixel_values, output_hidden_states=output_hidden_states, mix=mix)
 
