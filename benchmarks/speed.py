@@ -59,6 +59,11 @@ from .speed_lora import LORA_MODELS, lora_main, lora_report
 from .speed_models import MODELS
 
 
+def load_average() -> list[float]:
+    """The machine's load average over 1, 5 and 15 minutes (what `uptime` prints)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--lora", action="store_true", help="run only the LoRA section (SMILE-LoRA against "
@@ -66,6 +71,9 @@ def parse_args(argv=None):
     parser.add_argument("--models", default=None, help=f"comma-separated, from {', '.join(MODELS)} (default: all); "
                         f"with --lora from {', '.join(LORA_MODELS)} (default: all)")  # fmt: skip
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods (finetune is always in)")
+    parser.add_argument("--teacher_variants", default="", help="SMILE teacher options "
+                        "stepped beside plain SMILE as smile[<variant>] (from fold, cl, fold+cl, compile, bf16; "
+                        "default: none)")  # fmt: skip
     parser.add_argument("--memory_methods", default="finetune,smile", help="methods whose peak memory is measured")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default: per model)")
     parser.add_argument("--chunks", type=int, default=None, help="trainer-vs-bare chunk pairs (0 skips it)")
@@ -98,6 +106,7 @@ def parse_args(argv=None):
     if opts.markdown is None:
         opts.markdown = os.path.join(RESULTS_DIR, f"{stem}.md")
     opts.memory_methods = [m.strip() for m in opts.memory_methods.split(",") if m.strip()]
+    opts.teacher_variants = [v.strip() for v in opts.teacher_variants.split(",") if v.strip()]
     return opts
 
 
@@ -139,6 +148,7 @@ def main(argv=None) -> dict:
             "device": opts.device,
             "bf16": opts.bf16,
             "methods": methods,
+            "teacher_variants": opts.teacher_variants if "smile" in methods else [],
             "missing_methods": missing,
             "command": " ".join(["python", "-m", "benchmarks.speed", *(argv if argv is not None else sys.argv[1:])]),
             "targets": {
@@ -149,10 +159,11 @@ def main(argv=None) -> dict:
         },
         "models": {},
     }
-    started = time.time()
+    started, load_start = time.time(), load_average()
     for name in opts.models.split(","):
         payload["models"][name] = benchmark_model(MODELS[name], methods, opts)
     payload["settings"]["wall_seconds"] = round(time.time() - started, 1)
+    payload["settings"]["load_average"] = {"start": [round(x, 2) for x in load_start], "end": load_average()}
     publish(report(payload), payload, opts.output, opts.markdown)
     return payload
 

@@ -73,7 +73,8 @@ def benchmark_model(spec: ModelSpec, methods: list[str], opts) -> dict:
     batch = random_batch(spec, opts.device)
     result = model_header(spec, student, rounds)
     log(f"[{spec.name}] {spec.description}, batch {spec.batch_size}: building {len(methods)} trainers")
-    steppers = {m: SteppedTrainer(m, spec, source, student, batch, opts) for m in methods}
+    variants = [f"smile[{v}]" for v in getattr(opts, "teacher_variants", [])] if "smile" in methods else []
+    steppers = {m: SteppedTrainer(m, spec, source, student, batch, opts) for m in [*methods, *variants]}
 
     log(f"[{spec.name}] step times, {rounds} interleaved rounds")
     times = interleaved_step_times(steppers, rounds, warmup=3)
@@ -127,11 +128,14 @@ def report(payload: dict) -> str:
         "",
         "Median [quartiles] over interleaved rounds (one step of every method per round, shuffled order; each ratio "
         "against fine-tuning's step of the same round). EMA updates (every 10 steps) are included in SMILE's steps.",
+        *teacher_variant_note(payload),
         "",
     ]
     header = ["method"] + [f"{n} ({models[n]['image_size']}px, batch {models[n]['batch_size']})" for n in names]
+    variants = [f"smile[{v}]" for v in payload["settings"].get("teacher_variants", [])]
     rows = [
-        [m] + [fmt_q(models[n]["ratio"][m]) if m in models[n]["ratio"] else "n/a" for n in names] for m in methods
+        [m] + [fmt_q(models[n]["ratio"][m]) if m in models[n]["ratio"] else "n/a" for n in names]
+        for m in [*methods, *variants]
     ]
     rows.append(["fine-tuning step (ms)"] + [f"{models[n]['step_ms']['finetune']['median']:.1f}" for n in names])
     lines += [markdown_table(header, rows), ""]
@@ -215,6 +219,20 @@ def report(payload: dict) -> str:
     lines += [markdown_table(header, rows), ""]
     lines += bare_totals_table(models)
     return "\n".join(lines)
+
+
+def teacher_variant_note(payload: dict) -> list[str]:
+    """What the `smile[<variant>]` rows are, and the load of the machine while they were measured."""
+    variants = payload["settings"].get("teacher_variants")
+    if not variants:
+        return []
+    load = payload["settings"].get("load_average")
+    return [
+        "`smile[...]` rows: SMILE with a teacher option, in the same rounds: `fold` = `teacher_fold_batchnorm`, `cl` "
+        "= `teacher_channels_last`, `compile` = the teacher alone compiled (`Teacher.compile_model`, inductor; its "
+        "compilation is in the warm-up rounds), `bf16` = `teacher_bf16`."
+        + (f" Load average (1, 5, 15 min) at the start: {load['start']}, at the end: {load['end']}." if load else ""),
+    ]
 
 
 def bare_totals_table(models: dict) -> list[str]:

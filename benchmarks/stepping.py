@@ -58,6 +58,26 @@ def training_arguments(method: str, opts, batch_size: int, max_steps: int, **ove
     return SmileTrainingArguments(**kwargs)
 
 
+TEACHER_VARIANTS: dict[str, dict] = {
+    "fold": {"teacher_fold_batchnorm": True},
+    "cl": {"teacher_channels_last": True},
+    "fold+cl": {"teacher_fold_batchnorm": True, "teacher_channels_last": True},
+    "compile": {},  # the teacher alone compiled (`Teacher.compile_model`), the student as it is
+    "bf16": {"teacher_bf16": True},
+}
+"""SMILE's teacher options measured beside plain SMILE, as `smile[<variant>]`: the fields each sets."""
+
+
+def split_variant(name: str) -> tuple[str, dict, bool]:
+    """(method, `SmileTrainingArguments` overrides, whether the teacher is compiled) of `smile[<variant>]` or a
+    method name."""
+    method, _, variant = name.partition("[")
+    variant = variant.rstrip("]")
+    if variant and variant not in TEACHER_VARIANTS:
+        raise SystemExit(f"Unknown teacher variant '{variant}'; known: {', '.join(TEACHER_VARIANTS)}.")
+    return method, dict(TEACHER_VARIANTS.get(variant, {})), variant == "compile"
+
+
 def synchronize(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -68,7 +88,8 @@ class SteppedTrainer:
 
     def __init__(self, method: str, spec: ModelSpec, source: nn.Module, student: nn.Module, batch, opts, peft_config=None):
         self.max_steps = 10**7
-        args = training_arguments(method, opts, spec.batch_size, self.max_steps)
+        base_method, overrides, compile_teacher = split_variant(method)
+        args = training_arguments(base_method, opts, spec.batch_size, self.max_steps, **overrides)
         dataset = random_dataset(spec, spec.batch_size * 2, seed=1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -76,6 +97,8 @@ class SteppedTrainer:
                 model=copy.deepcopy(student), args=args, teacher_model=copy.deepcopy(source), train_dataset=dataset,
                 peft_config=peft_config,
             )  # fmt: skip
+        if compile_teacher:
+            trainer.teacher.compile_model()
         trainer.create_optimizer_and_scheduler(num_training_steps=self.max_steps)
         trainer.state.max_steps = self.max_steps
         trainer.current_gradient_accumulation_steps = 1

@@ -127,6 +127,20 @@ class SmileTrainingArguments(TrainingArguments):
             Whether evaluation also logs the method's loss terms (`eval_loss_main`, `eval_loss_aux`...; see
             [`~SmileTrainer.evaluate`]). For a method with terms of its own they cost one more forward pass of the
             student and one of the teacher per evaluation batch; `False` evaluates at the stock `Trainer`'s cost.
+        teacher_fold_batchnorm (`bool`, *optional*, defaults to `False`):
+            The teacher's forward pass runs a copy of the teacher with every BatchNorm that follows a convolution
+            folded into it ([`smile_hf.folding.ForwardCopy`]), refolded after each EMA update; the EMA shadow
+            stays unfolded and exact. Equal to the unfolded teacher up to float rounding (see the speed page of the
+            docs for the measured differences). CNNs only; models without BatchNorm and LoRA teachers run as they
+            are.
+        teacher_channels_last (`bool`, *optional*, defaults to `False`):
+            The teacher's forward pass runs a copy of the teacher whose 4-D weights and input are in the
+            channels-last memory format, refreshed after each EMA update (whatever `channels_last` says of the
+            student): faster convolutions and pooling for CNNs, equal up to float rounding.
+        teacher_bf16 (`bool`, *optional*, defaults to `False`):
+            With `bf16=True`, the teacher's forward pass runs a bf16 copy of the teacher, re-cast after each EMA
+            update, instead of casting its float32 weights under autocast at every forward pass. The EMA shadow
+            stays in float32 (a bf16 shadow would round the small EMA increments to zero).
         max_consecutive_skips (`int`, *optional*, defaults to 10):
             With `nan_policy="skip_step"`, the number of steps skipped in a row after which the run stops anyway.
         model_init_kwargs (`dict` or `str`, *optional*):
@@ -284,6 +298,23 @@ class SmileTrainingArguments(TrainingArguments):
                   "forward pass of the student and one of the teacher per evaluation batch for methods with terms of "
                   "their own. False: evaluation at the stock Trainer's cost, eval_loss only."},
     )  # fmt: skip
+    teacher_fold_batchnorm: bool = field(
+        default=False,
+        metadata={"help": "The teacher's forward runs a copy of it with every BatchNorm that follows a convolution "
+                  "folded into that convolution (refolded after each EMA update; the EMA itself stays unfolded): "
+                  "a cheaper forward for CNNs, equal up to float rounding. No effect on models without BatchNorm "
+                  "or on a LoRA teacher."},
+    )  # fmt: skip
+    teacher_channels_last: bool = field(
+        default=False,
+        metadata={"help": "The teacher's forward runs a copy of it in the channels-last memory format (refreshed "
+                  "after each EMA update), whatever channels_last is: faster convolutions and pooling for CNNs."},
+    )  # fmt: skip
+    teacher_bf16: bool = field(
+        default=False,
+        metadata={"help": "With bf16=True: the teacher's forward runs a bf16 copy of it (re-cast after each EMA "
+                  "update; the EMA itself stays in float32, so that no small update rounds to zero)."},
+    )  # fmt: skip
     calibration: str = field(
         default="none",
         metadata={"help": "'temperature': fit one temperature on a validation split after training and fold it into "
@@ -440,6 +471,8 @@ class SmileTrainingArguments(TrainingArguments):
             raise ValueError(f"`nan_policy` must be one of {NAN_POLICIES}, got '{self.nan_policy}'.")
         if self.calibration not in CALIBRATIONS:
             raise ValueError(f"`calibration` must be one of {CALIBRATIONS}, got '{self.calibration}'.")
+        if self.teacher_bf16 and not self.bf16:
+            raise ValueError("`teacher_bf16` runs the teacher in bf16 under bf16 autocast: set bf16=True as well.")
         if self.max_consecutive_skips < 0:
             raise ValueError(f"`max_consecutive_skips` must be >= 0, got {self.max_consecutive_skips}.")
         alpha_name = "cutmix_alpha" if self.mixing == "cutmix" else "mixup_alpha"

@@ -347,9 +347,16 @@ def build_teacher(student: nn.Module, adapter: BackboneAdapter, source_model: nn
     """The teacher of `student`: for a LoRA student ([`peft_model_of`]) an adapter on its frozen base with a copy of
     the source head ([`LoraEmaTeacher`]), else a full copy of the source model, fixed with `decay=1`
     ([`FixedTeacher`]) or following the student ([`EmaTeacher`]). `options` are the teachers' own (`decay`,
-    `update_every`, `include_buffers`, `autocast`)."""
+    `update_every`, `include_buffers`, `autocast`, and for a full copy `fold_batchnorm`, `forward_dtype`,
+    `forward_channels_last`)."""
     if peft_model_of(student) is not None:
+        if options.pop("forward_dtype", None) is not None:
+            raise ValueError("teacher_bf16 needs a teacher that is a full copy of the source model; a LoRA teacher "
+                             "runs the student's own base: set teacher_bf16=False.")  # fmt: skip
+        for name in ("fold_batchnorm", "forward_channels_last"):  # the LoRA teacher runs the student's own modules
+            options.pop(name, None)
         return LoraEmaTeacher(student, adapter, adapter.head(source_model), **options)
     if options.get("decay", 0.0) >= 1.0:
-        return FixedTeacher(source_model, adapter, autocast=options.get("autocast"))
+        copy_options = {k: v for k, v in options.items() if k not in ("decay", "update_every", "include_buffers")}
+        return FixedTeacher(source_model, adapter, **copy_options)
     return EmaTeacher(source_model, adapter, **options)

@@ -20,6 +20,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from .backbones import BackboneAdapter, ForwardOutput, unwrap_model
+from .folding import ForwardCopy
 from .mixing import Mix
 
 
@@ -98,13 +99,43 @@ class _SourceModelCopy(Teacher):
         update_every: int,
         include_buffers: bool,
         autocast: Callable[[], AbstractContextManager] | None,
+        fold_batchnorm: bool = False,
+        forward_dtype: torch.dtype | None = None,
+        forward_channels_last: bool = False,
     ):
         super().__init__(adapter, decay, update_every, include_buffers, autocast)
         self.model = model.eval().requires_grad_(False)
+        # The forward pass may run a cheaper copy of `model` (BatchNorm folded, weights cast or channels-last):
+        # `model` stays the exact EMA shadow, the copy follows it (refreshed after each update). Not a submodule:
+        # not in the state.
+        cheaper = fold_batchnorm or forward_dtype is not None or forward_channels_last
+        self._forward_copy = (
+            ForwardCopy(self.model, fold_batchnorm, forward_dtype, forward_channels_last) if cheaper else None
+        )
+
+    def _apply(self, fn, *args, **kwargs):
+        if getattr(self, "_forward_copy", None) is not None:
+            self._forward_copy.invalidate()  # `to`, `cuda`, `half`...: the copy is built again from the moved model
+        return super()._apply(fn, *args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if self._forward_copy is not None:
+            self._forward_copy.invalidate()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    @property
+    def forward_model(self) -> nn.Module:
+        """The module the teacher's forward runs: `model`, or its folded / cast copy (built on the first forward)."""
+        copy = self._forward_copy
+        return self.model if copy is None or copy.copy is None else copy.copy
 
     def compile_model(self, backend: str | None = None, mode: str | None = None) -> None:
-        """Compile the source model's forward pass (the Trainer compiles the student only)."""
+        """Compile the source model's forward pass (the Trainer compiles the student only), and the folded / cast
+        copy the forward pass runs, if any."""
         self.model.compile(backend=backend, mode=mode)
+        if self._forward_copy is not None:
+            self._forward_copy.compile_options = {"backend": backend, "mode": mode}
+            self._forward_copy.invalidate()
 
     @torch.no_grad()
     def forward(
@@ -114,8 +145,13 @@ class _SourceModelCopy(Teacher):
         autograd state, under `autocast`."""
         if self.model.training:  # `eval()` walks every submodule: only when someone switched the model to train
             self.model.eval()
+        model, copy = self.model, self._forward_copy
+        if copy is not None:
+            model = copy.module(pixel_values)
+            if model is copy.copy:  # (not while a method records the model's own layers)
+                pixel_values = copy.prepare_input(pixel_values)
         with self.autocast():
-            return self.adapter.forward(self.model, pixel_values, output_hidden_states=output_hidden_states, mix=mix)
+            return self.adapter.forward(model, pixel_values, output_hidden_states=output_hidden_states, mix=mix)
 
 
 class FixedTeacher(_SourceModelCopy):
@@ -132,12 +168,21 @@ class FixedTeacher(_SourceModelCopy):
         model (`PreTrainedModel`): the source model (pre-trained backbone + source head). It is frozen in place.
         adapter (`BackboneAdapter`): the adapter of the model family.
         autocast (`Callable[[], AbstractContextManager]`, *optional*): see [`Teacher`].
+        fold_batchnorm, forward_dtype, forward_channels_last: see [`EmaTeacher`].
     """
 
     def __init__(
-        self, model: nn.Module, adapter: BackboneAdapter, autocast: Callable[[], AbstractContextManager] | None = None
+        self,
+        model: nn.Module,
+        adapter: BackboneAdapter,
+        autocast: Callable[[], AbstractContextManager] | None = None,
+        fold_batchnorm: bool = False,
+        forward_dtype: torch.dtype | None = None,
+        forward_channels_last: bool = False,
     ):
-        super().__init__(model, adapter, 1.0, 1, False, autocast)
+        super().__init__(
+            model, adapter, 1.0, 1, False, autocast, fold_batchnorm, forward_dtype, forward_channels_last
+        )
 
     def update(self, student: nn.Module) -> None:
         """A fixed teacher never moves (`should_update` is always False): calling `update` is an error."""
@@ -154,6 +199,16 @@ class EmaTeacher(_SourceModelCopy):
         model (`PreTrainedModel`): the source model (pre-trained backbone + source head). It is frozen in place.
         adapter, decay, update_every, include_buffers, autocast: see [`Teacher`] (decay 1 keeps it fixed; a
             [`FixedTeacher`] says so by its type).
+        fold_batchnorm (`bool`, *optional*, defaults to `False`): the forward pass runs a copy of `model` with every
+            BatchNorm that follows a convolution folded into it ([`smile_hf.folding.ForwardCopy`]), refolded from
+            `model` (the exact, unfolded EMA shadow) after each update. Equal to the unfolded forward up to float
+            rounding.
+        forward_channels_last (`bool`, *optional*, defaults to `False`): the forward pass runs a copy of `model`
+            whose 4-D weights, and its input, are in the channels-last memory format (CNNs: faster convolutions
+            and pooling on the CPU as on recent GPUs), refreshed after each update.
+        forward_dtype (`torch.dtype`, *optional*): the forward pass runs a copy of `model` cast to this dtype
+            (`torch.bfloat16` when the student trains in bf16 autocast), re-cast after each update; the EMA shadow
+            `model` stays in its own precision (float32), so that no small update rounds to zero.
     """
 
     def __init__(
@@ -164,8 +219,14 @@ class EmaTeacher(_SourceModelCopy):
         update_every: int = 10,
         include_buffers: bool = False,
         autocast: Callable[[], AbstractContextManager] | None = None,
+        fold_batchnorm: bool = False,
+        forward_dtype: torch.dtype | None = None,
+        forward_channels_last: bool = False,
     ):
-        super().__init__(model, adapter, decay, update_every, include_buffers, autocast)
+        super().__init__(
+            model, adapter, decay, update_every, include_buffers, autocast, fold_batchnorm, forward_dtype,
+            forward_channels_last,
+        )  # fmt: skip
         # (weak reference to the student, teacher tensors, student tensors) of the last update: the pairs are
         # matched by name once, not at every update (see `_pairs`).
         self._pairs_cache: tuple[weakref.ref, list[torch.Tensor], list[torch.Tensor]] | None = None
@@ -214,6 +275,8 @@ class EmaTeacher(_SourceModelCopy):
             student_tensors = [s.to(dtype=t.dtype) for t, s in zip(teacher_tensors, student_tensors)]
         torch._foreach_lerp_(teacher_tensors, student_tensors, 1.0 - self.decay)
         self.num_updates += 1
+        if self._forward_copy is not None:
+            self._forward_copy.mark_stale()  # refolded (re-cast) from the shadow before the next forward
 
 
 class EmaTeacherCallback(TrainerCallback):

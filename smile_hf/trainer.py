@@ -381,6 +381,8 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
             self.model, self.adapter, source_model, decay=args.ema_decay if ema else 1.0,
             update_every=args.ema_update_every, include_buffers=args.ema_buffers,
             autocast=lambda: self.accelerator.autocast(),  # the student's mixed precision (accelerate's)
+            fold_batchnorm=args.teacher_fold_batchnorm, forward_dtype=torch.bfloat16 if args.teacher_bf16 else None,
+            forward_channels_last=args.teacher_channels_last,
         ).to(args.device)  # fmt: skip
         if ema:
             self.add_callback(EmaTeacherCallback(teacher, self.in_final_phase))

@@ -28,12 +28,12 @@ def test_speed_smoke(tmp_path):
     # small-cnn is a model of the cpu preset; on a CUDA device the default preset is the gpu one
     result = run(
         "speed", "--models", "small-cnn", "--methods", "finetune,mixup,smile", "--rounds", "2", "--chunks", "1",
-        "--output", str(out), "--markdown", str(md), "--device", TEST_DEVICE, "--preset", "cpu",
+        "--teacher_variants", "fold+cl", "--output", str(out), "--markdown", str(md), "--device", TEST_DEVICE, "--preset", "cpu",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     payload = json.loads(out.read_text())
     model = payload["models"]["small-cnn"]
-    assert set(model["ratio"]) == {"finetune", "mixup", "smile"}
+    assert set(model["ratio"]) == {"finetune", "mixup", "smile", "smile[fold+cl]"}  # the teacher option beside SMILE
     assert model["ratio"]["finetune"]["median"] == pytest.approx(1.0)
     assert model["ratio"]["smile"]["n"] == 2
     assert model["ema"]["tensors"] > 0 and model["ema"]["update_every"] == 10
@@ -51,6 +51,7 @@ def test_speed_smoke(tmp_path):
     assert set(model["trainer_vs_bare"]) == {"smile", "finetune"}
     assert "SMILE step / fine-tuning step" in md.read_text()
     assert "Bare-loop step of every method" in md.read_text()
+    assert "| smile[fold+cl] |" in md.read_text() and len(payload["settings"]["load_average"]["end"]) == 3
 
 
 def test_step_memory_tracker_counts_allocations_only(torch_device):

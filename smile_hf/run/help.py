@@ -25,7 +25,10 @@ OUTPUT_ARGUMENTS = (
 )  # fmt: skip
 """What a run does and writes: training / evaluation / prediction, the output folder and resuming, evaluations,
 checkpoints, logs, the Hub."""
-TRAINER_ARGUMENTS = ("channels_last", "nan_policy", "max_consecutive_skips", "model_init_kwargs", "eval_loss_terms")
+TRAINER_ARGUMENTS = (
+    "channels_last", "nan_policy", "max_consecutive_skips", "model_init_kwargs", "eval_loss_terms",
+    "teacher_fold_batchnorm", "teacher_channels_last", "teacher_bf16",
+)  # fmt: skip
 """Options `SmileTrainingArguments` adds that belong with the `Trainer`'s own (memory format, divergence, loading)."""
 
 SCRIPT_HELP = {
