@@ -35,6 +35,7 @@ from transformers import (
 from transformers.utils import logging
 
 from ._compat import declare_unscaled_loss, mark_scheduler_created
+from .activation_checkpointing import check_model_supports_activation_checkpointing
 from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, build_source_head_copy, unwrap_model
 from .calibration import CalibrationResult, calibrate_trainer, check_calibrated
 from .channels import fit_datasets_to_model
@@ -302,6 +303,7 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
         self.model_init = model_init
         declare_unscaled_loss(self)  # compute_loss returns a per-batch mean: the Trainer divides by the accumulation
         check_sharding(args, self)
+        check_model_supports_activation_checkpointing(args, self.model, peft=peft_model_of(self.model) is not None)
         check_optimizer_covers(self.optimizer, self.model)
         check_no_user_optimizer(self.optimizer, args)  # per-group learning rates need the optimizer built here
         self.add_callback(TransformEpochCallback(self.train_dataset))  # per-example augmentation follows the epoch
@@ -360,6 +362,7 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
         if self.model_init is None:
             return
         check_trial_arguments(self.args)
+        check_model_supports_activation_checkpointing(self.args, self.model, peft_model_of(self.model) is not None)
         source_model = self._attach_model_parts(self.model, self.args)
         if self.place_model_on_device:  # the new source head
             self._move_model_to_device(self.model, self.args.device)
