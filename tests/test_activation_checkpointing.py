@@ -64,7 +64,9 @@ def test_losses_and_weights_equal_those_without_checkpointing(family, method, re
         method, lora = method.removesuffix("+lora"), {"peft_config": peft.LoraConfig(r=2, target_modules=["q_proj"])}
     plain, plain_outputs, initial = train(family, method, tmp_path / "plain", data, **lora)
     kwargs = {"activation_checkpointing_kwargs": {"use_reentrant": True}} if reentrant else {}
-    checkpointed, outputs, _ = train(family, method, tmp_path / "ckpt", data, activation_checkpointing=True, **kwargs, **lora)
+    checkpointed, outputs, _ = train(
+        family, method, tmp_path / "ckpt", data, activation_checkpointing=True, **kwargs, **lora
+    )
 
     assert checkpointed.model.is_activation_checkpointing and not plain.model.is_activation_checkpointing
     assert len(outputs) == len(plain_outputs) == STEPS
