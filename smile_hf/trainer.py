@@ -57,7 +57,12 @@ from .methods import (
 )
 from .metrics import as_compute_metrics
 from .mixing import Mix
-from .model_card import model_card_from_trainer
+from .model_card import (
+    ONNX_CARD_SECTION,
+    kept_onnx_section,
+    model_card_from_trainer,
+    replace_card_section,
+)
 from .modeling import (
     attach_source_head,
     fill_label_names,
@@ -625,7 +630,10 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
             return
         path = os.path.join(self.args.output_dir, "README.md")
         tags = [tags] if isinstance(tags, str) else list(tags or [])
+        onnx = None  # the ONNX section of an existing card, kept while its files are there
         if os.path.isfile(path):  # keep the tags of an existing card, as the stock Trainer does
+            with open(path, encoding="utf-8") as f:
+                onnx = kept_onnx_section(f.read(), self.args.output_dir)
             try:
                 tags += [t for t in (ModelCard.load(path).data.tags or []) if t not in tags]
             except Exception as error:  # an unreadable card is replaced
@@ -650,5 +658,7 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
             template_path=template_path,
             **dataset_details,
         )
+        if onnx is not None:  # the folder's ONNX exports (smile-hf export) stay in its card
+            card.text = replace_card_section(card.text, ONNX_CARD_SECTION, onnx)
         os.makedirs(self.args.output_dir, exist_ok=True)
         card.save(path)
