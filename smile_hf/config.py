@@ -16,6 +16,7 @@ from transformers import TrainingArguments
 from transformers.utils import logging
 
 from ._compat import accelerator_available
+from .activation_checkpointing import check_activation_checkpointing
 from .calibration import CALIBRATIONS
 from .guard import NAN_POLICIES
 from .methods import REGULARIZERS, declared_hyperparameters, parse_method
@@ -350,6 +351,7 @@ class SmileTrainingArguments(TrainingArguments):
         )
         super().__post_init__()
         check_precision(self)  # smile_hf.parity: fp16 on the CPU would be silently ignored
+        check_activation_checkpointing(self)  # manifold mixup, reentrant checkpointing with inner feature maps
         self._default_non_blocking(unset_non_blocking)
 
     def _default_non_blocking(self, unset: bool) -> None:

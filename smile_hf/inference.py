@@ -53,7 +53,6 @@ def _read(file: str, corrupt_images: str) -> Image.Image | None:
         return None
 
 
-@torch.no_grad()
 def classify_files(
     model: nn.Module,
     files: Sequence[str],
@@ -73,28 +72,46 @@ def classify_files(
         batch_size: images per forward pass.
         corrupt_images: `"error"` (an undecodable file is a [`DataError`] naming it) or `"skip"` (left out, logged).
     """
-    config = getattr(transform, "config", None)
-    if hasattr(config, "with_channels") and config.num_channels != model_num_channels(model):
-        transform = copy.copy(transform)  # a smile_hf ImageTransform: images converted to the model's channels
-        transform.config = config.with_channels(model_num_channels(model))
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    names = model.config.id2label
-    predictions = []
     try:
-        for start in range(0, len(files), batch_size):
-            batch = [(f, _read(f, corrupt_images)) for f in files[start : start + batch_size]]
-            batch = [(f, image) for f, image in batch if image is not None]
-            if not batch:
-                continue
-            pixels = torch.stack([transform(image) for _, image in batch]).to(device)
-            probabilities = model(pixel_values=pixels).logits.float().softmax(dim=-1)
-            scores, ids = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
-            for (file, _), row_scores, row_ids in zip(batch, scores.tolist(), ids.tolist()):
-                predictions.append(Prediction(file, [names[i] for i in row_ids], row_scores))
+        with torch.no_grad():
+            return classify_files_with(
+                lambda pixels: model(pixel_values=pixels.to(device)).logits, model.config.id2label,
+                model_num_channels(model), files, transform, top_k, batch_size, corrupt_images,
+            )  # fmt: skip
     finally:
         model.train(was_training)
+
+
+def classify_files_with(
+    logits_of: Callable[[torch.Tensor], torch.Tensor],
+    id2label: dict[int, str],
+    num_channels: int,
+    files: Sequence[str],
+    transform: Callable[[Image.Image], torch.Tensor],
+    top_k: int = 5,
+    batch_size: int = 32,
+    corrupt_images: str = "error",
+) -> list[Prediction]:
+    """[`classify_files`] with any classifier: `logits_of` maps a `pixel_values` batch (CPU, float32) to its logits
+    (an exported graph on ONNX Runtime, say); `id2label` names the classes and `num_channels` is the channel count
+    the classifier takes (a smile_hf transform converts the images to it)."""
+    config = getattr(transform, "config", None)
+    if hasattr(config, "with_channels") and config.num_channels != num_channels:
+        transform = copy.copy(transform)  # a smile_hf ImageTransform: images converted to the model's channels
+        transform.config = config.with_channels(num_channels)
+    predictions = []
+    for start in range(0, len(files), batch_size):
+        batch = [(f, _read(f, corrupt_images)) for f in files[start : start + batch_size]]
+        batch = [(f, image) for f, image in batch if image is not None]
+        if not batch:
+            continue
+        probabilities = logits_of(torch.stack([transform(image) for _, image in batch])).float().softmax(dim=-1)
+        scores, ids = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
+        for (file, _), row_scores, row_ids in zip(batch, scores.tolist(), ids.tolist()):
+            predictions.append(Prediction(file, [id2label[i] for i in row_ids], row_scores))
     return predictions
 
 

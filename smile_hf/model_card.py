@@ -481,7 +481,29 @@ def onnx_card_section(files: dict[str, str]) -> str:
         f'session = onnxruntime.InferenceSession("path/to/this/folder/{first}")',
         'logits = session.run(["logits"], dict(processor(images=[image], return_tensors="np")))[0]',
         "```",
+        "",
+        "or on a folder of images, into `predictions.csv` (file, top-k labels and scores):",
+        "",
+        "```bash",
+        "smile-hf train --do_train False --do_predict --predict_dir my_images --predict_backend onnx \\",
+        f"    --onnx_file {first} --model_name_or_path path/to/this/folder --output_dir predictions",
+        "```",
     ])  # fmt: skip
+
+
+def card_section(text: str, name: str) -> str | None:
+    """The section `name` of a model card (between its `<!-- smile_hf:NAME -->` markers), or `None`."""
+    start, end = f"<!-- smile_hf:{name} -->", f"<!-- /smile_hf:{name} -->"
+    match = re.search(re.escape(start) + r"\n(.*?)\n?" + re.escape(end), text, re.S)
+    return match.group(1) if match else None
+
+
+def kept_onnx_section(old_card: str, folder: str | os.PathLike) -> str | None:
+    """The ONNX section of a folder's previous card when every ONNX file it lists is still in the folder (a card
+    rendered again after training keeps it), else `None`."""
+    section = card_section(old_card, ONNX_CARD_SECTION)
+    files = re.findall(r"^- `([^`]+\.onnx)`:", section or "", re.M)
+    return section if files and all(os.path.isfile(os.path.join(folder, f)) for f in files) else None
 
 
 def replace_card_section(text: str, name: str, section: str) -> str:

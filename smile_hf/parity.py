@@ -25,6 +25,7 @@ _HUB = "tests/test_hub.py"
 _SHARDING = "tests/test_lora.py"  # the sharding refusals are tested beside the LoRA path they point to
 _DEVICES = "tests/test_device_selection.py"
 _RUN = "tests/test_run_smile.py"
+_ACTIVATION_CHECKPOINTING = "tests/test_activation_checkpointing.py"  # refusals: smile_hf.activation_checkpointing
 
 TRAINING_ARGUMENTS: dict[str, tuple[str, str]] = {
     # ---- optimisation
@@ -57,17 +58,16 @@ TRAINING_ARGUMENTS: dict[str, tuple[str, str]] = {
     "fp16_full_eval": (WORKS, _STOCK_RUN),
     "tf32": (WORKS, "tests/conftest.py"),
     "activation_checkpointing": (
-        REFUSED, "recomputes the forward pass in the backward pass, not verified with the hooks that read and mix "
-        "SmileTrainer's feature maps: leave it off (lower per_device_train_batch_size, raise "
-        "gradient_accumulation_steps, or train LoRA adapters with peft_config)",
+        WORKS, _ACTIVATION_CHECKPOINTING + " (refused in one line: manifold mixup, and models whose class does not "
+        "support it; smile_hf.activation_checkpointing)",
     ),
-    "activation_checkpointing_kwargs": (IRRELEVANT, "read only with activation_checkpointing, which is refused"),
-    "gradient_checkpointing": (
-        REFUSED, "(the former name of activation_checkpointing) recomputes the forward pass in the backward pass, not "
-        "verified with the hooks that read and mix SmileTrainer's feature maps: leave it off (lower "
-        "per_device_train_batch_size, raise gradient_accumulation_steps, or train LoRA adapters with peft_config)",
+    "activation_checkpointing_kwargs": (
+        WORKS, _ACTIVATION_CHECKPOINTING + " (use_reentrant=True refused with LoRA and with DELTA's inner feature maps)",
     ),
-    "gradient_checkpointing_kwargs": (IRRELEVANT, "read only with gradient_checkpointing, which is refused"),
+    "gradient_checkpointing": (WORKS, _ACTIVATION_CHECKPOINTING + " (the former name of activation_checkpointing)"),
+    "gradient_checkpointing_kwargs": (
+        WORKS, _ACTIVATION_CHECKPOINTING + " (the former name of activation_checkpointing_kwargs)",
+    ),
     "torch_compile": (WORKS, "tests/test_compile.py"),
     "torch_compile_backend": (WORKS, "tests/test_compile.py"),
     "torch_compile_mode": (WORKS, "tests/test_parity_passthrough.py"),

@@ -35,6 +35,7 @@ from transformers import (
 from transformers.utils import logging
 
 from ._compat import declare_unscaled_loss, mark_scheduler_created
+from .activation_checkpointing import check_model_supports_activation_checkpointing
 from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, build_source_head_copy, unwrap_model
 from .calibration import CalibrationResult, calibrate_trainer, check_calibrated
 from .channels import fit_datasets_to_model
@@ -56,7 +57,12 @@ from .methods import (
 )
 from .metrics import as_compute_metrics
 from .mixing import Mix
-from .model_card import model_card_from_trainer
+from .model_card import (
+    ONNX_CARD_SECTION,
+    kept_onnx_section,
+    model_card_from_trainer,
+    replace_card_section,
+)
 from .modeling import (
     attach_source_head,
     fill_label_names,
@@ -302,6 +308,7 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
         self.model_init = model_init
         declare_unscaled_loss(self)  # compute_loss returns a per-batch mean: the Trainer divides by the accumulation
         check_sharding(args, self)
+        check_model_supports_activation_checkpointing(args, self.model, peft=peft_model_of(self.model) is not None)
         check_optimizer_covers(self.optimizer, self.model)
         check_no_user_optimizer(self.optimizer, args)  # per-group learning rates need the optimizer built here
         self.add_callback(TransformEpochCallback(self.train_dataset))  # per-example augmentation follows the epoch
@@ -360,6 +367,7 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
         if self.model_init is None:
             return
         check_trial_arguments(self.args)
+        check_model_supports_activation_checkpointing(self.args, self.model, peft_model_of(self.model) is not None)
         source_model = self._attach_model_parts(self.model, self.args)
         if self.place_model_on_device:  # the new source head
             self._move_model_to_device(self.model, self.args.device)
@@ -624,7 +632,10 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
             return
         path = os.path.join(self.args.output_dir, "README.md")
         tags = [tags] if isinstance(tags, str) else list(tags or [])
+        onnx = None  # the ONNX section of an existing card, kept while its files are there
         if os.path.isfile(path):  # keep the tags of an existing card, as the stock Trainer does
+            with open(path, encoding="utf-8") as f:
+                onnx = kept_onnx_section(f.read(), self.args.output_dir)
             try:
                 tags += [t for t in (ModelCard.load(path).data.tags or []) if t not in tags]
             except Exception as error:  # an unreadable card is replaced
@@ -649,5 +660,7 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
             template_path=template_path,
             **dataset_details,
         )
+        if onnx is not None:  # the folder's ONNX exports (smile-hf export) stay in its card
+            card.text = replace_card_section(card.text, ONNX_CARD_SECTION, onnx)
         os.makedirs(self.args.output_dir, exist_ok=True)
         card.save(path)

@@ -313,3 +313,27 @@ def test_benchmark_smoke(tmp_path):
     assert records["ONNX fp32"]["top1"] == records["PyTorch"]["top1"]
     assert all(r["ms_per_image"]["1"] > 0 and r["bytes"] > 0 for r in records.values())
     assert (tmp_path / "report.md").read_text().count("\n| ONNX") == 3
+
+
+def test_a_card_written_again_after_training_keeps_the_onnx_section_of_files_still_there(tmp_path):
+    """`SmileTrainer.create_model_card` (run by `save_model` and `push_to_hub`) renders the card again: the ONNX
+    section written by `smile-hf export` stays while the files it names are in the folder, and goes with them."""
+    from smile_hf import SmileTrainer, SmileTrainingArguments
+
+    from .testing_utils import source_and_student
+
+    _, student = source_and_student("resnet", num_target=3)
+    args = SmileTrainingArguments(output_dir=str(tmp_path), report_to="none", method="finetune", use_cpu=True)
+    trainer = SmileTrainer(model=student, args=args)
+    files = {ONNX_FILE: "float32", QUANTIZED_FILES["int8"]: "int8"}
+    for name in files:
+        (tmp_path / name).write_bytes(b"graph")
+    trainer.create_model_card()
+    card = tmp_path / "README.md"
+    card.write_text(replace_card_section(card.read_text(), ONNX_CARD_SECTION, onnx_card_section(files)))
+    trainer.create_model_card()
+    text = card.read_text()
+    assert text.count("## ONNX") == 1 and "- `model.int8.onnx`: int8" in text and "# " in text.split("## ONNX")[0]
+    (tmp_path / QUANTIZED_FILES["int8"]).unlink()
+    trainer.create_model_card()
+    assert "## ONNX" not in card.read_text()  # a card must not name a file the folder no longer holds

@@ -18,8 +18,7 @@ from .testing_utils import source_and_student, training_device_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFUSED_VALUES = {
-    "activation_checkpointing": True, "gradient_checkpointing": True, "use_liger_kernel": True,
-    "neftune_noise_alpha": 5.0, "auto_find_batch_size": True, "parallelism_config": object(),
+    "use_liger_kernel": True, "neftune_noise_alpha": 5.0, "auto_find_batch_size": True, "parallelism_config": object(),
 }  # fmt: skip
 """A value other than the stock default for each refused field (FSDP's are refused, and tested, in sharding)."""
 

@@ -14,6 +14,10 @@ Registering and removing hooks at every forward pass costs host time and, under 
 compiled graph; these hooks are installed once and switched on per forward pass. A one-off pass (the probe) can
 leave no hook behind (`capturing(capture, keep_hooks=False)`). [`record_outputs`] keeps every output of a module in
 a sink, captured pass or not (the regularised layers of a method, read when its loss is computed).
+
+Activation checkpointing (`torch.utils.checkpoint`, reentrant or not) runs the forward pass of a checkpointed layer a
+second time during the backward pass, and the forward hooks of the modules inside it fire again. The hooks ignore
+that recomputation ([`recomputing`]): a forward pass is read once, when it runs, whatever is recomputed later.
 """
 
 from __future__ import annotations
@@ -30,6 +34,12 @@ from torch.utils.hooks import RemovableHandle
 _HOOKED = "_smile_hf_capture_hooks"  # module attribute: the hooks are installed
 _SINKS = "_smile_hf_capture_sinks"  # module attribute: where every output of the module is appended
 _active: list[Capture] = []  # the capture of the forward pass running now (a stack: captures may nest)
+
+
+def recomputing() -> bool:
+    """Whether a module is being called while autograd runs a backward pass: the recomputation of a checkpointed
+    layer (`torch.utils.checkpoint`, either mode), whose outputs the forward pass already read."""
+    return torch._C._current_graph_task_id() != -1
 
 
 def first_tensor(output):
@@ -102,11 +112,13 @@ class Capture:
 
 
 def _pre_hook(module: nn.Module, args: tuple) -> None:
-    if _active:
+    if _active and not recomputing():
         _active[-1].on_input(module, args)
 
 
 def _hook(module: nn.Module, args: tuple, output):
+    if recomputing():
+        return None
     new = _active[-1].on_output(module, args, output) if _active else output
     for sink in getattr(module, _SINKS, ()):
         sink.append(new)

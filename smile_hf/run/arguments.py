@@ -55,6 +55,10 @@ class ModelArguments:
     default_model_used = False  # set (on the instance) when --model_name_or_path was filled in by default
 
 
+PREDICT_BACKENDS = ("pytorch", "onnx")
+"""What `--predict_backend` may name: the PyTorch weights, or the ONNX export on ONNX Runtime."""
+
+
 @dataclass
 class DataTrainingArguments(TuningArguments):
     """What data to train and evaluate on (and, inherited, the validation split held out of it and the
@@ -102,6 +106,17 @@ class DataTrainingArguments(TuningArguments):
                   "<output_dir>/predictions.csv (file, then the top-k labels and scores)."},
     )  # fmt: skip
     top_k: int = field(default=5, metadata={"help": "Labels and scores per image in predictions.csv."})
+    predict_backend: str = field(
+        default="pytorch",
+        metadata={"help": "With --do_predict and --do_train False: what classifies --predict_dir. 'pytorch': the "
+                  "model's weights; 'onnx': its ONNX export (--onnx_file, written by smile-hf export --format onnx) "
+                  "on ONNX Runtime, through the same evaluation transform.", "choices": list(PREDICT_BACKENDS)},
+    )  # fmt: skip
+    onnx_file: str = field(
+        default="model.onnx",
+        metadata={"help": "With --predict_backend onnx: the ONNX file of --model_name_or_path (model.onnx, or "
+                  "model.int8.onnx for the int8 copy)."},
+    )  # fmt: skip
     recipe = None  # set (on the instance) by smile_hf.run.recipes.apply_preset_recipe: an AppliedRecipe
 
     def dataset_kwargs(self, model_args: ModelArguments) -> dict:
@@ -114,7 +129,7 @@ class DataTrainingArguments(TuningArguments):
 
 
 DRIVER_ONLY_OPTIONS = frozenset(
-    {"do_predict", "predict_dir", "top_k", "calibration", *(f.name for f in fields(TuningArguments))}
+    {"do_predict", "predict_dir", "top_k", "predict_backend", "onnx_file", "calibration", *(f.name for f in fields(TuningArguments))}
 )
 """The options of a run that only the driver (`smile-hf train`) acts on: classifying a folder, calibrating, the
 hyperparameter search and the validation split it holds out. A script of its own that does none of this refuses
@@ -231,6 +246,23 @@ def check_inference_args(
         raise InputError(f"--do_predict needs --predict_dir, an existing folder of images (got {data_args.predict_dir}).")
     if data_args.top_k < 1:
         raise InputError(f"--top_k must be >= 1, got {data_args.top_k}.")
+    check_predict_backend(data_args, training_args)
+
+
+def check_predict_backend(data_args: DataTrainingArguments, training_args: SmileTrainingArguments) -> None:
+    """Raise an [`InputError`] unless `--predict_backend onnx` (and `--onnx_file`) can take effect: classifying
+    `--predict_dir` (`--do_predict`) with an exported model (`--do_train False`), without `--do_eval` (which
+    evaluates the PyTorch model)."""
+    if data_args.predict_backend != "onnx":
+        if data_args.onnx_file != "model.onnx":
+            raise InputError("--onnx_file is read with --predict_backend onnx only: add it (or drop --onnx_file).")
+        return
+    if training_args.do_train or not training_args.do_predict or training_args.do_eval:
+        raise InputError(
+            "--predict_backend onnx classifies --predict_dir with the ONNX export of a trained model: run it with "
+            "--do_train False --do_predict (and without --do_eval, which evaluates the PyTorch model), after "
+            "smile-hf export MODEL_DIR --format onnx."
+        )
 
 
 def redact_tokens(argv: list[str] | tuple[str, ...]) -> list[str]:
