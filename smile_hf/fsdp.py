@@ -42,6 +42,7 @@ from .backbones import BackboneAdapter, unwrap_model
 from .checkpoints import COMPLETE_MARKER_NAME, IncompleteCheckpointError
 from .lora import build_teacher
 from .methods import Regularizer
+from .sharding import is_fsdp2
 from .teacher import Teacher
 
 SHARDED_MARKER_NAME = "sharded_checkpoint.json"
@@ -171,7 +172,12 @@ def save_sharded_checkpoint(
     dcp.save(state, checkpoint_id=os.path.join(folder, SHARDED_STATE_DIR))
     dist.barrier()
     if dist.get_rank() == 0:
-        marker = {"format": "smile_hf.sharded", SHARDING_FIELD: FSDP2, "world_size": dist.get_world_size(), "step": step}
+        marker = {
+            "format": "smile_hf.sharded",
+            SHARDING_FIELD: FSDP2,
+            "world_size": dist.get_world_size(),
+            "step": step,
+        }
         tmp = os.path.join(folder, f".{SHARDED_MARKER_NAME}.tmp")
         with open(tmp, "w") as f:
             json.dump(marker, f)
@@ -239,8 +245,62 @@ def check_checkpoint_sharding(folder: str, sharded: bool) -> None:
         )
 
 
+# ---- SmileTrainer under Accelerate's FSDP2 plugin -------------------------------------------------------------
+
+
+class ShardedMethodStateMixin:
+    """Mixin of [`SmileTrainer`] (listed before [`MethodStateMixin`]): under FSDP2 ([`is_fsdp2`]) the method state
+    (teacher, auxiliary head, regulariser state) of each checkpoint is written sharded, by every rank, with
+    `torch.distributed.checkpoint` into [`SHARDED_STATE_DIR`] (beside the Trainer's own sharded model and optimizer),
+    and the completion marker says `"sharding": "fsdp2"`. A checkpoint is resumed only under the setting that wrote
+    it ([`check_checkpoint_sharding`]). Without FSDP2 nothing changes (`method_state.safetensors`)."""
+
+    def extra_checkpoint_files(self) -> dict:
+        return {} if is_fsdp2(self) else super().extra_checkpoint_files()
+
+    def checkpoint_marker_fields(self) -> dict[str, str]:
+        fields = super().checkpoint_marker_fields()
+        return {**fields, SHARDING_FIELD: FSDP2} if is_fsdp2(self) else fields
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        super()._save_optimizer_and_scheduler(output_dir)
+        if is_fsdp2(self):  # every rank writes its shards
+            dcp.save(self._method_state_tensors(), checkpoint_id=os.path.join(output_dir, SHARDED_STATE_DIR))
+
+    def _load_method_state(self, checkpoint_dir: str, refusal: str = "Cannot resume from") -> None:
+        check_checkpoint_sharding(checkpoint_dir, sharded=is_fsdp2(self))
+        if not is_fsdp2(self):
+            return super()._load_method_state(checkpoint_dir, refusal)
+        try:  # in place, into the tensors the trainer holds (shards, or whole where not sharded)
+            dcp.load(self._method_state_tensors(), checkpoint_id=os.path.join(checkpoint_dir, SHARDED_STATE_DIR))
+        except (OSError, RuntimeError, ValueError, KeyError) as error:
+            message = " ".join(str(error).split()) or type(error).__name__
+            raise IncompleteCheckpointError(
+                f"{refusal} {checkpoint_dir}: its sharded method state ({SHARDED_STATE_DIR}) cannot be loaded: "
+                f"{message[:300]} (was it written by another version or method?)."
+            ) from error
+
+
+def save_full_model(trainer, output_dir: str) -> None:
+    """Save the student of a [`SmileTrainer`] training under FSDP2 as one full model (every rank calls it: the shards
+    are gathered to the main process, which writes them), without the teacher or the training-only heads, after
+    checking that the gathered weights are finite."""
+    from .guard import NonFiniteWeightsError
+
+    state_dict = trainer.accelerator.get_state_dict(trainer.model)
+    if not trainer.args.should_save:
+        return
+    bad = next((k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise NonFiniteWeightsError(
+            f"Not saving {output_dir}: the model's weights are not finite (e.g. `{bad}`), the run diverged. Lower the "
+            "learning rate and train again."
+        )
+    trainer._save(output_dir, state_dict=state_dict)
+
+
 __all__ = [
     "FSDP2", "SHARDED_MARKER_NAME", "SHARDED_STATE_DIR", "SHARDING_FIELD", "check_checkpoint_sharding",
     "checkpoint_sharding", "load_sharded_checkpoint", "prepare_teacher_model", "save_sharded_checkpoint",
-    "shard_model", "shard_teacher", "sharding_of",
+    "save_full_model", "shard_model", "shard_teacher", "sharding_of", "ShardedMethodStateMixin",
 ]  # fmt: skip

@@ -7,8 +7,9 @@ both paths, and FSDP2's average of the two ranks' gradients is the reference's a
 parameters (L2-SP's distance, the head penalties) are all-reduced on the shards, their gradient reaching each rank's
 shards alone. The only difference is the order of float32 additions (all-reduce and reduce-scatter against
 accumulation): losses agree to rtol 1e-5, weights to atol 1e-6 after 4 SGD steps (measured on this machine: at
-most 2e-7 relative on the losses, 2e-8 on the weights). A run stopped after 2 steps (its sharded checkpoint saved, the processes ended with no clean-up) and
-resumed in new processes ends bit for bit where the uninterrupted run ends.
+most 2e-7 relative on the losses, 2e-8 on the weights). A run stopped after 2 steps (its sharded checkpoint saved,
+the processes ended with no clean-up) and resumed in new processes ends bit for bit where the uninterrupted run
+ends.
 """
 
 from __future__ import annotations
@@ -25,11 +26,21 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.checkpoints import COMPLETE_MARKER_NAME, IncompleteCheckpointError
-from smile_hf.fsdp import SHARDED_MARKER_NAME, check_checkpoint_sharding, checkpoint_sharding
+from smile_hf.fsdp import SHARDED_MARKER_NAME, SHARDING_FIELD, check_checkpoint_sharding, checkpoint_sharding
+from smile_hf.sharding import (
+    FSDP1_ERROR,
+    FSDP2_LORA_ERROR,
+    FSDP2_METHOD_ERROR,
+    FSDP_CPU_ERROR,
+    check_fsdp,
+    check_sharding,
+    fsdp_version,
+)
 
 from .fsdp_rank import METHODS, STEPS, STOP, Run
-from .testing_utils import subprocess_env
+from .testing_utils import clone, random_image_dataset, source_and_student, subprocess_env, training_device_args
 
 SCRIPT = Path(__file__).resolve().parent / "fsdp_rank.py"
 LOSS_RTOL, WEIGHT_ATOL = 1e-5, 1e-6
@@ -90,7 +101,9 @@ def test_sharded_training_equals_single_process(fsdp_runs, references, method):
     for key, want in state.items():
         torch.testing.assert_close(sharded_state[key], want, rtol=0, atol=WEIGHT_ATOL, msg=key)
     initial = Run(method, sharded=False).full_state()  # training moved the student (and SMILE's teacher)
-    moved = [k for k in state if k.startswith(("student.", "teacher.model.vit.")) and not torch.equal(state[k], initial[k])]
+    moved = [
+        k for k in state if k.startswith(("student.", "teacher.model.vit.")) and not torch.equal(state[k], initial[k])
+    ]
     assert any(k.startswith("student.") for k in moved)
     assert method != "smile" or any(k.startswith("teacher.") for k in moved)
 
@@ -145,3 +158,59 @@ def test_checkpoint_of_the_other_setting_is_refused(fsdp_runs, tmp_path):
     (interrupted / SHARDED_MARKER_NAME).unlink()
     with pytest.raises(IncompleteCheckpointError, match="not a complete FSDP2 checkpoint"):
         check_checkpoint_sharding(str(interrupted), sharded=True)
+
+
+# ---- SmileTrainer's FSDP refusals and checkpoint settings (the FSDP2 path itself runs in scripts/gpu_checks.sh) ----
+
+
+def test_fsdp_forms_smile_trainer_does_not_train_are_refused(tmp_path, monkeypatch):
+    source, student = source_and_student("resnet")
+    args = SmileTrainingArguments(output_dir=str(tmp_path), report_to="none", **training_device_args(), fsdp=True,
+                                  fsdp_config={"version": 1})  # fmt: skip
+    with pytest.raises(ValueError) as error:
+        SmileTrainer(model=student, args=args, teacher_model=source)
+    assert str(error.value) == FSDP1_ERROR.format(version=1)
+    # FSDP2 is trained on accelerators only: on the CPU, the Trainer's `fsdp=` path silently trains with DDP
+    cpu = SmileTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, fsdp=True)
+    with pytest.raises(ValueError) as error:
+        check_sharding(cpu)
+    assert str(error.value) == FSDP_CPU_ERROR
+    delta = SmileTrainingArguments(output_dir=str(tmp_path), report_to="none", fsdp=True, method="delta")
+    with pytest.raises(ValueError) as error:  # a method whose state is not sharded-aware, refused before the device
+        check_sharding(delta)
+    assert str(error.value) == FSDP2_METHOD_ERROR.format(method="delta")
+    assert "finetune, l2sp, smile" in str(error.value)
+    fsdp2 = SmileTrainingArguments(output_dir=str(tmp_path), report_to="none", fsdp=True, method="l2sp")
+    with pytest.raises(ValueError) as error:
+        check_fsdp(fsdp2, peft_config=object())  # a LoRA student
+    assert str(error.value) == FSDP2_LORA_ERROR
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # `accelerate launch --use_fsdp` without --fsdp_version 2
+    plain = SmileTrainingArguments(output_dir=str(tmp_path), report_to="none", **training_device_args())
+    with pytest.raises(ValueError, match="FSDP2 only, not FSDP1"):
+        check_sharding(plain)
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    assert fsdp_version(plain) == 2
+    for message in (FSDP1_ERROR, FSDP_CPU_ERROR, FSDP2_METHOD_ERROR, FSDP2_LORA_ERROR):
+        assert "\n" not in message
+
+
+def test_fsdp2_checkpoint_is_refused_without_fsdp(tmp_path):
+    """A Trainer checkpoint whose marker says it was written under FSDP2 is not resumed by a DDP / single-process
+    SmileTrainer (the other direction, a DDP checkpoint under FSDP2, is refused by the same check: see above)."""
+    source, student = source_and_student("resnet")
+
+    def trainer(max_steps):
+        args = SmileTrainingArguments(
+            output_dir=str(tmp_path), report_to="none", **training_device_args(), method="l2sp", max_steps=max_steps,
+            per_device_train_batch_size=4, save_steps=1, disable_tqdm=True,
+        )  # fmt: skip
+        return SmileTrainer(model=clone(student), args=args, teacher_model=clone(source),
+                            train_dataset=random_image_dataset(8))  # fmt: skip
+
+    trainer(1).train()
+    checkpoint = tmp_path / "checkpoint-1"
+    marker = json.loads((checkpoint / COMPLETE_MARKER_NAME).read_text())
+    (checkpoint / COMPLETE_MARKER_NAME).write_text(json.dumps({**marker, SHARDING_FIELD: "fsdp2"}))
+    with pytest.raises(IncompleteCheckpointError, match="without FSDP: it was written under FSDP2") as error:
+        trainer(2).train(resume_from_checkpoint=str(checkpoint))
+    assert "\n" not in str(error.value)
