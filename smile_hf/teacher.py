@@ -22,6 +22,7 @@ from transformers import TrainerCallback
 from .backbones import BackboneAdapter, ForwardOutput, unwrap_model
 from .folding import ForwardCopy
 from .mixing import Mix
+from .shards import local_pairs
 
 
 class Teacher(nn.Module):
@@ -269,8 +270,9 @@ class EmaTeacher(_SourceModelCopy):
 
     @torch.no_grad()
     def update(self, student: nn.Module) -> None:
-        """One EMA step towards `student`'s backbone: teacher <- lerp(teacher, student, 1 - decay)."""
-        teacher_tensors, student_tensors = self._pairs(student)
+        """One EMA step towards `student`'s backbone: teacher <- lerp(teacher, student, 1 - decay). Under FSDP2
+        (teacher and student sharded alike) it runs on each rank's local shards, with no communication."""
+        teacher_tensors, student_tensors = local_pairs(*self._pairs(student))  # FSDP2: this rank's shards
         if any(s.dtype != t.dtype for t, s in zip(teacher_tensors, student_tensors)):
             student_tensors = [s.to(dtype=t.dtype) for t, s in zip(teacher_tensors, student_tensors)]
         torch._foreach_lerp_(teacher_tensors, student_tensors, 1.0 - self.decay)

@@ -43,6 +43,7 @@ from .checkpoints import CompleteCheckpointMixin
 from .config import SmileTrainingArguments
 from .data import TransformEpochCallback, collate, evaluation_processor
 from .distributed import add_buffer_sync
+from .fsdp import ShardedMethodStateMixin, prepare_teacher_model, save_full_model
 from .guard import NonFiniteGuard, NonFiniteGuardCallback, check_finite_weights
 from .lora import build_teacher, peft_model_of, save_adapter, wrap_student
 from .loss import TransferLoss
@@ -80,7 +81,7 @@ from .parity import (
     fresh_copy,
     keep_pristine,
 )
-from .sharding import check_resume, check_sharding
+from .sharding import check_resume, check_sharding, is_fsdp2
 from .teacher import EmaTeacherCallback, Teacher
 
 if TYPE_CHECKING:
@@ -191,7 +192,7 @@ class EvaluationTerms:
         return dict(zip(self.names, (self.sums / self.count).tolist()))
 
 
-class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
+class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpointMixin, Trainer):
     """Trainer for transfer learning of image classifiers with SMILE and its baselines.
 
     Its arguments are those of `transformers.Trainer.__init__`, in the same order, then `teacher_model` and
@@ -385,6 +386,8 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
         """The teacher of the student ([`smile_hf.lora.build_teacher`]), on the training device, with its EMA callback
         when the method's teacher follows the student."""
         args, ema = self.args, self.regularizer.ema_teacher
+        if is_fsdp2(self):  # sharded like the student, in float32, its EMA on the local shards (smile_hf.fsdp)
+            source_model = prepare_teacher_model(self.accelerator, source_model)
         teacher = build_teacher(
             self.model, self.adapter, source_model, decay=args.ema_decay if ema else 1.0,
             update_every=args.ema_update_every, include_buffers=args.ema_buffers,
@@ -577,16 +580,22 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
 
         A LoRA student is saved as its adapter alone, with its trained head and the image processor (the teacher
         adapter, which checkpoints keep in `method_state.safetensors`, is left out); `push_to_hub` uploads that.
-        For the adapter merged into the base, call [`smile_hf.lora.save_merged`]."""
+        For the adapter merged into the base, call [`smile_hf.lora.save_merged`]. Under FSDP2 the shards are gathered
+        into one full model ([`smile_hf.fsdp.save_full_model`]), without the teacher."""
         self.guard.raise_if_diverged(self.state.global_step)
         if not _internal_call:  # calibration='temperature' is honoured or refused, never silently skipped
             check_calibrated(self)
-        check_finite_weights(unwrap_model(self.model), output_dir or self.args.output_dir)
+        if not is_fsdp2(self):  # under FSDP2, the gathered weights are checked (save_full_model)
+            check_finite_weights(unwrap_model(self.model), output_dir or self.args.output_dir)
         config = getattr(unwrap_model(self.model), "config", None)
         filled = config is not None and fill_label_names(config, label_names_from_dataset(self.train_dataset))
         if filled and self.is_world_process_zero():  # every process names the classes; one says so
             logger.info("Saving the class names of the training set as `id2label` / `label2id`.")
-        if peft_model_of(self.model) is None:
+        if is_fsdp2(self) and not self.saving_checkpoint:  # one full model, gathered from the shards
+            save_full_model(self, output_dir or self.args.output_dir)
+            if self.args.push_to_hub and not _internal_call:  # as the stock save_model
+                self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+        elif peft_model_of(self.model) is None:
             super().save_model(output_dir, _internal_call)
         else:  # the adapter alone: the stock save would add the teacher's (checkpoints keep it in the method state)
             if self.args.should_save:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
+from ..shards import sum_over_shards
 from .buffers import CreatesSavedBuffers
 from .context import RegularizerContext
 from .hyperparameters import HyperParameter, resolve_values
@@ -203,5 +204,10 @@ class RegularizerCallback(TrainerCallback):
 
 def half_squared_norm(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
     """1/2 * sum of squared L2 norms: the weight penalty of L2-SP's head term and SMILE's L_cls (the tensors
-    flattened into one vector: a few operators instead of three per tensor, forward and backward)."""
+    flattened into one vector: a few operators instead of three per tensor, forward and backward). FSDP2 shards are
+    summed locally and all-reduced ([`smile_hf.shards.sum_over_shards`])."""
+    return sum_over_shards(_half_squared_norm, list(tensors))
+
+
+def _half_squared_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
     return 0.5 * torch.cat([t.reshape(-1) for t in tensors]).square().sum()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch
 
+from ..shards import shard_like, sum_over_shards
 from .base import LossInputs, LossTerms, Regularizer, half_squared_norm
 from .buffers import BufferDict
 from .context import RegularizerContext, as_context
@@ -43,11 +44,17 @@ def trainable_backbone_parameters(adapter, model) -> dict[str, torch.nn.Paramete
 
 
 def starting_point_distance(params: dict[str, torch.Tensor], start: BufferDict) -> torch.Tensor:
-    """Omega_SP = 1/2 sum over tensors of ||w - w0||^2 (float32 accumulation)."""
+    """Omega_SP = 1/2 sum over tensors of ||w - w0||^2 (float32 accumulation). FSDP2 shards are summed locally and
+    all-reduced ([`smile_hf.shards.sum_over_shards`]): every rank holds the unsharded value."""
     if params.keys() != start.keys():
         missing = sorted(params.keys() ^ start.keys())[:3]
         raise ValueError(f"The L2-SP starting point does not match the backbone (e.g. {missing}).")
-    return 0.5 * sum((p.float() - start[name].float()).pow(2).sum() for name, p in params.items())
+    names = list(params)
+    return sum_over_shards(_half_squared_distance, [params[n] for n in names], [start[n] for n in names])
+
+
+def _half_squared_distance(params: list[torch.Tensor], starts: list[torch.Tensor]) -> torch.Tensor:
+    return 0.5 * sum((p.float() - w0.float()).pow(2).sum() for p, w0 in zip(params, starts))
 
 
 def head_penalty(inputs: LossInputs) -> torch.Tensor:
@@ -99,10 +106,17 @@ class L2SP(Regularizer):
             raise RuntimeError("L2-SP has no starting point: call `setup(context)` before training (SmileTrainer.train does).")
         params = trainable_backbone_parameters(inputs.adapter, inputs.model)
         self.follow_device(next(iter(params.values())).device)
+        self._shard_like(params)
         return {
             "sp": (self.l2sp_alpha, starting_point_distance(params, self.w0)),
             "head": (self.l2sp_beta, head_penalty(inputs)),
         }
+
+    def _shard_like(self, params: dict[str, torch.Tensor]) -> None:
+        """Cut a starting point taken before the model was sharded (FSDP2) into the shards of its parameters, once."""
+        for name, p in params.items():
+            if type(self.w0[name]) is not type(p):
+                self.w0[name] = shard_like(self.w0[name], p)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """`nn.Module.load_state_dict`, refusing in one line a starting point of another backbone."""
