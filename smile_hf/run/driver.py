@@ -31,7 +31,7 @@ from .arguments import (
     run_processes_on_cpu_without_accelerator,
 )
 from .hp_search import check_not_finished, check_search, needs_validation, search
-from .loading import check_model, load_processor, prepare_data, student
+from .loading import check_model, check_unlabeled_options, load_processor, prepare_data, student
 from .lock import run_lock
 from .outputs import card_arguments, create_hub_repo, results_table, write_results
 from .predict import evaluate_and_predict, predict_folder
@@ -149,6 +149,7 @@ def _locked_run(
     if data_args.recipe is not None:
         logger.info(data_args.recipe.line())
     check_search(data_args, training_args)
+    check_unlabeled_options(data_args, training_args)
     if not training_args.do_train:
         return evaluate_and_predict(model_args, data_args, training_args)
     check_model(model_args, data_args)

@@ -24,6 +24,7 @@ from ..data import (
     set_transforms,
     unlabeled_from_train,
 )
+from ..methods import get_regularizer_class
 from ..modeling import load_image_processor
 from .arguments import DataTrainingArguments, InputError, ModelArguments
 from .validation_source import validation_source
@@ -165,6 +166,20 @@ def prepare_data(
         )
     set_transforms(data, config, seed)
     return data
+
+
+def check_unlabeled_options(data_args: DataTrainingArguments, training_args: SmileTrainingArguments) -> None:
+    """Refuse, before any data is loaded, unlabelled images for a method that cannot use them and a method that
+    needs them without any."""
+    given = data_args.unlabeled_dir is not None or data_args.unlabeled_from_train
+    regularizer = get_regularizer_class(training_args.method)
+    if given and regularizer.unlabeled_views is None:
+        raise InputError(
+            f"Method '{training_args.method}' cannot use unlabelled images: drop --unlabeled_dir / "
+            "--unlabeled_from_train, or use a method that uses them (smile, fixmatch)."
+        )
+    if not given and regularizer.requires_unlabeled:
+        raise InputError(f"Method '{training_args.method}' trains on unlabelled images: add --unlabeled_dir or --unlabeled_from_train.")
 
 
 def add_unlabeled(
