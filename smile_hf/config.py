@@ -328,6 +328,14 @@ class SmileTrainingArguments(TrainingArguments):
                   "saved with the arguments)."},
     )
 
+    unlabeled_batch_ratio: float | None = field(
+        default=None,
+        metadata={"help": "With SmileTrainer(unlabeled_dataset=...): unlabelled images per labelled image in each "
+                  "step (round(ratio x per_device_train_batch_size), at least 1). Unset: the method's default, 1 for "
+                  "SMILE (its unlabelled terms see as many images as its labelled ones, for about twice the step's "
+                  "cost), 7 for FixMatch (the paper's mu)."},
+    )  # fmt: skip
+
     # ---- mixing ---------------------------------------------------------------------------------------------
     mixup_alpha: float = field(
         default=0.2, metadata={"help": "Beta(alpha, alpha) parameter of mixup (SMILE, mixup, manifold_mixup)."}
@@ -497,5 +505,7 @@ class SmileTrainingArguments(TrainingArguments):
             )
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
             raise ValueError(f"`layer_decay` must be in (0, 1] (e.g. 0.75 as in BEiT), got {self.layer_decay}.")
+        if self.unlabeled_batch_ratio is not None and not self.unlabeled_batch_ratio > 0:
+            raise ValueError(f"`unlabeled_batch_ratio` must be > 0 (e.g. 1), got {self.unlabeled_batch_ratio}.")
         if not 0.0 < self.lr_step_gamma <= 1.0:
             raise ValueError(f"`lr_step_gamma` must be in (0, 1], got {self.lr_step_gamma}.")

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, ForwardOutput, unwrap_model
-from .methods import REGULARIZERS, LossInputs, LossTerms, Regularizer, parse_method
+from .methods import REGULARIZERS, LossInputs, LossTerms, Regularizer, UnlabeledInputs, parse_method
 from .mixing import Mix, mixing_generator, sample_mix
 from .target import TargetLoss
 from .teacher import Teacher
@@ -123,16 +123,18 @@ class TransferLoss:
             channels_last=args.channels_last, target_loss=TargetLoss(args.label_smoothing_factor, loss_func),
         )  # fmt: skip
 
-    def draw_mix(self, pixel_values: torch.Tensor, model: nn.Module, step: int, micro_step: int = 0) -> Mix | None:
+    def draw_mix(
+        self, pixel_values: torch.Tensor, model: nn.Module, step: int, micro_step: int = 0, stream: int = 0
+    ) -> Mix | None:
         """The mix of a micro-batch, determined by (seed, step, micro-batch, rank), on the batch's device; None
-        without mixing."""
+        without mixing. `stream` > 0 draws another mix for the same position (the unlabelled batch's)."""
         if self.mixing is None:
             return None
         mix = sample_mix(
             self.mixing,
             self.alpha,
             pixel_values.shape[0],
-            mixing_generator(self.seed, step, micro_step, self.rank),
+            mixing_generator(self.seed, step, micro_step, self.rank, stream),
             image_hw=tuple(pixel_values.shape[-2:]),
             num_stages=len(self.adapter.stages(model)),
             dominant=self.regularizer.dominant_mix,
@@ -177,6 +179,30 @@ class TransferLoss:
         student = self.student_forward(model, pixel_values, mix)
         teacher = self.teacher_forward(pixel_values, mix) if self.teacher is not None and not final_phase else None
         return self.combine(model, pixel_values, labels, mix, student, teacher, final_phase=final_phase)
+
+    def unlabeled_terms(
+        self, model: nn.Module, pixel_values: torch.Tensor, mix: Mix | None = None, strong: torch.Tensor | None = None
+    ) -> LossTerms:
+        """The regulariser's terms on a batch of unlabelled images (`pixel_values`, the weak view), which no label
+        goes with: for `unlabeled_views="mix"`, the student on the batch mixed by `mix` and the teacher on the unmixed
+        batch; for `"weak_strong"`, the student on the weak view without gradient and on the `strong` view."""
+        views = self.regularizer.unlabeled_views
+        if self.channels_last and pixel_values.dim() == 4:
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
+        teacher = weak = None
+        if views == "mix":
+            student = self.student_forward(model, pixel_values, mix)
+            teacher = self.teacher_forward(pixel_values, mix) if self.teacher is not None else None
+        elif views == "weak_strong":
+            if strong is None:
+                raise ValueError(f"Method '{self.regularizer.name}' needs the strong view of the unlabelled images.")
+            with torch.no_grad():
+                weak = self.student_forward(model, pixel_values, None)
+            student = self.student_forward(model, strong, None)
+        else:
+            raise ValueError(f"Method '{self.regularizer.name}' cannot use unlabelled images.")
+        inputs = UnlabeledInputs(pixel_values, mix, student, teacher, weak, unwrap_model(model), self.adapter)
+        return self.regularizer.unlabeled_loss_terms(inputs)
 
     def combine(
         self,

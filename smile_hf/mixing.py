@@ -50,9 +50,10 @@ class Mix:
         return Mix(self.strategy, self.lam, perm.to(device), self.box, self.stage)
 
 
-def mixing_generator(seed: int, step: int, micro_step: int = 0, rank: int = 0) -> np.random.Generator:
-    """A NumPy generator determined by the training position, so that resumed runs mix identically."""
-    return np.random.default_rng([seed, step, micro_step, rank])
+def mixing_generator(seed: int, step: int, micro_step: int = 0, rank: int = 0, stream: int = 0) -> np.random.Generator:
+    """A NumPy generator determined by the training position, so that resumed runs mix identically; `stream` > 0
+    gives another generator for the same position (the unlabelled batch's mix)."""
+    return np.random.default_rng([seed, step, micro_step, rank] + ([stream] if stream else []))
 
 
 def sample_lambda(alpha: float, rng: np.random.Generator, dominant: bool = False) -> float:

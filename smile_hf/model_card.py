@@ -22,6 +22,8 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from .unlabeled import describe_unlabeled, unlabeled_record
+
 DEFAULT_TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"
 """The card template shipped in the package (`model_cards/template.md` of the source tree links to it); pass
 `template_path=` for another one."""
@@ -239,6 +241,7 @@ def build_model_card(
     eval_examples: int | None = None,
     eval_split_examples: int | None = None,
     train_samples_per_class: int | None = None,
+    unlabeled_images: str | None = None,
     validation_split: str | None = None,
     hyperparameter_search: str | None = None,
     labels: Sequence[str] | None = None,
@@ -275,6 +278,8 @@ def build_model_card(
         eval_examples / eval_split_examples: the images evaluated on, and the images of the evaluation split they
             were drawn from (`--max_eval_samples`): the card says how many were used, and of how many.
         train_samples_per_class: the training images per class of a few-shot run (`--train_samples_per_class`).
+        unlabeled_images: the unlabelled images trained on, how many and from where
+            ([`smile_hf.unlabeled.describe_unlabeled`]).
         validation_split: the validation split (search, calibration) in words, and whether the model trained on it.
         hyperparameter_search: the hyperparameter search whose best values were trained with, in words.
         labels: the class names, in label id order.
@@ -341,6 +346,7 @@ def build_model_card(
         eval_subset=_eval_subset(eval_examples, eval_split_examples),
         train_subset=f"{train_samples_per_class} images per class (a few-shot subset)" if train_samples_per_class else None,
         validation_split=validation_split,
+        unlabeled_images=unlabeled_images,
         hyperparameter_search=hyperparameter_search,
         num_labels=len(labels) if labels else "its",
         labels_preview=preview if labels else None,
@@ -439,6 +445,7 @@ def model_card_from_trainer(
         language=language,
         citation=citation,
         template_path=template_path,
+        unlabeled_images=describe_unlabeled(unlabeled_record(trainer)),
         **dataset_details,
     )
 

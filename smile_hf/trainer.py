@@ -41,7 +41,7 @@ from .calibration import CalibrationResult, calibrate_trainer, check_calibrated
 from .channels import fit_datasets_to_model
 from .checkpoints import CompleteCheckpointMixin
 from .config import SmileTrainingArguments
-from .data import TransformEpochCallback, collate, evaluation_processor
+from .data import IMAGENET_MEAN, IMAGENET_STD, TransformEpochCallback, collate, evaluation_processor
 from .distributed import add_buffer_sync
 from .fsdp import ShardedMethodStateMixin, prepare_teacher_model, save_full_model
 from .guard import NonFiniteGuard, NonFiniteGuardCallback, check_finite_weights
@@ -81,8 +81,10 @@ from .parity import (
     fresh_copy,
     keep_pristine,
 )
+from .randaugment import strong_augment
 from .sharding import check_resume, check_sharding, is_fsdp2
 from .teacher import EmaTeacherCallback, Teacher
+from .unlabeled import UNLABELED_STREAM_KEY, UnlabeledStream, check_unlabeled, unlabeled_batch_size, view_generator
 
 if TYPE_CHECKING:
     from peft import PeftConfig
@@ -236,6 +238,11 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
         peft_config (`peft.LoraConfig`, *optional*): train LoRA adapters instead of the whole model (TRL's
             convention); the new head is added to `modules_to_save`. A `model` that is already a `PeftModel` is
             trained as it is. The teacher is then an adapter on the shared frozen base ([`LoraEmaTeacher`]).
+        unlabeled_dataset (`Dataset`, *optional*): unlabelled images of the target domain (`pixel_values` only; no
+            label is ever read), for the methods that use them (`unlabeled_views`: SMILE adds `L_aux` and `L_reg`
+            on them, FixMatch its pseudo-label term); any other method refuses it. Each micro-batch draws
+            `unlabeled_batch_ratio x per_device_train_batch_size` of them ([`smile_hf.unlabeled.UnlabeledStream`]:
+            sharded over the processes, determined by the step, so resuming is exact).
     """
 
     _tag_names = ["smile_hf", "image-classification", "transfer-learning"]
@@ -266,6 +273,7 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
         preprocess_logits_for_metrics: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         teacher_model: PreTrainedModel | nn.Module | str | None = None,
         peft_config: PeftConfig | None = None,
+        unlabeled_dataset: Dataset | datasets.Dataset | None = None,
     ):
         if args is None:
             name = model if isinstance(model, str) else getattr(model, "name_or_path", "") or "model"
@@ -285,7 +293,8 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
         model = wrap_student(model, peft_config)
         source_model = self._attach_model_parts(model, args)
         eval_sets = eval_dataset if isinstance(eval_dataset, dict) else {"evaluation": eval_dataset}
-        fit_datasets_to_model(model, {"training": train_dataset, **eval_sets})  # images to the model's channels
+        check_unlabeled(self.regularizer, args, unlabeled_dataset)
+        fit_datasets_to_model(model, {"training": train_dataset, "unlabelled": unlabeled_dataset, **eval_sets})  # images to the model's channels
         if compute_metrics is not None:  # an `evaluate` module computes through ClassificationMetrics
             compute_metrics = as_compute_metrics(compute_metrics)
         if processing_class is None:  # what evaluates the model (smile_hf.data's eval transform), else the checkpoint's
@@ -316,6 +325,7 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
         if args.world_size > 1:  # BatchNorm statistics: the same on every rank for evaluation, saving and the EMA
             add_buffer_sync(self)
         self._eval_terms: EvaluationTerms | None = None  # the loss terms of the evaluation running, if recorded
+        self.unlabeled_dataset, self.unlabeled_source = unlabeled_dataset, None  # the source: said by the run script
         self._build_training_parts(source_model)
 
     # ---- models -----------------------------------------------------------------------------------------------
@@ -496,10 +506,51 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
             return (loss, outputs) if return_outputs else loss
         step, pixel_values = self.state.global_step, inputs["pixel_values"]
         final_phase = self.in_final_phase(step)
-        mix = None if final_phase else self.loss_fn.draw_mix(pixel_values, model, step, self._next_micro_step())
+        micro_step = None if final_phase else self._next_micro_step()
+        mix = None if final_phase else self.loss_fn.draw_mix(pixel_values, model, step, micro_step)
         output = self.loss_fn(model, pixel_values, inputs["labels"], mix, final_phase=final_phase)
+        if self.unlabeled_dataset is not None and not final_phase:
+            unlabeled = self._unlabeled_terms(model, pixel_values, step, micro_step)
+            output.terms.update(unlabeled)
+            output.loss = output.loss + sum(weight * value for weight, value in unlabeled.values())
         self._record_terms(output.terms, output.mix)
         return (output.loss, {"logits": output.student.logits}) if return_outputs else output.loss
+
+    @property
+    def unlabeled_stream(self) -> UnlabeledStream | None:
+        """The stream of unlabelled batches of this process (None without `unlabeled_dataset`)."""
+        if self.unlabeled_dataset is None:
+            return None
+        ratio = self.args.unlabeled_batch_ratio or self.regularizer.default_unlabeled_batch_ratio
+        size = unlabeled_batch_size(ratio, self.args.per_device_train_batch_size)
+        stream = getattr(self, "_unlabeled_stream", None)
+        if stream is None or stream.dataset is not self.unlabeled_dataset or stream.batch_size != size:
+            args = self.args
+            stream = UnlabeledStream(self.unlabeled_dataset, size, args.seed, args.process_index, args.world_size)
+            self._unlabeled_stream = stream
+        return stream
+
+    def _unlabeled_terms(self, model, pixel_values: torch.Tensor, step: int, micro_step: int):
+        """The method's terms on this micro-batch's unlabelled images: draw `step x accumulation + micro_step` of
+        the stream, mixed among themselves (a mix of its own, keyed as the labelled one) or with their strong view."""
+        args, views = self.args, self.regularizer.unlabeled_views
+        draw = step * args.gradient_accumulation_steps + micro_step
+        images = self.unlabeled_stream.batch(draw).to(device=pixel_values.device, dtype=pixel_values.dtype)
+        mix = strong = None
+        if views == "mix":
+            mix = self.loss_fn.draw_mix(images, model, step, micro_step, stream=UNLABELED_STREAM_KEY)
+        else:
+            generator = view_generator(args.seed, step, micro_step, args.process_index)
+            strong = self.strong_view(images, generator)
+        return self.loss_fn.unlabeled_terms(model, images, mix, strong)
+
+    def strong_view(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """FixMatch's strong augmentation ([`smile_hf.randaugment.strong_augment`]) of normalised `images`, with the
+        image processor's mean and standard deviation."""
+        processor = self.processing_class
+        mean = getattr(processor, "image_mean", None) or IMAGENET_MEAN
+        std = getattr(processor, "image_std", None) or IMAGENET_STD
+        return strong_augment(images, mean, std, generator)
 
     def _evaluation_terms(
         self, model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor

@@ -12,6 +12,7 @@ found, so that a run script can report bad input before any training starts.
 - `smile_hf.data.export`: the image processor saved with an exported model (the evaluation transform);
 - `smile_hf.data.scan`: undecodable images, and images the conversion to RGB loses something of;
 - `smile_hf.data.classes`: [`align_to_model_classes`], a trained model's label ids on data of its classes;
+- `smile_hf.data.unlabeled`: unlabelled images (a folder, or the training images a subset left out);
 - `smile_hf.data.validation`: [`carve_validation`], a stratified, seeded validation split held out of train;
 - `smile_hf.data.errors`: [`DataError`].
 
@@ -80,6 +81,7 @@ from .transforms import (
     resize,
     to_rgb,
 )
+from .unlabeled import load_unlabeled_folder, unlabeled_from_train
 from .validation import (
     DEFAULT_VALIDATION_FRACTION,
     ValidationSplit,
@@ -150,4 +152,6 @@ __all__ = [
     "carve_validation",
     "held_out_counts",
     "own_validation_split",
+    "load_unlabeled_folder",
+    "unlabeled_from_train",
 ]

@@ -247,6 +247,8 @@ class PreparedData:
         validation_split (`ValidationSplit`, *optional*): what `validation` is.
         search_train (`Dataset`, *optional*): what a search's trials train on when it is not `train`: `train`
             without the dataset's own validation split, which the final run (`train`) trains on too.
+        unlabeled (`Dataset`, *optional*): unlabelled images of the domain (`smile_hf.data.unlabeled`), given the
+            training transform without labels by [`set_transforms`]; `unlabeled_source` says where they come from.
     """
 
     train: Dataset
@@ -260,6 +262,8 @@ class PreparedData:
     validation: Dataset | None = None
     validation_split: ValidationSplit | None = None
     search_train: Dataset | None = None
+    unlabeled: Dataset | None = None
+    unlabeled_source: str | None = None
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -407,6 +411,11 @@ def set_transforms(data: PreparedData, config: TransformConfig, seed: int | None
         splits.append((data.validation, False, "held-out validation"))
     if data.search_train is not None:  # the trials' training data: train without the dataset's own validation split
         splits.append((data.search_train, True, "train"))
+    if data.unlabeled is not None:  # the training transform, no label
+        image_column = data.image_column if data.image_column in data.unlabeled.column_names else "image"
+        data.unlabeled.set_transform(
+            BatchTransform(ImageTransform(config, True), image_column, None, "unlabelled", seed)
+        )
     for split, train, name in splits:
         transform = BatchTransform(ImageTransform(config, train), data.image_column, data.label_column, name, seed)
         split.set_transform(transform)

@@ -382,12 +382,13 @@ class BatchTransform:
 
     Args:
         transform (`ImageTransform`): the per-image pipeline.
-        image_column (`str`), label_column (`str`): the columns to read.
+        image_column (`str`), label_column (`str`): the columns to read (`label_column=None`: unlabelled images,
+            `pixel_values` only).
         split (`str`): name of the split, for error messages.
         seed (`int`, *optional*): seed of the per-example augmentation.
     """
 
-    def __init__(self, transform: ImageTransform, image_column: str, label_column: str, split: str,
+    def __init__(self, transform: ImageTransform, image_column: str, label_column: str | None, split: str,
                  seed: int | None = None):  # fmt: skip
         self.transform = transform
         self.image_column = image_column
@@ -423,10 +424,10 @@ class BatchTransform:
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         images = batch[self.image_column]
         indices = batch.get(INDEX_COLUMN, [None] * len(images))
-        return {
-            "pixel_values": [self.transform(self._decode(v, i), self._generator(i)) for v, i in zip(images, indices)],
-            "labels": [int(label) for label in batch[self.label_column]],
-        }
+        pixel_values = [self.transform(self._decode(v, i), self._generator(i)) for v, i in zip(images, indices)]
+        if self.label_column is None:  # unlabelled images: no label is read
+            return {"pixel_values": pixel_values}
+        return {"pixel_values": pixel_values, "labels": [int(label) for label in batch[self.label_column]]}
 
 
 def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

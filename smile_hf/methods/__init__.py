@@ -24,10 +24,18 @@ from __future__ import annotations
 
 # The registration order is the order of the regularisers' fields in SmileTrainingArguments (and `--help`).
 # isort: off
-from . import smile, l2sp, delta, delta_tllib, bss, rifle, cotuning, finetune  # noqa: F401  (register the built-in regularisers)
+from . import smile, l2sp, delta, delta_tllib, bss, rifle, cotuning, finetune, fixmatch  # noqa: F401  (register the built-in regularisers)
 # isort: on
 
-from .base import LossInputs, LossTerms, Regularizer, RegularizerCallback, half_squared_norm
+from .base import (
+    UNLABELED_VIEWS,
+    LossInputs,
+    LossTerms,
+    Regularizer,
+    RegularizerCallback,
+    UnlabeledInputs,
+    half_squared_norm,
+)
 from .buffers import BufferDict, BufferList
 from .context import RegularizerContext, as_context, for_each_training_batch
 from .hyperparameters import HyperParameter
@@ -44,6 +52,8 @@ from .registry import (
 
 __all__ = [
     "REGULARIZERS",
+    "UNLABELED_VIEWS",
+    "UnlabeledInputs",
     "BufferDict",
     "BufferList",
     "HyperParameter",

@@ -55,6 +55,34 @@ class LossInputs:
     final_phase: bool = False
 
 
+@dataclass
+class UnlabeledInputs:
+    """What a method reads to compute its terms on one batch of unlabelled images (no label exists).
+
+    Attributes:
+        pixel_values: the unmixed unlabelled images (the training transform: the weak view).
+        mix: the mix of the unlabelled batch among itself (`unlabeled_views="mix"`; None otherwise).
+        student: the student's forward output on the mixed images (`"mix"`) or on the strong view (`"weak_strong"`).
+        teacher: the teacher's forward output on the unmixed images (`"mix"`; None otherwise).
+        weak: the student's forward output on the weak view, without gradient (`"weak_strong"`; None otherwise).
+        model: the unwrapped student.
+        adapter: the backbone adapter of the student's family.
+    """
+
+    pixel_values: torch.Tensor
+    mix: Mix | None
+    student: ForwardOutput
+    teacher: ForwardOutput | None
+    weak: ForwardOutput | None
+    model: nn.Module
+    adapter: BackboneAdapter
+
+
+UNLABELED_VIEWS = ("mix", "weak_strong")
+"""What a regulariser computes on unlabelled images: `"mix"` (the batch mixed among itself, student on the mix, teacher
+on the unmixed images: SMILE) or `"weak_strong"` (student on a weak view without gradient and on a strong view:
+FixMatch)."""
+
 LossTerms = dict[str, tuple[float, torch.Tensor]]
 """Named loss terms: name -> (weight, unweighted value). Logged as `loss_<name>`; the loss is the weighted sum."""
 
@@ -91,6 +119,11 @@ class Regularizer(CreatesSavedBuffers):
         title: readable name (model cards, reports).
         paper: the reference of the regulariser's paper.
         description: one paragraph for the model card: what the regulariser trains and how.
+        unlabeled_views: how the regulariser uses unlabelled images ([`UNLABELED_VIEWS`]); None: it cannot, and
+            [`SmileTrainer`] refuses an `unlabeled_dataset`.
+        requires_unlabeled: the regulariser is meaningless without unlabelled images (FixMatch).
+        default_unlabeled_batch_ratio: unlabelled images per labelled image of a step when
+            `unlabeled_batch_ratio` is unset.
     """
 
     name: ClassVar[str]
@@ -107,6 +140,9 @@ class Regularizer(CreatesSavedBuffers):
     title: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    unlabeled_views: ClassVar[str | None] = None
+    requires_unlabeled: ClassVar[bool] = False
+    default_unlabeled_batch_ratio: ClassVar[float] = 1.0
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -156,6 +192,11 @@ class Regularizer(CreatesSavedBuffers):
 
     def loss_terms(self, inputs: LossInputs) -> LossTerms:
         """The regulariser's terms beyond the main (mixed) cross-entropy."""
+        return {}
+
+    def unlabeled_loss_terms(self, inputs: UnlabeledInputs) -> LossTerms:
+        """The regulariser's terms on a batch of unlabelled images (regularisers with `unlabeled_views`); their names
+        must differ from those of `loss_terms`, their weights are the regulariser's."""
         return {}
 
     def forward(self, inputs: LossInputs) -> LossTerms:

@@ -11,6 +11,10 @@ teacher's (EMA of the pre-trained model) feature map and source probabilities of
     L      = L_main + aux_lambda * L_aux + reg_lambda * L_reg + cls_lambda * L_cls
 
 In the final plain phase: `L = CE(logits, y) + cls_lambda * L_cls`. H(q, z) is the soft cross-entropy.
+
+With unlabelled images (`SmileTrainer(unlabeled_dataset=...)`), the unlabelled batch is mixed among itself (its own
+lambda and permutation) and `L_aux` and `L_reg`, which read no label, are added on it with the same weights, logged
+as `loss_aux_unlabeled` and `loss_reg_unlabeled` (not in the final plain phase).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import torch
 
 from ..backbones import SOURCE_HEAD_NAME
 from ..mixing import mix_tensor, soft_cross_entropy
-from .base import LossInputs, LossTerms, Regularizer, half_squared_norm
+from .base import LossInputs, LossTerms, Regularizer, UnlabeledInputs, half_squared_norm
 from .hyperparameters import HyperParameter
 from .registry import register_regularizer
 
@@ -101,19 +105,25 @@ class Smile(Regularizer):
     ema_teacher = True
     needs_source_head = True
     has_final_phase = True
+    unlabeled_views = "mix"
+    default_unlabeled_batch_ratio = 1.0
 
     def loss_terms(self, inputs: LossInputs) -> LossTerms:
         heads = (inputs.adapter.head(inputs.model), getattr(inputs.model, SOURCE_HEAD_NAME))
         terms = {"cls": (self.cls_lambda, half_squared_norm(p for h in heads for p in h.parameters()))}
         if inputs.final_phase:
             return terms
-        teacher_probs = torch.softmax(inputs.teacher.logits.float(), dim=-1)
-        terms["aux"] = (
-            self.aux_lambda,
-            soft_cross_entropy(inputs.student.source_logits.float(), mix_tensor(teacher_probs, inputs.mix)),
-        )
-        terms["reg"] = (
-            self.reg_lambda,
-            feature_mixup_distance(inputs.student.feature_map, inputs.teacher.feature_map, inputs.mix),
-        )
-        return terms
+        return {**terms, **self.teacher_terms(inputs.student, inputs.teacher, inputs.mix)}
+
+    def unlabeled_loss_terms(self, inputs: UnlabeledInputs) -> LossTerms:
+        """`L_aux` and `L_reg` of the unlabelled batch mixed among itself, with the same weights."""
+        terms = self.teacher_terms(inputs.student, inputs.teacher, inputs.mix)
+        return {f"{name}_unlabeled": value for name, value in terms.items()}
+
+    def teacher_terms(self, student, teacher, mix) -> LossTerms:
+        """`L_aux` and `L_reg`: the terms that read the teacher and no label."""
+        teacher_probs = torch.softmax(teacher.logits.float(), dim=-1)
+        return {
+            "aux": (self.aux_lambda, soft_cross_entropy(student.source_logits.float(), mix_tensor(teacher_probs, mix))),
+            "reg": (self.reg_lambda, feature_mixup_distance(student.feature_map, teacher.feature_map, mix)),
+        }

@@ -91,6 +91,16 @@ class DataTrainingArguments(TuningArguments):
             "choices": list(CORRUPT_IMAGE_POLICIES),
         },
     )
+    unlabeled_dir: str | None = field(
+        default=None,
+        metadata={"help": "A folder of unlabelled images of the domain (no class sub-folders, searched recursively) "
+                  "for the methods that use them (smile, fixmatch)."},
+    )  # fmt: skip
+    unlabeled_from_train: bool = field(
+        default=False,
+        metadata={"help": "Use the training images that --train_samples_per_class / --max_train_samples left out "
+                  "(and no held-out validation image) as unlabelled images, their labels dropped."},
+    )  # fmt: skip
     random_horizontal_flip: bool = field(default=True, metadata={"help": "Flip training images left-right."})
     crop_pct: float | None = field(
         default=None, metadata={"help": "Crop size / resize size (default: the processor's, else 224/256)."}

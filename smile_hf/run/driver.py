@@ -21,6 +21,7 @@ from ..metrics import ClassificationMetrics, load_classification_metric
 from ..recipes import AppliedRecipe
 from ..trainer import SmileTrainer
 from ..tuning import SEARCH_ONLY_FIELDS
+from ..unlabeled import unlabeled_record
 from .arguments import (
     DataTrainingArguments,
     InputError,
@@ -30,7 +31,7 @@ from .arguments import (
     run_processes_on_cpu_without_accelerator,
 )
 from .hp_search import check_not_finished, check_search, needs_validation, search
-from .loading import check_model, load_processor, prepare_data, student
+from .loading import check_model, check_unlabeled_options, load_processor, prepare_data, student
 from .lock import run_lock
 from .outputs import card_arguments, create_hub_repo, results_table, write_results
 from .predict import evaluate_and_predict, predict_folder
@@ -73,7 +74,9 @@ def train_one(
             compute_metrics=ClassificationMetrics(metric=load_classification_metric(keep_in_memory=True)),
             # saved with the model: what evaluation fed it (resize to crop / crop_pct, center crop, normalise)
             processing_class=eval_image_processor(data.transform_config) if data.transform_config else processor,
+            unlabeled_dataset=getattr(data, "unlabeled", None),
         )
+        trainer.unlabeled_source = getattr(data, "unlabeled_source", None)
     except (OSError, SafetensorError) as error:  # a model folder without weights, or with damaged ones
         raise InputError(
             f"Cannot load the weights of --model_name_or_path '{model_args.model_name_or_path}': {one_line(error)}"
@@ -103,6 +106,7 @@ def train_one(
         "num_labels": len(data.label_names),
         "num_train": len(data.train),
         "num_eval": len(data.eval),
+        "unlabeled": unlabeled_record(trainer),
         "world_size": training_args.world_size,
         "global_step": trainer.state.global_step,
         "train_runtime": train_result.metrics.get("train_runtime"),
@@ -145,6 +149,7 @@ def _locked_run(
     if data_args.recipe is not None:
         logger.info(data_args.recipe.line())
     check_search(data_args, training_args)
+    check_unlabeled_options(data_args, training_args)
     if not training_args.do_train:
         return evaluate_and_predict(model_args, data_args, training_args)
     check_model(model_args, data_args)

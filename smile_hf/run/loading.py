@@ -18,10 +18,13 @@ from ..data import (
     TransformConfig,
     carve_validation,
     get_preset,
+    load_unlabeled_folder,
     one_line,
     prepare_datasets,
     set_transforms,
+    unlabeled_from_train,
 )
+from ..methods import get_regularizer_class
 from ..modeling import load_image_processor
 from .arguments import DataTrainingArguments, InputError, ModelArguments
 from .validation_source import validation_source
@@ -156,12 +159,49 @@ def prepare_data(
         )  # fmt: skip
     if validation:
         logger.info(f"Validation split: {data.validation_split.describe()}")
+    add_unlabeled(data, data_args, model_args, seed, disable_tqdm)
     if config is None:
         config = TransformConfig.from_image_processor(
             processor, data_args.crop_pct, data_args.random_horizontal_flip, data_args.keep_aspect
         )
     set_transforms(data, config, seed)
     return data
+
+
+def check_unlabeled_options(data_args: DataTrainingArguments, training_args: SmileTrainingArguments) -> None:
+    """Refuse, before any data is loaded, unlabelled images for a method that cannot use them and a method that
+    needs them without any."""
+    given = data_args.unlabeled_dir is not None or data_args.unlabeled_from_train
+    regularizer = get_regularizer_class(training_args.method)
+    if given and regularizer.unlabeled_views is None:
+        raise InputError(
+            f"Method '{training_args.method}' cannot use unlabelled images: drop --unlabeled_dir / "
+            "--unlabeled_from_train, or use a method that uses them (smile, fixmatch)."
+        )
+    if not given and regularizer.requires_unlabeled:
+        raise InputError(f"Method '{training_args.method}' trains on unlabelled images: add --unlabeled_dir or --unlabeled_from_train.")
+
+
+def add_unlabeled(
+    data: PreparedData, data_args: DataTrainingArguments, model_args: ModelArguments, seed: int, disable_tqdm: bool
+) -> None:
+    """`data.unlabeled` from `--unlabeled_dir` or `--unlabeled_from_train` (the full training split of the same
+    arguments, less the training subset and the validation split held out of it: never an evaluation image)."""
+    if data_args.unlabeled_dir is not None and data_args.unlabeled_from_train:
+        raise InputError("Pass one of --unlabeled_dir and --unlabeled_from_train, not both.")
+    if data_args.unlabeled_dir is not None:
+        data.unlabeled = load_unlabeled_folder(data_args.unlabeled_dir, data_args.corrupt_images, not disable_tqdm)
+        data.unlabeled_source = "unlabeled_dir"
+    elif data_args.unlabeled_from_train:
+        if data_args.train_samples_per_class is None and data_args.max_train_samples is None:
+            raise InputError(
+                "--unlabeled_from_train uses the training images a subset leaves out: add --train_samples_per_class "
+                "or --max_train_samples."
+            )
+        kwargs = {**data_args.dataset_kwargs(model_args), "train_samples_per_class": None, "max_train_samples": None}
+        full = prepare_datasets(**kwargs, seed=seed, disable_tqdm=disable_tqdm)
+        data.unlabeled = unlabeled_from_train(full.train, data.label_column, data.train, data.validation)
+        data.unlabeled_source = "the training images left out of the subset, labels dropped"
 
 
 def random_init_model(model_args: ModelArguments, data: PreparedData, **load_kwargs):
