@@ -153,3 +153,16 @@ def test_reentrant_checkpointing_is_refused_with_lora(tmp_path):
     with pytest.raises(ValueError, match="use_reentrant.*LoRA") as error:
         SmileTrainer(model=clone(student), args=args, teacher_model=source, peft_config=config)
     assert "\n" not in str(error.value)
+
+
+def test_a_trial_that_sets_manifold_mixup_is_refused(tmp_path):
+    """A hyperparameter-search trial sets fields on built arguments: they are checked again for the new model."""
+    source, student = source_and_student("vit", num_target=3)
+    args = SmileTrainingArguments(
+        output_dir=str(tmp_path), report_to="none", method="smile", activation_checkpointing=True,
+        **training_device_args(),
+    )  # fmt: skip
+    trainer = SmileTrainer(model_init=lambda: clone(student), args=args, teacher_model=source)
+    trainer.args.method = "smile+manifold_mixup"
+    with pytest.raises(ValueError, match="activation_checkpointing=True` with manifold mixup"):
+        trainer._hp_search_setup(None)
