@@ -7,8 +7,9 @@ The stock `Trainer` switches it on (`model.activation_checkpointing_enable(...)`
 (`GradientCheckpointingLayer`) run their forward pass again in the backward pass instead of keeping their
 activations. The feature hooks ([`smile_hf.backbones.capture`]) read each forward pass once and ignore the
 recomputation, so every method that mixes the input images (mixup, CutMix, SMILE) or reads the last feature map, the
-pooled feature or the weights (SMILE, L2-SP, DELTA, BSS, Co-Tuning, RIFLE...) gets the losses and gradients it gets
-without checkpointing. Refused, in one line each:
+pooled feature or the weights gets the losses and gradients it gets without checkpointing (tested bit for bit on the
+CPU for SMILE, mixup, CutMix, L2-SP, DELTA, BSS, Co-Tuning and LoRA; `delta_tllib` is for ResNet, which does not
+support checkpointing). Refused, in one line each:
 
 - manifold mixup: it replaces a stage output inside the forward pass, and the recomputation of a checkpointed layer
   would run without that replacement;
