@@ -18,7 +18,8 @@ support checkpointing). Refused, in one line each:
 - `use_reentrant=True` with LoRA (`peft_config`), whose frozen input layers leave the checkpointed layers without
   an input that requires gradients (reentrant checkpointing would then give the adapters none), or with a method
   that reads a feature map inside the backbone (DELTA), which reentrant checkpointing computes without autograd.
-  The default (`use_reentrant=False`, transformers' default) runs every method above.
+  The default (`use_reentrant=False`, transformers' default) runs every method above;
+- `offload=True` on the CPU (it moves activations from an accelerator into pinned host memory).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def _reentrant(args: TrainingArguments) -> bool:
 
 def check_activation_checkpointing(args: TrainingArguments) -> None:
     """Raise `ValueError` in one line when `args.activation_checkpointing` cannot give the method's exact losses and
-    gradients: with manifold mixup, or reentrant checkpointing with a method that reads inner feature maps.
+    gradients (manifold mixup, reentrant checkpointing with a method that reads inner feature maps) or cannot run
+    (`offload` on the CPU).
 
     Args:
         args ([`SmileTrainingArguments`]): the arguments, after `TrainingArguments.__post_init__` (which resolves
@@ -50,6 +52,12 @@ def check_activation_checkpointing(args: TrainingArguments) -> None:
             "SmileTrainer does not support `activation_checkpointing=True` with manifold mixup: it mixes a stage "
             f"output inside the forward pass, which the recomputation in the backward pass would not mix; {_FIX}, or "
             "mix the input images (method='...+mixup' or '+cutmix')."
+        )
+    kwargs = args.activation_checkpointing_kwargs
+    if isinstance(kwargs, dict) and kwargs.get("offload") and args.device.type == "cpu":
+        raise ValueError(
+            "SmileTrainer cannot honour `activation_checkpointing_kwargs={'offload': True}` on the CPU: it moves the "
+            "saved activations from an accelerator into pinned host memory, which the CPU has neither of; drop offload."
         )
     method = REGULARIZERS.get(args.regularizer)
     if _reentrant(args) and getattr(method, "hook_points", None) is not None:

@@ -133,6 +133,22 @@ def test_the_former_names_and_their_kwargs_are_honoured(tmp_path):
     assert layer.gradient_checkpointing and layer._gradient_checkpointing_func.keywords == {"use_reentrant": True}
 
 
+def test_every_n_layers_is_honoured(tmp_path):
+    data = random_image_dataset(BATCH, num_labels=3, seed=5)
+    trainer, _, _ = train(
+        "vit", "smile", tmp_path, data, activation_checkpointing=True,
+        activation_checkpointing_kwargs={"every_n_layers": 2},
+    )  # fmt: skip
+    assert [layer.gradient_checkpointing for layer in trainer.model.vit.layers] == [True, False]
+
+
+def test_offload_on_the_cpu_is_refused_in_one_line(tmp_path):
+    with pytest.raises(ValueError, match="'offload': True}` on the CPU") as error:
+        SmileTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, activation_checkpointing=True,
+                               activation_checkpointing_kwargs={"offload": True})  # fmt: skip
+    assert "\n" not in str(error.value)
+
+
 def test_manifold_mixup_is_refused_in_one_line(tmp_path):
     with pytest.raises(ValueError, match="manifold mixup") as error:
         SmileTrainingArguments(output_dir=str(tmp_path), report_to="none", method="smile+manifold_mixup",
