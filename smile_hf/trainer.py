@@ -57,12 +57,7 @@ from .methods import (
 )
 from .metrics import as_compute_metrics
 from .mixing import Mix
-from .model_card import (
-    ONNX_CARD_SECTION,
-    kept_onnx_section,
-    model_card_from_trainer,
-    replace_card_section,
-)
+from .model_card import ONNX_CARD_SECTION, kept_onnx_section, model_card_from_trainer, replace_card_section
 from .modeling import (
     attach_source_head,
     fill_label_names,
