@@ -2,11 +2,12 @@
 
 The second code path is the same training without checkpointing: the same models, data, order and seed. A checkpointed
 layer recomputes its forward pass in the backward pass with the random state it had (dropout is on here, p=0.1, so a
-recomputation that drew other masks would show), the same operations on the same values, so every loss term and every
-trained weight must be equal bit for bit on the CPU (`torch.equal`; float rounding would be the only admissible
-difference, and there is none). On an accelerator (`SMILE_HF_TEST_DEVICE`), where kernels need not repeat their
-reduction order without full determinism, float32 rounding over 3 steps: rtol 1e-4, atol 1e-6. The feature hooks read a forward pass once: a module inside a checkpointed layer runs
-twice (counted by a plain hook), and the capture sees it once.
+recomputation that drew other masks would show), the same operations on the same values, so every loss term, every
+gradient (read before each optimizer step) and every trained weight must be equal bit for bit on the CPU
+(`torch.equal`; float rounding would be the only admissible difference, and there is none). On an accelerator
+(`SMILE_HF_TEST_DEVICE`), where kernels need not repeat their reduction order without full determinism: float32
+rounding over 3 steps, rtol 1e-4, atol 1e-6. The feature hooks read a forward pass once: a module inside a
+checkpointed layer runs twice (counted by a plain hook), and the capture sees it once.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from transformers import TrainerCallback
 
 from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.backbones import record_outputs, stop_recording
@@ -48,6 +50,16 @@ def with_dropout(model: nn.Module, p: float = 0.1) -> nn.Module:
     return model
 
 
+class GradientRecorder(TrainerCallback):
+    """The gradient of every parameter at every optimizer step, before the optimizer uses it."""
+
+    def __init__(self):
+        self.steps: list[dict[str, torch.Tensor]] = []
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        self.steps.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+
+
 def train(family, method, tmp_path, data, peft_config=None, **kwargs):
     """SmileTrainer.train() for STEPS steps: the trainer, the loss outputs of every step, the initial parameters."""
     source, student = source_and_student(family, num_source=5, num_target=3)
@@ -61,6 +73,8 @@ def train(family, method, tmp_path, data, peft_config=None, **kwargs):
     )
     trainer.get_train_dataloader = lambda: loader(data)
     trainer.loss_fn = recorder = RecordingLoss(trainer.loss_fn)
+    trainer.add_callback(gradients := GradientRecorder())
+    trainer.gradients = gradients.steps
     initial = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
     trainer.train()
     return trainer, recorder.outputs, initial
@@ -72,7 +86,7 @@ def train(family, method, tmp_path, data, peft_config=None, **kwargs):
      ("vit", "bss+cutmix", False), ("vit", "cotuning", False), ("swin", "smile", False), ("vit", "smile", True),
      ("vit", "smile+lora", False)],
 )  # fmt: skip
-def test_losses_and_weights_equal_those_without_checkpointing(family, method, reentrant, tmp_path):
+def test_losses_gradients_and_weights_equal_those_without_checkpointing(family, method, reentrant, tmp_path):
     data = random_image_dataset(STEPS * BATCH, num_labels=3, seed=5)
     lora = {}
     if method.endswith("+lora"):
@@ -91,6 +105,11 @@ def test_losses_and_weights_equal_those_without_checkpointing(family, method, re
         assert_same(mine.loss.detach(), theirs.loss.detach(), step)
         for term, (_, value) in mine.terms.items():
             assert_same(value.detach(), theirs.terms[term][1].detach(), (step, term))
+    assert len(checkpointed.gradients) == len(plain.gradients) == STEPS
+    for step, (mine, theirs) in enumerate(zip(checkpointed.gradients, plain.gradients)):
+        assert mine.keys() == theirs.keys() and mine, step
+        for name, gradient in theirs.items():
+            assert_same(mine[name], gradient, (step, name))
     trained, reference = checkpointed.model.state_dict(), plain.model.state_dict()
     assert trained.keys() == reference.keys()
     for key, value in reference.items():
