@@ -7,8 +7,9 @@ The stock `Trainer` switches it on (`model.activation_checkpointing_enable(...)`
 (`GradientCheckpointingLayer`) run their forward pass again in the backward pass instead of keeping their
 activations. The feature hooks ([`smile_hf.backbones.capture`]) read each forward pass once and ignore the
 recomputation, so every method that mixes the input images (mixup, CutMix, SMILE) or reads the last feature map, the
-pooled feature or the weights (SMILE, L2-SP, DELTA, BSS, Co-Tuning, RIFLE...) gets the losses and gradients it gets
-without checkpointing. Refused, in one line each:
+pooled feature or the weights gets the losses and gradients it gets without checkpointing (tested bit for bit on the
+CPU for SMILE, mixup, CutMix, L2-SP, DELTA, BSS, Co-Tuning and LoRA; `delta_tllib` is for ResNet, which does not
+support checkpointing). Refused, in one line each:
 
 - manifold mixup: it replaces a stage output inside the forward pass, and the recomputation of a checkpointed layer
   would run without that replacement;
@@ -17,7 +18,8 @@ without checkpointing. Refused, in one line each:
 - `use_reentrant=True` with LoRA (`peft_config`), whose frozen input layers leave the checkpointed layers without
   an input that requires gradients (reentrant checkpointing would then give the adapters none), or with a method
   that reads a feature map inside the backbone (DELTA), which reentrant checkpointing computes without autograd.
-  The default (`use_reentrant=False`, transformers' default) runs every method above.
+  The default (`use_reentrant=False`, transformers' default) runs every method above;
+- `offload=True` on the CPU (it moves activations from an accelerator into pinned host memory).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ def _reentrant(args: TrainingArguments) -> bool:
 
 def check_activation_checkpointing(args: TrainingArguments) -> None:
     """Raise `ValueError` in one line when `args.activation_checkpointing` cannot give the method's exact losses and
-    gradients: with manifold mixup, or reentrant checkpointing with a method that reads inner feature maps.
+    gradients (manifold mixup, reentrant checkpointing with a method that reads inner feature maps) or cannot run
+    (`offload` on the CPU).
 
     Args:
         args ([`SmileTrainingArguments`]): the arguments, after `TrainingArguments.__post_init__` (which resolves
@@ -49,6 +52,12 @@ def check_activation_checkpointing(args: TrainingArguments) -> None:
             "SmileTrainer does not support `activation_checkpointing=True` with manifold mixup: it mixes a stage "
             f"output inside the forward pass, which the recomputation in the backward pass would not mix; {_FIX}, or "
             "mix the input images (method='...+mixup' or '+cutmix')."
+        )
+    kwargs = args.activation_checkpointing_kwargs
+    if isinstance(kwargs, dict) and kwargs.get("offload") and args.device.type == "cpu":
+        raise ValueError(
+            "SmileTrainer cannot honour `activation_checkpointing_kwargs={'offload': True}` on the CPU: it moves the "
+            "saved activations from an accelerator into pinned host memory, which the CPU has neither of; drop offload."
         )
     method = REGULARIZERS.get(args.regularizer)
     if _reentrant(args) and getattr(method, "hook_points", None) is not None:

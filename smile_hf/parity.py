@@ -62,7 +62,8 @@ TRAINING_ARGUMENTS: dict[str, tuple[str, str]] = {
         "support it; smile_hf.activation_checkpointing)",
     ),
     "activation_checkpointing_kwargs": (
-        WORKS, _ACTIVATION_CHECKPOINTING + " (use_reentrant=True refused with LoRA and with DELTA's inner feature maps)",
+        WORKS, _ACTIVATION_CHECKPOINTING + " (every_n_layers; refused in one line: use_reentrant=True with LoRA or "
+        "DELTA's inner feature maps, offload on the CPU)",
     ),
     "gradient_checkpointing": (WORKS, _ACTIVATION_CHECKPOINTING + " (the former name of activation_checkpointing)"),
     "gradient_checkpointing_kwargs": (

@@ -35,7 +35,7 @@ from transformers import (
 from transformers.utils import logging
 
 from ._compat import declare_unscaled_loss, mark_scheduler_created
-from .activation_checkpointing import check_model_supports_activation_checkpointing
+from .activation_checkpointing import check_activation_checkpointing, check_model_supports_activation_checkpointing
 from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, build_source_head_copy, unwrap_model
 from .calibration import CalibrationResult, calibrate_trainer, check_calibrated
 from .channels import fit_datasets_to_model
@@ -58,12 +58,7 @@ from .methods import (
 )
 from .metrics import as_compute_metrics
 from .mixing import Mix
-from .model_card import (
-    ONNX_CARD_SECTION,
-    kept_onnx_section,
-    model_card_from_trainer,
-    replace_card_section,
-)
+from .model_card import ONNX_CARD_SECTION, kept_onnx_section, model_card_from_trainer, replace_card_section
 from .modeling import (
     attach_source_head,
     fill_label_names,
@@ -378,6 +373,7 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
         if self.model_init is None:
             return
         check_trial_arguments(self.args)
+        check_activation_checkpointing(self.args)  # a trial may have set the method (manifold mixup)
         check_model_supports_activation_checkpointing(self.args, self.model, peft_model_of(self.model) is not None)
         source_model = self._attach_model_parts(self.model, self.args)
         if self.place_model_on_device:  # the new source head

@@ -38,7 +38,11 @@ _active: list[Capture] = []  # the capture of the forward pass running now (a st
 
 def recomputing() -> bool:
     """Whether a module is being called while autograd runs a backward pass: the recomputation of a checkpointed
-    layer (`torch.utils.checkpoint`, either mode), whose outputs the forward pass already read."""
+    layer (`torch.utils.checkpoint`, either mode), whose outputs the forward pass already read. Never inside a
+    graph `torch.compile` traces: its backward recomputes within the compiled graph, without calling hooks (and the
+    query would break the graph)."""
+    if torch.compiler.is_compiling():
+        return False
     return torch._C._current_graph_task_id() != -1
 
 

@@ -139,7 +139,8 @@ class DataTrainingArguments(TuningArguments):
 
 
 DRIVER_ONLY_OPTIONS = frozenset(
-    {"do_predict", "predict_dir", "top_k", "predict_backend", "onnx_file", "calibration", *(f.name for f in fields(TuningArguments))}
+    {"do_predict", "predict_dir", "top_k", "predict_backend", "onnx_file", "calibration",
+     *(f.name for f in fields(TuningArguments))}
 )
 """The options of a run that only the driver (`smile-hf train`) acts on: classifying a folder, calibrating, the
 hyperparameter search and the validation split it holds out. A script of its own that does none of this refuses

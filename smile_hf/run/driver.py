@@ -199,7 +199,7 @@ def run_config(
     weights (`SmileTrainingArguments.run_defining_values`), and whether it starts from random weights."""
     model = {"model_name_or_path": model_args.model_name_or_path, "model_revision": model_args.model_revision,
              "num_labels": model_args.num_labels}  # fmt: skip
-    not_weights = ("predict_dir", "top_k", "predict_backend", "onnx_file", *SEARCH_ONLY_FIELDS)  # what changes no trained weight
+    not_weights = ("predict_dir", "top_k", "predict_backend", "onnx_file", *SEARCH_ONLY_FIELDS)  # no trained weight
     if not data_args.hp_search_trials and training_args.calibration == "none":
         not_weights += ("validation_source",)  # picks the split only a search or a calibration holds out
     data = {k: v for k, v in asdict(data_args).items() if k not in not_weights}
