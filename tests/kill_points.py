@@ -25,6 +25,7 @@ import signal
 import sys
 
 import safetensors.torch
+from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer
 
 from smile_hf import checkpoints
@@ -61,22 +62,16 @@ def install(point: str, step: int | None) -> None:
             return loss
 
         SmileTrainer.compute_loss = killing_compute_loss
-    elif point == "lr_step":
-        create_scheduler = SmileTrainer.create_scheduler
+    elif point == "lr_step":  # (the class's method: a scheduler's state_dict holds its instance attributes)
+        scheduler_step = LambdaLR.step
 
-        def killing_create_scheduler(self, *args, **kwargs):
-            scheduler = create_scheduler(self, *args, **kwargs)
-            scheduler_step = scheduler.step
+        def killing_step(self, *args, **kwargs):
+            scheduler_step(self, *args, **kwargs)
+            if self.last_epoch == step:
+                assert self.get_last_lr()[0] < self.base_lrs[0], f"the learning rate is not lowered at step {step}"
+                die()
 
-            def killing_step(*a, **k):
-                scheduler_step(*a, **k)
-                if scheduler.last_epoch == step:
-                    die()
-
-            scheduler.step = killing_step
-            return scheduler
-
-        SmileTrainer.create_scheduler = killing_create_scheduler
+        LambdaLR.step = killing_step
     elif point == "ema":
         on_step_end = EmaTeacherCallback.on_step_end
 
