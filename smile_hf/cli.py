@@ -39,11 +39,13 @@ def user_errors() -> tuple[type[Exception], ...]:
 
 
 def run_errors() -> tuple[type[Exception], ...]:
-    """A run that failed (it diverged, or the disk filled up), reported as one line on stderr with exit status 1."""
+    """A run that failed (it diverged, the disk filled up, or its final upload to the Hub failed), reported as one line
+    on stderr with exit status 1."""
     from .checkpoints import DiskFullError
     from .guard import NonFiniteLossError, NonFiniteWeightsError
+    from .run.outputs import HubPushError
 
-    return NonFiniteLossError, NonFiniteWeightsError, DiskFullError
+    return NonFiniteLossError, NonFiniteWeightsError, DiskFullError, HubPushError
 
 
 def _interrupt_on_sigterm() -> None:

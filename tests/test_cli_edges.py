@@ -4,18 +4,27 @@ command); and `smile-hf --help` without torch."""
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import Future
 
 import pytest
+import requests
+import transformers.trainer
 
 from smile_hf.checkpoints import get_last_checkpoint, list_checkpoints
+from smile_hf.cli import run_cli
 from smile_hf.run import build_parser
 from smile_hf.run import compare as compare_methods
+from smile_hf.run import main as run_main
 from smile_hf.run.lock import LOCK_NAME
 
+from .test_hub import FakeHub
 from .test_run_reliability import tiny_argv
 from .testing_utils import subprocess_env
 
@@ -96,3 +105,46 @@ def test_an_interrupt_names_the_checkpoint_to_resume_from_and_the_command(tmp_pa
         "smile-hf train " + " ".join(argv)
     )
     assert not (out / LOCK_NAME).exists()  # the run's cleanup ran: its lock is released
+
+
+class GoneHub(FakeHub):
+    """The Hub of a run that could create its repository, then went away: every upload fails (a checkpoint's in its
+    future, as the real client's background uploads do; the final one when called), and the final call is recorded."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.final = None
+
+    def upload_folder(self, *, run_as_future=False, **kwargs):
+        error = requests.exceptions.ConnectionError("Max retries exceeded with url: /api/models (Connection refused)")
+        if run_as_future:
+            future = Future()
+            future.set_exception(error)
+            return future
+        self.final = kwargs
+        raise error
+
+
+def test_a_failed_final_push_is_one_line_naming_the_saved_folder_and_the_command(tmp_path, monkeypatch, capsys):
+    hub = GoneHub(tmp_path / "hub")
+    monkeypatch.setattr(transformers.trainer, "hf_api", lambda: hub)
+    out = tmp_path / "run"
+    argv = tiny_argv(out, "--push_to_hub", "True", "--hub_model_id", "someone/tiny")
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(lambda: run_main(argv), "smile-hf train", argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 1 and "Traceback" not in err
+    lines = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(lines) == 1 and re.match(  # (the tests run with HF_HUB_OFFLINE=1, which the message names)
+        r"smile-hf train: error: --push_to_hub: the upload to the Hub repository 'someone/tiny' failed: (offline "
+        r"\(HF_HUB_OFFLINE=1\)|the Hub cannot be reached, or refused it) \[ConnectionError: Max retries exceeded",
+        lines[0],
+    ), err[-3000:]
+    assert set(hub.repos) == {"someone/tiny"} and hub.final is not None  # created at the start; the final push tried
+    assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()  # saved locally, card included
+    command = shlex.split(lines[0].split("push it later with `", 1)[1].rstrip("`."))
+    # the command uploads what the final push would have: the same repository, folder and left-out files
+    assert command[:5] == ["hf", "upload", "someone/tiny", str(out.resolve()), "."]
+    assert os.path.samefile(command[3], hub.final["folder_path"]) and hub.final["repo_id"] == "someone/tiny"
+    excluded = [a.removeprefix("--exclude=") for a in command[5:] if a.startswith("--exclude=")]
+    assert excluded == list(hub.final["ignore_patterns"])

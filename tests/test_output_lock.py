@@ -122,3 +122,27 @@ def test_only_the_main_process_locks_and_every_process_stops_when_refused(tmp_pa
         holder.wait()
     assert rank0["error"] == rank1["error"] and f"PID {holder.pid} " in rank0["error"]
     assert not (out / LOCK_NAME).exists()  # released by its holder
+
+
+@pytest.mark.cpu_only("two processes with gloo lock one folder")
+def test_on_several_nodes_only_the_global_main_process_locks(tmp_path):
+    """Two nodes of one process each, on a shared folder: both processes are local rank 0, only global rank 0 locks
+    (a lock taken on every node's local rank 0 would refuse the second node's run)."""
+    out, reports = tmp_path / "run", tmp_path / "reports"
+    reports.mkdir()
+    script, port = str(REPO_ROOT / "tests" / "ddp_lock_rank.py"), str(free_port())
+    nodes = [
+        subprocess.Popen([sys.executable, script, str(out), str(reports)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env={**ENV, "RANK": str(rank), "LOCAL_RANK": "0", "WORLD_SIZE": "2",
+                                         "LOCAL_WORLD_SIZE": "1", "GROUP_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
+                                         "MASTER_PORT": port})  # fmt: skip
+        for rank in (0, 1)
+    ]
+    for node in nodes:
+        _, stderr = node.communicate(timeout=300)
+        assert node.returncode == 0, stderr[-3000:]
+    rank0, rank1 = (json.loads((reports / f"rank{rank}.json").read_text()) for rank in (0, 1))
+    assert (rank0["rank"], rank1["rank"]) == (0, 1)  # the global ranks, from RANK
+    assert "error" not in rank0 and "error" not in rank1
+    assert rank0["holder_pid"] == rank0["pid"] and rank1["holder_pid"] == rank0["pid"] != rank1["pid"]
+    assert not (out / LOCK_NAME).exists()  # released by its holder

@@ -33,7 +33,7 @@ from .arguments import (
 from .hp_search import check_not_finished, check_search, needs_validation, search
 from .loading import check_model, check_unlabeled_options, load_processor, prepare_data, student
 from .lock import run_lock
-from .outputs import card_arguments, create_hub_repo, results_table, write_results
+from .outputs import card_arguments, create_hub_repo, push_deferred, push_final_model, results_table, write_results
 from .predict import evaluate_and_predict, predict_folder
 
 logger = logging.getLogger(__name__)
@@ -88,12 +88,13 @@ def train_one(
         trainer.calibrate(validation)
     metrics = trainer.evaluate()
     if training_args.save_strategy != "no":
-        trainer.save_model()
+        with push_deferred(training_args):  # pushed once below, with the card
+            trainer.save_model()
         trainer.save_state()
     card = card_arguments(model_args, training_args, data, from_scratch, recipe, search)
     trainer.create_model_card(**card)  # README.md beside the model, pushed or not (main process only)
     if training_args.push_to_hub:
-        trainer.push_to_hub(**card)
+        push_final_model(trainer, card)  # a failed upload is one line naming the saved folder
     shut_down_dataloader_workers(trainer)  # persistent workers would outlive the run
     return {
         "label": label or training_args.method,

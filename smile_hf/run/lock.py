@@ -166,7 +166,8 @@ def _remove_if_empty(folders: list[str]) -> None:
 
 @contextmanager
 def run_lock(training_args) -> Iterator[None]:
-    """[`output_dir_lock`] on `training_args.output_dir`, taken by the main process only; with several processes the
+    """[`output_dir_lock`] on `training_args.output_dir`, taken by the main process only (global rank 0,
+    `process_index`, not each node's local rank 0: one lock for the run on every node); with several processes the
     others wait for it to be taken and stop with the same one-line error when it is refused."""
     if training_args.world_size == 1:  # (sets up the process group of several processes)
         with output_dir_lock(training_args.output_dir):

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import statistics
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ..config import SmileTrainingArguments
 from ..data import PreparedData, one_line
@@ -86,6 +89,47 @@ def create_hub_repo(training_args: SmileTrainingArguments) -> None:
         raise InputError(
             f"--push_to_hub: cannot create the Hub repository '{name}': {why} [{one_line(error)}]. "
             "Log in (`hf auth login`) or pass --hub_token, check the network, or drop --push_to_hub."
+        ) from error
+
+
+class HubPushError(RuntimeError):
+    """Raised when the final upload to the Hub fails (the Hub gone since the run began, or a refusal): one line naming
+    the repository, the local folder the model is saved in and the command that pushes it later."""
+
+
+HUB_IGNORE_PATTERNS = ("_*", "checkpoint-*")
+"""What `Trainer.push_to_hub` leaves out of an upload of the output folder (also left out by the command of
+[`HubPushError`])."""
+
+
+@contextmanager
+def push_deferred(training_args: SmileTrainingArguments) -> Iterator[None]:
+    """While inside, `--push_to_hub` is off: the final `save_model` writes the model without uploading it, and
+    [`push_final_model`] uploads it once, with its card."""
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
+    try:
+        yield
+    finally:
+        training_args.push_to_hub = push_to_hub
+
+
+def push_final_model(trainer, card: dict) -> None:
+    """`trainer.push_to_hub(**card)` (the model, its card and image processor, already saved in `output_dir`); any
+    failure is a [`HubPushError`] of one line saying where the model is saved and how to push it later."""
+    args = trainer.args
+    try:
+        trainer.push_to_hub(**card)
+    except Exception as error:  # unreachable, offline, refused: whichever client error it is
+        repo = getattr(trainer, "hub_model_id", None) or args.hub_model_id or os.path.basename(
+            os.path.abspath(args.output_dir)
+        )
+        why = "offline (HF_HUB_OFFLINE=1)" if is_offline() else "the Hub cannot be reached, or refused it"
+        command = ["hf", "upload", repo, os.path.abspath(args.output_dir), "."]
+        command += [f"--exclude={pattern}" for pattern in HUB_IGNORE_PATTERNS]
+        command += ["--revision", args.hub_revision] if args.hub_revision else []
+        raise HubPushError(
+            f"--push_to_hub: the upload to the Hub repository '{repo}' failed: {why} [{one_line(error)}]. The model "
+            f"is saved locally in {args.output_dir}: push it later with `{shlex.join(command)}`."
         ) from error
 
 
