@@ -160,7 +160,7 @@ def report(payload: dict) -> str:
         "training with the best values (hence its comparison with 5 plain runs). A plain run's time is its whole "
         "command in this process (preparing the data, loading the checkpoint, training, evaluating, writing its "
         "results); imports and the interpreter's start are paid by no variant (done before timing).",
-        *payload.get("notes", []),
+        *(line for note in payload.get("notes", []) for line in ("", note)),
     ])  # fmt: skip
 
 
