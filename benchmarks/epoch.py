@@ -166,7 +166,7 @@ def report(payload: dict) -> str:
                 f"{s['ratio']['median']:.2f}", ", ".join(f"{r:.2f}" for r in s["ratio"]["values"]),
                 f"{s['finetune']['command_s']:.1f} / {s['smile']['command_s']:.1f}",
             ])  # fmt: skip
-    where = env["cuda"] or f"CPU ({env['processor']}, {env['cpu_count']} cores, {env['torch_threads']} torch threads)"
+    where = env["cuda"] or f"CPU ({env['processor']}, {env['cpu_count']} cores, {env['torch_threads']} torch thread(s))"
     load = payload["load"]
     return "\n".join([
         "# One epoch from JPEG files: stock fine-tuning against SMILE (run driver)", "",
