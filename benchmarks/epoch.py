@@ -36,7 +36,7 @@ import torch
 
 from .common import RESULTS_DIR, SOURCE_CHECKPOINT, environment, log, markdown_table, publish
 from .data_speed import make_jpegs
-from .run_timing import load_average, run_driver, timed_trainers
+from .run_timing import fmt_load, load_average, run_driver, timed_trainers
 
 METHODS = ("finetune", "smile")
 TARGET_RATIO = 1.15
@@ -185,10 +185,6 @@ def report(payload: dict) -> str:
         f"Targets (on a GPU, 500x375): SMILE / stock epoch <= {TARGET_RATIO}, data wait < {TARGET_WAIT:.0%} of SMILE's "
         "epoch.", *(line for note in payload.get("notes", []) for line in ("", note)),
     ])  # fmt: skip
-
-
-def fmt_load(load: dict) -> str:
-    return ", ".join(f"{v:.1f}" for v in load["loadavg"]) if load.get("loadavg") else "n/a"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
