@@ -36,7 +36,7 @@ import torch
 
 from .common import RESULTS_DIR, SOURCE_CHECKPOINT, environment, log, markdown_table, publish
 from .data_speed import make_jpegs
-from .run_timing import load_average, run_driver, timed_trainers
+from .run_timing import fmt_load, load_average, run_driver, timed_trainers
 
 METHODS = ("finetune", "smile")
 TARGET_RATIO = 1.15
@@ -109,21 +109,32 @@ def run_epoch(folder: str, model: str, method: str, batch_size: int, device: str
 def benchmark(args: argparse.Namespace, root: str) -> dict:
     """Every (size, model) pair: the methods alternating over `args.repeats` repeats."""
     models = gpu_checkpoints(root) if args.device == "cuda" else {"fmnist-resnet-tiny": SOURCE_CHECKPOINT}
-    results = {}
-    for size in args.sizes.split(","):
+    results, warm = {}, set()
+    for size, count in parse_sizes(args.sizes, args.images):
         width, height = (int(v) for v in size.lower().split("x"))
-        folder = image_folder(root, width, height, args.images, args.classes)
+        folder = image_folder(root, width, height, count, args.classes)
         for name, path in models.items():
             batch = args.batch_size or GPU_BATCH.get(name, 16)
             runs = {method: [] for method in METHODS}
-            run_epoch(folder, path, "smile", batch, args.device, os.path.join(root, "run"))  # warm-up, not counted
+            if name not in warm:  # first-call costs (kernels, autotuning, caches), once per model, not counted
+                run_epoch(folder, path, "smile", batch, args.device, os.path.join(root, "run"))
+                warm.add(name)
             for repeat in range(args.repeats):
                 for method in METHODS if repeat % 2 == 0 else METHODS[::-1]:
                     result = run_epoch(folder, path, method, batch, args.device, os.path.join(root, "run"))
                     runs[method].append(result)
                     log(f"{size} {name} {method}: {result['train_s']:.2f} s, waiting {result['data_wait_fraction']:.0%}")
-            results.setdefault(size, {})[name] = {"batch_size": batch, "runs": runs}
+            results.setdefault(size, {})[name] = {"batch_size": batch, "images": count, "runs": runs}
     return results
+
+
+def parse_sizes(text: str, default_count: int) -> list[tuple[str, int]]:
+    """`"500x375,2400x1600:300"` -> `[("500x375", default_count), ("2400x1600", 300)]`."""
+    sizes = []
+    for item in text.split(","):
+        size, _, count = item.partition(":")
+        sizes.append((size.strip(), int(count) if count else default_count))
+    return sizes
 
 
 def summarize(cell: dict) -> dict:
@@ -149,40 +160,38 @@ def report(payload: dict) -> str:
         for name, cell in by_model.items():
             s = cell["summary"]
             rows.append([
-                size, name, str(cell["batch_size"]), f"{s['finetune']['images_per_s']:.1f}", f"{s['smile']['images_per_s']:.1f}",
+                size, str(cell["images"]), name, str(cell["batch_size"]),
+                f"{s['finetune']['images_per_s']:.1f}", f"{s['smile']['images_per_s']:.1f}",
                 f"{100 * s['finetune']['data_wait_fraction']:.0f} %", f"{100 * s['smile']['data_wait_fraction']:.0f} %",
                 f"{s['ratio']['median']:.2f}", ", ".join(f"{r:.2f}" for r in s["ratio"]["values"]),
                 f"{s['finetune']['command_s']:.1f} / {s['smile']['command_s']:.1f}",
             ])  # fmt: skip
-    where = env["cuda"] or f"CPU ({env['processor']}, {env['cpu_count']} cores, {env['torch_threads']} torch threads)"
+    where = env["cuda"] or f"CPU ({env['processor']}, {env['cpu_count']} cores, {env['torch_threads']} torch thread(s))"
     load = payload["load"]
     return "\n".join([
         "# One epoch from JPEG files: stock fine-tuning against SMILE (run driver)", "",
         f"Device: {where}; torch {env['torch']}, transformers {env['transformers']}; "
-        f"{'bf16 autocast' if settings['device'] == 'cuda' else 'fp32'}. {settings['images']} generated JPEGs per size "
-        f"in {settings['classes']} class folders; the run driver's default DataLoader settings "
-        f"({settings['dataloader']}). {settings['repeats']} repeat(s), the methods alternating. Load average at the "
+        f"{'bf16 autocast' if settings['device'] == 'cuda' else 'fp32'}. Generated JPEGs (the `images` column: "
+        f"how many of a size) in {settings['classes']} class folders, 15 % held out for the evaluation; the run "
+        f"driver's default DataLoader settings ({settings['dataloader']}). {settings['repeats']} repeat(s), the methods alternating. Load average at the "
         f"start / end: {fmt_load(load['start'])} / {fmt_load(load['end'])}.", "",
-        markdown_table(["image", "model", "batch", "stock img/s", "SMILE img/s", "stock data wait", "SMILE data wait",
-                        "SMILE / stock epoch", "per repeat", "whole run s (stock / SMILE)"], rows, "llrrrrrrrr"), "",
+        markdown_table(["image", "images", "model", "batch", "stock img/s", "SMILE img/s", "stock data wait",
+                        "SMILE data wait", "SMILE / stock epoch", "per repeat", "whole run s (stock / SMILE)"], rows, "lrlrrrrrrrr"), "",
         "Data wait: the share of the training epoch's wall time the training loop spent between one optimizer step's "
         "end and the next one's start (fetching the next batch; on CUDA after synchronizing the step). Images/s: the "
         "training images over the epoch's wall time. The ratio is paired run by run; the median is shown. "
         "Whole run: the command's wall time (loading and checking every image before training, the epoch, the "
-        "evaluation on the held-out 15 %, the results).",
+        "evaluation on the held-out 15 %, the results).", "",
         f"Targets (on a GPU, 500x375): SMILE / stock epoch <= {TARGET_RATIO}, data wait < {TARGET_WAIT:.0%} of SMILE's "
-        "epoch.", *payload.get("notes", []),
+        "epoch.", *(line for note in payload.get("notes", []) for line in ("", note)),
     ])  # fmt: skip
-
-
-def fmt_load(load: dict) -> str:
-    return ", ".join(f"{v:.1f}" for v in load["loadavg"]) if load.get("loadavg") else "n/a"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--sizes", default="500x375,2400x1600", help="comma-separated WIDTHxHEIGHT of the JPEGs")
+    parser.add_argument("--sizes", default="500x375,2400x1600",
+                        help="comma-separated WIDTHxHEIGHT of the JPEGs, each optionally :COUNT (default --images)")
     parser.add_argument("--images", type=int, default=None, help="JPEGs per size (default: 2000 on CUDA, 64 on the CPU)")
     parser.add_argument("--classes", type=int, default=4, help="class sub-folders")
     parser.add_argument("--batch_size", type=int, default=None, help="default: 128 ResNet-50, 64 ViT-B/16, 16 on the CPU")

@@ -99,3 +99,8 @@ def load_average() -> dict:
     except (OSError, subprocess.SubprocessError):
         line = None
     return {"uptime": line, "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+
+
+def fmt_load(load: dict) -> str:
+    """`1.0, 2.0, 3.0`: the load averages of a [`load_average`] record, or `n/a`."""
+    return ", ".join(f"{v:.1f}" for v in load["loadavg"]) if load.get("loadavg") else "n/a"

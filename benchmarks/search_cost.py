@@ -37,7 +37,7 @@ import time
 import torch
 
 from .common import RESULTS_DIR, environment, log, markdown_table, publish
-from .run_timing import load_average, run_driver
+from .run_timing import fmt_load, load_average, run_driver
 
 TRIALS = 4
 TARGET = 1.10
@@ -160,12 +160,8 @@ def report(payload: dict) -> str:
         "training with the best values (hence its comparison with 5 plain runs). A plain run's time is its whole "
         "command in this process (preparing the data, loading the checkpoint, training, evaluating, writing its "
         "results); imports and the interpreter's start are paid by no variant (done before timing).",
-        *payload.get("notes", []),
+        *(line for note in payload.get("notes", []) for line in ("", note)),
     ])  # fmt: skip
-
-
-def fmt_load(load: dict) -> str:
-    return ", ".join(f"{v:.1f}" for v in load["loadavg"]) if load.get("loadavg") else "n/a"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
