@@ -30,11 +30,12 @@ import argparse
 import os
 import statistics
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
-from .common import RESULTS_DIR, SOURCE_CHECKPOINT, environment, log, markdown_table, publish
+from .common import RESULTS_DIR, SOURCE_CHECKPOINT, environment, log, markdown_table, publish, write_json, write_text
 from .data_speed import make_jpegs
 from .run_timing import fmt_load, load_average, run_driver, timed_trainers
 
@@ -106,8 +107,9 @@ def run_epoch(folder: str, model: str, method: str, batch_size: int, device: str
     return result
 
 
-def benchmark(args: argparse.Namespace, root: str) -> dict:
-    """Every (size, model) pair: the methods alternating over `args.repeats` repeats."""
+def benchmark(args: argparse.Namespace, root: str, done: Callable[[dict], None]) -> dict:
+    """Every (size, model) pair: the methods alternating over `args.repeats` repeats; `done(results)` after each
+    pair (the results so far, so that a run stopped by a time limit leaves what it measured)."""
     models = gpu_checkpoints(root) if args.device == "cuda" else {"fmnist-resnet-tiny": SOURCE_CHECKPOINT}
     results, warm = {}, set()
     for size, count in parse_sizes(args.sizes, args.images):
@@ -125,6 +127,8 @@ def benchmark(args: argparse.Namespace, root: str) -> dict:
                     runs[method].append(result)
                     log(f"{size} {name} {method}: {result['train_s']:.2f} s, waiting {result['data_wait_fraction']:.0%}")
             results.setdefault(size, {})[name] = {"batch_size": batch, "images": count, "runs": runs}
+            results[size][name]["summary"] = summarize(results[size][name])
+            done(results)
     return results
 
 
@@ -216,20 +220,23 @@ def main(argv: list[str] | None = None) -> dict:
     os.makedirs(args.workdir, exist_ok=True)
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
-    start_load = load_average()
-    results = benchmark(args, args.workdir)
-    for by_model in results.values():
-        for cell in by_model.values():
-            cell["summary"] = summarize(cell)
     from smile_hf.run.arguments import has_accelerator
 
     loader = "one worker per core less one, persistent, pinned" if has_accelerator() else "0 workers: loading in the main process"
     payload = {
-        "environment": environment(), "load": {"start": start_load, "end": load_average()},
+        "environment": environment(), "load": {"start": load_average()},
         "settings": {"device": args.device, "sizes": args.sizes, "images": args.images, "classes": args.classes,
                      "repeats": args.repeats, "dataloader": loader},
-        "results": results, "notes": args.note,
+        "results": {}, "notes": args.note,
     }  # fmt: skip
+
+    def done(results: dict) -> None:  # written after every (size, model): a time limit leaves what was measured
+        payload["results"], payload["load"]["end"] = results, load_average()
+        write_json(args.output, payload)
+        write_text(args.markdown, report(payload))
+
+    benchmark(args, args.workdir, done)
+    payload["load"]["end"] = load_average()
     publish(report(payload), payload, args.output, args.markdown)
     return payload
 

@@ -20,7 +20,7 @@ The variants alternate, their order reversed every repeat; the ratios are taken 
 repeats is reported. Everything runs in one process after a warm-up run, with optuna and matplotlib imported first:
 no variant pays the interpreter's start or the imports (4 plain runs as 4 commands would pay them 4 times).
 
-    python -m benchmarks.search_cost                   # -> results/search_cost.{json,md}, ~6 minutes on 2 CPU cores
+    python -m benchmarks.search_cost                   # -> results/search_cost.{json,md}, ~10 minutes on 2 CPU cores
     python -m benchmarks.search_cost --max_steps 4 --repeats 1 --output /tmp/s.json --markdown /tmp/s.md
 """
 
@@ -167,10 +167,10 @@ def report(payload: dict) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--method", default="smile")
-    parser.add_argument("--max_steps", type=int, default=30, help="steps of a trial and of a plain run")
+    parser.add_argument("--max_steps", type=int, default=20, help="steps of a trial and of a plain run")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--max_eval_samples", type=int, default=180, help="about the validation split's 179 images")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--per_trial_loading", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the search with the checkpoint read per trial")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine may be shared)")
