@@ -3,7 +3,8 @@ both the sharded runs and the test's single-process reference run.
 
 A tiny ViT (LayerNorm, no BatchNorm, no dropout: each image's forward pass is independent of the others in its batch)
 is trained with `TransferLoss` in a plain loop, SGD with momentum, for SMILE (EMA teacher, auxiliary head, mixup)
-and L2-SP (starting point, head penalty). Each step's batch of `BATCH` images is split in two halves: rank r trains on
+and L2-SP (starting point, taken before sharding as SmileTrainer does and cut into shards at the first step; head
+penalty). Each step's batch of `BATCH` images is split in two halves: rank r trains on
 half r with the mix drawn for rank r; the single-process reference runs both halves as two micro-batches, each loss
 weighted 1/2, then one optimizer step (what FSDP2's averaging of the two ranks' gradients computes).
 
@@ -59,6 +60,9 @@ class Run:
         if self.method.needs_source_head:
             attach_source_head(student, build_source_head_copy(adapter, source))
         teacher = None
+        context = RegularizerContext(student, adapter, batches=lambda: [], device="cpu")
+        if self.method.name == "l2sp":  # as SmileTrainer does: the starting point taken before the model is sharded
+            self.method.setup(context)
         if sharded:
             shard_model(student, adapter)
             if self.method.needs_teacher:  # `source` is loaded apart from the student, never copied from it
@@ -67,7 +71,7 @@ class Run:
             teacher = EmaTeacher(source, adapter, self.method.ema_decay, 1)
         self.model, self.teacher = student.train(), teacher
         self.loss_fn = TransferLoss(self.method, adapter, teacher, mixing=mixing, seed=SEED)
-        self.method.setup(RegularizerContext(student, adapter, batches=lambda: [], device="cpu"))
+        self.method.setup(context)  # (L2-SP: already taken, kept)
         self.optimizer = torch.optim.SGD(student.parameters(), lr=LR, momentum=0.9)
 
     def micro_batch(self, step: int, rank: int, weight: float) -> dict[str, float]:
