@@ -130,8 +130,13 @@ def main(out: str, phase: str) -> None:
         if phase == "train":
             run = Run(method, sharded=True)
             losses = train(run, range(STEPS), rank)
-            teacher_bytes = local_bytes(run.teacher.model) if run.teacher is not None else 0
-            write(out, f"{method}_full", run, rank, {"losses": losses, "teacher_local_bytes": teacher_bytes})
+            report = {"losses": losses, "teacher_local_bytes": local_bytes(run.teacher.model) if run.teacher else 0}
+            if run.teacher is not None:  # an EMA towards a student not sharded like the teacher is refused
+                try:
+                    run.teacher.update(source_and_student("vit", device="cpu")[1])
+                except ValueError as error:
+                    report["unsharded_student_error"] = str(error)
+            write(out, f"{method}_full", run, rank, report)
             stopped = Run(method, sharded=True)
             train(stopped, range(STOP), rank)
             os.makedirs(folder, exist_ok=True)

@@ -127,6 +127,12 @@ def test_teacher_memory_is_half(fsdp_runs, references):
         assert abs(local - buffers - unsharded / 2) <= 0.01 * unsharded  # half, to 1 % (odd numbers of rows)
 
 
+def test_ema_towards_a_student_sharded_otherwise_is_refused(fsdp_runs):
+    for rank in (0, 1):
+        error = _report(fsdp_runs, "smile_full", rank)["unsharded_student_error"]
+        assert error.startswith("Tensor 0 is sharded as (Shard(dim=0),)") and "shard_teacher" in error
+
+
 @pytest.mark.parametrize("method", list(METHODS))
 def test_killed_and_resumed_run_is_exact(fsdp_runs, method):
     full = load_file(str(fsdp_runs / f"{method}_full.safetensors"))
