@@ -143,12 +143,17 @@ def test_killed_and_resumed_run_is_exact(fsdp_runs, method):
     for rank in (0, 1):
         report = _report(fsdp_runs, f"{method}_resumed", rank)
         assert report["step"] == STOP
+        assert report["trainer_method_state_equal"]  # SmileTrainer's sharded method state: saved, loaded, the same
         assert report["losses"] == _report(fsdp_runs, f"{method}_full", rank)["losses"][STOP:]
 
 
 def test_checkpoint_of_the_other_setting_is_refused(fsdp_runs, tmp_path):
     sharded = fsdp_runs / "checkpoint-smile"
     assert checkpoint_sharding(str(sharded)) == "fsdp2"
+    trainer_written = fsdp_runs / "checkpoint-smile-trainer"  # SmileTrainer's marker fields under FSDP2
+    marker = json.loads((trainer_written / COMPLETE_MARKER_NAME).read_text())
+    assert marker[SHARDING_FIELD] == "fsdp2" and marker["method"] == "smile"
+    assert (trainer_written / "sharded_state").is_dir() and not (trainer_written / "method_state.safetensors").exists()
     check_checkpoint_sharding(str(sharded), sharded=True)
     with pytest.raises(IncompleteCheckpointError, match="written under FSDP2") as error:
         check_checkpoint_sharding(str(sharded), sharded=False)
