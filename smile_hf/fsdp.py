@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -40,6 +38,7 @@ from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
 from .backbones import BackboneAdapter, unwrap_model
 from .checkpoints import COMPLETE_MARKER_NAME, IncompleteCheckpointError
+from .guard import check_finite_tensors
 from .lora import build_teacher
 from .methods import Regularizer
 from .sharding import is_fsdp2
@@ -99,35 +98,15 @@ def _as_frozen_float32(source_model: nn.Module) -> nn.Module:
     return source_model.to(torch.float32).eval().requires_grad_(False)
 
 
-def shard_teacher(
-    student: nn.Module,
-    adapter: BackboneAdapter,
-    source_model: nn.Module,
-    *,
-    decay: float = 0.999,
-    update_every: int = 10,
-    include_buffers: bool = False,
-    autocast: Callable[[], AbstractContextManager] | None = None,
-) -> Teacher:
+def shard_teacher(student: nn.Module, adapter: BackboneAdapter, source_model: nn.Module, **options) -> Teacher:
     """The teacher of a student sharded with [`shard_model`]: `source_model` (loaded from the source checkpoint, not
     copied from the student) in float32, sharded with the student's mesh and mixed-precision policy
-    ([`sharding_of`]), as an [`EmaTeacher`] (or a [`FixedTeacher`] with `decay=1`).
-
-    Args:
-        student (`nn.Module`): the sharded student.
-        adapter (`BackboneAdapter`): the adapter of the family.
-        source_model (`nn.Module`): the pre-trained model with its source head, unsharded, on the training device.
-        decay, update_every, include_buffers, autocast: see [`Teacher`].
-
-    Returns:
-        [`Teacher`]: the teacher, whose EMA update runs on the local shards.
-    """
+    ([`sharding_of`]), as an [`EmaTeacher`] (or a [`FixedTeacher`] with `decay=1`) whose EMA update runs on the local
+    shards. `options` are the teachers' own ([`Teacher`]: `decay`, `update_every`, `include_buffers`, `autocast`), as
+    for [`smile_hf.lora.build_teacher`]."""
     mesh, policy = sharding_of(student)
     model = shard_model(_as_frozen_float32(source_model), adapter, mesh=mesh, mp_policy=policy)
-    return build_teacher(
-        student, adapter, model, decay=decay, update_every=update_every, include_buffers=include_buffers,
-        autocast=autocast,
-    )  # fmt: skip
+    return build_teacher(student, adapter, model, **options)
 
 
 def prepare_teacher_model(accelerator, source_model: nn.Module) -> nn.Module:
@@ -285,17 +264,10 @@ def save_full_model(trainer, output_dir: str) -> None:
     """Save the student of a [`SmileTrainer`] training under FSDP2 as one full model (every rank calls it: the shards
     are gathered to the main process, which writes them), without the teacher or the training-only heads, after
     checking that the gathered weights are finite."""
-    from .guard import NonFiniteWeightsError
-
     state_dict = trainer.accelerator.get_state_dict(trainer.model)
     if not trainer.args.should_save:
         return
-    bad = next((k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
-    if bad is not None:
-        raise NonFiniteWeightsError(
-            f"Not saving {output_dir}: the model's weights are not finite (e.g. `{bad}`), the run diverged. Lower the "
-            "learning rate and train again."
-        )
+    check_finite_tensors(list(state_dict.items()), output_dir)
     trainer._save(output_dir, state_dict=state_dict)
 
 

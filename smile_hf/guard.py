@@ -207,7 +207,13 @@ class NonFiniteGuardCallback(TrainerCallback):
 
 def check_finite_weights(model: nn.Module, where: str) -> None:
     """Raise [`NonFiniteWeightsError`] naming the first parameter or buffer of `model` that is not finite."""
-    tensors = [(n, t) for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_floating_point()]
+    check_finite_tensors([*model.named_parameters(), *model.named_buffers()], where)
+
+
+def check_finite_tensors(named_tensors: list[tuple[str, torch.Tensor]], where: str) -> None:
+    """Raise [`NonFiniteWeightsError`] naming the first floating-point tensor of `named_tensors` (e.g. a gathered
+    state dict's items) that is not finite."""
+    tensors = [(n, t) for n, t in named_tensors if t.is_floating_point()]
     if not tensors or bool(torch.stack([torch.isfinite(t).all() for _, t in tensors]).all()):
         return
     name = next(n for n, t in tensors if not torch.isfinite(t).all())

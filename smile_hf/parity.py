@@ -17,12 +17,15 @@ from typing import Any
 from torch import nn
 from transformers import TrainingArguments
 
+from .sharding import FSDP2_METHODS
+
 WORKS, IRRELEVANT, REFUSED = "works", "irrelevant", "refused"
 
 _STOCK_RUN = "tests/test_parity_stock.py"  # the same weights, logs and evaluations as the stock Trainer
 _CHECKPOINTS = "tests/test_checkpoints.py"
 _HUB = "tests/test_hub.py"
-_SHARDING = "tests/test_lora.py"  # the sharding refusals are tested beside the LoRA path they point to
+_SHARDING = "tests/test_lora.py"  # the DeepSpeed refusals are tested beside the LoRA path they point to
+_FSDP = "tests/test_fsdp.py"
 _DEVICES = "tests/test_device_selection.py"
 _RUN = "tests/test_run_smile.py"
 _ACTIVATION_CHECKPOINTING = "tests/test_activation_checkpointing.py"  # refusals: smile_hf.activation_checkpointing
@@ -162,9 +165,11 @@ TRAINING_ARGUMENTS: dict[str, tuple[str, str]] = {
     "ddp_static_graph": (WORKS, _STOCK_RUN + " (one process: the stock DDP set-up, untouched; DDP runs in tests/test_multiprocess.py)"),
     "ddp_backend": (WORKS, "tests/test_multiprocess.py"),
     "ddp_timeout": (WORKS, _STOCK_RUN + " (one process: the stock DDP set-up, untouched; DDP runs in tests/test_multiprocess.py)"),
-    "fsdp": (REFUSED, "refused by smile_hf.sharding.check_sharding (FSDP_ERROR); tested in " + _SHARDING),
-    "fsdp_config": (REFUSED, "refused with fsdp by smile_hf.sharding.check_sharding; tested in " + _SHARDING),
-    "deepspeed": (WORKS, _SHARDING + " (ZeRO-3 refused by smile_hf.sharding.check_sharding)"),
+    "fsdp": (WORKS, _FSDP + " (FSDP2 on accelerators for " + ", ".join(FSDP2_METHODS) + "; FSDP1, the CPU, LoRA "
+             "and the other methods refused by smile_hf.sharding.check_fsdp; the Trainer path runs in "
+             "scripts/gpu_checks.sh)"),
+    "fsdp_config": (WORKS, _FSDP + " (version 2 only: version 1 refused by smile_hf.sharding.check_fsdp)"),
+    "deepspeed": (WORKS, _SHARDING + " (ZeRO-3 refused by smile_hf.sharding.check_sharding, pointing to FSDP2)"),
     "local_rank": (IRRELEVANT, "set by the launcher (LOCAL_RANK), not by users; two-process runs are tested in "
                    "tests/test_multiprocess.py"),
     # ---- diagnostics and script flags
@@ -198,9 +203,9 @@ _STOCK_DEFAULTS = {f.name: f.default for f in fields(TrainingArguments)}
 
 def check_refused_fields(args: TrainingArguments) -> None:
     """Raise `ValueError` with the one-line reason of the first `REFUSED` field set to anything but its stock
-    default (FSDP apart: [`smile_hf.sharding.check_sharding`] refuses it with its own message)."""
+    default."""
     for name, (status, reason) in TRAINING_ARGUMENTS.items():
-        if status != REFUSED or name in ("fsdp", "fsdp_config") or name not in _STOCK_DEFAULTS:
+        if status != REFUSED or name not in _STOCK_DEFAULTS:
             continue
         value = getattr(args, name, None)
         if value not in (_STOCK_DEFAULTS[name], None, False, "", [], {}):

@@ -50,16 +50,16 @@ def local_tensors(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
 def local_pairs(
     targets: Sequence[torch.Tensor], sources: Sequence[torch.Tensor]
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The local shards of two matched tensor lists (an EMA's shadow and the model it follows), which must be sharded
-    alike: an elementwise update of the local shards is then the update of the whole tensors, with no communication.
-    Raises `ValueError` naming the first pair sharded differently."""
+    """The local shards of two matched tensor lists (an EMA's shadow and the model it follows, parameters and their
+    starting points), which must be sharded alike: elementwise work on the local shards is then the work on the whole
+    tensors, with no communication. Raises `ValueError` naming the first pair sharded differently."""
     for index, (target, source) in enumerate(zip(targets, sources)):
         target_placement = getattr(target, "placements", None)
         if target_placement != getattr(source, "placements", None) or target.shape != source.shape:
             raise ValueError(
-                f"Tensor {index} of the EMA is sharded as {target_placement} with shape {list(target.shape)} but the "
-                f"model's as {getattr(source, 'placements', None)} with shape {list(source.shape)}: shard the teacher "
-                "with the student's mesh and policy (smile_hf.fsdp.shard_teacher) and reshard both after forward."
+                f"Tensor {index} is sharded as {target_placement} with shape {list(target.shape)} but its counterpart "
+                f"as {getattr(source, 'placements', None)} with shape {list(source.shape)}: shard both alike (a "
+                "teacher with the student's mesh and policy, smile_hf.fsdp.shard_teacher, resharded after forward)."
             )
     return local_tensors(targets), local_tensors(sources)
 

@@ -3,7 +3,8 @@ both the sharded runs and the test's single-process reference run.
 
 A tiny ViT (LayerNorm, no BatchNorm, no dropout: each image's forward pass is independent of the others in its batch)
 is trained with `TransferLoss` in a plain loop, SGD with momentum, for SMILE (EMA teacher, auxiliary head, mixup)
-and L2-SP (starting point, head penalty). Each step's batch of `BATCH` images is split in two halves: rank r trains on
+and L2-SP (starting point, taken before sharding as SmileTrainer does and cut into shards at the first step; head
+penalty). Each step's batch of `BATCH` images is split in two halves: rank r trains on
 half r with the mix drawn for rank r; the single-process reference runs both halves as two micro-batches, each loss
 weighted 1/2, then one optimizer step (what FSDP2's averaging of the two ranks' gradients computes).
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from types import SimpleNamespace
 
 import safetensors.torch
 import torch
@@ -25,6 +27,9 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 
 from smile_hf import EmaTeacher, TransferLoss
 from smile_hf.backbones import BackboneAdapter, build_source_head_copy
+from smile_hf.checkpoints import COMPLETE_MARKER_NAME
+from smile_hf.fsdp import ShardedMethodStateMixin
+from smile_hf.method_state import MethodStateMixin
 from smile_hf.methods import REGULARIZERS, RegularizerContext, parse_method
 from smile_hf.modeling import attach_source_head
 from tests.testing_utils import IMAGE_SIZE, finish_rank, source_and_student
@@ -59,6 +64,9 @@ class Run:
         if self.method.needs_source_head:
             attach_source_head(student, build_source_head_copy(adapter, source))
         teacher = None
+        context = RegularizerContext(student, adapter, batches=lambda: [], device="cpu")
+        if self.method.name == "l2sp":  # as SmileTrainer does: the starting point taken before the model is sharded
+            self.method.setup(context)
         if sharded:
             shard_model(student, adapter)
             if self.method.needs_teacher:  # `source` is loaded apart from the student, never copied from it
@@ -67,7 +75,7 @@ class Run:
             teacher = EmaTeacher(source, adapter, self.method.ema_decay, 1)
         self.model, self.teacher = student.train(), teacher
         self.loss_fn = TransferLoss(self.method, adapter, teacher, mixing=mixing, seed=SEED)
-        self.method.setup(RegularizerContext(student, adapter, batches=lambda: [], device="cpu"))
+        self.method.setup(context)  # (L2-SP: already taken, kept)
         self.optimizer = torch.optim.SGD(student.parameters(), lr=LR, momentum=0.9)
 
     def micro_batch(self, step: int, rank: int, weight: float) -> dict[str, float]:
@@ -93,6 +101,31 @@ class Run:
         return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
+class _TrainerBase:
+    """What `ShardedMethodStateMixin` and `MethodStateMixin` reach through `super()` in a Trainer (nothing here)."""
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        pass
+
+    def checkpoint_marker_fields(self) -> dict[str, str]:
+        return {}
+
+
+class ShardedTrainer(ShardedMethodStateMixin, MethodStateMixin, _TrainerBase):
+    """SmileTrainer's method-state checkpointing (the real mixins) on a run's sharded student, teacher and method,
+    as under Accelerate's FSDP2 plugin (`is_fsdp2`: `is_fsdp_enabled` and the plugin's `fsdp_version` 2)."""
+
+    is_fsdp_enabled = True
+
+    def __init__(self, run: Run):
+        self.model, self.teacher, self.regularizer = run.model, run.teacher, run.method
+        self.accelerator = SimpleNamespace(state=SimpleNamespace(fsdp_plugin=SimpleNamespace(fsdp_version=2)))
+        self.args = SimpleNamespace(method=run.method.name, regularizer=run.method.name)
+
+    def full_method_state(self) -> dict[str, torch.Tensor]:
+        return {k: _full(v).detach().clone() for k, v in self._method_state_tensors().items()}
+
+
 def _full(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.full_tensor() if isinstance(tensor, torch.distributed.tensor.DTensor) else tensor
 
@@ -114,6 +147,28 @@ def write(out: str, name: str, run: Run, rank: int, report: dict) -> None:
         json.dump(report, f)
 
 
+def save_trainer_method_state(trainer: ShardedTrainer, folder: str, rank: int) -> None:
+    """What SmileTrainer's checkpoint save adds under FSDP2: the sharded method state (every rank), and the marker's
+    fields (`checkpoint_complete.json`, written by rank 0 here as `CompleteCheckpointMixin` does)."""
+    os.makedirs(folder, exist_ok=True)
+    assert trainer.extra_checkpoint_files() == {}  # no method_state.safetensors
+    trainer._save_optimizer_and_scheduler(folder)
+    dist.barrier()
+    if rank == 0:
+        with open(os.path.join(folder, COMPLETE_MARKER_NAME), "w") as f:
+            json.dump({"global_step": STOP, **trainer.checkpoint_marker_fields()}, f)
+    dist.barrier()
+
+
+def trainer_method_state_equal(resumed: Run, folder: str) -> bool:
+    """A fresh run's method state restored by SmileTrainer's FSDP2 loading equals the one `load_sharded_checkpoint`
+    restored into `resumed` (both written at the same step)."""
+    fresh = ShardedTrainer(Run(resumed.method.name, sharded=True))
+    fresh._load_method_state(folder)
+    want, got = ShardedTrainer(resumed).full_method_state(), fresh.full_method_state()
+    return want.keys() == got.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+
 def main(out: str, phase: str) -> None:
     from smile_hf.fsdp import load_sharded_checkpoint, save_sharded_checkpoint
     from smile_hf.shards import local_bytes
@@ -126,17 +181,25 @@ def main(out: str, phase: str) -> None:
         if phase == "train":
             run = Run(method, sharded=True)
             losses = train(run, range(STEPS), rank)
-            teacher_bytes = local_bytes(run.teacher.model) if run.teacher is not None else 0
-            write(out, f"{method}_full", run, rank, {"losses": losses, "teacher_local_bytes": teacher_bytes})
+            report = {"losses": losses, "teacher_local_bytes": local_bytes(run.teacher.model) if run.teacher else 0}
+            if run.teacher is not None:  # an EMA towards a student not sharded like the teacher is refused
+                try:
+                    run.teacher.update(source_and_student("vit", device="cpu")[1])
+                except ValueError as error:
+                    report["unsharded_student_error"] = str(error)
+            write(out, f"{method}_full", run, rank, report)
             stopped = Run(method, sharded=True)
             train(stopped, range(STOP), rank)
             os.makedirs(folder, exist_ok=True)
             save_sharded_checkpoint(folder, stopped.model, stopped.optimizer, stopped.teacher, stopped.method, STOP)
+            save_trainer_method_state(ShardedTrainer(stopped), f"{folder}-trainer", rank)
         else:
             run = Run(method, sharded=True)
             step = load_sharded_checkpoint(folder, run.model, run.optimizer, run.teacher, run.method)
+            trainer_state_equal = trainer_method_state_equal(run, f"{folder}-trainer")
             losses = train(run, range(step, STEPS), rank)
-            write(out, f"{method}_resumed", run, rank, {"losses": losses, "step": step})
+            report = {"losses": losses, "step": step, "trainer_method_state_equal": trainer_state_equal}
+            write(out, f"{method}_resumed", run, rank, report)
     if phase == "train":  # killed: no clean-up, no process-group shutdown
         sys.stdout.flush()
         os._exit(0)

@@ -72,8 +72,8 @@ def test_a_missing_local_checkpoint_is_named_as_missing(tmp_path, path):
 
 
 def test_refused_and_internal_options_are_one_line(tmp_path):
-    line = one_error_line(smile_hf("train", *tiny_argv(tmp_path, "--fsdp", "full_shard")))
-    assert line.startswith("smile-hf train: error: SmileTrainer does not support FSDP")
+    line = one_error_line(smile_hf("train", *tiny_argv(tmp_path, "--fsdp", "full_shard", "--method", "delta")))
+    assert line.startswith("smile-hf train: error: Method 'delta' cannot be trained under FSDP2")
     for option in ("--reference_recipe_applied", "--reference_recipe_app"):  # argparse's abbreviations too
         line = one_error_line(smile_hf("train", *tiny_argv(tmp_path, option, "{}")))
         assert line == "smile-hf train: error: --reference_recipe_applied is recorded by a run itself, not an option: drop it."

@@ -127,6 +127,12 @@ def test_teacher_memory_is_half(fsdp_runs, references):
         assert abs(local - buffers - unsharded / 2) <= 0.01 * unsharded  # half, to 1 % (odd numbers of rows)
 
 
+def test_ema_towards_a_student_sharded_otherwise_is_refused(fsdp_runs):
+    for rank in (0, 1):
+        error = _report(fsdp_runs, "smile_full", rank)["unsharded_student_error"]
+        assert error.startswith("Tensor 0 is sharded as (Shard(dim=0),)") and "shard_teacher" in error
+
+
 @pytest.mark.parametrize("method", list(METHODS))
 def test_killed_and_resumed_run_is_exact(fsdp_runs, method):
     full = load_file(str(fsdp_runs / f"{method}_full.safetensors"))
@@ -137,12 +143,17 @@ def test_killed_and_resumed_run_is_exact(fsdp_runs, method):
     for rank in (0, 1):
         report = _report(fsdp_runs, f"{method}_resumed", rank)
         assert report["step"] == STOP
+        assert report["trainer_method_state_equal"]  # SmileTrainer's sharded method state: saved, loaded, the same
         assert report["losses"] == _report(fsdp_runs, f"{method}_full", rank)["losses"][STOP:]
 
 
 def test_checkpoint_of_the_other_setting_is_refused(fsdp_runs, tmp_path):
     sharded = fsdp_runs / "checkpoint-smile"
     assert checkpoint_sharding(str(sharded)) == "fsdp2"
+    trainer_written = fsdp_runs / "checkpoint-smile-trainer"  # SmileTrainer's marker fields under FSDP2
+    marker = json.loads((trainer_written / COMPLETE_MARKER_NAME).read_text())
+    assert marker[SHARDING_FIELD] == "fsdp2" and marker["method"] == "smile"
+    assert (trainer_written / "sharded_state").is_dir() and not (trainer_written / "method_state.safetensors").exists()
     check_checkpoint_sharding(str(sharded), sharded=True)
     with pytest.raises(IncompleteCheckpointError, match="written under FSDP2") as error:
         check_checkpoint_sharding(str(sharded), sharded=False)

@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 REFUSED_VALUES = {
     "use_liger_kernel": True, "neftune_noise_alpha": 5.0, "auto_find_batch_size": True, "parallelism_config": object(),
 }  # fmt: skip
-"""A value other than the stock default for each refused field (FSDP's are refused, and tested, in sharding)."""
+"""A value other than the stock default for each refused field."""
 
 
 def test_every_field_and_argument_of_the_installed_transformers_is_classified():
@@ -69,7 +69,7 @@ def test_each_refused_field_is_refused_in_one_line_naming_it(name):
 
 
 def test_every_refused_field_has_a_test_value():
-    refused = {n for n, (s, _) in TRAINING_ARGUMENTS.items() if s == REFUSED} - {"fsdp", "fsdp_config"}
+    refused = {n for n, (s, _) in TRAINING_ARGUMENTS.items() if s == REFUSED}
     assert refused == set(REFUSED_VALUES)
 
 
@@ -86,6 +86,6 @@ def test_the_parity_page_links_the_classification():
     page = (REPO_ROOT / "docs" / "parity.md").read_text(encoding="utf-8")
     assert "smile_hf/parity.py" in page
     for name, (status, _) in TRAINING_ARGUMENTS.items():
-        if status == REFUSED and name not in ("fsdp", "fsdp_config"):
+        if status == REFUSED:
             assert f"`{name}`" in page, f"docs/parity.md does not list the refused field {name}"
     assert os.path.isfile(REPO_ROOT / "smile_hf" / "parity.py")

@@ -115,8 +115,10 @@ class L2SP(Regularizer):
     def _shard_like(self, params: dict[str, torch.Tensor]) -> None:
         """Cut a starting point taken before the model was sharded (FSDP2) into the shards of its parameters, once."""
         for name, p in params.items():
-            if type(self.w0[name]) is not type(p):
-                self.w0[name] = shard_like(self.w0[name], p)
+            start = self.w0[name]
+            sharded = shard_like(start, p)
+            if sharded is not start:
+                self.w0[name] = sharded
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """`nn.Module.load_state_dict`, refusing in one line a starting point of another backbone."""
