@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import MISSING, fields
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,7 @@ from transformers import (
 from transformers.utils import logging
 
 from ._compat import declare_unscaled_loss, mark_scheduler_created
-from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, build_source_head_copy, unwrap_model
+from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, ForwardOutput, build_source_head_copy, unwrap_model
 from .calibration import CalibrationResult, calibrate_trainer, check_calibrated
 from .channels import fit_datasets_to_model
 from .checkpoints import CompleteCheckpointMixin
@@ -474,13 +475,16 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
         batch are recorded as well."""
         if not model.training:
             pixel_values, labels = inputs["pixel_values"], inputs["labels"]  # (the stock loss pops the labels)
-            if self.compute_loss_func is None:  # the stock loss (label-smoothed with `label_smoothing_factor`)
-                loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
-            else:
-                outputs = model(pixel_values=pixel_values)
-                loss = self.loss_fn.target_loss(outputs.logits, labels, None)
+            read = self._eval_terms is not None and self._reads_evaluation_student()
+            with self.loss_fn.reading_student(model) if read else nullcontext() as capture:
+                if self.compute_loss_func is None:  # the stock loss (label-smoothed with `label_smoothing_factor`)
+                    loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+                else:
+                    outputs = model(pixel_values=pixel_values)
+                    loss = self.loss_fn.target_loss(outputs.logits, labels, None)
             if self._eval_terms is not None:
-                terms = self._evaluation_terms(model, pixel_values, labels, loss)
+                student = self.adapter.forward_output(capture, outputs, tuple(pixel_values.shape[-2:])) if read else None
+                terms = self._evaluation_terms(model, pixel_values, labels, loss, student)
                 self._eval_terms.add(terms, len(labels), self.gather_function)
             return (loss, outputs) if return_outputs else loss
         step, pixel_values = self.state.global_step, inputs["pixel_values"]
@@ -490,15 +494,30 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
         self._record_terms(output.terms, output.mix)
         return (output.loss, {"logits": output.student.logits}) if return_outputs else output.loss
 
+    def _has_own_terms(self) -> bool:
+        return type(self.regularizer).loss_terms is not Regularizer.loss_terms
+
+    def _reads_evaluation_student(self) -> bool:
+        """Whether the method's evaluation terms read the student's features from the stock evaluation forward pass
+        (no second forward pass of the student): for a method with terms of its own, unless `channels_last` (the
+        loss would run the student on channels-last images, rounding differently)."""
+        return self._has_own_terms() and not self.loss_fn.channels_last
+
     def _evaluation_terms(
-        self, model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor
+        self,
+        model: nn.Module,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor,
+        loss: torch.Tensor,
+        student: ForwardOutput | None = None,
     ) -> dict[str, torch.Tensor]:
         """The unweighted loss terms of an evaluation batch, named as in training: `main` is the evaluation loss
         itself (`L_main` of the unmixed batch), the method's own terms come from [`TransferLoss`] on the unmixed
-        batch outside the final phase (one more forward pass of the student, and the teacher's)."""
+        batch outside the final phase: the teacher's forward pass, and the student's output of the evaluation's own
+        forward pass (`student`; without it, one more forward pass of the student)."""
         terms = {"main": loss.detach().float()}
-        if type(self.regularizer).loss_terms is not Regularizer.loss_terms:  # a regulariser with terms of its own
-            output = self.loss_fn(model, pixel_values, labels, None)
+        if self._has_own_terms():  # a regulariser with terms of its own
+            output = self.loss_fn(model, pixel_values, labels, None, student=student)
             terms.update({name: value.detach().float() for name, (_, value) in output.terms.items() if name != "main"})
         return terms
 
