@@ -252,3 +252,18 @@ def test_trainer_passes_the_teacher_options(tmp_path):
     trainer.train()
     copy_ = trainer.teacher._forward_copy
     assert copy_.fold_batchnorm and copy_.channels_last and copy_.pairs
+
+
+def test_a_lora_teacher_refuses_bf16_weights_and_runs_the_students_modules():
+    from smile_hf.lora import LoraEmaTeacher, build_teacher
+
+    from .test_lora import lora_config
+
+    peft = pytest.importorskip("peft")
+    source, student = source_and_student("resnet")
+    student = peft.get_peft_model(student, lora_config("resnet"))
+    adapter = BackboneAdapter(student)
+    with pytest.raises(ValueError, match="set teacher_bf16=False"):
+        build_teacher(student, adapter, source, decay=0.9, forward_dtype=torch.bfloat16)
+    teacher = build_teacher(student, adapter, source, decay=0.9, fold_batchnorm=True, forward_channels_last=True)
+    assert isinstance(teacher, LoraEmaTeacher)
