@@ -529,8 +529,8 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
         `eval_loss_reg`... (`<metric_key_prefix>_loss_<term>`, so `eval_<name>_loss_<term>` for each set of a dict
         `eval_dataset`). They are computed on the unmixed evaluation batches, with the teacher as it is, once the
         regulariser's one-off work has run (training has begun): an evaluation before `train()` logs none of them.
-        `args.eval_loss_terms=False` leaves them out (and their cost: one more forward pass of the student and the
-        teacher per batch)."""
+        `args.eval_loss_terms=False` leaves them out (and their cost: one forward pass of the teacher per batch; the
+        student's features are read from the evaluation's own forward pass)."""
         record = self._method_ready and self.args.eval_loss_terms
         outer, self._eval_terms = self._eval_terms, EvaluationTerms() if record else None
         try:
