@@ -68,7 +68,7 @@ def model_header(spec, student: nn.Module, rounds: int) -> dict:
 
 def benchmark_model(spec: ModelSpec, methods: list[str], opts) -> dict:
     rounds = opts.rounds or spec.rounds
-    chunks = opts.chunks or spec.chunks
+    chunks = spec.chunks if opts.chunks is None else opts.chunks  # 0 skips the trainer-vs-bare section
     source, student = build_models(spec)
     batch = random_batch(spec, opts.device)
     result = model_header(spec, student, rounds)
@@ -77,7 +77,8 @@ def benchmark_model(spec: ModelSpec, methods: list[str], opts) -> dict:
     steppers = {m: SteppedTrainer(m, spec, source, student, batch, opts) for m in [*methods, *variants]}
 
     log(f"[{spec.name}] step times, {rounds} interleaved rounds")
-    times = interleaved_step_times(steppers, rounds, warmup=3)
+    clock = time.thread_time if getattr(opts, "clock", "wall") == "thread" else time.perf_counter
+    times = interleaved_step_times(steppers, rounds, warmup=3, clock=clock)
     result.update(step_time_summary(times, "finetune"))
 
     if "smile" in steppers:
@@ -96,7 +97,7 @@ def benchmark_model(spec: ModelSpec, methods: list[str], opts) -> dict:
         }
 
     log(f"[{spec.name}] peak memory")
-    result["memory"] = {m: peak_step_memory(steppers[m]) for m in methods if m in opts.memory_methods}
+    result["memory"] = {m: peak_step_memory(steppers[m]) for m in steppers if m in opts.memory_methods}
     del steppers
     gc.collect()
 
@@ -127,7 +128,10 @@ def report(payload: dict) -> str:
         "### Step time / fine-tuning step time",
         "",
         "Median [quartiles] over interleaved rounds (one step of every method per round, shuffled order; each ratio "
-        "against fine-tuning's step of the same round). EMA updates (every 10 steps) are included in SMILE's steps.",
+        "against fine-tuning's step of the same round). EMA updates (every 10 steps) are included in SMILE's steps."
+        + (" Step times are the CPU time of the stepping thread (`--clock thread`: the load of other processes "
+           "does not add to them; 1 torch thread, so every kernel runs on it)."
+           if payload["settings"].get("clock") == "thread" else ""),
         *teacher_variant_note(payload),
         "",
     ]
