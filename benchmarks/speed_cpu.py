@@ -55,6 +55,26 @@ def random_batch(spec, device: str, seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
+def teacher_forward_summary(steppers, names: list[str], batch, rounds: int, clock, warmup: int = 3) -> dict:
+    """The teacher forward alone (on the batch, no mix) of each of `names` (SMILE and its teacher options),
+    interleaved in rounds in a shuffled order: median ms [quartiles], and the ratio to plain SMILE's teacher forward
+    of the same round."""
+    rng, pixel_values = np.random.default_rng(1), batch["pixel_values"]
+    times = {name: [] for name in names}
+    for r in range(warmup + rounds):
+        for i in rng.permutation(len(names)):
+            teacher = steppers[names[i]].trainer.teacher
+            start = clock()
+            teacher(pixel_values)
+            if r >= warmup:
+                times[names[i]].append(clock() - start)
+    base = np.array(times["smile"])
+    return {
+        name: {"ms": quantiles([1e3 * t for t in ts]), "ratio": quantiles(list(np.array(ts) / base))}
+        for name, ts in times.items()
+    }
+
+
 def model_header(spec, student: nn.Module, rounds: int) -> dict:
     """The description of a benchmarked model that starts its results."""
     return {
@@ -80,6 +100,10 @@ def benchmark_model(spec: ModelSpec, methods: list[str], opts) -> dict:
     clock = time.thread_time if getattr(opts, "clock", "wall") == "thread" else time.perf_counter
     times = interleaved_step_times(steppers, rounds, warmup=3, clock=clock)
     result.update(step_time_summary(times, "finetune"))
+
+    if variants:
+        log(f"[{spec.name}] teacher forward of each teacher option")
+        result["teacher_forward"] = teacher_forward_summary(steppers, ["smile", *variants], batch, rounds * 2, clock)
 
     if "smile" in steppers:
         log(f"[{spec.name}] EMA update")
@@ -143,6 +167,7 @@ def report(payload: dict) -> str:
     ]
     rows.append(["fine-tuning step (ms)"] + [f"{models[n]['step_ms']['finetune']['median']:.1f}" for n in names])
     lines += [markdown_table(header, rows), ""]
+    lines += teacher_forward_table(models)
 
     lines += ["### SMILE against the targets", ""]
     header = ["", *names]
@@ -223,6 +248,26 @@ def report(payload: dict) -> str:
     lines += [markdown_table(header, rows), ""]
     lines += bare_totals_table(models)
     return "\n".join(lines)
+
+
+def teacher_forward_table(models: dict) -> list[str]:
+    """The teacher forward alone of each teacher option, where measured."""
+    names = [n for n in models if "teacher_forward" in models[n]]
+    if not names:
+        return []
+    variants = list(dict.fromkeys(v for n in names for v in models[n]["teacher_forward"]))
+    header = ["teacher"] + [f"{n}: ms" for n in names] + [f"{n}: / smile's" for n in names]
+    rows = []
+    for v in variants:
+        cells = [models[n]["teacher_forward"].get(v) for n in names]
+        rows.append(
+            [v]
+            + [fmt_q(c["ms"], 2) if c else "n/a" for c in cells]
+            + [fmt_q(c["ratio"], 2) if c else "n/a" for c in cells]
+        )
+    title = ("The teacher forward alone (the same batch, unmixed), interleaved over the options in rounds: median "
+             "[quartiles], and its ratio to plain SMILE's teacher forward of the same round.")  # fmt: skip
+    return [title, "", markdown_table(header, rows), ""]
 
 
 def teacher_variant_note(payload: dict) -> list[str]:
