@@ -74,6 +74,9 @@ def parse_args(argv=None):
     parser.add_argument("--teacher_variants", default="", help="SMILE teacher options "
                         "stepped beside plain SMILE as smile[<variant>] (from fold, cl, fold+cl, compile, bf16; "
                         "default: none)")  # fmt: skip
+    parser.add_argument("--clock", choices=("wall", "thread"), default="wall", help="step times by the wall clock, "
+                        "or by the CPU time of the stepping thread (CPU, 1 torch thread: steadier on a loaded "
+                        "machine)")  # fmt: skip
     parser.add_argument("--memory_methods", default="finetune,smile", help="methods whose peak memory is measured")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default: per model)")
     parser.add_argument("--chunks", type=int, default=None, help="trainer-vs-bare chunk pairs (0 skips it)")
@@ -149,6 +152,7 @@ def main(argv=None) -> dict:
             "bf16": opts.bf16,
             "methods": methods,
             "teacher_variants": opts.teacher_variants if "smile" in methods else [],
+            "clock": opts.clock,
             "missing_methods": missing,
             "command": " ".join(["python", "-m", "benchmarks.speed", *(argv if argv is not None else sys.argv[1:])]),
             "targets": {

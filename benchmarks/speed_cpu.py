@@ -55,6 +55,26 @@ def random_batch(spec, device: str, seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
+def teacher_forward_summary(steppers, names: list[str], batch, rounds: int, clock, warmup: int = 3) -> dict:
+    """The teacher forward alone (on the batch, no mix) of each of `names` (SMILE and its teacher options),
+    interleaved in rounds in a shuffled order: median ms [quartiles], and the ratio to plain SMILE's teacher forward
+    of the same round."""
+    rng, pixel_values = np.random.default_rng(1), batch["pixel_values"]
+    times = {name: [] for name in names}
+    for r in range(warmup + rounds):
+        for i in rng.permutation(len(names)):
+            teacher = steppers[names[i]].trainer.teacher
+            start = clock()
+            teacher(pixel_values)
+            if r >= warmup:
+                times[names[i]].append(clock() - start)
+    base = np.array(times["smile"])
+    return {
+        name: {"ms": quantiles([1e3 * t for t in ts]), "ratio": quantiles(list(np.array(ts) / base))}
+        for name, ts in times.items()
+    }
+
+
 def model_header(spec, student: nn.Module, rounds: int) -> dict:
     """The description of a benchmarked model that starts its results."""
     return {
@@ -68,7 +88,7 @@ def model_header(spec, student: nn.Module, rounds: int) -> dict:
 
 def benchmark_model(spec: ModelSpec, methods: list[str], opts) -> dict:
     rounds = opts.rounds or spec.rounds
-    chunks = opts.chunks or spec.chunks
+    chunks = spec.chunks if opts.chunks is None else opts.chunks  # 0 skips the trainer-vs-bare section
     source, student = build_models(spec)
     batch = random_batch(spec, opts.device)
     result = model_header(spec, student, rounds)
@@ -77,8 +97,13 @@ def benchmark_model(spec: ModelSpec, methods: list[str], opts) -> dict:
     steppers = {m: SteppedTrainer(m, spec, source, student, batch, opts) for m in [*methods, *variants]}
 
     log(f"[{spec.name}] step times, {rounds} interleaved rounds")
-    times = interleaved_step_times(steppers, rounds, warmup=3)
+    clock = time.thread_time if getattr(opts, "clock", "wall") == "thread" else time.perf_counter
+    times = interleaved_step_times(steppers, rounds, warmup=3, clock=clock)
     result.update(step_time_summary(times, "finetune"))
+
+    if variants:
+        log(f"[{spec.name}] teacher forward of each teacher option")
+        result["teacher_forward"] = teacher_forward_summary(steppers, ["smile", *variants], batch, rounds * 2, clock)
 
     if "smile" in steppers:
         log(f"[{spec.name}] EMA update")
@@ -96,7 +121,7 @@ def benchmark_model(spec: ModelSpec, methods: list[str], opts) -> dict:
         }
 
     log(f"[{spec.name}] peak memory")
-    result["memory"] = {m: peak_step_memory(steppers[m]) for m in methods if m in opts.memory_methods}
+    result["memory"] = {m: peak_step_memory(steppers[m]) for m in steppers if m in opts.memory_methods}
     del steppers
     gc.collect()
 
@@ -127,7 +152,10 @@ def report(payload: dict) -> str:
         "### Step time / fine-tuning step time",
         "",
         "Median [quartiles] over interleaved rounds (one step of every method per round, shuffled order; each ratio "
-        "against fine-tuning's step of the same round). EMA updates (every 10 steps) are included in SMILE's steps.",
+        "against fine-tuning's step of the same round). EMA updates (every 10 steps) are included in SMILE's steps."
+        + (" Step times are the CPU time of the stepping thread (`--clock thread`: the load of other processes "
+           "does not add to them; 1 torch thread, so every kernel runs on it)."
+           if payload["settings"].get("clock") == "thread" else ""),
         *teacher_variant_note(payload),
         "",
     ]
@@ -139,6 +167,7 @@ def report(payload: dict) -> str:
     ]
     rows.append(["fine-tuning step (ms)"] + [f"{models[n]['step_ms']['finetune']['median']:.1f}" for n in names])
     lines += [markdown_table(header, rows), ""]
+    lines += teacher_forward_table(models)
 
     lines += ["### SMILE against the targets", ""]
     header = ["", *names]
@@ -219,6 +248,26 @@ def report(payload: dict) -> str:
     lines += [markdown_table(header, rows), ""]
     lines += bare_totals_table(models)
     return "\n".join(lines)
+
+
+def teacher_forward_table(models: dict) -> list[str]:
+    """The teacher forward alone of each teacher option, where measured."""
+    names = [n for n in models if "teacher_forward" in models[n]]
+    if not names:
+        return []
+    variants = list(dict.fromkeys(v for n in names for v in models[n]["teacher_forward"]))
+    header = ["teacher"] + [f"{n}: ms" for n in names] + [f"{n}: / smile's" for n in names]
+    rows = []
+    for v in variants:
+        cells = [models[n]["teacher_forward"].get(v) for n in names]
+        rows.append(
+            [v]
+            + [fmt_q(c["ms"], 2) if c else "n/a" for c in cells]
+            + [fmt_q(c["ratio"], 2) if c else "n/a" for c in cells]
+        )
+    title = ("The teacher forward alone (the same batch, unmixed), interleaved over the options in rounds: median "
+             "[quartiles], and its ratio to plain SMILE's teacher forward of the same round.")  # fmt: skip
+    return [title, "", markdown_table(header, rows), ""]
 
 
 def teacher_variant_note(payload: dict) -> list[str]:

@@ -139,8 +139,11 @@ class SteppedTrainer:
         return list(teacher.model.parameters()) + list(teacher.model.buffers()) + list(teacher.state_dict().values())
 
 
-def interleaved_step_times(steppers: dict[str, SteppedTrainer], rounds: int, warmup: int, seed: int = 0):
-    """Per round, one step of each method in a shuffled order; returns {method: [seconds per round]}."""
+def interleaved_step_times(
+    steppers: dict[str, SteppedTrainer], rounds: int, warmup: int, seed: int = 0, clock=time.perf_counter
+):
+    """Per round, one step of each method in a shuffled order; returns {method: [seconds per round]} by `clock`
+    (wall time, or `time.thread_time`: the CPU time of this thread, which other processes' load does not add to)."""
     rng = np.random.default_rng(seed)
     names = list(steppers)
     times = {name: [] for name in names}
@@ -148,11 +151,11 @@ def interleaved_step_times(steppers: dict[str, SteppedTrainer], rounds: int, war
         for i in rng.permutation(len(names)):
             name = names[i]
             synchronize(steppers[name].device)
-            start = time.perf_counter()
+            start = clock()
             steppers[name].step()
             synchronize(steppers[name].device)
             if r >= warmup:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(clock() - start)
     return times
 
 

@@ -126,8 +126,10 @@ class SmileTrainingArguments(TrainingArguments):
             and optimizer state unchanged); both read a flag before every optimizer step (one host sync per step).
         eval_loss_terms (`bool`, *optional*, defaults to `True`):
             Whether evaluation also logs the method's loss terms (`eval_loss_main`, `eval_loss_aux`...; see
-            [`~SmileTrainer.evaluate`]). For a method with terms of its own they cost one more forward pass of the
-            student and one of the teacher per evaluation batch; `False` evaluates at the stock `Trainer`'s cost.
+            [`~SmileTrainer.evaluate`]). For a method with terms of its own they cost one forward pass of the
+            teacher per evaluation batch (the student's features are read from the evaluation's own forward pass;
+            with `channels_last`, one more forward pass of the student); `False` evaluates at the stock `Trainer`'s
+            cost.
         teacher_fold_batchnorm (`bool`, *optional*, defaults to `False`):
             The teacher's forward pass runs a copy of the teacher with every BatchNorm that follows a convolution
             folded into it ([`smile_hf.folding.ForwardCopy`]), refolded after each EMA update; the EMA shadow
@@ -295,9 +297,9 @@ class SmileTrainingArguments(TrainingArguments):
     )
     eval_loss_terms: bool = field(
         default=True,
-        metadata={"help": "Log the method's loss terms in evaluation (eval_loss_aux, eval_loss_reg...): one more "
-                  "forward pass of the student and one of the teacher per evaluation batch for methods with terms of "
-                  "their own. False: evaluation at the stock Trainer's cost, eval_loss only."},
+        metadata={"help": "Log the method's loss terms in evaluation (eval_loss_aux, eval_loss_reg...): one "
+                  "forward pass of the teacher per evaluation batch for methods with terms of their own (the "
+                  "student's is the evaluation's own). False: evaluation at the stock Trainer's cost, eval_loss only."},
     )  # fmt: skip
     teacher_fold_batchnorm: bool = field(
         default=False,

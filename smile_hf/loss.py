@@ -14,6 +14,7 @@ cross-entropy of the new head:
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, ForwardOutput, unwrap_model
+from .backbones.capture import Capture
 from .methods import REGULARIZERS, LossInputs, LossTerms, Regularizer, UnlabeledInputs, parse_method
 from .mixing import Mix, mixing_generator, sample_mix
 from .target import TargetLoss
@@ -151,6 +153,20 @@ class TransferLoss:
             mix=mix,
         )
 
+    def reading_student(self, model: nn.Module) -> AbstractContextManager[Capture]:
+        """A context within which a forward pass of the student on an unmixed batch, run by the caller, is read as
+        [`~TransferLoss.student_forward`] reads its own (the source head applied, the stages recorded if the method
+        needs them): `adapter.forward_output(capture, outputs, image_hw)` then gives what `student_forward` would
+        have. Evaluation reads its stock forward pass this way instead of running the student twice."""
+        inner = unwrap_model(model)
+        capture = Capture(
+            trunk=None,
+            heads=(),
+            source_head=getattr(inner, SOURCE_HEAD_NAME, None),
+            stages=self.adapter.stages(inner) if self.regularizer.needs_hidden_states else (),
+        )
+        return self.adapter.reading(model, capture)
+
     def teacher_forward(self, pixel_values: torch.Tensor, mix: Mix | None) -> ForwardOutput:
         """One forward pass of the teacher: on the unmixed images, or on the mixed batch (`teacher_sees_mix`)."""
         return self.teacher(
@@ -167,16 +183,19 @@ class TransferLoss:
         mix: Mix | None = None,
         *,
         final_phase: bool = False,
+        student: ForwardOutput | None = None,
     ) -> LossOutput:
         """The loss of the micro-batch (`pixel_values` unmixed, `labels` hard) under `mix`.
 
-        In the final plain phase, `mix` must be None and the teacher is not run.
+        In the final plain phase, `mix` must be None and the teacher is not run. `student`: the student's output on
+        the batch under `mix`, if already computed ([`~TransferLoss.reading_student`]); else the student is run.
         """
         if final_phase and mix is not None:
             raise ValueError("The final plain phase trains without mixing: pass mix=None.")
         if self.channels_last and pixel_values.dim() == 4:
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
-        student = self.student_forward(model, pixel_values, mix)
+        if student is None:
+            student = self.student_forward(model, pixel_values, mix)
         teacher = self.teacher_forward(pixel_values, mix) if self.teacher is not None and not final_phase else None
         return self.combine(model, pixel_values, labels, mix, student, teacher, final_phase=final_phase)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import MISSING, fields
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,7 @@ from transformers.utils import logging
 
 from ._compat import declare_unscaled_loss, mark_scheduler_created
 from .activation_checkpointing import check_activation_checkpointing, check_model_supports_activation_checkpointing
-from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, build_source_head_copy, unwrap_model
+from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, ForwardOutput, build_source_head_copy, unwrap_model
 from .calibration import CalibrationResult, calibrate_trainer, check_calibrated
 from .channels import fit_datasets_to_model
 from .checkpoints import CompleteCheckpointMixin
@@ -491,13 +492,16 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
         batch are recorded as well."""
         if not model.training:
             pixel_values, labels = inputs["pixel_values"], inputs["labels"]  # (the stock loss pops the labels)
-            if self.compute_loss_func is None:  # the stock loss (label-smoothed with `label_smoothing_factor`)
-                loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
-            else:
-                outputs = model(pixel_values=pixel_values)
-                loss = self.loss_fn.target_loss(outputs.logits, labels, None)
+            read = self._eval_terms is not None and self._reads_evaluation_student()
+            with self.loss_fn.reading_student(model) if read else nullcontext() as capture:
+                if self.compute_loss_func is None:  # the stock loss (label-smoothed with `label_smoothing_factor`)
+                    loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+                else:
+                    outputs = model(pixel_values=pixel_values)
+                    loss = self.loss_fn.target_loss(outputs.logits, labels, None)
             if self._eval_terms is not None:
-                terms = self._evaluation_terms(model, pixel_values, labels, loss)
+                student = self.adapter.forward_output(capture, outputs, tuple(pixel_values.shape[-2:])) if read else None
+                terms = self._evaluation_terms(model, pixel_values, labels, loss, student)
                 self._eval_terms.add(terms, len(labels), self.gather_function)
             return (loss, outputs) if return_outputs else loss
         step, pixel_values = self.state.global_step, inputs["pixel_values"]
@@ -548,15 +552,30 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
         std = getattr(processor, "image_std", None) or IMAGENET_STD
         return strong_augment(images, mean, std, generator)
 
+    def _has_own_terms(self) -> bool:
+        return type(self.regularizer).loss_terms is not Regularizer.loss_terms
+
+    def _reads_evaluation_student(self) -> bool:
+        """Whether the method's evaluation terms read the student's features from the stock evaluation forward pass
+        (no second forward pass of the student): for a method with terms of its own, unless `channels_last` (the
+        loss would run the student on channels-last images, rounding differently)."""
+        return self._has_own_terms() and not self.loss_fn.channels_last
+
     def _evaluation_terms(
-        self, model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor
+        self,
+        model: nn.Module,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor,
+        loss: torch.Tensor,
+        student: ForwardOutput | None = None,
     ) -> dict[str, torch.Tensor]:
         """The unweighted loss terms of an evaluation batch, named as in training: `main` is the evaluation loss
         itself (`L_main` of the unmixed batch), the method's own terms come from [`TransferLoss`] on the unmixed
-        batch outside the final phase (one more forward pass of the student, and the teacher's)."""
+        batch outside the final phase: the teacher's forward pass, and the student's output of the evaluation's own
+        forward pass (`student`; without it, one more forward pass of the student)."""
         terms = {"main": loss.detach().float()}
-        if type(self.regularizer).loss_terms is not Regularizer.loss_terms:  # a regulariser with terms of its own
-            output = self.loss_fn(model, pixel_values, labels, None)
+        if self._has_own_terms():  # a regulariser with terms of its own
+            output = self.loss_fn(model, pixel_values, labels, None, student=student)
             terms.update({name: value.detach().float() for name, (_, value) in output.terms.items() if name != "main"})
         return terms
 
@@ -568,8 +587,8 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
         `eval_loss_reg`... (`<metric_key_prefix>_loss_<term>`, so `eval_<name>_loss_<term>` for each set of a dict
         `eval_dataset`). They are computed on the unmixed evaluation batches, with the teacher as it is, once the
         regulariser's one-off work has run (training has begun): an evaluation before `train()` logs none of them.
-        `args.eval_loss_terms=False` leaves them out (and their cost: one more forward pass of the student and the
-        teacher per batch)."""
+        `args.eval_loss_terms=False` leaves them out (and their cost: one forward pass of the teacher per batch; the
+        student's features are read from the evaluation's own forward pass)."""
         record = self._method_ready and self.args.eval_loss_terms
         outer, self._eval_terms = self._eval_terms, EvaluationTerms() if record else None
         try:

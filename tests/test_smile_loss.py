@@ -50,10 +50,24 @@ def make_trainer(student, source, tmp_path, **kwargs):
     return SmileTrainer(model=student, args=args, teacher_model=source)
 
 
-@pytest.mark.parametrize("family", ["resnet", "vit", "convnext", "swin"])
-def test_smile_loss_equals_hand_computation(family, tmp_path, torch_device):
+TEACHER_OPTIONS = {"teacher_fold_batchnorm": True, "teacher_channels_last": True}
+"""The teacher's cheaper forward (BatchNorm folded, channels-last): the same loss within the same tolerance."""
+
+
+@pytest.mark.parametrize(
+    "family, options",
+    [("resnet", {}), ("vit", {}), ("convnext", {}), ("swin", {}), ("resnet", TEACHER_OPTIONS)],
+    ids=["resnet", "vit", "convnext", "swin", "resnet-folded-teacher"],
+)
+def test_smile_loss_equals_hand_computation(family, options, tmp_path, torch_device):
     source, student = source_and_student(family, num_source=7, num_target=3)
-    trainer = make_trainer(student, source, tmp_path, method="smile")
+    if options:  # BatchNorm statistics far from the identity, so that folding changes the weights
+        g = torch.Generator().manual_seed(3)
+        with torch.no_grad():
+            for bn in [m for m in source.modules() if isinstance(m, torch.nn.BatchNorm2d)]:
+                bn.running_mean.copy_(torch.rand(bn.num_features, generator=g) - 0.5)
+                bn.running_var.copy_(0.5 + torch.rand(bn.num_features, generator=g))
+    trainer = make_trainer(student, source, tmp_path, method="smile", **options)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(6, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g).to(torch_device)
     y = torch.tensor([0, 1, 2, 0, 1, 2], device=torch_device)
@@ -62,6 +76,7 @@ def test_smile_loss_equals_hand_computation(family, tmp_path, torch_device):
 
     output = trainer.loss_fn(model, x, y, Mix("mixup", lam, perm))
     loss = output.loss
+    assert bool(options) == bool(trainer.teacher._forward_copy and trainer.teacher._forward_copy.pairs)
 
     with torch.no_grad():
         mixed = lam * x + (1 - lam) * x[perm]

@@ -163,6 +163,35 @@ def test_eval_loss_terms_false_evaluates_at_the_stock_cost(tmp_path):
     assert without["eval_loss"] == with_terms["eval_loss"]  # the same forward passes of the student: equal bit for bit
 
 
+@pytest.mark.parametrize("method", ["smile", "delta"])
+def test_evaluation_terms_read_the_evaluation_forward_pass(method, tmp_path):
+    """The loss terms of an evaluation batch read the student's features from the stock evaluation forward pass: one
+    forward pass of the student per batch (counted by a hook), with the same metrics, bit for bit, as the former path
+    that ran the student a second time (forced here), whose count is two."""
+    source, student = source_and_student("resnet")
+    evaluation = random_image_dataset(10, seed=1)  # batches of 4, 4, 2
+    args = SmileTrainingArguments(
+        output_dir=str(tmp_path), report_to="none", **training_device_args(), save_strategy="no", method=method,
+        max_steps=2, ema_update_every=1, ema_decay=0.5, per_device_train_batch_size=4, per_device_eval_batch_size=4,
+        learning_rate=0.05, delta_attention=False,
+    )  # fmt: skip
+    trainer = SmileTrainer(
+        model=student, args=args, teacher_model=source, train_dataset=random_image_dataset(8), eval_dataset=evaluation
+    )
+    trainer.train()
+    student_calls, teacher_calls = [], []
+    trainer.model.register_forward_hook(lambda *_: student_calls.append(1))
+    trainer.teacher.model.register_forward_hook(lambda *_: teacher_calls.append(1))
+    metrics = trainer.evaluate()
+    assert (len(student_calls), len(teacher_calls)) == (3, 3)
+    assert [k for k in metrics if k.startswith("eval_loss_") and k != "eval_loss_main"]
+    student_calls.clear()
+    trainer._reads_evaluation_student = lambda: False  # the former path: a second forward pass of the student
+    former = trainer.evaluate()
+    assert len(student_calls) == 6
+    assert {k: v for k, v in metrics.items() if "loss" in k} == {k: v for k, v in former.items() if "loss" in k}
+
+
 def test_arguments_of_another_trainer_are_refused_in_one_line(tmp_path):
     """A `TrainingArguments` subclass with fields of its own (another library's) cannot be converted without losing
     them: refused, naming them."""

@@ -242,19 +242,34 @@ class BackboneAdapter:
             mix_stage = stages[mix.stage - 1]  # stage k > 0 mixes the output of stage k - 1
         elif mix is not None:
             pixel_values = mix_inputs(pixel_values, mix)
-        timm = is_timm(inner)
         capture = Capture(
-            trunk=None if timm else inner.get_submodule(self.spec.trunk),
-            heads=self.classifiers(inner),
-            shared_head_input=self.spec.shared_head_input,
+            trunk=None,
+            heads=(),
             source_head=source_head,
             stages=stages if output_hidden_states else (),
             mix_stage=mix_stage,
             mix_fn=(lambda hidden: mix_tensor(hidden, mix)) if mix_stage is not None else None,
         )
-        with capturing(capture), self._timm_features(inner, capture) if timm else nullcontext():
+        with self.reading(model, capture):
             outputs = model(pixel_values=pixel_values)
-        image_hw = tuple(pixel_values.shape[-2:])
+        return self.forward_output(capture, outputs, tuple(pixel_values.shape[-2:]))
+
+    @contextmanager
+    def reading(self, model: nn.Module, capture: Capture) -> Iterator[Capture]:
+        """Within the context, the forward pass of `model` (possibly wrapped) that the caller runs fills in
+        `capture` (its trunk and classifiers are set here); [`~BackboneAdapter.forward_output`] then reads it. This
+        lets a caller read the features of a forward pass it runs itself (the stock loss of an evaluation batch)."""
+        inner = unwrap_model(model)
+        timm = is_timm(inner)
+        capture.trunk = None if timm else inner.get_submodule(self.spec.trunk)
+        capture.heads = self.classifiers(inner)
+        capture.shared_head_input = self.spec.shared_head_input
+        with capturing(capture), self._timm_features(inner, capture) if timm else nullcontext():
+            yield capture
+
+    def forward_output(self, capture: Capture, outputs, image_hw: tuple[int, int]) -> ForwardOutput:
+        """The [`ForwardOutput`] of a forward pass read by [`~BackboneAdapter.reading`] (`outputs`: what the model
+        returned; `image_hw`: the height and width of its input)."""
         return ForwardOutput(
             logits=outputs["logits"] if "logits" in outputs else outputs[0],  # PP-LCNet returns its logits first
             feature_map=self.to_map(capture.last, image_hw),
