@@ -32,6 +32,8 @@ from transformers import (
     Trainer,
     TrainerCallback,
     TrainingArguments,
+    enable_full_determinism,
+    set_seed,
 )
 from transformers.utils import logging
 
@@ -104,6 +106,15 @@ def step_decay_schedule(
         return (step / warmup_steps if step < warmup_steps else 1.0) * (gamma if step >= milestone else 1.0)
 
     return LambdaLR(optimizer, factor)
+
+
+def seed_everything(args: TrainingArguments) -> None:
+    """Seed every generator with `args.seed` (with `full_determinism`, deterministic kernels too), as
+    `Trainer.__init__` does."""
+    if args.full_determinism:
+        enable_full_determinism(args.seed)
+    else:
+        set_seed(args.seed)
 
 
 def as_smile_training_arguments(args: TrainingArguments) -> SmileTrainingArguments:
@@ -282,6 +293,7 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
         init_kwargs = dict(args.model_init_kwargs or {})
         self._peft_config, self._teacher_model = peft_config, keep_pristine(teacher_model, model_init)
         self.model_init = model_init
+        seed_everything(args)  # as the stock Trainer's __init__ does, before the new head of a model loaded here is drawn
         if model is None:  # the stock Trainer's form for `hyperparameter_search`: the model comes from model_init
             model = self.call_model_init()
         if isinstance(model, str):

@@ -41,6 +41,7 @@ PHASES = {  # kill point -> the checkpoint the rerun resumes from
     "final_evaluate": STEPS,  # training is over: checkpoint-10 is complete, results.json not written
     "final_export": STEPS,  # the final model.safetensors is written, the rest of the folder not
 }
+"""The kill points, each with the checkpoint the rerun resumes from."""
 
 
 def run_script(output_dir, kill_at: str | None = None, method_state_out=None) -> subprocess.CompletedProcess:
@@ -84,3 +85,25 @@ def test_a_run_killed_at_any_phase_resumes_exactly(uninterrupted, tmp_path, kill
     assert any(k.endswith("num_batches_tracked") for k in got)  # the BatchNorm counters are compared too
     different = [k for k, v in uninterrupted.items() if k != "global_step" and not torch.equal(v, got[k])]
     assert not different, f"{len(different)} tensors differ after a kill at {kill_at}, e.g. {different[:3]}"
+
+
+CHAIN = ("mid_step@3", "ema@4", "lr_step@5", "before_method_state@6", "after_marker@7", "mid_step@8", "final_export")
+"""Kill points of one run killed again and again (each after the checkpoint the previous rerun resumes from)."""
+
+
+@pytest.mark.slow
+def test_a_run_killed_again_and_again_resumes_exactly(uninterrupted, tmp_path):
+    previous = None  # a fresh start
+    for kill_at in CHAIN:
+        killed = run_script(tmp_path / "run", kill_at)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+        if previous is not None:
+            assert f"Resuming from {tmp_path / 'run' / f'checkpoint-{previous}'}" in killed.stderr
+        previous = PHASES[kill_at]
+    resumed = run_script(tmp_path / "run", method_state_out=tmp_path / "method_state.safetensors")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resuming from {tmp_path / 'run' / f'checkpoint-{previous}'}" in resumed.stderr
+    got = finished_run(tmp_path / "run", tmp_path / "method_state.safetensors")
+    assert got.keys() == uninterrupted.keys() and got["global_step"] == STEPS
+    different = [k for k, v in uninterrupted.items() if k != "global_step" and not torch.equal(v, got[k])]
+    assert not different, f"{len(different)} tensors differ after the kills {CHAIN}, e.g. {different[:3]}"

@@ -10,8 +10,10 @@ import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ..checkpoints import DiskFullError
 from ..config import SmileTrainingArguments
 from ..data import PreparedData, one_line
+from ..guard import NonFiniteLossError, NonFiniteWeightsError
 from ..recipes import AppliedRecipe
 from .arguments import InputError, ModelArguments
 from .loading import is_offline
@@ -70,6 +72,12 @@ def base_model_license(model_args: ModelArguments) -> str | None:
         return None
 
 
+def _hub_failure(error: Exception) -> str:
+    """Why a call to the Hub failed, and the client's error, in one line."""
+    why = "offline (HF_HUB_OFFLINE=1)" if is_offline() else "the Hub cannot be reached, or refused it"
+    return f"{why} [{one_line(error)}]"
+
+
 def create_hub_repo(training_args: SmileTrainingArguments) -> None:
     """With `--push_to_hub`, create (or find) the Hub repository the run pushes to, as the `Trainer` does when it is
     built (`hub_model_id`, else the output folder's name; `hub_token`; `hub_private_repo`), before anything loads or
@@ -85,9 +93,8 @@ def create_hub_repo(training_args: SmileTrainingArguments) -> None:
             name, token=training_args.hub_token, private=training_args.hub_private_repo, exist_ok=True
         )
     except Exception as error:  # offline, unreachable, refused: whichever client error it is
-        why = "offline (HF_HUB_OFFLINE=1)" if is_offline() else "the Hub cannot be reached, or refused it"
         raise InputError(
-            f"--push_to_hub: cannot create the Hub repository '{name}': {why} [{one_line(error)}]. "
+            f"--push_to_hub: cannot create the Hub repository '{name}': {_hub_failure(error)}. "
             "Log in (`hf auth login`) or pass --hub_token, check the network, or drop --push_to_hub."
         ) from error
 
@@ -119,16 +126,17 @@ def push_final_model(trainer, card: dict) -> None:
     args = trainer.args
     try:
         trainer.push_to_hub(**card)
+    except (DiskFullError, NonFiniteLossError, NonFiniteWeightsError):  # its save's own errors, not the Hub's
+        raise
     except Exception as error:  # unreachable, offline, refused: whichever client error it is
         repo = getattr(trainer, "hub_model_id", None) or args.hub_model_id or os.path.basename(
             os.path.abspath(args.output_dir)
         )
-        why = "offline (HF_HUB_OFFLINE=1)" if is_offline() else "the Hub cannot be reached, or refused it"
         command = ["hf", "upload", repo, os.path.abspath(args.output_dir), "."]
         command += [f"--exclude={pattern}" for pattern in HUB_IGNORE_PATTERNS]
         command += ["--revision", args.hub_revision] if args.hub_revision else []
         raise HubPushError(
-            f"--push_to_hub: the upload to the Hub repository '{repo}' failed: {why} [{one_line(error)}]. The model "
+            f"--push_to_hub: the upload to the Hub repository '{repo}' failed: {_hub_failure(error)}. The model "
             f"is saved locally in {args.output_dir}: push it later with `{shlex.join(command)}`."
         ) from error
 
