@@ -62,7 +62,9 @@ def test_pair_of_columns_tokenized_as_a_pair(tmp_path, tokenizer):
     path = tmp_path / "train.jsonl"
     examples = [{"premise": f"a game number {i}", "hypothesis": "it is fun", "label": i % 2} for i in range(8)]
     path.write_text("\n".join(json.dumps(e) for e in examples))
-    data = prepare_text_datasets(train_file=str(path), validation_file=str(path), text_column_names="premise, hypothesis")
+    data = prepare_text_datasets(
+        train_file=str(path), validation_file=str(path), text_column_names="premise, hypothesis"
+    )
     assert data.text_columns == ("premise", "hypothesis") and data.label_names == ["0", "1"]
     tokenize_data(data, tokenizer, max_seq_length=32)
     expected = tokenizer(examples[0]["premise"], examples[0]["hypothesis"])["input_ids"]

@@ -138,11 +138,15 @@ def load_text_splits(
 ) -> tuple[DatasetDict, DataSource, object]:
     """The splits of a text preset or of local files, their [`DataSource`], and the preset (`None` for files)."""
     if (dataset is None) == (train_file is None):
-        raise DataError("Pass exactly one of --dataset NAME (a text preset) or --train_file FILE (CSV, JSON or Parquet).")
+        raise DataError(
+            "Pass exactly one of --dataset NAME (a text preset) or --train_file FILE (CSV, JSON or Parquet)."
+        )
     if dataset is not None:
         preset = get_preset(dataset)
         if not preset.is_text:
-            raise DataError(f"--dataset {preset.name} is an image dataset: a text model needs a text preset or --train_file.")
+            raise DataError(
+                f"--dataset {preset.name} is an image dataset: a text model needs a text preset or --train_file."
+            )
         splits = load_preset(preset, cache_dir=cache_dir, token=token, own_validation=own_validation)
         source = preset.source()
         source.revision = resolved_revision(splits["train"], preset.revision)
@@ -272,4 +276,3 @@ def text_collator(tokenizer, pad_to_multiple_of: int | None = None):
     from transformers import DataCollatorWithPadding
 
     return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
-
