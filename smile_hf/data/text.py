@@ -256,8 +256,8 @@ def tokenize_split(
 
 
 def tokenize_data(data: TextData, tokenizer, max_seq_length: int = 128) -> None:
-    """Replace the text of every split of `data` by token ids ([`tokenize_split`]), in place. `max_seq_length` is
-    capped by the tokenizer's `model_max_length` and the model's position embeddings where the tokenizer says."""
+    """Replace the text of every split of `data` by token ids ([`tokenize_split`]), in place; the labels are then
+    `labels`. `max_seq_length` is capped by the tokenizer's `model_max_length`."""
     if max_seq_length < 1:
         raise DataError(f"--max_seq_length must be >= 1, got {max_seq_length}.")
     limit = getattr(tokenizer, "model_max_length", None)
@@ -268,7 +268,7 @@ def tokenize_data(data: TextData, tokenizer, max_seq_length: int = 128) -> None:
         split = getattr(data, name)
         if split is not None:
             setattr(data, name, tokenize_split(split, tokenizer, data.text_columns, data.label_column, max_seq_length))
-    data.tokenized = True
+    data.label_column, data.tokenized = "labels", True
 
 
 def text_collator(tokenizer, pad_to_multiple_of: int | None = None):

@@ -157,6 +157,11 @@ class DataTrainingArguments(TuningArguments):
                 "token": model_args.token}  # fmt: skip
 
 
+TEXT_ONLY_FIELDS = ("train_file", "validation_file", "predict_file", "text_column_names", "label_column_name",
+                    "max_seq_length")  # fmt: skip
+"""The [`DataTrainingArguments`] only a text run reads."""
+
+
 DRIVER_ONLY_OPTIONS = frozenset(
     {"do_predict", "predict_dir", "predict_file", "top_k", "calibration", *(f.name for f in fields(TuningArguments))}
 )
