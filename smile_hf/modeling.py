@@ -13,8 +13,9 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, Pr
 from transformers.utils import logging
 
 from ._compat import hide_from_save
-from .backbones import SOURCE_HEAD_NAME, BackboneAdapter
+from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, is_text_classifier
 from .lora import check_base_is_source, peft_model_of
+from .text import load_text_source_model
 
 logger = logging.get_logger(__name__)
 
@@ -173,7 +174,8 @@ def resolve_source_model(
                 "student was not loaded from a checkpoint: pass `teacher_model=`."
             )
     if isinstance(teacher_model, str):
-        teacher_model = load_source_model(teacher_model, **load_kwargs)
+        loader = load_text_source_model if is_text_classifier(student) else load_source_model
+        teacher_model = loader(teacher_model, **load_kwargs)
     check = check_base_is_source if peft_model_of(student) is not None else check_teacher_matches
     check(adapter, student, teacher_model)
     return teacher_model

@@ -40,7 +40,7 @@ from .calibration import CalibrationResult, calibrate_trainer, check_calibrated
 from .channels import fit_datasets_to_model
 from .checkpoints import CompleteCheckpointMixin
 from .config import SmileTrainingArguments
-from .data import TransformEpochCallback, collate, evaluation_processor
+from .data import TransformEpochCallback, evaluation_processor
 from .distributed import add_buffer_sync
 from .guard import NonFiniteGuard, NonFiniteGuardCallback, check_finite_weights
 from .lora import build_teacher, peft_model_of, save_adapter, wrap_student
@@ -61,7 +61,6 @@ from .modeling import (
     attach_source_head,
     fill_label_names,
     label_names_from_dataset,
-    load_image_processor,
     load_student_with_classes_of,
     resolve_source_model,
     select_loading_kwargs,
@@ -76,6 +75,7 @@ from .parity import (
 )
 from .sharding import check_resume, check_sharding
 from .teacher import EmaTeacherCallback, Teacher
+from .text_setup import check_source_head, default_collator, load_processor
 
 if TYPE_CHECKING:
     from peft import PeftConfig
@@ -282,13 +282,13 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
         if compute_metrics is not None:  # an `evaluate` module computes through ClassificationMetrics
             compute_metrics = as_compute_metrics(compute_metrics)
         if processing_class is None:  # what evaluates the model (smile_hf.data's eval transform), else the checkpoint's
-            processing_class = evaluation_processor(eval_dataset) or load_image_processor(
+            processing_class = evaluation_processor(eval_dataset) or load_processor(self.adapter)(
                 getattr(model, "name_or_path", None), **init_kwargs
             )
         super().__init__(
             model=model,
             args=args,
-            data_collator=data_collator if data_collator is not None else collate,
+            data_collator=default_collator(self.adapter, processing_class) if data_collator is None else data_collator,
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=processing_class,  # model_init: kept by SmileTrainer (the model is already made)
@@ -320,7 +320,8 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
         load_kwargs = select_loading_kwargs(dict(args.model_init_kwargs or {}))
         source_model = self._source_model(model, fresh_copy(self._teacher_model, self.model_init), load_kwargs)
         if self.regularizer.needs_source_head and not hasattr(unwrap_model(model), SOURCE_HEAD_NAME):
-            attach_source_head(unwrap_model(model), build_source_head_copy(self.adapter, source_model))
+            if check_source_head(self.regularizer, source_model):
+                attach_source_head(unwrap_model(model), build_source_head_copy(self.adapter, source_model))
         return source_model
 
     def _build_training_parts(self, source_model: nn.Module | None) -> None:
@@ -471,17 +472,17 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
         user's `compute_loss_func` ([`TargetLoss`]); within [`~SmileTrainer.evaluate`], the method's terms of the
         batch are recorded as well."""
         if not model.training:
-            pixel_values, labels = inputs["pixel_values"], inputs["labels"]  # (the stock loss pops the labels)
+            pixel_values, labels = self.adapter.model_inputs(inputs), inputs["labels"]  # (the stock loss pops labels)
             if self.compute_loss_func is None:  # the stock loss (label-smoothed with `label_smoothing_factor`)
                 loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
             else:
-                outputs = model(pixel_values=pixel_values)
+                outputs = model(**self.adapter.model_kwargs(pixel_values))
                 loss = self.loss_fn.target_loss(outputs.logits, labels, None)
             if self._eval_terms is not None:
                 terms = self._evaluation_terms(model, pixel_values, labels, loss)
                 self._eval_terms.add(terms, len(labels), self.gather_function)
             return (loss, outputs) if return_outputs else loss
-        step, pixel_values = self.state.global_step, inputs["pixel_values"]
+        step, pixel_values = self.state.global_step, self.adapter.model_inputs(inputs)
         final_phase = self.in_final_phase(step)
         mix = None if final_phase else self.loss_fn.draw_mix(pixel_values, model, step, self._next_micro_step())
         output = self.loss_fn(model, pixel_values, inputs["labels"], mix, final_phase=final_phase)

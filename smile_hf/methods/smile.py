@@ -19,6 +19,7 @@ import torch
 
 from ..backbones import SOURCE_HEAD_NAME
 from ..mixing import mix_tensor, soft_cross_entropy
+from ..text import token_mixup_distance
 from .base import LossInputs, LossTerms, Regularizer, half_squared_norm
 from .hyperparameters import HyperParameter
 from .registry import register_regularizer
@@ -100,20 +101,25 @@ class Smile(Regularizer):
     needs_teacher = True
     ema_teacher = True
     needs_source_head = True
+    source_head_optional = True
     has_final_phase = True
 
     def loss_terms(self, inputs: LossInputs) -> LossTerms:
-        heads = (inputs.adapter.head(inputs.model), getattr(inputs.model, SOURCE_HEAD_NAME))
+        source_head = getattr(inputs.model, SOURCE_HEAD_NAME, None)  # None: a text source without a head, no L_aux
+        heads = (inputs.adapter.head(inputs.model), *(() if source_head is None else (source_head,)))
         terms = {"cls": (self.cls_lambda, half_squared_norm(p for h in heads for p in h.parameters()))}
         if inputs.final_phase:
             return terms
-        teacher_probs = torch.softmax(inputs.teacher.logits.float(), dim=-1)
-        terms["aux"] = (
-            self.aux_lambda,
-            soft_cross_entropy(inputs.student.source_logits.float(), mix_tensor(teacher_probs, inputs.mix)),
-        )
-        terms["reg"] = (
-            self.reg_lambda,
-            feature_mixup_distance(inputs.student.feature_map, inputs.teacher.feature_map, inputs.mix),
-        )
+        if inputs.student.source_logits is not None:
+            teacher_probs = torch.softmax(inputs.teacher.logits.float(), dim=-1)
+            terms["aux"] = (
+                self.aux_lambda,
+                soft_cross_entropy(inputs.student.source_logits.float(), mix_tensor(teacher_probs, inputs.mix)),
+            )
+        student, teacher = inputs.student, inputs.teacher
+        if student.attention_mask is not None:  # text: last hidden states over the union mask ([`smile_hf.text`])
+            distance = token_mixup_distance(student.feature_map, teacher.feature_map, student.attention_mask, inputs.mix)
+        else:
+            distance = feature_mixup_distance(student.feature_map, teacher.feature_map, inputs.mix)
+        terms["reg"] = (self.reg_lambda, distance)
         return terms
