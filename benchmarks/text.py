@@ -34,11 +34,11 @@ from .shots_curve import COMPARISONS, _interval_cell, plot, shot_label, summaris
 
 TEXT_SOURCE = os.path.join(REPO_ROOT, "checkpoints", "debian-bert-tiny")
 TARGET = "debian_sections"
-SHOTS = (2, 5, 10)
+SHOTS = (5, 10, 20)
 SEEDS = (0, 1, 2, 3, 4)
 METHODS = ("finetune", "mixup", "smile")
-MAX_STEPS = 100
-LEARNING_RATE = 5e-4
+MAX_STEPS = 150
+LEARNING_RATE = 2e-3
 BATCH_SIZE = 16
 MAX_SEQ_LENGTH = 64
 
@@ -51,6 +51,8 @@ def run_one(job: dict) -> dict:
     from smile_hf import SmileTrainer, SmileTrainingArguments
     from smile_hf.data import prepare_text_datasets, text_collator, tokenize_data
     from smile_hf.metrics import ClassificationMetrics
+    from smile_hf.run import ModelArguments
+    from smile_hf.run.text import load_text_student
 
     torch.set_num_threads(job["threads"])
     quiet()
@@ -64,10 +66,9 @@ def run_one(job: dict) -> dict:
             learning_rate=job["learning_rate"], per_device_train_batch_size=BATCH_SIZE,
             per_device_eval_batch_size=300, eval_strategy="no", save_strategy="no", logging_strategy="no",
             report_to="none", disable_tqdm=True, use_cpu=True, dataloader_num_workers=0,
-            model_init_kwargs={"num_labels": len(data.label_names), "id2label": data.id2label},
         )  # fmt: skip
-        trainer = SmileTrainer(
-            model=job["checkpoint"], args=args, train_dataset=data.train, eval_dataset=data.eval,
+        trainer = SmileTrainer(  # the student: the checkpoint with a new head for the 6 sections
+            model=load_text_student(ModelArguments(model_name_or_path=job["checkpoint"]), data), args=args, train_dataset=data.train, eval_dataset=data.eval,
             data_collator=text_collator(tokenizer), processing_class=tokenizer,
             compute_metrics=ClassificationMetrics(top_k=(1,)),
         )  # fmt: skip
@@ -83,6 +84,10 @@ def run_one(job: dict) -> dict:
         "train_loss": float(train_result.training_loss), "train_seconds": round(seconds, 2),
         "steps": int(trainer.state.global_step),
     }  # fmt: skip
+
+
+def key(run: dict) -> tuple:
+    return run["shots"], run["seed"], run["method"]
 
 
 def report(payload: dict) -> str:
@@ -121,7 +126,9 @@ def parse_args(argv=None):
     parser.add_argument("--learning_rate", type=float, default=LEARNING_RATE)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--output", default=os.path.join(RESULTS_DIR, "text"), help="path without extension")
-    parser.add_argument("--report_only", action="store_true", help="redraw the table and plot from OUTPUT.json")
+    parser.add_argument("--resume", action="store_true", help="reuse the runs already in OUTPUT.json")
+    parser.add_argument("--report_only", action="store_true",
+                        help="summarise OUTPUT.json's runs (those of a cut run too) into the table and plot")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -138,6 +145,9 @@ def main(argv=None) -> dict:
     if opts.report_only:
         with open(opts.output + ".json", encoding="utf-8") as f:
             payload = json.load(f)
+        settings = payload["settings"]
+        payload["summary"] = summarise(payload["runs"], settings["sources"], TARGET, settings["shots"],
+                                       settings["methods"])  # fmt: skip
         print(finish(payload, opts.output))
         return payload
     with open(os.path.join(opts.checkpoint, "training_results.json"), encoding="utf-8") as f:
@@ -145,8 +155,9 @@ def main(argv=None) -> dict:
     shots, seeds = [int(s) for s in opts.shots.split(",")], [int(s) for s in opts.seeds.split(",")]
     methods = [m.strip() for m in opts.methods.split(",") if m.strip()]
     name = os.path.basename(os.path.normpath(opts.checkpoint))
+    given = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--resume"]  # same results either way
     settings = {
-        "command": " ".join(["python -m benchmarks.text", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(["python -m benchmarks.text", *given]),
         "target": TARGET, "shots": shots, "seeds": seeds, "methods": methods, "max_steps": opts.max_steps,
         "learning_rate": opts.learning_rate, "batch_size": BATCH_SIZE, "max_seq_length": MAX_SEQ_LENGTH,
         "sources": {name: {"path": os.path.relpath(opts.checkpoint, REPO_ROOT), "parameters": parameters,
@@ -157,19 +168,25 @@ def main(argv=None) -> dict:
     jobs = [
         {"source": name, "target": TARGET, "shots": s, "seed": seed, "method": m, "max_steps": opts.max_steps,
          "learning_rate": opts.learning_rate, "checkpoint": opts.checkpoint, "threads": 1}
-        for seed in seeds for s in shots for m in methods
+        for s in shots for seed in seeds for m in methods  # a shot level's seeds first: a cut run reports whole levels
     ]  # fmt: skip
-    log(f"{len(jobs)} runs, {opts.max_steps} steps each, {opts.workers} worker(s)")
-    started, runs = time.time(), []
+    runs = []
+    if opts.resume and os.path.isfile(opts.output + ".json"):
+        with open(opts.output + ".json", encoding="utf-8") as f:
+            wanted = {key(j) for j in jobs}
+            runs = [r for r in json.load(f)["runs"] if key(r) in wanted and r["steps"] == opts.max_steps]
+        jobs = [j for j in jobs if key(j) not in {key(r) for r in runs}]
+    log(f"{len(jobs)} runs ({len(runs)} reused), {opts.max_steps} steps each, {opts.workers} worker(s)")
+    started, payload = time.time(), {"environment": environment(), "settings": settings}
     with mp.get_context("spawn").Pool(opts.workers) as pool:
-        for i, run in enumerate(pool.imap_unordered(run_one, jobs), 1):
+        for i, run in enumerate(pool.imap(run_one, jobs), 1):
             runs.append(run)
             log(f"[{i}/{len(jobs)}] {run['shots']}-shot seed {run['seed']} {run['method']}: "
                 f"{100 * run['accuracy']:.1f}% ({run['train_seconds']:.0f} s)")  # fmt: skip
+            write_json(opts.output + ".json", {**payload, "summary": {}, "runs": runs})  # to resume from
     settings["wall_seconds"] = round(time.time() - started, 1)
     runs.sort(key=lambda r: (shots.index(r["shots"]), r["seed"], methods.index(r["method"])))
-    payload = {"environment": environment(), "settings": settings,
-               "summary": summarise(runs, settings["sources"], TARGET, shots, methods), "runs": runs}  # fmt: skip
+    payload.update(summary=summarise(runs, settings["sources"], TARGET, shots, methods), runs=runs)
     print(finish(payload, opts.output))
     return payload
 
