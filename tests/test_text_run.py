@@ -102,3 +102,17 @@ def test_an_image_run_config_has_no_text_option():
     assert not {"train_file", "max_seq_length", "text_column_names"} & set(data)  # old run folders still resume
     model_args, data_args, training_args = run_smile.parse_args(["--dataset", "debian_sections"])
     assert run_config(model_args, data_args, training_args)["data"]["max_seq_length"] == 128
+
+
+def test_compare_and_calibration_on_text(tmp_path):
+    from smile_hf.run.compare import main as compare
+
+    results = compare([
+        "--dataset", "debian_sections", "--train_samples_per_class", "3", "--max_eval_samples", "18",
+        "--compare_methods", "finetune,mixup", "--seeds", "0", "--calibration", "temperature",
+        "--output_dir", str(tmp_path), *TINY,
+    ])  # fmt: skip
+    assert [r["method"] for r in results if not r["from_scratch"]] == ["finetune", "mixup"]
+    assert all(r["num_eval"] == 18 and r["calibration"]["temperature"] > 0 for r in results)
+    # the held-out validation split is carved out of the 3 shots per section: 1 held out, 2 trained on
+    assert all(r["num_train"] == 12 and r["validation_split"]["examples"] == 6 for r in results)
