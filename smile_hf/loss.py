@@ -101,7 +101,7 @@ class TransferLoss:
             raise TypeError(f"Pass the hyperparameters {sorted(hyperparameters)} to the regulariser, not to TransferLoss.")
         if method.needs_teacher and teacher is None:
             raise ValueError(f"Method '{method.name}' needs a teacher.")
-        adapter.check_mixing(mixing)
+        adapter.check_method(method, mixing)
         self.regularizer = method
         self.adapter = adapter
         self.teacher = teacher
