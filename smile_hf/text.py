@@ -19,7 +19,6 @@ equals when every sequence keeps all its T positions.
 from __future__ import annotations
 
 import torch
-from transformers import AutoModelForSequenceClassification
 
 from .mixing import Mix, mix_tensor
 
@@ -78,14 +77,6 @@ def has_classification_head(source_model) -> bool:
     `BertModel`...). A model built in memory (no `architectures`) is taken as it is: with its head."""
     architectures = getattr(getattr(source_model, "config", None), "architectures", None)
     return not architectures or any(name.endswith("ForSequenceClassification") for name in architectures)
-
-
-def load_text_source_model(name_or_path: str, *, trust_remote_code: bool = False, **kwargs):
-    """The pre-trained text classifier with its source head, as published (local path or Hub id); a checkpoint
-    without a sequence-classification head gets one initialised by transformers ([`has_classification_head`] tells)."""
-    return AutoModelForSequenceClassification.from_pretrained(
-        name_or_path, trust_remote_code=trust_remote_code, **kwargs
-    )
 
 
 def masked_attention_weighted_distance(

@@ -1,22 +1,16 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
 """What [`SmileTrainer`] sets up differently for a text classifier: the default collator (dynamic padding by the
 tokenizer), the default processing class (the checkpoint's tokenizer) and the source head, which a text checkpoint
-may not have (a pre-training checkpoint: SMILE then trains without `L_aux`); and the student with a new head,
-[`load_text_student`]."""
+may not have (a pre-training checkpoint: SMILE then trains without `L_aux`)."""
 
 from __future__ import annotations
 
-from transformers import (
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    DataCollatorWithPadding,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.utils import logging
 
 from .backbones import TextBackboneAdapter, is_text_classifier
 from .data import collate
-from .modeling import load_image_processor, reset_head, select_loading_kwargs
+from .modeling import load_image_processor, select_loading_kwargs
 from .text import has_classification_head
 
 logger = logging.get_logger(__name__)
@@ -87,41 +81,3 @@ def check_source_head(regularizer, source_model) -> bool:
         f"is a {architectures} (no sequence-classification head): use a fine-tuned classifier as the source model, "
         "or another method."
     )
-
-
-def load_text_student(
-    name_or_path: str,
-    num_labels: int,
-    *,
-    id2label: dict[int, str] | None = None,
-    trust_remote_code: bool = False,
-    **kwargs,
-):
-    """The pre-trained text model with a new, freshly initialised classifier head of `num_labels` classes (the text
-    counterpart of [`smile_hf.modeling.load_student`]: the head is re-initialised even when the source has
-    `num_labels` classes already).
-
-    Args:
-        name_or_path (`str`): the pre-trained checkpoint (a sequence classifier, or a pre-training checkpoint).
-        num_labels (`int`): the number of target classes.
-        id2label (`dict[int, str]`, *optional*): the class names.
-        trust_remote_code (`bool`, *optional*, defaults to `False`): passed to `from_pretrained`.
-        **kwargs: other `from_pretrained` arguments.
-
-    Returns:
-        `PreTrainedModel`: the `*ForSequenceClassification` student.
-    """
-    id2label = id2label or {i: str(i) for i in range(num_labels)}
-    if len(id2label) != num_labels:
-        raise ValueError(f"id2label names {len(id2label)} classes but num_labels is {num_labels}.")
-    model = AutoModelForSequenceClassification.from_pretrained(
-        name_or_path,
-        num_labels=num_labels,
-        id2label=id2label,
-        label2id={v: k for k, v in id2label.items()},
-        ignore_mismatched_sizes=True,
-        trust_remote_code=trust_remote_code,
-        **kwargs,
-    )
-    reset_head(model)
-    return model

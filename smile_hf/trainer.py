@@ -194,7 +194,7 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
     Args:
         model (`PreTrainedModel` or `str`, *optional*): the student, a pre-trained `AutoModelForImageClassification`
             whose head has been replaced for the target classes (see [`load_student`]), or an
-            `AutoModelForSequenceClassification` (text: see [`smile_hf.text_setup.load_text_student`] and the text
+            `AutoModelForSequenceClassification` (text: see [`smile_hf.modeling.load_text_student`] and the text
             classification page); or the name or path of a
             pre-trained checkpoint, loaded with a new head (`args.model_init_kwargs` are passed to `from_pretrained`;
             the number and names of the classes come from the training set's `ClassLabel` column or from those

@@ -61,8 +61,21 @@ def text_trainer(tmp_path, method, family="bert", source=None, student=None, **k
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("method", list(METHODS))
-@pytest.mark.parametrize("family", TEXT_FAMILIES)
+FAST_FAMILIES = ("bert", "gpt2")
+"""Every method on an encoder and a decoder in the fast suite; on the other families (and ALBERT's refusals) it is
+`slow` (about 2 s a run on two CPU cores)."""
+
+
+def family_method_cases():
+    cases = []
+    for family in TEXT_FAMILIES:
+        for method in METHODS:
+            fast = family in FAST_FAMILIES or (family == "albert" and method in NEEDS_LAYERS)  # a refusal is quick
+            cases.append(pytest.param(family, method, marks=() if fast else pytest.mark.slow, id=f"{family}-{method}"))
+    return cases
+
+
+@pytest.mark.parametrize("family,method", family_method_cases())
 def test_method_trains_on_text_family(family, method, tmp_path):
     if family == "albert" and method in NEEDS_LAYERS:
         with pytest.raises(UnsupportedBackboneError, match="shares its layers across depth"):
@@ -170,7 +183,7 @@ def test_lora_teacher_shares_the_frozen_base(family, targets, tmp_path):
 def test_load_text_student_always_starts_a_new_head(tmp_path):
     """Even when the source has as many classes as the target, the student's head is re-initialised and its
     backbone is the source's."""
-    from smile_hf.text_setup import load_text_student
+    from smile_hf.modeling import load_text_student
 
     source = tiny_text_model("bert", 3)
     source.save_pretrained(tmp_path / "source")
@@ -193,3 +206,33 @@ def test_saved_text_student_is_a_plain_checkpoint(tmp_path):
     student = trainer.model.eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(**batch).logits, student(**batch).logits, rtol=1e-5, atol=1e-6)
+
+
+def test_a_text_checkpoint_path_and_its_tokenizer(tmp_path):
+    """`model=<path of a text checkpoint>`: the student gets a new head (classes from the training set's
+    `ClassLabel`), the teacher is the checkpoint's classifier, the tokenizer saved with it is loaded and pads the
+    batches (`DataCollatorWithPadding`)."""
+    from datasets import ClassLabel, Dataset
+
+    from .text_testing import word_tokenizer
+
+    tokenizer = word_tokenizer()
+    source = tiny_text_model("bert", 5)
+    source.save_pretrained(tmp_path / "source")
+    tokenizer.save_pretrained(tmp_path / "source")
+    texts = ["good nice", "bad", "great great okay", "awful poor", "fine", "nice good great poor"]
+    data = Dataset.from_dict({"text": texts, "labels": [0, 1, 0, 1, 0, 1]})
+    data = data.cast_column("labels", ClassLabel(names=["pos", "neg"]))
+    data = data.map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
+    trainer = SmileTrainer(model=str(tmp_path / "source"), args=text_args(tmp_path / "run", "smile"), train_dataset=data)
+    assert isinstance(trainer.data_collator, T.DataCollatorWithPadding)
+    assert trainer.model.config.id2label == {0: "pos", 1: "neg"}
+    assert trainer.model.smile_source_head.out_features == 5
+    trainer.train()
+    assert math.isfinite(trainer.state.log_history[0]["loss_reg"])
+
+
+def test_a_text_model_without_tokenizer_or_collator_is_refused(tmp_path):
+    source, student = text_source_and_student("bert")
+    with pytest.raises(ValueError, match="padded by its tokenizer: pass `processing_class=tokenizer`"):
+        SmileTrainer(model=student, args=text_args(tmp_path, "smile"), teacher_model=source, train_dataset=token_dataset(4))
