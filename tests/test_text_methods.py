@@ -236,3 +236,47 @@ def test_a_text_model_without_tokenizer_or_collator_is_refused(tmp_path):
     source, student = text_source_and_student("bert")
     with pytest.raises(ValueError, match="padded by its tokenizer: pass `processing_class=tokenizer`"):
         SmileTrainer(model=student, args=text_args(tmp_path, "smile"), teacher_model=source, train_dataset=token_dataset(4))
+
+
+def test_text_delta_term_by_hand():
+    """DELTA (uniform attention) on BERT under mixup: the teacher sees the student's mixed input; the term is the
+    masked distance of the last layer's outputs of both, recomputed from the base models with the mix by hand."""
+    from smile_hf.loss import TransferLoss
+    from smile_hf.teacher import FixedTeacher
+
+    source, student = text_source_and_student("bert")
+    source.eval(), student.eval()
+    with torch.no_grad():  # a student that has moved away from the source
+        for p in student.bert.encoder.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    adapter = BackboneAdapter(student)
+    loss_fn = TransferLoss("delta+mixup", adapter, FixedTeacher(source, adapter), delta_attention=False)
+    batch, perm, lam = token_batch([5, 3, 7, 2]), torch.tensor([2, 0, 3, 1]), 0.6
+    out = loss_fn(student, batch, torch.tensor([0, 1, 2, 1]), Mix("mixup", lam, perm))
+    union = torch.maximum(batch["attention_mask"], batch["attention_mask"][perm])
+
+    def last_layer(model):
+        embeddings = model.get_input_embeddings()(batch["input_ids"])
+        return model.bert(inputs_embeds=lam * embeddings + (1 - lam) * embeddings[perm], attention_mask=union)[0]
+
+    with torch.no_grad():
+        diff2 = (last_layer(student) - last_layer(source)).pow(2) * union[..., None]
+        expected = (diff2.sum(dim=1) / union.sum(dim=1, keepdim=True)).mean(dim=1).sum()  # a_c = 1 / D
+    torch.testing.assert_close(out.terms["delta"][1], expected, rtol=1e-5, atol=1e-7)
+
+
+def test_calibration_folds_the_temperature_into_a_text_head(tmp_path):
+    """`trainer.calibrate` on a text model: the fitted temperature is folded into the head, whose logits on a
+    validation batch become the old ones divided by T."""
+    trainer = text_trainer(tmp_path, "finetune")
+    trainer.train()
+    validation = token_dataset(8, seed=2)
+    batch = pad_collator(pad_id(trainer.model))([validation[i] for i in range(4)])
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    model = trainer.model.eval()
+    with torch.no_grad():
+        before = model(**inputs).logits
+    result = trainer.calibrate(validation)
+    assert not math.isclose(result.temperature, 1.0, rel_tol=1e-3)  # else the check below could not fail
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).logits, before / result.temperature, rtol=1e-5, atol=1e-6)
