@@ -51,8 +51,6 @@ def run_one(job: dict) -> dict:
     from smile_hf import SmileTrainer, SmileTrainingArguments
     from smile_hf.data import prepare_text_datasets, text_collator, tokenize_data
     from smile_hf.metrics import ClassificationMetrics
-    from smile_hf.run import ModelArguments
-    from smile_hf.run.text import load_text_student
 
     torch.set_num_threads(job["threads"])
     quiet()
@@ -66,9 +64,10 @@ def run_one(job: dict) -> dict:
             learning_rate=job["learning_rate"], per_device_train_batch_size=BATCH_SIZE,
             per_device_eval_batch_size=300, eval_strategy="no", save_strategy="no", logging_strategy="no",
             report_to="none", disable_tqdm=True, use_cpu=True, dataloader_num_workers=0,
+            model_init_kwargs={"num_labels": len(data.label_names), "id2label": data.id2label},
         )  # fmt: skip
         trainer = SmileTrainer(  # the student: the checkpoint with a new head for the 6 sections
-            model=load_text_student(ModelArguments(model_name_or_path=job["checkpoint"]), data), args=args, train_dataset=data.train, eval_dataset=data.eval,
+            model=job["checkpoint"], args=args, train_dataset=data.train, eval_dataset=data.eval,
             data_collator=text_collator(tokenizer), processing_class=tokenizer,
             compute_metrics=ClassificationMetrics(top_k=(1,)),
         )  # fmt: skip

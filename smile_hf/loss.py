@@ -8,7 +8,8 @@ cross-entropy of the new head:
     loss = L_main + sum over the method's terms of weight * value
     L_main = lambda CE(z, y) + (1 - lambda) CE(z, y[perm])   (label-smoothed, or a `compute_loss_func`: [`TargetLoss`])
 
-[`SmileTrainer.compute_loss`] calls it; it also runs every regulariser in a plain PyTorch loop (see
+For a text classifier the "images" are the mapping of `input_ids` and `attention_mask`, mixed in embedding space by
+the [`smile_hf.backbones.text.TextBackboneAdapter`]. [`SmileTrainer.compute_loss`] calls it; it also runs every regulariser in a plain PyTorch loop (see
 `TransferLoss`'s example); tests drive it with an explicit [`Mix`].
 """
 
@@ -101,7 +102,7 @@ class TransferLoss:
             raise TypeError(f"Pass the hyperparameters {sorted(hyperparameters)} to the regulariser, not to TransferLoss.")
         if method.needs_teacher and teacher is None:
             raise ValueError(f"Method '{method.name}' needs a teacher.")
-        adapter.check_mixing(mixing)
+        adapter.check_method(method, mixing)
         self.regularizer = method
         self.adapter = adapter
         self.teacher = teacher

@@ -9,13 +9,18 @@ import re
 from collections.abc import Sequence
 
 from torch import nn
-from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+    PreTrainedModel,
+)
 from transformers.utils import logging
 
 from ._compat import hide_from_save
-from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, is_text_classifier
+from .backbones import SOURCE_HEAD_NAME, TEXT_FAMILIES, BackboneAdapter, is_text_classifier
 from .lora import check_base_is_source, peft_model_of
-from .text import load_text_source_model
 
 logger = logging.get_logger(__name__)
 
@@ -29,6 +34,15 @@ _GENERIC_LABEL = re.compile(r"^(LABEL_)?\d+$")
 def load_source_model(name_or_path: str, *, trust_remote_code: bool = False, **kwargs) -> PreTrainedModel:
     """The pre-trained classifier with its source head, as published (local path or Hub id)."""
     return AutoModelForImageClassification.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+
+
+def load_text_source_model(name_or_path: str, *, trust_remote_code: bool = False, **kwargs) -> PreTrainedModel:
+    """The pre-trained text classifier with its source head, as published (local path or Hub id); a checkpoint
+    without a sequence-classification head gets one initialised by transformers
+    ([`smile_hf.text.has_classification_head`] tells)."""
+    return AutoModelForSequenceClassification.from_pretrained(
+        name_or_path, trust_remote_code=trust_remote_code, **kwargs
+    )
 
 
 def load_student(
@@ -62,8 +76,56 @@ def load_student(
     return model
 
 
+def load_text_student(
+    name_or_path: str,
+    num_labels: int,
+    *,
+    id2label: dict[int, str] | None = None,
+    trust_remote_code: bool = False,
+    **kwargs,
+) -> PreTrainedModel:
+    """The pre-trained text model with a new, freshly initialised classifier head of `num_labels` classes (the text
+    counterpart of [`load_student`]: the head is re-initialised even when the source has
+    `num_labels` classes already).
+
+    Args:
+        name_or_path (`str`): the pre-trained checkpoint (a sequence classifier, or a pre-training checkpoint).
+        num_labels (`int`): the number of target classes.
+        id2label (`dict[int, str]`, *optional*): the class names.
+        trust_remote_code (`bool`, *optional*, defaults to `False`): passed to `from_pretrained`.
+        **kwargs: other `from_pretrained` arguments.
+
+    Returns:
+        `PreTrainedModel`: the `*ForSequenceClassification` student.
+    """
+    id2label = id2label or {i: str(i) for i in range(num_labels)}
+    if len(id2label) != num_labels:
+        raise ValueError(f"id2label names {len(id2label)} classes but num_labels is {num_labels}.")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        name_or_path,
+        num_labels=num_labels,
+        id2label=id2label,
+        label2id={v: k for k, v in id2label.items()},
+        ignore_mismatched_sizes=True,
+        trust_remote_code=trust_remote_code,
+        **kwargs,
+    )
+    reset_head(model)
+    return model
+
+
+def is_text_checkpoint(name_or_path: str, **kwargs) -> bool:
+    """Whether the checkpoint is one of the text families (its `config.model_type`), whose student is a
+    `*ForSequenceClassification` ([`load_text_student`])."""
+    try:
+        return AutoConfig.from_pretrained(name_or_path, **kwargs).model_type in TEXT_FAMILIES
+    except (OSError, ValueError):  # left to the image loader, whose error names the problem
+        return False
+
+
 def load_student_with_classes_of(name_or_path: str, train_dataset, init_kwargs: dict) -> PreTrainedModel:
-    """The student of checkpoint `name_or_path` (see [`load_student`]), its classes from `init_kwargs` (`num_labels`,
+    """The student of checkpoint `name_or_path` (see [`load_student`], [`load_text_student`] for a text
+    checkpoint), its classes from `init_kwargs` (`num_labels`,
     `id2label`), else from the training set's `ClassLabel` column; the other `init_kwargs` go to `from_pretrained`."""
     kwargs = dict(init_kwargs)
     id2label = kwargs.pop("id2label", None)
@@ -80,6 +142,8 @@ def load_student_with_classes_of(name_or_path: str, train_dataset, init_kwargs: 
             "has no `ClassLabel` label column. Pass `model_init_kwargs={'num_labels': N}` (and `id2label`) in "
             "SmileTrainingArguments, or a loaded model."
         )
+    if is_text_checkpoint(name_or_path, **select_loading_kwargs(kwargs)):
+        return load_text_student(name_or_path, num_labels, id2label=id2label, **kwargs)
     return load_student(name_or_path, num_labels, id2label=id2label, **kwargs)
 
 

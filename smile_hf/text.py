@@ -19,9 +19,11 @@ equals when every sequence keeps all its T positions.
 from __future__ import annotations
 
 import torch
-from transformers import AutoModelForSequenceClassification
 
 from .mixing import Mix, mix_tensor
+
+TEXT_INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+"""The entries of a collated text batch a text classifier is run on (others, such as `labels`, are left out)."""
 
 
 def mix_attention_masks(attention_mask: torch.Tensor, mix: Mix | None) -> torch.Tensor:
@@ -77,9 +79,23 @@ def has_classification_head(source_model) -> bool:
     return not architectures or any(name.endswith("ForSequenceClassification") for name in architectures)
 
 
-def load_text_source_model(name_or_path: str, *, trust_remote_code: bool = False, **kwargs):
-    """The pre-trained text classifier with its source head, as published (local path or Hub id); a checkpoint
-    without a sequence-classification head gets one initialised by transformers ([`has_classification_head`] tells)."""
-    return AutoModelForSequenceClassification.from_pretrained(
-        name_or_path, trust_remote_code=trust_remote_code, **kwargs
-    )
+def masked_attention_weighted_distance(
+    student_states: torch.Tensor, teacher_states: torch.Tensor, attention_mask: torch.Tensor, attention: torch.Tensor
+) -> torch.Tensor:
+    """DELTA's distance for text: sum_b sum_c a_c * sum over the n_b tokens sequence b keeps of
+    (F_s - F_t)[b, t, c]^2 / n_b (float32; the teacher's states detached), the analogue of the image form's
+    sum_{b,c} a_c ||dF[b,c]||^2 / (H * W).
+
+    Args:
+        student_states (`torch.Tensor`): B x T x D states of the student.
+        teacher_states (`torch.Tensor`): B x T x D states of the teacher on the same input.
+        attention_mask (`torch.Tensor`): B x T mask of that input.
+        attention (`torch.Tensor`): the D channel weights a_c.
+
+    Returns:
+        `torch.Tensor`: a scalar.
+    """
+    keep = attention_mask.float()
+    diff = (student_states.float() - teacher_states.detach().float()) * keep.unsqueeze(-1)
+    per_channel = diff.pow(2).sum(dim=1) / keep.sum(dim=1, keepdim=True).clamp(min=1.0)  # B x D
+    return (per_channel * attention.to(per_channel.device)).sum()

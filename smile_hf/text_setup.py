@@ -50,6 +50,19 @@ def load_processor(adapter):
     return load_tokenizer if isinstance(adapter, TextBackboneAdapter) else load_image_processor
 
 
+def missing_processor_message(adapter, output_dir: str) -> str:
+    """The warning of a model saved without a processing class: what its pipeline needs and how to pass it."""
+    if isinstance(adapter, TextBackboneAdapter):
+        return (
+            f"No tokenizer saved in {output_dir}: `pipeline('text-classification')` needs one. Pass "
+            "`processing_class=AutoTokenizer.from_pretrained(<pre-trained checkpoint>)` to SmileTrainer."
+        )
+    return (
+        f"No image processor saved in {output_dir}: `pipeline('image-classification')` needs one. Pass "
+        "`processing_class=AutoImageProcessor.from_pretrained(<pre-trained checkpoint>)` to SmileTrainer."
+    )
+
+
 def check_source_head(regularizer, source_model) -> bool:
     """Whether the source model has a trained classification head to copy (always, for images). A text checkpoint
     without one turns the source-head terms off, with one log line, for a method whose source head is optional

@@ -75,7 +75,7 @@ from .parity import (
 )
 from .sharding import check_resume, check_sharding
 from .teacher import EmaTeacherCallback, Teacher
-from .text_setup import check_source_head, default_collator, load_processor
+from .text_setup import check_source_head, default_collator, load_processor, missing_processor_message
 
 if TYPE_CHECKING:
     from peft import PeftConfig
@@ -193,7 +193,9 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
 
     Args:
         model (`PreTrainedModel` or `str`, *optional*): the student, a pre-trained `AutoModelForImageClassification`
-            whose head has been replaced for the target classes (see [`load_student`]); or the name or path of a
+            whose head has been replaced for the target classes (see [`load_student`]), or an
+            `AutoModelForSequenceClassification` (text: see [`smile_hf.modeling.load_text_student`] and the text
+            classification page); or the name or path of a
             pre-trained checkpoint, loaded with a new head (`args.model_init_kwargs` are passed to `from_pretrained`;
             the number and names of the classes come from the training set's `ClassLabel` column or from those
             kwargs); or None with `model_init` (the stock `Trainer`'s form for `hyperparameter_search`: every
@@ -203,13 +205,13 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
             value it holds (the method is then SMILE with its defaults), with a one-line log. Defaults to SMILE with
             every default, writing to `<model name>-smile`.
         data_collator (`DataCollator`, *optional*): defaults to [`smile_hf.data.collate`] (stacks `pixel_values` and
-            `labels`).
+            `labels`); for a text model, to `DataCollatorWithPadding(processing_class)`.
         train_dataset (`Dataset`, *optional*): the training images (`pixel_values`) and hard labels (`labels`).
         eval_dataset (`Dataset` or `dict[str, Dataset]`, *optional*): the evaluation set(s); evaluation logs the
             loss terms of the method as `eval_loss_<term>` (see [`~SmileTrainer.evaluate`]).
         processing_class (`BaseImageProcessor`, *optional*): the image processor saved with the model. Defaults to
             the one of the evaluation transform when `eval_dataset` has one attached by `smile_hf.data.set_transforms`
-            ([`smile_hf.data.evaluation_processor`]), else the checkpoint's.
+            ([`smile_hf.data.evaluation_processor`]), else the checkpoint's (a text model: the checkpoint's tokenizer).
         model_init (`Callable[[], PreTrainedModel]`, *optional*): makes a new student for each `train()` (with
             `model=None`), as in the stock `Trainer`.
         compute_loss_func (`Callable`, *optional*): replaces the target cross-entropy `L_main`, in training and in
@@ -590,10 +592,7 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
         with open(os.path.join(output_dir, TRAINING_ARGS_JSON_NAME), "w", encoding="utf-8") as f:
             f.write(self.args.to_json_string())
         if self.processing_class is None and not _internal_call:
-            logger.warning(
-                f"No image processor saved in {output_dir}: `pipeline('image-classification')` needs one. Pass "
-                "`processing_class=AutoImageProcessor.from_pretrained(<pre-trained checkpoint>)` to SmileTrainer."
-            )
+            logger.warning(missing_processor_message(self.adapter, output_dir))
 
     # ---- model card / Hub -------------------------------------------------------------------------------------
 

@@ -157,8 +157,8 @@ class BackboneAdapter:
         """The number of samples in `inputs` (what [`model_inputs`] returned)."""
         return inputs.shape[0]
 
-    def check_mixing(self, mixing: str | None) -> None:
-        """Raise a one-line error for a mixing strategy the family cannot use (images: any)."""
+    def check_method(self, regularizer, mixing: str | None) -> None:
+        """Raise a one-line error for a regulariser or mixing strategy the family cannot use (images: none)."""
 
     def _module(self, model: nn.Module, paths: str, what: str) -> nn.Module:
         for path in paths.split("|"):

@@ -24,14 +24,11 @@ import torch
 from torch import nn
 
 from ..mixing import Mix, mix_tensor
-from ..text import last_kept_position, mix_attention_masks, mix_embeddings
+from ..text import TEXT_INPUT_NAMES, last_kept_position, mix_attention_masks, mix_embeddings
 from .adapter import BackboneAdapter, ForwardOutput, register_adapter_class
 from .capture import Capture, capturing
 from .spec import BACKBONES, BackboneSpec, UnsupportedBackboneError, unwrap_model
 from .structure import find_heads, find_trunk
-
-TEXT_INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-"""The batch entries a text classifier is run on (others, such as `labels`, are left out)."""
 
 
 @dataclass(frozen=True)
@@ -132,23 +129,29 @@ class TextBackboneAdapter(BackboneAdapter):
     def batch_size(self, inputs: Mapping) -> int:
         return inputs["input_ids"].shape[0]
 
-    def check_mixing(self, mixing: str | None) -> None:
-        """CutMix pastes a box of pixels: token sequences have no such region."""
+    def check_method(self, regularizer, mixing: str | None) -> None:
+        """Refuse CutMix (it pastes a box of pixels: token sequences have no such region), and hidden-state mixing or
+        a method reading the layers' outputs (DELTA) for a family without one module per layer."""
         if mixing == "cutmix":
             raise ValueError(
                 "CutMix has no analogue for text (it pastes an image region): use mixing='mixup' (in embedding "
                 "space) or 'manifold_mixup' (hidden states) with a text model."
             )
+        if mixing == "manifold_mixup" or regularizer.needs_hidden_states:
+            self._layers_path()
+
+    def _layers_path(self) -> str:
+        if self.spec.stages is None:
+            raise UnsupportedBackboneError(
+                f"The text model type '{self.model_type}' has no list of one module per layer (ALBERT shares its "
+                "layers across depth): hidden-state mixing (manifold_mixup) and DELTA need one. Use mixing='mixup' "
+                "and another method."
+            )
+        return self.spec.stages
 
     def stages(self, model: nn.Module) -> nn.ModuleList:
         """The transformer layers of `model`, in order."""
-        if self.spec.stages is None:
-            raise UnsupportedBackboneError(
-                f"The text model type '{self.model_type}' has no list of {unwrap_model(model).config.num_hidden_layers} "
-                "layers (ALBERT shares one layer across depth): hidden-state mixing (manifold_mixup) and DELTA need "
-                "one module per layer. Use mixing='mixup' and another method."
-            )
-        return unwrap_model(model).get_submodule(self.spec.stages)
+        return unwrap_model(model).get_submodule(self._layers_path())
 
     def position_ids(self, model: nn.Module, attention_mask: torch.Tensor) -> torch.Tensor:
         """RoBERTa's positions, `cumsum(mask) * mask + padding_idx`, from the mask (what the model computes from

@@ -33,7 +33,8 @@ class LossInputs:
     """Everything a method may read to compute its terms for one batch.
 
     Attributes:
-        pixel_values: the unmixed images.
+        pixel_values: the unmixed images (for a text model, the mapping of its unmixed `input_ids`,
+            `attention_mask`...: [`smile_hf.backbones.text.TextBackboneAdapter.model_inputs`]).
         labels: hard labels (B,).
         mix: the mix applied to the student's input (None without mixing or in the final phase).
         student: the student's forward output on the (mixed) images.

@@ -28,7 +28,6 @@ from .arguments import DataTrainingArguments, InputError, ModelArguments
 from .text import (
     check_text_model,
     is_text_config,
-    load_text_student,
     load_tokenizer,
     load_trained_text_model,
     prepare_text_data,
@@ -199,8 +198,6 @@ def student(model_args: ModelArguments, training_args: SmileTrainingArguments, d
     (SmileTrainer loads the student with a new head for the classes and, if the method needs it, the source model)."""
     if from_scratch:
         return random_init_model(model_args, data, **loading_kwargs(model_args))
-    if isinstance(data, TextData):  # loaded here: the trainer loads image checkpoints by name
-        return load_text_student(model_args, data, **loading_kwargs(model_args))
     training_args.model_init_kwargs = {
         **(training_args.model_init_kwargs or {}), **loading_kwargs(model_args),
         "num_labels": len(data.label_names), "id2label": data.id2label,

@@ -113,19 +113,6 @@ def random_init_text_model(model_args: ModelArguments, data, **load_kwargs):
     return AutoModelForSequenceClassification.from_config(config, trust_remote_code=model_args.trust_remote_code)
 
 
-def load_text_student(model_args: ModelArguments, data, **load_kwargs):
-    """The text checkpoint with a new, freshly initialised head for the data's classes (as `SmileTrainer` loads an
-    image student from its name); its `name_or_path` names the source model the methods load."""
-    from ..modeling import reset_head
-
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_args.model_name_or_path, id2label=data.id2label, label2id={v: k for k, v in data.id2label.items()},
-        ignore_mismatched_sizes=True, **load_kwargs,
-    )  # fmt: skip
-    reset_head(model)
-    return model
-
-
 def load_trained_text_model(model_args: ModelArguments, **load_kwargs):
     """The text classifier of `--model_name_or_path` as it was saved (its own head and classes)."""
     return AutoModelForSequenceClassification.from_pretrained(model_args.model_name_or_path, **load_kwargs)
