@@ -2,6 +2,7 @@
 tokenization with truncation and per-batch padding. Offline, on the bundled tiny BERT's tokenizer."""
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -138,3 +139,26 @@ def test_offline_preset_few_shot(tokenizer):
     assert np.bincount(data.train["section"]).tolist() == [2] * 6 and len(data.eval) == 300
     other = prepare_text_datasets(dataset="debian_sections", train_samples_per_class=2, seed=4)
     assert data.train["package"] != other.train["package"]  # the seed draws the shots
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in TEXT_PRESETS if p.hub_id is not None))
+def test_hub_text_preset_loads_its_declared_schema(name, tmp_path, monkeypatch):
+    """A local Parquet copy of the schema each Hub text preset declares (splits, text and label columns, classes)
+    loads through the preset (the configuration name is left out: a folder has none)."""
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    preset = DATASET_PRESETS[name]
+    features = Features({**{c: Value("string") for c in preset.text_columns},
+                         preset.label_column: ClassLabel(num_classes=preset.num_labels)})  # fmt: skip
+    folder = tmp_path / "repo" / (preset.data_dir or "data")
+    folder.mkdir(parents=True)
+    labels = [0, 1, preset.num_labels - 1]
+    for split in preset.split_names():
+        rows = {**{c: [f"{split} text {i}" for i in range(3)] for c in preset.text_columns}, preset.label_column: labels}
+        Dataset.from_dict(rows, features=features).to_parquet(str(folder / f"{split}-00000-of-00001.parquet"))
+    local = dataclasses.replace(preset, hub_id=str(tmp_path / "repo"), revision=None, config_name=None)
+    monkeypatch.setitem(DATASET_PRESETS, name, local)
+    data = prepare_text_datasets(dataset=name, cache_dir=str(tmp_path / "cache"))
+    assert len(data.label_names) == preset.num_labels and data.text_columns == preset.text_columns
+    assert len(data.train) == 3 and sorted(data.eval[preset.label_column]) == labels
+    assert data.eval[preset.text_columns[0]][0].startswith(preset.eval_split)

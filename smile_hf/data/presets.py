@@ -199,7 +199,7 @@ TEXT_PRESETS: tuple[DatasetPreset, ...] = (
     ),
     DatasetPreset(
         "ag_news", "fancyzhx/ag_news", "train", "test", 4, text_columns=("text",),
-        title="AG News", homepage="http://groups.di.unipi.it/~gulli/AG_corpus_of_news_articles.html",
+        title="AG News", homepage="https://huggingface.co/datasets/fancyzhx/ag_news",
         notes="Official train / test split (120,000 / 7,600 articles), 4 topics.",
     ),
     DatasetPreset(

@@ -18,18 +18,8 @@ from dataclasses import dataclass
 from datasets import Dataset, DatasetDict, load_dataset
 
 from .errors import DataError, one_line
-from .prepare import (
-    PreparedData,
-    check_eval_classes,
-    check_label_range,
-    check_preset_classes,
-    encode_labels,
-    sample_per_class,
-    split_off_validation,
-    truncate,
-    with_example_index,
-)
-from .presets import OWN_VALIDATION_KEY, DataSource, get_preset, load_preset, resolved_revision
+from .prepare import PreparedData, draw_subsets, labelled_splits, with_example_index
+from .presets import DataSource, get_preset, load_preset, resolved_revision
 from .validation import own_validation_split
 
 logger = logging.getLogger(__name__)
@@ -202,30 +192,13 @@ def prepare_text_datasets(
     for name, split in splits.items():
         check_text_columns(split, text_columns, label_column, name)
         check_texts(split, text_columns, name)
-    if "validation" not in splits:
-        splits = split_off_validation(splits["train"], train_val_split, seed, label_column)
-        source.eval_split_role = f"{train_val_split:.0%} held out of the training data (seed {seed})"
-    splits, label_names = encode_labels(splits, label_column)
-    if preset is not None and len(label_names) != preset.num_labels:
-        check_preset_classes(preset, label_column, len(label_names))
-    num_labels = num_labels or len(label_names)
-    for name, split in splits.items():
-        check_label_range(split, label_column, num_labels, name)
-    check_eval_classes(splits["train"], splits["validation"], label_column, label_names)
-    own = splits.pop(OWN_VALIDATION_KEY, None)
-    if own is not None and (train_samples_per_class is not None or max_train_samples is not None):
-        raise DataError(
-            "The dataset's own validation split goes with its full training data: drop --train_samples_per_class / "
-            "--max_train_samples, or carve the validation split from the subset (--validation_source carve)."
-        )
-    train, evaluation = (with_example_index(splits[k]) for k in ("train", "validation"))
-    if train_samples_per_class is not None:
-        train = sample_per_class(train, label_column, train_samples_per_class, seed, label_names)
-    if max_eval_samples is not None and max_eval_samples < len(evaluation):
-        source.eval_split_examples = len(evaluation)
-    source.train_samples_per_class = train_samples_per_class
-    train = truncate(train, max_train_samples, seed, "max_train_samples")
-    evaluation = truncate(evaluation, max_eval_samples, seed, "max_eval_samples")
+    splits, label_names, num_labels, own = labelled_splits(
+        splits, label_column, preset, num_labels, source, train_val_split, seed,
+        subset=train_samples_per_class is not None or max_train_samples is not None,
+    )  # fmt: skip
+    train, evaluation = draw_subsets(
+        splits, label_column, label_names, source, seed, train_samples_per_class, max_train_samples, max_eval_samples
+    )
     source.eval_examples = len(evaluation)
     if len(train) == 0 or len(evaluation) == 0:
         raise DataError(f"Nothing left to train or evaluate on ({len(train)} train, {len(evaluation)} eval examples).")
