@@ -205,8 +205,8 @@ TEXT_PRESETS: tuple[DatasetPreset, ...] = (
     DatasetPreset(
         "emotion", "dair-ai/emotion", "train", "test", 6, text_columns=("text",), config_name="split",
         title="Emotion", homepage="https://github.com/dair-ai/emotion_dataset",
-        notes="Official train / validation / test split (16,000 / 2,000 / 2,000 tweets), 6 emotions.",
-        validation_split="validation",
+        notes="Official train / validation / test split (16,000 / 2,000 / 2,000 tweets), 6 emotions; trains on "
+        "train (a search or calibration carves its validation split from it).",
     ),
     DatasetPreset(
         "banking77", "legacy-datasets/banking77", "train", "test", 77, text_columns=("text",),
