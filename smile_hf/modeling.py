@@ -183,12 +183,18 @@ def select_loading_kwargs(kwargs: dict | None) -> dict:
 
 def load_image_processor(name_or_path: str | None, **kwargs):
     """The checkpoint's image processor, or None when it has none (or `name_or_path` is empty)."""
+    return load_optional(AutoImageProcessor, "image processor", name_or_path, **kwargs)
+
+
+def load_optional(auto_class, what: str, name_or_path: str | None, **kwargs):
+    """`auto_class.from_pretrained(name_or_path)` (an image processor, a tokenizer) with the [`LOADING_KWARGS`] among
+    `kwargs`, or None, with a line of log, when the checkpoint has none (or `name_or_path` is empty)."""
     if not name_or_path:
         return None
     try:
-        return AutoImageProcessor.from_pretrained(name_or_path, **select_loading_kwargs(kwargs))
+        return auto_class.from_pretrained(name_or_path, **select_loading_kwargs(kwargs))
     except (OSError, ValueError) as error:
-        logger.info(f"No image processor loaded from {name_or_path}: {error}")
+        logger.info(f"No {what} loaded from {name_or_path}: {error}")
         return None
 
 

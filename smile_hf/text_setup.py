@@ -10,7 +10,7 @@ from transformers.utils import logging
 
 from .backbones import TextBackboneAdapter, is_text_classifier
 from .data import collate
-from .modeling import load_image_processor, select_loading_kwargs
+from .modeling import load_image_processor, load_optional
 from .text import has_classification_head
 
 logger = logging.get_logger(__name__)
@@ -36,13 +36,7 @@ def default_collator(adapter, processing_class):
 
 def load_tokenizer(name_or_path: str | None, **kwargs):
     """The checkpoint's tokenizer, or None when it has none (or `name_or_path` is empty)."""
-    if not name_or_path:
-        return None
-    try:
-        return AutoTokenizer.from_pretrained(name_or_path, **select_loading_kwargs(kwargs))
-    except (OSError, ValueError) as error:
-        logger.info(f"No tokenizer loaded from {name_or_path}: {error}")
-        return None
+    return load_optional(AutoTokenizer, "tokenizer", name_or_path, **kwargs)
 
 
 def load_processor(adapter):

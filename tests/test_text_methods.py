@@ -224,7 +224,9 @@ def test_a_text_checkpoint_path_and_its_tokenizer(tmp_path):
     data = Dataset.from_dict({"text": texts, "labels": [0, 1, 0, 1, 0, 1]})
     data = data.cast_column("labels", ClassLabel(names=["pos", "neg"]))
     data = data.map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
-    trainer = SmileTrainer(model=str(tmp_path / "source"), args=text_args(tmp_path / "run", "smile"), train_dataset=data)
+    trainer = SmileTrainer(
+        model=str(tmp_path / "source"), args=text_args(tmp_path / "run", "smile"), train_dataset=data
+    )
     assert isinstance(trainer.data_collator, T.DataCollatorWithPadding)
     assert trainer.model.config.id2label == {0: "pos", 1: "neg"}
     assert trainer.model.smile_source_head.out_features == 5
@@ -235,7 +237,9 @@ def test_a_text_checkpoint_path_and_its_tokenizer(tmp_path):
 def test_a_text_model_without_tokenizer_or_collator_is_refused(tmp_path):
     source, student = text_source_and_student("bert")
     with pytest.raises(ValueError, match="padded by its tokenizer: pass `processing_class=tokenizer`"):
-        SmileTrainer(model=student, args=text_args(tmp_path, "smile"), teacher_model=source, train_dataset=token_dataset(4))
+        SmileTrainer(
+            model=student, args=text_args(tmp_path, "smile"), teacher_model=source, train_dataset=token_dataset(4)
+        )
 
 
 def test_text_delta_term_by_hand():
@@ -280,3 +284,43 @@ def test_calibration_folds_the_temperature_into_a_text_head(tmp_path):
     assert not math.isclose(result.temperature, 1.0, rel_tol=1e-3)  # else the check below could not fail
     with torch.no_grad():
         torch.testing.assert_close(model(**inputs).logits, before / result.temperature, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow  # about 50 s a family on two CPU cores; the fast suite's two-process run is tests/test_multiprocess.py
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CPU (gloo) run: the ranks share the machine")
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_two_processes_keep_text_student_and_teacher_identical(family, tmp_path):
+    """torchrun, two CPU processes: both see world size 2, and the student (whose word embeddings are looked up
+    outside the DDP forward), its auxiliary head and the EMA teacher are identical on both ranks at the end, the
+    embeddings and the teacher having moved."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from .testing_utils import REPO_ROOT, subprocess_env
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(port), str(REPO_ROOT / "tests" / "ddp_text_rank.py"), family, str(tmp_path),
+    ]  # fmt: skip
+    env = subprocess_env(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert [json.loads((tmp_path / f"rank{r}.json").read_text())["world_size"] for r in (0, 1)] == [2, 2]
+    rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
+    assert rank0.keys() == rank1.keys() and any(SOURCE_HEAD_NAME in k for k in rank0)
+    for name in rank0:
+        torch.testing.assert_close(rank0[name], rank1[name], rtol=0, atol=0, msg=name)
+    source, _ = text_source_and_student(family)
+    embeddings = (
+        f"student.{source.base_model_prefix}.{'embeddings.word_embeddings' if family == 'bert' else 'wte'}.weight"
+    )
+    assert not torch.equal(rank0[embeddings], source.get_input_embeddings().weight.detach())
+    teacher = {k: v for k, v in rank0.items() if k.startswith("teacher.")}
+    assert any(not torch.equal(v, source.state_dict()[k.removeprefix("teacher.")]) for k, v in teacher.items())
