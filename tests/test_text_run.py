@@ -116,3 +116,13 @@ def test_compare_and_calibration_on_text(tmp_path):
     assert all(r["num_eval"] == 18 and r["calibration"]["temperature"] > 0 for r in results)
     # the held-out validation split is carved out of the 3 shots per section: 1 held out, 2 trained on
     assert all(r["num_train"] == 12 and r["validation_split"]["examples"] == 6 for r in results)
+
+
+def test_hyperparameter_search_on_text(tmp_path):
+    result = run_smile.main([
+        "--dataset", "debian_sections", "--train_samples_per_class", "3", "--max_eval_samples", "18",
+        "--method", "finetune", "--hp_search_trials", "2", "--output_dir", str(tmp_path), *TINY,
+    ])  # fmt: skip
+    search = json.loads((tmp_path / "hp_search.json").read_text())
+    assert len(search["trials"]) == 2 and result["hp_search"]["best_values"]
+    assert result["num_train"] == 12  # 1 of the 3 shots per section held out for the search, as for images
