@@ -126,3 +126,10 @@ def test_hyperparameter_search_on_text(tmp_path):
     search = json.loads((tmp_path / "hp_search.json").read_text())
     assert len(search["trials"]) == 2 and result["hp_search"]["best_values"]
     assert result["num_train"] == 12  # 1 of the 3 shots per section held out for the search, as for images
+
+
+def test_an_option_of_the_other_modality_is_refused():
+    with pytest.raises(run_smile.InputError, match="--max_seq_length: read for text data only, and these data are image"):
+        run_smile.parse_args(["--dataset", "digits", "--max_seq_length", "64"])
+    with pytest.raises(run_smile.InputError, match="--crop_pct, --image_column: read for image data only"):
+        run_smile.parse_args(["--dataset", "debian_sections", "--image_column", "x", "--crop_pct", "0.9"])

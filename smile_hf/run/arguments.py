@@ -160,6 +160,9 @@ class DataTrainingArguments(TuningArguments):
 TEXT_ONLY_FIELDS = ("train_file", "validation_file", "predict_file", "text_column_names", "label_column_name",
                     "max_seq_length")  # fmt: skip
 """The [`DataTrainingArguments`] only a text run reads."""
+IMAGE_ONLY_FIELDS = ("train_dir", "validation_dir", "predict_dir", "image_column", "corrupt_images",
+                     "random_horizontal_flip", "crop_pct", "keep_aspect")  # fmt: skip
+"""The [`DataTrainingArguments`] only an image run reads."""
 
 
 DRIVER_ONLY_OPTIONS = frozenset(
@@ -235,7 +238,9 @@ def parse_args(
         model_args, data_args, training_args = read_args(build_parser(prog), argv)
     except ValueError as error:  # raised by the arguments' own checks (unknown method, a negative weight...)
         raise InputError(" ".join(str(error).split())) from error
-    training_args = apply_defaults(model_args, data_args, training_args, given_options(argv, build_parser(prog)))
+    given = given_options(argv, build_parser(prog))
+    check_modality_options(data_args, given)
+    training_args = apply_defaults(model_args, data_args, training_args, given)
     check_inference_args(model_args, data_args, training_args)
     return model_args, data_args, training_args
 
@@ -253,6 +258,19 @@ def apply_defaults(
     training_args = apply_preset_recipe(data_args, training_args, given)
     finalize_args(model_args, training_args, data_args, given)
     return training_args
+
+
+def check_modality_options(data_args: DataTrainingArguments, given: set[str] | frozenset[str]) -> None:
+    """An [`InputError`] for an option of text data given with image data, or the reverse: it would be ignored."""
+    text = data_args.is_text()
+    unread = sorted(given & set(IMAGE_ONLY_FIELDS if text else TEXT_ONLY_FIELDS))
+    if unread:
+        kind, other = ("text", "image") if text else ("image", "text")
+        raise InputError(
+            f"{', '.join('--' + n for n in unread)}: read for {other} data only, and these data are {kind} "
+            f"({'--train_file / a text preset' if text else '--train_dir / an image preset'}): drop "
+            f"{'it' if len(unread) == 1 else 'them'}."
+        )
 
 
 def check_inference_args(
