@@ -83,10 +83,12 @@ def presets_table(_: str) -> str:
 
     rows = []
     for p in DATASET_PRESETS.values():
-        hub = "built in (scikit-learn)" if p.hub_id is None else p.hub_id + (f" @ {p.revision[:7]}" if p.revision else "")
-        rows.append([f"`{p.name}`", p.title, hub, p.train_split, p.eval_split, f"{p.image_column} / {p.label_column}",
+        built_in = "built in (data/ of the repository)" if p.is_text else "built in (scikit-learn)"
+        hub = built_in if p.hub_id is None else p.hub_id + (f" @ {p.revision[:7]}" if p.revision else "")
+        inputs = ", ".join(p.text_columns) if p.is_text else p.image_column
+        rows.append([f"`{p.name}`", p.title, hub, p.train_split, p.eval_split, f"{inputs} / {p.label_column}",
                      p.num_labels, p.validation_split or "—", p.notes])
-    return _table(["--dataset", "name", "Hub dataset", "train split", "eval split", "image / label columns",
+    return _table(["--dataset", "name", "Hub dataset", "train split", "eval split", "image or text / label columns",
                    "classes", "own validation split", "notes"], rows)
 
 

@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     given = given_options(argv)
     training_args = apply_defaults(model_args, data_args, training_args, given)
     refused = sorted(given & DRIVER_ONLY_OPTIONS) + ([] if training_args.do_train else ["do_train"])
+    if data_args.is_text():  # this script's data and transforms are images'
+        parser.error("text data (--train_file, a text --dataset): use `smile-hf train`, which trains text classifiers.")
     if refused:
         parser.error(f"{', '.join('--' + name for name in refused)}: use `smile-hf train`, which has them.")
 

@@ -142,13 +142,15 @@ def temperature_scaling(logits: Any, labels: Any, ece_bins: int = 15) -> Calibra
     )
 
 
-def _logits(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
-    outputs = model(pixel_values=pixel_values)
+def _logits(model: nn.Module, inputs) -> torch.Tensor:
+    outputs = model(**inputs) if isinstance(inputs, Mapping) else model(pixel_values=inputs)  # text: `input_ids`...
     return outputs["logits"] if "logits" in outputs else outputs[0]
 
 
 @torch.no_grad()
-def fold_temperature(model: nn.Module, temperature: float, check_input: torch.Tensor | None = None) -> list[nn.Linear]:
+def fold_temperature(
+    model: nn.Module, temperature: float, check_input: torch.Tensor | Mapping | None = None
+) -> list[nn.Linear]:
     """Divide the weight and bias of `model`'s final linear classifier(s) by `temperature`, in place, so that the model
     outputs `logits / temperature`.
 
@@ -160,7 +162,8 @@ def fold_temperature(model: nn.Module, temperature: float, check_input: torch.Te
     Args:
         model (`nn.Module`): the classifier (possibly wrapped by DDP or peft).
         temperature (`float`): `T > 0`.
-        check_input (`torch.Tensor`, *optional*): a few `pixel_values`; the model is run on them (in eval mode)
+        check_input (`torch.Tensor` or `dict`, *optional*): a few `pixel_values` (a text model: a mapping of
+            `input_ids`, `attention_mask`...); the model is run on them (in eval mode)
             before and after folding, and a model whose logits did not become `logits / T` (a head that is not the
             last operation) is restored and refused with a ValueError.
 
@@ -175,7 +178,10 @@ def fold_temperature(model: nn.Module, temperature: float, check_input: torch.Te
     before = None
     if check_input is not None:
         weight = heads[0].weight
-        check_input = check_input.to(device=weight.device, dtype=weight.dtype)
+        if isinstance(check_input, Mapping):  # a text model's inputs: token ids and masks keep their dtype
+            check_input = {name: value.to(weight.device) for name, value in check_input.items()}
+        else:
+            check_input = check_input.to(device=weight.device, dtype=weight.dtype)
         before = _logits(inner.eval(), check_input).double()
         saved = [{name: p.detach().clone() for name, p in head.named_parameters()} for head in heads]
     for head in heads:
@@ -249,7 +255,7 @@ def calibrate_trainer(trainer, dataset) -> CalibrationResult:
     prediction = trainer.predict(dataset, metric_key_prefix="calibration")
     logits, labels = _as_arrays(prediction.predictions, prediction.label_ids)
     result = temperature_scaling(logits, labels)
-    first = trainer.data_collator([dataset[i] for i in range(min(4, len(dataset)))])["pixel_values"]
+    first = trainer.adapter.model_inputs(trainer.data_collator([dataset[i] for i in range(min(4, len(dataset)))]))
     fold_temperature(trainer.model, result.temperature, check_input=first)
     trainer.log({f"calibration_{key}": value for key, value in result.to_dict().items()})
     logger.info(

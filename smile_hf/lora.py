@@ -243,7 +243,9 @@ class LoraEmaTeacher(Teacher):
             out = self.adapter.forward(
                 self.model, pixel_values, source_head=self.source_head, output_hidden_states=output_hidden_states, mix=mix
             )
-        return ForwardOutput(out.source_logits, out.feature_map, out.pooled, hidden_maps=out.hidden_maps)
+        return ForwardOutput(
+            out.source_logits, out.feature_map, out.pooled, hidden_maps=out.hidden_maps, attention_mask=out.attention_mask
+        )
 
     @torch.no_grad()
     def update(self, student: nn.Module) -> None:

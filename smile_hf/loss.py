@@ -8,7 +8,8 @@ cross-entropy of the new head:
     loss = L_main + sum over the method's terms of weight * value
     L_main = lambda CE(z, y) + (1 - lambda) CE(z, y[perm])   (label-smoothed, or a `compute_loss_func`: [`TargetLoss`])
 
-[`SmileTrainer.compute_loss`] calls it; it also runs every regulariser in a plain PyTorch loop (see
+For a text classifier the "images" are the mapping of `input_ids` and `attention_mask`, mixed in embedding space by
+the [`smile_hf.backbones.text.TextBackboneAdapter`]. [`SmileTrainer.compute_loss`] calls it; it also runs every regulariser in a plain PyTorch loop (see
 `TransferLoss`'s example); tests drive it with an explicit [`Mix`].
 """
 
@@ -103,6 +104,7 @@ class TransferLoss:
             raise TypeError(f"Pass the hyperparameters {sorted(hyperparameters)} to the regulariser, not to TransferLoss.")
         if method.needs_teacher and teacher is None:
             raise ValueError(f"Method '{method.name}' needs a teacher.")
+        adapter.check_method(method, mixing)
         self.regularizer = method
         self.adapter = adapter
         self.teacher = teacher
@@ -132,16 +134,17 @@ class TransferLoss:
         without mixing. `stream` > 0 draws another mix for the same position (the unlabelled batch's)."""
         if self.mixing is None:
             return None
+        images = isinstance(pixel_values, torch.Tensor)  # else the inputs of a text model (`input_ids`...)
         mix = sample_mix(
             self.mixing,
             self.alpha,
-            pixel_values.shape[0],
+            self.adapter.batch_size(pixel_values),
             mixing_generator(self.seed, step, micro_step, self.rank, stream),
-            image_hw=tuple(pixel_values.shape[-2:]),
-            num_stages=len(self.adapter.stages(model)),
+            image_hw=tuple(pixel_values.shape[-2:]) if images else None,
+            num_stages=len(self.adapter.stages(model)) if self.mixing == "manifold_mixup" else 0,
             dominant=self.regularizer.dominant_mix,
         )
-        return mix.to(pixel_values.device)
+        return mix.to(pixel_values.device if images else pixel_values["input_ids"].device)
 
     def student_forward(self, model: nn.Module, pixel_values: torch.Tensor, mix: Mix | None) -> ForwardOutput:
         """One forward pass of the student on the mixed batch (the mix is inside the backbone for manifold mixup)."""
@@ -192,7 +195,7 @@ class TransferLoss:
         """
         if final_phase and mix is not None:
             raise ValueError("The final plain phase trains without mixing: pass mix=None.")
-        if self.channels_last and pixel_values.dim() == 4:
+        if self.channels_last and isinstance(pixel_values, torch.Tensor) and pixel_values.dim() == 4:
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         if student is None:
             student = self.student_forward(model, pixel_values, mix)

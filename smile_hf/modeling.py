@@ -9,11 +9,17 @@ import re
 from collections.abc import Sequence
 
 from torch import nn
-from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+    PreTrainedModel,
+)
 from transformers.utils import logging
 
 from ._compat import hide_from_save
-from .backbones import SOURCE_HEAD_NAME, BackboneAdapter
+from .backbones import SOURCE_HEAD_NAME, TEXT_FAMILIES, BackboneAdapter, is_text_classifier
 from .lora import check_base_is_source, peft_model_of
 
 logger = logging.get_logger(__name__)
@@ -28,6 +34,15 @@ _GENERIC_LABEL = re.compile(r"^(LABEL_)?\d+$")
 def load_source_model(name_or_path: str, *, trust_remote_code: bool = False, **kwargs) -> PreTrainedModel:
     """The pre-trained classifier with its source head, as published (local path or Hub id)."""
     return AutoModelForImageClassification.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+
+
+def load_text_source_model(name_or_path: str, *, trust_remote_code: bool = False, **kwargs) -> PreTrainedModel:
+    """The pre-trained text classifier with its source head, as published (local path or Hub id); a checkpoint
+    without a sequence-classification head gets one initialised by transformers
+    ([`smile_hf.text.has_classification_head`] tells)."""
+    return AutoModelForSequenceClassification.from_pretrained(
+        name_or_path, trust_remote_code=trust_remote_code, **kwargs
+    )
 
 
 def load_student(
@@ -61,8 +76,56 @@ def load_student(
     return model
 
 
+def load_text_student(
+    name_or_path: str,
+    num_labels: int,
+    *,
+    id2label: dict[int, str] | None = None,
+    trust_remote_code: bool = False,
+    **kwargs,
+) -> PreTrainedModel:
+    """The pre-trained text model with a new, freshly initialised classifier head of `num_labels` classes (the text
+    counterpart of [`load_student`]: the head is re-initialised even when the source has
+    `num_labels` classes already).
+
+    Args:
+        name_or_path (`str`): the pre-trained checkpoint (a sequence classifier, or a pre-training checkpoint).
+        num_labels (`int`): the number of target classes.
+        id2label (`dict[int, str]`, *optional*): the class names.
+        trust_remote_code (`bool`, *optional*, defaults to `False`): passed to `from_pretrained`.
+        **kwargs: other `from_pretrained` arguments.
+
+    Returns:
+        `PreTrainedModel`: the `*ForSequenceClassification` student.
+    """
+    id2label = id2label or {i: str(i) for i in range(num_labels)}
+    if len(id2label) != num_labels:
+        raise ValueError(f"id2label names {len(id2label)} classes but num_labels is {num_labels}.")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        name_or_path,
+        num_labels=num_labels,
+        id2label=id2label,
+        label2id={v: k for k, v in id2label.items()},
+        ignore_mismatched_sizes=True,
+        trust_remote_code=trust_remote_code,
+        **kwargs,
+    )
+    reset_head(model)
+    return model
+
+
+def is_text_checkpoint(name_or_path: str, **kwargs) -> bool:
+    """Whether the checkpoint is one of the text families (its `config.model_type`), whose student is a
+    `*ForSequenceClassification` ([`load_text_student`])."""
+    try:
+        return AutoConfig.from_pretrained(name_or_path, **kwargs).model_type in TEXT_FAMILIES
+    except (OSError, ValueError):  # left to the image loader, whose error names the problem
+        return False
+
+
 def load_student_with_classes_of(name_or_path: str, train_dataset, init_kwargs: dict) -> PreTrainedModel:
-    """The student of checkpoint `name_or_path` (see [`load_student`]), its classes from `init_kwargs` (`num_labels`,
+    """The student of checkpoint `name_or_path` (see [`load_student`], [`load_text_student`] for a text
+    checkpoint), its classes from `init_kwargs` (`num_labels`,
     `id2label`), else from the training set's `ClassLabel` column; the other `init_kwargs` go to `from_pretrained`."""
     kwargs = dict(init_kwargs)
     id2label = kwargs.pop("id2label", None)
@@ -79,6 +142,8 @@ def load_student_with_classes_of(name_or_path: str, train_dataset, init_kwargs: 
             "has no `ClassLabel` label column. Pass `model_init_kwargs={'num_labels': N}` (and `id2label`) in "
             "SmileTrainingArguments, or a loaded model."
         )
+    if is_text_checkpoint(name_or_path, **select_loading_kwargs(kwargs)):
+        return load_text_student(name_or_path, num_labels, id2label=id2label, **kwargs)
     return load_student(name_or_path, num_labels, id2label=id2label, **kwargs)
 
 
@@ -118,12 +183,18 @@ def select_loading_kwargs(kwargs: dict | None) -> dict:
 
 def load_image_processor(name_or_path: str | None, **kwargs):
     """The checkpoint's image processor, or None when it has none (or `name_or_path` is empty)."""
+    return load_optional(AutoImageProcessor, "image processor", name_or_path, **kwargs)
+
+
+def load_optional(auto_class, what: str, name_or_path: str | None, **kwargs):
+    """`auto_class.from_pretrained(name_or_path)` (an image processor, a tokenizer) with the [`LOADING_KWARGS`] among
+    `kwargs`, or None, with a line of log, when the checkpoint has none (or `name_or_path` is empty)."""
     if not name_or_path:
         return None
     try:
-        return AutoImageProcessor.from_pretrained(name_or_path, **select_loading_kwargs(kwargs))
+        return auto_class.from_pretrained(name_or_path, **select_loading_kwargs(kwargs))
     except (OSError, ValueError) as error:
-        logger.info(f"No image processor loaded from {name_or_path}: {error}")
+        logger.info(f"No {what} loaded from {name_or_path}: {error}")
         return None
 
 
@@ -173,7 +244,8 @@ def resolve_source_model(
                 "student was not loaded from a checkpoint: pass `teacher_model=`."
             )
     if isinstance(teacher_model, str):
-        teacher_model = load_source_model(teacher_model, **load_kwargs)
+        loader = load_text_source_model if is_text_classifier(student) else load_source_model
+        teacher_model = loader(teacher_model, **load_kwargs)
     check = check_base_is_source if peft_model_of(student) is not None else check_teacher_matches
     check(adapter, student, teacher_model)
     return teacher_model

@@ -40,11 +40,12 @@ from transformers.utils import logging
 from ._compat import declare_unscaled_loss, mark_scheduler_created
 from .activation_checkpointing import check_activation_checkpointing, check_model_supports_activation_checkpointing
 from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, ForwardOutput, build_source_head_copy, unwrap_model
+from .backbones.text import is_text_classifier
 from .calibration import CalibrationResult, calibrate_trainer, check_calibrated
 from .channels import fit_datasets_to_model
 from .checkpoints import CompleteCheckpointMixin
 from .config import SmileTrainingArguments
-from .data import IMAGENET_MEAN, IMAGENET_STD, TransformEpochCallback, collate, evaluation_processor
+from .data import IMAGENET_MEAN, IMAGENET_STD, TransformEpochCallback, evaluation_processor
 from .distributed import add_buffer_sync
 from .fsdp import ShardedMethodStateMixin, prepare_teacher_model, save_full_model
 from .guard import NonFiniteGuard, NonFiniteGuardCallback, check_finite_weights
@@ -66,7 +67,6 @@ from .modeling import (
     attach_source_head,
     fill_label_names,
     label_names_from_dataset,
-    load_image_processor,
     load_student_with_classes_of,
     resolve_source_model,
     select_loading_kwargs,
@@ -82,6 +82,7 @@ from .parity import (
 from .randaugment import strong_augment
 from .sharding import check_resume, check_sharding, is_fsdp2
 from .teacher import EmaTeacherCallback, Teacher
+from .text_setup import check_source_head, default_collator, load_processor, missing_processor_message
 from .unlabeled import UNLABELED_STREAM_KEY, UnlabeledStream, check_unlabeled, unlabeled_batch_size, view_generator
 
 if TYPE_CHECKING:
@@ -209,7 +210,9 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
 
     Args:
         model (`PreTrainedModel` or `str`, *optional*): the student, a pre-trained `AutoModelForImageClassification`
-            whose head has been replaced for the target classes (see [`load_student`]); or the name or path of a
+            whose head has been replaced for the target classes (see [`load_student`]), or an
+            `AutoModelForSequenceClassification` (text: see [`smile_hf.modeling.load_text_student`] and the text
+            classification page); or the name or path of a
             pre-trained checkpoint, loaded with a new head (`args.model_init_kwargs` are passed to `from_pretrained`;
             the number and names of the classes come from the training set's `ClassLabel` column or from those
             kwargs); or None with `model_init` (the stock `Trainer`'s form for `hyperparameter_search`: every
@@ -219,13 +222,13 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
             value it holds (the method is then SMILE with its defaults), with a one-line log. Defaults to SMILE with
             every default, writing to `<model name>-smile`.
         data_collator (`DataCollator`, *optional*): defaults to [`smile_hf.data.collate`] (stacks `pixel_values` and
-            `labels`).
+            `labels`); for a text model, to `DataCollatorWithPadding(processing_class)`.
         train_dataset (`Dataset`, *optional*): the training images (`pixel_values`) and hard labels (`labels`).
         eval_dataset (`Dataset` or `dict[str, Dataset]`, *optional*): the evaluation set(s); evaluation logs the
             loss terms of the method as `eval_loss_<term>` (see [`~SmileTrainer.evaluate`]).
         processing_class (`BaseImageProcessor`, *optional*): the image processor saved with the model. Defaults to
             the one of the evaluation transform when `eval_dataset` has one attached by `smile_hf.data.set_transforms`
-            ([`smile_hf.data.evaluation_processor`]), else the checkpoint's.
+            ([`smile_hf.data.evaluation_processor`]), else the checkpoint's (a text model: the checkpoint's tokenizer).
         model_init (`Callable[[], PreTrainedModel]`, *optional*): makes a new student for each `train()` (with
             `model=None`), as in the stock `Trainer`.
         compute_loss_func (`Callable`, *optional*): replaces the target cross-entropy `L_main`, in training and in
@@ -301,18 +304,21 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
         model = wrap_student(model, peft_config)
         source_model = self._attach_model_parts(model, args)
         eval_sets = eval_dataset if isinstance(eval_dataset, dict) else {"evaluation": eval_dataset}
+        if unlabeled_dataset is not None and is_text_classifier(unwrap_model(model)):
+            raise ValueError("`unlabeled_dataset` holds images; a text classifier trains without it: leave it unset.")
         check_unlabeled(self.regularizer, args, unlabeled_dataset)
-        fit_datasets_to_model(model, {"training": train_dataset, "unlabelled": unlabeled_dataset, **eval_sets})  # images to the model's channels
+        datasets = {"training": train_dataset, "unlabelled": unlabeled_dataset, **eval_sets}
+        fit_datasets_to_model(model, datasets)  # images to the model's channels
         if compute_metrics is not None:  # an `evaluate` module computes through ClassificationMetrics
             compute_metrics = as_compute_metrics(compute_metrics)
         if processing_class is None:  # what evaluates the model (smile_hf.data's eval transform), else the checkpoint's
-            processing_class = evaluation_processor(eval_dataset) or load_image_processor(
+            processing_class = evaluation_processor(eval_dataset) or load_processor(self.adapter)(
                 getattr(model, "name_or_path", None), **init_kwargs
             )
         super().__init__(
             model=model,
             args=args,
-            data_collator=data_collator if data_collator is not None else collate,
+            data_collator=default_collator(self.adapter, processing_class) if data_collator is None else data_collator,
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=processing_class,  # model_init: kept by SmileTrainer (the model is already made)
@@ -346,7 +352,8 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
         load_kwargs = select_loading_kwargs(dict(args.model_init_kwargs or {}))
         source_model = self._source_model(model, fresh_copy(self._teacher_model, self.model_init), load_kwargs)
         if self.regularizer.needs_source_head and not hasattr(unwrap_model(model), SOURCE_HEAD_NAME):
-            attach_source_head(unwrap_model(model), build_source_head_copy(self.adapter, source_model))
+            if check_source_head(self.regularizer, source_model):
+                attach_source_head(unwrap_model(model), build_source_head_copy(self.adapter, source_model))
         return source_model
 
     def _build_training_parts(self, source_model: nn.Module | None) -> None:
@@ -503,20 +510,21 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
         user's `compute_loss_func` ([`TargetLoss`]); within [`~SmileTrainer.evaluate`], the method's terms of the
         batch are recorded as well."""
         if not model.training:
-            pixel_values, labels = inputs["pixel_values"], inputs["labels"]  # (the stock loss pops the labels)
-            read = self._eval_terms is not None and self._reads_evaluation_student()
+            pixel_values, labels = self.adapter.model_inputs(inputs), inputs["labels"]  # (the stock loss pops labels)
+            images = isinstance(pixel_values, torch.Tensor)  # else a text model's inputs
+            read = self._eval_terms is not None and images and self._reads_evaluation_student()
             with self.loss_fn.reading_student(model) if read else nullcontext() as capture:
                 if self.compute_loss_func is None:  # the stock loss (label-smoothed with `label_smoothing_factor`)
                     loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
                 else:
-                    outputs = model(pixel_values=pixel_values)
+                    outputs = model(**self.adapter.model_kwargs(pixel_values))
                     loss = self.loss_fn.target_loss(outputs.logits, labels, None)
             if self._eval_terms is not None:
                 student = self.adapter.forward_output(capture, outputs, tuple(pixel_values.shape[-2:])) if read else None
                 terms = self._evaluation_terms(model, pixel_values, labels, loss, student)
                 self._eval_terms.add(terms, len(labels), self.gather_function)
             return (loss, outputs) if return_outputs else loss
-        step, pixel_values = self.state.global_step, inputs["pixel_values"]
+        step, pixel_values = self.state.global_step, self.adapter.model_inputs(inputs)
         final_phase = self.in_final_phase(step)
         micro_step = None if final_phase else self._next_micro_step()
         mix = None if final_phase else self.loss_fn.draw_mix(pixel_values, model, step, micro_step)
@@ -686,10 +694,7 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
         with open(os.path.join(output_dir, TRAINING_ARGS_JSON_NAME), "w", encoding="utf-8") as f:
             f.write(self.args.to_json_string())
         if self.processing_class is None and not _internal_call:
-            logger.warning(
-                f"No image processor saved in {output_dir}: `pipeline('image-classification')` needs one. Pass "
-                "`processing_class=AutoImageProcessor.from_pretrained(<pre-trained checkpoint>)` to SmileTrainer."
-            )
+            logger.warning(missing_processor_message(self.adapter, output_dir))
 
     # ---- model card / Hub -------------------------------------------------------------------------------------
 

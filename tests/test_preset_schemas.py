@@ -16,7 +16,8 @@ from PIL import Image
 
 from smile_hf.data import DATASET_PRESETS, DataError, DatasetPreset, prepare_datasets
 
-HUB_PRESETS = sorted(name for name, preset in DATASET_PRESETS.items() if preset.hub_id is not None)
+HUB_PRESETS = sorted(name for name, p in DATASET_PRESETS.items() if p.hub_id is not None and not p.is_text)
+"""The image presets of the Hub (the text ones: `tests/test_text_data.py`)."""
 ROWS_PER_SPLIT = 3
 EXTRA_COLUMNS = {
     "cub200": {"bbox": (Sequence(Value("float32"), length=4), [0.0, 0.0, 1.0, 1.0])},

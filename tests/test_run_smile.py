@@ -121,7 +121,7 @@ def run_main(tmp_path, *argv):
 
 
 def test_unknown_dataset(tmp_path, no_training):
-    with pytest.raises(DataError, match="Unknown --dataset 'imagenet'. Known datasets: cifar100, cub200, digits, dtd"):
+    with pytest.raises(DataError, match="Unknown --dataset 'imagenet'. Known datasets: ag_news, banking77, cifar100, cub200, debian_sections, digits"):
         run_main(tmp_path, "--dataset", "imagenet")
 
 
@@ -148,7 +148,7 @@ def test_model_that_is_not_an_image_classifier(tmp_path, no_training):
     BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(
         tmp_path / "bert"
     )
-    with pytest.raises(run_smile.InputError, match="is a 'bert' model, not an image classifier"):
+    with pytest.raises(run_smile.InputError, match=r"is a text classifier \('bert'\) and the data are images"):
         run_main(tmp_path, "--dataset", "digits", "--model_name_or_path", str(tmp_path / "bert"))
 
 

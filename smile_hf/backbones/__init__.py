@@ -16,10 +16,11 @@ from .spec import (
     unsupported_reason,
     unwrap_model,
 )
+from .text import TEXT_FAMILIES, TextBackboneAdapter, is_text_classifier
 
 __all__ = [
     "BACKBONES", "SOURCE_HEAD_NAME", "UNSUPPORTED", "BackboneAdapter", "BackboneSpec", "ClassifierHeads",
     "ForwardOutput", "UnsupportedBackboneError", "build_source_head_copy", "combine_heads", "count_leading_tokens",
-    "first_tensor", "map_first_tensor", "record_outputs", "register_backbone", "stop_recording", "tokens_to_map",
-    "unsupported_reason", "unwrap_model",
+    "TEXT_FAMILIES", "TextBackboneAdapter", "first_tensor", "is_text_classifier", "map_first_tensor", "record_outputs",
+    "register_backbone", "stop_recording", "tokens_to_map", "unsupported_reason", "unwrap_model",
 ]  # fmt: skip

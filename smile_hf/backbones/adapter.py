@@ -15,7 +15,7 @@ The parts are derived from the model ([`resolve_spec`], [`BackboneAdapter.stages
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
@@ -52,6 +52,8 @@ class ForwardOutput:
         pooled: B x D feature the head is applied to.
         source_logits: logits of the attached source head on `pooled`, when asked for.
         hidden_maps: per-stage feature maps (B x C_j x H_j x W_j, stage order), when asked for.
+        attention_mask: text models only, the B x T mask of the input the states were computed on (for a mixed
+            input, the union of each pair's masks); None for images.
     """
 
     logits: torch.Tensor
@@ -59,6 +61,7 @@ class ForwardOutput:
     pooled: torch.Tensor
     source_logits: torch.Tensor | None = None
     hidden_maps: list[torch.Tensor] = field(default_factory=list)
+    attention_mask: torch.Tensor | None = None
 
 
 def _grid(num_patches: int, image_hw: tuple[int, int]) -> tuple[int, int] | None:
@@ -98,6 +101,16 @@ def trained_copy(head: nn.Module) -> nn.Module:
     return head
 
 
+ADAPTER_CLASSES: list[tuple[Callable[[nn.Module], bool], type]] = []
+"""(predicate, subclass): `BackboneAdapter(model)` is an instance of the first subclass whose predicate accepts the
+model (text classifiers: [`smile_hf.backbones.text.TextBackboneAdapter`]); else a `BackboneAdapter`."""
+
+
+def register_adapter_class(accepts: Callable[[nn.Module], bool], adapter_class: type) -> None:
+    """Make `BackboneAdapter(model)` build an `adapter_class` for the models `accepts` (unwrapped) returns True for."""
+    ADAPTER_CLASSES.append((accepts, adapter_class))
+
+
 class BackboneAdapter:
     """Feature map, pooled feature and classifier head of an image classifier (see [`BackboneSpec`]).
 
@@ -106,6 +119,13 @@ class BackboneAdapter:
     Args:
         model (`PreTrainedModel`): an image classifier taking B x 3 x H x W `pixel_values`.
     """
+
+    def __new__(cls, model: nn.Module | None = None):
+        if cls is BackboneAdapter and model is not None:
+            for accepts, adapter_class in ADAPTER_CLASSES:
+                if accepts(unwrap_model(model)):
+                    return super().__new__(adapter_class)
+        return super().__new__(cls)
 
     def __init__(self, model: nn.Module):
         model = unwrap_model(model)
@@ -124,6 +144,21 @@ class BackboneAdapter:
             ) from error
         self.head(model)  # fail early if the head is not where the spec says
         self.stages(model)
+
+    def model_inputs(self, batch) -> torch.Tensor:
+        """What a collated batch gives the adapter's `forward`: the images (`pixel_values`)."""
+        return batch["pixel_values"]
+
+    def model_kwargs(self, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The keyword arguments of a plain call of the model on `inputs` (what [`model_inputs`] returned)."""
+        return {"pixel_values": inputs}
+
+    def batch_size(self, inputs: torch.Tensor) -> int:
+        """The number of samples in `inputs` (what [`model_inputs`] returned)."""
+        return inputs.shape[0]
+
+    def check_method(self, regularizer, mixing: str | None) -> None:
+        """Raise a one-line error for a regulariser or mixing strategy the family cannot use (images: none)."""
 
     def _module(self, model: nn.Module, paths: str, what: str) -> nn.Module:
         for path in paths.split("|"):

@@ -14,6 +14,8 @@ found, so that a run script can report bad input before any training starts.
 - `smile_hf.data.classes`: [`align_to_model_classes`], a trained model's label ids on data of its classes;
 - `smile_hf.data.unlabeled`: unlabelled images (a folder, or the training images a subset left out);
 - `smile_hf.data.validation`: [`carve_validation`], a stratified, seeded validation split held out of train;
+- `smile_hf.data.text`: text classification: CSV / JSON / Parquet files, text presets, tokenization;
+- `smile_hf.data.offline_text`: the offline Debian descriptions of `--dataset debian_sections`;
 - `smile_hf.data.errors`: [`DataError`].
 
 Every public name of these modules can be imported from `smile_hf.data` directly.
@@ -22,6 +24,7 @@ Every public name of these modules can be imported from `smile_hf.data` directly
 from .classes import align_to_model_classes
 from .errors import DataError, one_line
 from .export import eval_image_processor, evaluation_processor
+from .offline_text import build_debian_sections
 from .prepare import (
     PreparedData,
     check_columns,
@@ -36,6 +39,7 @@ from .prepare import (
 )
 from .presets import (
     DATASET_PRESETS,
+    TEXT_PRESETS,
     DatasetPreset,
     DataSource,
     build_digits,
@@ -55,6 +59,18 @@ from .scan import (
     scan_images,
     warn_lossy_images,
     without_image_decoding,
+)
+from .text import (
+    TEXT_FILE_TYPES,
+    TextData,
+    check_text_columns,
+    check_texts,
+    load_text_files,
+    parse_text_columns,
+    prepare_text_datasets,
+    text_collator,
+    tokenize_data,
+    tokenize_split,
 )
 from .transforms import (
     DECODE_ERRORS,
@@ -94,6 +110,18 @@ __all__ = [
     "align_to_model_classes",
     "CORRUPT_IMAGE_POLICIES",
     "DATASET_PRESETS",
+    "TEXT_FILE_TYPES",
+    "TEXT_PRESETS",
+    "TextData",
+    "check_text_columns",
+    "check_texts",
+    "load_text_files",
+    "parse_text_columns",
+    "prepare_text_datasets",
+    "text_collator",
+    "tokenize_data",
+    "tokenize_split",
+    "build_debian_sections",
     "DECODE_ERRORS",
     "MAX_IMAGE_PIXELS_ENV",
     "IMAGENET_MEAN",

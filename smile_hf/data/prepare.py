@@ -230,6 +230,51 @@ def with_example_index(dataset: Dataset) -> Dataset:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def labelled_splits(
+    splits: DatasetDict, label_column: str, preset: DatasetPreset | None, num_labels: int | None, source: DataSource,
+    train_val_split: float, seed: int, subset: bool,
+) -> tuple[DatasetDict, list[str], int, Dataset | None]:  # fmt: skip
+    """Checked, encoded labels of `splits` (of any modality): an evaluation split held out of `"train"` where there is
+    none (written into `source`), class ids ([`encode_labels`]), the preset's class count, every label in the
+    model's range (`num_labels`, default: the data's classes), every evaluation class trained on. Returns the splits
+    without the dataset's own validation split, the class names, `num_labels`, and that split (or `None`; with a
+    training `subset`, a [`DataError`])."""
+    if "validation" not in splits:
+        splits = split_off_validation(splits["train"], train_val_split, seed, label_column)
+        source.eval_split_role = f"{train_val_split:.0%} held out of the training data (seed {seed})"
+    splits, label_names = encode_labels(splits, label_column)
+    if preset is not None and len(label_names) != preset.num_labels:
+        check_preset_classes(preset, label_column, len(label_names))
+    num_labels = num_labels or len(label_names)
+    for name, split in splits.items():
+        check_label_range(split, label_column, num_labels, name)
+    check_eval_classes(splits["train"], splits["validation"], label_column, label_names)
+    own = splits.pop(OWN_VALIDATION_KEY, None)
+    if own is not None and subset:
+        raise DataError(
+            "The dataset's own validation split goes with its full training data: drop --train_samples_per_class / "
+            "--max_train_samples, or carve the validation split from the subset (--validation_source carve)."
+        )
+    return splits, label_names, num_labels, own
+
+
+def draw_subsets(
+    splits: DatasetDict, label_column: str, label_names: list[str], source: DataSource, seed: int,
+    train_samples_per_class: int | None, max_train_samples: int | None, max_eval_samples: int | None,
+) -> tuple[Dataset, Dataset]:  # fmt: skip
+    """The `"train"` and `"validation"` splits indexed ([`with_example_index`]), then the seeded few-shot subset
+    and the size caps; `source` records the counts a model card states."""
+    train, evaluation = (with_example_index(splits[k]) for k in ("train", "validation"))
+    if train_samples_per_class is not None:
+        train = sample_per_class(train, label_column, train_samples_per_class, seed, label_names)
+    if max_eval_samples is not None and max_eval_samples < len(evaluation):  # the card says "N of its M images"
+        source.eval_split_examples = len(evaluation)
+    source.train_samples_per_class = train_samples_per_class
+    train = truncate(train, max_train_samples, seed, "max_train_samples")
+    evaluation = truncate(evaluation, max_eval_samples, seed, "max_eval_samples")
+    return train, evaluation
+
+
 @dataclass
 class PreparedData:
     """Train and eval splits ready for [`set_transforms`], with what is known about them.
@@ -331,34 +376,17 @@ def prepare_datasets(
         source = local_data_source(train_dir, validation_dir)
     for name, split in splits.items():
         check_columns(split, image_column, label_column, name)
-    if "validation" not in splits:
-        splits = split_off_validation(splits["train"], train_val_split, seed, label_column)
-        source.eval_split_role = f"{train_val_split:.0%} held out of the training data (seed {seed})"
-    splits, label_names = encode_labels(splits, label_column)
-    if preset is not None and len(label_names) != preset.num_labels:
-        check_preset_classes(preset, label_column, len(label_names))
-    num_labels = num_labels or len(label_names)
-    for name, split in splits.items():
-        check_label_range(split, label_column, num_labels, name)
-    check_eval_classes(splits["train"], splits["validation"], label_column, label_names)
-    own = splits.pop(OWN_VALIDATION_KEY, None)
-    if own is not None and (train_samples_per_class is not None or max_train_samples is not None):
-        raise DataError(
-            "The dataset's own validation split goes with its full training data: drop --train_samples_per_class / "
-            "--max_train_samples, or carve the validation split from the subset (--validation_source carve)."
-        )
+    splits, label_names, num_labels, own = labelled_splits(
+        splits, label_column, preset, num_labels, source, train_val_split, seed,
+        subset=train_samples_per_class is not None or max_train_samples is not None,
+    )  # fmt: skip
     search_size = None  # the training examples without the own validation split, when the final run trains on both
     if own is not None and train_on_validation and preset.validation_split in preset.train_parts():
         search_size, splits["train"] = len(splits["train"]), concatenate_datasets([splits["train"], own])
 
-    train, evaluation = (with_example_index(splits[k]) for k in ("train", "validation"))
-    if train_samples_per_class is not None:
-        train = sample_per_class(train, label_column, train_samples_per_class, seed, label_names)
-    if max_eval_samples is not None and max_eval_samples < len(evaluation):  # the card says "N of its M images"
-        source.eval_split_examples = len(evaluation)
-    source.train_samples_per_class = train_samples_per_class
-    train = truncate(train, max_train_samples, seed, "max_train_samples")
-    evaluation = truncate(evaluation, max_eval_samples, seed, "max_eval_samples")
+    train, evaluation = draw_subsets(
+        splits, label_column, label_names, source, seed, train_samples_per_class, max_train_samples, max_eval_samples
+    )
     train, evaluation = (
         handle_corrupt_images(
             without_image_decoding(split, image_column), image_column, corrupt_images, name, not disable_tqdm

@@ -26,6 +26,7 @@ from ..recipes import (
     paper_recipe,
 )
 from .errors import DataError, one_line
+from .offline_text import build_debian_sections
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,8 @@ class DatasetPreset:
         validation_split (`str`, *optional*): the dataset's own validation split, distinct from `eval_split`: what a
             hyperparameter search and calibration validate on (`--validation_source`; the search's trials then train
             on `train_split` without it). `None`: the dataset has none, a validation split is carved from training.
+        text_columns (`tuple[str, ...]`): a text-classification dataset's text column, or its pair of columns
+            (tokenized as a pair); empty for an image dataset ([`smile_hf.data.text`]).
     """
 
     name: str
@@ -131,6 +134,12 @@ class DatasetPreset:
     builder: Callable[[DatasetPreset], DatasetDict] | None = field(default=None, compare=False, repr=False)
     recipe: Recipe | None = field(default=None, compare=False, repr=False)
     validation_split: str | None = None
+    text_columns: tuple[str, ...] = ()
+
+    @property
+    def is_text(self) -> bool:
+        """Whether the preset is a text-classification dataset (it names `text_columns`), not an image one."""
+        return bool(self.text_columns)
 
     def source(self) -> DataSource:
         """What a model card and the results say about this preset's data."""
@@ -173,6 +182,61 @@ def build_digits(preset: DatasetPreset, test_fraction: float = 0.5, seed: int = 
     dataset = dataset.cast_column(preset.label_column, ClassLabel(names=names))
     splits = dataset.train_test_split(test_size=test_fraction, stratify_by_column=preset.label_column, seed=seed)
     return DatasetDict({preset.train_split: splits["train"], preset.eval_split: splits["test"]})
+
+
+TEXT_PRESETS: tuple[DatasetPreset, ...] = (
+    DatasetPreset(
+        "sst2", "stanfordnlp/sst2", "train", "validation", 2, text_columns=("sentence",),
+        title="SST-2", homepage="https://nlp.stanford.edu/sentiment/",
+        eval_split_role="GLUE's validation split (872 sentences; the test split has no labels)", official_split=False,
+        notes="Binary sentiment of movie-review sentences (GLUE); evaluates on the validation split, as GLUE reports.",
+    ),
+    DatasetPreset(
+        "imdb", "stanfordnlp/imdb", "train", "test", 2, text_columns=("text",),
+        revision="e6281661ce1c48d982bc483cf8a173c1bbeb5d31", config_name="plain_text",
+        title="IMDB", homepage="https://ai.stanford.edu/~amaas/data/sentiment/",
+        notes="Official train / test split (25,000 / 25,000 reviews); the unlabelled split is not used.",
+    ),
+    DatasetPreset(
+        "ag_news", "fancyzhx/ag_news", "train", "test", 4, text_columns=("text",),
+        title="AG News", homepage="https://huggingface.co/datasets/fancyzhx/ag_news",
+        notes="Official train / test split (120,000 / 7,600 articles), 4 topics.",
+    ),
+    DatasetPreset(
+        "emotion", "dair-ai/emotion", "train", "test", 6, text_columns=("text",), config_name="split",
+        title="Emotion", homepage="https://github.com/dair-ai/emotion_dataset",
+        notes="Official train / validation / test split (16,000 / 2,000 / 2,000 tweets), 6 emotions; trains on "
+        "train (a search or calibration carves its validation split from it).",
+    ),
+    DatasetPreset(
+        "banking77", "legacy-datasets/banking77", "train", "test", 77, text_columns=("text",),
+        revision="f54121560de48f2852f90be299010d1d6dc612ec",
+        title="Banking77", homepage="https://github.com/PolyAI-LDN/task-specific-datasets",
+        notes="Official train / test split (10,003 / 3,080 queries), 77 intents; the Parquet copy of PolyAI/banking77 "
+        "(whose loading script `datasets` no longer runs).",
+    ),
+    DatasetPreset(
+        "trec", "CogComp/trec", "train", "test", 6, text_columns=("text",), label_column="coarse_label",
+        revision="refs/convert/parquet",
+        title="TREC", homepage="https://cogcomp.seas.upenn.edu/Data/QA/QC/",
+        notes="Official train / test split (5,452 / 500 questions), the 6 coarse classes (--label_column fine_label: "
+        "the 50 fine ones); read from the Hub's Parquet conversion of the repository's loading script.",
+    ),
+    DatasetPreset(
+        "debian_sections", None, "train", "test", 6, text_columns=("text",), label_column="section",
+        title="Debian package descriptions (6 sections)",
+        homepage="https://www.debian.org/distrib/packages",
+        eval_split_role="a fixed test file (50 descriptions per section)", official_split=False,
+        notes="Offline: data/debian-descriptions in the repository (Debian 12 package descriptions labelled by archive "
+        "section: games, sound, graphics, mail, database, math; 30 training / 50 test descriptions per section).",
+        builder=build_debian_sections,
+    ),
+)
+"""The text-classification presets (`text_columns` set). Revisions: IMDB and Banking77 are pinned to commits of their
+Parquet repositories used by name in third-party code; TREC reads the Hub's Parquet conversion (its repository is a
+loading script); SST-2, AG News and Emotion follow the repository's latest commit (no commit of theirs could be
+checked here). When a preset is loaded, its splits, columns and number of classes are checked, and a drift is one
+[`DataError`]."""
 
 
 DATASET_PRESETS: dict[str, DatasetPreset] = {
@@ -247,6 +311,7 @@ DATASET_PRESETS: dict[str, DatasetPreset] = {
             notes="Offline: scikit-learn's digits, fixed stratified 50/50 split; the demo trains few-shot.",
             builder=build_digits, recipe=DEMO_RECIPE,
         ),
+        *TEXT_PRESETS,
     )
 }  # fmt: skip
 """The datasets `--dataset` knows.

@@ -34,7 +34,8 @@ class LossInputs:
     """Everything a method may read to compute its terms for one batch.
 
     Attributes:
-        pixel_values: the unmixed images.
+        pixel_values: the unmixed images (for a text model, the mapping of its unmixed `input_ids`,
+            `attention_mask`...: [`smile_hf.backbones.text.TextBackboneAdapter.model_inputs`]).
         labels: hard labels (B,).
         mix: the mix applied to the student's input (None without mixing or in the final phase).
         student: the student's forward output on the (mixed) images.
@@ -112,6 +113,8 @@ class Regularizer(CreatesSavedBuffers):
         teacher_sees_mix: the teacher runs on the student's mixed batch (DELTA) instead of the unmixed images (SMILE).
         needs_source_head: a trainable copy of the source head is attached to the student and applied to its pooled
             feature inside the forward pass (`ForwardOutput.source_logits`).
+        source_head_optional: a source checkpoint without a classification head (a text encoder's pre-training
+            checkpoint) only turns the source-head terms off (SMILE's `L_aux`) instead of being refused.
         needs_hidden_states: the per-stage feature maps of student and teacher are computed.
         has_final_phase: the last `final_finetune_fraction` of training drops mixing and the teacher.
         needs_source_model: the pre-trained model with its original head must be loaded (for the teacher or the
@@ -134,6 +137,7 @@ class Regularizer(CreatesSavedBuffers):
     ema_teacher: ClassVar[bool] = False
     teacher_sees_mix: ClassVar[bool] = False
     needs_source_head: ClassVar[bool] = False
+    source_head_optional: ClassVar[bool] = False
     needs_hidden_states: ClassVar[bool] = False
     has_final_phase: ClassVar[bool] = False
     needs_source_model: ClassVar[bool] = False

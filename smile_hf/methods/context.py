@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..text import TEXT_INPUT_NAMES
+
 if TYPE_CHECKING:
     from ..backbones import BackboneAdapter
 
@@ -28,8 +30,9 @@ class RegularizerContext:
         model (`nn.Module`): the student (unwrapped: no DDP or compile wrapper).
         adapter (`BackboneAdapter`): the backbone adapter of the student's family.
         batches (`Callable[[], Iterable]`): returns a fresh pass over the training batches, each a mapping with
-            `pixel_values` and `labels` (what a `DataLoader` with [`smile_hf.data.collate`] gives) or a
-            `(pixel_values, labels)` pair; [`for_each_training_batch`] moves them to `device`.
+            `pixel_values` and `labels` (what a `DataLoader` with [`smile_hf.data.collate`] gives), or with
+            `input_ids`, `attention_mask` and `labels` for a text model, or a `(pixel_values, labels)` pair;
+            [`for_each_training_batch`] moves them to `device`.
         device (`torch.device`): the training device.
         teacher (`Teacher`, *optional*): the teacher (any [`smile_hf.teacher.Teacher`]), for regularisers with `needs_teacher`.
         reduce (`Callable[[Tensor, str], Tensor]`, *optional*): `reduce(tensor, reduction)` with `reduction` "sum"
@@ -56,11 +59,27 @@ def as_context(context) -> RegularizerContext:
     return context if isinstance(context, RegularizerContext) else context.regularizer_context()
 
 
-def _pair(batch) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair(batch) -> tuple[torch.Tensor | dict[str, torch.Tensor], torch.Tensor]:
     if isinstance(batch, Mapping):
+        if "pixel_values" not in batch and "input_ids" in batch:  # a text batch: the model's inputs as a mapping
+            return {k: v for k, v in batch.items() if k in TEXT_INPUT_NAMES}, batch["labels"]
         return batch["pixel_values"], batch["labels"]
     pixel_values, labels = batch
     return pixel_values, labels
+
+
+def inputs_to(inputs, device: torch.device):
+    """The model inputs of a batch (images, or the mapping of a text batch) on `device`."""
+    if isinstance(inputs, Mapping):
+        return {name: value.to(device) for name, value in inputs.items()}
+    return inputs.to(device)
+
+
+def first_inputs(inputs, count: int):
+    """The first `count` samples of the model inputs of a batch (images, or the mapping of a text batch)."""
+    if isinstance(inputs, Mapping):
+        return {name: value[:count] for name, value in inputs.items()}
+    return inputs[:count]
 
 
 def for_each_training_batch(
@@ -83,7 +102,7 @@ def for_each_training_batch(
             if max_batches is not None and seen >= max_batches:
                 break
             pixel_values, labels = _pair(batch)
-            fn(pixel_values.to(device), labels.to(device))
+            fn(inputs_to(pixel_values, device), labels.to(device))
             seen += 1
             bar.update(1)
     return seen

@@ -13,6 +13,9 @@ never mixed:
   excluded) and a its channel attention (sum_c a_c = 1):
 
       Omega = sum_b sum_c a_c * ||F_s[b,c] - F_t[b,c]||^2 / (H * W)      (summed over the batch, not averaged)
+
+  For a text model F is the last layer's B x T x D output, its channels the D hidden units, and the positions of
+  sequence b are the n_b tokens its attention mask keeps: sum_b sum_c a_c * sum_{t kept} dF[b,t,c]^2 / n_b.
       L     = L_main + delta_alpha * Omega
 
   No 1/2, no C factor, no head term (the reference applies its weight decay, 1e-4, to every parameter, the head
@@ -62,9 +65,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..backbones import first_tensor, map_first_tensor, record_outputs, stop_recording
+from ..text import masked_attention_weighted_distance
 from .base import LossInputs, LossTerms, Regularizer
 from .buffers import BufferList
-from .context import RegularizerContext, as_context, for_each_training_batch
+from .context import RegularizerContext, as_context, first_inputs, for_each_training_batch
 from .hyperparameters import HyperParameter
 from .registry import register_regularizer
 
@@ -131,7 +135,7 @@ def output_channels(adapter, model, modules, pixel_values) -> list[int]:
     for module, sink in zip(modules, outputs):
         record_outputs(module, sink)
     try:
-        adapter.forward(model, pixel_values[:1])
+        adapter.forward(model, first_inputs(pixel_values, 1))
     finally:
         for module, sink in zip(modules, outputs):
             stop_recording(module, sink)
@@ -166,15 +170,15 @@ def channel_importance(teacher, head: nn.Module, modules, batches, progress: boo
     def classify(pooled: torch.Tensor) -> torch.Tensor:  # the float32 probe on features of any dtype
         return head(pooled.float())
 
-    totals = [torch.zeros(c, dtype=torch.float64, device=batches[0][0].device) for c in channels]
+    totals = [torch.zeros(c, dtype=torch.float64, device=batches[0][1].device) for c in channels]
     for pixel_values, labels in tqdm(batches, desc="DELTA: channel importance", leave=False, disable=not progress):
         intact = F.cross_entropy(adapter.forward(model, pixel_values, source_head=classify).source_logits, labels)
-        group = max(1, ATTENTION_SAMPLES_PER_PASS // len(pixel_values))
+        group = max(1, ATTENTION_SAMPLES_PER_PASS // len(labels))
         for total, module, num_channels in zip(totals, modules, channels):
             first = 0
             while first < num_channels:
                 count = min(group, num_channels - first)
-                mask = torch.ones(count, num_channels, device=pixel_values.device)
+                mask = torch.ones(count, num_channels, device=labels.device)
                 mask[torch.arange(count), torch.arange(first, first + count)] = 0.0
                 handle = module.register_forward_hook(_zeroed_copies_hook(adapter, mask), prepend=True)
                 try:
@@ -302,6 +306,9 @@ class Delta(ChannelAttentionRegularizer):
         attention = self.layer_attention(1)
         self.follow_device(inputs.labels.device)
         student_map, teacher_map = inputs.student.hidden_maps[-1], inputs.teacher.hidden_maps[-1]
-        channels = student_map.shape[1]
+        mask = inputs.student.attention_mask  # text: B x T x D states over the kept tokens
+        channels = student_map.shape[1 if mask is None else -1]
         weights = attention[0] if attention is not None else torch.full((channels,), 1.0 / channels)
+        if mask is not None:
+            return {"delta": (self.delta_alpha, masked_attention_weighted_distance(student_map, teacher_map, mask, weights))}
         return {"delta": (self.delta_alpha, attention_weighted_distance(student_map, teacher_map, weights))}

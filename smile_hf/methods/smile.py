@@ -23,6 +23,7 @@ import torch
 
 from ..backbones import SOURCE_HEAD_NAME
 from ..mixing import mix_tensor, soft_cross_entropy
+from ..text import token_mixup_distance
 from .base import LossInputs, LossTerms, Regularizer, UnlabeledInputs, half_squared_norm
 from .hyperparameters import HyperParameter
 from .registry import register_regularizer
@@ -104,12 +105,14 @@ class Smile(Regularizer):
     needs_teacher = True
     ema_teacher = True
     needs_source_head = True
+    source_head_optional = True
     has_final_phase = True
     unlabeled_views = "mix"
     default_unlabeled_batch_ratio = 1.0
 
     def loss_terms(self, inputs: LossInputs) -> LossTerms:
-        heads = (inputs.adapter.head(inputs.model), getattr(inputs.model, SOURCE_HEAD_NAME))
+        source_head = getattr(inputs.model, SOURCE_HEAD_NAME, None)  # None: a text source without a head, no L_aux
+        heads = (inputs.adapter.head(inputs.model), *(() if source_head is None else (source_head,)))
         terms = {"cls": (self.cls_lambda, half_squared_norm(p for h in heads for p in h.parameters()))}
         if inputs.final_phase:
             return terms
@@ -121,9 +124,15 @@ class Smile(Regularizer):
         return {f"{name}_unlabeled": value for name, value in terms.items()}
 
     def teacher_terms(self, student, teacher, mix) -> LossTerms:
-        """`L_aux` and `L_reg`: the terms that read the teacher and no label."""
-        teacher_probs = torch.softmax(teacher.logits.float(), dim=-1)
-        return {
-            "aux": (self.aux_lambda, soft_cross_entropy(student.source_logits.float(), mix_tensor(teacher_probs, mix))),
-            "reg": (self.reg_lambda, feature_mixup_distance(student.feature_map, teacher.feature_map, mix)),
-        }
+        """`L_aux` (where the student has a source head) and `L_reg`: the terms that read the teacher and no label."""
+        terms = {}
+        if student.source_logits is not None:
+            teacher_probs = torch.softmax(teacher.logits.float(), dim=-1)
+            aux = soft_cross_entropy(student.source_logits.float(), mix_tensor(teacher_probs, mix))
+            terms["aux"] = (self.aux_lambda, aux)
+        if student.attention_mask is not None:  # text: last hidden states over the union mask ([`smile_hf.text`])
+            distance = token_mixup_distance(student.feature_map, teacher.feature_map, student.attention_mask, mix)
+        else:
+            distance = feature_mixup_distance(student.feature_map, teacher.feature_map, mix)
+        terms["reg"] = (self.reg_lambda, distance)
+        return terms

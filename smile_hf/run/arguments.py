@@ -24,6 +24,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_CHECKPOINT = "checkpoints/fmnist-resnet-tiny"
 """Source checkpoint shipped in the repository (a tiny ResNet pre-trained on Fashion-MNIST): the default model of
 the offline `--dataset digits` (and of the demo), never of real images."""
+BUNDLED_TEXT_CHECKPOINT = "checkpoints/debian-bert-tiny"
+"""Text source checkpoint shipped in the repository (a tiny BERT pre-trained on Debian package descriptions of 12
+archive sections): the default model of the offline `--dataset debian_sections`."""
+DEFAULT_TEXT_MODEL = "google-bert/bert-base-uncased"
+"""The default `--model_name_or_path` for text presets of the Hub and `--train_file`."""
 DEFAULT_MODEL = "microsoft/resnet-50"
 """The default `--model_name_or_path` for Hub presets and `--train_dir`: the SMILE paper's backbone (ResNet-50
 pre-trained on ImageNet-1k)."""
@@ -127,6 +132,30 @@ class DataTrainingArguments(TuningArguments):
         metadata={"help": "With --predict_backend onnx: the ONNX file of --model_name_or_path (model.onnx, or "
                   "model.int8.onnx for the int8 copy)."},
     )  # fmt: skip
+    train_file: str | None = field(
+        default=None,
+        metadata={"help": "Text classification: a CSV / TSV / JSON lines / Parquet file of training examples (instead "
+                  "of --dataset), with a text column (or a pair) and a label column."},
+    )  # fmt: skip
+    validation_file: str | None = field(
+        default=None, metadata={"help": "Text: the evaluation file (default: --train_val_split of --train_file)."}
+    )
+    predict_file: str | None = field(
+        default=None,
+        metadata={"help": "Text, with --do_predict: a file of texts (its text columns; labels not needed) to classify "
+                  "into <output_dir>/predictions.csv."},
+    )  # fmt: skip
+    text_column_names: str | None = field(
+        default=None,
+        metadata={"help": "Text: the text column, or a pair separated by a comma (default: the preset's, else text, "
+                  "sentence or sentence1[,sentence2])."},
+    )  # fmt: skip
+    label_column_name: str | None = field(
+        default=None, metadata={"help": "Text: the label column (default: the preset's, else label)."}
+    )
+    max_seq_length: int = field(
+        default=128, metadata={"help": "Text: tokens per example after tokenization; longer texts are truncated."}
+    )
     recipe = None  # set (on the instance) by smile_hf.run.recipes.apply_preset_recipe: an AppliedRecipe
 
     def dataset_kwargs(self, model_args: ModelArguments) -> dict:
@@ -137,9 +166,33 @@ class DataTrainingArguments(TuningArguments):
         return {**{name: getattr(self, name) for name in names}, "num_labels": model_args.num_labels,
                 "cache_dir": model_args.cache_dir, "token": model_args.token}  # fmt: skip
 
+    def is_text(self) -> bool:
+        """Whether these arguments name text data: `--train_file`, `--validation_file`, `--predict_file`, or a text
+        preset."""
+        if self.train_file or self.validation_file or self.predict_file:
+            return True
+        return self.dataset is not None and get_preset(self.dataset).is_text
+
+    def text_dataset_kwargs(self, model_args: ModelArguments) -> dict:
+        """The arguments of [`~smile_hf.data.prepare_text_datasets`] (all but `seed` and the validation split's)."""
+        names = ("dataset", "train_file", "validation_file", "text_column_names", "train_val_split",
+                 "max_train_samples", "max_eval_samples", "train_samples_per_class")  # fmt: skip
+        return {**{name: getattr(self, name) for name in names}, "label_column_name": self.label_column_name
+                or self.label_column, "num_labels": model_args.num_labels, "cache_dir": model_args.cache_dir,
+                "token": model_args.token}  # fmt: skip
+
+
+TEXT_ONLY_FIELDS = ("train_file", "validation_file", "predict_file", "text_column_names", "label_column_name",
+                    "max_seq_length")  # fmt: skip
+"""The [`DataTrainingArguments`] only a text run reads."""
+IMAGE_ONLY_FIELDS = ("train_dir", "validation_dir", "predict_dir", "image_column", "corrupt_images",
+                     "random_horizontal_flip", "crop_pct", "keep_aspect", "unlabeled_dir", "unlabeled_from_train",
+                     "predict_backend", "onnx_file")  # fmt: skip
+"""The [`DataTrainingArguments`] only an image run reads."""
+
 
 DRIVER_ONLY_OPTIONS = frozenset(
-    {"do_predict", "predict_dir", "top_k", "predict_backend", "onnx_file", "calibration",
+    {"do_predict", "predict_dir", "predict_file", "top_k", "predict_backend", "onnx_file", "calibration",
      *(f.name for f in fields(TuningArguments))}
 )
 """The options of a run that only the driver (`smile-hf train`) acts on: classifying a folder, calibrating, the
@@ -212,7 +265,9 @@ def parse_args(
         model_args, data_args, training_args = read_args(build_parser(prog), argv)
     except ValueError as error:  # raised by the arguments' own checks (unknown method, a negative weight...)
         raise InputError(" ".join(str(error).split())) from error
-    training_args = apply_defaults(model_args, data_args, training_args, given_options(argv, build_parser(prog)))
+    given = given_options(argv, build_parser(prog))
+    check_modality_options(data_args, given)
+    training_args = apply_defaults(model_args, data_args, training_args, given)
     check_inference_args(model_args, data_args, training_args)
     return model_args, data_args, training_args
 
@@ -230,6 +285,19 @@ def apply_defaults(
     training_args = apply_preset_recipe(data_args, training_args, given)
     finalize_args(model_args, training_args, data_args, given)
     return training_args
+
+
+def check_modality_options(data_args: DataTrainingArguments, given: set[str] | frozenset[str]) -> None:
+    """An [`InputError`] for an option of text data given with image data, or the reverse: it would be ignored."""
+    text = data_args.is_text()
+    unread = sorted(given & set(IMAGE_ONLY_FIELDS if text else TEXT_ONLY_FIELDS))
+    if unread:
+        kind, other = ("text", "image") if text else ("image", "text")
+        raise InputError(
+            f"{', '.join('--' + n for n in unread)}: read for {other} data only, and these data are {kind} "
+            f"({'--train_file / a text preset' if text else '--train_dir / an image preset'}): drop "
+            f"{'it' if len(unread) == 1 else 'them'}."
+        )
 
 
 def check_inference_args(
@@ -251,9 +319,14 @@ def check_inference_args(
             )
     if not training_args.do_train and training_args.calibration != "none":
         raise InputError("--calibration calibrates a model after training: use it with training (--do_train True).")
-    if data_args.predict_dir and not training_args.do_predict:
+    if data_args.predict_file and not training_args.do_predict:
+        raise InputError("--predict_file is read with --do_predict only: add --do_predict (or drop --predict_file).")
+    if training_args.do_predict and data_args.predict_file is not None:
+        if not os.path.isfile(data_args.predict_file):
+            raise InputError(f"--predict_file '{data_args.predict_file}' does not exist or is not a file.")
+    elif data_args.predict_dir and not training_args.do_predict:
         raise InputError("--predict_dir is read with --do_predict only: add --do_predict (or drop --predict_dir).")
-    if training_args.do_predict and not (data_args.predict_dir and os.path.isdir(data_args.predict_dir)):
+    elif training_args.do_predict and not (data_args.predict_dir and os.path.isdir(data_args.predict_dir)):
         raise InputError(f"--do_predict needs --predict_dir, an existing folder of images (got {data_args.predict_dir}).")
     if data_args.top_k < 1:
         raise InputError(f"--top_k must be >= 1, got {data_args.top_k}.")
@@ -332,10 +405,12 @@ def finalize_args(
 
 
 def default_model(data_args: DataTrainingArguments | None) -> str:
-    """The bundled toy checkpoint for a preset built offline (`--dataset digits`), else [`DEFAULT_MODEL`]."""
+    """The bundled toy checkpoint for a preset built offline (`--dataset digits`; the tiny BERT for the text one,
+    `--dataset debian_sections`), else [`DEFAULT_MODEL`] ([`DEFAULT_TEXT_MODEL`] for text data)."""
+    text = data_args is not None and data_args.is_text()
     if data_args is not None and data_args.dataset is not None and get_preset(data_args.dataset).hub_id is None:
-        return resolve_bundled(BUNDLED_CHECKPOINT)
-    return DEFAULT_MODEL
+        return resolve_bundled(BUNDLED_TEXT_CHECKPOINT if text else BUNDLED_CHECKPOINT)
+    return DEFAULT_TEXT_MODEL if text else DEFAULT_MODEL
 
 
 def default_output_dir(
@@ -343,8 +418,11 @@ def default_output_dir(
 ) -> str:
     """`runs/<dataset>-<method>-<model>`: the preset (or the `--train_dir` / `--validation_dir` / `--predict_dir`
     folder's name), the method (`predict` without training), the last part of the model's name or path."""
-    folder = data_args.train_dir or data_args.validation_dir or data_args.predict_dir or "data"
-    dataset = data_args.dataset or os.path.basename(os.path.normpath(folder))
+    folder = data_args.train_dir or data_args.validation_dir or data_args.predict_dir
+    text_file = data_args.train_file or data_args.validation_file or data_args.predict_file
+    if folder is None and text_file is not None:  # a text file's name, without its extension
+        folder = os.path.splitext(text_file)[0]
+    dataset = data_args.dataset or os.path.basename(os.path.normpath(folder or "data"))
     model = os.path.basename(os.path.normpath(model_args.model_name_or_path))
     return os.path.join("runs", f"{dataset}-{training_args.method if training_args.do_train else 'predict'}-{model}")
 

@@ -398,7 +398,7 @@ def compare(
         create_hub_repo(run.args)
     check_plotting(experiment_args, training_args)
     check_analysis(experiment_args.analyze, training_args)
-    processor = load_processor(model_args)
+    processor = load_processor(model_args, data_args)
     seeds = list(dict.fromkeys(run.args.seed for run in plan))
     with training_args.main_process_first(desc="loading the datasets"):
         data_by_seed = {

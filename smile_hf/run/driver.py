@@ -16,13 +16,14 @@ from transformers import set_seed
 from .._compat import shut_down_dataloader_workers
 from ..checkpoints import resumable_interrupts, resume_point, write_run_config
 from ..config import SmileTrainingArguments
-from ..data import PreparedData, eval_image_processor, one_line
+from ..data import PreparedData, TextData, eval_image_processor, one_line, text_collator
 from ..metrics import ClassificationMetrics, load_classification_metric
 from ..recipes import AppliedRecipe
 from ..trainer import SmileTrainer
 from ..tuning import SEARCH_ONLY_FIELDS
 from ..unlabeled import unlabeled_record
 from .arguments import (
+    TEXT_ONLY_FIELDS,
     DataTrainingArguments,
     InputError,
     ModelArguments,
@@ -35,6 +36,7 @@ from .loading import check_model, check_unlabeled_options, load_processor, prepa
 from .lock import run_lock
 from .outputs import card_arguments, create_hub_repo, push_deferred, push_final_model, results_table, write_results
 from .predict import evaluate_and_predict, predict_folder
+from .text import predict_text_file
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ def train_one(
             # saved with the model: what evaluation fed it (resize to crop / crop_pct, center crop, normalise)
             processing_class=eval_image_processor(data.transform_config) if data.transform_config else processor,
             unlabeled_dataset=getattr(data, "unlabeled", None),
+            data_collator=text_collator(processor) if isinstance(data, TextData) else None,  # padded per batch
         )
         trainer.unlabeled_source = getattr(data, "unlabeled_source", None)
     except (OSError, SafetensorError) as error:  # a model folder without weights, or with damaged ones
@@ -155,7 +158,7 @@ def _locked_run(
         return evaluate_and_predict(model_args, data_args, training_args)
     check_model(model_args, data_args)
     create_hub_repo(training_args)  # --push_to_hub: the repository exists before anything trains
-    processor = load_processor(model_args)
+    processor = load_processor(model_args, data_args)
     with training_args.main_process_first(desc="loading the datasets"):
         data = prepare_data(data_args, model_args, training_args.seed, processor, disable_tqdm=quiet(training_args),
                             validation=needs_validation(data_args, training_args),
@@ -177,7 +180,9 @@ def _locked_run(
     result, trainer = train_one(
         model_args, training_args, data, processor, resume=resume, recipe=data_args.recipe, search=search_record
     )
-    if training_args.do_predict:  # the trained model on --predict_dir, with the evaluation transform it was exported with
+    if training_args.do_predict and isinstance(data, TextData):  # --predict_file, tokenized as the training data
+        result["predictions"] = predict_text_file(trainer.model, processor, data_args, training_args)
+    elif training_args.do_predict:  # the trained model on --predict_dir, with the evaluation transform it was exported with
         result["predictions"] = predict_folder(trainer.model, data_args, training_args, data.transform_config)
     if training_args.should_save:
         path = write_results([result], training_args.output_dir)
@@ -200,7 +205,9 @@ def run_config(
     weights (`SmileTrainingArguments.run_defining_values`), and whether it starts from random weights."""
     model = {"model_name_or_path": model_args.model_name_or_path, "model_revision": model_args.model_revision,
              "num_labels": model_args.num_labels}  # fmt: skip
-    not_weights = ("predict_dir", "top_k", "predict_backend", "onnx_file", *SEARCH_ONLY_FIELDS)  # no trained weight
+    not_weights = ("predict_dir", "predict_file", "top_k", "predict_backend", "onnx_file", *SEARCH_ONLY_FIELDS)
+    if not data_args.is_text():  # read by text runs only: an image run's config is as it was before they existed
+        not_weights += TEXT_ONLY_FIELDS
     if not data_args.hp_search_trials and training_args.calibration == "none":
         not_weights += ("validation_source",)  # picks the split only a search or a calibration holds out
     data = {k: v for k, v in asdict(data_args).items() if k not in not_weights}

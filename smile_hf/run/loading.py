@@ -15,6 +15,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATIO
 from ..config import SmileTrainingArguments
 from ..data import (
     PreparedData,
+    TextData,
     TransformConfig,
     carve_validation,
     get_preset,
@@ -27,6 +28,14 @@ from ..data import (
 from ..methods import get_regularizer_class
 from ..modeling import load_image_processor
 from .arguments import DataTrainingArguments, InputError, ModelArguments
+from .text import (
+    check_text_model,
+    is_text_config,
+    load_tokenizer,
+    load_trained_text_model,
+    prepare_text_data,
+    random_init_text_model,
+)
 from .validation_source import validation_source
 
 logger = logging.getLogger(__name__)
@@ -82,6 +91,8 @@ def check_model(model_args: ModelArguments, data_args: DataTrainingArguments | N
             f"Cannot load --model_name_or_path '{name}': {where} cannot be reached or has no such model "
             f"(offline?). Pass a local checkpoint folder. [{type(error).__name__}]"
         ) from error
+    if check_text_model(config, name, data_args):  # a text classifier, for text data
+        return
     if type(config) not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING and not _has_remote_classifier(config):
         raise InputError(
             f"--model_name_or_path '{name}' is a '{config.model_type}' model, not an image classifier: "
@@ -123,8 +134,11 @@ def loading_kwargs(model_args: ModelArguments) -> dict:
     }  # fmt: skip
 
 
-def load_processor(model_args: ModelArguments):
-    """The checkpoint's image processor, or `None` (ImageNet defaults) if it has none."""
+def load_processor(model_args: ModelArguments, data_args: DataTrainingArguments | None = None):
+    """The checkpoint's image processor, or `None` (ImageNet defaults) if it has none; its tokenizer for text data
+    (`data_args.is_text()`)."""
+    if data_args is not None and data_args.is_text():
+        return load_tokenizer(model_args, **loading_kwargs(model_args))
     processor = load_image_processor(model_args.model_name_or_path, **loading_kwargs(model_args))
     if processor is None:
         logger.warning("The checkpoint has no image processor: using 224 x 224 crops and ImageNet mean / std.")
@@ -146,7 +160,10 @@ def prepare_data(
     `validation` holds a validation split out of the training data ([`carve_validation`] with
     `--validation_split_fraction` / `--validation_samples_per_class` and `seed`) into `data.validation`, or takes the
     dataset's own one where `--validation_source` says so ([`validation_source`]): the final run then trains on it
-    too (`data.search_train` is the training data without it), unless `calibration` fits a temperature on it."""
+    too (`data.search_train` is the training data without it), unless `calibration` fits a temperature on it.
+    Text data (`data_args.is_text()`) go through [`prepare_text_data`], `processor` the tokenizer."""
+    if data_args.is_text():
+        return prepare_text_data(data_args, model_args, seed, processor, validation, calibration)
     own = validation and validation_source(data_args) == "dataset"
     data = prepare_datasets(
         **data_args.dataset_kwargs(model_args), seed=seed, disable_tqdm=disable_tqdm, own_validation=own,
@@ -206,6 +223,8 @@ def add_unlabeled(
 
 def random_init_model(model_args: ModelArguments, data: PreparedData, **load_kwargs):
     """The checkpoint's architecture with random weights and a head for the data's classes."""
+    if isinstance(data, TextData):
+        return random_init_text_model(model_args, data, **load_kwargs)
     config = AutoConfig.from_pretrained(
         model_args.model_name_or_path, num_labels=len(data.label_names), id2label=data.id2label,
         label2id={v: k for k, v in data.id2label.items()}, **load_kwargs,
@@ -227,8 +246,10 @@ def student(model_args: ModelArguments, training_args: SmileTrainingArguments, d
 
 
 def load_trained_model(model_args: ModelArguments):
-    """The image classifier of `--model_name_or_path` as it was saved (its own head and classes)."""
+    """The image (or text) classifier of `--model_name_or_path` as it was saved (its own head and classes)."""
     try:
+        if is_text_config(AutoConfig.from_pretrained(model_args.model_name_or_path, **loading_kwargs(model_args))):
+            return load_trained_text_model(model_args, **loading_kwargs(model_args))
         return AutoModelForImageClassification.from_pretrained(model_args.model_name_or_path, **loading_kwargs(model_args))
     except ValueError as error:
         check_remote_code(model_args, error)

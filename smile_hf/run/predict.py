@@ -15,12 +15,21 @@ from transformers import AutoConfig, Trainer
 from transformers.utils import cached_file
 
 from ..config import SmileTrainingArguments
-from ..data import DataError, ImageTransform, TransformConfig, align_to_model_classes, collate, image_files
+from ..data import (
+    DataError,
+    ImageTransform,
+    TransformConfig,
+    align_to_model_classes,
+    collate,
+    image_files,
+    text_collator,
+)
 from ..inference import PREDICTIONS_FILE, classify_files, classify_files_with, write_predictions
 from ..metrics import ClassificationMetrics, load_classification_metric
 from ..onnx_export import OnnxExportError, onnx_logits, onnx_session, require_onnx
 from .arguments import DataTrainingArguments, InputError, ModelArguments, quiet
 from .loading import check_model, load_processor, load_trained_model, loading_kwargs, prepare_data
+from .text import predict_text_file
 
 
 @dataclass
@@ -92,8 +101,9 @@ def evaluate_and_predict(
     the one the model was exported with ([`TransformConfig.for_evaluation`]). Writes `eval_results.json` (with
     `--do_eval`); returns it and the evaluating trainer (`None` without `--do_eval`)."""
     check_model(model_args, data_args if training_args.do_eval else None)
-    processor = load_processor(model_args)
-    config = TransformConfig.for_evaluation(processor, data_args.crop_pct)
+    text = data_args.is_text()
+    processor = load_processor(model_args, data_args)  # a text model's tokenizer
+    config = None if text else TransformConfig.for_evaluation(processor, data_args.crop_pct)
     if data_args.predict_backend == "onnx":  # --do_predict alone (check_predict_backend)
         classifier = load_onnx_classifier(model_args, data_args.onnx_file)
         predictions = predict_folder(classifier, data_args, training_args, config)
@@ -101,20 +111,25 @@ def evaluate_and_predict(
     model = load_trained_model(model_args).to(training_args.device)
     result, trainer = {"model": model_args.model_name_or_path, "metrics": {}}, None
     if training_args.do_eval:
-        if data_args.dataset is None and data_args.train_dir is None:  # --validation_dir alone: its classes are all
+        if data_args.dataset is None and data_args.train_dir is None and not text:  # --validation_dir alone
             data_args = replace(data_args, train_dir=data_args.validation_dir)
+        if data_args.dataset is None and data_args.train_file is None and text:  # --validation_file alone
+            data_args = replace(data_args, train_file=data_args.validation_file)
         with training_args.main_process_first(desc="loading the datasets"):
             data = prepare_data(data_args, model_args, training_args.seed, processor, config, quiet(training_args))
         align_to_model_classes(data, model.config.id2label)  # a subset of its classes: allowed, with a note
         trainer = Trainer(
-            model=model, args=training_args, eval_dataset=data.eval, data_collator=collate,
+            model=model, args=training_args, eval_dataset=data.eval,
+            data_collator=text_collator(processor) if text else collate,
             compute_metrics=ClassificationMetrics(metric=load_classification_metric(keep_in_memory=True)),
         )  # fmt: skip
         result.update(
             data=data.description, data_source=asdict(data.source) if data.source else None,
             num_eval=len(data.eval), metrics=trainer.evaluate(),
         )  # fmt: skip
-    if training_args.do_predict:
+    if training_args.do_predict and text:
+        result["predictions"] = predict_text_file(model, processor, data_args, training_args)
+    elif training_args.do_predict:
         result["predictions"] = predict_folder(model, data_args, training_args, config)
     if training_args.should_save and training_args.do_eval:  # predicting alone writes predictions.csv only
         os.makedirs(training_args.output_dir, exist_ok=True)
