@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import transformers
 from safetensors import SafetensorError
@@ -17,6 +17,7 @@ from .._compat import shut_down_dataloader_workers
 from ..checkpoints import resumable_interrupts, resume_point, write_run_config
 from ..config import SmileTrainingArguments
 from ..data import PreparedData, eval_image_processor, one_line
+from ..methods import get_regularizer_class
 from ..metrics import ClassificationMetrics, load_classification_metric
 from ..recipes import AppliedRecipe
 from ..trainer import SmileTrainer
@@ -62,6 +63,9 @@ def train_one(
             "training and evaluation, and this data has only a training and an evaluation split: use --calibration "
             "none, or call SmileTrainer.calibrate(validation_dataset) in your own script."
         )
+    unlabeled = unlabeled_for(training_args.method, data)
+    if unlabeled is None and getattr(data, "unlabeled", None) is not None:  # a comparison: for the methods using them
+        training_args = replace(training_args, unlabeled_batch_ratio=None)
     set_seed(training_args.seed)
     model = student(model_args, training_args, data, from_scratch)
     try:
@@ -74,7 +78,7 @@ def train_one(
             compute_metrics=ClassificationMetrics(metric=load_classification_metric(keep_in_memory=True)),
             # saved with the model: what evaluation fed it (resize to crop / crop_pct, center crop, normalise)
             processing_class=eval_image_processor(data.transform_config) if data.transform_config else processor,
-            unlabeled_dataset=getattr(data, "unlabeled", None),
+            unlabeled_dataset=unlabeled,
         )
         trainer.unlabeled_source = getattr(data, "unlabeled_source", None)
     except (OSError, SafetensorError) as error:  # a model folder without weights, or with damaged ones
@@ -118,6 +122,14 @@ def train_one(
     }, trainer
 
 
+def unlabeled_for(method: str, data: PreparedData):
+    """The unlabelled images of `data` for `method`: None for a method that cannot use them (a comparison passes
+    them to those that can, see [`check_unlabeled_options`])."""
+    if get_regularizer_class(method).unlabeled_views is None:
+        return None
+    return getattr(data, "unlabeled", None)
+
+
 def configure_logging(training_args: SmileTrainingArguments, *loggers: str) -> None:
     """Log to stderr at the process's log level: `smile_hf`, `transformers`, `datasets` and `loggers`."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler()])
@@ -149,7 +161,7 @@ def _locked_run(
     if data_args.recipe is not None:
         logger.info(data_args.recipe.line())
     check_search(data_args, training_args)
-    check_unlabeled_options(data_args, training_args)
+    check_unlabeled_options(data_args, [training_args.method])
     if not training_args.do_train:
         return evaluate_and_predict(model_args, data_args, training_args)
     check_model(model_args, data_args)
