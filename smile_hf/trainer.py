@@ -77,7 +77,15 @@ from .parity import (
 from .randaugment import strong_augment
 from .sharding import check_resume, check_sharding
 from .teacher import EmaTeacherCallback, Teacher
-from .unlabeled import UNLABELED_STREAM_KEY, UnlabeledStream, check_unlabeled, unlabeled_batch_size, view_generator
+from .unlabeled import (
+    UNLABELED_STREAM_KEY,
+    UnlabeledStream,
+    check_unlabeled,
+    describe_unlabeled,
+    unlabeled_batch_size,
+    unlabeled_record,
+    view_generator,
+)
 
 if TYPE_CHECKING:
     from peft import PeftConfig
@@ -696,6 +704,7 @@ class SmileTrainer(MethodStateMixin, CompleteCheckpointMixin, Trainer):
             dataset=dataset,
             dataset_args=dataset_args,
             template_path=template_path,
+            unlabeled_images=describe_unlabeled(unlabeled_record(self)),
             **dataset_details,
         )
         os.makedirs(self.args.output_dir, exist_ok=True)
