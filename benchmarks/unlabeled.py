@@ -26,10 +26,11 @@ import os
 import sys
 import time
 
+from . import shots_curve
 from .accuracy import load_data, quiet, train_and_evaluate
 from .accuracy_targets import register_targets, set_transforms_decoding_once
 from .common import RESULTS_DIR, environment, log, markdown_table, write_json, write_text
-from .shots_curve import default_sources, paired_differences, parse_sources, shot_label, t_interval
+from .shots_curve import _interval_cell, default_sources, parse_sources, shot_label
 
 SHOTS = (1, 2, 5, 10, 20)
 SEEDS = (0, 1, 2, 3, 4)
@@ -75,34 +76,9 @@ def run_job(job: dict) -> dict:
 
 
 def summarise(runs: list[dict], sources: dict, shots, methods) -> dict:
-    """`summary[source][shots][method]`: accuracy t-interval over seeds; `summary[source][shots]["a - b"]`: paired."""
-    summary = {}
-    for source in sources:
-        for s in shots:
-            cell_runs = [r for r in runs if r["source"] == source and r["shots"] == s]
-            if not cell_runs:
-                continue
-            cell = summary.setdefault(source, {}).setdefault(shot_label(s), {})
-            for m in methods:
-                values = [r["accuracy"] for r in sorted(cell_runs, key=lambda r: r["seed"]) if r["method"] == m]
-                if values:
-                    cell[m] = {**t_interval(values), "accuracy": values}
-            for a, b in COMPARISONS:
-                if a in methods and b in methods:
-                    cell[f"{a} - {b}"] = paired_differences(cell_runs, a, b)
-    return summary
-
-
-def _cell(stats: dict | None, sign: bool = False) -> str:
-    if not stats or "mean" not in stats:
-        return "n/a"
-    fmt = "{:+.1f}" if sign else "{:.1f}"
-    text = fmt.format(100 * stats["mean"])
-    if stats.get("low") is not None:
-        text += f" [{fmt.format(100 * stats['low'])}, {fmt.format(100 * stats['high'])}]"
-    if "seeds_better" in stats:
-        text += f" ({stats['seeds_better']}/{stats['n']})"
-    return text
+    """`summary[source][shots][method]`: accuracy t-interval over seeds; `summary[source][shots]["a - b"]`: paired
+    (`benchmarks.shots_curve.summarise` with this benchmark's comparisons)."""
+    return shots_curve.summarise(runs, sources, "digits", shots, methods, COMPARISONS)
 
 
 def report(payload: dict) -> str:
@@ -127,8 +103,8 @@ def report(payload: dict) -> str:
         rows = []
         for s in settings["shots"]:
             cell = summary.get(source, {}).get(shot_label(s), {})
-            rows.append([shot_label(s), *(_cell(cell.get(m)) for m in methods),
-                         *(_cell(cell.get(f"{a} - {b}"), sign=True) for a, b in COMPARISONS)])  # fmt: skip
+            rows.append([shot_label(s), *(_interval_cell(cell.get(m)) for m in methods),
+                         *(_interval_cell(cell.get(f"{a} - {b}"), sign=True) for a, b in COMPARISONS)])  # fmt: skip
         lines += [f"### Source `{info['path']}`", "", markdown_table(header, rows), ""]
     return "\n".join(lines)
 

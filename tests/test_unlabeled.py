@@ -213,7 +213,7 @@ def test_benchmark_report_pairs_the_methods_per_seed_and_says_when_it_is_reduced
     from benchmarks.unlabeled import COMPARISONS, FULL_GRID, report, summarise
 
     accuracy = {"finetune": (0.50, 0.60), "smile": (0.52, 0.61), "smile+unlabeled": (0.55, 0.60), "fixmatch": (0.40, 0.70)}
-    runs = [{"source": "s", "shots": 5, "seed": seed, "method": m, "accuracy": a[seed]}
+    runs = [{"source": "s", "target": "digits", "shots": 5, "seed": seed, "method": m, "accuracy": a[seed]}
             for m, a in accuracy.items() for seed in (0, 1)]  # fmt: skip
     summary = summarise(runs, {"s": {}}, [5], list(accuracy))
     cell = summary["s"]["5"]
