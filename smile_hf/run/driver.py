@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import transformers
 from safetensors import SafetensorError
@@ -17,7 +17,6 @@ from .._compat import shut_down_dataloader_workers
 from ..checkpoints import resumable_interrupts, resume_point, write_run_config
 from ..config import SmileTrainingArguments
 from ..data import PreparedData, eval_image_processor, one_line
-from ..methods import get_regularizer_class
 from ..metrics import ClassificationMetrics, load_classification_metric
 from ..recipes import AppliedRecipe
 from ..trainer import SmileTrainer
@@ -32,7 +31,7 @@ from .arguments import (
     run_processes_on_cpu_without_accelerator,
 )
 from .hp_search import check_not_finished, check_search, needs_validation, search
-from .loading import check_model, check_unlabeled_options, load_processor, prepare_data, student
+from .loading import check_model, check_unlabeled_options, load_processor, prepare_data, student, unlabeled_for
 from .lock import run_lock
 from .outputs import card_arguments, create_hub_repo, results_table, write_results
 from .predict import evaluate_and_predict, predict_folder
@@ -63,9 +62,7 @@ def train_one(
             "training and evaluation, and this data has only a training and an evaluation split: use --calibration "
             "none, or call SmileTrainer.calibrate(validation_dataset) in your own script."
         )
-    unlabeled = unlabeled_for(training_args.method, data)
-    if unlabeled is None and getattr(data, "unlabeled", None) is not None:  # a comparison: for the methods using them
-        training_args = replace(training_args, unlabeled_batch_ratio=None)
+    training_args, unlabeled = unlabeled_for(training_args, data)
     set_seed(training_args.seed)
     model = student(model_args, training_args, data, from_scratch)
     try:
@@ -120,14 +117,6 @@ def train_one(
         "validation_split": split.to_dict() if (split := getattr(data, "validation_split", None)) else None,
         "hp_search": {"summary": search.summary(), "best_values": search.best_values} if search is not None else None,
     }, trainer
-
-
-def unlabeled_for(method: str, data: PreparedData):
-    """The unlabelled images of `data` for `method`: None for a method that cannot use them (a comparison passes
-    them to those that can, see [`check_unlabeled_options`])."""
-    if get_regularizer_class(method).unlabeled_views is None:
-        return None
-    return getattr(data, "unlabeled", None)
 
 
 def configure_logging(training_args: SmileTrainingArguments, *loggers: str) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
+from typing import Any
 
 from huggingface_hub import constants as hub_constants
 from safetensors import SafetensorError
@@ -183,6 +185,16 @@ def check_unlabeled_options(data_args: DataTrainingArguments, methods: list[str]
     needing = [m for m in methods if get_regularizer_class(m).requires_unlabeled]
     if needing and not given:
         raise InputError(f"Method '{needing[0]}' trains on unlabelled images: add --unlabeled_dir or --unlabeled_from_train.")
+
+
+def unlabeled_for(args: SmileTrainingArguments, data: PreparedData) -> tuple[SmileTrainingArguments, Any]:
+    """The arguments and the unlabelled images of `data` for `args.method`: none for a method that cannot use them
+    (a comparison passes them to those that can, see [`check_unlabeled_options`]), with `unlabeled_batch_ratio`,
+    which only those read, unset."""
+    unlabeled = getattr(data, "unlabeled", None)
+    if unlabeled is None or get_regularizer_class(args.method).unlabeled_views is not None:
+        return args, unlabeled
+    return replace(args, unlabeled_batch_ratio=None), None
 
 
 def add_unlabeled(
