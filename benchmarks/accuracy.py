@@ -110,9 +110,10 @@ def load_data(job: dict):
     return data, TransformConfig.from_image_processor(processor, random_horizontal_flip=False)
 
 
-def train_and_evaluate(job: dict, data, values: dict | None = None) -> dict:
+def train_and_evaluate(job: dict, data, values: dict | None = None, unlabeled=None) -> dict:
     """Train `job["method"]` on `data.train` and evaluate it on `data.eval` (transforms attached); `values` (a
-    search's point) are set on the arguments after the recipe, as `smile_hf.tuning.apply_values` does in a search."""
+    search's point) are set on the arguments after the recipe, as `smile_hf.tuning.apply_values` does in a search;
+    `unlabeled`: the trainer's `unlabeled_dataset`."""
     import transformers
     from transformers import set_seed
 
@@ -151,6 +152,7 @@ def train_and_evaluate(job: dict, data, values: dict | None = None) -> dict:
             train_dataset=data.train,
             eval_dataset=data.eval,
             compute_metrics=ClassificationMetrics(top_k=(1,)),
+            unlabeled_dataset=unlabeled,
         )
         trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
         start = time.perf_counter()
@@ -172,6 +174,7 @@ def train_and_evaluate(job: dict, data, values: dict | None = None) -> dict:
         "train_seconds": round(train_seconds, 2),
         "steps": int(trainer.state.global_step),
         "trained_with": {name: getattr(trainer.args, name) for name in values or {}},
+        "unlabeled_images": len(unlabeled) if unlabeled is not None else 0,
     }
 
 

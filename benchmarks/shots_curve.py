@@ -82,9 +82,9 @@ def paired_differences(runs: list[dict], a: str, b: str) -> dict:
     return {"seeds": seeds, "differences": diffs, **t_interval(diffs), "seeds_better": sum(d > 0 for d in diffs)}
 
 
-def summarise(runs: list[dict], sources, target: str, shots, methods) -> dict:
+def summarise(runs: list[dict], sources, target: str, shots, methods, comparisons=COMPARISONS) -> dict:
     """`summary[source][shots][method]` = accuracy t-interval over seeds (+ the values),
-    `summary[source][shots]["a - b"]` = the paired differences."""
+    `summary[source][shots]["a - b"]` = the paired differences of each pair of `comparisons`."""
     summary = {}
     for source in sources:
         for s in shots:
@@ -96,7 +96,7 @@ def summarise(runs: list[dict], sources, target: str, shots, methods) -> dict:
                 values = [r["accuracy"] for r in sorted(cell_runs, key=lambda r: r["seed"]) if r["method"] == m]
                 if values:
                     cell[m] = {**t_interval(values), "accuracy": values}
-            for a, b in COMPARISONS:
+            for a, b in comparisons:
                 if a in methods and b in methods:
                     cell[f"{a} - {b}"] = paired_differences(cell_runs, a, b)
     return summary

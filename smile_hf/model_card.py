@@ -22,8 +22,6 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from .unlabeled import describe_unlabeled, unlabeled_record
-
 DEFAULT_TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"
 """The card template shipped in the package (`model_cards/template.md` of the source tree links to it); pass
 `template_path=` for another one."""
@@ -410,8 +408,8 @@ def model_card_from_trainer(
         The other arguments are those of `Trainer.create_model_card`: `finetuned_from` defaults to the model's
         `name_or_path`, `dataset_tags` (Hub ids) to `dataset`.
         dataset_details: `dataset_split`, `dataset_revision`, `dataset_split_role`, `local_dataset`,
-            `training_recipe` of [`build_model_card`] (default split: the evaluation dataset's `split`, else
-            "validation").
+            `training_recipe`, `unlabeled_images` of [`build_model_card`] (default split: the evaluation dataset's
+            `split`, else "validation").
     """
     args = trainer.args
     config = model.config
@@ -445,7 +443,6 @@ def model_card_from_trainer(
         language=language,
         citation=citation,
         template_path=template_path,
-        unlabeled_images=describe_unlabeled(unlabeled_record(trainer)),
         **dataset_details,
     )
 

@@ -14,7 +14,6 @@ nearest neighbour.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -27,69 +26,85 @@ RANDAUGMENT_OPS = (
 """The operations drawn from (FixMatch's RandAugment pool without Equalize and Sharpness)."""
 
 
-def _blend(image: torch.Tensor, other: torch.Tensor, factor: float) -> torch.Tensor:
-    return (other + factor * (image - other)).clamp(0.0, 1.0)
+def _per_image(values: torch.Tensor) -> torch.Tensor:
+    return values.view(-1, 1, 1, 1)
 
 
-def _grey(image: torch.Tensor) -> torch.Tensor:
-    weights = torch.tensor([0.299, 0.587, 0.114], dtype=image.dtype, device=image.device)
-    if image.shape[0] != 3:
-        return image.mean(0, keepdim=True)
-    return (image * weights[:, None, None]).sum(0, keepdim=True)
+def _blend(images: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return (other + _per_image(factor) * (images - other)).clamp(0.0, 1.0)
 
 
-def _affine(image: torch.Tensor, matrix: list[list[float]]) -> torch.Tensor:
-    theta = torch.tensor([matrix], dtype=image.dtype, device=image.device)
-    grid = F.affine_grid(theta, [1, *image.shape], align_corners=False)
-    filled = F.grid_sample(image[None] - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return (filled[0] + 0.5).clamp(0.0, 1.0)  # outside the image: grey
+def _grey(images: torch.Tensor) -> torch.Tensor:
+    if images.shape[1] != 3:
+        return images.mean(1, keepdim=True)
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype, device=images.device)
+    return (images * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
-def apply_op(image: torch.Tensor, op: str, magnitude: float, sign: float) -> torch.Tensor:
-    """One RandAugment operation on one image in [0, 1] (C x H x W); `magnitude` in [0, 1], `sign` +-1 for the
-    signed operations. Ranges as in the FixMatch paper (Table 12)."""
+def _affine(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Each image through its 2 x 3 affine map (in the [-1, 1] grid), grey outside the image."""
+    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+    filled = F.grid_sample(images - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return (filled + 0.5).clamp(0.0, 1.0)
+
+
+def _theta(n: int, device, **entries: torch.Tensor) -> torch.Tensor:
+    theta = torch.zeros(n, 2, 3, device=device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    positions = {"a": (0, 0), "b": (0, 1), "tx": (0, 2), "c": (1, 0), "d": (1, 1), "ty": (1, 2)}
+    for name, value in entries.items():
+        theta[:, positions[name][0], positions[name][1]] = value
+    return theta
+
+
+def apply_op(images: torch.Tensor, op: str, magnitude: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    """One RandAugment operation on images in [0, 1] (N x C x H x W), each with its `magnitude` in [0, 1] and its
+    `sign` (+-1, for the signed operations), both of shape (N,). Ranges as in the FixMatch paper (Table 12)."""
+    n, device = images.shape[0], images.device
     if op == "identity":
-        return image
+        return images
     if op == "autocontrast":
-        low = image.amin(dim=(1, 2), keepdim=True)
-        high = image.amax(dim=(1, 2), keepdim=True)
-        return ((image - low) / (high - low).clamp_min(1e-6)).where(high > low, image)
+        low, high = images.amin(dim=(2, 3), keepdim=True), images.amax(dim=(2, 3), keepdim=True)
+        return ((images - low) / (high - low).clamp_min(1e-6)).where(high > low, images)
     if op in ("brightness", "color", "contrast"):
         factor = 0.05 + 0.9 * magnitude  # B in [0.05, 0.95] (PIL's enhance factor: 0 grey / black, 1 unchanged)
         if op == "brightness":
-            return _blend(image, torch.zeros_like(image), factor)
-        grey = _grey(image)
-        return _blend(image, grey.expand_as(image) if op == "color" else grey.mean().expand_as(image), factor)
+            return _blend(images, torch.zeros_like(images), factor)
+        grey = _grey(images)
+        other = grey if op == "color" else grey.mean(dim=(1, 2, 3), keepdim=True)
+        return _blend(images, other.expand_as(images), factor)
     if op == "posterize":
-        bits = 4 + round(4 * magnitude)  # B in [4, 8]
-        shift = 2 ** (8 - bits)
-        return torch.floor(image * 255.0 / shift) * shift / 255.0
+        shift = _per_image(2.0 ** (8 - (4 + torch.round(4 * magnitude))))  # B in [4, 8] bits
+        return torch.floor(images * 255.0 / shift) * shift / 255.0
     if op == "solarize":
-        threshold = magnitude  # T in [0, 1]
-        return torch.where(image < threshold, image, 1.0 - image)
+        threshold = _per_image(magnitude)  # T in [0, 1]
+        return torch.where(images < threshold, images, 1.0 - images)
     if op == "rotate":
-        angle = math.radians(30.0 * magnitude * sign)  # theta in [-30, 30] degrees
-        cos, sin = math.cos(angle), math.sin(angle)
-        return _affine(image, [[cos, -sin, 0.0], [sin, cos, 0.0]])
+        angle = torch.deg2rad(30.0 * magnitude * sign)  # theta in [-30, 30] degrees
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        return _affine(images, _theta(n, device, a=cos, b=-sin, c=sin, d=cos))
     if op in ("shear_x", "shear_y"):
         shear = 0.3 * magnitude * sign  # R in [-0.3, 0.3]
-        return _affine(image, [[1.0, shear, 0.0], [0.0, 1.0, 0.0]] if op == "shear_x" else [[1.0, 0.0, 0.0], [shear, 1.0, 0.0]])
+        return _affine(images, _theta(n, device, **({"b": shear} if op == "shear_x" else {"c": shear})))
     if op in ("translate_x", "translate_y"):
         shift = 2 * 0.3 * magnitude * sign  # lambda in [-0.3, 0.3] of the size; the grid spans 2
-        return _affine(image, [[1.0, 0.0, shift], [0.0, 1.0, 0.0]] if op == "translate_x" else [[1.0, 0.0, 0.0], [0.0, 1.0, shift]])
+        return _affine(images, _theta(n, device, **({"tx": shift} if op == "translate_x" else {"ty": shift})))
     raise ValueError(f"Unknown RandAugment operation '{op}'; known: {', '.join(RANDAUGMENT_OPS)}.")
 
 
-def cutout(image: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
-    """A grey square of side `fraction x` the shorter side, at a uniform centre (clipped to the image)."""
-    height, width = image.shape[-2:]
-    side = int(round(fraction * min(height, width)))
-    if side <= 0:
-        return image
-    cy, cx = (int(torch.randint(0, n, (), generator=generator)) for n in (height, width))
-    image = image.clone()
-    image[:, max(cy - side // 2, 0) : cy + (side + 1) // 2, max(cx - side // 2, 0) : cx + (side + 1) // 2] = 0.5
-    return image
+def cutout(images: torch.Tensor, fraction: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """In each image, a grey square of side `fraction x` the shorter side (one fraction per image), at a uniform
+    centre, clipped to the image."""
+    n, _, height, width = images.shape
+    side = torch.round(fraction * min(height, width))
+    cy = torch.randint(0, height, (n,), generator=generator).float()
+    cx = torch.randint(0, width, (n,), generator=generator).float()
+    rows, cols = torch.arange(height).view(1, -1), torch.arange(width).view(1, -1)
+    top, left = (cy - torch.div(side, 2, rounding_mode="floor")).view(-1, 1), (cx - torch.div(side, 2, rounding_mode="floor")).view(-1, 1)
+    inside_rows = (rows >= top) & (rows < top + side.view(-1, 1))
+    inside_cols = (cols >= left) & (cols < left + side.view(-1, 1))
+    mask = (inside_rows[:, :, None] & inside_cols[:, None, :])[:, None].to(images.device)
+    return images.masked_fill(mask, 0.5)
 
 
 def strong_augment(
@@ -101,18 +116,22 @@ def strong_augment(
     max_cutout: float = 0.5,
 ) -> torch.Tensor:
     """The strong view of a batch of normalised images (B x C x H x W): undo the normalisation (`mean`, `std`),
-    apply `num_ops` random operations of [`RANDAUGMENT_OPS`] with random magnitudes and a Cutout of side
-    `U(0, max_cutout)` of the image to each image, normalise again. Draws come from `generator` (on the CPU)."""
+    apply to each image `num_ops` operations drawn from [`RANDAUGMENT_OPS`] with random magnitudes, then a Cutout
+    of side `U(0, max_cutout)` of the image, and normalise again. Draws come from `generator` (on the CPU); the
+    images that drew the same operation are transformed together."""
     shape = (1, -1, 1, 1)
     mean_t = torch.tensor(list(mean), dtype=torch.float32, device=pixel_values.device).view(shape)
     std_t = torch.tensor(list(std), dtype=torch.float32, device=pixel_values.device).view(shape)
     images = (pixel_values.float() * std_t + mean_t).clamp(0.0, 1.0)
-    out = []
-    for image in images:
-        for _ in range(num_ops):
-            op = RANDAUGMENT_OPS[int(torch.randint(0, len(RANDAUGMENT_OPS), (), generator=generator))]
-            magnitude = float(torch.rand((), generator=generator))
-            sign = 1.0 if float(torch.rand((), generator=generator)) < 0.5 else -1.0
-            image = apply_op(image, op, magnitude, sign)
-        out.append(cutout(image, max_cutout * float(torch.rand((), generator=generator)), generator))
-    return ((torch.stack(out) - mean_t) / std_t).to(pixel_values.dtype)
+    n = images.shape[0]
+    for _ in range(num_ops):
+        ops = torch.randint(0, len(RANDAUGMENT_OPS), (n,), generator=generator)
+        magnitude = torch.rand(n, generator=generator).to(images.device)
+        sign = torch.where(torch.rand(n, generator=generator) < 0.5, 1.0, -1.0).to(images.device)
+        images = images.clone()
+        for k, op in enumerate(RANDAUGMENT_OPS):
+            chosen = (ops == k).nonzero().flatten().to(images.device)
+            if len(chosen):
+                images[chosen] = apply_op(images[chosen], op, magnitude[chosen], sign[chosen])
+    images = cutout(images, max_cutout * torch.rand(n, generator=generator), generator)
+    return ((images - mean_t) / std_t).to(pixel_values.dtype)

@@ -83,7 +83,15 @@ from .randaugment import strong_augment
 from .sharding import check_resume, check_sharding, is_fsdp2
 from .teacher import EmaTeacherCallback, Teacher
 from .text_setup import check_source_head, default_collator, load_processor, missing_processor_message
-from .unlabeled import UNLABELED_STREAM_KEY, UnlabeledStream, check_unlabeled, unlabeled_batch_size, view_generator
+from .unlabeled import (
+    UNLABELED_STREAM_KEY,
+    UnlabeledStream,
+    check_unlabeled,
+    describe_unlabeled,
+    unlabeled_batch_size,
+    unlabeled_record,
+    view_generator,
+)
 
 if TYPE_CHECKING:
     from peft import PeftConfig
@@ -750,6 +758,7 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
             dataset=dataset,
             dataset_args=dataset_args,
             template_path=template_path,
+            unlabeled_images=describe_unlabeled(unlabeled_record(self)),
             **dataset_details,
         )
         if onnx is not None:  # the folder's ONNX exports (smile-hf export) stay in its card

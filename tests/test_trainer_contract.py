@@ -20,7 +20,7 @@ from smile_hf.model_card import training_results
 
 from .testing_utils import random_image_dataset, source_and_student, training_device_args
 
-OWN_ARGUMENTS = ("teacher_model", "peft_config")
+OWN_ARGUMENTS = ("teacher_model", "peft_config", "unlabeled_dataset")
 
 
 def test_the_signature_spells_out_every_argument_of_the_installed_trainer():

@@ -207,3 +207,21 @@ def test_the_stream_is_sharded_by_rank_and_keyed_by_the_draw():
     straddle = UnlabeledStream(UnlabeledImages(10), 4, seed=4).positions(2)
     assert straddle[:2] == [(0, int(i)) for i in np.random.default_rng([4, 0, 1]).permutation(10)[8:]]
     assert straddle[2:] == [(1, int(i)) for i in np.random.default_rng([4, 1, 1]).permutation(10)[:2]]
+
+
+def test_benchmark_report_pairs_the_methods_per_seed_and_says_when_it_is_reduced():
+    from benchmarks.unlabeled import COMPARISONS, FULL_GRID, report, summarise
+
+    accuracy = {"finetune": (0.50, 0.60), "smile": (0.52, 0.61), "smile+unlabeled": (0.55, 0.60), "fixmatch": (0.40, 0.70)}
+    runs = [{"source": "s", "target": "digits", "shots": 5, "seed": seed, "method": m, "accuracy": a[seed]}
+            for m, a in accuracy.items() for seed in (0, 1)]  # fmt: skip
+    summary = summarise(runs, {"s": {}}, [5], list(accuracy))
+    cell = summary["s"]["5"]
+    assert cell["smile+unlabeled - smile"]["differences"] == pytest.approx([0.03, -0.01])
+    assert cell["smile+unlabeled - smile"]["seeds_better"] == 1
+    assert {f"{a} - {b}" for a, b in COMPARISONS} <= set(cell)
+    settings = {**FULL_GRID, "shots": [5], "seeds": [0, 1], "target": "digits", "sources": {"s": {"path": "p"}},
+                "reduced": True}  # fmt: skip
+    text = report({"settings": settings, "summary": summary})
+    assert "**Reduced run**" in text and "| 5 | 55.0 [" in text
+    assert "+1.0 [" in text  # the mean paired difference smile+unlabeled − smile, in points

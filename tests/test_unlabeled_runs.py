@@ -17,6 +17,7 @@ from smile_hf.data import INDEX_COLUMN, DataError
 from smile_hf.run.arguments import InputError
 from smile_hf.run.loading import prepare_data
 
+from .test_compare_methods import restore_threads  # noqa: F401, F811  (fixture)
 from .test_export import one_thread  # noqa: F401  (autouse fixture)
 from .test_resume_mid_epoch import CHECKPOINT, RESUME_AT, STEPS, final_state
 from .testing_utils import script_device_args, training_device_args
@@ -117,3 +118,20 @@ def test_mid_epoch_resume_with_unlabelled_images_is_exact(tmp_path, method):
     assert expected.keys() == got.keys()
     for key, value in expected.items():
         assert torch.equal(value, got[key]), key  # bit for bit: the same unlabelled images, mixes and views
+
+
+def test_compare_methods_passes_the_unlabelled_images_to_the_methods_that_use_them(tmp_path, restore_threads):  # noqa: F811
+    from smile_hf.run import compare as compare_methods
+
+    argv = [*FEW_SHOT, "--unlabeled_from_train", "True", "--seeds", "0", "--max_steps", "2",
+            "--per_device_train_batch_size", "4", "--save_strategy", "no", "--disable_tqdm", "True",
+            "--torch_num_threads", "1", "--output_dir", str(tmp_path / "c"), *script_device_args()]  # fmt: skip
+    runs = compare_methods.main([*argv, "--compare_methods", "finetune,smile,fixmatch", "--unlabeled_batch_ratio", "0.5"])
+    unlabeled = {r["label"]: r["unlabeled"] for r in runs}
+    assert unlabeled["finetune"] is None  # fine-tuning cannot use them: not refused, not given
+    rest = 898 - 40  # the digits' training split less the 4-shot subset
+    assert unlabeled["smile"] == unlabeled["fixmatch"] == {
+        "images": rest, "source": "the training images left out of the subset, labels dropped", "per_batch": 2,
+    }  # fmt: skip
+    with pytest.raises(InputError, match="None of the methods finetune, l2sp can use unlabelled images"):
+        compare_methods.main([*argv, "--compare_methods", "finetune,l2sp", "--output_dir", str(tmp_path / "d")])

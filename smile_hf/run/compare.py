@@ -61,7 +61,7 @@ from .arguments import (
 from .driver import configure_logging, run_config, train_one
 from .help import argument_groups, group_help
 from .hp_search import check_not_finished, check_search, needs_validation, search
-from .loading import check_model, load_processor, prepare_data
+from .loading import check_model, check_unlabeled_options, load_processor, prepare_data
 from .lock import run_lock
 from .outputs import create_hub_repo, results_table, write_results
 from .predict import evaluate_and_predict
@@ -388,6 +388,7 @@ def compare(
         torch.set_num_threads(experiment_args.torch_num_threads)
     plan = run_plan(training_args, experiment_args)
     check_search(data_args, training_args)
+    check_unlabeled_options(data_args, list(dict.fromkeys(run.args.method for run in plan)))
     if not training_args.do_train:
         results = evaluate_runs(model_args, data_args, plan, training_args.output_dir, experiment_args.results_file)
         if experiment_args.analyze and training_args.should_save:  # the runs saved by an earlier comparison

@@ -32,7 +32,7 @@ from .arguments import (
     run_processes_on_cpu_without_accelerator,
 )
 from .hp_search import check_not_finished, check_search, needs_validation, search
-from .loading import check_model, check_unlabeled_options, load_processor, prepare_data, student
+from .loading import check_model, check_unlabeled_options, load_processor, prepare_data, student, unlabeled_for
 from .lock import run_lock
 from .outputs import card_arguments, create_hub_repo, push_deferred, push_final_model, results_table, write_results
 from .predict import evaluate_and_predict, predict_folder
@@ -64,6 +64,7 @@ def train_one(
             "training and evaluation, and this data has only a training and an evaluation split: use --calibration "
             "none, or call SmileTrainer.calibrate(validation_dataset) in your own script."
         )
+    training_args, unlabeled = unlabeled_for(training_args, data)
     set_seed(training_args.seed)
     model = student(model_args, training_args, data, from_scratch)
     try:
@@ -76,7 +77,7 @@ def train_one(
             compute_metrics=ClassificationMetrics(metric=load_classification_metric(keep_in_memory=True)),
             # saved with the model: what evaluation fed it (resize to crop / crop_pct, center crop, normalise)
             processing_class=eval_image_processor(data.transform_config) if data.transform_config else processor,
-            unlabeled_dataset=getattr(data, "unlabeled", None),
+            unlabeled_dataset=unlabeled,
             data_collator=text_collator(processor) if isinstance(data, TextData) else None,  # padded per batch
         )
         trainer.unlabeled_source = getattr(data, "unlabeled_source", None)
@@ -153,7 +154,7 @@ def _locked_run(
     if data_args.recipe is not None:
         logger.info(data_args.recipe.line())
     check_search(data_args, training_args)
-    check_unlabeled_options(data_args, training_args)
+    check_unlabeled_options(data_args, [training_args.method])
     if not training_args.do_train:
         return evaluate_and_predict(model_args, data_args, training_args)
     check_model(model_args, data_args)

@@ -52,7 +52,7 @@ from ..plotting import pyplot, save_figure
 from ..trainer import SmileTrainer
 from ..tuning import apply_values, default_search_space, load_search_space, ray_space, suggest
 from .arguments import DataTrainingArguments, InputError, ModelArguments
-from .loading import student
+from .loading import student, unlabeled_for
 from .trial_models import TrialModels, load_trial_models
 from .validation_source import check_validation_source
 
@@ -439,9 +439,10 @@ def validation_trainer(model, args: SmileTrainingArguments, data: PreparedData, 
     `SmileTrainer` (`model_init`, `teacher_model`). The scores are computed directly (the `evaluate` module's
     result, and the trainer pickles for Ray's workers)."""
     train = data.search_train if getattr(data, "search_train", None) is not None else data.train
+    args, unlabeled = unlabeled_for(args, data)  # never a validation image (smile_hf.run.loading.add_unlabeled)
     return SmileTrainer(
         model=model, args=args, train_dataset=train, eval_dataset=data.validation,
-        compute_metrics=ClassificationMetrics(), **kwargs,
+        compute_metrics=ClassificationMetrics(), unlabeled_dataset=unlabeled, **kwargs,
     )  # fmt: skip
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
+from typing import Any
 
 from huggingface_hub import constants as hub_constants
 from safetensors import SafetensorError
@@ -185,18 +187,31 @@ def prepare_data(
     return data
 
 
-def check_unlabeled_options(data_args: DataTrainingArguments, training_args: SmileTrainingArguments) -> None:
-    """Refuse, before any data is loaded, unlabelled images for a method that cannot use them and a method that
-    needs them without any."""
+def check_unlabeled_options(data_args: DataTrainingArguments, methods: list[str]) -> None:
+    """Refuse, before any data is loaded, unlabelled images that none of `methods` can use (one method: it cannot
+    use them; a comparison passes them to the methods that can), and a method that needs them without any."""
     given = data_args.unlabeled_dir is not None or data_args.unlabeled_from_train
-    regularizer = get_regularizer_class(training_args.method)
-    if given and regularizer.unlabeled_views is None:
+    using = [m for m in methods if get_regularizer_class(m).unlabeled_views is not None]
+    if given and not using:
         raise InputError(
-            f"Method '{training_args.method}' cannot use unlabelled images: drop --unlabeled_dir / "
-            "--unlabeled_from_train, or use a method that uses them (smile, fixmatch)."
+            f"Method '{methods[0]}' cannot use unlabelled images: drop --unlabeled_dir / --unlabeled_from_train, or "
+            "use a method that uses them (smile, fixmatch)."
+            if len(methods) == 1 else f"None of the methods {', '.join(methods)} can use unlabelled images: drop "
+            "--unlabeled_dir / --unlabeled_from_train, or add one that uses them (smile, fixmatch)."
         )
-    if not given and regularizer.requires_unlabeled:
-        raise InputError(f"Method '{training_args.method}' trains on unlabelled images: add --unlabeled_dir or --unlabeled_from_train.")
+    needing = [m for m in methods if get_regularizer_class(m).requires_unlabeled]
+    if needing and not given:
+        raise InputError(f"Method '{needing[0]}' trains on unlabelled images: add --unlabeled_dir or --unlabeled_from_train.")
+
+
+def unlabeled_for(args: SmileTrainingArguments, data: PreparedData) -> tuple[SmileTrainingArguments, Any]:
+    """The arguments and the unlabelled images of `data` for `args.method`: none for a method that cannot use them
+    (a comparison passes them to those that can, see [`check_unlabeled_options`]), with `unlabeled_batch_ratio`,
+    which only those read, unset."""
+    unlabeled = getattr(data, "unlabeled", None)
+    if unlabeled is None or get_regularizer_class(args.method).unlabeled_views is not None:
+        return args, unlabeled
+    return replace(args, unlabeled_batch_ratio=None), None
 
 
 def add_unlabeled(
