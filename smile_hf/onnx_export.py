@@ -28,6 +28,7 @@ from PIL import Image
 from torch import nn
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
+from .backbones.text import saved_text_classifier
 from .metrics import softmax
 from .model_card import ONNX_CARD_SECTION, onnx_card_section, replace_card_section
 
@@ -90,6 +91,12 @@ def _load_model(model_dir: str) -> nn.Module:
         raise OnnxExportError(
             f"'{model_dir}' is not an exported model folder (no config.json): pass the --output_dir of a run, or a "
             "folder written by save_model / save_pretrained."
+        )
+    if text := saved_text_classifier(model_dir):
+        raise OnnxExportError(
+            f"'{model_dir}' holds a text classifier ({text}): the ONNX export takes image classifiers only (one "
+            "`pixel_values` input); run it with PyTorch (pipeline(\"text-classification\"), smile-hf train "
+            "--do_predict --predict_file)."
         )
     try:
         return AutoModelForImageClassification.from_pretrained(model_dir).eval()

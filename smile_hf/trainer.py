@@ -62,7 +62,13 @@ from .methods import (
 )
 from .metrics import as_compute_metrics
 from .mixing import Mix
-from .model_card import ONNX_CARD_SECTION, kept_onnx_section, model_card_from_trainer, replace_card_section
+from .model_card import (
+    ONNX_CARD_SECTION,
+    kept_onnx_section,
+    library_tags,
+    model_card_from_trainer,
+    replace_card_section,
+)
 from .modeling import (
     attach_source_head,
     fill_label_names,
@@ -83,7 +89,15 @@ from .randaugment import strong_augment
 from .sharding import check_resume, check_sharding, is_fsdp2
 from .teacher import EmaTeacherCallback, Teacher
 from .text_setup import check_source_head, default_collator, load_processor, missing_processor_message
-from .unlabeled import UNLABELED_STREAM_KEY, UnlabeledStream, check_unlabeled, unlabeled_batch_size, view_generator
+from .unlabeled import (
+    UNLABELED_STREAM_KEY,
+    UnlabeledStream,
+    check_unlabeled,
+    describe_unlabeled,
+    unlabeled_batch_size,
+    unlabeled_record,
+    view_generator,
+)
 
 if TYPE_CHECKING:
     from peft import PeftConfig
@@ -304,6 +318,8 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
         model = wrap_student(model, peft_config)
         source_model = self._attach_model_parts(model, args)
         eval_sets = eval_dataset if isinstance(eval_dataset, dict) else {"evaluation": eval_dataset}
+        if is_text_classifier(unwrap_model(model)):  # the model's and the card's tags
+            self._tag_names = list(library_tags("text"))
         if unlabeled_dataset is not None and is_text_classifier(unwrap_model(model)):
             raise ValueError("`unlabeled_dataset` holds images; a text classifier trains without it: leave it unset.")
         check_unlabeled(self.regularizer, args, unlabeled_dataset)
@@ -732,9 +748,10 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
                 tags += [t for t in (ModelCard.load(path).data.tags or []) if t not in tags]
             except Exception as error:  # an unreadable card is replaced
                 logger.warning(f"Replacing the model card {path}, which cannot be parsed ({error}).")
+        model = unwrap_model(self.model)
         card = model_card_from_trainer(
             self,
-            model=unwrap_model(self.model),
+            model=model,
             method_title=method_title(self.args.method),
             method_description=self.regularizer.description,
             method_hyperparameters=method_hyperparameters(self.args),
@@ -750,6 +767,8 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
             dataset=dataset,
             dataset_args=dataset_args,
             template_path=template_path,
+            modality="text" if is_text_classifier(model) else "image",
+            unlabeled_images=describe_unlabeled(unlabeled_record(self)),
             **dataset_details,
         )
         if onnx is not None:  # the folder's ONNX exports (smile-hf export) stay in its card
