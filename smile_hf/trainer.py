@@ -322,6 +322,8 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
             self._tag_names = list(library_tags("text"))
         if unlabeled_dataset is not None and is_text_classifier(unwrap_model(model)):
             raise ValueError("`unlabeled_dataset` holds images; a text classifier trains without it: leave it unset.")
+        if self.regularizer.requires_unlabeled and is_text_classifier(unwrap_model(model)):
+            raise ValueError(f"Method '{args.method}' trains on unlabelled images, which a text classifier cannot use.")
         check_unlabeled(self.regularizer, args, unlabeled_dataset)
         datasets = {"training": train_dataset, "unlabelled": unlabeled_dataset, **eval_sets}
         fit_datasets_to_model(model, datasets)  # images to the model's channels

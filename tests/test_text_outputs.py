@@ -101,6 +101,13 @@ def test_unlabeled_images_are_refused_for_a_text_classifier(tmp_path):
         )  # fmt: skip
 
 
+def test_a_method_of_unlabelled_images_is_refused_for_text(tmp_path):
+    with pytest.raises(ValueError, match="Method 'fixmatch' trains on unlabelled images, which a text classifier"):
+        text_trainer(tmp_path, "fixmatch")
+    with pytest.raises(run_smile.InputError, match="Method 'fixmatch' trains on unlabelled images, which text runs"):
+        run_smile.main(["--dataset", "debian_sections", "--method", "fixmatch", "--output_dir", str(tmp_path), *TINY])
+
+
 def test_onnx_export_and_linearity_analysis_refuse_a_text_model(tmp_path):
     from smile_hf.onnx_export import OnnxExportError, export_onnx, missing_onnx_packages
 
