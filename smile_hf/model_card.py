@@ -591,6 +591,31 @@ def onnx_card_section(files: dict[str, str]) -> str:
     ])  # fmt: skip
 
 
+def onnx_text_card_section(files: dict[str, str], inputs: Sequence[str]) -> str:
+    """The card section of a text classifier's folder holding ONNX exports (see [`onnx_card_section`]): the graph's
+    `inputs` (those of the folder's tokenizer) and how to run it on ONNX Runtime through the tokenizer."""
+    lines = [f"- `{name}`: {what}" for name, what in files.items()]
+    first, names = next(iter(files)), ", ".join(f"`{name}`" for name in inputs)
+    return "\n".join([
+        "## ONNX",
+        "",
+        "Besides the PyTorch weights (`model.safetensors`, `config.json`) and the tokenizer, this folder holds ONNX "
+        f"graphs of the same model (inputs {names}, any batch size and sequence length; output `logits`):",
+        "",
+        *lines,
+        "",
+        "```python",
+        "import onnxruntime",
+        "from transformers import AutoTokenizer",
+        "",
+        'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
+        f'session = onnxruntime.InferenceSession("path/to/this/folder/{first}")',
+        'encoded = tokenizer(["A text to classify."], padding=True, truncation=True, return_tensors="np")',
+        f"logits = session.run([\"logits\"], {{name: encoded[name] for name in {tuple(inputs)!r}}})[0]",
+        "```",
+    ])  # fmt: skip
+
+
 def card_section(text: str, name: str) -> str | None:
     """The section `name` of a model card (between its `<!-- smile_hf:NAME -->` markers), or `None`."""
     start, end = f"<!-- smile_hf:{name} -->", f"<!-- /smile_hf:{name} -->"

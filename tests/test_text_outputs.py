@@ -8,9 +8,12 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import shutil
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
+import torch
 import transformers.trainer
 from huggingface_hub import ModelCard
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -108,14 +111,36 @@ def test_a_method_of_unlabelled_images_is_refused_for_text(tmp_path):
         run_smile.main(["--dataset", "debian_sections", "--method", "fixmatch", "--output_dir", str(tmp_path), *TINY])
 
 
-def test_onnx_export_and_linearity_analysis_refuse_a_text_model(tmp_path):
-    from smile_hf.onnx_export import OnnxExportError, export_onnx, missing_onnx_packages
+def test_onnx_export_of_a_text_classifier_gives_pytorchs_logits(tmp_path):
+    from smile_hf.onnx_export import OnnxExportError, export_onnx, missing_onnx_packages, onnx_session
 
     if missing_onnx_packages():
         pytest.skip(f"ONNX export needs {missing_onnx_packages()}")
-    with pytest.raises(OnnxExportError, match=r"holds a text classifier \(BertForSequenceClassification\): the ONNX"):
-        export_onnx(TEXT_MODEL, output=str(tmp_path / "model.onnx"))
-    assert not (tmp_path / "model.onnx").exists()
+    folder = tmp_path / "model"
+    shutil.copytree(TEXT_MODEL, folder)
+    with pytest.raises(OnnxExportError, match=r"--quantize: a text classifier \(BertForSequenceClassification\)"):
+        export_onnx(folder, quantize="int8")
+    path = export_onnx(folder)
+    assert path == str(folder / "model.onnx")
+    # texts of other lengths and another batch size than the traced ones: both axes are dynamic
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    texts = ["games", "a mail client for the terminal", "tools for symbolic algebra and numerical analysis of data"]
+    encoded = tokenizer(texts, padding=True, return_tensors="pt")
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    with torch.no_grad():
+        expected = model(**encoded).logits.numpy()
+    session = onnx_session(path)
+    got = session.run(["logits"], {i.name: encoded[i.name].numpy() for i in session.get_inputs()})[0]
+    # float32 both ways, other kernel orders: a few ulps per operation; 1e-4 (the export's own check) is far above
+    # them and far below a difference that changes a prediction
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask", "token_type_ids"]
+    section = (folder / "README.md").read_text(encoding="utf-8")
+    assert "inputs `input_ids`, `attention_mask`, `token_type_ids`, any batch size and sequence length" in section
+    assert "- `model.onnx`: float32" in section and "OnnxImageClassifier" not in section
+
+
+def test_the_linearity_analysis_refuses_a_text_model():
     with pytest.raises(ValueError, match=r"holds a text classifier \(BertForSequenceClassification\): the linearity"):
         analyze_run(TEXT_MODEL)
 
