@@ -29,15 +29,18 @@ from .test_text_run import TEXT_MODEL, TINY, csv_folder  # noqa: F401  (csv_fold
 from .text_testing import pad_collator, pad_id, text_source_and_student, token_dataset
 
 
-def test_push_to_hub_of_a_text_run_uploads_its_tokenizer_and_a_text_card(tmp_path, monkeypatch, no_network, csv_folder):  # noqa: F811
+def test_push_to_hub_of_a_text_run_uploads_its_tokenizer_and_a_text_card(
+    tmp_path, monkeypatch, capsys, no_network, csv_folder  # noqa: F811
+):
     hub = FakeHub(tmp_path / "hub")
     monkeypatch.setattr(transformers.trainer, "hf_api", lambda: hub)
     train, validation = csv_folder
     result = run_smile.main([
         "--model_name_or_path", TEXT_MODEL, "--train_file", train, "--validation_file", validation, "--method",
         "smile", "--max_seq_length", "48", "--output_dir", str(tmp_path / "run"), "--push_to_hub",
-        "--hub_model_id", "someone/text-tiny", *TINY,
+        "--hub_model_id", "someone/text-tiny", "--calibration", "temperature", *TINY,
     ])  # fmt: skip
+    assert f"Results ({train}, 9 eval texts, model {TEXT_MODEL}):" in capsys.readouterr().out  # the summary line
     assert set(hub.repos) == {"someone/text-tiny"}
     files = set(hub.uploads[-1]["files"])
     assert {"README.md", "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= files
@@ -57,6 +60,9 @@ def test_push_to_hub_of_a_text_run_uploads_its_tokenizer_and_a_text_card(tmp_pat
     assert 'pipeline("text-classification", model="someone/text-tiny")' in card.text
     assert "`BertForSequenceClassification` checkpoint (`AutoModelForSequenceClassification` loads it), with its\ntokenizer" in card.text
     assert "The data are local text files" in card.text and "every text is assigned one of them" in card.text
+    # 1 of the 4 training texts per class held out for the calibration, said in texts
+    assert "Validation (hyperparameter search, calibration): 3 texts held out of the training data" in card.text
+    assert "on a validation split of 3 texts held out of training and evaluation" in card.text
     # images are named only where the method's own description is read for texts
     description, rest = card.text.split("## Model description", 1)[1].split("The exported model is", 1)
     assert "image" not in (card.text.split("## Model description", 1)[0] + rest).lower()
