@@ -5,8 +5,9 @@
 `model_cards/template.md`) and a `huggingface_hub.ModelCardData` whose `eval_results` become the Hub's `model-index`
 metadata. [`model_card_from_trainer`] collects what a trainer knows (evaluation results and loss terms from
 `state.log_history`, base model, dataset, labels, training arguments); what belongs to the method (its title,
-description, hyperparameters and the paper to cite) is passed in by the caller, `SmileTrainer.create_model_card`.
-Nothing here touches the network (unlike transformers' `TrainingSummary`, which looks the base model up on the Hub).
+description, hyperparameters and the paper to cite) is passed in by the caller, `SmileTrainer.create_model_card`,
+and so is the modality: an image or a text classifier ([`MODALITIES`]: the task, the auto class, the usage example
+and the card's words for the inputs). Nothing here touches the network (unlike transformers' `TrainingSummary`, which looks the base model up on the Hub).
 """
 
 from __future__ import annotations

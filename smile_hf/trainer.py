@@ -318,11 +318,11 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
         model = wrap_student(model, peft_config)
         source_model = self._attach_model_parts(model, args)
         eval_sets = eval_dataset if isinstance(eval_dataset, dict) else {"evaluation": eval_dataset}
-        if is_text_classifier(unwrap_model(model)):  # the model's and the card's tags
+        if text := is_text_classifier(unwrap_model(model)):  # the model's and the card's tags
             self._tag_names = list(library_tags("text"))
-        if unlabeled_dataset is not None and is_text_classifier(unwrap_model(model)):
+        if unlabeled_dataset is not None and text:
             raise ValueError("`unlabeled_dataset` holds images; a text classifier trains without it: leave it unset.")
-        if self.regularizer.requires_unlabeled and is_text_classifier(unwrap_model(model)):
+        if self.regularizer.requires_unlabeled and text:
             raise ValueError(f"Method '{args.method}' trains on unlabelled images, which a text classifier cannot use.")
         check_unlabeled(self.regularizer, args, unlabeled_dataset)
         datasets = {"training": train_dataset, "unlabelled": unlabeled_dataset, **eval_sets}

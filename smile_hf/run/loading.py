@@ -191,7 +191,10 @@ def check_unlabeled_options(data_args: DataTrainingArguments, training_args: Smi
     given = data_args.unlabeled_dir is not None or data_args.unlabeled_from_train
     regularizer = get_regularizer_class(training_args.method)
     if data_args.is_text() and regularizer.requires_unlabeled:
-        raise InputError(f"Method '{training_args.method}' trains on unlabelled images, which text runs have none of: use another method.")
+        raise InputError(
+            f"Method '{training_args.method}' trains on unlabelled images, which text runs have none of: use another "
+            "method."
+        )
     if given and regularizer.unlabeled_views is None:
         raise InputError(
             f"Method '{training_args.method}' cannot use unlabelled images: drop --unlabeled_dir / "

@@ -122,8 +122,9 @@ def push_deferred(training_args: SmileTrainingArguments) -> Iterator[None]:
 
 
 def push_final_model(trainer, card: dict) -> None:
-    """`trainer.push_to_hub(**card)` (the model, its card and image processor or tokenizer, already saved in `output_dir`); any
-    failure is a [`HubPushError`] of one line saying where the model is saved and how to push it later."""
+    """`trainer.push_to_hub(**card)` (the model, its card and image processor or tokenizer, already saved in
+    `output_dir`); any failure is a [`HubPushError`] of one line saying where the model is saved and how to push it
+    later."""
     args = trainer.args
     try:
         trainer.push_to_hub(**card)
