@@ -142,9 +142,9 @@ def report(payload: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(payload: dict, path: str) -> None:
+def plot(payload: dict, path: str, x_label: str = "training images per class") -> None:
     """Top row: accuracy against shots per method (band: 95% t-interval of the mean); bottom row: the paired
-    differences with their intervals. One column per source."""
+    differences with their intervals, over `x_label`. One column per source."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -184,7 +184,7 @@ def plot(payload: dict, path: str) -> None:
                       f"{len(info['seeds'])} seeds")  # fmt: skip
         top.set_ylabel("top-1 accuracy (%), mean and 95% interval")
         bottom.set_ylabel("paired difference (points), per seed and 95% interval")
-        bottom.set_xlabel("training images per class")
+        bottom.set_xlabel(x_label)
         bottom.set_xticks(xs, labels)
         for ax in (top, bottom):
             ax.grid(True, alpha=0.3)

@@ -41,6 +41,8 @@ MAX_STEPS = 150
 LEARNING_RATE = 2e-3
 BATCH_SIZE = 16
 MAX_SEQ_LENGTH = 64
+X_LABEL = "training descriptions per section"
+"""The plot's x-axis: the shots are package descriptions per Debian section."""
 
 
 def run_one(job: dict) -> dict:
@@ -135,7 +137,7 @@ def finish(payload: dict, output: str) -> str:
     text = report(payload)
     write_json(output + ".json", payload)
     write_text(output + ".md", text)
-    plot(payload, output + ".png")
+    plot(payload, output + ".png", x_label=X_LABEL)
     return text
 
 

@@ -19,7 +19,14 @@ import argparse
 import os
 import sys
 
-from smile_hf.analysis import LAMBDAS, analyze_run, linearity_report, write_linearity, write_linearity_report
+from smile_hf.analysis import (
+    LAMBDAS,
+    analyze_run,
+    check_image_run,
+    linearity_report,
+    write_linearity,
+    write_linearity_report,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +53,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         ):
             parser.error(f"{run_dir} is not a saved run (needs its config.json and run_config.json): train it with "
                          "a --save_strategy other than 'no'.")  # fmt: skip
+        try:
+            check_image_run(run_dir)
+        except ValueError as error:
+            parser.error(str(error))
     lambdas = [float(x) for x in args.lambdas.split(",")]
     results = []
     for run_dir in args.run_dirs:

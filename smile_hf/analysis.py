@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from .backbones import BackboneAdapter, combine_heads
+from .backbones.text import saved_text_classifier
 from .method_state import method_state_path
 from .plotting import pyplot, save_figure
 
@@ -247,6 +248,15 @@ def run_images(run_dir: str, split: str, num_images: int, seed: int = 0) -> tupl
     return exported_images(run_dir, data, dataset, chosen.tolist())
 
 
+def check_image_run(run_dir: str) -> None:
+    """A `ValueError` of one line if the model saved in `run_dir` is a text classifier: the analysis mixes images."""
+    if text := saved_text_classifier(run_dir):
+        raise ValueError(
+            f"{run_dir} holds a text classifier ({text}): the linearity analysis mixes images (`pixel_values`) and "
+            "does not measure text models."
+        )
+
+
 def analyze_run(
     run_dir: str, splits: Sequence[str] = ("train", "eval"), num_pairs: int = 200,
     lambdas: Sequence[float] = LAMBDAS, seed: int = 0, batch_size: int = 64,
@@ -256,6 +266,7 @@ def analyze_run(
     {split: measure_linearity(...)}}`."""
     from transformers import AutoModelForImageClassification
 
+    check_image_run(run_dir)
     model = AutoModelForImageClassification.from_pretrained(run_dir).eval()
     source_head = load_source_head(run_dir, model)
     with open(os.path.join(run_dir, "run_config.json"), encoding="utf-8") as f:

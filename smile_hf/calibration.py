@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backbones import BackboneAdapter, unwrap_model
+from .backbones import BackboneAdapter, is_text_classifier, unwrap_model
 from .metrics import calibration_bins, expected_calibration_error, softmax
 from .plotting import pyplot, save_figure
 
@@ -258,16 +258,17 @@ def calibrate_trainer(trainer, dataset) -> CalibrationResult:
     first = trainer.adapter.model_inputs(trainer.data_collator([dataset[i] for i in range(min(4, len(dataset)))]))
     fold_temperature(trainer.model, result.temperature, check_input=first)
     trainer.log({f"calibration_{key}": value for key, value in result.to_dict().items()})
+    items = "texts" if is_text_classifier(trainer.model) else "images"
     logger.info(
-        f"Temperature scaling on {result.num_samples} validation images: T = {result.temperature:.4f}, NLL "
+        f"Temperature scaling on {result.num_samples} validation {items}: T = {result.temperature:.4f}, NLL "
         f"{result.nll_before:.4f} -> {result.nll_after:.4f}, ECE {100 * result.ece_before:.2f}% -> "
         f"{100 * result.ece_after:.2f}%"
     )
     if result.num_samples < MIN_CALIBRATION_IMAGES:
         logger.warning(
-            f"Temperature scaling fitted on {result.num_samples} validation images only (fewer than "
-            f"{MIN_CALIBRATION_IMAGES}): the temperature is unreliable and can make new images' calibration worse; "
-            "hold out more images (--validation_samples_per_class, --validation_split_fraction)."
+            f"Temperature scaling fitted on {result.num_samples} validation {items} only (fewer than "
+            f"{MIN_CALIBRATION_IMAGES}): the temperature is unreliable and can make new {items}' calibration worse; "
+            f"hold out more {items} (--validation_samples_per_class, --validation_split_fraction)."
         )
     if trainer.args.should_save:
         os.makedirs(trainer.args.output_dir, exist_ok=True)
@@ -277,7 +278,7 @@ def calibrate_trainer(trainer, dataset) -> CalibrationResult:
             curves = {"before": (softmax(logits), labels), f"after (T = {result.temperature:.3g})": (
                 softmax(logits / result.temperature), labels)}  # fmt: skip
             plot_reliability(curves, os.path.join(trainer.args.output_dir, RELIABILITY_FILE), result.ece_bins,
-                             title=f"validation split, {result.num_samples} images")  # fmt: skip
+                             title=f"validation split, {result.num_samples} {items}")  # fmt: skip
         except ImportError as error:
             logger.warning(f"No reliability diagram: {error}")
     return result

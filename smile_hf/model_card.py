@@ -5,8 +5,9 @@
 `model_cards/template.md`) and a `huggingface_hub.ModelCardData` whose `eval_results` become the Hub's `model-index`
 metadata. [`model_card_from_trainer`] collects what a trainer knows (evaluation results and loss terms from
 `state.log_history`, base model, dataset, labels, training arguments); what belongs to the method (its title,
-description, hyperparameters and the paper to cite) is passed in by the caller, `SmileTrainer.create_model_card`.
-Nothing here touches the network (unlike transformers' `TrainingSummary`, which looks the base model up on the Hub).
+description, hyperparameters and the paper to cite) is passed in by the caller, `SmileTrainer.create_model_card`,
+and so is the modality: an image or a text classifier ([`MODALITIES`]: the task, the auto class, the usage example
+and the card's words for the inputs). Nothing here touches the network (unlike transformers' `TrainingSummary`, which looks the base model up on the Hub).
 """
 
 from __future__ import annotations
@@ -26,8 +27,76 @@ DEFAULT_TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_c
 """The card template shipped in the package (`model_cards/template.md` of the source tree links to it); pass
 `template_path=` for another one."""
 
-TASK = "image-classification"
-LIBRARY_TAGS = ("smile_hf", "image-classification", "transfer-learning")
+
+
+@dataclass(frozen=True)
+class CardModality:
+    """What a card says differently of an image and of a text classifier.
+
+    Attributes:
+        task: the Hub task (`pipeline_tag`, `model-index` task type, `pipeline()` task).
+        task_name: its readable name in `model-index`.
+        auto_class: the `transformers` auto class that loads the model.
+        processor: what the folder holds besides the model to prepare inputs, in words.
+        item / items: one input, and several (`"image"`, `"images"`).
+        classifier: the model in words (`"an image classifier"`).
+        usage_input: the argument of the usage example's call of the pipeline (Python source).
+        shift: what changes between distributions of such inputs, for the limitations.
+        local_data: local files of such inputs, in words.
+        local_name: what follows a local dataset's name (`"my_data (local image folder)"`).
+        intended_use: the card's default "Intended uses" paragraph.
+        method_note: what follows the method's description (which speaks of images) for these inputs.
+    """
+
+    task: str
+    task_name: str
+    auto_class: str
+    processor: str
+    item: str
+    items: str
+    classifier: str
+    usage_input: str
+    shift: str
+    local_data: str
+    local_name: str
+    intended_use: str
+    method_note: str = ""
+
+
+MODALITIES = {
+    "image": CardModality(
+        task="image-classification", task_name="Image Classification", auto_class="AutoModelForImageClassification",
+        processor="image processor", item="image", items="images", classifier="an image classifier",
+        usage_input='"path/or/url/to/image.jpg"', shift="camera, resolution, background",
+        local_data="local image files", local_name="local image folder",
+        intended_use="Classifying images into the classes of the fine-tuning dataset, for the same kind of images as "
+        "those it was trained on, and as a starting point for further fine-tuning.",
+    ),
+    "text": CardModality(
+        task="text-classification", task_name="Text Classification", auto_class="AutoModelForSequenceClassification",
+        processor="tokenizer", item="text", items="texts", classifier="a text classifier",
+        usage_input='"A text to classify."', shift="domain, vocabulary, style, language, length",
+        local_data="local text files", local_name="local file",
+        intended_use="Classifying texts into the classes of the fine-tuning dataset, for the same kind of texts as "
+        "those it was trained on, and as a starting point for further fine-tuning.",
+        method_note="This model classifies texts: where the description above speaks of images and feature maps, "
+        "read the token embeddings (a mixed pair attends to the union of its two attention masks) and the last "
+        "hidden states over the tokens either mask keeps.",
+    ),
+}  # fmt: skip
+"""The card's words for each modality (`build_model_card(modality=...)`): image or text classification."""
+
+
+def card_modality(modality: str) -> CardModality:
+    """The [`CardModality`] of `"image"` or `"text"`; anything else is a `ValueError`."""
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {sorted(MODALITIES)}, got {modality!r}.")
+    return MODALITIES[modality]
+
+
+def library_tags(modality: str = "image") -> tuple[str, ...]:
+    """The tags every card of `modality` has."""
+    return ("smile_hf", card_modality(modality).task, "transfer-learning")
 
 TRAINING_HYPERPARAMETERS = (
     "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
@@ -42,12 +111,6 @@ HUB_METRIC_IDS = frozenset({"accuracy", "f1", "precision", "recall", "roc_auc", 
 """Metric ids of the Hub (huggingface.co/metrics) that the card's top-level `metrics:` may list."""
 _TOP_K = re.compile(r"^top(\d+)_accuracy$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-DEFAULT_INTENDED_USE = (
-    "Classifying images into the classes of the fine-tuning dataset, for the same kind of images as those it was "
-    "trained on, and as a starting point for further fine-tuning."
-)
-
 
 # ---- what goes into the card --------------------------------------------------------------------------------------
 
@@ -207,14 +270,30 @@ def _as_list(value) -> list:
     return [value] if isinstance(value, str) else list(value)
 
 
-def _eval_subset(examples: int | None, of: int | None) -> str | None:
-    """How many images the results are on, for the card's text: `"300 of its 899 images, drawn at random"`, or
-    `"all its 899 images"`."""
+def _eval_subset(examples: int | None, of: int | None, items: str = "images") -> str | None:
+    """How many inputs (`items`) the results are on, for the card's text: `"300 of its 899 images, drawn at
+    random"`, or `"all its 899 images"`."""
     if not examples:
         return None
     if of and examples < of:
-        return f"{examples} of its {of} images, drawn at random"
-    return f"all its {examples} images"
+        return f"{examples} of its {of} {items}, drawn at random"
+    return f"all its {examples} {items}"
+
+
+def _train_subset(per_class: int | None, items: str = "images") -> str | None:
+    """The few-shot training subset in words: `"5 images per class (a few-shot subset)"`."""
+    return f"{per_class} {items} per class (a few-shot subset)" if per_class else None
+
+
+_LOCAL_FILE_TYPES = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def _local_dataset_type(name: str | None, modality: str) -> str:
+    """The `model-index` dataset type of local data: the `datasets` builder that reads them (`imagefolder` for image
+    folders; `csv`, `json` or `parquet` by a text file's extension)."""
+    if modality == "image":
+        return "imagefolder"
+    return _LOCAL_FILE_TYPES.get(os.path.splitext(name or "")[1].lower(), "text")
 
 
 def build_model_card(
@@ -243,7 +322,8 @@ def build_model_card(
     validation_split: str | None = None,
     hyperparameter_search: str | None = None,
     labels: Sequence[str] | None = None,
-    architecture: str = "AutoModelForImageClassification",
+    modality: str = "image",
+    architecture: str | None = None,
     repo_id: str | None = None,
     tags: Sequence[str] = (),
     license: str | None = None,
@@ -271,32 +351,40 @@ def build_model_card(
         dataset_name / dataset_config / dataset_split / dataset_revision: how the dataset is named in the results
             (`dataset_split` as the source names it; a local path is reduced to its last part).
         dataset_split_role: what that split is (e.g. "the official test split"), said in the card's text.
-        local_dataset: the data are local files, not a Hub dataset (named by folder name, `dataset_type` is
-            `imagefolder`, no `datasets` metadata).
-        eval_examples / eval_split_examples: the images evaluated on, and the images of the evaluation split they
-            were drawn from (`--max_eval_samples`): the card says how many were used, and of how many.
-        train_samples_per_class: the training images per class of a few-shot run (`--train_samples_per_class`).
+        local_dataset: the data are local files, not a Hub dataset (named by folder or file name, `dataset_type` is
+            `imagefolder`, or `csv` / `json` / `parquet` for text files; no `datasets` metadata).
+        eval_examples / eval_split_examples: the examples evaluated on, and the examples of the evaluation split
+            they were drawn from (`--max_eval_samples`): the card says how many were used, and of how many.
+        train_samples_per_class: the training examples per class of a few-shot run (`--train_samples_per_class`).
         unlabeled_images: the unlabelled images trained on, how many and from where
             ([`smile_hf.unlabeled.describe_unlabeled`]).
         validation_split: the validation split (search, calibration) in words, and whether the model trained on it.
         hyperparameter_search: the hyperparameter search whose best values were trained with, in words.
         labels: the class names, in label id order.
+        modality: `"image"` or `"text"` (see [`MODALITIES`]): the task (`image-classification`,
+            `text-classification`), the auto class, the usage example and the card's words for the inputs.
+        architecture: the model's class (default: the modality's auto class).
         citation: BibTeX of the paper to cite (the card has no citation section without it).
         template_path: a Jinja template; defaults to `model_cards/template.md`.
     """
+    kind = card_modality(modality)
     results = results or TrainingResults()
     hub_model = hub_base_model(base_model)
     dataset_ids = [] if local_dataset else [d for d in _as_list(dataset_id) if is_hub_id(d)]
     local_dataset = local_dataset or any(d != public_name(d) for d in _as_list(dataset_id))  # a path given as id
     name = public_name(dataset_name) or public_name(dataset_ids[0] if dataset_ids else dataset_id)
+    local_type = _local_dataset_type(name, modality)  # of the file's name, before it is marked local
     if local_dataset and name:
-        name = f"{name} (local image folder)" if "local" not in name else name
+        name = f"{name} ({kind.local_name})" if "local" not in name else name
     scores = {k: v for k, v in results.eval_metrics.items() if k not in NOT_RESULTS}
+    dataset_type = dataset_ids[0] if dataset_ids else (name or "custom")
+    if local_dataset and not dataset_ids:
+        dataset_type = local_type
     eval_results = [
         EvalResult(
-            task_type=TASK,
-            task_name="Image Classification",
-            dataset_type=dataset_ids[0] if dataset_ids else "imagefolder" if local_dataset else (name or "custom"),
+            task_type=kind.task,
+            task_name=kind.task_name,
+            dataset_type=dataset_type,
             dataset_name=name or "custom",
             dataset_config=dataset_config,
             dataset_split=dataset_split,
@@ -307,13 +395,13 @@ def build_model_card(
         )
         for metric, value in scores.items()
     ]
-    all_tags = list(dict.fromkeys([*LIBRARY_TAGS, *_as_list(tags), method.replace("+", "-")]))
+    all_tags = list(dict.fromkeys([*library_tags(modality), *_as_list(tags), method.replace("+", "-")]))
     card_data = ModelCardData(
         model_name=model_name,
         base_model=hub_model,
         datasets=dataset_ids or None,
         library_name="transformers",
-        pipeline_tag=TASK,
+        pipeline_tag=kind.task,
         license=license,
         language=language,
         tags=all_tags,
@@ -341,8 +429,8 @@ def build_model_card(
         dataset_revision=dataset_revision,
         dataset_id=dataset_ids[0] if dataset_ids else None,
         local_dataset=local_dataset,
-        eval_subset=_eval_subset(eval_examples, eval_split_examples),
-        train_subset=f"{train_samples_per_class} images per class (a few-shot subset)" if train_samples_per_class else None,
+        eval_subset=_eval_subset(eval_examples, eval_split_examples, kind.items),
+        train_subset=_train_subset(train_samples_per_class, kind.items),
         validation_split=validation_split,
         unlabeled_images=unlabeled_images,
         hyperparameter_search=hyperparameter_search,
@@ -351,7 +439,8 @@ def build_model_card(
         method_title=method_title or method,
         method_description=method_description,
         method_paper=method_paper,
-        architecture=architecture,
+        kind=kind,
+        architecture=architecture or kind.auto_class,
         repo_id=repo_id or model_name,
         eval_metrics=[(metric_type_and_name(k)[1], _format(v)) for k, v in scores.items()],
         eval_step=results.eval_step,
@@ -364,7 +453,7 @@ def build_model_card(
         method_hyperparameters=[(k, _format(v)) for k, v in (method_hyperparameters or {}).items()],
         training_hyperparameters=[(k, _format(v)) for k, v in (training_hyperparameters or {}).items()],
         training_recipe=training_recipe,
-        intended_use=intended_use or DEFAULT_INTENDED_USE,
+        intended_use=intended_use or kind.intended_use,
         limitations=list(limitations),
         framework_versions=_framework_versions(),
         citation=citation,
@@ -395,6 +484,8 @@ def model_card_from_trainer(
     dataset: str | list[str] | None = None,
     dataset_args: str | list[str] | None = None,
     template_path: str | os.PathLike | None = None,
+    modality: str = "image",
+    unlabeled_images: str | None = None,
     **dataset_details: Any,
 ) -> ModelCard:
     """The card of a trained model.
@@ -406,7 +497,9 @@ def model_card_from_trainer(
         method_title / method_description / method_hyperparameters / method_paper / citation: what the caller's
             method says of itself (see [`build_model_card`]).
         The other arguments are those of `Trainer.create_model_card`: `finetuned_from` defaults to the model's
-        `name_or_path`, `dataset_tags` (Hub ids) to `dataset`.
+        `name_or_path`, `dataset_tags` (Hub ids) to `dataset`; `tasks`, when given, must be the modality's task.
+        modality: `"image"` or `"text"`, what the model classifies (see [`build_model_card`]).
+        unlabeled_images: the unlabelled images trained on, in words (see [`build_model_card`]).
         dataset_details: `dataset_split`, `dataset_revision`, `dataset_split_role`, `local_dataset`,
             `training_recipe`, `unlabeled_images` of [`build_model_card`] (default split: the evaluation dataset's
             `split`, else "validation").
@@ -415,8 +508,10 @@ def model_card_from_trainer(
     config = model.config
     if model_name is None:
         model_name = (args.hub_model_id or Path(args.output_dir).name).split("/")[-1]
-    if tasks is not None and TASK not in _as_list(tasks):
-        raise ValueError(f"smile_hf trains image classifiers: `tasks` must be '{TASK}', got {tasks!r}.")
+    task = card_modality(modality).task
+    if tasks is not None and task not in _as_list(tasks):
+        what = card_modality(modality).classifier
+        raise ValueError(f"This model is {what}: `tasks` must be '{task}', got {tasks!r}.")
     dataset_ids = _as_list(dataset_tags) or [d for d in _as_list(dataset) if is_hub_id(d)]  # a name is no Hub id
     dataset_names = _as_list(dataset)
     configs = _as_list(dataset_args)
@@ -443,6 +538,8 @@ def model_card_from_trainer(
         language=language,
         citation=citation,
         template_path=template_path,
+        modality=modality,
+        unlabeled_images=unlabeled_images,
         **dataset_details,
     )
 
@@ -491,6 +588,31 @@ def onnx_card_section(files: dict[str, str]) -> str:
         "```bash",
         "smile-hf train --do_train False --do_predict --predict_dir my_images --predict_backend onnx \\",
         f"    --onnx_file {first} --model_name_or_path path/to/this/folder --output_dir predictions",
+        "```",
+    ])  # fmt: skip
+
+
+def onnx_text_card_section(files: dict[str, str], inputs: Sequence[str]) -> str:
+    """The card section of a text classifier's folder holding ONNX exports (see [`onnx_card_section`]): the graph's
+    `inputs` (those of the folder's tokenizer) and how to run it on ONNX Runtime through the tokenizer."""
+    lines = [f"- `{name}`: {what}" for name, what in files.items()]
+    first, names = next(iter(files)), ", ".join(f"`{name}`" for name in inputs)
+    return "\n".join([
+        "## ONNX",
+        "",
+        "Besides the PyTorch weights (`model.safetensors`, `config.json`) and the tokenizer, this folder holds ONNX "
+        f"graphs of the same model (inputs {names}, any batch size and sequence length; output `logits`):",
+        "",
+        *lines,
+        "",
+        "```python",
+        "import onnxruntime",
+        "from transformers import AutoTokenizer",
+        "",
+        'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
+        f'session = onnxruntime.InferenceSession("path/to/this/folder/{first}")',
+        'encoded = tokenizer(["A text to classify."], padding=True, truncation=True, return_tensors="np")',
+        f"logits = session.run([\"logits\"], {{name: encoded[name] for name in {tuple(inputs)!r}}})[0]",
         "```",
     ])  # fmt: skip
 

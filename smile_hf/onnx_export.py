@@ -1,5 +1,5 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
-"""ONNX export of a saved image classifier, and ONNX Runtime inference through the folder's image processor.
+"""ONNX export of a saved image (or text) classifier, and ONNX Runtime inference through the folder's image processor.
 
 [`export_onnx`] writes `model.onnx` beside the exported model (`smile-hf export RUN_DIR --format onnx`): the model
 as saved, so a temperature folded into the head by [`smile_hf.calibration`] is part of the graph, traced by
@@ -11,6 +11,10 @@ gets a section naming the files and how to run them; `smile-hf export --push_to_
 
 [`OnnxImageClassifier`] runs such a file with ONNX Runtime: the same image processor, the labels of `config.json`,
 the output of `pipeline("image-classification")` (a list of `{"label", "score"}`, most probable first).
+
+A text classifier's folder (`*ForSequenceClassification`) exports too, in float32: inputs `input_ids`,
+`attention_mask` (and `token_type_ids` when its tokenizer gives them), batch and sequence axes dynamic
+([`export_text_onnx`]); run it with ONNX Runtime on the folder's tokenizer.
 
 Needs the `onnx` extra (`pip install "smile_hf[onnx]"`: onnx, onnxscript, onnxruntime).
 """
@@ -26,10 +30,17 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
 
+from .backbones.text import saved_text_classifier
 from .metrics import softmax
-from .model_card import ONNX_CARD_SECTION, onnx_card_section, replace_card_section
+from .model_card import ONNX_CARD_SECTION, onnx_card_section, onnx_text_card_section, replace_card_section
 
 ONNX_FILE = "model.onnx"
 """The file [`export_onnx`] writes beside the model."""
@@ -172,15 +183,94 @@ def check_export(model: nn.Module, path: str | os.PathLike, pixel_values: torch.
     for batch in (pixel_values, pixel_values[:1]):
         with torch.no_grad():
             expected = model(pixel_values=batch).logits.numpy()
-        got = onnx_logits(session, batch)
-        if got.shape != expected.shape or not np.allclose(got, expected, **CHECK_TOLERANCE):
-            raise OnnxExportError(
-                f"ONNX Runtime's logits of {path} differ from PyTorch's (shape {got.shape} vs {expected.shape}, largest "
-                f"difference {np.abs(got - expected).max() if got.shape == expected.shape else float('nan'):.3g}): "
-                "this model does not export faithfully with this torch / onnxscript."
-            )
-        worst = max(worst, float(np.abs(got - expected).max()))
+        worst = max(worst, _check_close(onnx_logits(session, batch), expected, path))
     return worst
+
+
+def _check_close(got: np.ndarray, expected: np.ndarray, path: str | os.PathLike) -> float:
+    """The largest difference of ONNX Runtime's logits `got` from PyTorch's `expected`; an [`OnnxExportError`] past
+    [`CHECK_TOLERANCE`]."""
+    if got.shape != expected.shape or not np.allclose(got, expected, **CHECK_TOLERANCE):
+        raise OnnxExportError(
+            f"ONNX Runtime's logits of {path} differ from PyTorch's (shape {got.shape} vs {expected.shape}, largest "
+            f"difference {np.abs(got - expected).max() if got.shape == expected.shape else float('nan'):.3g}): "
+            "this model does not export faithfully with this torch / onnxscript."
+        )
+    return float(np.abs(got - expected).max())
+
+
+# ---- text classifiers -----------------------------------------------------------------------------------------------
+
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+"""The inputs of a text classifier's graph, those of them its tokenizer gives."""
+EXAMPLE_TEXTS = ("A short text.", "A longer text to classify, so that the batch is padded.")
+"""What a text classifier's graph is traced on (two rows of different lengths: both axes stay symbolic)."""
+
+
+class _TextLogits(nn.Module):
+    """A text classifier with tensors in (`names`, in order) and one out: `logits`."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str]):
+        super().__init__()
+        self.model, self.names = model, tuple(names)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(**dict(zip(self.names, inputs))).logits
+
+
+def text_example_input(model_dir: str) -> dict[str, torch.Tensor]:
+    """The folder's tokenizer's [`TEXT_INPUTS`] of [`EXAMPLE_TEXTS`], padded: what the graph is traced on."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as error:
+        raise OnnxExportError(
+            f"'{model_dir}' has no readable tokenizer ({str(error).splitlines()[0]}): save it beside the model."
+        ) from error
+    encoded = tokenizer(list(EXAMPLE_TEXTS), padding=True, return_tensors="pt")
+    return {name: encoded[name] for name in TEXT_INPUTS if name in encoded}
+
+
+def export_text_model(model: nn.Module, inputs: dict[str, torch.Tensor], path: str | os.PathLike) -> str:
+    """Trace the text classifier `model` (eval mode) on `inputs` with `torch.onnx.export(dynamo=True)` and save the
+    graph to `path` (one file): the inputs' names, batch and sequence axes dynamic (the sequence up to the model's
+    `max_position_embeddings`), output `logits`. Returns `path`."""
+    batch = torch.export.Dim("batch", min=1)
+    sequence = torch.export.Dim("sequence", max=getattr(model.config, "max_position_embeddings", None) or 512)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            _TextLogits(model, list(inputs)).eval(), tuple(inputs.values()), dynamo=True, input_names=list(inputs),
+            output_names=["logits"], dynamic_shapes=(tuple({0: batch, 1: sequence} for _ in inputs),), verbose=False,
+        )  # fmt: skip
+    program.save(str(path), external_data=False)
+    return str(path)
+
+
+def check_text_export(model: nn.Module, path: str | os.PathLike, inputs: dict[str, torch.Tensor]) -> float:
+    """Compare ONNX Runtime's logits of `path` with `model`'s on `inputs` and on its first row alone, cut to its own
+    length (another batch size and sequence length); an [`OnnxExportError`] past [`CHECK_TOLERANCE`]. Returns the
+    largest difference."""
+    session = onnx_session(path)
+    length = int(inputs["attention_mask"][0].sum()) if "attention_mask" in inputs else None
+    worst = 0.0
+    for batch in (inputs, {name: value[:1, :length] for name, value in inputs.items()}):
+        with torch.no_grad():
+            expected = model(**batch).logits.numpy()
+        got = session.run(["logits"], {name: value.numpy() for name, value in batch.items()})[0]
+        worst = max(worst, _check_close(got, expected, path))
+    return worst
+
+
+def export_text_onnx(model_dir: str, path: str, check: bool = True) -> str:
+    """[`export_onnx`] of a text classifier: float32 only, its inputs those of the folder's tokenizer."""
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    inputs = text_example_input(model_dir)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    export_text_model(model, inputs, path)
+    if check:
+        check_text_export(model, path, inputs)
+    if os.path.samefile(os.path.dirname(os.path.abspath(path)), model_dir):
+        update_card(model_dir, {os.path.basename(path): FILE_DESCRIPTIONS[ONNX_FILE]}, text_inputs=list(inputs))
+    return path
 
 
 class _Batches:
@@ -251,14 +341,16 @@ def pixel_values_of(processor, images: Sequence[Image.Image | str]) -> np.ndarra
     return processor(images=[i.convert("RGB") for i in opened], return_tensors="np")["pixel_values"]
 
 
-def update_card(model_dir: str | os.PathLike, files: dict[str, str]) -> bool:
+def update_card(model_dir: str | os.PathLike, files: dict[str, str], text_inputs: Sequence[str] | None = None) -> bool:
     """Add (or refresh) the ONNX section of the folder's model card, `README.md`: `files` maps each ONNX file to
-    what it is. Returns whether there was a card to update."""
+    what it is; `text_inputs` are the graph's inputs when the model is a text classifier. Returns whether there was a
+    card to update."""
     card = Path(model_dir) / "README.md"
     if not card.is_file():
         return False
     text = card.read_text(encoding="utf-8")
-    card.write_text(replace_card_section(text, ONNX_CARD_SECTION, onnx_card_section(files)), encoding="utf-8")
+    section = onnx_text_card_section(files, text_inputs) if text_inputs else onnx_card_section(files)
+    card.write_text(replace_card_section(text, ONNX_CARD_SECTION, section), encoding="utf-8")
     return True
 
 
@@ -308,10 +400,14 @@ def export_onnx(
     if calibration_images is not None and quantize is None:
         raise OnnxExportError("Calibration images are for static quantization: pass --quantize int8 with them.")
     model_dir = str(model_dir)
+    path = str(output or os.path.join(model_dir, ONNX_FILE))
+    if text := saved_text_classifier(model_dir):
+        if quantize is not None:
+            raise OnnxExportError(f"--quantize: a text classifier ({text}) is exported in float32 only: drop it.")
+        return export_text_onnx(model_dir, path, check)
     calibration = None if calibration_images is None else calibration_pixels(model_dir, calibration_images)
     model = _load_model(model_dir)
     pixel_values = example_input(model, load_processor(model_dir))
-    path = str(output or os.path.join(model_dir, ONNX_FILE))
     check_logits(model, pixel_values)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     export_model(model, pixel_values, path)

@@ -62,7 +62,13 @@ from .methods import (
 )
 from .metrics import as_compute_metrics
 from .mixing import Mix
-from .model_card import ONNX_CARD_SECTION, kept_onnx_section, model_card_from_trainer, replace_card_section
+from .model_card import (
+    ONNX_CARD_SECTION,
+    kept_onnx_section,
+    library_tags,
+    model_card_from_trainer,
+    replace_card_section,
+)
 from .modeling import (
     attach_source_head,
     fill_label_names,
@@ -312,8 +318,12 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
         model = wrap_student(model, peft_config)
         source_model = self._attach_model_parts(model, args)
         eval_sets = eval_dataset if isinstance(eval_dataset, dict) else {"evaluation": eval_dataset}
-        if unlabeled_dataset is not None and is_text_classifier(unwrap_model(model)):
+        if text := is_text_classifier(unwrap_model(model)):  # the model's and the card's tags
+            self._tag_names = list(library_tags("text"))
+        if unlabeled_dataset is not None and text:
             raise ValueError("`unlabeled_dataset` holds images; a text classifier trains without it: leave it unset.")
+        if self.regularizer.requires_unlabeled and text:
+            raise ValueError(f"Method '{args.method}' trains on unlabelled images, which a text classifier cannot use.")
         check_unlabeled(self.regularizer, args, unlabeled_dataset)
         datasets = {"training": train_dataset, "unlabelled": unlabeled_dataset, **eval_sets}
         fit_datasets_to_model(model, datasets)  # images to the model's channels
@@ -740,9 +750,10 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
                 tags += [t for t in (ModelCard.load(path).data.tags or []) if t not in tags]
             except Exception as error:  # an unreadable card is replaced
                 logger.warning(f"Replacing the model card {path}, which cannot be parsed ({error}).")
+        model = unwrap_model(self.model)
         card = model_card_from_trainer(
             self,
-            model=unwrap_model(self.model),
+            model=model,
             method_title=method_title(self.args.method),
             method_description=self.regularizer.description,
             method_hyperparameters=method_hyperparameters(self.args),
@@ -758,6 +769,7 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
             dataset=dataset,
             dataset_args=dataset_args,
             template_path=template_path,
+            modality="text" if is_text_classifier(model) else "image",
             unlabeled_images=describe_unlabeled(unlabeled_record(self)),
             **dataset_details,
         )

@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from benchmarks.shots_curve import paired_differences, parse_args, plan, summarise, t_interval
+from benchmarks.shots_curve import paired_differences, parse_args, plan, plot, summarise, t_interval
+from benchmarks.text import X_LABEL
 
 from .test_benchmarks import CHECKPOINT, run
 
@@ -53,6 +54,21 @@ def test_summary_keeps_sources_and_full_set_apart():
     assert summary["other"]["full"]["smile - finetune"]["mean"] == pytest.approx(-0.1)
     assert summary["src"]["full"]["finetune"]["accuracy"] == [0.7, 0.8]
     assert "smile - mixup" not in summary["src"]["full"]  # mixup was not run
+
+
+def test_the_plot_names_its_shots(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    runs = runs_of("smile", [0.5, 0.6]) + runs_of("mixup", [0.4, 0.5]) + runs_of("finetune", [0.4, 0.4])
+    settings = {"sources": {"src": {"parameters": 1000, "seeds": [0, 1]}}, "target": "digits", "shots": [5],
+                "methods": ["finetune", "mixup", "smile"]}  # fmt: skip
+    payload = {"settings": settings, "summary": summarise(runs, ["src"], "digits", [5], settings["methods"])}
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep each figure to read its axes
+    plot(payload, str(tmp_path / "images.png"))
+    plot(payload, str(tmp_path / "text.png"), x_label=X_LABEL)
+    assert [fig.axes[1].get_xlabel() for fig in figures] == ["training images per class", X_LABEL]
+    assert "descriptions" in X_LABEL  # the text benchmark's shots are package descriptions, not images
 
 
 @pytest.mark.cpu_only("the shots curve reuses the accuracy benchmark's runs, which train on the CPU")

@@ -269,9 +269,9 @@ def test_text_delta_term_by_hand():
     torch.testing.assert_close(out.terms["delta"][1], expected, rtol=1e-5, atol=1e-7)
 
 
-def test_calibration_folds_the_temperature_into_a_text_head(tmp_path):
+def test_calibration_folds_the_temperature_into_a_text_head(tmp_path, caplog):
     """`trainer.calibrate` on a text model: the fitted temperature is folded into the head, whose logits on a
-    validation batch become the old ones divided by T."""
+    validation batch become the old ones divided by T; its lines count texts."""
     trainer = text_trainer(tmp_path, "finetune")
     trainer.train()
     validation = token_dataset(8, seed=2)
@@ -280,7 +280,9 @@ def test_calibration_folds_the_temperature_into_a_text_head(tmp_path):
     model = trainer.model.eval()
     with torch.no_grad():
         before = model(**inputs).logits
-    result = trainer.calibrate(validation)
+    with caplog.at_level(logging.INFO, logger="smile_hf.calibration"):
+        result = trainer.calibrate(validation)
+    assert "Temperature scaling fitted on 8 validation texts only" in caplog.text
     assert not math.isclose(result.temperature, 1.0, rel_tol=1e-3)  # else the check below could not fail
     with torch.no_grad():
         torch.testing.assert_close(model(**inputs).logits, before / result.temperature, rtol=1e-5, atol=1e-6)

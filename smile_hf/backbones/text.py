@@ -17,6 +17,8 @@ pooled feature and the source head alike, whatever the padding side.
 from __future__ import annotations
 
 import inspect
+import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -66,6 +68,17 @@ TEXT_FAMILIES: dict[str, TextFamily] = {
 def is_text_classifier(model: nn.Module) -> bool:
     """Whether `model` (possibly wrapped) is a `transformers` `*ForSequenceClassification`."""
     return type(unwrap_model(model)).__name__.endswith("ForSequenceClassification")
+
+
+def saved_text_classifier(model_dir: str | os.PathLike) -> str | None:
+    """The `*ForSequenceClassification` class a saved model folder holds (its `config.json`'s `architectures`), or
+    `None` for any other model (an image classifier) or a folder without a readable config."""
+    try:
+        with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+            architectures = json.load(f).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return None
+    return next((a for a in architectures if str(a).endswith("ForSequenceClassification")), None)
 
 
 def find_layers(model: nn.Module, trunk: str) -> str | None:

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, concatenate_datasets
@@ -309,6 +310,10 @@ class PreparedData:
     search_train: Dataset | None = None
     unlabeled: Dataset | None = None
     unlabeled_source: str | None = None
+    modality: ClassVar[str] = "image"
+    """What the examples are (`"image"`, `"text"` for [`TextData`]): the task of the model card."""
+    items: ClassVar[str] = "images"
+    """The examples in words, for what a run prints."""
 
     @property
     def id2label(self) -> dict[int, str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import ClassVar
 
 from datasets import Dataset, DatasetDict, load_dataset
 
@@ -44,6 +45,8 @@ class TextData(PreparedData):
 
     text_columns: tuple[str, ...] = ()
     tokenized: bool = False
+    modality: ClassVar[str] = "text"
+    items: ClassVar[str] = "texts"
 
 
 def parse_text_columns(text_column_names: str | None) -> tuple[str, ...] | None:

@@ -54,9 +54,10 @@ class ValidationSplit:
     split_name: str | None = None
     final_train_examples: int | None = None
 
-    def describe(self) -> str:
+    def describe(self, items: str = "images") -> str:
         """One line: `"30 images held out of the training data (3 per class, seed 0); 70 left to train on"`, or
-        `"the dataset's own `validation` split, 30 images (3 per class); 70 training images without it"`."""
+        `"the dataset's own `validation` split, 30 images (3 per class); 70 training images without it"`; `items`
+        names the examples (`"texts"` for text data)."""
         per_class = (
             f"{self.min_per_class}" if self.min_per_class == self.max_per_class
             else f"{self.min_per_class}-{self.max_per_class}"
@@ -64,22 +65,22 @@ class ValidationSplit:
         if self.source == "dataset":
             final = f" (the final run trains on all {self.final_train_examples})" if self.final_train_examples else ""
             return (
-                f"the dataset's own `{self.split_name}` split, {self.examples} images ({per_class} per class); "
-                f"{self.train_examples} training images without it{final}"
+                f"the dataset's own `{self.split_name}` split, {self.examples} {items} ({per_class} per class); "
+                f"{self.train_examples} training {items} without it{final}"
             )
         return (
-            f"{self.examples} images held out of the training data ({per_class} per class, seed {self.seed}); "
+            f"{self.examples} {items} held out of the training data ({per_class} per class, seed {self.seed}); "
             f"{self.train_examples} left to train on"
         )
 
-    def card_text(self) -> str:
+    def card_text(self, items: str = "images") -> str:
         """[`describe`] and whether the final model trained on the split (the model card's words)."""
         if self.final_train_examples:
-            return f"{self.describe()}; the search's trials never trained on them, the final model did"
-        return f"{self.describe()}; the model never trained on them"
+            return f"{self.describe(items)}; the search's trials never trained on them, the final model did"
+        return f"{self.describe(items)}; the model never trained on them"
 
-    def to_dict(self) -> dict:
-        return {**asdict(self), "description": self.describe()}
+    def to_dict(self, items: str = "images") -> dict:
+        return {**asdict(self), "description": self.describe(items)}
 
 
 def held_out_counts(

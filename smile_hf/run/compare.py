@@ -167,7 +167,7 @@ COMPARE_HELP = {
     "do_train": "Train every run (default: True; --do_train False --do_eval evaluates the runs saved in --output_dir).",
     "do_eval": "With --do_train False: evaluate the model saved in every run folder of --output_dir, into "
     "<output_dir>/eval_results.json (a training run always evaluates). (default: False)",
-    "do_predict": "Not for comparisons: classify images with one run's model, run_smile.py --do_predict. "
+    "do_predict": "Not for comparisons: classify with one run's model, run_smile.py --do_predict. "
     "(default: False)",
     "output_dir": "The comparison's folder: each run in <output_dir>/<label>-seed<seed>, all of them and the table in "
     "<output_dir>/results.json (default: runs/<dataset>-<method>-<model>; the demo: outputs/compare_methods_demo).",
@@ -270,13 +270,14 @@ def check_plotting(experiment_args: ExperimentArguments, training_args: SmileTra
 
 
 def check_modes(training_args: SmileTrainingArguments, experiment_args: ExperimentArguments, given: set[str]) -> None:
-    """Raise an [`InputError`] for what a comparison does not do: classify images (`--do_predict`: one run's model
+    """Raise an [`InputError`] for what a comparison does not do: classify images or texts (`--do_predict`: one run's model
     does, with `run_smile.py`), or, with `--do_train False` (evaluate the runs of an earlier comparison), anything
     but `--do_eval` on an `--output_dir` named explicitly (no curves: they come from training)."""
     if training_args.do_predict:
         raise InputError(
-            "--do_predict: a comparison classifies no images. Classify with one run's model: run_smile.py --do_train "
-            "False --do_predict --predict_dir DIR --model_name_or_path <its folder>."
+            "--do_predict: a comparison classifies no images or texts. Classify with one run's model: run_smile.py "
+            "--do_train False --do_predict --predict_dir DIR (--predict_file FILE for text) --model_name_or_path "
+            "<its folder>."
         )
     if training_args.do_train:
         return
@@ -389,6 +390,7 @@ def compare(
     plan = run_plan(training_args, experiment_args)
     check_search(data_args, training_args)
     check_unlabeled_options(data_args, list(dict.fromkeys(run.args.method for run in plan)))
+    check_analysis(experiment_args.analyze, training_args, data_args.is_text())
     if not training_args.do_train:
         results = evaluate_runs(model_args, data_args, plan, training_args.output_dir, experiment_args.results_file)
         if experiment_args.analyze and training_args.should_save:  # the runs saved by an earlier comparison
@@ -398,7 +400,6 @@ def compare(
     for run in plan:  # --push_to_hub: every run's repository exists before anything trains
         create_hub_repo(run.args)
     check_plotting(experiment_args, training_args)
-    check_analysis(experiment_args.analyze, training_args)
     processor = load_processor(model_args, data_args)
     seeds = list(dict.fromkeys(run.args.seed for run in plan))
     with training_args.main_process_first(desc="loading the datasets"):
@@ -465,7 +466,7 @@ def report(
     experiment_args: ExperimentArguments,
 ) -> None:
     """Write the curves (`--plot_curves`), then the combined results file (naming the curves), and print the table."""
-    description = f"{data.description}, {len(data.eval)} eval images, model {model_args.model_name_or_path}"
+    description = f"{data.description}, {len(data.eval)} eval {data.items}, model {model_args.model_name_or_path}"
     drawn = {}
     if experiment_args.plot_curves:
         png_path = curves_path(experiment_args.plot_curves, training_args.output_dir)
@@ -588,9 +589,9 @@ def label_styles(labels: Sequence[str]) -> dict[str, dict[str, str]]:
 
 
 CURVE_SERIES = {
-    "loss_main": "loss_main: cross-entropy (SMILE's: of mixed images)",
+    "loss_main": "loss_main: cross-entropy (SMILE's: of mixed inputs)",
     "loss_aux": "loss_aux: source head vs teacher (SMILE)",
-    "loss_reg": "loss_reg: feature maps vs teacher (SMILE)",
+    "loss_reg": "loss_reg: features vs teacher's (SMILE)",
     "loss_cls": "loss_cls: heads' weight penalty (SMILE)",
     "eval_accuracy": "eval accuracy (%)",
 }
@@ -694,8 +695,11 @@ def remove_comparison_figures(output_dir: str) -> None:
             os.remove(path)
 
 
-def check_analysis(analyze: bool, training_args: SmileTrainingArguments) -> None:
-    """Before any training: an [`InputError`] if `--analyze` cannot measure the runs (they would not be saved)."""
+def check_analysis(analyze: bool, training_args: SmileTrainingArguments, text: bool = False) -> None:
+    """Before any training: an [`InputError`] if `--analyze` cannot measure the runs (they would not be saved, or
+    they are `text` classifiers: the analysis mixes images)."""
+    if analyze and text:
+        raise InputError("--analyze: the linearity analysis mixes images and does not measure text models: drop it.")
     if analyze and training_args.do_train and training_args.save_strategy == "no":
         raise InputError("--analyze measures the saved models: drop --save_strategy no (e.g. --save_strategy steps).")
 

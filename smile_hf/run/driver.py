@@ -118,7 +118,7 @@ def train_one(
         "metrics": metrics,
         "calibration": trainer.calibration.to_dict() if trainer.calibration is not None else None,
         "recipe": recipe.to_dict() if recipe is not None else None,
-        "validation_split": split.to_dict() if (split := getattr(data, "validation_split", None)) else None,
+        "validation_split": split.to_dict(data.items) if (split := getattr(data, "validation_split", None)) else None,
         "hp_search": {"summary": search.summary(), "best_values": search.best_values} if search is not None else None,
     }, trainer
 
@@ -187,7 +187,7 @@ def _locked_run(
         result["predictions"] = predict_folder(trainer.model, data_args, training_args, data.transform_config)
     if training_args.should_save:
         path = write_results([result], training_args.output_dir)
-        print(f"\nResults ({data.description}, {len(data.eval)} eval images, model {model_args.model_name_or_path}):")
+        print(f"\nResults ({data.description}, {len(data.eval)} eval {data.items}, model {model_args.model_name_or_path}):")
         print(results_table([result]))
         if data.source is not None and not data.source.official_split:
             print(f"Evaluated on {data.source.eval_split_role or data.source.eval_split}: not the benchmark's official split.")

@@ -36,8 +36,8 @@ SCRIPT_HELP = {
     "trained model of --model_name_or_path).",
     "do_eval": "With --do_train False: evaluate the trained model of --model_name_or_path on the validation data (a "
     "training run always evaluates). (default: False)",
-    "do_predict": "Classify the images of --predict_dir into <output_dir>/predictions.csv, after training or with "
-    "--do_train False. (default: False)",
+    "do_predict": "Classify the images of --predict_dir (the texts of --predict_file) into "
+    "<output_dir>/predictions.csv, after training or with --do_train False. (default: False)",
     "output_dir": "Where the model, its card, the checkpoints and results.json go (default: "
     "runs/<dataset>-<method>-<model>).",
     "resume_from_checkpoint": "Resume from this checkpoint folder, or 'last': the newest complete checkpoint of "
@@ -55,7 +55,8 @@ SCRIPT_DEFAULTS = {
 """The defaults a run script fills in ([`finalize_args`]), shown instead of the dataclass default."""
 
 GROUP_TITLES = {
-    "data": "data (a --dataset preset, or your own --train_dir / --validation_dir image folders)",
+    "data": "data (a --dataset preset, your own --train_dir / --validation_dir image folders, or --train_file / "
+    "--validation_file texts)",
     "model": "model (the checkpoint to fine-tune)",
     "method": "method (SMILE and the baselines, their mixing and hyperparameters)",
     "comparison": "comparison (several methods over seeds)",

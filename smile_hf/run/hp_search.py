@@ -240,11 +240,11 @@ def search(
     record = SearchRecord(
         backend=data_args.hp_search_backend, objective=data_args.hp_search_objective, direction=direction,
         trials_requested=data_args.hp_search_trials, space=space, method=training_args.method,
-        validation_split=data.validation_split.to_dict() if data.validation_split else None,
+        validation_split=data.validation_split.to_dict(data.items) if data.validation_split else None,
     )  # fmt: skip
     logger.info(
         f"Hyperparameter search ({record.backend}, {record.trials_requested} trials, validation "
-        f"{data_args.hp_search_objective}) of {', '.join(space)} on {data.validation_split.describe()}"
+        f"{data_args.hp_search_objective}) of {', '.join(space)} on {data.validation_split.describe(data.items)}"
     )
     if data_args.hp_search_backend == "ray":
         ray_search(model_args, data_args, training_args, data, record, ray_space(space))

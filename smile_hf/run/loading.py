@@ -191,6 +191,11 @@ def check_unlabeled_options(data_args: DataTrainingArguments, methods: list[str]
     """Refuse, before any data is loaded, unlabelled images that none of `methods` can use (one method: it cannot
     use them; a comparison passes them to the methods that can), and a method that needs them without any."""
     given = data_args.unlabeled_dir is not None or data_args.unlabeled_from_train
+    needing = [m for m in methods if get_regularizer_class(m).requires_unlabeled]
+    if needing and data_args.is_text():
+        raise InputError(
+            f"Method '{needing[0]}' trains on unlabelled images, which text runs have none of: use another method."
+        )
     using = [m for m in methods if get_regularizer_class(m).unlabeled_views is not None]
     if given and not using:
         raise InputError(
@@ -199,7 +204,6 @@ def check_unlabeled_options(data_args: DataTrainingArguments, methods: list[str]
             if len(methods) == 1 else f"None of the methods {', '.join(methods)} can use unlabelled images: drop "
             "--unlabeled_dir / --unlabeled_from_train, or add one that uses them (smile, fixmatch)."
         )
-    needing = [m for m in methods if get_regularizer_class(m).requires_unlabeled]
     if needing and not given:
         raise InputError(f"Method '{needing[0]}' trains on unlabelled images: add --unlabeled_dir or --unlabeled_from_train.")
 

@@ -32,11 +32,12 @@ def card_arguments(
     preset's recipe used, the validation split held out of the training data and the hyperparameter search
     (`search`, a `SearchRecord`), if any."""
     source = data.source
+    task = f"{getattr(data, 'modality', 'image')}-classification"  # image-classification, text-classification
     card = {
         "finetuned_from": None if from_scratch else model_args.model_name_or_path,
         "license": model_args.license or base_model_license(model_args),
-        "tasks": "image-classification",
-        "tags": ["image-classification", training_args.method],
+        "tasks": task,
+        "tags": [task, training_args.method],
     }
     if source is not None:
         card.update(
@@ -48,7 +49,7 @@ def card_arguments(
     if recipe is not None:
         card["training_recipe"] = recipe.card_text(training_args.regularizer)
     if getattr(data, "validation_split", None) is not None:
-        card["validation_split"] = data.validation_split.card_text()
+        card["validation_split"] = data.validation_split.card_text(data.items)
     if search is not None:
         card["hyperparameter_search"] = search.summary()
     return card
@@ -121,8 +122,9 @@ def push_deferred(training_args: SmileTrainingArguments) -> Iterator[None]:
 
 
 def push_final_model(trainer, card: dict) -> None:
-    """`trainer.push_to_hub(**card)` (the model, its card and image processor, already saved in `output_dir`); any
-    failure is a [`HubPushError`] of one line saying where the model is saved and how to push it later."""
+    """`trainer.push_to_hub(**card)` (the model, its card and image processor or tokenizer, already saved in
+    `output_dir`); any failure is a [`HubPushError`] of one line saying where the model is saved and how to push it
+    later."""
     args = trainer.args
     try:
         trainer.push_to_hub(**card)

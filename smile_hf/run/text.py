@@ -97,7 +97,7 @@ def prepare_text_data(
             data_args.validation_samples_per_class,
         )  # fmt: skip
     if validation:
-        logger.info(f"Validation split: {data.validation_split.describe()}")
+        logger.info(f"Validation split: {data.validation_split.describe(data.items)}")
     tokenize_data(data, tokenizer, data_args.max_seq_length)
     return data
 
