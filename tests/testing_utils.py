@@ -297,3 +297,16 @@ def finish_rank() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+LOSS_TERMS = {
+    "l2sp": {"loss_sp", "loss_head"}, "delta": {"loss_delta"}, "bss": {"loss_bss"}, "rifle": set(),
+    "cotuning": {"loss_cotuning"}, "smile": {"loss_aux", "loss_reg", "loss_cls"},
+    "mixup": {"mix_lambda"}, "cutmix": {"mix_lambda"}, "manifold_mixup": {"mix_lambda"},
+}  # fmt: skip
+"""What each part of a method spec logs besides `loss_main`."""
+
+
+def logged_terms(method: str) -> set[str]:
+    """The loss terms a method spec (`"delta+manifold_mixup"`) must log besides `loss_main`: its parts' together."""
+    return set().union(*(LOSS_TERMS[part] for part in method.split("+")))
