@@ -100,6 +100,11 @@ def summarise(runs: list[dict], sources, target: str, shots, methods, comparison
     return summary
 
 
+def summarise_grid(runs: list[dict], settings: dict, comparisons=COMPARISONS) -> dict:
+    """[`summarise`] over the sources, target, shot levels and methods of a grid's `settings`."""
+    return summarise(runs, settings["sources"], settings["target"], settings["shots"], settings["methods"], comparisons)
+
+
 def _pct(x: float | None, sign: bool = False) -> str:
     return "n/a" if x is None else (f"{100 * x:+.1f}" if sign else f"{100 * x:.1f}")
 
@@ -268,9 +273,8 @@ def key(run: dict) -> tuple:
 
 
 GRID = grid.Grid(
-    module="shots_curve", plan=plan, run_job=run_job, key=key, report=report, plot=plot, setup=register_targets,
-    summarise=lambda runs, settings: summarise(runs, settings["sources"], settings["target"], settings["shots"],
-                                               settings["methods"]),
+    module="shots_curve", plan=plan, run_job=run_job, key=key, summarise=summarise_grid, report=report, plot=plot,
+    setup=register_targets,
 )  # fmt: skip
 
 

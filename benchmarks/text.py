@@ -29,7 +29,7 @@ import torch
 from . import grid
 from .accuracy import quiet
 from .common import REPO_ROOT, RESULTS_DIR, markdown_table
-from .shots_curve import COMPARISONS, _interval_cell, plot, shot_label, summarise
+from .shots_curve import COMPARISONS, _interval_cell, plot, shot_label, summarise_grid
 
 TEXT_SOURCE = os.path.join(REPO_ROOT, "checkpoints", "debian-bert-tiny")
 TARGET = "debian_sections"
@@ -149,11 +149,7 @@ def plan(opts) -> tuple[dict, list[dict]]:
     return settings, jobs
 
 
-GRID = grid.Grid(
-    module="text", plan=plan, run_job=run_one, key=key, report=report, plot=plot,
-    summarise=lambda runs, settings: summarise(runs, settings["sources"], TARGET, settings["shots"],
-                                               settings["methods"]),
-)  # fmt: skip
+GRID = grid.Grid(module="text", plan=plan, run_job=run_one, key=key, summarise=summarise_grid, report=report, plot=plot)
 
 
 def main(argv=None) -> dict:
