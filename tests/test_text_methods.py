@@ -16,7 +16,7 @@ from smile_hf.lora import LoraEmaTeacher
 from smile_hf.mixing import Mix
 from smile_hf.text import masked_attention_weighted_distance
 
-from .testing_utils import logged_terms
+from .testing_utils import assert_logs_terms
 from .text_testing import (
     TEXT_FAMILIES,
     pad_collator,
@@ -71,11 +71,7 @@ def test_method_trains_on_text_family(family, method, tmp_path):
         return
     trainer = text_trainer(tmp_path, method, family)
     trainer.train()
-    logs = [h for h in trainer.state.log_history if "loss" in h]
-    assert len(logs) == 2
-    for log in logs:
-        assert logged_terms(method) | {"loss_main"} <= set(log), log
-        assert all(math.isfinite(v) for k, v in log.items() if k.startswith("loss")), log
+    assert_logs_terms(trainer, method)
 
 
 def test_cutmix_is_refused_for_text(tmp_path):
