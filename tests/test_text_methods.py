@@ -46,7 +46,9 @@ def text_args(tmp_path, method, **kwargs):
 def text_trainer(tmp_path, method, family="bert", source=None, student=None, **kwargs):
     if student is None:
         source, student = text_source_and_student(family)
-    return token_trainer(student, source, text_args(tmp_path, method, **kwargs), 4, eval_dataset=token_dataset(4, seed=1))
+    return token_trainer(
+        student, source, text_args(tmp_path, method, **kwargs), 4, eval_dataset=token_dataset(4, seed=1)
+    )
 
 
 FAST_FAMILIES = ("bert", "gpt2")
