@@ -12,6 +12,7 @@ models), `stepping.py` (trainers stepped one optimizer step at a time, shared wi
 model's measurements and the report, per section); the GPU preset is `speed_gpu.py` with `gpu_models.py`,
 `gpu_steppers.py`, `gpu_counts.py` and `gpu_report.py`; `accuracy.py` reads its targets from `accuracy_targets.py`
 and reports through `accuracy_report.py`; `epoch.py` (one epoch from JPEG files through the run driver) and
-`search_cost.py` (a search against plain runs) time the run driver from outside with `run_timing.py`. Not part of
-the installed `smile_hf` package.
+`search_cost.py` (a search against plain runs) time the run driver from outside with `run_timing.py`; the few-shot
+grids `shots_curve.py`, `text.py` and `unlabeled.py` run through `grid.py`. Not part of the installed `smile_hf`
+package.
 """

@@ -37,7 +37,7 @@ import torch
 
 from .common import RESULTS_DIR, SOURCE_CHECKPOINT, environment, log, markdown_table, publish, write_json, write_text
 from .data_speed import make_jpegs
-from .run_timing import fmt_load, load_average, run_driver, timed_trainers
+from .run_timing import device_and_load, load_average, run_driver, timed_trainers
 
 METHODS = ("finetune", "smile")
 TARGET_RATIO = 1.15
@@ -158,7 +158,7 @@ def summarize(cell: dict) -> dict:
 
 
 def report(payload: dict) -> str:
-    env, settings = payload["environment"], payload["settings"]
+    settings = payload["settings"]
     rows = []
     for size, by_model in payload["results"].items():
         for name, cell in by_model.items():
@@ -170,15 +170,13 @@ def report(payload: dict) -> str:
                 f"{s['ratio']['median']:.2f}", ", ".join(f"{r:.2f}" for r in s["ratio"]["values"]),
                 f"{s['finetune']['command_s']:.1f} / {s['smile']['command_s']:.1f}",
             ])  # fmt: skip
-    where = env["cuda"] or f"CPU ({env['processor']}, {env['cpu_count']} cores, {env['torch_threads']} torch thread(s))"
-    load = payload["load"]
+    device, load = device_and_load(payload)
     return "\n".join([
         "# One epoch from JPEG files: stock fine-tuning against SMILE (run driver)", "",
-        f"Device: {where}; torch {env['torch']}, transformers {env['transformers']}; "
-        f"{'bf16 autocast' if settings['device'] == 'cuda' else 'fp32'}. Generated JPEGs (the `images` column: "
-        f"how many of a size) in {settings['classes']} class folders, 15 % held out for the evaluation; the run "
-        f"driver's default DataLoader settings ({settings['dataloader']}). {settings['repeats']} repeat(s), the methods alternating. Load average at the "
-        f"start / end: {fmt_load(load['start'])} / {fmt_load(load['end'])}.", "",
+        f"{device}; {'bf16 autocast' if settings['device'] == 'cuda' else 'fp32'}. Generated JPEGs (the `images` "
+        f"column: how many of a size) in {settings['classes']} class folders, 15 % held out for the evaluation; the "
+        f"run driver's default DataLoader settings ({settings['dataloader']}). {settings['repeats']} repeat(s), the "
+        f"methods alternating. {load}", "",
         markdown_table(["image", "images", "model", "batch", "stock img/s", "SMILE img/s", "stock data wait",
                         "SMILE data wait", "SMILE / stock epoch", "per repeat", "whole run s (stock / SMILE)"], rows, "lrlrrrrrrrr"), "",
         "Data wait: the share of the training epoch's wall time the training loop spent between one optimizer step's "

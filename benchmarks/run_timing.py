@@ -104,3 +104,13 @@ def load_average() -> dict:
 def fmt_load(load: dict) -> str:
     """`1.0, 2.0, 3.0`: the load averages of a [`load_average`] record, or `n/a`."""
     return ", ".join(f"{v:.1f}" for v in load["loadavg"]) if load.get("loadavg") else "n/a"
+
+
+def device_and_load(payload: dict) -> tuple[str, str]:
+    """`Device: ...; torch ..., transformers ...` and `Load average at the start / end: ...` of a timing report."""
+    env, load = payload["environment"], payload["load"]
+    where = env["cuda"] or f"CPU ({env['processor']}, {env['cpu_count']} cores, {env['torch_threads']} torch thread(s))"
+    return (
+        f"Device: {where}; torch {env['torch']}, transformers {env['transformers']}",
+        f"Load average at the start / end: {fmt_load(load['start'])} / {fmt_load(load['end'])}.",
+    )

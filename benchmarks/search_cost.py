@@ -37,7 +37,7 @@ import time
 import torch
 
 from .common import RESULTS_DIR, environment, log, markdown_table, publish
-from .run_timing import fmt_load, load_average, run_driver
+from .run_timing import device_and_load, load_average, run_driver
 
 TRIALS = 4
 TARGET = 1.10
@@ -130,7 +130,7 @@ def median(repeats: list[dict], *keys) -> float:
 
 
 def report(payload: dict) -> str:
-    env, settings, repeats = payload["environment"], payload["settings"], payload["repeats"]
+    settings, repeats = payload["settings"], payload["repeats"]
     plain = statistics.median(statistics.fmean(r["plain_s"]) for r in repeats)
     rows = [["4 plain runs", f"{4 * plain:.1f}", "1.00", "", "", "", f"{plain:.2f}"]]
     for key, name in (("search", "search (models loaded once)"), ("search_per_trial_loading", "search, checkpoint read per trial")):
@@ -144,15 +144,13 @@ def report(payload: dict) -> str:
         ])  # fmt: skip
     ratio = median(repeats, "search", "phase_over_4_plain")
     verdict = "met" if ratio <= TARGET else f"missed by {ratio - TARGET:.2f}"
-    where = env["cuda"] or f"CPU ({env['processor']}, {env['cpu_count']} cores, {env['torch_threads']} torch thread(s))"
-    loads = payload["load"]
+    device, load = device_and_load(payload)
     return "\n".join([
         "# What a search costs: `--hp_search_trials 4` against 4 plain runs", "",
-        f"Device: {where}; torch {env['torch']}, transformers {env['transformers']}. `--dataset digits`, the bundled "
-        f"checkpoint, `--method {settings['method']}`, `--max_steps {settings['max_steps']}` (a trial and a plain run "
-        f"train as many steps), batch {settings['batch_size']}, `--max_eval_samples {settings['max_eval_samples']}`. "
-        f"{len(repeats)} repeat(s), the variants alternating. Load average at the start / end: "
-        f"{fmt_load(loads['start'])} / {fmt_load(loads['end'])}.", "",
+        f"{device}. `--dataset digits`, the bundled checkpoint, `--method {settings['method']}`, `--max_steps "
+        f"{settings['max_steps']}` (a trial and a plain run train as many steps), batch {settings['batch_size']}, "
+        f"`--max_eval_samples {settings['max_eval_samples']}`. {len(repeats)} repeat(s), the variants alternating. "
+        f"{load}", "",
         markdown_table(["variant", "search phase s", "/ 4 plain runs", "command / 5 plain runs", "opening the study s",
                         "writing hp_search.json + plot s", "mean trial (plain run) s"], rows), "",
         f"Target: the search phase <= {TARGET} x 4 plain runs: {verdict} ({ratio:.2f}). The search phase holds the "

@@ -27,15 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing as mp
 import os
-import sys
-import time
 from collections.abc import Sequence
 
+from . import grid
 from .accuracy import run_one
 from .accuracy_targets import register_targets
-from .common import REPO_ROOT, RESULTS_DIR, SOURCE_CHECKPOINT, environment, log, markdown_table, write_json, write_text
+from .common import REPO_ROOT, RESULTS_DIR, SOURCE_CHECKPOINT, markdown_table
 
 SHOTS = (1, 2, 5, 10, 20, None)
 """Training images per class; `None` is the whole training split (`full`)."""
@@ -100,6 +98,11 @@ def summarise(runs: list[dict], sources, target: str, shots, methods, comparison
                 if a in methods and b in methods:
                     cell[f"{a} - {b}"] = paired_differences(cell_runs, a, b)
     return summary
+
+
+def summarise_grid(runs: list[dict], settings: dict, comparisons=COMPARISONS) -> dict:
+    """[`summarise`] over the sources, target, shot levels and methods of a grid's `settings`."""
+    return summarise(runs, settings["sources"], settings["target"], settings["shots"], settings["methods"], comparisons)
 
 
 def _pct(x: float | None, sign: bool = False) -> str:
@@ -221,10 +224,7 @@ def parse_args(argv=None):
     parser.add_argument("--source_shots", default="", help="name=1,5,full;... : fewer shot levels for a source")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--max_steps", type=int, default=MAX_STEPS)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--output", default=os.path.join(RESULTS_DIR, "shots_curve"), help="path without extension")
-    parser.add_argument("--resume", action="store_true", help="reuse the runs already in OUTPUT.json")
-    parser.add_argument("--report_only", action="store_true", help="redraw the table and plot from OUTPUT.json")
+    grid.add_output_arguments(parser, os.path.join(RESULTS_DIR, "shots_curve"))
     return parser.parse_args(argv)
 
 
@@ -272,50 +272,14 @@ def key(run: dict) -> tuple:
     return run["source"], run["target"], run["shots"], run["seed"], run["method"]
 
 
-def finish(payload: dict, output: str) -> str:
-    text = report(payload)
-    write_json(output + ".json", payload)
-    write_text(output + ".md", text)
-    plot(payload, output + ".png")
-    return text
+GRID = grid.Grid(
+    module="shots_curve", plan=plan, run_job=run_job, key=key, summarise=summarise_grid, report=report, plot=plot,
+    setup=register_targets,
+)  # fmt: skip
 
 
 def main(argv=None) -> dict:
-    opts = parse_args(argv)
-    if opts.report_only:
-        with open(opts.output + ".json", encoding="utf-8") as f:
-            payload = json.load(f)
-        print(finish(payload, opts.output))
-        return payload
-    settings, jobs = plan(opts)
-    given = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--resume"]  # same results either way
-    settings["command"] = " ".join(["python -m benchmarks.shots_curve", *given])
-    runs = []
-    if opts.resume and os.path.isfile(opts.output + ".json"):
-        with open(opts.output + ".json", encoding="utf-8") as f:
-            wanted = {key(j) for j in jobs}
-            runs = [r for r in json.load(f)["runs"] if key(r) in wanted and r["steps"] == opts.max_steps]
-        jobs = [j for j in jobs if key(j) not in {key(r) for r in runs}]
-    register_targets()
-    log(f"{len(jobs)} runs ({len(runs)} reused), {opts.max_steps} steps each, {opts.workers} worker(s)")
-    started = time.time()
-    payload = {"environment": environment(), "settings": settings}
-    with mp.get_context("spawn").Pool(opts.workers) as pool:
-        for i, run in enumerate(pool.imap_unordered(run_job, jobs), 1):
-            runs.append(run)
-            log(f"[{i}/{len(jobs)}] {run['source']} {shot_label(run['shots'])}-shot seed {run['seed']} "
-                f"{run['method']}: {100 * run['accuracy']:.1f}% ({run['train_seconds']:.0f} s)")  # fmt: skip
-            if i % 10 == 0:  # a partial result file to resume from
-                write_json(opts.output + ".json", {**payload, "summary": {}, "runs": runs})
-    settings["wall_seconds"] = round(time.time() - started, 1)
-    runs.sort(key=lambda r: (list(settings["sources"]).index(r["source"]), settings["shots"].index(r["shots"]),
-                             r["seed"], settings["methods"].index(r["method"])))  # fmt: skip
-    payload["summary"] = summarise(
-        runs, settings["sources"], settings["target"], settings["shots"], settings["methods"]
-    )
-    payload["runs"] = runs
-    print(finish(payload, opts.output))
-    return payload
+    return grid.main(GRID, parse_args(argv), argv)
 
 
 if __name__ == "__main__":

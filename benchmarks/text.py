@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
-import sys
 import tempfile
 import time
 
 import torch
 
+from . import grid
 from .accuracy import quiet
-from .common import REPO_ROOT, RESULTS_DIR, environment, log, markdown_table, write_json, write_text
-from .shots_curve import COMPARISONS, _interval_cell, plot, shot_label, summarise
+from .common import REPO_ROOT, RESULTS_DIR, markdown_table
+from .shots_curve import COMPARISONS, _interval_cell, plot, shot_label, summarise_grid
 
 TEXT_SOURCE = os.path.join(REPO_ROOT, "checkpoints", "debian-bert-tiny")
 TARGET = "debian_sections"
@@ -125,40 +124,18 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint", default=TEXT_SOURCE)
     parser.add_argument("--max_steps", type=int, default=MAX_STEPS)
     parser.add_argument("--learning_rate", type=float, default=LEARNING_RATE)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--output", default=os.path.join(RESULTS_DIR, "text"), help="path without extension")
-    parser.add_argument("--resume", action="store_true", help="reuse the runs already in OUTPUT.json")
-    parser.add_argument("--report_only", action="store_true",
-                        help="summarise OUTPUT.json's runs (those of a cut run too) into the table and plot")  # fmt: skip
+    grid.add_output_arguments(parser, os.path.join(RESULTS_DIR, "text"))
     return parser.parse_args(argv)
 
 
-def finish(payload: dict, output: str) -> str:
-    text = report(payload)
-    write_json(output + ".json", payload)
-    write_text(output + ".md", text)
-    plot(payload, output + ".png", x_label=X_LABEL)
-    return text
-
-
-def main(argv=None) -> dict:
-    opts = parse_args(argv)
-    if opts.report_only:
-        with open(opts.output + ".json", encoding="utf-8") as f:
-            payload = json.load(f)
-        settings = payload["settings"]
-        payload["summary"] = summarise(payload["runs"], settings["sources"], TARGET, settings["shots"],
-                                       settings["methods"])  # fmt: skip
-        print(finish(payload, opts.output))
-        return payload
+def plan(opts) -> tuple[dict, list[dict]]:
+    """The settings and every job (shots x seed x method, from the one checkpoint)."""
     with open(os.path.join(opts.checkpoint, "training_results.json"), encoding="utf-8") as f:
         parameters = json.load(f)["num_parameters"]
     shots, seeds = [int(s) for s in opts.shots.split(",")], [int(s) for s in opts.seeds.split(",")]
     methods = [m.strip() for m in opts.methods.split(",") if m.strip()]
     name = os.path.basename(os.path.normpath(opts.checkpoint))
-    given = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--resume"]  # same results either way
     settings = {
-        "command": " ".join(["python -m benchmarks.text", *given]),
         "target": TARGET, "shots": shots, "seeds": seeds, "methods": methods, "max_steps": opts.max_steps,
         "learning_rate": opts.learning_rate, "batch_size": BATCH_SIZE, "max_seq_length": MAX_SEQ_LENGTH,
         "sources": {name: {"path": os.path.relpath(opts.checkpoint, REPO_ROOT), "parameters": parameters,
@@ -171,25 +148,21 @@ def main(argv=None) -> dict:
          "learning_rate": opts.learning_rate, "checkpoint": opts.checkpoint, "threads": 1}
         for s in shots for seed in seeds for m in methods  # a shot level's seeds first: a cut run reports whole levels
     ]  # fmt: skip
-    runs = []
-    if opts.resume and os.path.isfile(opts.output + ".json"):
-        with open(opts.output + ".json", encoding="utf-8") as f:
-            wanted = {key(j) for j in jobs}
-            runs = [r for r in json.load(f)["runs"] if key(r) in wanted and r["steps"] == opts.max_steps]
-        jobs = [j for j in jobs if key(j) not in {key(r) for r in runs}]
-    log(f"{len(jobs)} runs ({len(runs)} reused), {opts.max_steps} steps each, {opts.workers} worker(s)")
-    started, payload = time.time(), {"environment": environment(), "settings": settings}
-    with mp.get_context("spawn").Pool(opts.workers) as pool:
-        for i, run in enumerate(pool.imap(run_one, jobs), 1):
-            runs.append(run)
-            log(f"[{i}/{len(jobs)}] {run['shots']}-shot seed {run['seed']} {run['method']}: "
-                f"{100 * run['accuracy']:.1f}% ({run['train_seconds']:.0f} s)")  # fmt: skip
-            write_json(opts.output + ".json", {**payload, "summary": {}, "runs": runs})  # to resume from
-    settings["wall_seconds"] = round(time.time() - started, 1)
-    runs.sort(key=lambda r: (shots.index(r["shots"]), r["seed"], methods.index(r["method"])))
-    payload.update(summary=summarise(runs, settings["sources"], TARGET, shots, methods), runs=runs)
-    print(finish(payload, opts.output))
-    return payload
+    return settings, jobs
+
+
+def plot_text(payload: dict, path: str) -> None:
+    """The shots-curve plot over the text task's shots."""
+    plot(payload, path, x_label=X_LABEL)
+
+
+GRID = grid.Grid(
+    module="text", plan=plan, run_job=run_one, key=key, summarise=summarise_grid, report=report, plot=plot_text
+)
+
+
+def main(argv=None) -> dict:
+    return grid.main(GRID, parse_args(argv), argv)
 
 
 if __name__ == "__main__":

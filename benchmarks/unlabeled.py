@@ -20,16 +20,12 @@ a paired observation: mean(d) +- t_{0.975, n-1} sd(d) / sqrt(n) (`benchmarks.sho
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing as mp
 import os
-import sys
-import time
 
-from . import shots_curve
+from . import grid, shots_curve
 from .accuracy import load_data, quiet, train_and_evaluate
 from .accuracy_targets import register_targets, set_transforms_decoding_once
-from .common import RESULTS_DIR, environment, log, markdown_table, write_json, write_text
+from .common import RESULTS_DIR, markdown_table
 from .shots_curve import _interval_cell, default_sources, parse_sources, shot_label
 
 SHOTS = (1, 2, 5, 10, 20)
@@ -116,10 +112,7 @@ def parse_args(argv=None):
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--sources", default=None, help="name=path,... (default: both bundled checkpoints)")
     parser.add_argument("--max_steps", type=int, default=MAX_STEPS)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--output", default=os.path.join(RESULTS_DIR, "unlabeled"), help="path without extension")
-    parser.add_argument("--resume", action="store_true", help="reuse the runs already in OUTPUT.json")
-    parser.add_argument("--report_only", action="store_true", help="rewrite the table from OUTPUT.json")
+    grid.add_output_arguments(parser, os.path.join(RESULTS_DIR, "unlabeled"))
     return parser.parse_args(argv)
 
 
@@ -147,49 +140,14 @@ def key(run: dict) -> tuple:
     return run["source"], run["shots"], run["seed"], run["method"]
 
 
-def finish(payload: dict, output: str) -> str:
-    text = report(payload)
-    write_json(output + ".json", payload)
-    write_text(output + ".md", text)
-    return text
+GRID = grid.Grid(
+    module="unlabeled", plan=plan, run_job=run_job, key=key, report=report, setup=register_targets,
+    summarise=lambda runs, settings: summarise(runs, settings["sources"], settings["shots"], settings["methods"]),
+)  # fmt: skip
 
 
 def main(argv=None) -> dict:
-    opts = parse_args(argv)
-    if opts.report_only:
-        with open(opts.output + ".json", encoding="utf-8") as f:
-            payload = json.load(f)
-        payload["summary"] = summarise(payload["runs"], payload["settings"]["sources"], payload["settings"]["shots"],
-                                       payload["settings"]["methods"])  # fmt: skip
-        print(finish(payload, opts.output))
-        return payload
-    settings, jobs = plan(opts)
-    given = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--resume"]
-    settings["command"] = " ".join(["python -m benchmarks.unlabeled", *given])
-    runs = []
-    if opts.resume and os.path.isfile(opts.output + ".json"):
-        with open(opts.output + ".json", encoding="utf-8") as f:
-            wanted = {key(j) for j in jobs}
-            runs = [r for r in json.load(f)["runs"] if key(r) in wanted and r["steps"] == opts.max_steps]
-        jobs = [j for j in jobs if key(j) not in {key(r) for r in runs}]
-    register_targets()
-    log(f"{len(jobs)} runs ({len(runs)} reused), {opts.max_steps} steps each, {opts.workers} worker(s)")
-    payload = {"environment": environment(), "settings": settings}
-    started = time.time()
-    with mp.get_context("spawn").Pool(opts.workers) as pool:
-        for i, run in enumerate(pool.imap_unordered(run_job, jobs), 1):
-            runs.append(run)
-            log(f"[{i}/{len(jobs)}] {run['source']} {run['shots']}-shot seed {run['seed']} {run['method']}: "
-                f"{100 * run['accuracy']:.1f}% ({run['train_seconds']:.0f} s)")  # fmt: skip
-            payload["summary"], payload["runs"] = {}, runs  # a partial file to resume from
-            write_json(opts.output + ".json", payload)
-    settings["wall_seconds"] = round(time.time() - started, 1) + settings.get("wall_seconds", 0)
-    payload["summary"] = summarise(runs, settings["sources"], settings["shots"], settings["methods"])
-    payload["runs"] = sorted(runs, key=lambda r: (list(settings["sources"]).index(r["source"]),
-                                                  settings["shots"].index(r["shots"]), r["seed"],
-                                                  settings["methods"].index(r["method"])))  # fmt: skip
-    print(finish(payload, opts.output))
-    return payload
+    return grid.main(GRID, parse_args(argv), argv)
 
 
 if __name__ == "__main__":

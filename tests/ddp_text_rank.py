@@ -11,11 +11,11 @@ import sys
 
 import safetensors.torch
 
-from smile_hf import SmileTrainer, SmileTrainingArguments
+from smile_hf import SmileTrainingArguments
 from smile_hf.backbones import unwrap_model
 from smile_hf.run.arguments import run_processes_on_cpu_without_accelerator
 from tests.testing_utils import finish_rank
-from tests.text_testing import pad_collator, pad_id, text_source_and_student, token_dataset
+from tests.text_testing import text_source_and_student, token_trainer
 
 
 def main(family: str, output_dir: str) -> None:
@@ -26,10 +26,7 @@ def main(family: str, output_dir: str) -> None:
         per_device_train_batch_size=2, learning_rate=0.05, ema_update_every=1, ema_decay=0.5,
         final_finetune_fraction=0.0, disable_tqdm=True, seed=0, ddp_backend="gloo",
     )  # fmt: skip
-    trainer = SmileTrainer(
-        model=student, args=args, teacher_model=source, train_dataset=token_dataset(16),
-        data_collator=pad_collator(pad_id(student)),
-    )  # fmt: skip
+    trainer = token_trainer(student, source, args, examples=16)
     trainer.train()
     rank = trainer.args.process_index
     state = {f"student.{k}": v for k, v in unwrap_model(trainer.model).state_dict().items()}

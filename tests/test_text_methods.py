@@ -16,6 +16,7 @@ from smile_hf.lora import LoraEmaTeacher
 from smile_hf.mixing import Mix
 from smile_hf.text import masked_attention_weighted_distance
 
+from .testing_utils import assert_logs_terms
 from .text_testing import (
     TEXT_FAMILIES,
     pad_collator,
@@ -24,22 +25,12 @@ from .text_testing import (
     tiny_text_model,
     token_batch,
     token_dataset,
+    token_trainer,
 )
 
-# method -> loss terms it must log (besides `loss_main`)
-METHODS = {
-    "l2sp": {"loss_sp", "loss_head"},
-    "delta": {"loss_delta"},
-    "bss": {"loss_bss"},
-    "rifle": set(),
-    "cotuning": {"loss_cotuning"},
-    "mixup": {"mix_lambda"},
-    "manifold_mixup": {"mix_lambda"},
-    "l2sp+mixup": {"loss_sp", "loss_head", "mix_lambda"},
-    "delta+manifold_mixup": {"loss_delta", "mix_lambda"},
-    "cotuning+mixup": {"loss_cotuning", "mix_lambda"},
-    "smile+manifold_mixup": {"loss_aux", "loss_reg", "loss_cls", "mix_lambda"},
-}
+# the methods trained (the loss terms each must log: `testing_utils.logged_terms`)
+METHODS = ("l2sp", "delta", "bss", "rifle", "cotuning", "mixup", "manifold_mixup", "l2sp+mixup", "delta+manifold_mixup",
+           "cotuning+mixup", "smile+manifold_mixup")  # fmt: skip
 NEEDS_LAYERS = ("delta", "manifold_mixup", "delta+manifold_mixup", "smile+manifold_mixup")
 """Methods that need one module per layer: refused for ALBERT, whose layers are shared across depth."""
 
@@ -55,10 +46,9 @@ def text_args(tmp_path, method, **kwargs):
 def text_trainer(tmp_path, method, family="bert", source=None, student=None, **kwargs):
     if student is None:
         source, student = text_source_and_student(family)
-    return SmileTrainer(
-        model=student, args=text_args(tmp_path, method, **kwargs), teacher_model=source,
-        train_dataset=token_dataset(4), eval_dataset=token_dataset(4, seed=1), data_collator=pad_collator(pad_id(student)),
-    )  # fmt: skip
+    return token_trainer(
+        student, source, text_args(tmp_path, method, **kwargs), 4, eval_dataset=token_dataset(4, seed=1)
+    )
 
 
 FAST_FAMILIES = ("bert", "gpt2")
@@ -83,11 +73,7 @@ def test_method_trains_on_text_family(family, method, tmp_path):
         return
     trainer = text_trainer(tmp_path, method, family)
     trainer.train()
-    logs = [h for h in trainer.state.log_history if "loss" in h]
-    assert len(logs) == 2
-    for log in logs:
-        assert METHODS[method] | {"loss_main"} <= set(log), log
-        assert all(math.isfinite(v) for k, v in log.items() if k.startswith("loss")), log
+    assert_logs_terms(trainer, method)
 
 
 def test_cutmix_is_refused_for_text(tmp_path):
@@ -164,10 +150,7 @@ def test_lora_teacher_shares_the_frozen_base(family, targets, tmp_path):
 
     source, student = text_source_and_student(family)
     config = LoraConfig(r=4, lora_alpha=8, target_modules=targets)
-    trainer = SmileTrainer(
-        model=student, args=text_args(tmp_path, "smile"), teacher_model=source, train_dataset=token_dataset(4),
-        data_collator=pad_collator(pad_id(student)), peft_config=config,
-    )  # fmt: skip
+    trainer = token_trainer(student, source, text_args(tmp_path, "smile"), 4, peft_config=config)
     assert isinstance(trainer.teacher, LoraEmaTeacher)
     batch = token_batch([5, 3, 7, 2], pad=pad_id(student))
     with torch.no_grad():

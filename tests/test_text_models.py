@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from smile_hf import BackboneAdapter, SmileTrainer, SmileTrainingArguments
+from smile_hf import BackboneAdapter, SmileTrainingArguments
 from smile_hf.backbones import TextBackboneAdapter, build_source_head_copy
 from smile_hf.loss import TransferLoss
 from smile_hf.mixing import Mix
@@ -21,12 +21,11 @@ from smile_hf.teacher import EmaTeacher
 from .text_testing import (
     DECODERS,
     TEXT_FAMILIES,
-    pad_collator,
     pad_id,
     text_source_and_student,
     tiny_text_model,
     token_batch,
-    token_dataset,
+    token_trainer,
 )
 
 PADDING_POSITIONS = ("roberta", "xlm-roberta", "mpnet")
@@ -107,10 +106,7 @@ def train_text(tmp_path, student, source, method="smile", steps=2, **kwargs):
         output_dir=str(tmp_path), report_to="none", use_cpu=True, save_strategy="no", method=method, max_steps=steps,
         per_device_train_batch_size=4, logging_steps=1, learning_rate=1e-2, seed=0, **kwargs,
     )  # fmt: skip
-    trainer = SmileTrainer(
-        model=student, args=args, teacher_model=source, train_dataset=token_dataset(8),
-        data_collator=pad_collator(pad_id(student)),
-    )  # fmt: skip
+    trainer = token_trainer(student, source, args)
     trainer.train()
     return trainer
 

@@ -4,6 +4,7 @@ run on (`TEST_DEVICE`, chosen by the environment variable `SMILE_HF_TEST_DEVICE`
 from __future__ import annotations
 
 import copy
+import math
 import os
 import sys
 from pathlib import Path
@@ -297,3 +298,26 @@ def finish_rank() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+LOSS_TERMS = {
+    "l2sp": {"loss_sp", "loss_head"}, "delta": {"loss_delta"}, "bss": {"loss_bss"}, "rifle": set(),
+    "cotuning": {"loss_cotuning"}, "smile": {"loss_aux", "loss_reg", "loss_cls"},
+    "mixup": {"mix_lambda"}, "cutmix": {"mix_lambda"}, "manifold_mixup": {"mix_lambda"},
+}  # fmt: skip
+"""What each part of a method spec logs besides `loss_main`."""
+
+
+def logged_terms(method: str) -> set[str]:
+    """The loss terms a method spec (`"delta+manifold_mixup"`) must log besides `loss_main`: its parts' together."""
+    return set().union(*(LOSS_TERMS[part] for part in method.split("+")))
+
+
+def assert_logs_terms(trainer, method: str, steps: int = 2) -> None:
+    """`trainer` logged `steps` training steps, each with `loss_main` and the method's terms ([`logged_terms`]),
+    every loss finite."""
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == steps
+    for log in logs:
+        assert logged_terms(method) | {"loss_main"} <= set(log), log
+        assert all(math.isfinite(v) for k, v in log.items() if k.startswith("loss")), log

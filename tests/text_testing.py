@@ -1,11 +1,13 @@
-"""Tiny text classifiers of every supported text family, built from configs (no download), and batches of random
-token ids for them."""
+"""Tiny text classifiers of every supported text family, built from configs (no download), batches of random
+token ids for them, and a [`SmileTrainer`] training on those batches."""
 
 from __future__ import annotations
 
 import torch
 import transformers as T
 from torch import nn
+
+from smile_hf import SmileTrainer
 
 VOCAB = 99
 PAD = 0
@@ -115,3 +117,12 @@ def word_tokenizer(words=("good", "bad", "fine", "awful", "great", "poor", "okay
     return T.PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]"
     )
+
+
+def token_trainer(student: nn.Module, source: nn.Module | None, args, examples: int = 8, **kwargs) -> SmileTrainer:
+    """A [`SmileTrainer`] of `student` (teacher `source`) on `token_dataset(examples)`, padded with the student's pad
+    id; `kwargs` go to the trainer."""
+    return SmileTrainer(
+        model=student, args=args, teacher_model=source, train_dataset=token_dataset(examples),
+        data_collator=pad_collator(pad_id(student)), **kwargs,
+    )  # fmt: skip

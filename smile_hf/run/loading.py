@@ -19,7 +19,6 @@ from ..data import (
     PreparedData,
     TextData,
     TransformConfig,
-    carve_validation,
     get_preset,
     load_unlabeled_folder,
     one_line,
@@ -38,7 +37,7 @@ from .text import (
     prepare_text_data,
     random_init_text_model,
 )
-from .validation_source import validation_source
+from .validation_source import hold_out_validation, validation_source
 
 logger = logging.getLogger(__name__)
 
@@ -171,13 +170,8 @@ def prepare_data(
         **data_args.dataset_kwargs(model_args), seed=seed, disable_tqdm=disable_tqdm, own_validation=own,
         train_on_validation=not calibration,
     )  # fmt: skip
-    if validation and not own:
-        data.train, data.validation, data.validation_split = carve_validation(
-            data.train, data.label_column, seed, data_args.validation_split_fraction,
-            data_args.validation_samples_per_class,
-        )  # fmt: skip
     if validation:
-        logger.info(f"Validation split: {data.validation_split.describe()}")
+        hold_out_validation(data, data_args, seed, own)
     add_unlabeled(data, data_args, model_args, seed, disable_tqdm)
     if config is None:
         config = TransformConfig.from_image_processor(

@@ -20,7 +20,6 @@ from ..config import SmileTrainingArguments
 from ..data import (
     DataError,
     TextData,
-    carve_validation,
     check_text_columns,
     check_texts,
     parse_text_columns,
@@ -32,7 +31,7 @@ from ..data import (
 from ..data.text import default_text_columns, read_text_file
 from ..inference import PREDICTIONS_FILE
 from .arguments import DataTrainingArguments, InputError, ModelArguments
-from .validation_source import validation_source
+from .validation_source import hold_out_validation, validation_source
 
 logger = logging.getLogger(__name__)
 
@@ -91,13 +90,8 @@ def prepare_text_data(
     `--max_seq_length` tokens."""
     own = validation and validation_source(data_args) == "dataset"
     data = prepare_text_datasets(**data_args.text_dataset_kwargs(model_args), seed=seed, own_validation=own)
-    if validation and not own:
-        data.train, data.validation, data.validation_split = carve_validation(
-            data.train, data.label_column, seed, data_args.validation_split_fraction,
-            data_args.validation_samples_per_class,
-        )  # fmt: skip
     if validation:
-        logger.info(f"Validation split: {data.validation_split.describe(data.items)}")
+        hold_out_validation(data, data_args, seed, own)
     tokenize_data(data, tokenizer, data_args.max_seq_length)
     return data
 

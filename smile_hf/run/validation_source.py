@@ -5,9 +5,13 @@ own validation split (`DatasetPreset.validation_split`) or one carved from the t
 
 from __future__ import annotations
 
-from ..data import DATASET_PRESETS, get_preset
+import logging
+
+from ..data import DATASET_PRESETS, carve_validation, get_preset
 from ..tuning import VALIDATION_SOURCES
 from .arguments import DataTrainingArguments, InputError
+
+logger = logging.getLogger(__name__)
 
 
 def validation_source(data_args: DataTrainingArguments) -> str:
@@ -46,3 +50,15 @@ def check_validation_source(data_args: DataTrainingArguments) -> None:
             f"{', '.join(given)} carve(s) or subset(s) it: drop {'them' if len(given) > 1 else 'it'}, or use "
             "--validation_source carve."
         )
+
+
+def hold_out_validation(data, data_args: DataTrainingArguments, seed: int, own: bool) -> None:
+    """Set `data.validation` and `data.validation_split`, and log the split: the dataset's own split, already loaded
+    where `own`, else one carved out of `data.train` ([`carve_validation`] with `--validation_split_fraction` /
+    `--validation_samples_per_class` and `seed`)."""
+    if not own:
+        data.train, data.validation, data.validation_split = carve_validation(
+            data.train, data.label_column, seed, data_args.validation_split_fraction,
+            data_args.validation_samples_per_class,
+        )  # fmt: skip
+    logger.info(f"Validation split: {data.validation_split.describe(data.items)}")
