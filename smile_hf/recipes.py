@@ -147,6 +147,13 @@ UNTUNED_RECIPE = Recipe(
 )
 """The recipe of the presets the paper did not train on: its recipe, stated as untuned."""
 
+STOCK_RECIPE = Recipe(
+    "stock",
+    "the stock TrainingArguments defaults, as transformers' text-classification example trains (AdamW, learning rate "
+    "5e-5 with linear decay, 3 epochs, batch 8): no recipe is tuned for text",
+)
+"""The recipe of the text presets: no value of its own, so the run trains with the stock defaults."""
+
 DEMO_RECIPE = Recipe(
     "demo",
     "the offline demo's recipe (make demo): the reference optimisation for 500 steps, no horizontal flip (digits "

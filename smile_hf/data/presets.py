@@ -21,6 +21,7 @@ from ..recipes import (
     DEMO_RECIPE,
     FGVC_AIRCRAFT_RECIPE,
     STANFORD_CARS_RECIPE,
+    STOCK_RECIPE,
     UNTUNED_RECIPE,
     Recipe,
     paper_recipe,
@@ -186,44 +187,44 @@ def build_digits(preset: DatasetPreset, test_fraction: float = 0.5, seed: int = 
 
 TEXT_PRESETS: tuple[DatasetPreset, ...] = (
     DatasetPreset(
-        "sst2", "stanfordnlp/sst2", "train", "validation", 2, text_columns=("sentence",),
+        "sst2", "stanfordnlp/sst2", "train", "validation", 2, recipe=STOCK_RECIPE, text_columns=("sentence",),
         title="SST-2", homepage="https://nlp.stanford.edu/sentiment/",
         eval_split_role="GLUE's validation split (872 sentences; the test split has no labels)", official_split=False,
         notes="Binary sentiment of movie-review sentences (GLUE); evaluates on the validation split, as GLUE reports.",
     ),
     DatasetPreset(
-        "imdb", "stanfordnlp/imdb", "train", "test", 2, text_columns=("text",),
+        "imdb", "stanfordnlp/imdb", "train", "test", 2, recipe=STOCK_RECIPE, text_columns=("text",),
         revision="e6281661ce1c48d982bc483cf8a173c1bbeb5d31", config_name="plain_text",
         title="IMDB", homepage="https://ai.stanford.edu/~amaas/data/sentiment/",
         notes="Official train / test split (25,000 / 25,000 reviews); the unlabelled split is not used.",
     ),
     DatasetPreset(
-        "ag_news", "fancyzhx/ag_news", "train", "test", 4, text_columns=("text",),
+        "ag_news", "fancyzhx/ag_news", "train", "test", 4, recipe=STOCK_RECIPE, text_columns=("text",),
         title="AG News", homepage="https://huggingface.co/datasets/fancyzhx/ag_news",
         notes="Official train / test split (120,000 / 7,600 articles), 4 topics.",
     ),
     DatasetPreset(
-        "emotion", "dair-ai/emotion", "train", "test", 6, text_columns=("text",), config_name="split",
+        "emotion", "dair-ai/emotion", "train", "test", 6, recipe=STOCK_RECIPE, text_columns=("text",), config_name="split",
         title="Emotion", homepage="https://github.com/dair-ai/emotion_dataset",
         notes="Official train / validation / test split (16,000 / 2,000 / 2,000 tweets), 6 emotions; trains on "
         "train (a search or calibration carves its validation split from it).",
     ),
     DatasetPreset(
-        "banking77", "legacy-datasets/banking77", "train", "test", 77, text_columns=("text",),
+        "banking77", "legacy-datasets/banking77", "train", "test", 77, recipe=STOCK_RECIPE, text_columns=("text",),
         revision="f54121560de48f2852f90be299010d1d6dc612ec",
         title="Banking77", homepage="https://github.com/PolyAI-LDN/task-specific-datasets",
         notes="Official train / test split (10,003 / 3,080 queries), 77 intents; the Parquet copy of PolyAI/banking77 "
         "(whose loading script `datasets` no longer runs).",
     ),
     DatasetPreset(
-        "trec", "CogComp/trec", "train", "test", 6, text_columns=("text",), label_column="coarse_label",
+        "trec", "CogComp/trec", "train", "test", 6, recipe=STOCK_RECIPE, text_columns=("text",), label_column="coarse_label",
         revision="refs/convert/parquet",
         title="TREC", homepage="https://cogcomp.seas.upenn.edu/Data/QA/QC/",
         notes="Official train / test split (5,452 / 500 questions), the 6 coarse classes (--label_column fine_label: "
         "the 50 fine ones); read from the Hub's Parquet conversion of the repository's loading script.",
     ),
     DatasetPreset(
-        "debian_sections", None, "train", "test", 6, text_columns=("text",), label_column="section",
+        "debian_sections", None, "train", "test", 6, recipe=STOCK_RECIPE, text_columns=("text",), label_column="section",
         title="Debian package descriptions (6 sections)",
         homepage="https://www.debian.org/distrib/packages",
         eval_split_role="a fixed test file (50 descriptions per section)", official_split=False,
