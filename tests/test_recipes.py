@@ -114,3 +114,14 @@ def test_a_run_folder_of_the_released_driver_resumes(tmp_path, caplog):
     assert f"Resuming from {output_dir / 'checkpoint-1'}" in caplog.text and result["global_step"] == 2
     recorded = json.loads((output_dir / "results.json").read_text())["runs"][0]["recipe"]
     assert recorded.pop("recipe") == "demo" and recorded == old["recipe"]
+
+
+def test_fields_newer_than_old_run_folders_are_recorded_only_when_set():
+    """`run_config.json` leaves the newer fields out at their default (old folders keep resuming) and records them,
+    so that a rerun with another value does not resume, when they are set."""
+    argv = ["--output_dir", "unused", "--report_to", "none", "--dataset", "digits"]
+    plain = run_smile.run_config(*run_smile.parse_args(argv))
+    assert "teacher_fold_batchnorm" not in plain["training"] and "unlabeled_from_train" not in plain["data"]
+    config = run_smile.run_config(*run_smile.parse_args([*argv, "--teacher_fold_batchnorm", "True"]))
+    assert config["training"]["teacher_fold_batchnorm"] is True
+    assert {k: v for k, v in config["training"].items() if k != "teacher_fold_batchnorm"} == plain["training"]

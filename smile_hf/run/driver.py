@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 import transformers
 from safetensors import SafetensorError
@@ -195,6 +195,15 @@ def _locked_run(
     return result, trainer
 
 
+ADDED_FIELDS = {
+    "data": ("unlabeled_dir", "unlabeled_from_train"),
+    "training": ("unlabeled_batch_ratio", "fixmatch_threshold", "fixmatch_lambda_u", "teacher_fold_batchnorm",
+                 "teacher_channels_last", "teacher_bf16"),
+}  # fmt: skip
+"""Fields that define a run but are newer than run folders on disk: left out of `run_config.json` at their default,
+so that those folders keep resuming (a value other than the default is recorded, and compared, as any other)."""
+
+
 def run_config(
     model_args: ModelArguments,
     data_args: DataTrainingArguments,
@@ -213,6 +222,11 @@ def run_config(
         not_weights += ("validation_source",)  # picks the split only a search or a calibration holds out
     data = {k: v for k, v in asdict(data_args).items() if k not in not_weights}
     config = {"model": model, "data": data, "training": training_args.run_defining_values()}
+    for part, args in (("data", data_args), ("training", training_args)):  # folders written before these fields
+        defaults = {f.name: f.default for f in fields(args)}
+        for name in ADDED_FIELDS[part]:
+            if name in config[part] and config[part][name] == defaults.get(name):
+                del config[part][name]
     if from_scratch:
         config["from_scratch"] = True
     return json.loads(json.dumps(config, default=str))
