@@ -13,7 +13,7 @@ import pytest
 from transformers import AutoModelForImageClassification
 
 import smile_hf.data.prepare as prepare_module
-import smile_hf.trainer as trainer_module
+import smile_hf.text_setup as processor_module
 from smile_hf.run import driver as driver_module
 from smile_hf.run import hp_search as hp_search_module
 from smile_hf.run import loading as loading_module
@@ -49,7 +49,7 @@ def test_a_search_loads_everything_once_and_its_trials_match_trials_that_load_th
     count_calls(monkeypatch, counts, loading_module, "prepare_datasets", "data")
     count_calls(monkeypatch, counts, prepare_module, "handle_corrupt_images", "image scans")
     count_calls(monkeypatch, counts, loading_module, "load_image_processor", "processor")
-    count_calls(monkeypatch, counts, trainer_module, "load_image_processor", "processor")
+    count_calls(monkeypatch, counts, processor_module, "load_image_processor", "processor")
     count_calls(monkeypatch, counts, optuna, "create_study", "study")
     real_from_pretrained = AutoModelForImageClassification.from_pretrained.__func__
 
