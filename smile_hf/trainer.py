@@ -45,7 +45,7 @@ from .calibration import CalibrationResult, calibrate_trainer, check_calibrated
 from .channels import fit_datasets_to_model
 from .checkpoints import CompleteCheckpointMixin
 from .config import SmileTrainingArguments
-from .data import IMAGENET_MEAN, IMAGENET_STD, TransformEpochCallback, evaluation_processor
+from .data import TransformEpochCallback, evaluation_processor
 from .distributed import add_buffer_sync
 from .fsdp import ShardedMethodStateMixin, prepare_teacher_model, save_full_model
 from .guard import NonFiniteGuard, NonFiniteGuardCallback, check_finite_weights
@@ -85,19 +85,10 @@ from .parity import (
     fresh_copy,
     keep_pristine,
 )
-from .randaugment import strong_augment
 from .sharding import check_resume, check_sharding, is_fsdp2
 from .teacher import EmaTeacherCallback, Teacher
 from .text_setup import check_source_head, default_collator, load_processor, missing_processor_message
-from .unlabeled import (
-    UNLABELED_STREAM_KEY,
-    UnlabeledStream,
-    check_unlabeled,
-    describe_unlabeled,
-    unlabeled_batch_size,
-    unlabeled_record,
-    view_generator,
-)
+from .unlabeled import UnlabeledStreamMixin, check_unlabeled, describe_unlabeled, unlabeled_record
 
 if TYPE_CHECKING:
     from peft import PeftConfig
@@ -216,7 +207,9 @@ class EvaluationTerms:
         return dict(zip(self.names, (self.sums / self.count).tolist()))
 
 
-class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpointMixin, Trainer):
+class SmileTrainer(
+    UnlabeledStreamMixin, ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpointMixin, Trainer
+):
     """Trainer for transfer learning of image classifiers with SMILE and its baselines.
 
     Its arguments are those of `transformers.Trainer.__init__`, in the same order, then `teacher_model` and
@@ -548,47 +541,9 @@ class SmileTrainer(ShardedMethodStateMixin, MethodStateMixin, CompleteCheckpoint
         mix = None if final_phase else self.loss_fn.draw_mix(pixel_values, model, step, micro_step)
         output = self.loss_fn(model, pixel_values, inputs["labels"], mix, final_phase=final_phase)
         if self.unlabeled_dataset is not None and not final_phase:
-            unlabeled = self._unlabeled_terms(model, pixel_values, step, micro_step)
-            output.terms.update(unlabeled)
-            output.loss = output.loss + sum(weight * value for weight, value in unlabeled.values())
+            self.add_unlabeled_terms(output, model, pixel_values, step, micro_step)
         self._record_terms(output.terms, output.mix)
         return (output.loss, {"logits": output.student.logits}) if return_outputs else output.loss
-
-    @property
-    def unlabeled_stream(self) -> UnlabeledStream | None:
-        """The stream of unlabelled batches of this process (None without `unlabeled_dataset`)."""
-        if self.unlabeled_dataset is None:
-            return None
-        ratio = self.args.unlabeled_batch_ratio or self.regularizer.default_unlabeled_batch_ratio
-        size = unlabeled_batch_size(ratio, self.args.per_device_train_batch_size)
-        stream = getattr(self, "_unlabeled_stream", None)
-        if stream is None or stream.dataset is not self.unlabeled_dataset or stream.batch_size != size:
-            args = self.args
-            stream = UnlabeledStream(self.unlabeled_dataset, size, args.seed, args.process_index, args.world_size)
-            self._unlabeled_stream = stream
-        return stream
-
-    def _unlabeled_terms(self, model, pixel_values: torch.Tensor, step: int, micro_step: int):
-        """The method's terms on this micro-batch's unlabelled images: draw `step x accumulation + micro_step` of
-        the stream, mixed among themselves (a mix of its own, keyed as the labelled one) or with their strong view."""
-        args, views = self.args, self.regularizer.unlabeled_views
-        draw = step * args.gradient_accumulation_steps + micro_step
-        images = self.unlabeled_stream.batch(draw).to(device=pixel_values.device, dtype=pixel_values.dtype)
-        mix = strong = None
-        if views == "mix":
-            mix = self.loss_fn.draw_mix(images, model, step, micro_step, stream=UNLABELED_STREAM_KEY)
-        else:
-            generator = view_generator(args.seed, step, micro_step, args.process_index)
-            strong = self.strong_view(images, generator)
-        return self.loss_fn.unlabeled_terms(model, images, mix, strong)
-
-    def strong_view(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """FixMatch's strong augmentation ([`smile_hf.randaugment.strong_augment`]) of normalised `images`, with the
-        image processor's mean and standard deviation."""
-        processor = self.processing_class
-        mean = getattr(processor, "image_mean", None) or IMAGENET_MEAN
-        std = getattr(processor, "image_std", None) or IMAGENET_STD
-        return strong_augment(images, mean, std, generator)
 
     def _has_own_terms(self) -> bool:
         return type(self.regularizer).loss_terms is not Regularizer.loss_terms

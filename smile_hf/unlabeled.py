@@ -19,6 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .data import IMAGENET_MEAN, IMAGENET_STD
+from .randaugment import strong_augment
+
 UNLABELED_STREAM_KEY = 1
 """Mixed into the seeds of the unlabelled stream's permutations and mixes, so they differ from the labelled ones."""
 
@@ -124,3 +127,53 @@ def describe_unlabeled(record: dict[str, Any] | None) -> str | None:
     if record is None:
         return None
     return f"{record['images']} unlabelled images ({record['source']}), {record['per_batch']} per batch and process"
+
+
+class UnlabeledStreamMixin:
+    """The unlabelled stream of [`SmileTrainer`] (`unlabeled_dataset`): the batch of each micro-batch, mixed among
+    itself or given its strong view, and the method's terms on it added to the step's loss."""
+
+    unlabeled_dataset: Any = None
+
+    def add_unlabeled_terms(self, output: Any, model: Any, pixel_values: torch.Tensor, step: int, micro_step: int):
+        """Add the method's terms of this micro-batch's unlabelled images to `output` (a [`LossOutput`]): its
+        `terms`, and their weighted sum to its `loss`."""
+        unlabeled = self._unlabeled_terms(model, pixel_values, step, micro_step)
+        output.terms.update(unlabeled)
+        output.loss = output.loss + sum(weight * value for weight, value in unlabeled.values())
+
+    @property
+    def unlabeled_stream(self) -> UnlabeledStream | None:
+        """The stream of unlabelled batches of this process (None without `unlabeled_dataset`)."""
+        if self.unlabeled_dataset is None:
+            return None
+        ratio = self.args.unlabeled_batch_ratio or self.regularizer.default_unlabeled_batch_ratio
+        size = unlabeled_batch_size(ratio, self.args.per_device_train_batch_size)
+        stream = getattr(self, "_unlabeled_stream", None)
+        if stream is None or stream.dataset is not self.unlabeled_dataset or stream.batch_size != size:
+            args = self.args
+            stream = UnlabeledStream(self.unlabeled_dataset, size, args.seed, args.process_index, args.world_size)
+            self._unlabeled_stream = stream
+        return stream
+
+    def _unlabeled_terms(self, model, pixel_values: torch.Tensor, step: int, micro_step: int):
+        """The method's terms on this micro-batch's unlabelled images: draw `step x accumulation + micro_step` of
+        the stream, mixed among themselves (a mix of its own, keyed as the labelled one) or with their strong view."""
+        args, views = self.args, self.regularizer.unlabeled_views
+        draw = step * args.gradient_accumulation_steps + micro_step
+        images = self.unlabeled_stream.batch(draw).to(device=pixel_values.device, dtype=pixel_values.dtype)
+        mix = strong = None
+        if views == "mix":
+            mix = self.loss_fn.draw_mix(images, model, step, micro_step, stream=UNLABELED_STREAM_KEY)
+        else:
+            generator = view_generator(args.seed, step, micro_step, args.process_index)
+            strong = self.strong_view(images, generator)
+        return self.loss_fn.unlabeled_terms(model, images, mix, strong)
+
+    def strong_view(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """FixMatch's strong augmentation ([`smile_hf.randaugment.strong_augment`]) of normalised `images`, with the
+        image processor's mean and standard deviation."""
+        processor = self.processing_class
+        mean = getattr(processor, "image_mean", None) or IMAGENET_MEAN
+        std = getattr(processor, "image_std", None) or IMAGENET_STD
+        return strong_augment(images, mean, std, generator)
