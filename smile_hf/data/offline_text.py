@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datasets import ClassLabel, DatasetDict, load_dataset
+from datasets import DatasetDict, load_dataset
 
 from .errors import DataError
 
@@ -30,6 +30,7 @@ def build_debian_sections(preset) -> DatasetDict:
     section) and `preset.eval_split` (50 per section), the label a `ClassLabel` of the sections sorted by name."""
     files = {preset.train_split: debian_descriptions_file("target_train.csv"),
              preset.eval_split: debian_descriptions_file("target_test.csv")}  # fmt: skip
+    from .prepare import encode_labels  # (prepare imports the presets, which import this module)
+
     splits = load_dataset("csv", data_files=files)
-    names = sorted(set(splits[preset.train_split][preset.label_column]))
-    return DatasetDict({k: v.cast_column(preset.label_column, ClassLabel(names=names)) for k, v in splits.items()})
+    return encode_labels(splits, preset.label_column)[0]  # its train split: preset.train_split, "train"

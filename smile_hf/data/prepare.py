@@ -110,6 +110,17 @@ def check_columns(dataset: Dataset, image_column: str, label_column: str, where:
         )
 
 
+def _encode_strings(split: Dataset, label_column: str, names: list[str]) -> Dataset:
+    """`split` with its string `label_column` replaced by the ids of `names` as a `ClassLabel` (mapped: `datasets`
+    before 3.x cannot cast strings to a `ClassLabel`)."""
+    index = {name: i for i, name in enumerate(names)}
+    features = split.features.copy()
+    features[label_column] = ClassLabel(names=names)
+    return split.map(
+        lambda batch: {label_column: [index[value] for value in batch[label_column]]}, batched=True, features=features
+    )
+
+
 def encode_labels(splits: DatasetDict, label_column: str) -> tuple[DatasetDict, list[str]]:
     """Make `label_column` integer class ids in every split and return the class names.
 
@@ -126,8 +137,7 @@ def encode_labels(splits: DatasetDict, label_column: str) -> tuple[DatasetDict, 
             unknown = sorted(set(split[label_column]) - set(names))
             if unknown:
                 raise DataError(f"The {split_name} split has labels not seen in train: {unknown[:5]}.")
-        splits = DatasetDict({k: v.cast_column(label_column, ClassLabel(names=names)) for k, v in splits.items()})
-        return splits, names
+        return DatasetDict({k: _encode_strings(v, label_column, names) for k, v in splits.items()}), names
     if train_values and not isinstance(train_values[0], (int, np.integer)):
         raise DataError(
             f"Column '{label_column}' holds {type(train_values[0]).__name__} values, not class labels; "
