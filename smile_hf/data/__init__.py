@@ -24,12 +24,12 @@ Every public name of these modules can be imported from `smile_hf.data` directly
 from .classes import align_to_model_classes
 from .errors import DataError, one_line
 from .export import eval_image_processor, evaluation_processor
+from .labels import encode_labels
 from .offline_text import build_debian_sections
 from .prepare import (
     PreparedData,
     check_columns,
     check_label_range,
-    encode_labels,
     prepare_datasets,
     sample_per_class,
     set_transforms,

@@ -9,6 +9,7 @@ from pathlib import Path
 from datasets import DatasetDict, load_dataset
 
 from .errors import DataError
+from .labels import encode_labels
 
 DEBIAN_DESCRIPTIONS_DIR = Path(__file__).resolve().parents[2] / "data" / "debian-descriptions"
 """The snapshot's folder: `source_{train,validation}.csv` (12 sections) and `target_{train,test}.csv` (6 others)."""
@@ -30,7 +31,5 @@ def build_debian_sections(preset) -> DatasetDict:
     section) and `preset.eval_split` (50 per section), the label a `ClassLabel` of the sections sorted by name."""
     files = {preset.train_split: debian_descriptions_file("target_train.csv"),
              preset.eval_split: debian_descriptions_file("target_test.csv")}  # fmt: skip
-    from .prepare import encode_labels  # (prepare imports the presets, which import this module)
-
     splits = load_dataset("csv", data_files=files)
     return encode_labels(splits, preset.label_column)[0]  # its train split: preset.train_split, "train"
