@@ -16,7 +16,7 @@ the [`smile_hf.backbones.text.TextBackboneAdapter`]. [`SmileTrainer.compute_loss
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -39,12 +39,28 @@ class LossOutput:
         terms: every term, name -> (weight, unweighted value), `main` included.
         mix: the mix applied (None without mixing or in the final plain phase).
         student: the student's forward output on the (mixed) batch.
+        statistics: what the method measures besides its terms (FixMatch's `pseudo_label_rate`), name -> scalar;
+            logged under its name, never added to the loss.
     """
 
     loss: torch.Tensor
     terms: LossTerms
     mix: Mix | None
     student: ForwardOutput
+    statistics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class UnlabeledOutput:
+    """What [`TransferLoss.unlabeled_terms`] computed for one batch of unlabelled images.
+
+    Attributes:
+        terms: the method's terms on them, name -> (weight, unweighted value).
+        statistics: what the method measures on them besides its terms (logged, never added to the loss).
+    """
+
+    terms: LossTerms
+    statistics: dict[str, torch.Tensor]
 
 
 class TransferLoss:
@@ -204,10 +220,11 @@ class TransferLoss:
 
     def unlabeled_terms(
         self, model: nn.Module, pixel_values: torch.Tensor, mix: Mix | None = None, strong: torch.Tensor | None = None
-    ) -> LossTerms:
-        """The regulariser's terms on a batch of unlabelled images (`pixel_values`, the weak view), which no label
-        goes with: for `unlabeled_views="mix"`, the student on the batch mixed by `mix` and the teacher on the unmixed
-        batch; for `"weak_strong"`, the student on the weak view without gradient and on the `strong` view."""
+    ) -> UnlabeledOutput:
+        """The regulariser's terms (and statistics) on a batch of unlabelled images (`pixel_values`, the weak view),
+        which no label goes with: for `unlabeled_views="mix"`, the student on the batch mixed by `mix` and the teacher
+        on the unmixed batch; for `"weak_strong"`, the student on the weak view without gradient and on the `strong`
+        view."""
         views = self.regularizer.unlabeled_views
         if self.channels_last and pixel_values.dim() == 4:
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
@@ -224,7 +241,8 @@ class TransferLoss:
         else:
             raise ValueError(f"Method '{self.regularizer.name}' cannot use unlabelled images.")
         inputs = UnlabeledInputs(pixel_values, mix, student, teacher, weak, unwrap_model(model), self.adapter)
-        return self.regularizer.unlabeled_loss_terms(inputs)
+        regularizer = self.regularizer
+        return UnlabeledOutput(regularizer.unlabeled_loss_terms(inputs), regularizer.unlabeled_statistics(inputs))
 
     def combine(
         self,

@@ -133,7 +133,7 @@ class ClassificationMetrics:
         finite = np.isfinite(logits).all(axis=-1)
         if not finite.all():
             raise ValueError(
-                f"{int((~finite).sum())} of the {len(finite)} evaluated images have non-finite logits: the model "
+                f"{int((~finite).sum())} of the {len(finite)} evaluated examples have non-finite logits: the model "
                 "diverged (NaN or inf weights), so no metric is computed. Lower the learning rate and train again."
             )
         if self.metric is None:

@@ -50,7 +50,7 @@ from .distributed import add_buffer_sync
 from .fsdp import ShardedMethodStateMixin, prepare_teacher_model, save_full_model
 from .guard import NonFiniteGuard, NonFiniteGuardCallback, check_finite_weights
 from .lora import build_teacher, peft_model_of, save_adapter, wrap_student
-from .loss import TransferLoss
+from .loss import LossOutput, TransferLoss
 from .method_state import MethodStateMixin
 from .methods import (
     Regularizer,
@@ -61,7 +61,6 @@ from .methods import (
     method_title,
 )
 from .metrics import as_compute_metrics
-from .mixing import Mix
 from .model_card import (
     ONNX_CARD_SECTION,
     kept_onnx_section,
@@ -542,7 +541,7 @@ class SmileTrainer(
         output = self.loss_fn(model, pixel_values, inputs["labels"], mix, final_phase=final_phase)
         if self.unlabeled_dataset is not None and not final_phase:
             self.add_unlabeled_terms(output, model, pixel_values, step, micro_step)
-        self._record_terms(output.terms, output.mix)
+        self._record_terms(output)
         return (output.loss, {"logits": output.student.logits}) if return_outputs else output.loss
 
     def _has_own_terms(self) -> bool:
@@ -603,13 +602,16 @@ class SmileTrainer(
 
     # ---- logging ----------------------------------------------------------------------------------------------
 
-    def _record_terms(self, terms, mix: Mix | None) -> None:
-        metrics, values = self._metrics, {name: value.detach().float() for name, (_, value) in terms.items()}
+    def _record_terms(self, output: LossOutput) -> None:
+        """Keep the step's loss terms (`loss_<name>`), the method's statistics and the mix's lambda for the next log."""
+        metrics, values = self._metrics, {name: value.detach().float() for name, (_, value) in output.terms.items()}
         self.guard.record(values)
         for name, value in values.items():
             metrics[f"loss_{name}"].append(value)
+        for name, value in output.statistics.items():
+            metrics[name].append(value.detach().float())
         if self.args.mixing is not None:
-            metrics["mix_lambda"].append(torch.tensor(mix.lam if mix is not None else 1.0))
+            metrics["mix_lambda"].append(torch.tensor(output.mix.lam if output.mix is not None else 1.0))
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Adds to training logs the mean of each recorded loss term (averaged over processes) since the last log."""

@@ -137,10 +137,11 @@ class UnlabeledStreamMixin:
 
     def add_unlabeled_terms(self, output: Any, model: Any, pixel_values: torch.Tensor, step: int, micro_step: int):
         """Add the method's terms of this micro-batch's unlabelled images to `output` (a [`LossOutput`]): its
-        `terms`, and their weighted sum to its `loss`."""
+        `terms`, their weighted sum to its `loss`, and the method's statistics of them to its `statistics`."""
         unlabeled = self._unlabeled_terms(model, pixel_values, step, micro_step)
-        output.terms.update(unlabeled)
-        output.loss = output.loss + sum(weight * value for weight, value in unlabeled.values())
+        output.terms.update(unlabeled.terms)
+        output.statistics.update(unlabeled.statistics)
+        output.loss = output.loss + sum(weight * value for weight, value in unlabeled.terms.values())
 
     @property
     def unlabeled_stream(self) -> UnlabeledStream | None:

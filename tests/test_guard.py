@@ -163,5 +163,5 @@ def test_non_finite_weights_are_never_saved(tmp_path):
 
 def test_metrics_refuse_non_finite_logits():
     logits = np.array([[1.0, 0.0], [np.nan, 0.0], [0.0, 2.0]])
-    with pytest.raises(ValueError, match="1 of the 3 evaluated images have non-finite logits"):
+    with pytest.raises(ValueError, match="1 of the 3 evaluated examples have non-finite logits"):
         ClassificationMetrics(top_k=(1,))(EvalPrediction(predictions=logits, label_ids=np.array([0, 0, 1])))

@@ -315,3 +315,23 @@ def test_the_log_axis_labels_of_hp_search_png_do_not_overlap(monkeypatch, trials
         boxes = [t.get_window_extent(renderer) for t in shown]
         assert len(boxes) >= 2, ax.get_xlabel()
         assert not any(a.overlaps(b) for a, b in itertools.combinations(boxes, 2)), [t.get_text() for t in shown]
+
+
+def test_every_trial_of_a_search_trains_on_the_unlabelled_images(tmp_path, monkeypatch):
+    """FixMatch with `--unlabeled_from_train`: each of the 2 trials, then the final run, draws the unlabelled batch of
+    each of its 4 steps from the stream of the training images left out of the 3-shot subset (30 images, of which
+    10 are the held-out validation split, which the stream never holds)."""
+    from smile_hf.unlabeled import UnlabeledStream
+
+    draws, read = [], UnlabeledStream.batch
+
+    def recording(stream, draw):
+        draws.append((draw, len(stream.dataset), stream.batch_size))
+        return read(stream, draw)
+
+    monkeypatch.setattr(UnlabeledStream, "batch", recording)
+    argv = search_argv(tmp_path, trials=2)
+    argv[argv.index("finetune")] = "fixmatch"
+    main([*argv, "--unlabeled_from_train", "True", "--unlabeled_batch_ratio", "0.5"])
+    assert draws == [(draw, 898 - 30, 4) for draw in range(4)] * 3
+    assert len(read_json(tmp_path / "hp_search.json")["trials"]) == 2

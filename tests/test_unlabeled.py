@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.backbones import SOURCE_HEAD_NAME
 from smile_hf.data import collate
-from smile_hf.methods.fixmatch import fixmatch_loss
+from smile_hf.methods.fixmatch import fixmatch_loss, pseudo_labels
 from smile_hf.unlabeled import UnlabeledStream, view_generator
 
 from .test_export import one_thread  # noqa: F401  (autouse fixture)
@@ -138,6 +138,9 @@ def test_fixmatch_loss_equals_hand_computation():
     expected = total / 4  # the mean over the whole unlabelled batch, confident or not
     assert fixmatch_loss(weak, strong, 0.95).item() == pytest.approx(expected, rel=1e-6)
     assert fixmatch_loss(weak, strong, 0.999).item() == 0.0
+    labels, mask = pseudo_labels(weak, 0.95)
+    assert labels.tolist() == [0, 0, 2, 1] and mask.tolist() == [1.0, 0.0, 1.0, 0.0]  # 0.965, 0.37, 0.987, 0.90
+    assert pseudo_labels(weak, 0.85)[1].tolist() == [1.0, 0.0, 1.0, 1.0]
 
 
 def test_fixmatch_step_loss_is_labelled_ce_plus_pseudo_label_term(tmp_path):
@@ -159,6 +162,24 @@ def test_fixmatch_step_loss_is_labelled_ce_plus_pseudo_label_term(tmp_path):
             model(pixel_values=strong).logits, pseudo
         )
     torch.testing.assert_close(loss.detach(), expected, rtol=RTOL, atol=0)
+    trainer.log({})
+    assert trainer.state.log_history[-1]["pseudo_label_rate"] == 1.0  # threshold 0: every image passes
+
+
+def test_fixmatch_logs_the_fraction_of_pseudo_labels_that_pass_the_threshold(tmp_path):
+    unlabeled = UnlabeledImages(20)
+    trainer, _ = make_trainer(tmp_path, "fixmatch", unlabeled, unlabeled_batch_ratio=2.0)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(6, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g), torch.tensor([0, 1, 2, 0, 1, 2])
+    model = trainer.model.train()
+    with torch.no_grad():  # the weak views of step 0 (as in the test above), their confidences by hand
+        u = unlabeled.images[torch.from_numpy(np.random.default_rng([7, 0, 1]).permutation(20)[:12])]
+        confidence = sorted(torch.softmax(model(pixel_values=u).logits.double(), -1).max(-1).values.tolist())
+    assert confidence[3] < confidence[4]
+    trainer.regularizer.fixmatch_threshold = (confidence[3] + confidence[4]) / 2  # 8 of the 12 images pass
+    trainer.compute_loss(model, {"pixel_values": x, "labels": y})
+    trainer.log({})
+    assert trainer.state.log_history[-1]["pseudo_label_rate"] == pytest.approx(8 / 12, rel=1e-6)
 
 
 def test_no_label_of_an_unlabelled_image_is_read(tmp_path):

@@ -203,6 +203,11 @@ class Regularizer(CreatesSavedBuffers):
         must differ from those of `loss_terms`, their weights are the regulariser's."""
         return {}
 
+    def unlabeled_statistics(self, inputs: UnlabeledInputs) -> dict[str, torch.Tensor]:
+        """What the regulariser measures on a batch of unlabelled images besides its terms (scalars without
+        gradient, e.g. FixMatch's `pseudo_label_rate`): logged under their names, never added to the loss."""
+        return {}
+
     def forward(self, inputs: LossInputs) -> LossTerms:
         """`loss_terms(inputs)`."""
         return self.loss_terms(inputs)

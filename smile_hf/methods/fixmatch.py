@@ -33,13 +33,17 @@ from .registry import register_regularizer
 _REFERENCE = "FixMatch (Sohn et al., 2020), Algorithm 1 and Section 4"
 
 
+def pseudo_labels(weak_logits: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hard pseudo-label `argmax(q_b)` of each weak view, and the mask `1(max q_b >= threshold)` (as floats)."""
+    confidence, labels = torch.softmax(weak_logits.detach().float(), dim=-1).max(dim=-1)
+    return labels, (confidence >= threshold).float()
+
+
 def fixmatch_loss(weak_logits: torch.Tensor, strong_logits: torch.Tensor, threshold: float) -> torch.Tensor:
     """`L_u`: the cross-entropy of the strong view's logits against the weak view's hard pseudo-labels, for the
     images whose weak-view confidence is at least `threshold`, averaged over the whole batch."""
-    probs = torch.softmax(weak_logits.detach().float(), dim=-1)
-    confidence, pseudo_labels = probs.max(dim=-1)
-    per_image = F.cross_entropy(strong_logits.float(), pseudo_labels, reduction="none")
-    return (per_image * (confidence >= threshold).float()).mean()
+    labels, mask = pseudo_labels(weak_logits, threshold)
+    return (F.cross_entropy(strong_logits.float(), labels, reduction="none") * mask).mean()
 
 
 @register_regularizer
@@ -77,3 +81,8 @@ class FixMatch(Regularizer):
     def unlabeled_loss_terms(self, inputs: UnlabeledInputs):
         loss = fixmatch_loss(inputs.weak.logits, inputs.student.logits, self.fixmatch_threshold)
         return {"unlabeled": (self.fixmatch_lambda_u, loss)}
+
+    def unlabeled_statistics(self, inputs: UnlabeledInputs) -> dict[str, torch.Tensor]:
+        """`pseudo_label_rate`: the fraction of the unlabelled batch whose weak-view confidence reached the
+        threshold (the images `L_u` trains on), as the reference implementation logs its mask."""
+        return {"pseudo_label_rate": pseudo_labels(inputs.weak.logits, self.fixmatch_threshold)[1].mean()}
