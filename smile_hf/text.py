@@ -2,9 +2,11 @@
 """The pieces of SMILE that differ for text: token ids cannot be mixed, their embeddings can (embedding mixup, Guo et
 al. 2019, arXiv 1905.08941), and a sequence has only the positions its attention mask keeps.
 
-With `e = word_embeddings(input_ids)` (B x T x D), `m` the 0/1 attention masks (B x T) and a mix (lambda, perm):
+With `e = word_embeddings(input_ids)` (B x T x D; plus the token-type embeddings of sentence pairs:
+[`smile_hf.backbones.text.TextBackboneAdapter.mix_input_embeddings`]), `m` the 0/1 attention masks (B x T) and a mix
+(lambda, perm):
 
-    inputs_embeds  = lambda * e + (1 - lambda) * e[perm]         (position / type embeddings added by the model)
+    inputs_embeds  = lambda * e + (1 - lambda) * e[perm]         (the model adds position embeddings)
     attention_mask = m OR m[perm]                                 (the union of the pair's masks)
 
 and the sample-to-feature term on the last hidden states (F_s of the mixed input, F_t of the two originals):

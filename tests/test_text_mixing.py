@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
+from smile_hf.backbones import BackboneAdapter
 from smile_hf.mixing import Mix
 from smile_hf.text import (
     kept_token_count,
@@ -15,6 +17,8 @@ from smile_hf.text import (
     mix_embeddings,
     token_mixup_distance,
 )
+
+from .text_testing import tiny_text_model, token_batch
 
 MASK = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]])
 PERM = torch.tensor([1, 2, 0])
@@ -70,3 +74,25 @@ def test_last_kept_position_right_and_left_padding():
     left = torch.tensor([[0, 1, 1, 1], [0, 0, 0, 1], [1, 1, 1, 1]])
     assert last_kept_position(right).tolist() == [2, 0, 3]
     assert last_kept_position(left).tolist() == [3, 3, 3]
+
+
+@pytest.mark.parametrize("family", ["bert", "electra", "albert"])
+def test_the_token_types_of_sentence_pairs_are_mixed_with_the_words(family):
+    """The sum the embedding LayerNorm receives (word + type + position) for a mixed batch equals the mix of the sums
+    of the two unmixed samples, whose segment boundaries differ; the unmixed pass is the model's own."""
+    model = tiny_text_model(family, num_labels=3).eval()
+    adapter = BackboneAdapter(model)
+    batch = token_batch([6, 6, 6], seed=3)
+    batch["token_type_ids"] = torch.tensor([[0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1], [0, 1, 1, 1, 1, 1]])
+    norm = model.get_submodule(adapter.spec.trunk).embeddings.LayerNorm
+    seen = []
+    handle = norm.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    lam, perm = 0.7, torch.tensor([1, 2, 0])
+    with torch.no_grad():
+        adapter.forward(model, batch)
+        adapter.forward(model, batch, mix=Mix("mixup", lam, perm))
+        own = model(**batch).logits
+    handle.remove()
+    unmixed, mixed, _ = seen
+    torch.testing.assert_close(mixed, lam * unmixed + (1 - lam) * unmixed[perm], rtol=1e-5, atol=1e-6)  # float32 sums
+    torch.testing.assert_close(adapter.forward(model, batch).logits, own, rtol=0, atol=0)

@@ -4,9 +4,10 @@ feature and the classifier head from one forward pass, with the input mixed in e
 
 The batch is a mapping with `input_ids` and `attention_mask` (what `DataCollatorWithPadding` gives). The adapter looks
 up the word embeddings itself (`model.get_input_embeddings()`), mixes them, and passes them to the model as
-`inputs_embeds` with the union of the pair's attention masks ([`smile_hf.text`]); the model adds its position and type
-embeddings as usual (those of the first sample of each pair). Families whose positions are counted from the
-padding (RoBERTa, XLM-RoBERTa, MPNet) get the `position_ids` they would compute from `input_ids`, from the mask.
+`inputs_embeds` with the union of the pair's attention masks ([`smile_hf.text`]); the model adds its position
+embeddings as usual, and the token-type embeddings of sentence pairs are mixed with the word embeddings. Families
+whose positions are counted from the padding (RoBERTa, XLM-RoBERTa, MPNet) get the `position_ids` they would compute
+from `input_ids`, from the mask.
 
 Decoder-only classifiers (GPT-2, Llama, Qwen2, Qwen3) apply their head to every token and keep the logits of the last
 non-padding one, which transformers finds from `input_ids` only (with `inputs_embeds` it takes the last position,
@@ -183,14 +184,34 @@ class TextBackboneAdapter(BackboneAdapter):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         embeddings = inner.get_input_embeddings()(input_ids)
+        kwargs = {name: value for name, value in inputs.items() if name not in ("input_ids", "attention_mask")}
         mixes_a_stage = mix is not None and mix.strategy == "manifold_mixup" and mix.stage > 0
         if mix is not None and not mixes_a_stage:
-            embeddings = mix_embeddings(embeddings, mix)
-        kwargs = {name: value for name, value in inputs.items() if name not in ("input_ids", "attention_mask")}
+            embeddings = self.mix_input_embeddings(inner, embeddings, kwargs, mix)
         kwargs["attention_mask"] = mix_attention_masks(attention_mask, mix)
         if self.family.padding_positions:
             kwargs["position_ids"] = self.position_ids(inner, kwargs["attention_mask"])
         return embeddings, kwargs
+
+    def mix_input_embeddings(
+        self, model: nn.Module, embeddings: torch.Tensor, kwargs: dict[str, torch.Tensor], mix: Mix
+    ) -> torch.Tensor:
+        """The mixed word embeddings; with `token_type_ids` (sentence pairs) and a type-embedding table, the type
+        embeddings are mixed with them: `mix(word + type(tt)) - type(0)` is passed with `token_type_ids` all 0, so that
+        the sum the model forms is `lambda (word_i + type_i) + (1 - lambda) (word_j + type_j)`, not the first
+        sample's types alone (`kwargs` is updated)."""
+        types, table = kwargs.get("token_type_ids"), self.type_embeddings(model)
+        if types is None or table is None:
+            return mix_embeddings(embeddings, mix)
+        zeros = torch.zeros_like(types)
+        kwargs["token_type_ids"] = zeros
+        return mix_embeddings(embeddings + table(types), mix) - table(zeros)
+
+    def type_embeddings(self, model: nn.Module) -> nn.Module | None:
+        """The token-type embedding table the model adds to the word embeddings (BERT, ELECTRA, ALBERT, RoBERTa...;
+        None for the families without one)."""
+        table = getattr(getattr(model.get_submodule(self.spec.trunk), "embeddings", None), "token_type_embeddings", None)
+        return table if isinstance(table, nn.Embedding) else None
 
     def forward(
         self,
