@@ -1,6 +1,6 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
-"""Do unlabelled images help? Fine-tuning, SMILE, SMILE with unlabelled images and FixMatch on `digits` with 1, 2, 5,
-10 and 20 labelled images per class and the rest of the training split as unlabelled images (their labels dropped:
+"""Do unlabelled images help? Fine-tuning, SMILE, SMILE with unlabelled images, FixMatch and Mean Teacher on `digits`
+with 1, 2, 5, 10 and 20 labelled images per class and the rest of the training split as unlabelled images (their labels dropped:
 `smile_hf.data.unlabeled_from_train`), from both bundled source checkpoints, with paired 95% intervals over seeds.
 
 Every run is the shots curve's (`benchmarks.accuracy`: the SMILE reference recipe, SGD Nesterov 0.9, lr 0.01, wd 1e-4,
@@ -10,9 +10,11 @@ a paired observation: mean(d) +- t_{0.975, n-1} sd(d) / sqrt(n) (`benchmarks.sho
 
 - `smile+unlabeled`: SMILE with `unlabeled_batch_ratio` 1 (48 unlabelled images per step, mixed among themselves,
   `L_aux` and `L_reg` on them with SMILE's weights);
-- `fixmatch`: the paper's defaults (tau 0.95, lambda_u 1, mu 7: 336 unlabelled images per step), on the same recipe.
+- `fixmatch`: the paper's defaults (tau 0.95, lambda_u 1, mu 7: 336 unlabelled images per step), on the same recipe;
+- `mean_teacher`: the reference code's CIFAR-10 settings (consistency 100 ramped up over 5/180 of training, EMA decay
+  0.97, mu 3: 144 unlabelled images per step, each read twice), on the same recipe.
 
-    python -m benchmarks.unlabeled                      # the full grid: 2 sources x 5 shots x 5 seeds x 4 methods
+    python -m benchmarks.unlabeled                      # the full grid: 2 sources x 5 shots x 5 seeds x 5 methods
     python -m benchmarks.unlabeled --shots 1,5,20 --seeds 0,1,2 --max_steps 100   # a reduced grid (said so)
     python -m benchmarks.unlabeled --report_only
 """
@@ -36,12 +38,15 @@ METHODS = {  # label -> (method spec, trains with the unlabelled images)
     "smile": ("smile", False),
     "smile+unlabeled": ("smile", True),
     "fixmatch": ("fixmatch", True),
+    "mean_teacher": ("mean_teacher", True),
 }
 COMPARISONS = (
     ("smile+unlabeled", "smile"),
     ("smile+unlabeled", "finetune"),
     ("fixmatch", "finetune"),
     ("smile+unlabeled", "fixmatch"),
+    ("mean_teacher", "finetune"),
+    ("smile+unlabeled", "mean_teacher"),
 )
 FULL_GRID = {"shots": list(SHOTS), "seeds": list(SEEDS), "max_steps": MAX_STEPS, "methods": list(METHODS)}
 
@@ -83,7 +88,7 @@ def report(payload: dict) -> str:
     methods = settings["methods"]
     reduced = settings["reduced"]
     lines = [
-        "## Unlabelled images: fine-tuning, SMILE, SMILE with unlabelled images, FixMatch",
+        "## Unlabelled images: fine-tuning, SMILE, SMILE with unlabelled images, FixMatch, Mean Teacher",
         "",
         (f"**Reduced run** (the full grid is shots {FULL_GRID['shots']}, seeds {FULL_GRID['seeds']}, "
          f"{FULL_GRID['max_steps']} steps): shots {settings['shots']}, seeds {settings['seeds']}, "
@@ -132,7 +137,7 @@ def plan(opts) -> tuple[dict, list[dict]]:
     ]  # fmt: skip (seed first: a run stopped early still holds whole paired cells, for fewer seeds)
     grid = {"shots": shots, "seeds": seeds, "max_steps": opts.max_steps, "methods": methods}
     settings = {"target": "digits", **grid, "sources": sources, "reduced": grid != FULL_GRID,
-                "unlabeled_batch_ratio": {"smile+unlabeled": 1.0, "fixmatch": 7.0}}  # fmt: skip
+                "unlabeled_batch_ratio": {"smile+unlabeled": 1.0, "fixmatch": 7.0, "mean_teacher": 3.0}}  # fmt: skip
     return settings, jobs
 
 

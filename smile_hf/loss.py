@@ -24,7 +24,7 @@ from torch import nn
 
 from .backbones import SOURCE_HEAD_NAME, BackboneAdapter, ForwardOutput, unwrap_model
 from .backbones.capture import Capture
-from .methods import REGULARIZERS, LossInputs, LossTerms, Regularizer, UnlabeledInputs, parse_method
+from .methods import REGULARIZERS, UNLABELED_VIEWS, LossInputs, LossTerms, Regularizer, UnlabeledInputs, parse_method
 from .mixing import Mix, mixing_generator, sample_mix
 from .target import TargetLoss
 from .teacher import Teacher
@@ -219,30 +219,46 @@ class TransferLoss:
         return self.combine(model, pixel_values, labels, mix, student, teacher, final_phase=final_phase)
 
     def unlabeled_terms(
-        self, model: nn.Module, pixel_values: torch.Tensor, mix: Mix | None = None, strong: torch.Tensor | None = None
+        self,
+        model: nn.Module,
+        pixel_values: torch.Tensor,
+        mix: Mix | None = None,
+        other_view: torch.Tensor | None = None,
+        *,
+        step: int = 0,
+        max_steps: int = 0,
     ) -> UnlabeledOutput:
         """The regulariser's terms (and statistics) on a batch of unlabelled images (`pixel_values`, the weak view),
         which no label goes with: for `unlabeled_views="mix"`, the student on the batch mixed by `mix` and the teacher
-        on the unmixed batch; for `"weak_strong"`, the student on the weak view without gradient and on the `strong`
-        view."""
-        views = self.regularizer.unlabeled_views
-        if self.channels_last and pixel_values.dim() == 4:
-            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
+        on the unmixed batch; for `"weak_strong"`, the student on the weak view without gradient and on the strong
+        view (`other_view`); for `"two_views"`, the student on `pixel_values` (the method reads the second view,
+        `other_view`, itself). `step` / `max_steps`: the training position (for terms whose weight follows it)."""
+        views, name = self.regularizer.unlabeled_views, self.regularizer.name
+        if views not in UNLABELED_VIEWS:
+            raise ValueError(f"Method '{name}' cannot use unlabelled images.")
+        if views != "mix" and other_view is None:
+            raise ValueError(f"Method '{name}' needs a second view of the unlabelled images (`other_view`).")
+        pixel_values, other_view = (self._memory_format(x) for x in (pixel_values, other_view))
         teacher = weak = None
         if views == "mix":
             student = self.student_forward(model, pixel_values, mix)
             teacher = self.teacher_forward(pixel_values, mix) if self.teacher is not None else None
         elif views == "weak_strong":
-            if strong is None:
-                raise ValueError(f"Method '{self.regularizer.name}' needs the strong view of the unlabelled images.")
             with torch.no_grad():
                 weak = self.student_forward(model, pixel_values, None)
-            student = self.student_forward(model, strong, None)
+            student = self.student_forward(model, other_view, None)
         else:
-            raise ValueError(f"Method '{self.regularizer.name}' cannot use unlabelled images.")
-        inputs = UnlabeledInputs(pixel_values, mix, student, teacher, weak, unwrap_model(model), self.adapter)
+            student = self.student_forward(model, pixel_values, None)
+        inputs = UnlabeledInputs(pixel_values, mix, student, teacher, weak, unwrap_model(model), self.adapter,
+                                 other_view, step, max_steps)  # fmt: skip
         regularizer = self.regularizer
         return UnlabeledOutput(regularizer.unlabeled_loss_terms(inputs), regularizer.unlabeled_statistics(inputs))
+
+    def _memory_format(self, images: torch.Tensor | None) -> torch.Tensor | None:
+        """`images` in channels-last where the loss runs so (`channels_last`)."""
+        if self.channels_last and images is not None and images.dim() == 4:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
 
     def combine(
         self,

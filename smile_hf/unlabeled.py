@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .data import IMAGENET_MEAN, IMAGENET_STD
+from .methods import unlabeled_methods
 from .randaugment import strong_augment
 
 UNLABELED_STREAM_KEY = 1
@@ -33,7 +34,7 @@ def check_unlabeled(regularizer: Any, args: Any, unlabeled_dataset: Any) -> None
     if unlabeled_dataset is not None and regularizer.unlabeled_views is None:
         raise ValueError(
             f"Method '{method}' cannot use unlabelled images: leave `unlabeled_dataset` unset, or use a method that "
-            "uses them (smile, fixmatch)."
+            f"uses them ({', '.join(unlabeled_methods())})."
         )
     if unlabeled_dataset is None and regularizer.requires_unlabeled:
         raise ValueError(f"Method '{method}' trains on unlabelled images: pass `unlabeled_dataset`.")
@@ -89,21 +90,29 @@ class UnlabeledStream:
         size = len(self.dataset)
         return [(p // size, int(self.permutation(p // size)[p % size])) for p in range(start, start + self.batch_size)]
 
-    def batch(self, draw: int) -> torch.Tensor:
-        """The images of draw `draw` on this process, stacked (`batch_size` x C x H x W)."""
+    def batch(self, draw: int, view: int = 0) -> torch.Tensor:
+        """The images of draw `draw` on this process, stacked (`batch_size` x C x H x W). `view` > 0 reads the same
+        images with another random draw of a `set_transforms` dataset's augmentation (a second view: Mean Teacher);
+        a dataset without such a transform returns what it returns again."""
         images: list[torch.Tensor] = []
         positions = self.positions(draw)  # consecutive: the passes do not decrease along the draw
         for epoch in sorted({e for e, _ in positions}):
-            images += self._read(epoch, [i for e, i in positions if e == epoch])
+            images += self._read(epoch, [i for e, i in positions if e == epoch], view)
         return torch.stack(images)
 
-    def _read(self, epoch: int, indices: Sequence[int]) -> list[torch.Tensor]:
+    def _read(self, epoch: int, indices: Sequence[int], view: int) -> list[torch.Tensor]:
         transform = (getattr(self.dataset, "format", None) or {}).get("format_kwargs", {}).get("transform")
         if hasattr(transform, "set_epoch"):
             transform.set_epoch(epoch)
-        if hasattr(self.dataset, "column_names"):  # a datasets.Dataset: one batched read
-            return [torch.as_tensor(v) for v in self.dataset[list(indices)]["pixel_values"]]
-        return [_pixel_values(self.dataset[i]) for i in indices]
+        if hasattr(transform, "set_view"):
+            transform.set_view(view)
+        try:
+            if hasattr(self.dataset, "column_names"):  # a datasets.Dataset: one batched read
+                return [torch.as_tensor(v) for v in self.dataset[list(indices)]["pixel_values"]]
+            return [_pixel_values(self.dataset[i]) for i in indices]
+        finally:
+            if hasattr(transform, "set_view"):
+                transform.set_view(0)
 
 
 def _pixel_values(item: Any) -> torch.Tensor:
@@ -131,7 +140,7 @@ def describe_unlabeled(record: dict[str, Any] | None) -> str | None:
 
 class UnlabeledStreamMixin:
     """The unlabelled stream of [`SmileTrainer`] (`unlabeled_dataset`): the batch of each micro-batch, mixed among
-    itself or given its strong view, and the method's terms on it added to the step's loss."""
+    itself, or given its strong view or a second view, and the method's terms on it added to the step's loss."""
 
     unlabeled_dataset: Any = None
 
@@ -163,13 +172,15 @@ class UnlabeledStreamMixin:
         args, views = self.args, self.regularizer.unlabeled_views
         draw = step * args.gradient_accumulation_steps + micro_step
         images = self.unlabeled_stream.batch(draw).to(device=pixel_values.device, dtype=pixel_values.dtype)
-        mix = strong = None
+        mix = other_view = None
         if views == "mix":
             mix = self.loss_fn.draw_mix(images, model, step, micro_step, stream=UNLABELED_STREAM_KEY)
-        else:
+        elif views == "weak_strong":
             generator = view_generator(args.seed, step, micro_step, args.process_index)
-            strong = self.strong_view(images, generator)
-        return self.loss_fn.unlabeled_terms(model, images, mix, strong)
+            other_view = self.strong_view(images, generator)
+        else:  # "two_views": the same images, another draw of the training transform
+            other_view = self.unlabeled_stream.batch(draw, view=1).to(device=images.device, dtype=images.dtype)
+        return self.loss_fn.unlabeled_terms(model, images, mix, other_view, step=step, max_steps=self.state.max_steps)
 
     def strong_view(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """FixMatch's strong augmentation ([`smile_hf.randaugment.strong_augment`]) of normalised `images`, with the

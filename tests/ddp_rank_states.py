@@ -17,13 +17,15 @@ from tests.testing_utils import finish_rank
 
 
 def save_rank_state(trainer, output_dir: str) -> None:
-    """Write this process's student (with its auxiliary head), teacher and world size, for cross-rank checks."""
+    """Write this process's student (with its auxiliary head), teacher, method state and world size, for cross-rank
+    checks."""
     rank = trainer.args.process_index
     folder = os.path.join(output_dir, "rank_states")
     os.makedirs(folder, exist_ok=True)
     state = {f"student.{k}": v for k, v in unwrap_model(trainer.model).state_dict().items()}
     if trainer.teacher is not None:
         state.update({f"teacher.{k}": v for k, v in trainer.teacher.model.state_dict().items()})
+    state.update({f"method.{k}": v for k, v in trainer.regularizer.state_dict().items()})  # Mean Teacher's teacher...
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     safetensors.torch.save_file(state, os.path.join(folder, f"rank{rank}.safetensors"))
     with open(os.path.join(folder, f"rank{rank}.json"), "w") as f:

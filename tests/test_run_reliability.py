@@ -158,5 +158,5 @@ def test_script_reports_bad_arguments_in_one_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert [line for line in result.stderr.splitlines() if "error" in line.lower()] == [
         "smile-hf train: error: Unknown `method` 'smiles'. Use a regulariser, a mixing strategy or 'regulariser+mixing' "
-        "(regularisers: bss, cotuning, delta, delta_tllib, finetune, fixmatch, l2sp, rifle, smile; mixing: mixup, cutmix, manifold_mixup)."
+        "(regularisers: bss, cotuning, delta, delta_tllib, finetune, fixmatch, l2sp, mean_teacher, rifle, smile; mixing: mixup, cutmix, manifold_mixup)."
     ]

@@ -8,6 +8,8 @@ tolerance 1e-5 relative (float32, the same kernels on the same inputs, only the 
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +19,9 @@ from torch.utils.data import Dataset
 from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf.backbones import SOURCE_HEAD_NAME
 from smile_hf.data import collate
+from smile_hf.methods import RegularizerContext, UnlabeledInputs
 from smile_hf.methods.fixmatch import fixmatch_loss, pseudo_labels
+from smile_hf.methods.mean_teacher import MeanTeacher, sigmoid_rampup, softmax_mse
 from smile_hf.unlabeled import UnlabeledStream, view_generator
 
 from .test_export import one_thread  # noqa: F401  (autouse fixture)
@@ -182,24 +186,90 @@ def test_fixmatch_logs_the_fraction_of_pseudo_labels_that_pass_the_threshold(tmp
     assert trainer.state.log_history[-1]["pseudo_label_rate"] == pytest.approx(8 / 12, rel=1e-6)
 
 
+def test_mean_teacher_pieces_equal_the_reference_formulas():
+    # the ramp-up exp(-5 (1 - t/T)^2), 1 from T on and when T = 0
+    assert sigmoid_rampup(0, 10) == pytest.approx(np.exp(-5.0)) and sigmoid_rampup(5, 10) == pytest.approx(np.exp(-1.25))
+    assert sigmoid_rampup(10, 10) == sigmoid_rampup(30, 10) == sigmoid_rampup(3, 0) == 1.0
+    # softmax_mse_loss / batch: per image, sum over classes of the squared softmax difference / C, then the mean
+    student = torch.tensor([[1.0, 0.0, -1.0], [0.5, 2.0, 0.0]])
+    teacher = torch.tensor([[0.0, 0.0, 0.0], [3.0, -1.0, 0.5]])
+    total = 0.0
+    for s, t in zip(student.tolist(), teacher.tolist()):
+        ps, pt = np.exp(s) / np.exp(s).sum(), np.exp(t) / np.exp(t).sum()
+        total += ((ps - pt) ** 2).sum() / 3
+    assert softmax_mse(student, teacher).item() == pytest.approx(total / 2, rel=1e-6)
+    # the EMA: the true average 1 - 1/(t + 1) while smaller than alpha, then alpha
+    model = torch.nn.Linear(2, 2)
+    method = MeanTeacher(mean_teacher_ema_decay=0.97)
+    context = RegularizerContext(model, adapter=None, batches=lambda: [])
+    method.setup(context)
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for step, alpha in ((1, 0.5), (100, 0.97)):
+        before = {n: t.clone() for n, t in method.teacher_weights.items()}
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1.0)
+        method.on_step_end(context, step, 200)
+        for name, p in model.named_parameters():
+            expected = alpha * before[name] + (1 - alpha) * p.detach()
+            torch.testing.assert_close(method.teacher_weights[name], expected, rtol=1e-6, atol=1e-6)
+    assert not torch.equal(method.teacher_weights["weight"], start["weight"])
+
+
+def test_mean_teacher_step_loss_is_labelled_ce_plus_ramped_consistency(tmp_path):
+    """The teacher (weights moved away from the student's) on the second view, in training mode; with a dataset of
+    fixed tensors the second view is the same images."""
+    unlabeled = UnlabeledImages(20)
+    trainer, _ = make_trainer(tmp_path, "mean_teacher", unlabeled, unlabeled_batch_ratio=2.0, mean_teacher_rampup=0.5)
+    trainer.state.max_steps = 10  # the ramp-up spans 5 steps: w(0) = 100 exp(-5)
+    trainer.regularizer.setup(trainer)
+    g = torch.Generator().manual_seed(3)
+    for name, value in trainer.regularizer.teacher_weights.items():
+        trainer.regularizer.teacher_weights[name] = value + 0.05 * torch.randn(value.shape, generator=g)
+    x, y = torch.randn(6, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g), torch.tensor([0, 1, 2, 0, 1, 2])
+    model = trainer.model.train()
+    teacher = copy.deepcopy(model).train()
+    with torch.no_grad():
+        for name, p in teacher.named_parameters():
+            p.copy_(trainer.regularizer.teacher_weights[name])
+
+    loss = trainer.compute_loss(model, {"pixel_values": x, "labels": y})
+
+    with torch.no_grad():
+        u = unlabeled.images[torch.from_numpy(np.random.default_rng([7, 0, 1]).permutation(20)[:12])]
+        ps, pt = torch.softmax(model(pixel_values=u).logits, -1), torch.softmax(teacher(pixel_values=u).logits, -1)
+        consistency = ((ps - pt) ** 2).sum(-1).mean() / 3
+        expected = F.cross_entropy(model(pixel_values=x).logits, y) + 100 * np.exp(-5.0) * consistency
+    assert consistency > 1e-6  # the teacher does differ
+    torch.testing.assert_close(loss.detach(), expected.float(), rtol=RTOL, atol=0)
+    trainer.log({})
+    assert trainer.state.log_history[-1]["consistency_weight"] == pytest.approx(100 * np.exp(-5.0), rel=1e-6)
+    # the teacher's training-mode BatchNorm normalises with batch statistics and leaves the student's running ones
+    before = {name: b.clone() for name, b in model.named_buffers()}
+    inputs = UnlabeledInputs(u, None, None, None, None, model, trainer.adapter, other_view=u)
+    torch.testing.assert_close(trainer.regularizer.teacher_logits(inputs), teacher(pixel_values=u).logits, rtol=RTOL, atol=1e-6)
+    assert all(torch.equal(b, before[name]) for name, b in model.named_buffers())
+
+
 def test_no_label_of_an_unlabelled_image_is_read(tmp_path):
     with pytest.raises(LabelRead):  # the guard does fail on use: collating the labels would read them
         collate([UnlabeledImages(1)[0]])
-    for method in ("smile", "fixmatch"):
+    terms = {"smile": "loss_aux_unlabeled", "fixmatch": "loss_unlabeled", "mean_teacher": "loss_consistency"}
+    for method, term in terms.items():
         trainer, _ = make_trainer(
             tmp_path / method, method, UnlabeledImages(10), max_steps=2, logging_steps=1, unlabeled_batch_ratio=0.5
         )
         trainer.train()
-        term = "loss_aux_unlabeled" if method == "smile" else "loss_unlabeled"
         assert all(term in entry for entry in trainer.state.log_history if "loss" in entry)
 
 
 @pytest.mark.parametrize(
     "method, unlabeled, kwargs, message",
     [
-        ("l2sp", UnlabeledImages(4), {}, "Method 'l2sp' cannot use unlabelled images"),
+        ("l2sp", UnlabeledImages(4), {}, r"Method 'l2sp' cannot use unlabelled images: .* \(smile, fixmatch, mean_teacher\)"),
         ("mixup", UnlabeledImages(4), {}, "Method 'mixup' cannot use unlabelled images"),
         ("fixmatch", None, {}, "Method 'fixmatch' trains on unlabelled images: pass `unlabeled_dataset`"),
+        ("mean_teacher", None, {}, "Method 'mean_teacher' trains on unlabelled images: pass `unlabeled_dataset`"),
         ("smile", None, {"unlabeled_batch_ratio": 2.0}, "`unlabeled_batch_ratio` is set but there is no"),
     ],
 )
@@ -233,7 +303,8 @@ def test_the_stream_is_sharded_by_rank_and_keyed_by_the_draw():
 def test_benchmark_report_pairs_the_methods_per_seed_and_says_when_it_is_reduced():
     from benchmarks.unlabeled import COMPARISONS, FULL_GRID, report, summarise
 
-    accuracy = {"finetune": (0.50, 0.60), "smile": (0.52, 0.61), "smile+unlabeled": (0.55, 0.60), "fixmatch": (0.40, 0.70)}
+    accuracy = {"finetune": (0.50, 0.60), "smile": (0.52, 0.61), "smile+unlabeled": (0.55, 0.60), "fixmatch": (0.40, 0.70),
+                "mean_teacher": (0.51, 0.62)}  # fmt: skip
     runs = [{"source": "s", "target": "digits", "shots": 5, "seed": seed, "method": m, "accuracy": a[seed]}
             for m, a in accuracy.items() for seed in (0, 1)]  # fmt: skip
     summary = summarise(runs, {"s": {}}, [5], list(accuracy))

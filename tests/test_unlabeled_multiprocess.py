@@ -1,6 +1,6 @@
-"""A real two-process run (torchrun; gloo on the CPU) of SMILE with `--unlabeled_from_train`: the ranks draw disjoint
-unlabelled images at every step (the stream sharded as a DistributedSampler shards an epoch) and end with identical
-students and teachers."""
+"""A real two-process run (torchrun; gloo on the CPU) of SMILE and of Mean Teacher with `--unlabeled_from_train`: the
+ranks draw disjoint unlabelled images at every step (the stream sharded as a DistributedSampler shards an epoch) and
+end with identical students and teachers (Mean Teacher's: its method state)."""
 
 from __future__ import annotations
 
@@ -23,12 +23,13 @@ STEPS = 4
 pytestmark = [requires_a_device_per_rank(2), pytest.mark.slow]  # about 80 s on 2 shared CPU cores
 
 
-def test_two_processes_shard_the_unlabelled_stream_and_stay_in_sync(tmp_path):
+@pytest.mark.parametrize("method", ["smile", "mean_teacher"])
+def test_two_processes_shard_the_unlabelled_stream_and_stay_in_sync(tmp_path, method):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
         "--master_port", str(free_port()), str(SCRIPT),
         "--dataset", "digits", "--train_samples_per_class", "4", "--max_eval_samples", "16", "--unlabeled_from_train",
-        "True", "--method", "smile", "--max_steps", str(STEPS), "--per_device_train_batch_size", "4",
+        "True", "--method", method, "--max_steps", str(STEPS), "--per_device_train_batch_size", "4",
         "--per_device_eval_batch_size", "8", "--ema_update_every", "1", "--save_strategy", "no", "--report_to", "none",
         "--disable_tqdm", "True", "--output_dir", str(tmp_path), *script_device_args(),
         "--ddp_backend", "nccl" if TEST_DEVICE.startswith("cuda") else "gloo",
@@ -43,5 +44,6 @@ def test_two_processes_shard_the_unlabelled_stream_and_stay_in_sync(tmp_path):
     assert len(seen) == len(set(seen)) == 2 * 4 * STEPS  # disjoint across ranks and steps within the first pass
     rank0, rank1 = (load_file(str(folder / f"rank{r}.safetensors")) for r in (0, 1))
     assert rank0.keys() == rank1.keys()
+    assert method != "mean_teacher" or any(key.startswith("method.teacher_weights.") for key in rank0)
     for key in rank0:
         torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=0, msg=f"{key} differs across ranks")

@@ -14,6 +14,7 @@ from PIL import Image
 from smile_hf import SmileTrainer, SmileTrainingArguments
 from smile_hf import run as run_smile
 from smile_hf.data import INDEX_COLUMN, DataError
+from smile_hf.data.transforms import augmentation_generator
 from smile_hf.run.arguments import InputError
 from smile_hf.run.loading import prepare_data
 
@@ -50,6 +51,26 @@ def test_unlabeled_from_train_is_the_rest_of_train_without_labels_nor_evaluation
     first = data.unlabeled[0]["pixel_values"]
     transform.set_epoch(1)
     assert not torch.equal(first, data.unlabeled[0]["pixel_values"])
+
+
+def test_a_second_view_is_another_draw_of_the_training_transform_of_the_same_images():
+    """Mean Teacher's two views: view 1 of a draw crops the same images differently; view 0 is the stream's own."""
+    from smile_hf.unlabeled import UnlabeledStream
+
+    model_args, data_args, _ = run_smile.parse_args([*FEW_SHOT, "--unlabeled_from_train", "True"])
+    data = prepare_data(data_args, model_args, 0, None)
+    stream = UnlabeledStream(data.unlabeled, 8, seed=0)
+    first, second, again = stream.batch(3), stream.batch(3, view=1), stream.batch(3)
+    assert torch.equal(first, again)  # the view is put back: the stream's own reads are unchanged
+    assert not torch.equal(first, second)
+    transform = data.unlabeled.format["format_kwargs"]["transform"]
+    indices = [i for _, i in stream.positions(3)]
+    rows = data.unlabeled.with_format(None)[indices]
+    for row, (index, image) in enumerate(zip(rows[INDEX_COLUMN], rows["image"])):
+        decoded = transform._decode(image, index)
+        for view, batch in ((0, first), (1, second)):  # by hand: the transform with the view's generator
+            generator = augmentation_generator(transform.seed, 0, index, view)
+            torch.testing.assert_close(batch[row], transform.transform(decoded, generator), rtol=0, atol=0)
 
 
 def test_unlabeled_from_train_needs_a_subset_and_excludes_unlabeled_dir(tmp_path):
@@ -106,13 +127,13 @@ def resume_trainer(output_dir, method, **kwargs):
     return SmileTrainer(model=CHECKPOINT, args=args, train_dataset=data.train, unlabeled_dataset=data.unlabeled)
 
 
-@pytest.mark.parametrize("method", ["smile", pytest.param("fixmatch", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("method", ["smile", "mean_teacher", pytest.param("fixmatch", marks=pytest.mark.slow)])
 def test_mid_epoch_resume_with_unlabelled_images_is_exact(tmp_path, method):
     uninterrupted = resume_trainer(tmp_path / "a", method)
     uninterrupted.train()
     resumed = resume_trainer(tmp_path / "b", method)
     resumed.train(resume_from_checkpoint=str(tmp_path / "a" / f"checkpoint-{RESUME_AT}"))
-    term = "loss_reg_unlabeled" if method == "smile" else "loss_unlabeled"
+    term = {"smile": "loss_reg_unlabeled", "fixmatch": "loss_unlabeled", "mean_teacher": "loss_consistency"}[method]
     assert any(term in entry for entry in uninterrupted.state.log_history)
     expected, got = final_state(uninterrupted), final_state(resumed)
     assert expected.keys() == got.keys()

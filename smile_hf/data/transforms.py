@@ -363,10 +363,12 @@ class ImageTransform:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def augmentation_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+def augmentation_generator(seed: int, epoch: int, index: int, view: int = 0) -> torch.Generator:
     """A generator determined by (seed, epoch, example index): the random crop and flip of an example in an epoch
-    do not depend on the order examples are read in, on DataLoader workers, or on where a run was resumed."""
-    state = np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0]
+    do not depend on the order examples are read in, on DataLoader workers, or on where a run was resumed. `view` > 0
+    draws another, independent augmentation of the same example in the same epoch (a second view)."""
+    entropy = [seed, epoch, index] if view == 0 else [seed, epoch, index, view]
+    state = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(state) & (2**63 - 1))
 
 
@@ -396,6 +398,7 @@ class BatchTransform:
         self.split = split
         self.seed = seed
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self.view = 0
 
     @property
     def epoch(self) -> int:
@@ -406,10 +409,15 @@ class BatchTransform:
         """Set the epoch whose augmentation the next examples get, in this process and in its DataLoader workers."""
         self._epoch.fill_(epoch)
 
+    def set_view(self, view: int) -> None:
+        """Draw the augmentation of view `view` of each example (0: the training view; in this process only: the
+        unlabelled stream reads in the main process)."""
+        self.view = view
+
     def _generator(self, index: Any) -> torch.Generator | None:
         if self.seed is None or index is None or not self.transform.train:
             return None
-        return augmentation_generator(self.seed, self.epoch, int(index))
+        return augmentation_generator(self.seed, self.epoch, int(index), self.view)
 
     def _decode(self, value: Any, index: Any) -> Image.Image:
         try:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 # The registration order is the order of the regularisers' fields in SmileTrainingArguments (and `--help`).
 # isort: off
-from . import smile, l2sp, delta, delta_tllib, bss, rifle, cotuning, finetune, fixmatch  # noqa: F401  (register the built-in regularisers)
+from . import smile, l2sp, delta, delta_tllib, bss, rifle, cotuning, finetune, fixmatch, mean_teacher  # noqa: F401  (register the built-in regularisers)
 # isort: on
 
 from .base import (
@@ -48,6 +48,7 @@ from .registry import (
     method_title,
     parse_method,
     register_regularizer,
+    unlabeled_methods,
 )
 
 __all__ = [
@@ -72,4 +73,5 @@ __all__ = [
     "method_title",
     "parse_method",
     "register_regularizer",
+    "unlabeled_methods",
 ]

@@ -63,11 +63,14 @@ class UnlabeledInputs:
     Attributes:
         pixel_values: the unmixed unlabelled images (the training transform: the weak view).
         mix: the mix of the unlabelled batch among itself (`unlabeled_views="mix"`; None otherwise).
-        student: the student's forward output on the mixed images (`"mix"`) or on the strong view (`"weak_strong"`).
+        student: the student's forward output on the mixed images (`"mix"`), on the strong view (`"weak_strong"`) or
+            on `pixel_values` (`"two_views"`).
         teacher: the teacher's forward output on the unmixed images (`"mix"`; None otherwise).
         weak: the student's forward output on the weak view, without gradient (`"weak_strong"`; None otherwise).
         model: the unwrapped student.
         adapter: the backbone adapter of the student's family.
+        other_view: a second draw of the training transform of the same images (`"two_views"`; None otherwise).
+        step: the optimizer step the batch belongs to (0-based), and `max_steps` the run's number of steps.
     """
 
     pixel_values: torch.Tensor
@@ -77,12 +80,16 @@ class UnlabeledInputs:
     weak: ForwardOutput | None
     model: nn.Module
     adapter: BackboneAdapter
+    other_view: torch.Tensor | None = None
+    step: int = 0
+    max_steps: int = 0
 
 
-UNLABELED_VIEWS = ("mix", "weak_strong")
+UNLABELED_VIEWS = ("mix", "weak_strong", "two_views")
 """What a regulariser computes on unlabelled images: `"mix"` (the batch mixed among itself, student on the mix, teacher
-on the unmixed images: SMILE) or `"weak_strong"` (student on a weak view without gradient and on a strong view:
-FixMatch)."""
+on the unmixed images: SMILE), `"weak_strong"` (student on a weak view without gradient and on a strong view:
+FixMatch) or `"two_views"` (student on one draw of the training transform, the method's own model on a second draw:
+Mean Teacher)."""
 
 LossTerms = dict[str, tuple[float, torch.Tensor]]
 """Named loss terms: name -> (weight, unweighted value). Logged as `loss_<name>`; the loss is the weighted sum."""

@@ -63,6 +63,11 @@ def declared_hyperparameters() -> dict[str, HyperParameter]:
     return {h.name: h for cls in REGULARIZERS.values() for h in cls.hyperparameters}
 
 
+def unlabeled_methods() -> list[str]:
+    """The registered regularisers that can use unlabelled images (`unlabeled_views`), in registration order."""
+    return [name for name, cls in REGULARIZERS.items() if cls.unlabeled_views is not None]
+
+
 def parse_method(method: str) -> tuple[str, str | None]:
     """Split a method spec into (regulariser, mixing strategy or None).
 

@@ -99,7 +99,7 @@ class DataTrainingArguments(TuningArguments):
     unlabeled_dir: str | None = field(
         default=None,
         metadata={"help": "A folder of unlabelled images of the domain (no class sub-folders, searched recursively) "
-                  "for the methods that use them (smile, fixmatch)."},
+                  "for the methods that use them (smile, fixmatch, mean_teacher)."},
     )  # fmt: skip
     unlabeled_from_train: bool = field(
         default=False,

@@ -197,8 +197,9 @@ def _locked_run(
 
 ADDED_FIELDS = {
     "data": ("unlabeled_dir", "unlabeled_from_train"),
-    "training": ("unlabeled_batch_ratio", "fixmatch_threshold", "fixmatch_lambda_u", "teacher_fold_batchnorm",
-                 "teacher_channels_last", "teacher_bf16"),
+    "training": ("unlabeled_batch_ratio", "fixmatch_threshold", "fixmatch_lambda_u", "mean_teacher_consistency",
+                 "mean_teacher_ema_decay", "mean_teacher_rampup", "teacher_fold_batchnorm", "teacher_channels_last",
+                 "teacher_bf16"),
 }  # fmt: skip
 """Fields that define a run but are newer than run folders on disk: left out of `run_config.json` at their default,
 so that those folders keep resuming (a value other than the default is recorded, and compared, as any other)."""

@@ -26,7 +26,7 @@ from ..data import (
     set_transforms,
     unlabeled_from_train,
 )
-from ..methods import get_regularizer_class
+from ..methods import get_regularizer_class, unlabeled_methods
 from ..modeling import load_image_processor
 from .arguments import DataTrainingArguments, InputError, ModelArguments
 from .text import (
@@ -194,9 +194,9 @@ def check_unlabeled_options(data_args: DataTrainingArguments, methods: list[str]
     if given and not using:
         raise InputError(
             f"Method '{methods[0]}' cannot use unlabelled images: drop --unlabeled_dir / --unlabeled_from_train, or "
-            "use a method that uses them (smile, fixmatch)."
+            f"use a method that uses them ({', '.join(unlabeled_methods())})."
             if len(methods) == 1 else f"None of the methods {', '.join(methods)} can use unlabelled images: drop "
-            "--unlabeled_dir / --unlabeled_from_train, or add one that uses them (smile, fixmatch)."
+            f"--unlabeled_dir / --unlabeled_from_train, or add one that uses them ({', '.join(unlabeled_methods())})."
         )
     if needing and not given:
         raise InputError(f"Method '{needing[0]}' trains on unlabelled images: add --unlabeled_dir or --unlabeled_from_train.")
