@@ -13,7 +13,6 @@ Bad input is one `<command>: error: ...` line on stderr (exit status 2), a diver
 from __future__ import annotations
 
 import shlex
-import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -48,15 +47,6 @@ def run_errors() -> tuple[type[Exception], ...]:
     return NonFiniteLossError, NonFiniteWeightsError, DiskFullError, HubPushError
 
 
-def _interrupt_on_sigterm() -> None:
-    """SIGTERM (a scheduler, `kill`) stops the run as Ctrl-C does: the cleanup runs and one line says how to resume."""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGTERM, interrupt)
-
-
 def _interrupted(interrupt: KeyboardInterrupt, script: str, argv: Sequence[str]) -> str:
     """The one line of an interrupted run: the signal, the checkpoint its rerun resumes from and the command."""
     from .checkpoints import RunInterrupted
@@ -74,11 +64,12 @@ def run_cli(main_fn: Callable[[], object], script: str, argv: Sequence[str] | No
     (`script` and `argv`, default `sys.argv[1:]`; exit status 130 and 143); with several processes every rank exits
     cleanly."""
     from .distributed import shutdown
+    from .interrupts import handled_interrupts
 
     argv = sys.argv[1:] if argv is None else argv
-    _interrupt_on_sigterm()
     try:
-        main_fn()
+        with handled_interrupts():  # SIGTERM (a scheduler, `kill`) stops the run as Ctrl-C does; neither is lost
+            main_fn()
     except KeyboardInterrupt as interrupt:
         line = _interrupted(interrupt, script, argv)
         print(line, file=sys.stderr)

@@ -49,6 +49,7 @@ from .data import TransformEpochCallback, evaluation_processor
 from .distributed import add_buffer_sync
 from .fsdp import ShardedMethodStateMixin, prepare_teacher_model, save_full_model
 from .guard import NonFiniteGuard, NonFiniteGuardCallback, check_finite_weights
+from .interrupts import InterruptCallback
 from .lora import build_teacher, peft_model_of, save_adapter, wrap_student
 from .loss import LossOutput, TransferLoss
 from .method_state import MethodStateMixin
@@ -346,6 +347,7 @@ class SmileTrainer(
         check_optimizer_covers(self.optimizer, self.model)
         check_no_user_optimizer(self.optimizer, args)  # per-group learning rates need the optimizer built here
         self.add_callback(TransformEpochCallback(self.train_dataset))  # per-example augmentation follows the epoch
+        self.add_callback(InterruptCallback())  # a Ctrl-C / SIGTERM whose first KeyboardInterrupt was lost
         if args.world_size > 1:  # BatchNorm statistics: the same on every rank for evaluation, saving and the EMA
             add_buffer_sync(self)
         self._eval_terms: EvaluationTerms | None = None  # the loss terms of the evaluation running, if recorded
