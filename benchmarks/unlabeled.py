@@ -1,7 +1,8 @@
 # Copyright 2026 The smile_hf Authors. Licensed under the Apache License, Version 2.0.
 """Do unlabelled images help? Fine-tuning, SMILE, SMILE with unlabelled images, FixMatch and Mean Teacher on `digits`
-with 1, 2, 5, 10 and 20 labelled images per class and the rest of the training split as unlabelled images (their labels dropped:
-`smile_hf.data.unlabeled_from_train`), from both bundled source checkpoints, with paired 95% intervals over seeds.
+with 1, 2, 5, 10 and 20 labelled images per class and the rest of the training split as unlabelled images (their
+labels dropped: `smile_hf.data.unlabeled_from_train`), from both bundled source checkpoints, with paired 95% intervals
+over seeds.
 
 Every run is the shots curve's (`benchmarks.accuracy`: the SMILE reference recipe, SGD Nesterov 0.9, lr 0.01, wd 1e-4,
 batch 48, lr x0.1 at 2/3, `--max_steps` steps, no flip). A seed draws the labelled subset, the head, the data order,

@@ -4,9 +4,9 @@
 A signal handler raises where the interpreter happens to be; raised inside a finaliser (`__del__`, a weakref or
 garbage-collector callback) or under a library's `except BaseException`, the exception is printed as "ignored" or
 swallowed, and training goes on. The command-line scripts ([`smile_hf.cli.run_cli`]) run within
-[`handled_interrupts`]: its handler records the signal before raising, and [`InterruptCallback`] (which [`SmileTrainer`] adds) raises it again at
-the end of the next step or prediction batch if it is still pending. In a user's own script, where nothing is
-installed, the callback does nothing.
+[`handled_interrupts`]: its handler records the signal before raising, and [`InterruptCallback`] (which
+[`SmileTrainer`] adds) raises it again at the end of the next step or prediction batch if it is still pending. In a
+user's own script, where nothing is installed, the callback does nothing.
 """
 
 from __future__ import annotations

@@ -188,7 +188,8 @@ def test_fixmatch_logs_the_fraction_of_pseudo_labels_that_pass_the_threshold(tmp
 
 def test_mean_teacher_pieces_equal_the_reference_formulas():
     # the ramp-up exp(-5 (1 - t/T)^2), 1 from T on and when T = 0
-    assert sigmoid_rampup(0, 10) == pytest.approx(np.exp(-5.0)) and sigmoid_rampup(5, 10) == pytest.approx(np.exp(-1.25))
+    assert sigmoid_rampup(0, 10) == pytest.approx(np.exp(-5.0))
+    assert sigmoid_rampup(5, 10) == pytest.approx(np.exp(-1.25))
     assert sigmoid_rampup(10, 10) == sigmoid_rampup(30, 10) == sigmoid_rampup(3, 0) == 1.0
     # softmax_mse_loss / batch: per image, sum over classes of the squared softmax difference / C, then the mean
     student = torch.tensor([[1.0, 0.0, -1.0], [0.5, 2.0, 0.0]])
@@ -247,7 +248,8 @@ def test_mean_teacher_step_loss_is_labelled_ce_plus_ramped_consistency(tmp_path)
     # the teacher's training-mode BatchNorm normalises with batch statistics and leaves the student's running ones
     before = {name: b.clone() for name, b in model.named_buffers()}
     inputs = UnlabeledInputs(u, None, None, None, None, model, trainer.adapter, other_view=u)
-    torch.testing.assert_close(trainer.regularizer.teacher_logits(inputs), teacher(pixel_values=u).logits, rtol=RTOL, atol=1e-6)
+    expected_teacher = teacher(pixel_values=u).logits
+    torch.testing.assert_close(trainer.regularizer.teacher_logits(inputs), expected_teacher, rtol=RTOL, atol=1e-6)
     assert all(torch.equal(b, before[name]) for name, b in model.named_buffers())
 
 
@@ -266,7 +268,8 @@ def test_no_label_of_an_unlabelled_image_is_read(tmp_path):
 @pytest.mark.parametrize(
     "method, unlabeled, kwargs, message",
     [
-        ("l2sp", UnlabeledImages(4), {}, r"Method 'l2sp' cannot use unlabelled images: .* \(smile, fixmatch, mean_teacher\)"),
+        ("l2sp", UnlabeledImages(4), {},
+         r"Method 'l2sp' cannot use unlabelled images: .* \(smile, fixmatch, mean_teacher\)"),
         ("mixup", UnlabeledImages(4), {}, "Method 'mixup' cannot use unlabelled images"),
         ("fixmatch", None, {}, "Method 'fixmatch' trains on unlabelled images: pass `unlabeled_dataset`"),
         ("mean_teacher", None, {}, "Method 'mean_teacher' trains on unlabelled images: pass `unlabeled_dataset`"),
@@ -303,8 +306,8 @@ def test_the_stream_is_sharded_by_rank_and_keyed_by_the_draw():
 def test_benchmark_report_pairs_the_methods_per_seed_and_says_when_it_is_reduced():
     from benchmarks.unlabeled import COMPARISONS, FULL_GRID, report, summarise
 
-    accuracy = {"finetune": (0.50, 0.60), "smile": (0.52, 0.61), "smile+unlabeled": (0.55, 0.60), "fixmatch": (0.40, 0.70),
-                "mean_teacher": (0.51, 0.62)}  # fmt: skip
+    accuracy = {"finetune": (0.50, 0.60), "smile": (0.52, 0.61), "smile+unlabeled": (0.55, 0.60),
+                "fixmatch": (0.40, 0.70), "mean_teacher": (0.51, 0.62)}  # fmt: skip
     runs = [{"source": "s", "target": "digits", "shots": 5, "seed": seed, "method": m, "accuracy": a[seed]}
             for m, a in accuracy.items() for seed in (0, 1)]  # fmt: skip
     summary = summarise(runs, {"s": {}}, [5], list(accuracy))

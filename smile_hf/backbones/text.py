@@ -210,7 +210,8 @@ class TextBackboneAdapter(BackboneAdapter):
     def type_embeddings(self, model: nn.Module) -> nn.Module | None:
         """The token-type embedding table the model adds to the word embeddings (BERT, ELECTRA, ALBERT, RoBERTa...;
         None for the families without one)."""
-        table = getattr(getattr(model.get_submodule(self.spec.trunk), "embeddings", None), "token_type_embeddings", None)
+        embeddings = getattr(model.get_submodule(self.spec.trunk), "embeddings", None)
+        table = getattr(embeddings, "token_type_embeddings", None)
         return table if isinstance(table, nn.Embedding) else None
 
     def forward(

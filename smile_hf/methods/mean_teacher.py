@@ -64,7 +64,8 @@ def trainable_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 class _Logits(nn.Module):
-    """The logits of `adapter.forward(model, images)` as a module, so that `functional_call` swaps the model's weights."""
+    """The logits of `adapter.forward(model, images)` as a module, so that `functional_call` swaps the model's
+    weights."""
 
     def __init__(self, model: nn.Module, adapter):
         super().__init__()
@@ -135,7 +136,9 @@ class MeanTeacher(Regularizer):
         """The teacher's logits on the second view: the student's modules run with the averaged weights (and copies of
         its buffers, which a training-mode BatchNorm would otherwise update), without gradient."""
         if not len(self.teacher_weights):
-            raise RuntimeError("Mean Teacher has no teacher: call `setup(context)` before training (SmileTrainer.train does).")
+            raise RuntimeError(
+                "Mean Teacher has no teacher: call `setup(context)` before training (SmileTrainer.train does)."
+            )
         model = inputs.model
         self.follow_device(inputs.other_view.device)
         state = {f"model.{name}": value for name, value in self.teacher_weights.items()}
