@@ -32,4 +32,4 @@ def build_debian_sections(preset) -> DatasetDict:
     files = {preset.train_split: debian_descriptions_file("target_train.csv"),
              preset.eval_split: debian_descriptions_file("target_test.csv")}  # fmt: skip
     splits = load_dataset("csv", data_files=files)
-    return encode_labels(splits, preset.label_column)[0]  # its train split: preset.train_split, "train"
+    return encode_labels(splits, preset.label_column)[0]  # encode_labels reads "train": the preset's train_split

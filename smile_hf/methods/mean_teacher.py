@@ -128,9 +128,10 @@ class MeanTeacher(Regularizer):
         alpha = min(1.0 - 1.0 / (step + 1), self.mean_teacher_ema_decay)
         params = trainable_parameters(as_context(context).model)
         self.follow_device(next(iter(params.values())).device)
-        with torch.no_grad():
-            for name, p in params.items():
-                self.teacher_weights[name].mul_(alpha).add_(p.detach(), alpha=1.0 - alpha)
+        shadow = [self.teacher_weights[name] for name in params]
+        with torch.no_grad():  # the reference's mul_ then add_, over all tensors at once
+            torch._foreach_mul_(shadow, alpha)
+            torch._foreach_add_(shadow, [p.detach() for p in params.values()], alpha=1.0 - alpha)
 
     def teacher_logits(self, inputs: UnlabeledInputs) -> torch.Tensor:
         """The teacher's logits on the second view: the student's modules run with the averaged weights (and copies of
